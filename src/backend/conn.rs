@@ -1,0 +1,274 @@
+//! One raw connection to a MySQL/MariaDB server, opened with exactly the
+//! capability flags and collation the client session needs, so responses can
+//! be relayed to that client byte for byte.
+
+use super::BackendError;
+use crate::config::BackendConfig;
+use crate::protocol::packets::{err_code, err_message, parse_ok, OkInfo};
+use crate::protocol::response::{Expect, Step, Tracker};
+use crate::protocol::wire::Wire;
+use crate::protocol::{command, ProtocolError};
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::HandshakePacket;
+use mysql_common::proto::MyDeserialize;
+use mysql_common::scramble::{scramble_native, scramble_sha256};
+use std::time::{Duration, Instant};
+
+/// Largest packet Tandem accepts from a backend during its own exchanges.
+const MAX_CONTROL_PACKET: usize = 16 * 1024 * 1024;
+
+/// What the server announced in its handshake.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version: Vec<u8>,
+    pub caps: CapabilityFlags,
+    pub collation: u8,
+}
+
+/// An authenticated backend connection.
+pub struct BackendConn {
+    pub wire: Wire,
+    /// The server's thread id for this connection (what CONNECTION_ID() returns).
+    pub thread_id: u32,
+    /// Capability flags in effect on this connection.
+    pub caps: CapabilityFlags,
+    pub collation: u8,
+    pub server: ServerInfo,
+    /// Database currently selected, as far as Tandem knows.
+    pub current_db: Option<String>,
+    /// Multi-statement option as set by COM_SET_OPTION (starts per caps).
+    pub multi_statements: bool,
+    pub last_used: Instant,
+}
+
+impl BackendConn {
+    /// Connects and authenticates. `want` are the client-chosen flags that
+    /// shape responses; Tandem adds what it needs for the handshake itself.
+    pub async fn connect(
+        cfg: &BackendConfig,
+        want: CapabilityFlags,
+        collation: Option<u8>,
+        timeout: Duration,
+    ) -> Result<Self, BackendError> {
+        tokio::time::timeout(timeout, Self::connect_inner(cfg, want, collation))
+            .await
+            .map_err(|_| BackendError::Timeout(timeout))?
+    }
+
+    async fn connect_inner(
+        cfg: &BackendConfig,
+        want: CapabilityFlags,
+        collation: Option<u8>,
+    ) -> Result<Self, BackendError> {
+        let stream = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
+        let mut wire = Wire::new(stream);
+        let hello = wire.read_packet(Some(0), MAX_CONTROL_PACKET).await?;
+        if hello.payload.first() == Some(&0xFF) {
+            return Err(BackendError::Server {
+                code: err_code(&hello.payload),
+                message: err_message(&hello.payload),
+            });
+        }
+        let hs = HandshakePacket::deserialize((), &mut ParseBuf(&hello.payload))
+            .map_err(|_| ProtocolError::Malformed("backend handshake"))?;
+        let server = ServerInfo {
+            version: hs.server_version_ref().to_vec(),
+            caps: hs.capabilities(),
+            collation: hs.default_collation(),
+        };
+        if !server.caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+            return Err(BackendError::Unsupported(
+                "server does not speak protocol 4.1".into(),
+            ));
+        }
+        use CapabilityFlags as C;
+        let mut caps = (want
+            | C::CLIENT_PROTOCOL_41
+            | C::CLIENT_SECURE_CONNECTION
+            | C::CLIENT_PLUGIN_AUTH
+            | C::CLIENT_LONG_PASSWORD
+            | C::CLIENT_TRANSACTIONS
+            | C::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA)
+            & server.caps;
+        caps.remove(C::CLIENT_SSL | C::CLIENT_COMPRESS | C::CLIENT_CONNECT_ATTRS);
+        if cfg.database.is_some() {
+            caps.insert(C::CLIENT_CONNECT_WITH_DB);
+        } else {
+            caps.remove(C::CLIENT_CONNECT_WITH_DB);
+        }
+        let collation = collation.unwrap_or(server.collation);
+        let mut plugin = hs
+            .auth_plugin_name_ref()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_else(|| "mysql_native_password".into());
+        let mut nonce = hs.nonce();
+        let password = cfg.password.as_bytes();
+
+        let mut resp = Vec::with_capacity(128);
+        resp.extend_from_slice(&caps.bits().to_le_bytes());
+        resp.extend_from_slice(&(MAX_CONTROL_PACKET as u32).to_le_bytes());
+        resp.push(collation);
+        resp.extend_from_slice(&[0u8; 23]);
+        resp.extend_from_slice(cfg.user.as_bytes());
+        resp.push(0);
+        let data = auth_data(&plugin, &nonce, password)?;
+        crate::protocol::packets::put_lenenc(&mut resp, data.len() as u64);
+        resp.extend_from_slice(&data);
+        if let Some(db) = &cfg.database {
+            resp.extend_from_slice(db.as_bytes());
+            resp.push(0);
+        }
+        resp.extend_from_slice(plugin.as_bytes());
+        resp.push(0);
+        let mut seq = hello.last_seq.wrapping_add(1);
+        wire.send_packet(&mut seq, &resp).await?;
+
+        loop {
+            let p = wire.read_packet(Some(seq), MAX_CONTROL_PACKET).await?;
+            seq = p.last_seq.wrapping_add(1);
+            let payload = p.payload;
+            match payload.first() {
+                Some(0x00) => break,
+                Some(0xFF) => {
+                    return Err(BackendError::Server {
+                        code: err_code(&payload),
+                        message: err_message(&payload),
+                    })
+                }
+                Some(0xFE) => {
+                    // Auth switch: plugin name NUL, new nonce (NUL-terminated).
+                    let rest = &payload[1..];
+                    let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+                    plugin = String::from_utf8_lossy(&rest[..nul]).into_owned();
+                    let mut n = rest.get(nul + 1..).unwrap_or_default().to_vec();
+                    if n.last() == Some(&0) {
+                        n.pop();
+                    }
+                    nonce = n;
+                    let data = auth_data(&plugin, &nonce, password)?;
+                    wire.send_packet(&mut seq, &data).await?;
+                }
+                Some(0x01) if plugin == "caching_sha2_password" => {
+                    match payload.get(1) {
+                        Some(3) => {} // fast auth succeeded; OK follows
+                        Some(4) => {
+                            // Full auth without TLS: fetch the server's RSA key.
+                            wire.send_packet(&mut seq, &[2]).await?;
+                            let key = wire.read_packet(Some(seq), MAX_CONTROL_PACKET).await?;
+                            seq = key.last_seq.wrapping_add(1);
+                            let pem = key.payload.get(1..).unwrap_or_default();
+                            let mut pass = password.to_vec();
+                            pass.push(0);
+                            for (i, b) in pass.iter_mut().enumerate() {
+                                *b ^= nonce[i % nonce.len().max(1)];
+                            }
+                            let enc = mysql_common::crypto::encrypt(&pass, pem);
+                            wire.send_packet(&mut seq, &enc).await?;
+                        }
+                        _ => return Err(ProtocolError::Malformed("auth more-data").into()),
+                    }
+                }
+                _ => {
+                    return Err(BackendError::Unsupported(format!(
+                        "authentication exchange for plugin {plugin}"
+                    )))
+                }
+            }
+        }
+        let thread_id = hs.connection_id();
+        Ok(Self {
+            wire,
+            thread_id,
+            caps,
+            collation,
+            server,
+            current_db: cfg.database.clone(),
+            multi_statements: caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
+            last_used: Instant::now(),
+        })
+    }
+
+    pub fn deprecate_eof(&self) -> bool {
+        self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+    }
+
+    /// Runs one of Tandem's own commands and reads its whole response,
+    /// discarding rows. Returns the final OK info or the server's error.
+    pub async fn run(&mut self, payload: &[u8], expect: Expect) -> Result<OkInfo, BackendError> {
+        let mut seq = 0u8;
+        self.wire.send_packet(&mut seq, payload).await?;
+        let mut tracker = Tracker::new(expect, self.deprecate_eof());
+        loop {
+            let p = self.wire.read_packet(Some(seq), MAX_CONTROL_PACKET).await?;
+            seq = p.last_seq.wrapping_add(1);
+            let step = tracker.feed(&p.payload, p.payload.len())?;
+            if p.payload.first() == Some(&0xFF) {
+                return Err(BackendError::Server {
+                    code: err_code(&p.payload),
+                    message: err_message(&p.payload),
+                });
+            }
+            match step {
+                Step::More => {}
+                Step::Done => {
+                    self.last_used = Instant::now();
+                    return Ok(tracker
+                        .summary
+                        .last_ok
+                        .unwrap_or_else(|| parse_ok(&p.payload).unwrap_or_default()));
+                }
+                Step::LocalInfile => {
+                    // Tandem never sends LOAD DATA LOCAL itself; refuse politely.
+                    self.wire.send_packet(&mut seq, &[]).await?;
+                    tracker.infile_sent();
+                }
+            }
+        }
+    }
+
+    pub async fn query(&mut self, sql: &str) -> Result<OkInfo, BackendError> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(command::COM_QUERY);
+        p.extend_from_slice(sql.as_bytes());
+        self.run(&p, Expect::ResultSet).await
+    }
+
+    pub async fn init_db(&mut self, db: &str) -> Result<(), BackendError> {
+        let mut p = vec![command::COM_INIT_DB];
+        p.extend_from_slice(db.as_bytes());
+        self.run(&p, Expect::Single).await?;
+        self.current_db = Some(db.to_string());
+        Ok(())
+    }
+
+    /// COM_RESET_CONNECTION: rolls back, drops temporary tables, user
+    /// variables and prepared statements, restores session variables.
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
+        self.run(&[command::COM_RESET_CONNECTION], Expect::Single)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn auth_data(plugin: &str, nonce: &[u8], password: &[u8]) -> Result<Vec<u8>, BackendError> {
+    if password.is_empty() {
+        return Ok(Vec::new());
+    }
+    match plugin {
+        "mysql_native_password" => Ok(scramble_native(nonce, password)
+            .map(|s| s.to_vec())
+            .unwrap_or_default()),
+        "caching_sha2_password" => Ok(scramble_sha256(nonce, password)
+            .map(|s| s.to_vec())
+            .unwrap_or_default()),
+        "mysql_clear_password" => {
+            let mut p = password.to_vec();
+            p.push(0);
+            Ok(p)
+        }
+        other => Err(BackendError::Unsupported(format!(
+            "backend authentication plugin {other}"
+        ))),
+    }
+}

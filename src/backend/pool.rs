@@ -1,0 +1,230 @@
+//! Per-backend connection pool.
+//!
+//! A client session leases one backend connection for its whole life. Idle
+//! connections are keyed by the response-shaping capability flags and the
+//! collation they were opened with, because a connection can only relay byte
+//! for byte to a client that negotiated the same flags. A connection goes back
+//! to the pool only after COM_RESET_CONNECTION succeeded on it; a connection
+//! whose state is unknown (client vanished mid-response) is closed instead.
+
+use super::conn::{BackendConn, ServerInfo};
+use super::BackendError;
+use crate::config::{BackendConfig, Limits};
+use crate::protocol::packets::backend_key_caps;
+use mysql_common::constants::CapabilityFlags;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// What a pooled connection must match to serve a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub caps: u32,
+    pub collation: u8,
+}
+
+impl PoolKey {
+    pub fn new(client_caps: CapabilityFlags, collation: u8) -> Self {
+        Self {
+            caps: (client_caps & backend_key_caps()).bits(),
+            collation,
+        }
+    }
+}
+
+pub struct Pool {
+    cfg: BackendConfig,
+    connect_timeout: Duration,
+    wait_timeout: Duration,
+    idle_timeout: Duration,
+    /// One permit per open (leased, idle or resetting) connection.
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<(PoolKey, BackendConn)>>,
+    info: Mutex<Option<ServerInfo>>,
+    open: AtomicUsize,
+}
+
+/// A leased connection. Dropping it returns the connection (after a reset)
+/// when `reusable`, otherwise closes it.
+pub struct Lease {
+    conn: Option<BackendConn>,
+    key: PoolKey,
+    /// Cleared while a command is in flight; a lease dropped then is closed.
+    pub reusable: bool,
+    permit: Option<OwnedSemaphorePermit>,
+    pool: Arc<Pool>,
+}
+
+impl Pool {
+    pub fn new(cfg: BackendConfig, limits: &Limits) -> Arc<Self> {
+        Arc::new(Self {
+            slots: Arc::new(Semaphore::new(cfg.pool)),
+            cfg,
+            connect_timeout: limits.connect_timeout,
+            wait_timeout: limits.pool_wait_timeout,
+            idle_timeout: limits.pool_idle_timeout,
+            idle: Mutex::new(Vec::new()),
+            info: Mutex::new(None),
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &BackendConfig {
+        &self.cfg
+    }
+
+    /// Connections currently open (leased or idle).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// The server's handshake facts; connects once if not yet known.
+    pub async fn server_info(self: &Arc<Self>) -> Result<ServerInfo, BackendError> {
+        if let Some(i) = lock(&self.info).clone() {
+            return Ok(i);
+        }
+        let key = PoolKey::new(CapabilityFlags::empty(), 0);
+        let lease = self.acquire_with(key, None).await?;
+        Ok(lease.server().clone())
+    }
+
+    /// Leases a connection matching the client's flags and collation.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        client_caps: CapabilityFlags,
+        collation: u8,
+    ) -> Result<Lease, BackendError> {
+        self.acquire_with(PoolKey::new(client_caps, collation), Some(collation))
+            .await
+    }
+
+    async fn acquire_with(
+        self: &Arc<Self>,
+        key: PoolKey,
+        collation: Option<u8>,
+    ) -> Result<Lease, BackendError> {
+        let permit = tokio::time::timeout(self.wait_timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| BackendError::PoolExhausted(self.cfg.pool))?
+            .map_err(|_| BackendError::PoolExhausted(self.cfg.pool))?;
+        // Reuse an idle connection with the same key; close stale ones on the way.
+        let reuse = {
+            let mut idle = lock(&self.idle);
+            let mut found = None;
+            let now = Instant::now();
+            let mut i = 0;
+            while i < idle.len() {
+                let stale = now.duration_since(idle[i].1.last_used) > self.idle_timeout;
+                if stale || idle[i].1.wire.looks_closed() {
+                    idle.swap_remove(i);
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+                if found.is_none() && idle[i].0 == key {
+                    found = Some(idle.swap_remove(i).1);
+                    continue;
+                }
+                i += 1;
+            }
+            // The permit we hold may belong to an idle connection of another
+            // key: close one so the total stays within the pool size.
+            if found.is_none() && self.open.load(Ordering::Relaxed) >= self.cfg.pool {
+                if let Some(pos) = idle.iter().position(|(k, _)| *k != key) {
+                    idle.swap_remove(pos);
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            found
+        };
+        let conn = match reuse {
+            Some(c) => c,
+            None => {
+                let caps = CapabilityFlags::from_bits_truncate(key.caps);
+                let c =
+                    BackendConn::connect(&self.cfg, caps, collation, self.connect_timeout).await?;
+                self.open.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.info) = Some(c.server.clone());
+                c
+            }
+        };
+        Ok(Lease {
+            conn: Some(conn),
+            key,
+            reusable: true,
+            permit: Some(permit),
+            pool: self.clone(),
+        })
+    }
+
+    fn put_back(
+        self: &Arc<Self>,
+        key: PoolKey,
+        mut conn: BackendConn,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let pool = self.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        handle.spawn(async move {
+            let ok = tokio::time::timeout(pool.connect_timeout, async {
+                conn.reset().await?;
+                match &pool.cfg.database {
+                    Some(db) if conn.current_db.as_ref() != Some(db) => conn.init_db(db).await,
+                    _ => Ok(()),
+                }
+            })
+            .await
+            .is_ok_and(|r| r.is_ok());
+            let db_ok = conn.current_db == pool.cfg.database;
+            let opt_ok = conn.multi_statements
+                == conn.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS);
+            if ok && db_ok && opt_ok {
+                lock(&pool.idle).push((key, conn));
+            } else {
+                pool.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+    }
+}
+
+impl Lease {
+    pub fn conn(&mut self) -> &mut BackendConn {
+        // The connection is only taken out in Drop.
+        self.conn
+            .as_mut()
+            .expect("lease holds a connection until dropped")
+    }
+
+    pub fn server(&self) -> &ServerInfo {
+        &self.conn.as_ref().expect("lease holds a connection").server
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let (Some(conn), Some(permit)) = (self.conn.take(), self.permit.take()) else {
+            return;
+        };
+        if self.reusable {
+            self.pool.put_back(self.key, conn, permit);
+        } else {
+            self.pool.open.fetch_sub(1, Ordering::Relaxed);
+            drop(conn);
+            drop(permit);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data inconsistent
+    // (plain pushes and pops), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,379 @@
+//! Configuration: the YAML model (`model`), and `load`, which turns a file and
+//! its rules directory into a fully validated `Config` or the complete list of
+//! what is wrong with it. Nothing is published until everything validated.
+//!
+//! Relative paths (`rules`, `migration.journal`) are resolved against the
+//! process's working directory.
+
+pub mod model;
+
+use crate::protocol::auth::StoredPassword;
+pub use model::{BackendKind, UnsafeWrites};
+use model::{RawConfig, RawRulesFile, RawTableRule};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validated, ready-to-use configuration snapshot.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub users: HashMap<String, StoredPassword>,
+    pub backends: BTreeMap<String, BackendConfig>,
+    pub primary: String,
+    pub secondary: Option<String>,
+    pub journal: PathBuf,
+    pub unsafe_writes: UnsafeWrites,
+    pub cutover_timeout: Duration,
+    pub rules_dir: PathBuf,
+    pub rules: Rules,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub name: String,
+    pub kind: BackendKind,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: Option<String>,
+    pub pool: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_client_connections: usize,
+    pub max_allowed_packet: usize,
+    pub connect_timeout: Duration,
+    pub pool_wait_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
+/// Table rules merged from every file in the rules directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub tables: BTreeMap<String, TableRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRule {
+    pub auto_increment: Option<String>,
+    pub mirror: bool,
+}
+
+impl Rules {
+    /// Whether writes to `table` are mirrored (tables without a rule are).
+    pub fn mirrored(&self, table: &str) -> bool {
+        self.tables.get(table).is_none_or(|r| r.mirror)
+    }
+}
+
+impl Config {
+    pub fn primary_backend(&self) -> &BackendConfig {
+        // `load` guarantees the primary names a backend.
+        &self.backends[&self.primary]
+    }
+}
+
+/// Every problem found in a config, one line each.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+/// Reads, parses and validates `path` and its rules directory.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+    parse(&text)
+}
+
+/// Parses and validates config text (rules are read from disk).
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig =
+        serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![format!("config: {e}")]))?;
+    validate(raw)
+}
+
+fn duration(errors: &mut Vec<String>, key: &str, value: &str) -> Duration {
+    match humantime::parse_duration(value) {
+        Ok(d) => d,
+        Err(e) => {
+            errors.push(format!("{key}: invalid duration {value:?}: {e}"));
+            Duration::ZERO
+        }
+    }
+}
+
+fn socket_addr(errors: &mut Vec<String>, key: &str, value: &str) -> Option<SocketAddr> {
+    match value.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push(format!(
+                "{key}: {value:?} is not an IP:port address (e.g. 127.0.0.1:3307)"
+            ));
+            None
+        }
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let listen = socket_addr(&mut errors, "listen", &raw.listen);
+    let admin = raw
+        .admin
+        .as_deref()
+        .and_then(|a| socket_addr(&mut errors, "admin", a));
+
+    let mut users = HashMap::new();
+    for (i, u) in raw.users.iter().enumerate() {
+        let key = format!("users[{i}]");
+        if u.name.is_empty() {
+            errors.push(format!("{key}.name: must not be empty"));
+        }
+        let stored = match (&u.password, &u.password_hash) {
+            (Some(_), Some(_)) => {
+                errors.push(format!(
+                    "{key}: set either password or password_hash, not both"
+                ));
+                continue;
+            }
+            (None, None) => {
+                errors.push(format!("{key}: password or password_hash is required"));
+                continue;
+            }
+            (Some(p), None) => StoredPassword::from_plain(p),
+            (None, Some(h)) => match StoredPassword::from_hash(h) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(format!("{key}.password_hash: {e}"));
+                    continue;
+                }
+            },
+        };
+        if users.insert(u.name.clone(), stored).is_some() {
+            errors.push(format!("{key}.name: user {:?} is listed twice", u.name));
+        }
+    }
+
+    let mut backends = BTreeMap::new();
+    if raw.backends.is_empty() {
+        errors.push("backends: at least one backend is required".into());
+    }
+    for (name, b) in &raw.backends {
+        match parse_backend(name, b) {
+            Ok(cfg) => {
+                backends.insert(name.clone(), cfg);
+            }
+            Err(errs) => errors.extend(errs),
+        }
+    }
+
+    let m = &raw.migration;
+    match raw.backends.get(&m.primary) {
+        None => errors.push(format!(
+            "migration.primary: unknown backend {:?} (known: {})",
+            m.primary,
+            known(&raw.backends)
+        )),
+        Some(b) if b.kind == BackendKind::Postgres => errors.push(format!(
+            "migration.primary: backend {:?} is PostgreSQL; a PostgreSQL primary is not supported yet",
+            m.primary
+        )),
+        Some(_) => {}
+    }
+    if let Some(s) = &m.secondary {
+        if !raw.backends.contains_key(s) {
+            errors.push(format!(
+                "migration.secondary: unknown backend {s:?} (known: {})",
+                known(&raw.backends)
+            ));
+        } else if *s == m.primary {
+            errors.push("migration.secondary: must differ from migration.primary".into());
+        }
+    }
+    let cutover_timeout = duration(&mut errors, "migration.cutover_timeout", &m.cutover_timeout);
+
+    let l = &raw.limits;
+    if l.max_client_connections == 0 {
+        errors.push("limits.max_client_connections: must be at least 1".into());
+    }
+    if l.max_allowed_packet < 1024 || l.max_allowed_packet > 1 << 30 {
+        errors.push("limits.max_allowed_packet: must be between 1024 and 1073741824".into());
+    }
+    let limits = Limits {
+        max_client_connections: l.max_client_connections,
+        max_allowed_packet: l.max_allowed_packet,
+        connect_timeout: duration(&mut errors, "limits.connect_timeout", &l.connect_timeout),
+        pool_wait_timeout: duration(
+            &mut errors,
+            "limits.pool_wait_timeout",
+            &l.pool_wait_timeout,
+        ),
+        pool_idle_timeout: duration(
+            &mut errors,
+            "limits.pool_idle_timeout",
+            &l.pool_idle_timeout,
+        ),
+        handshake_timeout: duration(
+            &mut errors,
+            "limits.handshake_timeout",
+            &l.handshake_timeout,
+        ),
+    };
+
+    let rules_dir = PathBuf::from(&raw.rules);
+    let rules = match load_rules(&rules_dir) {
+        Ok(r) => r,
+        Err(errs) => {
+            errors.extend(errs);
+            Rules::default()
+        }
+    };
+
+    match (errors.is_empty(), listen) {
+        (true, Some(listen)) => Ok(Config {
+            listen,
+            admin,
+            users,
+            backends,
+            primary: m.primary.clone(),
+            secondary: m.secondary.clone(),
+            journal: PathBuf::from(&m.journal),
+            unsafe_writes: m.unsafe_writes,
+            cutover_timeout,
+            rules_dir,
+            rules,
+            limits,
+        }),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn known(backends: &BTreeMap<String, model::RawBackend>) -> String {
+    backends.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+fn parse_backend(name: &str, b: &model::RawBackend) -> Result<BackendConfig, Vec<String>> {
+    let key = format!("backends.{name}");
+    let mut errors = Vec::new();
+    if b.pool == 0 {
+        errors.push(format!("{key}.pool: must be at least 1"));
+    }
+    let url = match url::Url::parse(&b.url) {
+        Ok(u) => u,
+        Err(e) => {
+            errors.push(format!("{key}.url: {e}"));
+            return Err(errors);
+        }
+    };
+    let (scheme_ok, default_port) = match b.kind {
+        BackendKind::Mysql => (url.scheme() == "mysql", 3306),
+        BackendKind::Postgres => (matches!(url.scheme(), "postgres" | "postgresql"), 5432),
+    };
+    if !scheme_ok {
+        errors.push(format!(
+            "{key}.url: scheme {:?} does not match kind {:?}",
+            url.scheme(),
+            b.kind
+        ));
+    }
+    let host = url.host_str().unwrap_or_default().to_string();
+    if host.is_empty() {
+        errors.push(format!("{key}.url: host is missing"));
+    }
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let user = decode(url.username());
+    if user.is_empty() {
+        errors.push(format!("{key}.url: user is missing (mysql://user@host/db)"));
+    }
+    let database = url
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .filter(|d| !d.is_empty())
+        .map(decode);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(BackendConfig {
+        name: name.to_string(),
+        kind: b.kind,
+        port: url.port().unwrap_or(default_port),
+        host,
+        password: url.password().map(decode).unwrap_or_default(),
+        user,
+        database,
+        pool: b.pool,
+    })
+}
+
+/// Loads and merges `*.yaml` / `*.yml` files from `dir` (sorted by name).
+pub fn load_rules(dir: &Path) -> Result<Rules, Vec<String>> {
+    let mut rules = Rules::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(rules),
+        Err(e) => return Err(vec![format!("rules: cannot read {}: {e}", dir.display())]),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let mut errors = Vec::new();
+    let mut origin: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for file in files {
+        let parsed = std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_saphyr::from_str::<RawRulesFile>(&t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(f) => {
+                for (
+                    table,
+                    RawTableRule {
+                        auto_increment,
+                        mirror,
+                    },
+                ) in f.tables
+                {
+                    if let Some(prev) = origin.get(&table) {
+                        errors.push(format!(
+                            "{}: table {table:?} already has a rule in {}",
+                            file.display(),
+                            prev.display()
+                        ));
+                        continue;
+                    }
+                    origin.insert(table.clone(), file.clone());
+                    rules.tables.insert(
+                        table,
+                        TableRule {
+                            auto_increment,
+                            mirror: mirror.unwrap_or(true),
+                        },
+                    );
+                }
+            }
+            Err(e) => errors.push(format!("{}: {e}", file.display())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests;

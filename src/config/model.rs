@@ -1,0 +1,164 @@
+//! The YAML shape operators write. Every field documents its default; unknown
+//! keys are rejected. Validation and the runtime form live in `validate.rs`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+fn default_listen() -> String {
+    "127.0.0.1:3307".into()
+}
+fn default_pool() -> usize {
+    32
+}
+fn default_journal() -> String {
+    "./var/journal".into()
+}
+fn default_cutover_timeout() -> String {
+    "5s".into()
+}
+fn default_rules() -> String {
+    "./rules".into()
+}
+
+/// Top-level config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// MySQL-protocol listen address for applications. Default `127.0.0.1:3307`.
+    /// Cannot change on reload.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// HTTP admin address (status, metrics, reload, cutover). Default: none
+    /// (admin API off).
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// Users allowed to connect to the proxy. Default: none (nobody can log in).
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+    /// Named backends. Required.
+    pub backends: BTreeMap<String, RawBackend>,
+    /// Which backend is primary and which receives mirrored writes. Required.
+    pub migration: RawMigration,
+    /// Directory of `*.yaml` table rules. Default `./rules`; a missing
+    /// directory means "no rules".
+    #[serde(default = "default_rules")]
+    pub rules: String,
+    /// Limits; every key has a default.
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: String,
+    /// Plain-text password (hashed at load; never logged).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `*` + 40 hex digits: SHA1(SHA1(password)), as in mysql.user.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Mysql,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// `mysql` (MySQL/MariaDB) or `postgres`.
+    pub kind: BackendKind,
+    /// `mysql://user[:password]@host[:port][/database]` or `postgres://…`.
+    pub url: String,
+    /// Maximum server connections Tandem opens to this backend. Default 32.
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsafeWrites {
+    Reject,
+    PrimaryOnly,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMigration {
+    /// Backend that serves every statement. Required.
+    pub primary: String,
+    /// Backend that receives mirrored writes. Default: none (no mirroring).
+    #[serde(default)]
+    pub secondary: Option<String>,
+    /// Durable mirror journal directory. Default `./var/journal`.
+    #[serde(default = "default_journal")]
+    pub journal: String,
+    /// What to do with writes that cannot be mirrored deterministically.
+    /// `reject` (default) or `primary_only`.
+    #[serde(default = "default_unsafe")]
+    pub unsafe_writes: UnsafeWrites,
+    /// Fence + drain must finish within this, else the cutover aborts. Default `5s`.
+    #[serde(default = "default_cutover_timeout")]
+    pub cutover_timeout: String,
+}
+
+fn default_unsafe() -> UnsafeWrites {
+    UnsafeWrites::Reject
+}
+
+/// Resource limits. All optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Maximum concurrent client connections. Default 4096.
+    pub max_client_connections: usize,
+    /// Largest client packet accepted, in bytes. Default 64 MiB
+    /// (MySQL 8's default). Larger packets close the connection.
+    pub max_allowed_packet: usize,
+    /// Timeout for opening a backend connection. Default `5s`.
+    pub connect_timeout: String,
+    /// How long a client waits for a free pooled connection before
+    /// ERR 1040. Default `10s`.
+    pub pool_wait_timeout: String,
+    /// Idle pooled connections older than this are closed. Default `5m`.
+    pub pool_idle_timeout: String,
+    /// A client must finish its handshake within this. Default `10s`.
+    pub handshake_timeout: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_client_connections: 4096,
+            max_allowed_packet: 64 * 1024 * 1024,
+            connect_timeout: "5s".into(),
+            pool_wait_timeout: "10s".into(),
+            pool_idle_timeout: "5m".into(),
+            handshake_timeout: "10s".into(),
+        }
+    }
+}
+
+/// One file under `rules/`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRulesFile {
+    #[serde(default)]
+    pub tables: BTreeMap<String, RawTableRule>,
+}
+
+/// Per-table rule. Tables not listed are mirrored with defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTableRule {
+    /// Auto-increment column; default: discovered from the primary's schema.
+    #[serde(default)]
+    pub auto_increment: Option<String>,
+    /// Mirror writes to this table. Default true.
+    #[serde(default)]
+    pub mirror: Option<bool>,
+}

@@ -1,0 +1,126 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../config/example.yaml");
+
+#[test]
+fn operator_example_is_accepted_as_shown() {
+    let cfg = parse(EXAMPLE).unwrap();
+    assert_eq!(cfg.listen.to_string(), "127.0.0.1:3307");
+    assert_eq!(cfg.admin.unwrap().to_string(), "127.0.0.1:9307");
+    assert_eq!(cfg.primary, "legacy");
+    assert_eq!(cfg.secondary.as_deref(), Some("next"));
+    let legacy = &cfg.backends["legacy"];
+    assert_eq!(
+        (
+            legacy.host.as_str(),
+            legacy.port,
+            legacy.user.as_str(),
+            legacy.database.as_deref()
+        ),
+        ("127.0.0.1", 3306, "root", Some("shop"))
+    );
+    assert_eq!(legacy.pool, 32);
+    assert_eq!(cfg.backends["next"].pool, 32, "documented default");
+    assert_eq!(cfg.cutover_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.unsafe_writes, UnsafeWrites::Reject);
+    assert!(cfg.users.contains_key("app"));
+    assert!(!cfg.rules.mirrored("audit_log"));
+    assert!(cfg.rules.mirrored("orders"));
+    assert!(cfg.rules.mirrored("not_listed"));
+    assert_eq!(
+        cfg.rules.tables["orders"].auto_increment.as_deref(),
+        Some("id")
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = r#"
+listen: nonsense
+users:
+  - name: a
+  - name: b
+    password: x
+    password_hash: "*00"
+backends:
+  legacy: { kind: mysql, url: "postgres://x@h/db", pool: 0 }
+migration:
+  primary: nowhere
+  secondary: alsonowhere
+  cutover_timeout: soon
+"#;
+    let errs = parse(text).unwrap_err().0;
+    let all = errs.join("\n");
+    for needle in [
+        "listen:",
+        "users[0]: password or password_hash is required",
+        "users[1]: set either password or password_hash",
+        "backends.legacy.pool",
+        "backends.legacy.url: scheme",
+        "migration.primary: unknown backend \"nowhere\"",
+        "migration.secondary: unknown backend",
+        "migration.cutover_timeout",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_yaml_are_rejected() {
+    let unknown = EXAMPLE.replace("pool: 32", "pool: 32\n    poool: 3");
+    let err = parse(&unknown).unwrap_err().to_string();
+    assert!(err.contains("poool"), "{err}");
+    assert!(parse("listen: [").is_err());
+    assert!(parse("").is_err());
+}
+
+#[test]
+fn password_hash_and_url_credentials() {
+    let text = r#"
+users: [{ name: app, password_hash: "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3" }]
+backends:
+  a: { kind: mysql, url: "mysql://u%40x:p%3Aw@db.internal:3310" }
+  pg: { kind: postgres, url: "postgres://me@localhost/test" }
+migration: { primary: a }
+rules: ./does-not-exist
+"#;
+    let cfg = parse(text).unwrap();
+    let a = &cfg.backends["a"];
+    assert_eq!(
+        (a.user.as_str(), a.password.as_str(), a.port),
+        ("u@x", "p:w", 3310)
+    );
+    assert_eq!(a.database, None);
+    assert_eq!(cfg.backends["pg"].port, 5432);
+    assert_eq!(cfg.users["app"], StoredPassword::from_plain("app"));
+    assert!(cfg.secondary.is_none());
+}
+
+#[test]
+fn postgres_primary_is_refused_for_now() {
+    let text = r#"
+backends: { pg: { kind: postgres, url: "postgres://me@localhost/test" } }
+migration: { primary: pg }
+"#;
+    assert!(parse(text)
+        .unwrap_err()
+        .to_string()
+        .contains("PostgreSQL primary"));
+}
+
+#[test]
+fn rules_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "tables: { t: { mirror: false } }",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("b.yaml"), "tables: { t: {} }").unwrap();
+    std::fs::write(dir.path().join("c.yml"), "tables: { u: { mirrorr: true } }").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    let errs = load_rules(dir.path()).unwrap_err();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].contains("b.yaml") && errs[0].contains("already has a rule"));
+    assert!(errs[1].contains("c.yml") && errs[1].contains("mirrorr"));
+}

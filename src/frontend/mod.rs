@@ -1,0 +1,139 @@
+//! The client-facing side: the listener (this file), the handshake and
+//! authentication (`handshake`), the per-connection command loop
+//! (`session`), and the registry of live sessions (`registry`).
+
+mod handshake;
+pub mod registry;
+mod session;
+
+use crate::backend::Pool;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use arc_swap::ArcSwap;
+use registry::Registry;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// State shared by every session of one server.
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    pub pools: ArcSwap<HashMap<String, Arc<Pool>>>,
+    pub router: Router,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    conn_slots: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// The pool of the current primary backend.
+    pub fn primary_pool(&self) -> Arc<Pool> {
+        let cfg = self.config.load();
+        // Config validation guarantees the primary has a pool.
+        self.pools.load()[&cfg.primary].clone()
+    }
+}
+
+/// A running server. Dropping it does not stop it; call `shutdown`.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, closes every session, and waits for the listener.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `config.listen` and serves until shut down.
+pub async fn start(config: Config) -> std::io::Result<RunningServer> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let pools = config
+        .backends
+        .values()
+        .filter(|b| b.kind == crate::config::BackendKind::Mysql)
+        .map(|b| (b.name.clone(), Pool::new(b.clone(), &config.limits)))
+        .collect();
+    let shared = Arc::new(Shared {
+        conn_slots: Arc::new(Semaphore::new(config.limits.max_client_connections)),
+        config: ArcSwap::from_pointee(config),
+        pools: ArcSwap::from_pointee(pools),
+        router: Router::default(),
+        registry: Registry::default(),
+        metrics: Metrics::default(),
+        shutdown: CancellationToken::new(),
+    });
+    // Learn the primary's version early so the first client does not wait;
+    // an unreachable primary is not fatal (clients get a clear error).
+    let warm = shared.clone();
+    tokio::spawn(async move {
+        let pool = warm.primary_pool();
+        match pool.server_info().await {
+            Ok(info) => info!(
+                backend = %pool.config().name,
+                version = %String::from_utf8_lossy(&info.version),
+                "primary reachable"
+            ),
+            Err(e) => warn!(backend = %pool.config().name, error = %e, "primary not reachable yet"),
+        }
+    });
+    info!(%addr, "listening for MySQL clients");
+    let task = tokio::spawn(accept_loop(listener, shared.clone()));
+    Ok(RunningServer { addr, shared, task })
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = shared.conn_slots.clone().try_acquire_owned().ok();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            Metrics::inc(&shared.metrics.client_connections_total);
+            match permit {
+                Some(permit) => {
+                    shared
+                        .metrics
+                        .client_connections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    session::run(stream, peer, &shared).await;
+                    shared
+                        .metrics
+                        .client_connections
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(permit);
+                }
+                None => {
+                    Metrics::inc(&shared.metrics.rejected_connections);
+                    debug!(%peer, "too many client connections");
+                    handshake::refuse(stream, crate::protocol::ErrSpec::too_many_connections())
+                        .await;
+                }
+            }
+        });
+    }
+    debug!("listener stopped");
+}

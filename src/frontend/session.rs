@@ -1,0 +1,646 @@
+//! One client connection: handshake, then a loop of command → primary →
+//! response relayed as frames. The session is pinned to one backend
+//! connection for its life.
+//!
+//! Byte-exactness: backend frames are copied to the client unchanged except
+//! for the sequence id byte (renumbered to the client's sequence). Tandem
+//! writes packets itself only for its own answers: the handshake, errors it
+//! raises (unknown command, unknown KILL target, lost backend).
+
+use super::handshake::{self, Authenticated};
+use super::registry::SessionEntry;
+use super::Shared;
+use crate::backend::{BackendError, Lease};
+use crate::metrics::Metrics;
+use crate::protocol::command::*;
+use crate::protocol::packets::ok_packet;
+use crate::protocol::response::{Expect, Step, Summary, Tracker, INSPECT_LIMIT};
+use crate::protocol::wire::{frame_len, FLUSH_AT, HEADER, MAX_FRAME};
+use crate::protocol::{ErrSpec, ProtocolError, Wire};
+use crate::router::{lexer, Class, Classified, Scratch, SessionOp};
+use bytes::Buf;
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("client: {0}")]
+    Client(#[from] ProtocolError),
+    #[error("backend: {0}")]
+    Backend(#[from] BackendError),
+}
+
+/// I/O errors on the client socket (backend I/O is mapped explicitly).
+impl From<std::io::Error> for SessionError {
+    fn from(e: std::io::Error) -> Self {
+        SessionError::Client(ProtocolError::Io(e))
+    }
+}
+
+/// A statement prepared through this session.
+struct Prepared {
+    /// The backend's id (equal to the client's id while the session stays on
+    /// the backend it prepared on).
+    backend_id: u32,
+    #[allow(dead_code)] // read by the mirror (dual-write milestone)
+    route: Arc<Classified>,
+}
+
+struct Session<'a> {
+    shared: &'a Shared,
+    id: u32,
+    peer: SocketAddr,
+    client: Wire,
+    lease: Lease,
+    caps: CapabilityFlags,
+    user: String,
+    salt: [u8; 20],
+    max_packet: usize,
+    stmts: HashMap<u32, Prepared>,
+    scratch: Scratch,
+    status: StatusFlags,
+}
+
+/// Serves one client connection to the end.
+pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
+    let cancel = shared.shutdown.child_token();
+    let backend_thread = Arc::new(AtomicU32::new(0));
+    let id = shared.registry.register(SessionEntry {
+        backend_thread: backend_thread.clone(),
+        cancel: cancel.clone(),
+    });
+    let mut client = Wire::new(stream);
+    let timeout = shared.config.load().limits.handshake_timeout;
+    let session = tokio::select! {
+        r = tokio::time::timeout(timeout, open(&mut client, shared, id, peer, backend_thread)) => match r {
+            Ok(s) => s,
+            Err(_) => {
+                debug!(%peer, "handshake timed out");
+                None
+            }
+        },
+        _ = cancel.cancelled() => None,
+    };
+    if let Some((auth, lease)) = session {
+        let mut s = Session {
+            shared,
+            id,
+            peer,
+            client,
+            lease,
+            caps: auth.caps,
+            user: auth.user,
+            salt: auth.salt,
+            max_packet: shared.config.load().limits.max_allowed_packet,
+            stmts: HashMap::new(),
+            scratch: Scratch::default(),
+            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        };
+        debug!(conn = id, %peer, user = %s.user, "session started");
+        match s.serve(&cancel).await {
+            Ok(()) => debug!(conn = id, "session ended"),
+            Err(SessionError::Client(ProtocolError::Closed)) => {
+                debug!(conn = id, "client disconnected")
+            }
+            Err(SessionError::Client(e)) => {
+                Metrics::inc(&shared.metrics.protocol_errors);
+                info!(conn = id, %peer, error = %e, "closing client connection");
+            }
+            Err(SessionError::Backend(e)) => {
+                Metrics::inc(&shared.metrics.backend_errors);
+                warn!(conn = id, %peer, error = %e, "backend connection lost");
+                let mut seq = 1;
+                let _ = s
+                    .client
+                    .send_packet(&mut seq, &ErrSpec::backend_lost(&e).encode())
+                    .await;
+            }
+        }
+        s.client.shutdown().await;
+    } else {
+        client.shutdown().await;
+    }
+    shared.registry.remove(id);
+}
+
+/// Handshake, authentication and backend lease. None: the client was
+/// answered with an error (or vanished) and the connection should close.
+async fn open(
+    client: &mut Wire,
+    shared: &Shared,
+    id: u32,
+    peer: SocketAddr,
+    backend_thread: Arc<AtomicU32>,
+) -> Option<(Authenticated, Lease)> {
+    let pool = shared.primary_pool();
+    let server = match pool.server_info().await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%peer, backend = %pool.config().name, error = %e, "primary unavailable");
+            let mut seq = 0;
+            let err = ErrSpec::backend_unavailable(&pool.config().name, &e);
+            let _ = client.send_packet(&mut seq, &err.encode()).await;
+            return None;
+        }
+    };
+    let mut auth = match handshake::greet_and_auth(client, shared, id, &server, peer).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            info!(%peer, "authentication failed");
+            return None;
+        }
+        Err(e) => {
+            Metrics::inc(&shared.metrics.protocol_errors);
+            info!(%peer, error = %e, "handshake failed");
+            return None;
+        }
+    };
+    let mut lease = match pool.acquire(auth.caps, auth.collation).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(%peer, error = %e, "no backend connection for client");
+            let err = match e {
+                BackendError::PoolExhausted(_) => ErrSpec::too_many_connections(),
+                BackendError::Server { code: 1040, .. } => ErrSpec::too_many_connections(),
+                e => ErrSpec::backend_unavailable(&pool.config().name, e),
+            };
+            let _ = client.send_packet(&mut auth.seq, &err.encode()).await;
+            return None;
+        }
+    };
+    if let Some(db) = &auth.db {
+        if lease.conn().current_db.as_deref() != Some(db.as_str()) {
+            lease.reusable = false;
+            match lease.conn().init_db(db).await {
+                Ok(()) => lease.reusable = true,
+                Err(BackendError::Server { code, message }) => {
+                    // e.g. 1049 Unknown database: the same answer a direct
+                    // connection gets at login.
+                    lease.reusable = true;
+                    let state = if code == 1049 { "42000" } else { "HY000" };
+                    let err = ErrSpec::new(code, state, message);
+                    let _ = client.send_packet(&mut auth.seq, &err.encode()).await;
+                    return None;
+                }
+                Err(e) => {
+                    let err = ErrSpec::backend_unavailable(&pool.config().name, e);
+                    let _ = client.send_packet(&mut auth.seq, &err.encode()).await;
+                    return None;
+                }
+            }
+        }
+    }
+    backend_thread.store(lease.conn().thread_id, Ordering::Relaxed);
+    let ok = ok_packet(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT, 0);
+    if client.send_packet(&mut auth.seq, &ok).await.is_err() {
+        return None;
+    }
+    Some((auth, lease))
+}
+
+impl Session<'_> {
+    async fn serve(&mut self, cancel: &CancellationToken) -> Result<(), SessionError> {
+        loop {
+            self.client.shrink();
+            let packet = tokio::select! {
+                p = self.client.read_packet(Some(0), self.max_packet) => p?,
+                _ = cancel.cancelled() => return Ok(()),
+            };
+            let seq = packet.last_seq.wrapping_add(1);
+            let payload = packet.payload;
+            let Some(&cmd) = payload.first() else {
+                return Err(ProtocolError::Malformed("empty command packet").into());
+            };
+            match cmd {
+                COM_QUIT => return Ok(()),
+                COM_QUERY => self.query(payload, seq).await?,
+                COM_STMT_PREPARE => self.prepare(payload, seq).await?,
+                COM_STMT_EXECUTE | COM_STMT_FETCH | COM_STMT_RESET => {
+                    let expect = match cmd {
+                        COM_STMT_EXECUTE => Expect::ResultSet,
+                        COM_STMT_FETCH => Expect::Fetch,
+                        _ => Expect::Single,
+                    };
+                    let payload = self.map_stmt_id(payload)?;
+                    self.forward(&payload, seq, expect).await?;
+                }
+                COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE => {
+                    if cmd == COM_STMT_CLOSE {
+                        if let Some(id) = stmt_id(&payload) {
+                            self.stmts.remove(&id);
+                        }
+                    }
+                    let payload = self.map_stmt_id(payload)?;
+                    self.send_to_backend(&payload).await?;
+                }
+                COM_INIT_DB => {
+                    let summary = self.forward(&payload, seq, Expect::Single).await?;
+                    if summary.error.is_none() {
+                        let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+                        self.lease.conn().current_db = Some(db);
+                    }
+                }
+                COM_PING | COM_STATISTICS => {
+                    self.forward(&payload, seq, Expect::Single).await?;
+                }
+                COM_FIELD_LIST => {
+                    self.forward(&payload, seq, Expect::FieldList).await?;
+                }
+                COM_SET_OPTION => {
+                    let summary = self.forward(&payload, seq, Expect::Single).await?;
+                    if summary.error.is_none() {
+                        let on = payload.get(1..3) == Some(&[0, 0]);
+                        self.lease.conn().multi_statements = on;
+                    }
+                }
+                COM_RESET_CONNECTION => {
+                    let summary = self.forward(&payload, seq, Expect::Single).await?;
+                    if summary.error.is_none() {
+                        self.stmts.clear();
+                    }
+                }
+                COM_CHANGE_USER => self.change_user(payload, seq).await?,
+                COM_PROCESS_KILL => {
+                    let id = payload
+                        .get(1..5)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .ok_or(ProtocolError::Malformed("short COM_PROCESS_KILL"))?;
+                    let kill = lexer::Kill {
+                        query_only: false,
+                        id: id.into(),
+                    };
+                    self.kill(kill, seq).await?;
+                }
+                _ => {
+                    debug!(conn = self.id, cmd, "unknown command");
+                    self.reply_err(seq, &ErrSpec::unknown_command()).await?;
+                }
+            }
+        }
+    }
+
+    async fn query(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
+        let sql = &payload[1..];
+        let classified = self.shared.router.route(sql, &mut self.scratch);
+        for r in &classified.statements {
+            self.shared.metrics.count_route(&r.class);
+        }
+        if let [route] = classified.statements.as_slice() {
+            if route.class == Class::Session(SessionOp::Kill) {
+                if let Some(kill) = lexer::parse_kill(sql, &self.scratch.tokens) {
+                    return self.kill(kill, seq).await;
+                }
+            }
+        }
+        let summary = if classified.calls_connection_id {
+            let rewritten = lexer::rewrite_connection_id(sql, &self.scratch.tokens, self.id);
+            match rewritten {
+                Some(new_sql) => {
+                    let mut p = Vec::with_capacity(new_sql.len() + 1);
+                    p.push(COM_QUERY);
+                    p.extend_from_slice(&new_sql);
+                    self.forward(&p, seq, Expect::ResultSet).await?
+                }
+                None => self.forward(&payload, seq, Expect::ResultSet).await?,
+            }
+        } else {
+            self.forward(&payload, seq, Expect::ResultSet).await?
+        };
+        if summary.error.is_none() {
+            // Track the current database for pooling (and, later, cutover).
+            if let Some(db) = classified
+                .statements
+                .iter()
+                .rev()
+                .find_map(|r| match &r.class {
+                    Class::Session(SessionOp::Use(db)) => Some(db.clone()),
+                    _ => None,
+                })
+            {
+                self.lease.conn().current_db = Some(db);
+            }
+        }
+        Ok(())
+    }
+
+    async fn prepare(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
+        let sql = &payload[1..];
+        let route = self.shared.router.route(sql, &mut self.scratch);
+        let rewritten = if route.calls_connection_id {
+            lexer::rewrite_connection_id(sql, &self.scratch.tokens, self.id).map(|s| {
+                let mut p = vec![COM_STMT_PREPARE];
+                p.extend_from_slice(&s);
+                p
+            })
+        } else {
+            None
+        };
+        let summary = self
+            .forward(
+                rewritten.as_deref().unwrap_or(&payload),
+                seq,
+                Expect::Prepare,
+            )
+            .await?;
+        if let Some((backend_id, _cols, _params)) = summary.prepared {
+            self.stmts
+                .insert(backend_id, Prepared { backend_id, route });
+        }
+        Ok(())
+    }
+
+    /// Rewrites the statement id of a COM_STMT_* packet to the backend's id.
+    /// Unknown ids pass unchanged: the backend answers them exactly as a
+    /// direct connection would.
+    fn map_stmt_id(&self, mut payload: Vec<u8>) -> Result<Vec<u8>, SessionError> {
+        let id = stmt_id(&payload).ok_or(ProtocolError::Malformed("short statement command"))?;
+        if let Some(p) = self.stmts.get(&id) {
+            payload[1..5].copy_from_slice(&p.backend_id.to_le_bytes());
+        }
+        Ok(payload)
+    }
+
+    /// KILL [QUERY] <tandem id>: the id clients see is Tandem's; the backend
+    /// thread it maps to is killed through this session's own backend
+    /// connection, so the server checks privileges as it would directly.
+    async fn kill(&mut self, kill: lexer::Kill, seq: u8) -> Result<(), SessionError> {
+        let Some(target) = self.shared.registry.get(kill.id) else {
+            return self.reply_err(seq, &ErrSpec::no_such_thread(kill.id)).await;
+        };
+        let thread = target.backend_thread.load(Ordering::Relaxed);
+        if thread == 0 {
+            // Still logging in: nothing runs yet; closing it is the whole effect.
+            if !kill.query_only {
+                target.cancel.cancel();
+            }
+            return self.reply_ok(seq).await;
+        }
+        let what = if kill.query_only {
+            "QUERY"
+        } else {
+            "CONNECTION"
+        };
+        let sql = format!("KILL {what} {thread}");
+        let mut p = vec![COM_QUERY];
+        p.extend_from_slice(sql.as_bytes());
+        let summary = self.forward(&p, seq, Expect::ResultSet).await?;
+        if summary.error.is_none() && !kill.query_only {
+            target.cancel.cancel();
+        }
+        Ok(())
+    }
+
+    async fn change_user(&mut self, payload: Vec<u8>, mut seq: u8) -> Result<(), SessionError> {
+        let cu = parse_change_user(&payload, self.caps)
+            .ok_or(ProtocolError::Malformed("COM_CHANGE_USER"))?;
+        let salt = self.salt;
+        let ok = handshake::verify(
+            &mut self.client,
+            self.shared,
+            &cu.user,
+            &cu.plugin,
+            &cu.auth,
+            &salt,
+            &mut seq,
+        )
+        .await?;
+        if !ok {
+            Metrics::inc(&self.shared.metrics.auth_failures);
+            let err =
+                ErrSpec::access_denied(&cu.user, &self.peer.ip().to_string(), !cu.auth.is_empty());
+            self.client.send_packet(&mut seq, &err.encode()).await?;
+            // As MySQL does: a failed change of user ends the connection.
+            return Err(ProtocolError::Closed.into());
+        }
+        // A new user starts with a fresh session, as on a direct connection.
+        self.lease.reusable = false;
+        let conn = self.lease.conn();
+        conn.reset().await?;
+        if let Some(db) = &cu.db {
+            if let Err(e) = conn.init_db(db).await {
+                self.lease.reusable = true;
+                let (code, message) = match e {
+                    BackendError::Server { code, message } => (code, message),
+                    other => return Err(other.into()),
+                };
+                let err = ErrSpec::new(code, "42000", message);
+                self.client.send_packet(&mut seq, &err.encode()).await?;
+                return Ok(());
+            }
+        }
+        if let Some(collation) = cu.collation.filter(|c| *c != conn.collation as u16) {
+            let c = mysql_common::collations::Collation::resolve(collation.into());
+            let sql = format!("SET NAMES {} COLLATE {}", c.charset(), c.collation());
+            conn.query(&sql).await?;
+        }
+        self.lease.reusable = true;
+        self.stmts.clear();
+        self.user = cu.user;
+        self.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT;
+        self.client
+            .send_packet(&mut seq, &ok_packet(0, 0, self.status, 0))
+            .await?;
+        Ok(())
+    }
+
+    async fn reply_err(&mut self, mut seq: u8, err: &ErrSpec) -> Result<(), SessionError> {
+        self.client.send_packet(&mut seq, &err.encode()).await?;
+        Ok(())
+    }
+
+    async fn reply_ok(&mut self, mut seq: u8) -> Result<(), SessionError> {
+        let p = ok_packet(0, 0, self.status, 0);
+        self.client.send_packet(&mut seq, &p).await?;
+        Ok(())
+    }
+
+    /// Sends a command that has no response.
+    async fn send_to_backend(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let be = &mut self.lease.conn().wire;
+        let mut bseq = 0;
+        be.send_packet(&mut bseq, payload)
+            .await
+            .map_err(|e| SessionError::Backend(e.into()))
+    }
+
+    /// Sends `payload` to the backend and relays its response to the client,
+    /// frame by frame, renumbering sequence ids from `seq`.
+    async fn forward(
+        &mut self,
+        payload: &[u8],
+        seq: u8,
+        expect: Expect,
+    ) -> Result<Summary, SessionError> {
+        self.lease.reusable = false;
+        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        {
+            let be = &mut self.lease.conn().wire;
+            let mut bseq = 0;
+            be.send_packet(&mut bseq, payload)
+                .await
+                .map_err(|e| SessionError::Backend(e.into()))?;
+        }
+        let mut tracker = Tracker::new(expect, deprecate_eof);
+        let mut seq = seq;
+        // Bytes of the current frame still to pass through, and whether the
+        // current logical packet continues in another frame.
+        let mut pass = 0usize;
+        let mut continued = false;
+        // The backend's own sequence numbering (needed to send it LOCAL
+        // INFILE data).
+        let mut bseq_next = 1u8;
+        loop {
+            let mut step = Step::More;
+            {
+                let conn = self.lease.conn();
+                let be = &mut conn.wire;
+                let out = &mut self.client.wbuf;
+                loop {
+                    if pass > 0 {
+                        let n = pass.min(be.rbuf.len());
+                        if n == 0 {
+                            break;
+                        }
+                        out.extend_from_slice(&be.rbuf[..n]);
+                        be.rbuf.advance(n);
+                        pass -= n;
+                        continue;
+                    }
+                    if step != Step::More {
+                        break;
+                    }
+                    if be.rbuf.len() < HEADER {
+                        break;
+                    }
+                    let len = frame_len(&be.rbuf);
+                    let starts_packet = !continued;
+                    if starts_packet {
+                        // Small packets are inspected whole; big ones by their
+                        // first byte, then streamed.
+                        let need = HEADER + if len <= INSPECT_LIMIT { len } else { 1 };
+                        if be.rbuf.len() < need {
+                            be.rbuf.reserve(need - be.rbuf.len());
+                            break;
+                        }
+                    }
+                    bseq_next = be.rbuf[3].wrapping_add(1);
+                    be.rbuf[3] = seq;
+                    seq = seq.wrapping_add(1);
+                    continued = len == MAX_FRAME;
+                    if starts_packet {
+                        let head_end = (HEADER + len).min(be.rbuf.len());
+                        step = tracker
+                            .feed(&be.rbuf[HEADER..head_end], len)
+                            .map_err(|e| SessionError::Backend(e.into()))?;
+                    }
+                    let take = HEADER + len.min(be.rbuf.len() - HEADER);
+                    out.extend_from_slice(&be.rbuf[..take]);
+                    be.rbuf.advance(take);
+                    pass = len - (take - HEADER);
+                    if out.len() >= FLUSH_AT && pass == 0 && step == Step::More {
+                        break;
+                    }
+                }
+            }
+            match step {
+                Step::Done if pass == 0 && !continued => {
+                    self.client.flush().await?;
+                    if let Some(ok) = tracker.summary.last_ok {
+                        self.status = ok.status_flags();
+                    }
+                    self.lease.reusable = true;
+                    return Ok(tracker.summary);
+                }
+                Step::LocalInfile if pass == 0 => {
+                    self.client.flush().await?;
+                    seq = self.relay_infile(seq, bseq_next).await?;
+                    tracker.infile_sent();
+                    continue;
+                }
+                _ => {}
+            }
+            self.client.flush().await?;
+            let be = &mut self.lease.conn().wire;
+            match be.fill().await {
+                Ok(true) => {}
+                Ok(false) => return Err(BackendError::Protocol(ProtocolError::Closed).into()),
+                Err(e) => return Err(BackendError::Io(e).into()),
+            }
+        }
+    }
+
+    /// Relays the client's LOCAL INFILE data packets (up to the empty one) to
+    /// the backend. Returns the client-side sequence id for the server's answer.
+    async fn relay_infile(&mut self, seq: u8, bseq: u8) -> Result<u8, SessionError> {
+        let mut seq = seq;
+        let mut bseq = bseq;
+        loop {
+            let p = self.client.read_packet(Some(seq), self.max_packet).await?;
+            seq = p.last_seq.wrapping_add(1);
+            let be = &mut self.lease.conn().wire;
+            be.queue_packet(&mut bseq, &p.payload);
+            if be.wbuf.len() >= FLUSH_AT || p.payload.is_empty() {
+                be.flush()
+                    .await
+                    .map_err(|e| SessionError::Backend(e.into()))?;
+            }
+            if p.payload.is_empty() {
+                return Ok(seq);
+            }
+        }
+    }
+}
+
+fn stmt_id(payload: &[u8]) -> Option<u32> {
+    payload
+        .get(1..5)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+struct ChangeUser {
+    user: String,
+    auth: Vec<u8>,
+    db: Option<String>,
+    collation: Option<u16>,
+    plugin: String,
+}
+
+/// COM_CHANGE_USER: user NUL, auth (u8 length), db NUL, [collation u16],
+/// [plugin NUL], [attributes].
+fn parse_change_user(p: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
+    let mut rest = p.get(1..)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let user = String::from_utf8_lossy(&rest[..nul]).into_owned();
+    rest = &rest[nul + 1..];
+    let len = *rest.first()? as usize;
+    let auth = rest.get(1..1 + len)?.to_vec();
+    rest = &rest[1 + len..];
+    let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    let db = Some(String::from_utf8_lossy(&rest[..nul]).into_owned()).filter(|d| !d.is_empty());
+    rest = rest.get(nul + 1..).unwrap_or_default();
+    let mut collation = None;
+    let mut plugin = crate::protocol::auth::NATIVE_PLUGIN.to_string();
+    if rest.len() >= 2 {
+        collation = Some(u16::from_le_bytes([rest[0], rest[1]]));
+        rest = &rest[2..];
+        if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
+            let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+            if nul > 0 {
+                plugin = String::from_utf8_lossy(&rest[..nul]).into_owned();
+            }
+        }
+    }
+    Some(ChangeUser {
+        user,
+        auth,
+        db,
+        collation,
+        plugin,
+    })
+}

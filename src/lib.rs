@@ -1,0 +1,9 @@
+//! Tandem: a MySQL-protocol proxy for zero-downtime database migrations.
+//! See ARCHITECTURE.md for the code map and the invariants each module keeps.
+
+pub mod backend;
+pub mod config;
+pub mod frontend;
+pub mod metrics;
+pub mod protocol;
+pub mod router;

@@ -1,0 +1,110 @@
+//! The `tandem` binary: parses the command line and wires the library up.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "MySQL-protocol proxy for zero-downtime database migrations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and its rules directory; print every error.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match tandem::config::load(&config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok (primary {}, {} backends, {} table rules)",
+                    config.display(),
+                    cfg.primary,
+                    cfg.backends.len(),
+                    cfg.rules.tables.len()
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
+                for e in &errors.0 {
+                    eprintln!("  - {e}");
+                }
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => match serve(config) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tandem: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let cfg = tandem::config::load(&path)
+        .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        if let Some(secondary) = &cfg.secondary {
+            tracing::warn!(
+                %secondary,
+                "migration.secondary is set, but this build does not mirror writes yet; \
+                 only the primary is used"
+            );
+        }
+        let server = tandem::frontend::start(cfg)
+            .await
+            .context("binding the listen address")?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,332 @@
+//! One statement → `Route`, with sqlparser (MySqlDialect) and, when it cannot
+//! parse the statement, a keyword fallback marked `parsed: false`.
+
+use super::lexer::{Tok, Token};
+use super::{word_at, Class, Route, SessionOp, TxnOp, WriteKind};
+use sqlparser::ast::{
+    visit_relations, FromTable, ObjectName, Statement, TableFactor, TableObject, TableWithJoins,
+};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+
+/// `text` is the statement alone; `sql`/`toks` are the packet and the
+/// statement's tokens (token offsets index into `sql`).
+pub(super) fn classify_one(text: &[u8], sql: &[u8], toks: &[Token]) -> Route {
+    // Classification only: non-UTF-8 bytes (e.g. inside _binary'…') are
+    // replaced for parsing; the original bytes are what reaches the server.
+    let text = String::from_utf8_lossy(text);
+    match Parser::parse_sql(&MySqlDialect {}, &text) {
+        Ok(stmts) if stmts.len() == 1 => from_ast(&stmts[0], sql, toks),
+        _ => fallback(sql, toks),
+    }
+}
+
+fn route(class: Class, tables: Vec<String>) -> Route {
+    Route {
+        class,
+        tables,
+        parsed: true,
+    }
+}
+
+fn from_ast(stmt: &Statement, sql: &[u8], toks: &[Token]) -> Route {
+    use Statement as S;
+    match stmt {
+        S::Query(q) => route(
+            Class::Read {
+                locking: !q.locks.is_empty() || has_lock_in_share_mode(sql, toks),
+            },
+            relations(stmt),
+        ),
+        S::Insert(ins) => {
+            let kind = if ins.replace_into || word_at(sql, toks, 0).as_deref() == Some("REPLACE") {
+                WriteKind::Replace
+            } else {
+                WriteKind::Insert
+            };
+            let tables = match &ins.table {
+                TableObject::TableName(n) => vec![name(n)],
+                _ => relations(stmt),
+            };
+            route(Class::Write(kind), tables)
+        }
+        S::Update(u) => {
+            let mut tables = Vec::new();
+            push_table_with_joins(&mut tables, &u.table);
+            route(Class::Write(WriteKind::Update), tables)
+        }
+        S::Delete(d) => {
+            let mut tables: Vec<String> = d.tables.iter().map(name).collect();
+            if tables.is_empty() {
+                let from = match &d.from {
+                    FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f) => f,
+                };
+                for t in from {
+                    push_table_with_joins(&mut tables, t);
+                }
+            }
+            route(Class::Write(WriteKind::Delete), tables)
+        }
+        S::LoadData { table_name, .. } => {
+            route(Class::Write(WriteKind::LoadData), vec![name(table_name)])
+        }
+        S::Call(_) => route(Class::Write(WriteKind::Call), Vec::new()),
+        S::Explain { .. }
+        | S::ExplainTable { .. }
+        | S::ShowFunctions { .. }
+        | S::ShowVariable { .. }
+        | S::ShowStatus { .. }
+        | S::ShowVariables { .. }
+        | S::ShowCreate { .. }
+        | S::ShowColumns { .. }
+        | S::ShowCatalogs { .. }
+        | S::ShowDatabases { .. }
+        | S::ShowProcessList { .. }
+        | S::ShowSchemas { .. }
+        | S::ShowCharset(_)
+        | S::ShowObjects(_)
+        | S::ShowTables { .. }
+        | S::ShowViews { .. }
+        | S::ShowCollation { .. } => route(Class::Read { locking: false }, Vec::new()),
+        S::StartTransaction { .. } => route(Class::Transaction(TxnOp::Begin), Vec::new()),
+        S::Commit { .. } => route(Class::Transaction(TxnOp::Commit), Vec::new()),
+        S::Rollback { savepoint, .. } => route(
+            Class::Transaction(if savepoint.is_some() {
+                TxnOp::RollbackToSavepoint
+            } else {
+                TxnOp::Rollback
+            }),
+            Vec::new(),
+        ),
+        S::Savepoint { .. } => route(Class::Transaction(TxnOp::Savepoint), Vec::new()),
+        S::ReleaseSavepoint { .. } => {
+            route(Class::Transaction(TxnOp::ReleaseSavepoint), Vec::new())
+        }
+        S::Set(_) => {
+            if toks.get(1).is_some_and(|t| t.is_word(sql, "TRANSACTION"))
+                || toks.get(2).is_some_and(|t| t.is_word(sql, "TRANSACTION"))
+            {
+                route(Class::Transaction(TxnOp::Other), Vec::new())
+            } else {
+                route(Class::Session(SessionOp::Set), Vec::new())
+            }
+        }
+        S::Use(_) => match use_db(sql, toks) {
+            Some(db) => route(Class::Session(SessionOp::Use(db)), Vec::new()),
+            None => fallback(sql, toks),
+        },
+        S::Kill { .. } => route(Class::Session(SessionOp::Kill), Vec::new()),
+        S::Prepare { .. } | S::Execute { .. } | S::Deallocate { .. } => {
+            route(Class::Session(SessionOp::PreparedSql), Vec::new())
+        }
+        S::LockTables { .. } => route(Class::Session(SessionOp::LockTables), relations(stmt)),
+        S::UnlockTables => route(Class::Session(SessionOp::UnlockTables), Vec::new()),
+        S::CreateTable(_)
+        | S::CreateView(_)
+        | S::CreateIndex(_)
+        | S::CreateSchema { .. }
+        | S::CreateDatabase { .. }
+        | S::CreateFunction(_)
+        | S::CreateProcedure { .. }
+        | S::CreateTrigger(_)
+        | S::CreateSequence { .. }
+        | S::AlterTable(_)
+        | S::AlterSchema(_)
+        | S::AlterIndex { .. }
+        | S::AlterView { .. }
+        | S::Drop { .. }
+        | S::DropFunction(_)
+        | S::DropProcedure { .. }
+        | S::DropTrigger(_)
+        | S::Truncate(_)
+        | S::RenameTable(_) => route(Class::Ddl, ddl_tables(stmt)),
+        _ => keyword_route(sql, toks, true),
+    }
+}
+
+/// Keyword classification for statements sqlparser cannot parse.
+fn fallback(sql: &[u8], toks: &[Token]) -> Route {
+    keyword_route(sql, toks, false)
+}
+
+fn keyword_route(sql: &[u8], toks: &[Token], parsed: bool) -> Route {
+    let w0 = word_at(sql, toks, 0).unwrap_or_default();
+    let w1 = word_at(sql, toks, 1).unwrap_or_default();
+    let class = match w0.as_str() {
+        "SELECT" | "SHOW" | "EXPLAIN" | "DESC" | "DESCRIBE" | "WITH" | "VALUES" | "TABLE"
+        | "HELP" | "CHECKSUM" => Class::Read {
+            locking: w0 == "SELECT" && has_for_update(sql, toks),
+        },
+        "INSERT" => Class::Write(WriteKind::Insert),
+        "REPLACE" => Class::Write(WriteKind::Replace),
+        "UPDATE" => Class::Write(WriteKind::Update),
+        "DELETE" => Class::Write(WriteKind::Delete),
+        "LOAD" => Class::Write(WriteKind::LoadData),
+        "CALL" => Class::Write(WriteKind::Call),
+        "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME" => match w1.as_str() {
+            "USER" | "ROLE" => Class::Other,
+            _ => Class::Ddl,
+        },
+        "BEGIN" => Class::Transaction(TxnOp::Begin),
+        "START" if w1 == "TRANSACTION" => Class::Transaction(TxnOp::Begin),
+        "COMMIT" => Class::Transaction(TxnOp::Commit),
+        "ROLLBACK" if toks.iter().any(|t| t.is_word(sql, "TO")) => {
+            Class::Transaction(TxnOp::RollbackToSavepoint)
+        }
+        "ROLLBACK" => Class::Transaction(TxnOp::Rollback),
+        "SAVEPOINT" => Class::Transaction(TxnOp::Savepoint),
+        "RELEASE" => Class::Transaction(TxnOp::ReleaseSavepoint),
+        "XA" => Class::Transaction(TxnOp::Other),
+        "SET" if w1 == "TRANSACTION" || word_at(sql, toks, 2).as_deref() == Some("TRANSACTION") => {
+            Class::Transaction(TxnOp::Other)
+        }
+        "SET" => Class::Session(SessionOp::Set),
+        "USE" => match use_db(sql, toks) {
+            Some(db) => Class::Session(SessionOp::Use(db)),
+            None => Class::Other,
+        },
+        "KILL" => Class::Session(SessionOp::Kill),
+        "PREPARE" | "EXECUTE" | "DEALLOCATE" => Class::Session(SessionOp::PreparedSql),
+        "LOCK" => Class::Session(SessionOp::LockTables),
+        "UNLOCK" => Class::Session(SessionOp::UnlockTables),
+        _ => Class::Other,
+    };
+    let tables = if parsed {
+        Vec::new()
+    } else {
+        keyword_tables(sql, toks, &class)
+    };
+    Route {
+        class,
+        tables,
+        parsed,
+    }
+}
+
+/// Best-effort write target from tokens: INSERT/REPLACE … [INTO] t,
+/// UPDATE [LOW_PRIORITY] [IGNORE] t, DELETE … FROM t.
+fn keyword_tables(sql: &[u8], toks: &[Token], class: &Class) -> Vec<String> {
+    let Class::Write(kind) = class else {
+        return Vec::new();
+    };
+    let modifiers = [
+        "LOW_PRIORITY",
+        "DELAYED",
+        "HIGH_PRIORITY",
+        "IGNORE",
+        "QUICK",
+        "INTO",
+    ];
+    let start = match kind {
+        WriteKind::Delete => match toks.iter().position(|t| t.is_word(sql, "FROM")) {
+            Some(p) => p + 1,
+            None => return Vec::new(),
+        },
+        WriteKind::Insert | WriteKind::Replace | WriteKind::Update => 1,
+        _ => return Vec::new(),
+    };
+    let mut i = start;
+    while toks
+        .get(i)
+        .is_some_and(|t| modifiers.iter().any(|m| t.is_word(sql, m)))
+    {
+        i += 1;
+    }
+    let mut parts = Vec::new();
+    while let Some(t) = toks.get(i) {
+        match t.kind {
+            Tok::Word | Tok::Quoted => parts.push(unquote(t.text(sql))),
+            _ => break,
+        }
+        if toks.get(i + 1).is_some_and(|t| t.kind == Tok::Punct(b'.')) {
+            i += 2;
+        } else {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        Vec::new()
+    } else {
+        vec![parts.join(".")]
+    }
+}
+
+fn use_db(sql: &[u8], toks: &[Token]) -> Option<String> {
+    let t = toks.get(1)?;
+    match t.kind {
+        Tok::Word | Tok::Quoted => Some(unquote(t.text(sql))),
+        _ => None,
+    }
+}
+
+fn unquote(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    match s.strip_prefix('`').and_then(|s| s.strip_suffix('`')) {
+        Some(inner) => inner.replace("``", "`"),
+        None => s.into_owned(),
+    }
+}
+
+fn has_for_update(sql: &[u8], toks: &[Token]) -> bool {
+    toks.windows(2)
+        .any(|w| w[0].is_word(sql, "FOR") && w[1].is_word(sql, "UPDATE"))
+        || has_lock_in_share_mode(sql, toks)
+}
+
+fn has_lock_in_share_mode(sql: &[u8], toks: &[Token]) -> bool {
+    toks.windows(4).any(|w| {
+        w[0].is_word(sql, "LOCK")
+            && w[1].is_word(sql, "IN")
+            && w[2].is_word(sql, "SHARE")
+            && w[3].is_word(sql, "MODE")
+    })
+}
+
+fn name(n: &ObjectName) -> String {
+    n.0.iter()
+        .filter_map(|p| p.as_ident().map(|i| i.value.clone()))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn push_table_with_joins(out: &mut Vec<String>, t: &TableWithJoins) {
+    let mut push = |f: &TableFactor| {
+        if let TableFactor::Table { name: n, .. } = f {
+            let n = name(n);
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    };
+    push(&t.relation);
+    for j in &t.joins {
+        push(&j.relation);
+    }
+}
+
+fn relations(stmt: &Statement) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let _ = visit_relations(stmt, |n| {
+        let n = name(n);
+        if !out.contains(&n) {
+            out.push(n);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+fn ddl_tables(stmt: &Statement) -> Vec<String> {
+    match stmt {
+        Statement::CreateTable(c) => vec![name(&c.name)],
+        Statement::AlterTable(a) => vec![name(&a.name)],
+        Statement::Drop { names, .. } => names.iter().map(name).collect(),
+        Statement::CreateIndex(c) => vec![name(&c.table_name)],
+        Statement::RenameTable(r) => r
+            .iter()
+            .flat_map(|r| [name(&r.old_name), name(&r.new_name)])
+            .collect(),
+        _ => relations(stmt),
+    }
+}

@@ -1,0 +1,179 @@
+//! The router: statement bytes in, `Route` values out. Pure: no I/O, no
+//! session state. Everything downstream reads the `Route`, never the SQL.
+//!
+//! Hot path: the lexer computes a digest (literals normalized); the digest
+//! cache answers for every shape seen before. Only a cache miss pays for a
+//! full `sqlparser` parse.
+
+mod classify;
+pub mod lexer;
+#[cfg(test)]
+mod tests;
+
+use lexer::{Tok, Token};
+use quick_cache::sync::Cache;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The decision about one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub class: Class,
+    /// Tables the statement writes (writes, DDL) or reads (reads), as written
+    /// (`t` or `db.t`, unquoted).
+    pub tables: Vec<String>,
+    /// False when sqlparser could not parse it (classified by keywords).
+    pub parsed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Class {
+    Read { locking: bool },
+    Write(WriteKind),
+    Ddl,
+    Transaction(TxnOp),
+    Session(SessionOp),
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Insert,
+    Replace,
+    Update,
+    Delete,
+    LoadData,
+    /// CALL: the procedure's effects are unknown.
+    Call,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnOp {
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint,
+    RollbackToSavepoint,
+    ReleaseSavepoint,
+    /// SET TRANSACTION …, XA …
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOp {
+    Use(String),
+    Set,
+    Kill,
+    /// SQL-level PREPARE / EXECUTE / DEALLOCATE PREPARE.
+    PreparedSql,
+    LockTables,
+    UnlockTables,
+}
+
+impl Route {
+    pub fn is_write(&self) -> bool {
+        matches!(self.class, Class::Write(_))
+    }
+}
+
+/// A classified packet: one route per statement, plus facts the session needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub statements: Vec<Route>,
+    /// Some statement calls CONNECTION_ID() (the session rewrites it).
+    pub calls_connection_id: bool,
+}
+
+/// Router with its digest cache; shared by all sessions.
+pub struct Router {
+    cache: Cache<u64, Arc<Classified>>,
+    pub stats: RouterStats,
+}
+
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub unparsed: AtomicU64,
+}
+
+/// Per-session scratch space so the hot path does not allocate.
+#[derive(Default)]
+pub struct Scratch {
+    pub tokens: Vec<Token>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new(16 * 1024)
+    }
+}
+
+impl Router {
+    pub fn new(cache_entries: usize) -> Self {
+        Self {
+            cache: Cache::new(cache_entries),
+            stats: RouterStats::default(),
+        }
+    }
+
+    /// Classifies a COM_QUERY / COM_STMT_PREPARE text. `scratch.tokens` holds
+    /// the statement's tokens afterwards (for KILL and rewrites).
+    pub fn route(&self, sql: &[u8], scratch: &mut Scratch) -> Arc<Classified> {
+        lexer::tokenize(sql, &mut scratch.tokens);
+        let key = lexer::digest(sql, &scratch.tokens);
+        if let Some(hit) = self.cache.get(&key) {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            if !hit.statements.iter().all(|r| r.parsed) {
+                self.stats.unparsed.fetch_add(1, Ordering::Relaxed);
+            }
+            return hit;
+        }
+        self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let classified = Arc::new(classify_tokens(sql, &scratch.tokens));
+        if !classified.statements.iter().all(|r| r.parsed) {
+            self.stats.unparsed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.cache.insert(key, classified.clone());
+        classified
+    }
+}
+
+/// Classifies without the cache (used by tests and on a cache miss).
+pub fn classify(sql: &[u8]) -> Classified {
+    let mut tokens = Vec::new();
+    lexer::tokenize(sql, &mut tokens);
+    classify_tokens(sql, &tokens)
+}
+
+fn classify_tokens(sql: &[u8], tokens: &[Token]) -> Classified {
+    let mut statements = Vec::new();
+    for range in lexer::split_statements(sql, tokens) {
+        let toks = &tokens[range];
+        let (Some(first), Some(last)) = (toks.first(), toks.last()) else {
+            continue;
+        };
+        let text = &sql[first.start..last.end];
+        statements.push(classify::classify_one(text, sql, toks));
+    }
+    if statements.is_empty() {
+        // Empty query or only comments: the server answers it (usually with
+        // ER_EMPTY_QUERY); nothing to route on.
+        statements.push(Route {
+            class: Class::Other,
+            tables: Vec::new(),
+            parsed: true,
+        });
+    }
+    Classified {
+        statements,
+        calls_connection_id: lexer::calls_connection_id(sql, tokens),
+    }
+}
+
+/// First word of a statement, upper-cased (for keyword classification).
+fn word_at(sql: &[u8], toks: &[Token], i: usize) -> Option<String> {
+    toks.get(i)
+        .filter(|t| t.kind == Tok::Word)
+        .map(|t| String::from_utf8_lossy(t.text(sql)).to_ascii_uppercase())
+}
