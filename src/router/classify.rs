@@ -4,7 +4,8 @@
 use super::lexer::{Tok, Token};
 use super::{word_at, Class, Route, SessionOp, TxnOp, WriteKind};
 use sqlparser::ast::{
-    visit_relations, FromTable, ObjectName, Statement, TableFactor, TableObject, TableWithJoins,
+    visit_relations, FromTable, ObjectName, ObjectType, Statement, TableFactor, TableObject,
+    TableWithJoins,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -55,6 +56,19 @@ fn from_ast(stmt: &Statement, sql: &[u8], toks: &[Token]) -> Route {
             let mut tables = Vec::new();
             push_table_with_joins(&mut tables, &u.table);
             route(Class::Write(WriteKind::Update), tables)
+        }
+        // sqlparser reads `DELETE QUICK FROM t` as a multi-table delete of
+        // a table named QUICK; the keyword reading is right for these.
+        S::Delete(_)
+            if toks.get(1).is_some_and(|t| {
+                ["QUICK", "LOW_PRIORITY", "IGNORE"]
+                    .iter()
+                    .any(|w| t.is_word(sql, w))
+            }) =>
+        {
+            let class = Class::Write(WriteKind::Delete);
+            let tables = keyword_tables(sql, toks, &class);
+            route(class, tables)
         }
         S::Delete(d) => {
             let mut tables: Vec<String> = d.tables.iter().map(name).collect();
@@ -224,6 +238,13 @@ fn keyword_tables(sql: &[u8], toks: &[Token], class: &Class) -> Vec<String> {
             None => return Vec::new(),
         },
         WriteKind::Insert | WriteKind::Replace | WriteKind::Update => 1,
+        WriteKind::LoadData => match toks
+            .windows(2)
+            .position(|w| w[0].is_word(sql, "INTO") && w[1].is_word(sql, "TABLE"))
+        {
+            Some(p) => p + 2,
+            None => return Vec::new(),
+        },
         _ => return Vec::new(),
     };
     let mut i = start;
@@ -309,7 +330,7 @@ fn relations(stmt: &Statement) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let _ = visit_relations(stmt, |n| {
         let n = name(n);
-        if !out.contains(&n) {
+        if !n.eq_ignore_ascii_case("dual") && !out.contains(&n) {
             out.push(n);
         }
         ControlFlow::<()>::Continue(())
@@ -321,6 +342,13 @@ fn ddl_tables(stmt: &Statement) -> Vec<String> {
     match stmt {
         Statement::CreateTable(c) => vec![name(&c.name)],
         Statement::AlterTable(a) => vec![name(&a.name)],
+        Statement::Drop {
+            object_type: ObjectType::Database | ObjectType::Schema,
+            ..
+        }
+        | Statement::CreateDatabase { .. }
+        | Statement::CreateSchema { .. } => Vec::new(),
+        Statement::Drop { table: Some(t), .. } => vec![name(t)],
         Statement::Drop { names, .. } => names.iter().map(name).collect(),
         Statement::CreateIndex(c) => vec![name(&c.table_name)],
         Statement::RenameTable(r) => r
