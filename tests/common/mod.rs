@@ -1,0 +1,138 @@
+//! Shared helpers for wire tests: a Tandem started in-process on
+//! 127.0.0.1:0 in front of the local MariaDB, each test in its own database
+//! so tests run in parallel.
+#![allow(dead_code)]
+
+pub mod raw;
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder};
+use std::net::SocketAddr;
+use tandem::frontend::RunningServer;
+
+pub const MARIADB_HOST: &str = "127.0.0.1";
+pub const MARIADB_PORT: u16 = 3306;
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "app-secret";
+
+/// Options for a direct connection to MariaDB (root).
+pub fn direct_opts(db: &str) -> Opts {
+    OptsBuilder::default()
+        .ip_or_hostname(MARIADB_HOST)
+        .tcp_port(MARIADB_PORT)
+        .user(Some("root"))
+        .db_name(Some(db))
+        .prefer_socket(false)
+        .into()
+}
+
+/// Options for a connection through Tandem.
+pub fn proxy_builder(addr: SocketAddr, db: Option<&str>) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
+        .user(Some(USER))
+        .pass(Some(PASSWORD))
+        .db_name(db)
+        // Without this, mysql_async would find MariaDB's unix socket and
+        // bypass the proxy.
+        .prefer_socket(false)
+}
+
+pub struct TestEnv {
+    pub db: String,
+    pub server: RunningServer,
+    pub addr: SocketAddr,
+}
+
+impl TestEnv {
+    /// Creates database `tandem_<name>` (fresh) and starts Tandem on it.
+    pub async fn start(name: &str) -> Self {
+        Self::start_with(name, "").await
+    }
+
+    /// As `start`, with extra YAML appended under the top level.
+    pub async fn start_with(name: &str, extra_yaml: &str) -> Self {
+        Self::start_full(name, 64, extra_yaml).await
+    }
+
+    pub async fn start_full(name: &str, pool: usize, extra_yaml: &str) -> Self {
+        let db = format!("tandem_{name}");
+        let mut root = Conn::new(direct_opts("mysql"))
+            .await
+            .expect("MariaDB on 127.0.0.1:3306");
+        root.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+            .await
+            .unwrap();
+        root.query_drop(format!("CREATE DATABASE `{db}`"))
+            .await
+            .unwrap();
+        root.disconnect().await.unwrap();
+        let yaml = format!(
+            r#"
+listen: 127.0.0.1:0
+users:
+  - name: {USER}
+    password: {PASSWORD}
+  - name: other
+    password_hash: "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3"
+backends:
+  legacy:
+    kind: mysql
+    url: mysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{db}
+    pool: {pool}
+migration:
+  primary: legacy
+rules: ./rules
+{extra_yaml}
+"#
+        );
+        let cfg = tandem::config::parse(&yaml).expect("test config is valid");
+        let server = tandem::frontend::start(cfg).await.expect("tandem starts");
+        let addr = server.addr;
+        Self { db, server, addr }
+    }
+
+    pub async fn proxy(&self) -> Conn {
+        Conn::new(proxy_builder(self.addr, Some(&self.db)))
+            .await
+            .expect("connect through tandem")
+    }
+
+    pub async fn direct(&self) -> Conn {
+        Conn::new(direct_opts(&self.db))
+            .await
+            .expect("connect to MariaDB")
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+        if let Ok(mut root) = Conn::new(direct_opts("mysql")).await {
+            let _ = root
+                .query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.db))
+                .await;
+            let _ = root.disconnect().await;
+        }
+    }
+}
+
+/// Raises server limits the heavier tests need (idempotent; only raises).
+pub async fn raise_server_limits() {
+    let mut root = Conn::new(direct_opts("mysql")).await.unwrap();
+    let (conns, packet): (u64, u64) = root
+        .query_first("SELECT @@global.max_connections, @@global.max_allowed_packet")
+        .await
+        .unwrap()
+        .unwrap();
+    if conns < 1200 {
+        root.query_drop("SET GLOBAL max_connections = 1200")
+            .await
+            .unwrap();
+    }
+    if packet < 64 * 1024 * 1024 {
+        root.query_drop("SET GLOBAL max_allowed_packet = 67108864")
+            .await
+            .unwrap();
+    }
+    root.disconnect().await.unwrap();
+}
