@@ -210,11 +210,7 @@ async fn non_utf8_statement_bytes_pass_through_untouched() {
     .await
     .unwrap();
     p.query("CREATE TABLE bin (b VARBINARY(10))").await;
-    let mut q = vec![0x03];
-    q.extend_from_slice(b"INSERT INTO bin VALUES (_binary'\xff\xfe\x00\x80')".as_slice());
-    // The Rust literal above contains backslash escapes for MySQL; build the
-    // real non-UTF-8 bytes too:
-    let mut raw = vec![0x03];
+    // Real non-UTF-8 bytes inside the statement, as PyMySQL/mysqlclient send.
     raw.extend_from_slice(b"INSERT INTO bin VALUES (_binary'");
     raw.extend_from_slice(&[0xff, 0xfe, 0x80, 0xc3]);
     raw.extend_from_slice(b"')");
