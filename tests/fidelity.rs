@@ -211,6 +211,7 @@ async fn non_utf8_statement_bytes_pass_through_untouched() {
     .unwrap();
     p.query("CREATE TABLE bin (b VARBINARY(10))").await;
     // Real non-UTF-8 bytes inside the statement, as PyMySQL/mysqlclient send.
+    let mut raw = vec![0x03];
     raw.extend_from_slice(b"INSERT INTO bin VALUES (_binary'");
     raw.extend_from_slice(&[0xff, 0xfe, 0x80, 0xc3]);
     raw.extend_from_slice(b"')");
