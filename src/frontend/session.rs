@@ -497,6 +497,9 @@ impl Session<'_> {
         let mut bseq_next = 1u8;
         loop {
             let mut step = Step::More;
+            // Set when the buffered bytes are exhausted (or hold only part of
+            // a frame); cleared when the loop stops only to flush.
+            let mut need_more = true;
             {
                 let conn = self.lease.conn();
                 let be = &mut conn.wire;
@@ -544,6 +547,7 @@ impl Session<'_> {
                     be.rbuf.advance(take);
                     pass = len - (take - HEADER);
                     if out.len() >= FLUSH_AT && pass == 0 && step == Step::More {
+                        need_more = false;
                         break;
                     }
                 }
@@ -566,6 +570,9 @@ impl Session<'_> {
                 _ => {}
             }
             self.client.flush().await?;
+            if !need_more {
+                continue;
+            }
             let be = &mut self.lease.conn().wire;
             match be.fill().await {
                 Ok(true) => {}

@@ -57,6 +57,7 @@ impl TestEnv {
     }
 
     pub async fn start_full(name: &str, pool: usize, extra_yaml: &str) -> Self {
+        init_logging();
         let db = format!("tandem_{name}");
         let mut root = Conn::new(direct_opts("mysql"))
             .await
@@ -135,4 +136,14 @@ pub async fn raise_server_limits() {
             .unwrap();
     }
     root.disconnect().await.unwrap();
+}
+
+/// Logs from the in-process server when TANDEM_LOG is set (e.g. `tandem=debug`).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("TANDEM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
 }
