@@ -1,0 +1,219 @@
+//! Real client programs against Tandem: the `mariadb` CLI (output compared
+//! with a direct connection), sysbench, and the `tandem` binary itself.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Output, Stdio};
+
+fn mariadb(port: u16, user: &str, password: &str, db: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new("mariadb")
+        .args([
+            "--protocol=TCP",
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            &format!("-u{user}"),
+        ])
+        .args(if password.is_empty() {
+            vec![]
+        } else {
+            vec![format!("-p{password}")]
+        })
+        .arg(db)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the mariadb client is installed (make test installs it)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const SCRIPT: &str = r#"
+CREATE TABLE cli (id INT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(50), price DECIMAL(10,2), at DATETIME(6), doc JSON, b BLOB);
+INSERT INTO cli (name, price, at, doc, b) VALUES
+  ('widget', 9.99, '2024-01-02 03:04:05.123456', '{"a": 1}', x'00ff'),
+  ('gadget ☃', NULL, NULL, NULL, NULL);
+SELECT * FROM cli ORDER BY id;
+SELECT COUNT(*), SUM(price) FROM cli;
+UPDATE cli SET price = price * 2 WHERE id = 1;
+SELECT ROW_COUNT(), LAST_INSERT_ID();
+SHOW CREATE TABLE cli;
+DELIMITER //
+CREATE PROCEDURE twice() BEGIN SELECT 'first' AS r; SELECT 'second' AS r; END //
+DELIMITER ;
+CALL twice();
+SELECT DATABASE(), @@autocommit;
+START TRANSACTION;
+INSERT INTO cli (name) VALUES ('rolled back');
+ROLLBACK;
+SELECT name FROM cli ORDER BY id;
+SELECT * FROM does_not_exist;
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cli_output_matches_direct() {
+    let env = TestEnv::start("cli_mariadb").await;
+    let port = env.addr.port();
+    let db = env.db.clone();
+    let run = move |port: u16, user: &'static str, pw: &'static str, db: String| {
+        tokio::task::spawn_blocking(move || {
+            mariadb(port, user, pw, &db, &["--table", "--force"], SCRIPT)
+        })
+    };
+    let direct = run(MARIADB_PORT, "root", "", db.clone()).await.unwrap();
+    // Reset the database so the proxied run starts from the same state.
+    let mut d = env.direct().await;
+    use mysql_async::prelude::Queryable;
+    d.query_drop("DROP TABLE cli").await.unwrap();
+    d.query_drop("DROP PROCEDURE twice").await.unwrap();
+    d.disconnect().await.unwrap();
+    let proxied = run(port, USER, PASSWORD, db).await.unwrap();
+    let out_d = String::from_utf8_lossy(&direct.stdout);
+    let out_p = String::from_utf8_lossy(&proxied.stdout);
+    assert!(
+        out_d.contains("widget") && out_d.contains("second"),
+        "{out_d}"
+    );
+    assert_eq!(out_d, out_p);
+    let err_d = String::from_utf8_lossy(&direct.stderr);
+    let err_p = String::from_utf8_lossy(&proxied.stderr);
+    assert!(err_p.contains("ERROR 1146 (42S02)"), "{err_p}");
+    assert_eq!(err_d, err_p);
+    assert_eq!(direct.status.code(), proxied.status.code());
+
+    // Wrong password through the CLI.
+    let bad = tokio::task::spawn_blocking(move || {
+        mariadb(port, USER, "nope", "", &["-e", "SELECT 1"], "")
+    })
+    .await
+    .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("ERROR 1045 (28000)"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sysbench_oltp_read_write_through_tandem() {
+    raise_server_limits().await;
+    let env = TestEnv::start("cli_sysbench").await;
+    let port = env.addr.port().to_string();
+    let db = env.db.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let common = [
+            "--db-driver=mysql".to_string(),
+            "--mysql-host=127.0.0.1".into(),
+            format!("--mysql-port={port}"),
+            format!("--mysql-user={USER}"),
+            format!("--mysql-password={PASSWORD}"),
+            format!("--mysql-db={db}"),
+            "--tables=2".into(),
+            "--table-size=2000".into(),
+        ];
+        let prepare = Command::new("sysbench")
+            .arg("oltp_read_write")
+            .args(&common)
+            .arg("prepare")
+            .output()
+            .expect("sysbench is installed (make test installs it)");
+        assert!(
+            prepare.status.success(),
+            "prepare: {}",
+            String::from_utf8_lossy(&prepare.stderr)
+        );
+        Command::new("sysbench")
+            .arg("oltp_read_write")
+            .args(&common)
+            .args(["--threads=4", "--time=5", "--report-interval=0"])
+            .arg("run")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| -> f64 {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in sysbench output:\n{stdout}"))
+    };
+    assert!(field("transactions:") > 0.0, "{stdout}");
+    assert_eq!(field("ignored errors:"), 0.0, "{stdout}");
+    assert_eq!(field("reconnects:"), 0.0, "{stdout}");
+    env.stop().await;
+}
+
+#[test]
+fn check_config_reports_every_error_and_exit_code() {
+    let bin = env!("CARGO_BIN_EXE_tandem");
+    let ok = Command::new(bin)
+        .args(["check-config", "--config", "config/tandem.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok"));
+    let ok = Command::new(bin)
+        .args(["check-config", "--config", "config/example.yaml"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "the operator example must validate");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listen: nowhere\nbackends:\n  a: { kind: mysql, url: \"mysql://root@h/db\", pool: 0 }\nmigration: { primary: b }\n",
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 error(s)"), "{err}");
+    for needle in ["listen", "backends.a.pool", "migration.primary"] {
+        assert!(err.contains(needle), "{err}");
+    }
+    let missing = Command::new(bin)
+        .args(["check-config", "--config", "/nonexistent/tandem.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn serve_refuses_an_invalid_config() {
+    let bin = env!("CARGO_BIN_EXE_tandem");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "backends: {}\nmigration: { primary: x }\n").unwrap();
+    let out = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("migration.primary"));
+}
