@@ -1,0 +1,31 @@
+# The two commands a newcomer needs are `make run` and `make test`.
+.PHONY: run test bench setup build release check
+
+CONFIG ?= config/tandem.yaml
+
+## Install/start MariaDB and PostgreSQL if needed, build, and run Tandem on the demo config.
+run: setup release
+	./target/release/tandem check-config --config $(CONFIG)
+	./target/release/tandem serve --config $(CONFIG)
+
+## Everything the tests need, then the whole test suite (unit + wire tests against real MariaDB).
+test: setup
+	cargo test --all-targets
+
+## sysbench through Tandem vs an L4 relay vs direct, in one run (see scripts/bench.sh for knobs).
+bench: setup release
+	./scripts/bench.sh
+
+## Formatting and lints, as CI expects them.
+check:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+setup:
+	./scripts/setup.sh
+
+build:
+	cargo build
+
+release:
+	cargo build --release

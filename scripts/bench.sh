@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Benchmark: sysbench against MariaDB directly, through an L4 TCP relay
+# (haproxy, mode tcp) and through Tandem, alternating in one run, with the
+# ratios that matter. Also Tandem's own CPU time per query (from /proc) and
+# its resident memory with 500 idle client connections.
+#
+# Knobs (environment): BENCH_TIME (seconds per run, default 20),
+# BENCH_ROUNDS (default 2), BENCH_THREADS (default 8).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TIME=${BENCH_TIME:-20}
+ROUNDS=${BENCH_ROUNDS:-2}
+THREADS=${BENCH_THREADS:-8}
+DB=tandem_bench
+DIRECT_PORT=3306
+RELAY_PORT=33081
+TANDEM_PORT=33082
+WORK=$(mktemp -d)
+trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+my() { mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot "$@"; }
+my -e "CREATE DATABASE IF NOT EXISTS $DB; SET GLOBAL max_connections = GREATEST(@@global.max_connections, 1200)"
+
+cat > "$WORK/haproxy.cfg" <<CFG
+global
+  maxconn 4000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen mariadb
+  bind 127.0.0.1:$RELAY_PORT
+  server db 127.0.0.1:$DIRECT_PORT
+CFG
+haproxy -f "$WORK/haproxy.cfg" -D -p "$WORK/haproxy.pid"
+
+cat > "$WORK/tandem.yaml" <<CFG
+listen: 127.0.0.1:$TANDEM_PORT
+users: [{ name: bench, password: bench }]
+backends:
+  legacy: { kind: mysql, url: "mysql://root@127.0.0.1:$DIRECT_PORT/$DB", pool: 600 }
+migration: { primary: legacy }
+rules: ./rules
+CFG
+TANDEM_LOG=warn ./target/release/tandem serve --config "$WORK/tandem.yaml" > "$WORK/tandem.log" 2>&1 &
+echo $! > "$WORK/tandem.pid"
+TPID=$(cat "$WORK/tandem.pid")
+for _ in $(seq 1 50); do mariadb --protocol=TCP -h127.0.0.1 -P$TANDEM_PORT -ubench -pbench $DB -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
+
+SB_COMMON="--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=$DB --tables=4 --table-size=10000"
+echo "preparing 4 tables x 10000 rows..."
+sysbench oltp_read_write $SB_COMMON --mysql-port=$DIRECT_PORT --mysql-user=root cleanup >/dev/null 2>&1 || true
+sysbench oltp_read_write $SB_COMMON --mysql-port=$DIRECT_PORT --mysql-user=root prepare >/dev/null
+
+CLK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$TPID/stat"; }
+
+# run TARGET WORKLOAD -> appends "target workload qps p95 cpu_us_per_query" to results
+run() {
+  local target=$1 workload=$2 port user pass
+  case $target in
+    direct) port=$DIRECT_PORT; user=root; pass="";;
+    l4relay) port=$RELAY_PORT; user=root; pass="";;
+    tandem) port=$TANDEM_PORT; user=bench; pass=bench;;
+  esac
+  local before after out qps p95 queries cpu="-"
+  before=$(cpu_ticks)
+  out=$(sysbench "$workload" $SB_COMMON --mysql-port=$port --mysql-user=$user --mysql-password="$pass" \
+        --threads=$THREADS --time=$TIME --report-interval=0 --percentile=95 run)
+  after=$(cpu_ticks)
+  qps=$(echo "$out" | awk '/queries:/ {gsub(/[()]/,"",$3); print $3; exit}')
+  queries=$(echo "$out" | awk '/queries:/ {print $2; exit}')
+  p95=$(echo "$out" | awk '/95th percentile:/ {print $3; exit}')
+  if [ "$target" = tandem ]; then
+    cpu=$(awk -v d=$((after - before)) -v clk="$CLK" -v q="$queries" 'BEGIN {printf "%.1f", d / clk * 1e6 / q}')
+  fi
+  echo "$target $workload $qps $p95 $cpu" >> "$WORK/results"
+  printf '  %-8s %-18s %10s qps  p95 %7s ms  tandem cpu/query %s us\n' "$target" "$workload" "$qps" "$p95" "$cpu"
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round/$ROUNDS (${TIME}s per run, $THREADS threads)"
+  for workload in oltp_point_select oltp_read_write; do
+    for target in direct l4relay tandem; do
+      run $target $workload
+    done
+  done
+done
+
+echo "measuring RSS with 500 idle connections..."
+cargo build --release --example idle_connections -q
+./target/release/examples/idle_connections 127.0.0.1 $TANDEM_PORT bench bench $DB 500 8 > "$WORK/idle.out" &
+IDLE=$!
+for _ in $(seq 1 100); do grep -q open "$WORK/idle.out" 2>/dev/null && break; sleep 0.2; done
+sleep 1
+RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$TPID/status")
+wait $IDLE || true
+
+echo
+echo "== summary (mean over $ROUNDS rounds) =="
+awk -v rss="$RSS_KB" '
+  { qps[$1" "$2] += $3; p95[$1" "$2] += $4; n[$1" "$2]++; if ($5 != "-") { cpu[$2] += $5; cn[$2]++ } }
+  END {
+    split("oltp_point_select oltp_read_write", w, " ")
+    printf "%-18s %12s %12s %12s %14s %14s %14s %16s\n", "workload", "direct qps", "l4 qps", "tandem qps", "tandem/l4", "tandem/direct", "l4/direct", "tandem us/query"
+    for (i = 1; i <= 2; i++) {
+      d = qps["direct " w[i]] / n["direct " w[i]]; l = qps["l4relay " w[i]] / n["l4relay " w[i]]; t = qps["tandem " w[i]] / n["tandem " w[i]]
+      printf "%-18s %12.0f %12.0f %12.0f %14.3f %14.3f %14.3f %16.1f\n", w[i], d, l, t, t / l, t / d, l / d, cpu[w[i]] / cn[w[i]]
+    }
+    printf "%-18s %12s %12s %12s\n", "p95 latency (ms)", "direct", "l4", "tandem"
+    for (i = 1; i <= 2; i++)
+      printf "%-18s %12.2f %12.2f %12.2f\n", w[i], p95["direct " w[i]] / n["direct " w[i]], p95["l4relay " w[i]] / n["l4relay " w[i]], p95["tandem " w[i]] / n["tandem " w[i]]
+    printf "tandem RSS with 500 idle client connections: %.1f MiB\n", rss / 1024
+    printf "targets: tandem/l4 >= 0.9 on both workloads; tandem cpu <= 30 us per point select; RSS < 64 MiB\n"
+  }' "$WORK/results"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Makes this machine ready to run and test Tandem: installs MariaDB,
+# PostgreSQL and the test/bench tools from Debian packages when missing,
+# starts the databases when stopped, lets root log in to MariaDB over TCP
+# without a password (the local test setup), and creates the demo databases.
+# Safe to run repeatedly; does nothing that is already done.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need=()
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+mariadb_up() { mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null 2>&1; }
+mariadb_socket_up() { $SUDO mariadb -uroot -e 'SELECT 1' >/dev/null 2>&1; }
+
+if ! mariadb_up && ! mariadb_socket_up; then
+  echo "setup: starting MariaDB"
+  $SUDO mkdir -p /run/mysqld && $SUDO chown mysql:mysql /run/mysqld 2>/dev/null || true
+  $SUDO service mariadb start >/dev/null 2>&1 \
+    || $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  for _ in $(seq 1 60); do mariadb_up || mariadb_socket_up && break; sleep 0.5; done
+fi
+if ! mariadb_up; then
+  # A fresh Debian install authenticates root through the unix socket only.
+  echo "setup: allowing root@localhost over TCP with an empty password (local test database)"
+  $SUDO mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket; \
+    CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;"
+fi
+mariadb_up || { echo "setup: MariaDB is not reachable on 127.0.0.1:3306" >&2; exit 1; }
+
+pg_up() { pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; }
+if ! pg_up; then
+  echo "setup: starting PostgreSQL"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start >/dev/null 2>&1 \
+    || $SUDO service postgresql start >/dev/null 2>&1 || true
+  for _ in $(seq 1 40); do pg_up && break; sleep 0.5; done
+fi
+pg_up || echo "setup: warning: PostgreSQL is not answering on 127.0.0.1:5432 (not needed by this milestone)"
+
+# Demo databases for `make run`.
+mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot <<'SQL'
+CREATE DATABASE IF NOT EXISTS shop;
+CREATE DATABASE IF NOT EXISTS shop_next;
+CREATE TABLE IF NOT EXISTS shop.orders (
+  id BIGINT PRIMARY KEY AUTO_INCREMENT,
+  customer VARCHAR(100) NOT NULL,
+  total DECIMAL(12,2) NOT NULL DEFAULT 0,
+  created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+);
+CREATE TABLE IF NOT EXISTS shop.order_items (
+  id BIGINT PRIMARY KEY AUTO_INCREMENT,
+  order_id BIGINT NOT NULL,
+  sku VARCHAR(40) NOT NULL,
+  qty INT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shop.audit_log (
+  id BIGINT PRIMARY KEY AUTO_INCREMENT,
+  message TEXT
+);
+SQL
+echo "setup: MariaDB and PostgreSQL ready; demo databases shop and shop_next exist"
