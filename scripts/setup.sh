@@ -49,24 +49,5 @@ fi
 pg_up || echo "setup: warning: PostgreSQL is not answering on 127.0.0.1:5432 (not needed by this milestone)"
 
 # Demo databases for `make run`.
-mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot <<'SQL'
-CREATE DATABASE IF NOT EXISTS shop;
-CREATE DATABASE IF NOT EXISTS shop_next;
-CREATE TABLE IF NOT EXISTS shop.orders (
-  id BIGINT PRIMARY KEY AUTO_INCREMENT,
-  customer VARCHAR(100) NOT NULL,
-  total DECIMAL(12,2) NOT NULL DEFAULT 0,
-  created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-);
-CREATE TABLE IF NOT EXISTS shop.order_items (
-  id BIGINT PRIMARY KEY AUTO_INCREMENT,
-  order_id BIGINT NOT NULL,
-  sku VARCHAR(40) NOT NULL,
-  qty INT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS shop.audit_log (
-  id BIGINT PRIMARY KEY AUTO_INCREMENT,
-  message TEXT
-);
-SQL
+mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot < "$(dirname "$0")/demo-schema.sql"
 echo "setup: MariaDB and PostgreSQL ready; demo databases shop and shop_next exist"
