@@ -363,6 +363,49 @@ async fn pooled_connections_do_not_leak_session_state() {
 }
 
 #[tokio::test]
+async fn pool_stays_within_its_size_across_capability_keys() {
+    let env = TestEnv::start_full("proto_poolkeys", 2, "").await;
+    for i in 0..12 {
+        // CLIENT_FOUND_ROWS changes server behaviour, so it is part of the pool key.
+        let opts = proxy_builder(env.addr, Some(&env.db)).client_found_rows(i % 2 == 0);
+        let mut c = Conn::new(opts).await.unwrap();
+        c.query_drop("CREATE TABLE IF NOT EXISTS fr (id INT PRIMARY KEY, v INT)")
+            .await
+            .unwrap();
+        c.query_drop("INSERT INTO fr VALUES (1, 1) ON DUPLICATE KEY UPDATE v = v")
+            .await
+            .unwrap();
+        c.query_drop("UPDATE fr SET v = 1 WHERE id = 1")
+            .await
+            .unwrap();
+        // Found-rows semantics follow the client's flag, as on a direct connection.
+        assert_eq!(
+            c.affected_rows(),
+            if i % 2 == 0 { 1 } else { 0 },
+            "client {i}"
+        );
+        c.disconnect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let open = env.server.shared.pools.load()["legacy"].open_connections();
+        assert!(open <= 2, "pool of 2 has {open} connections open");
+    }
+    let mut d = env.direct().await;
+    let n: Option<i64> = d
+        .query_first(format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '{}' AND USER = 'root' AND ID <> CONNECTION_ID()",
+            env.db
+        ))
+        .await
+        .unwrap();
+    assert!(
+        n.unwrap() <= 2,
+        "server sees {n:?} connections from the pool"
+    );
+    d.disconnect().await.unwrap();
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn pool_exhaustion_answers_too_many_connections() {
     let env = TestEnv::start_full("proto_exhaust", 1, "limits:\n  pool_wait_timeout: 200ms").await;
     let held = env.proxy().await;

@@ -108,24 +108,23 @@ impl Pool {
             .await
             .map_err(|_| BackendError::PoolExhausted(self.cfg.pool))?
             .map_err(|_| BackendError::PoolExhausted(self.cfg.pool))?;
-        // Reuse an idle connection with the same key; close stale ones on the way.
+        // Reuse an idle connection with the same key. Only the candidate is
+        // probed for a peer close (one syscall), not every idle connection.
         let reuse = {
             let mut idle = lock(&self.idle);
-            let mut found = None;
             let now = Instant::now();
-            let mut i = 0;
-            while i < idle.len() {
-                let stale = now.duration_since(idle[i].1.last_used) > self.idle_timeout;
-                if stale || idle[i].1.wire.looks_closed() {
-                    idle.swap_remove(i);
+            let before = idle.len();
+            idle.retain(|(_, c)| now.duration_since(c.last_used) <= self.idle_timeout);
+            self.open.fetch_sub(before - idle.len(), Ordering::Relaxed);
+            let mut found = None;
+            while let Some(pos) = idle.iter().rposition(|(k, _)| *k == key) {
+                let (_, mut c) = idle.swap_remove(pos);
+                if c.wire.looks_closed() {
                     self.open.fetch_sub(1, Ordering::Relaxed);
                     continue;
                 }
-                if found.is_none() && idle[i].0 == key {
-                    found = Some(idle.swap_remove(i).1);
-                    continue;
-                }
-                i += 1;
+                found = Some(c);
+                break;
             }
             // The permit we hold may belong to an idle connection of another
             // key: close one so the total stays within the pool size.

@@ -76,15 +76,8 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
         cancel: cancel.clone(),
     });
     let mut client = Wire::new(stream);
-    let timeout = shared.config.load().limits.handshake_timeout;
     let session = tokio::select! {
-        r = tokio::time::timeout(timeout, open(&mut client, shared, id, peer, backend_thread)) => match r {
-            Ok(s) => s,
-            Err(_) => {
-                debug!(%peer, "handshake timed out");
-                None
-            }
-        },
+        s = open(&mut client, shared, id, peer, backend_thread) => s,
         _ = cancel.cancelled() => None,
     };
     if let Some((auth, lease)) = session {
@@ -149,15 +142,23 @@ async fn open(
             return None;
         }
     };
-    let mut auth = match handshake::greet_and_auth(client, shared, id, &server, peer).await {
-        Ok(Some(a)) => a,
-        Ok(None) => {
+    // The client's own part of the login is bounded; waiting for a pooled
+    // connection afterwards is bounded by pool_wait_timeout (then ERR 1040).
+    let timeout = shared.config.load().limits.handshake_timeout;
+    let login = handshake::greet_and_auth(client, shared, id, &server, peer);
+    let mut auth = match tokio::time::timeout(timeout, login).await {
+        Ok(Ok(Some(a))) => a,
+        Ok(Ok(None)) => {
             info!(%peer, "authentication failed");
             return None;
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             Metrics::inc(&shared.metrics.protocol_errors);
             info!(%peer, error = %e, "handshake failed");
+            return None;
+        }
+        Err(_) => {
+            info!(%peer, "handshake timed out");
             return None;
         }
     };
