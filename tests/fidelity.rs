@@ -196,6 +196,72 @@ async fn raw_response_bytes_are_identical_to_direct() {
     env.stop().await;
 }
 
+/// Prepare, execute with a read-only cursor, fetch in batches, close.
+async fn cursor_transcript(c: &mut RawClient) -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut prep = vec![0x16];
+    prep.extend_from_slice(b"SELECT id, c_varchar, c_decimal FROM types ORDER BY id");
+    let mut prepared = c.command(&prep, Expect::Prepare).await;
+    let id = prepared[0][1..5].to_vec();
+    prepared[0][1..5].copy_from_slice(&[0, 0, 0, 0]);
+    out.push(prepared);
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id);
+    exec.push(1); // CURSOR_TYPE_READ_ONLY
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    out.push(c.command(&exec, Expect::ResultSet).await);
+    for _ in 0..2 {
+        let mut fetch = vec![0x1C];
+        fetch.extend_from_slice(&id);
+        fetch.extend_from_slice(&1u32.to_le_bytes()); // one row per fetch
+        out.push(c.command(&fetch, Expect::Fetch).await);
+    }
+    let mut reset = vec![0x1A];
+    reset.extend_from_slice(&id);
+    out.push(c.command(&reset, Expect::Single).await);
+    let mut close = vec![0x19];
+    close.extend_from_slice(&id);
+    common::raw::write_packet(&mut c.stream, 0, &close)
+        .await
+        .unwrap();
+    out.push(c.query("SELECT 'after close'").await);
+    out
+}
+
+#[tokio::test]
+async fn server_side_cursors_fetch_identically() {
+    let env = TestEnv::start("fid_cursor").await;
+    setup_types(&env).await;
+    for deprecate_eof in [false, true] {
+        let caps = default_caps(deprecate_eof);
+        let mut direct = RawClient::connect(
+            (MARIADB_HOST, MARIADB_PORT),
+            "root",
+            "",
+            Some(&env.db),
+            caps,
+            "mysql_native_password",
+        )
+        .await
+        .unwrap();
+        let mut proxy = RawClient::connect(
+            ("127.0.0.1", env.addr.port()),
+            USER,
+            PASSWORD,
+            Some(&env.db),
+            caps,
+            "mysql_native_password",
+        )
+        .await
+        .unwrap();
+        let a = cursor_transcript(&mut direct).await;
+        let b = cursor_transcript(&mut proxy).await;
+        assert_eq!(a, b, "deprecate_eof={deprecate_eof}");
+        assert!(a[2].len() > 1, "a fetch returned a row");
+    }
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn non_utf8_statement_bytes_pass_through_untouched() {
     let env = TestEnv::start("fid_binary").await;

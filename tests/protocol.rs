@@ -563,6 +563,41 @@ async fn five_hundred_concurrent_connections() {
 }
 
 #[tokio::test]
+async fn shutdown_lets_running_statements_finish() {
+    let env = TestEnv::start("proto_shutdown").await;
+    let mut busy = env.proxy().await;
+    let idle = env.proxy().await;
+    let addr = env.addr;
+    let running = tokio::spawn(async move {
+        let r: Option<i64> = busy.query_first("SELECT SLEEP(1)").await.unwrap();
+        r
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let TestEnv { server, db, .. } = env;
+    server.shutdown().await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "waited for the running statement"
+    );
+    assert_eq!(
+        running.await.unwrap(),
+        Some(0),
+        "the running statement completed normally"
+    );
+    assert!(
+        Conn::new(proxy_builder(addr, Some(&db))).await.is_err(),
+        "no new connections"
+    );
+    drop(idle);
+    let mut root = Conn::new(direct_opts("mysql")).await.unwrap();
+    root.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+        .await
+        .unwrap();
+    root.disconnect().await.unwrap();
+}
+
+#[tokio::test]
 async fn backend_that_vanishes_gives_a_clear_error() {
     // A backend that is not listening.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

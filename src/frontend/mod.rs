@@ -48,11 +48,26 @@ pub struct RunningServer {
     task: JoinHandle<()>,
 }
 
+/// How long shutdown waits for sessions to finish the command they are running.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl RunningServer {
-    /// Stops accepting, closes every session, and waits for the listener.
+    /// Stops accepting; idle sessions close at once, busy ones after the
+    /// command they are running (up to `SHUTDOWN_GRACE`).
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();
         let _ = self.task.await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while !self.shared.registry.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let left = self.shared.registry.len();
+        if left > 0 {
+            warn!(
+                sessions = left,
+                "shutdown grace period over; closing busy sessions"
+            );
+        }
     }
 }
 
