@@ -5,5 +5,6 @@ pub mod backend;
 pub mod config;
 pub mod frontend;
 pub mod metrics;
+pub mod mirror;
 pub mod protocol;
 pub mod router;
