@@ -203,6 +203,12 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// A reader over the journal in `dir`, independent of the writer (it
+    /// sees the segments that exist now; reopen to see later ones).
+    pub fn open(dir: &Path, from: Lsn) -> Result<Self, JournalError> {
+        Self::new(list_segments(dir)?, from)
+    }
+
     fn new(segments: Vec<Segment>, from: Lsn) -> Result<Self, JournalError> {
         let first = segments.first().map_or(1, |s| s.first_lsn);
         if from < first {

@@ -4,7 +4,9 @@
 //! writer (`JournalHandle`). Capture in the session, the record format and
 //! the applier build on these.
 
+pub mod applier;
 pub mod journal;
+pub mod record;
 
 use journal::{Journal, JournalError, Lsn};
 use std::thread::JoinHandle;

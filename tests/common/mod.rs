@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod relay;
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder};

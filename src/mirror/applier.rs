@@ -1,0 +1,459 @@
+//! Applies journaled transactions to a MySQL/MariaDB secondary, in LSN
+//! order, exactly once.
+//!
+//! Exactly once: every transaction is applied inside one secondary
+//! transaction that also stores its LSN in `_tandem_position` (in the
+//! secondary's database). After any crash the applier resumes after the
+//! stored LSN, so nothing is lost or applied twice. DDL commits implicitly
+//! and cannot share a transaction with the position update; a DDL that is
+//! replayed right after a restart and fails with "already exists" / "does not
+//! exist" is therefore taken as already applied.
+//!
+//! Failures: connection loss, deadlocks and lock-wait timeouts are retried
+//! with backoff, in order. Any other error is permanent for that transaction:
+//! it is written to the dead-letter file with its reason, its tables are
+//! marked divergent, and the applier moves on (or halts, per policy).
+
+use super::journal::{JournalError, Lsn, Reader};
+use super::record::MirrorTxn;
+use super::JournalHandle;
+use crate::config::BackendConfig;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// What to do with a transaction that fails permanently on the secondary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnPermanentError {
+    /// Dead-letter it, mark its tables divergent, continue.
+    Continue,
+    /// Dead-letter it and stop applying.
+    Halt,
+}
+
+pub struct ApplierConfig {
+    pub secondary: BackendConfig,
+    pub journal_dir: PathBuf,
+    pub dead_letter: PathBuf,
+    pub on_permanent_error: OnPermanentError,
+}
+
+/// Counters the applier keeps (exported by the admin milestone).
+#[derive(Debug, Default)]
+pub struct ApplierStats {
+    pub applied: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub applied_lsn: AtomicU64,
+    /// Primary commit time of the last applied transaction (µs).
+    pub last_committed_at_us: AtomicI64,
+    pub divergent_tables: Mutex<BTreeSet<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplierError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("secondary: {0}")]
+    Secondary(String),
+    #[error("halted on a permanent error at LSN {lsn}: {reason}")]
+    Halted { lsn: Lsn, reason: String },
+    #[error("dead-letter file: {0}")]
+    DeadLetter(std::io::Error),
+}
+
+pub struct Applier {
+    cfg: ApplierConfig,
+    journal: JournalHandle,
+    stats: Arc<ApplierStats>,
+    conn: Option<Conn>,
+    /// Session state last set on `conn` (avoids re-sending unchanged SETs).
+    current_db: Option<String>,
+    session: Vec<(String, String)>,
+}
+
+const POSITION_TABLE: &str = "_tandem_position";
+
+impl Applier {
+    pub fn new(cfg: ApplierConfig, journal: JournalHandle) -> Self {
+        Self {
+            cfg,
+            journal,
+            stats: Arc::new(ApplierStats::default()),
+            conn: None,
+            current_db: None,
+            session: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<ApplierStats> {
+        self.stats.clone()
+    }
+
+    /// Applies until `stop` is cancelled; then returns after the transaction
+    /// in progress.
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), ApplierError> {
+        let mut durable = self.journal.durable();
+        let mut applied = self.load_position_retrying(&stop).await?;
+        self.stats.applied_lsn.store(applied, Ordering::Relaxed);
+        info!(
+            lsn = applied,
+            "applier resuming after the secondary's stored position"
+        );
+        let mut first_after_start = true;
+        loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            let target = *durable.borrow_and_update();
+            if target > applied {
+                let mut reader = Reader::open(&self.cfg.journal_dir, applied + 1)?;
+                while let Some((lsn, bytes)) = reader.next_record()? {
+                    if lsn > target || stop.is_cancelled() {
+                        break;
+                    }
+                    self.apply_record(&stop, lsn, &bytes, first_after_start)
+                        .await?;
+                    first_after_start = false;
+                    applied = lsn;
+                    self.stats.applied_lsn.store(lsn, Ordering::Relaxed);
+                }
+                self.journal.truncate_before(applied + 1).await;
+                continue;
+            }
+            tokio::select! {
+                r = durable.changed() => if r.is_err() { return Ok(()) },
+                _ = stop.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    async fn apply_record(
+        &mut self,
+        stop: &CancellationToken,
+        lsn: Lsn,
+        bytes: &[u8],
+        first_after_start: bool,
+    ) -> Result<(), ApplierError> {
+        let txn = match MirrorTxn::decode(bytes) {
+            Ok(t) => t,
+            Err(e) => return self.permanent(lsn, None, &e.to_string()).await,
+        };
+        let mut attempt = 0u32;
+        loop {
+            match self.try_apply(lsn, &txn, first_after_start).await {
+                Ok(()) => {
+                    self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .last_committed_at_us
+                        .store(txn.committed_at_us, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) if is_transient(&e) => {
+                    attempt += 1;
+                    tokio::select! {
+                        _ = self.wait_after(attempt, &e) => {}
+                        _ = stop.cancelled() => return Ok(()),
+                    }
+                }
+                Err(e) => {
+                    let _ = self.rollback().await;
+                    return self.permanent(lsn, Some(&txn), &e.to_string()).await;
+                }
+            }
+        }
+    }
+
+    async fn try_apply(
+        &mut self,
+        lsn: Lsn,
+        txn: &MirrorTxn,
+        first_after_start: bool,
+    ) -> Result<(), mysql_async::Error> {
+        let ddl_only = !txn.statements.is_empty() && txn.statements.iter().all(|s| s.ddl);
+        if ddl_only {
+            for st in &txn.statements {
+                self.prepare_session(st).await?;
+                let r = self.conn().await?.query_drop(st.sql.as_slice()).await;
+                match r {
+                    Err(mysql_async::Error::Server(e))
+                        if first_after_start && is_replayed_ddl(e.code) =>
+                    {
+                        info!(lsn, code = e.code, "DDL already applied before the restart");
+                    }
+                    other => other?,
+                }
+            }
+            return self.store_position(lsn, txn.committed_at_us).await;
+        }
+        self.conn().await?.query_drop("START TRANSACTION").await?;
+        for st in &txn.statements {
+            self.prepare_session(st).await?;
+            self.conn().await?.query_drop(st.sql.as_slice()).await?;
+        }
+        self.store_position(lsn, txn.committed_at_us).await?;
+        self.conn().await?.query_drop("COMMIT").await
+    }
+
+    async fn prepare_session(
+        &mut self,
+        st: &super::record::MirrorStatement,
+    ) -> Result<(), mysql_async::Error> {
+        if st.db.is_some() && st.db != self.current_db {
+            let db = st.db.clone().unwrap_or_default();
+            self.conn()
+                .await?
+                .query_drop(format!("USE `{}`", db.replace('`', "``")))
+                .await?;
+            self.current_db = Some(db);
+        }
+        let mut sets = Vec::new();
+        for (k, v) in &st.session {
+            if !self.session.iter().any(|(k2, v2)| k2 == k && v2 == v) {
+                sets.push(format!("SESSION {k} = {v}"));
+            }
+        }
+        let p = &st.pins;
+        sets.push(match p.timestamp_us {
+            Some(t) => format!(
+                "TIMESTAMP = {}.{:06}",
+                t.div_euclid(1_000_000),
+                t.rem_euclid(1_000_000)
+            ),
+            None => "TIMESTAMP = DEFAULT".into(),
+        });
+        if let Some(id) = p.insert_id {
+            sets.push(format!("INSERT_ID = {id}"));
+        }
+        if let Some(id) = p.last_insert_id {
+            sets.push(format!("LAST_INSERT_ID = {id}"));
+        }
+        if let Some((a, b)) = p.rand_seeds {
+            sets.push(format!("@@rand_seed1 = {a}, @@rand_seed2 = {b}"));
+        }
+        self.conn()
+            .await?
+            .query_drop(format!("SET {}", sets.join(", ")))
+            .await?;
+        for (k, v) in &st.session {
+            self.session.retain(|(k2, _)| k2 != k);
+            self.session.push((k.clone(), v.clone()));
+        }
+        Ok(())
+    }
+
+    async fn load_position(&mut self) -> Result<Lsn, mysql_async::Error> {
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS `{POSITION_TABLE}` (
+               id TINYINT PRIMARY KEY,
+               lsn BIGINT UNSIGNED NOT NULL,
+               committed_at_us BIGINT NOT NULL,
+               applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+             ) ENGINE=InnoDB"
+        );
+        let conn = self.conn().await?;
+        conn.query_drop(create).await?;
+        let lsn: Option<u64> = conn
+            .query_first(format!("SELECT lsn FROM `{POSITION_TABLE}` WHERE id = 1"))
+            .await?;
+        Ok(lsn.unwrap_or(0))
+    }
+
+    async fn store_position(
+        &mut self,
+        lsn: Lsn,
+        committed_at_us: i64,
+    ) -> Result<(), mysql_async::Error> {
+        let sql = format!(
+            "INSERT INTO `{POSITION_TABLE}` (id, lsn, committed_at_us) VALUES (1, {lsn}, {committed_at_us})
+             ON DUPLICATE KEY UPDATE lsn = VALUES(lsn), committed_at_us = VALUES(committed_at_us)"
+        );
+        let db = self.cfg.secondary.database.clone();
+        let conn = self.conn().await?;
+        // The position lives in the secondary URL's database, whatever the
+        // mirrored statement selected.
+        match db {
+            Some(db) => {
+                conn.query_drop(sql.replace(
+                    &format!("`{POSITION_TABLE}`"),
+                    &format!("`{}`.`{POSITION_TABLE}`", db.replace('`', "``")),
+                ))
+                .await
+            }
+            None => conn.query_drop(sql).await,
+        }
+    }
+
+    /// Records a transaction that cannot be applied, and advances past it.
+    async fn permanent(
+        &mut self,
+        lsn: Lsn,
+        txn: Option<&MirrorTxn>,
+        reason: &str,
+    ) -> Result<(), ApplierError> {
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        let tables: Vec<String> = txn
+            .map(|t| t.statements.iter().flat_map(|s| s.tables.clone()).collect())
+            .unwrap_or_default();
+        {
+            let mut d = self
+                .stats
+                .divergent_tables
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            d.extend(tables.iter().cloned());
+        }
+        let entry = serde_json::json!({
+            "lsn": lsn,
+            "conn_id": txn.map(|t| t.conn_id),
+            "committed_at_us": txn.map(|t| t.committed_at_us),
+            "reason": reason,
+            "tables": tables,
+            "statements": txn.map(|t| t.statements.iter()
+                .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
+                .collect::<Vec<_>>()),
+        });
+        if let Some(dir) = self.cfg.dead_letter.parent() {
+            std::fs::create_dir_all(dir).map_err(ApplierError::DeadLetter)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.cfg.dead_letter)
+            .map_err(ApplierError::DeadLetter)?;
+        writeln!(f, "{entry}").map_err(ApplierError::DeadLetter)?;
+        f.sync_data().map_err(ApplierError::DeadLetter)?;
+        warn!(
+            lsn,
+            reason,
+            ?tables,
+            "mirrored transaction dead-lettered; tables marked divergent"
+        );
+        if self.cfg.on_permanent_error == OnPermanentError::Halt {
+            return Err(ApplierError::Halted {
+                lsn,
+                reason: reason.to_string(),
+            });
+        }
+        let committed = txn.map_or(0, |t| t.committed_at_us);
+        self.store_position_retrying(lsn, committed).await
+    }
+
+    async fn load_position_retrying(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Result<Lsn, ApplierError> {
+        let mut attempt = 0;
+        loop {
+            match self.load_position().await {
+                Ok(v) => return Ok(v),
+                Err(e) if is_transient(&e) && !stop.is_cancelled() => {
+                    attempt += 1;
+                    self.wait_after(attempt, &e).await;
+                }
+                Err(e) => return Err(ApplierError::Secondary(e.to_string())),
+            }
+        }
+    }
+
+    async fn store_position_retrying(
+        &mut self,
+        lsn: Lsn,
+        committed: i64,
+    ) -> Result<(), ApplierError> {
+        let mut attempt = 0;
+        loop {
+            match self.store_position(lsn, committed).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_transient(&e) => {
+                    attempt += 1;
+                    self.wait_after(attempt, &e).await;
+                }
+                Err(e) => return Err(ApplierError::Secondary(e.to_string())),
+            }
+        }
+    }
+
+    async fn wait_after(&mut self, attempt: u32, e: &mysql_async::Error) {
+        self.stats.retried.fetch_add(1, Ordering::Relaxed);
+        self.drop_conn();
+        let wait = backoff(attempt);
+        warn!(attempt, error = %e, ?wait, "secondary unavailable; retrying in order");
+        tokio::time::sleep(wait).await;
+    }
+
+    async fn conn(&mut self) -> Result<&mut Conn, mysql_async::Error> {
+        if self.conn.is_none() {
+            let b = &self.cfg.secondary;
+            let opts = OptsBuilder::default()
+                .ip_or_hostname(b.host.clone())
+                .tcp_port(b.port)
+                .user(Some(b.user.clone()))
+                .pass(Some(b.password.clone()))
+                .db_name(b.database.clone())
+                .prefer_socket(false);
+            let conn = Conn::new(opts).await?;
+            self.conn = Some(conn);
+            self.current_db = b.database.clone();
+            self.session.clear();
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    async fn rollback(&mut self) -> Result<(), mysql_async::Error> {
+        if let Some(c) = self.conn.as_mut() {
+            c.query_drop("ROLLBACK").await?;
+        }
+        Ok(())
+    }
+
+    fn drop_conn(&mut self) {
+        self.conn = None;
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((50u64 << attempt.min(7)).min(5_000))
+}
+
+/// Errors after which the same transaction can simply be tried again.
+fn is_transient(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Server(s) => matches!(
+            s.code,
+            1205 // lock wait timeout
+                | 1213 // deadlock
+                | 1040 // too many connections
+                | 1053 // server shutdown in progress
+                | 1927 // connection killed
+                | 2006 | 2013
+        ),
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+        _ => false,
+    }
+}
+
+/// Errors a replayed DDL gives when it already ran.
+fn is_replayed_ddl(code: u16) -> bool {
+    matches!(
+        code,
+        1050 // table exists
+            | 1051 // unknown table (DROP)
+            | 1060 // duplicate column
+            | 1061 // duplicate key name
+            | 1091 // can't drop field or key
+            | 1007 // database exists
+            | 1008 // database does not exist
+            | 1304 // procedure/function exists
+            | 1305 // procedure/function does not exist
+            | 1359 // trigger exists
+            | 1360 // trigger does not exist
+    )
+}

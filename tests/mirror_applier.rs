@@ -1,0 +1,395 @@
+//! The applier against a real MariaDB secondary: pinned values reproduce the
+//! primary's, transactions apply atomically and exactly once across
+//! restarts and connection loss, permanent failures are dead-lettered.
+
+mod common;
+
+use common::relay::Relay;
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tandem::config::{BackendConfig, BackendKind};
+use tandem::mirror::applier::{Applier, ApplierConfig, ApplierStats, OnPermanentError};
+use tandem::mirror::journal::{Journal, Lsn};
+use tandem::mirror::record::{MirrorStatement, MirrorTxn, Pins};
+use tandem::mirror::JournalHandle;
+use tokio_util::sync::CancellationToken;
+
+struct Fixture {
+    db: String,
+    dir: tempfile::TempDir,
+    journal: JournalHandle,
+    port: u16,
+}
+
+async fn fixture(name: &str) -> Fixture {
+    let db = format!("tandem_{name}");
+    let mut root = Conn::new(direct_opts("mysql")).await.unwrap();
+    root.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+        .await
+        .unwrap();
+    root.query_drop(format!("CREATE DATABASE `{db}`"))
+        .await
+        .unwrap();
+    root.disconnect().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("journal"), 4096).unwrap();
+    let (journal, _thread) = JournalHandle::spawn(j, 1024);
+    Fixture {
+        db,
+        dir,
+        journal,
+        port: MARIADB_PORT,
+    }
+}
+
+impl Fixture {
+    fn applier(&self, policy: OnPermanentError) -> Applier {
+        let secondary = BackendConfig {
+            name: "next".into(),
+            kind: BackendKind::Mysql,
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: "root".into(),
+            password: String::new(),
+            database: Some(self.db.clone()),
+            pool: 4,
+        };
+        Applier::new(
+            ApplierConfig {
+                secondary,
+                journal_dir: self.dir.path().join("journal"),
+                dead_letter: self.dir.path().join("dead-letter.jsonl"),
+                on_permanent_error: policy,
+            },
+            self.journal.clone(),
+        )
+    }
+
+    /// Starts an applier; returns its stats, stop token and task.
+    fn spawn(
+        &self,
+        policy: OnPermanentError,
+    ) -> (
+        std::sync::Arc<ApplierStats>,
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), tandem::mirror::applier::ApplierError>>,
+    ) {
+        let a = self.applier(policy);
+        let stats = a.stats();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(a.run(stop.clone()));
+        (stats, stop, task)
+    }
+
+    async fn append(&self, txn: MirrorTxn) -> Lsn {
+        self.journal.append(txn.encode()).await.unwrap()
+    }
+
+    async fn direct(&self) -> Conn {
+        Conn::new(direct_opts(&self.db)).await.unwrap()
+    }
+}
+
+fn stmt(db: &str, sql: &str, tables: &[&str]) -> MirrorStatement {
+    MirrorStatement {
+        db: Some(db.to_string()),
+        sql: sql.as_bytes().to_vec(),
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        ddl: false,
+        pins: Pins::default(),
+        session: Vec::new(),
+    }
+}
+
+fn ddl(db: &str, sql: &str) -> MirrorTxn {
+    let mut s = stmt(db, sql, &[]);
+    s.ddl = true;
+    txn(vec![s])
+}
+
+/// id, v, ts as text, r, li
+type TRow = (i32, String, String, Option<f64>, Option<i64>);
+
+fn txn(statements: Vec<MirrorStatement>) -> MirrorTxn {
+    MirrorTxn {
+        committed_at_us: 1_700_000_000_000_000,
+        conn_id: 1,
+        statements,
+    }
+}
+
+async fn wait_applied(stats: &ApplierStats, lsn: Lsn) {
+    for _ in 0..600 {
+        if stats.applied_lsn.load(Ordering::Relaxed) >= lsn {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "applier stuck at {} (wanted {lsn})",
+        stats.applied_lsn.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_values_and_transactions_apply_as_on_the_primary() {
+    let f = fixture("apply_pins").await;
+    let db = f.db.clone();
+    f.append(ddl(
+        &db,
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20),
+         ts DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6), r DOUBLE, li BIGINT)",
+    ))
+    .await;
+    let ts = 1_704_067_200_123_456; // 2024-01-01 00:00:00.123456 UTC
+    let mut ins = stmt(&db, "INSERT INTO t (v) VALUES ('a'), ('b')", &["t"]);
+    ins.pins = Pins {
+        timestamp_us: Some(ts),
+        insert_id: Some(100),
+        ..Default::default()
+    };
+    ins.session = vec![("time_zone".into(), "'+00:00'".into())];
+    f.append(txn(vec![ins])).await;
+    let upd = stmt(
+        &db,
+        "UPDATE t SET v = CONCAT(v, '!') WHERE id = 100",
+        &["t"],
+    );
+    let mut rnd = stmt(
+        &db,
+        "INSERT INTO t (v, r, li) VALUES ('c', RAND(), LAST_INSERT_ID())",
+        &["t"],
+    );
+    rnd.pins = Pins {
+        timestamp_us: Some(ts + 1),
+        insert_id: Some(200),
+        last_insert_id: Some(100),
+        rand_seeds: Some((12345, 67890)),
+    };
+    let last = f.append(txn(vec![upd, rnd])).await;
+    // A rolled-back-on-primary transaction never reaches the journal; nothing to add.
+    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    wait_applied(&stats, last).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    let mut d = f.direct().await;
+    d.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    let rows: Vec<TRow> = d
+        .query("SELECT id, v, CAST(ts AS CHAR), r, li FROM t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!((rows[0].0, rows[0].1.as_str()), (100, "a!"));
+    assert_eq!((rows[1].0, rows[1].1.as_str()), (101, "b"));
+    assert_eq!(rows[0].2, "2024-01-01 00:00:00.123456");
+    assert_eq!(rows[2].0, 200);
+    assert_eq!(rows[2].2, "2024-01-01 00:00:00.123457");
+    assert_eq!(rows[2].4, Some(100), "LAST_INSERT_ID() pinned");
+    let expected_rand: Option<f64> = d
+        .query_first("SET @@rand_seed1 = 12345, @@rand_seed2 = 67890; SELECT RAND()")
+        .await
+        .ok()
+        .flatten();
+    let expected_rand = match expected_rand {
+        Some(v) => v,
+        None => {
+            d.query_drop("SET @@rand_seed1 = 12345, @@rand_seed2 = 67890")
+                .await
+                .unwrap();
+            d.query_first("SELECT RAND()").await.unwrap().unwrap()
+        }
+    };
+    assert_eq!(
+        rows[2].3,
+        Some(expected_rand),
+        "RAND() seeded as on the primary"
+    );
+    let pos: Option<u64> = d
+        .query_first("SELECT lsn FROM _tandem_position")
+        .await
+        .unwrap();
+    assert_eq!(pos, Some(last));
+    assert_eq!(stats.applied.load(Ordering::Relaxed), 3);
+    d.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_restarts_and_killed_connections() {
+    let f = fixture("apply_once").await;
+    let db = f.db.clone();
+    // No primary key: a transaction applied twice would show as a duplicate.
+    f.append(ddl(&db, "CREATE TABLE c (n INT, m INT)")).await;
+    let mut last = 0;
+    for i in 1..=300 {
+        // Two statements per transaction: partial application would show too.
+        last = f
+            .append(txn(vec![
+                stmt(&db, &format!("INSERT INTO c VALUES ({i}, 0)"), &["c"]),
+                stmt(&db, &format!("UPDATE c SET m = 1 WHERE n = {i}"), &["c"]),
+            ]))
+            .await;
+    }
+    let mut d = f.direct().await;
+    for round in 0..6 {
+        let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+        tokio::time::sleep(Duration::from_millis(40 + round * 30)).await;
+        if round % 2 == 1 {
+            // Kill the applier's connection behind its back.
+            let ids: Vec<u64> = d
+                .query(format!(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '{db}' AND ID <> CONNECTION_ID()"
+                ))
+                .await
+                .unwrap();
+            for id in ids {
+                let _ = d.query_drop(format!("KILL {id}")).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        let _ = stats;
+    }
+    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    wait_applied(&stats, last).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let (count, distinct, all_updated): (i64, i64, i64) = d
+        .query_first("SELECT COUNT(*), COUNT(DISTINCT n), SUM(m) FROM c")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((count, distinct, all_updated), (300, 300, 300));
+    d.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secondary_cut_off_and_restored_loses_nothing() {
+    let mut f = fixture("apply_cut").await;
+    let relay = Relay::start(format!("127.0.0.1:{MARIADB_PORT}").parse().unwrap()).await;
+    f.port = relay.addr.port();
+    let db = f.db.clone();
+    f.append(ddl(&db, "CREATE TABLE k (n INT PRIMARY KEY)"))
+        .await;
+    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    let mut last = 0;
+    for i in 1..=200 {
+        last = f
+            .append(txn(vec![stmt(
+                &db,
+                &format!("INSERT INTO k VALUES ({i})"),
+                &["k"],
+            )]))
+            .await;
+        if i == 60 {
+            relay.cut();
+        }
+        if i == 140 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            relay.restore();
+        }
+    }
+    wait_applied(&stats, last).await;
+    assert!(
+        stats.retried.load(Ordering::Relaxed) > 0,
+        "the cut was noticed and retried"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let mut d = f.direct().await;
+    let (count, sum): (i64, i64) = d
+        .query_first("SELECT COUNT(*), SUM(n) FROM k")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((count, sum), (200, 200 * 201 / 2));
+    d.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_are_dead_lettered_and_marked_divergent() {
+    let f = fixture("apply_dead").await;
+    let db = f.db.clone();
+    f.append(ddl(&db, "CREATE TABLE u (id INT PRIMARY KEY)"))
+        .await;
+    f.append(txn(vec![stmt(&db, "INSERT INTO u VALUES (1)", &["u"])]))
+        .await;
+    // Row 1 exists on the secondary already: duplicate key, permanent.
+    let bad = f
+        .append(txn(vec![
+            stmt(&db, "INSERT INTO u VALUES (2)", &["u"]),
+            stmt(&db, "INSERT INTO u VALUES (1)", &["u"]),
+        ]))
+        .await;
+    let last = f
+        .append(txn(vec![stmt(&db, "INSERT INTO u VALUES (3)", &["u"])]))
+        .await;
+    let (stats, stop, task) = f.spawn(OnPermanentError::Continue);
+    wait_applied(&stats, last).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 1);
+    assert!(stats.divergent_tables.lock().unwrap().contains("u"));
+    let dl = std::fs::read_to_string(f.dir.path().join("dead-letter.jsonl")).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(dl.lines().next().unwrap()).unwrap();
+    assert_eq!(entry["lsn"], bad);
+    assert!(entry["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Duplicate entry"));
+    let mut d = f.direct().await;
+    let ids: Vec<i32> = d.query("SELECT id FROM u ORDER BY id").await.unwrap();
+    assert_eq!(
+        ids,
+        vec![1, 3],
+        "the failed transaction left nothing half-applied"
+    );
+
+    // Halt policy stops at the bad transaction.
+    d.query_drop("UPDATE _tandem_position SET lsn = 2")
+        .await
+        .unwrap();
+    let (stats, _stop, task) = f.spawn(OnPermanentError::Halt);
+    let r = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(r, Err(tandem::mirror::applier::ApplierError::Halted { lsn, .. }) if lsn == bad)
+    );
+    assert_eq!(stats.applied_lsn.load(Ordering::Relaxed), 2);
+    d.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_replayed_after_a_crash_is_taken_as_applied() {
+    let f = fixture("apply_ddl").await;
+    let db = f.db.clone();
+    f.append(ddl(&db, "CREATE TABLE v (id INT PRIMARY KEY)"))
+        .await;
+    let last = f
+        .append(txn(vec![stmt(&db, "INSERT INTO v VALUES (7)", &["v"])]))
+        .await;
+    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    wait_applied(&stats, 1).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    // As if Tandem crashed after the DDL ran but before its position was stored.
+    let mut d = f.direct().await;
+    d.query_drop("UPDATE _tandem_position SET lsn = 0")
+        .await
+        .unwrap();
+    d.query_drop("DELETE FROM v").await.unwrap();
+    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    wait_applied(&stats, last).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let ids: Vec<i32> = d.query("SELECT id FROM v").await.unwrap();
+    assert_eq!(ids, vec![7]);
+    assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 0);
+    d.disconnect().await.unwrap();
+}
