@@ -28,6 +28,7 @@ fn route(class: Class, tables: Vec<String>) -> Route {
         class,
         tables,
         parsed: true,
+        determinism: Default::default(),
     }
 }
 
@@ -215,6 +216,7 @@ fn keyword_route(sql: &[u8], toks: &[Token], parsed: bool) -> Route {
         class,
         tables,
         parsed,
+        determinism: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! full `sqlparser` parse.
 
 mod classify;
+pub mod determinism;
 pub mod lexer;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,9 @@ pub struct Route {
     pub tables: Vec<String>,
     /// False when sqlparser could not parse it (classified by keywords).
     pub parsed: bool,
+    /// For writes: values to pin on the secondary, or why it cannot be
+    /// mirrored deterministically.
+    pub determinism: determinism::Determinism,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +158,9 @@ fn classify_tokens(sql: &[u8], tokens: &[Token]) -> Classified {
             continue;
         };
         let text = &sql[first.start..last.end];
-        statements.push(classify::classify_one(text, sql, toks));
+        let mut route = classify::classify_one(text, sql, toks);
+        route.determinism = determinism::analyze(sql, toks, &route.class, route.parsed);
+        statements.push(route);
     }
     if statements.is_empty() {
         // Empty query or only comments: the server answers it (usually with
@@ -163,6 +169,7 @@ fn classify_tokens(sql: &[u8], tokens: &[Token]) -> Classified {
             class: Class::Other,
             tables: Vec::new(),
             parsed: true,
+            determinism: Default::default(),
         });
     }
     Classified {

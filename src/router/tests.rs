@@ -173,6 +173,8 @@ fn sql_to_route_table() {
             class: class.clone(),
             tables: tables.iter().map(|t| t.to_string()).collect(),
             parsed,
+            // Determinism verdicts have their own table (determinism.rs).
+            determinism: got.statements[0].determinism.clone(),
         };
         if got.statements != vec![expected.clone()] {
             failures.push(format!(
