@@ -217,3 +217,87 @@ fn serve_refuses_an_invalid_config() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("migration.primary"));
 }
+
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap_or(0)))
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_stream_through_bounded_memory() {
+    use mysql_async::prelude::Queryable;
+    let env = TestEnv::start("cli_memory").await;
+    let mut d = env.direct().await;
+    d.query_drop("CREATE TABLE wide (id INT PRIMARY KEY, pad VARCHAR(2000))")
+        .await
+        .unwrap();
+    // ~200 MB of rows.
+    d.query_drop(
+        "INSERT INTO wide SELECT seq, REPEAT(CHAR(65 + seq % 26), 2000) FROM seq_1_to_100000",
+    )
+    .await
+    .unwrap();
+    d.disconnect().await.unwrap();
+    // Run the real binary so its memory is measured alone.
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = dir.path().join("t.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\nusers: [{{ name: {USER}, password: {PASSWORD} }}]\nbackends:\n  legacy: {{ kind: mysql, url: \"mysql://root@127.0.0.1:{MARIADB_PORT}/{}\" }}\nmigration: {{ primary: legacy }}\nrules: ./rules\n",
+            env.db
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut conn = None;
+    for _ in 0..50 {
+        if let Ok(c) = mysql_async::Conn::new(proxy_builder(addr, Some(&env.db))).await {
+            conn = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut c = conn.expect("tandem binary accepts connections");
+    let before = peak_rss_kib(child.id());
+    let mut bytes = 0usize;
+    let mut rows = 0usize;
+    let mut r = c.query_iter("SELECT id, pad FROM wide").await.unwrap();
+    r.for_each(|row: mysql_async::Row| {
+        let pad: Vec<u8> = row.get(1).unwrap();
+        bytes += pad.len();
+        rows += 1;
+    })
+    .await
+    .unwrap();
+    drop(r);
+    let peak = peak_rss_kib(child.id());
+    c.disconnect().await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("tandem peak RSS {peak} KiB (before the query {before} KiB) relaying {bytes} bytes");
+    assert_eq!(rows, 100_000);
+    assert_eq!(bytes, 200_000_000);
+    assert!(
+        peak < 48 * 1024,
+        "peak RSS {peak} KiB (before the query {before} KiB) while relaying 200 MB"
+    );
+    env.stop().await;
+}
