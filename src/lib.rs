@@ -8,3 +8,6 @@ pub mod metrics;
 pub mod mirror;
 pub mod protocol;
 pub mod router;
+
+#[cfg(test)]
+mod robustness_tests;

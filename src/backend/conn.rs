@@ -70,8 +70,7 @@ impl BackendConn {
                 message: err_message(&hello.payload),
             });
         }
-        let hs = HandshakePacket::deserialize((), &mut ParseBuf(&hello.payload))
-            .map_err(|_| ProtocolError::Malformed("backend handshake"))?;
+        let hs = parse_greeting(&hello.payload)?;
         let server = ServerInfo {
             version: hs.server_version_ref().to_vec(),
             caps: hs.capabilities(),
@@ -249,6 +248,25 @@ impl BackendConn {
             .await
             .map(|_| ())
     }
+}
+
+/// Parses a server greeting. mysql_common 0.37's parser overflows on an
+/// auth-data length byte of 0x80 or more (a panic in debug builds), so that
+/// byte is checked first: a backend that is not a sane MySQL server gets a
+/// protocol error, never a panic.
+pub fn parse_greeting(payload: &[u8]) -> Result<HandshakePacket<'_>, ProtocolError> {
+    let bad = ProtocolError::Malformed("backend handshake");
+    let version_end = payload
+        .get(1..)
+        .and_then(|rest| rest.iter().position(|b| *b == 0))
+        .ok_or(ProtocolError::Malformed("backend handshake"))?;
+    // protocol(1) version NUL, id(4), scramble(8), filler(1), caps(2),
+    // collation(1), status(2), caps(2), then the auth-data length.
+    let len_at = 1 + version_end + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2;
+    if payload.get(len_at).is_some_and(|b| *b >= 0x80) {
+        return Err(bad);
+    }
+    HandshakePacket::deserialize((), &mut ParseBuf(payload)).map_err(|_| bad)
 }
 
 fn auth_data(plugin: &str, nonce: &[u8], password: &[u8]) -> Result<Vec<u8>, BackendError> {
