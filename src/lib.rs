@@ -1,6 +1,7 @@
 //! Tandem: a MySQL-protocol proxy for zero-downtime database migrations.
 //! See ARCHITECTURE.md for the code map and the invariants each module keeps.
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod frontend;

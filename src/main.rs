@@ -106,7 +106,7 @@ fn serve(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
         }
         let server = tandem::frontend::start(cfg)
             .await
-            .context("binding the listen address")?;
+            .context("binding the listen or admin address")?;
         shutdown_signal().await;
         tracing::info!("shutting down");
         server.shutdown().await;

@@ -95,12 +95,7 @@ async fn authentication_outcomes() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("1049"), "{e}");
-    let failures = env
-        .server
-        .shared
-        .metrics
-        .auth_failures
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let failures = env.server.shared.metrics.auth_failures.get();
     assert!(failures >= 3, "every failed login is counted ({failures})");
     env.stop().await;
 }

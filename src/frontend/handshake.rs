@@ -3,7 +3,6 @@
 
 use super::Shared;
 use crate::backend::ServerInfo;
-use crate::metrics::Metrics;
 use crate::protocol::auth::{new_salt, NATIVE_PLUGIN, SALT_LEN};
 use crate::protocol::packets::supported_client_caps;
 use crate::protocol::{ErrSpec, ProtocolError, Wire};
@@ -120,7 +119,7 @@ pub(super) async fn greet_and_auth(
     )
     .await?;
     if !ok {
-        Metrics::inc(&shared.metrics.auth_failures);
+        shared.metrics.auth_failures.inc();
         let using_password = !hs.scramble_buf().is_empty();
         let err = ErrSpec::access_denied(&user, &peer.ip().to_string(), using_password);
         client.send_packet(&mut seq, &err.encode()).await?;

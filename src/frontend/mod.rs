@@ -30,6 +30,9 @@ pub struct Shared {
     pub metrics: Metrics,
     conn_slots: Arc<Semaphore>,
     pub shutdown: CancellationToken,
+    pub started: std::time::Instant,
+    /// When the running config was loaded (seconds since the Unix epoch).
+    pub loaded_at_unix: u64,
 }
 
 impl Shared {
@@ -44,6 +47,8 @@ impl Shared {
 /// A running server. Dropping it does not stop it; call `shutdown`.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where the admin API listens, if configured.
+    pub admin_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
@@ -89,7 +94,15 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         registry: Registry::default(),
         metrics: Metrics::default(),
         shutdown: CancellationToken::new(),
+        started: std::time::Instant::now(),
+        loaded_at_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     });
+    let admin_addr = match shared.config.load().admin {
+        Some(a) => Some(crate::admin::start(a, shared.clone()).await?),
+        None => None,
+    };
     // Learn the primary's version early so the first client does not wait;
     // an unreachable primary is not fatal (clients get a clear error).
     let warm = shared.clone();
@@ -106,7 +119,12 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
     });
     info!(%addr, "listening for MySQL clients");
     let task = tokio::spawn(accept_loop(listener, shared.clone()));
-    Ok(RunningServer { addr, shared, task })
+    Ok(RunningServer {
+        addr,
+        admin_addr,
+        shared,
+        task,
+    })
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -127,22 +145,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let permit = shared.conn_slots.clone().try_acquire_owned().ok();
         let shared = shared.clone();
         tokio::spawn(async move {
-            Metrics::inc(&shared.metrics.client_connections_total);
+            shared.metrics.client_connections_total.inc();
             match permit {
                 Some(permit) => {
-                    shared
-                        .metrics
-                        .client_connections
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.metrics.client_connections.inc();
                     session::run(stream, peer, &shared).await;
-                    shared
-                        .metrics
-                        .client_connections
-                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.metrics.client_connections.dec();
                     drop(permit);
                 }
                 None => {
-                    Metrics::inc(&shared.metrics.rejected_connections);
+                    shared.metrics.rejected_connections.inc();
                     debug!(%peer, "too many client connections");
                     handshake::refuse(stream, crate::protocol::ErrSpec::too_many_connections())
                         .await;

@@ -11,7 +11,6 @@ use super::handshake::{self, Authenticated};
 use super::registry::SessionEntry;
 use super::Shared;
 use crate::backend::{BackendError, Lease};
-use crate::metrics::Metrics;
 use crate::protocol::command::*;
 use crate::protocol::packets::ok_packet;
 use crate::protocol::response::{Expect, Step, Summary, Tracker, INSPECT_LIMIT};
@@ -102,11 +101,11 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
                 debug!(conn = id, "client disconnected")
             }
             Err(SessionError::Client(e)) => {
-                Metrics::inc(&shared.metrics.protocol_errors);
+                shared.metrics.protocol_errors.inc();
                 info!(conn = id, %peer, error = %e, "closing client connection");
             }
             Err(SessionError::Backend(e)) => {
-                Metrics::inc(&shared.metrics.backend_errors);
+                shared.metrics.backend_errors.inc();
                 warn!(conn = id, %peer, error = %e, "backend connection lost");
                 let mut seq = 1;
                 let _ = s
@@ -153,7 +152,7 @@ async fn open(
             return None;
         }
         Ok(Err(e)) => {
-            Metrics::inc(&shared.metrics.protocol_errors);
+            shared.metrics.protocol_errors.inc();
             info!(%peer, error = %e, "handshake failed");
             return None;
         }
@@ -412,7 +411,7 @@ impl Session<'_> {
         )
         .await?;
         if !ok {
-            Metrics::inc(&self.shared.metrics.auth_failures);
+            self.shared.metrics.auth_failures.inc();
             let err =
                 ErrSpec::access_denied(&cu.user, &self.peer.ip().to_string(), !cu.auth.is_empty());
             self.client.send_packet(&mut seq, &err.encode()).await?;

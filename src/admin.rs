@@ -1,0 +1,100 @@
+//! The admin HTTP API (bound only where `admin` says): `GET /status` (JSON)
+//! and `GET /metrics` (Prometheus text). Reload and cutover endpoints come
+//! with the cutover milestone.
+
+use crate::frontend::Shared;
+use crate::metrics::ScrapeExtras;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Binds the admin listener; serves until `shared.shutdown` is cancelled.
+pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(shared.clone());
+    tokio::spawn(async move {
+        let stop = shared.shutdown.clone();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "admin listener stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "admin API listening");
+    Ok(bound)
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let cfg = shared.config.load();
+    let pools = shared.pools.load();
+    let backends: serde_json::Map<String, serde_json::Value> = cfg
+        .backends
+        .values()
+        .map(|b| {
+            let open = pools.get(&b.name).map(|p| p.open_connections());
+            (
+                b.name.clone(),
+                serde_json::json!({
+                    "kind": format!("{:?}", b.kind).to_lowercase(),
+                    "address": format!("{}:{}", b.host, b.port),
+                    "database": b.database,
+                    "pool": b.pool,
+                    "open_connections": open,
+                }),
+            )
+        })
+        .collect();
+    let stats = &shared.router.stats;
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "primary": cfg.primary,
+        "secondary": cfg.secondary,
+        "mirroring": false,
+        "config": {
+            "loaded_at_unix": shared.loaded_at_unix,
+        },
+        "uptime_seconds": shared.started.elapsed().as_secs(),
+        "clients": {
+            "connected": shared.metrics.client_connections.get(),
+            "accepted": shared.metrics.client_connections_total.get(),
+            "auth_failures": shared.metrics.auth_failures.get(),
+        },
+        "backends": backends,
+        "router": {
+            "cache_hits": stats.cache_hits.load(Ordering::Relaxed),
+            "cache_misses": stats.cache_misses.load(Ordering::Relaxed),
+            "unparsed": stats.unparsed.load(Ordering::Relaxed),
+        },
+    }))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let stats = &shared.router.stats;
+    let pools = shared.pools.load();
+    let extras = ScrapeExtras {
+        router_cache_hits: stats.cache_hits.load(Ordering::Relaxed),
+        router_cache_misses: stats.cache_misses.load(Ordering::Relaxed),
+        unparsed: stats.unparsed.load(Ordering::Relaxed),
+        backend_connections: pools
+            .iter()
+            .map(|(name, p)| (name.clone(), p.open_connections() as i64))
+            .collect(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(extras),
+    )
+}
