@@ -6,8 +6,9 @@ use crate::frontend::Shared;
 use crate::metrics::ScrapeExtras;
 use axum::extract::State;
 use axum::http::header;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,6 +21,7 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
     let app = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/reload", post(reload))
         .with_state(shared.clone());
     tokio::spawn(async move {
         let stop = shared.shutdown.clone();
@@ -61,7 +63,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "secondary": cfg.secondary,
         "mirroring": false,
         "config": {
-            "loaded_at_unix": shared.loaded_at_unix,
+            "version": shared.config_version.load(Ordering::Relaxed),
+            "loaded_at_unix": shared.loaded_at_unix.load(Ordering::Relaxed),
+            "source": cfg.source.as_ref().map(|p| p.display().to_string()),
+            "last_reload": *shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()),
         },
         "uptime_seconds": shared.started.elapsed().as_secs(),
         "clients": {
@@ -76,6 +81,19 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "unparsed": stats.unparsed.load(Ordering::Relaxed),
         },
     }))
+}
+
+async fn reload(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    match crate::reload::reload(&shared, crate::reload::Trigger::Api).await {
+        Ok(version) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "ok": true, "version": version })),
+        ),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({ "ok": false, "errors": e.0 })),
+        ),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

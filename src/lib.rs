@@ -8,6 +8,7 @@ pub mod frontend;
 pub mod metrics;
 pub mod mirror;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 
 #[cfg(test)]

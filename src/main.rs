@@ -107,6 +107,19 @@ fn serve(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
         let server = tandem::frontend::start(cfg)
             .await
             .context("binding the listen or admin address")?;
+        // SIGHUP reloads the config through the same path as file changes
+        // and POST /reload.
+        let shared = server.shared.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let _ = tandem::reload::reload(&shared, tandem::reload::Trigger::Signal).await;
+            }
+        });
         shutdown_signal().await;
         tracing::info!("shutting down");
         server.shutdown().await;

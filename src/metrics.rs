@@ -26,6 +26,8 @@ pub struct Metrics {
     pub protocol_errors: Counter,
     pub backend_errors: Counter,
     pub rejected_connections: Counter,
+    pub reloads_ok: Counter,
+    pub reloads_failed: Counter,
     pub statements: Family<ClassLabel, Counter>,
     /// The family's counters, created once so counting a statement is one
     /// atomic increment (no map lookup on the hot path).
@@ -45,6 +47,8 @@ impl Default for Metrics {
             protocol_errors: Counter::default(),
             backend_errors: Counter::default(),
             rejected_connections: Counter::default(),
+            reloads_ok: Counter::default(),
+            reloads_failed: Counter::default(),
             statements,
             by_class,
         }
@@ -101,6 +105,16 @@ impl Metrics {
             "backend_errors",
             "Sessions ended because their backend connection failed",
             self.backend_errors.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config reloads applied",
+            self.reloads_ok.clone(),
+        );
+        r.register(
+            "config_reloads_failed",
+            "Config reloads rejected (the running config stayed)",
+            self.reloads_failed.clone(),
         );
         r.register(
             "statements",

@@ -30,6 +30,9 @@ pub struct Config {
     pub rules_dir: PathBuf,
     pub rules: Rules,
     pub limits: Limits,
+    /// The file this config was loaded from (None when parsed from text);
+    /// reloads read it again.
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +47,7 @@ pub struct BackendConfig {
     pub pool: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_client_connections: usize,
     pub max_allowed_packet: usize,
@@ -89,7 +92,82 @@ pub struct ConfigErrors(pub Vec<String>);
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
-    parse(&text)
+    let mut cfg = parse(&text)?;
+    cfg.source = Some(path.to_path_buf());
+    Ok(cfg)
+}
+
+/// What a reload would change, once `diff` accepted it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Backends added, removed or changed: their pools are rebuilt.
+    pub backends: Vec<String>,
+    pub users: bool,
+    pub rules: bool,
+    pub secondary: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
+/// Compares the running config with a validated new one. Settings that
+/// cannot change while running are named in the errors (nothing is
+/// half-applied).
+pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
+    let mut errors = Vec::new();
+    let restart = "cannot change while Tandem runs (restart to apply it)";
+    if old.listen != new.listen {
+        errors.push(format!("listen: {restart}"));
+    }
+    if old.admin != new.admin {
+        errors.push(format!("admin: {restart}"));
+    }
+    if old.limits.max_client_connections != new.limits.max_client_connections {
+        errors.push(format!("limits.max_client_connections: {restart}"));
+    }
+    if old.primary != new.primary {
+        errors.push(format!(
+            "migration.primary: changing the primary ({} -> {}) is a cutover, which this build does not perform yet",
+            old.primary, new.primary
+        ));
+    } else if let (Some(a), Some(b)) = (
+        old.backends.get(&old.primary),
+        new.backends.get(&new.primary),
+    ) {
+        if (&a.host, a.port, &a.user, &a.password, &a.database, a.kind)
+            != (&b.host, b.port, &b.user, &b.password, &b.database, b.kind)
+        {
+            errors.push(format!(
+                "backends.{}.url: the primary's address or credentials cannot change live (that would move clients without a cutover)",
+                old.primary
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let mut backends: Vec<String> = old
+        .backends
+        .keys()
+        .chain(new.backends.keys())
+        .filter(|name| old.backends.get(*name) != new.backends.get(*name))
+        .cloned()
+        .collect();
+    if old.limits != new.limits {
+        // Pools hold their timeouts: rebuild them all.
+        backends = new.backends.keys().cloned().collect();
+    }
+    backends.sort();
+    backends.dedup();
+    Ok(Changes {
+        backends,
+        users: old.users != new.users,
+        rules: old.rules != new.rules,
+        secondary: old.secondary != new.secondary,
+    })
 }
 
 /// Parses and validates config text (rules are read from disk).
@@ -249,6 +327,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             rules_dir,
             rules,
             limits,
+            source: None,
         }),
         _ => Err(ConfigErrors(errors)),
     }

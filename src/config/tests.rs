@@ -124,3 +124,36 @@ fn rules_errors_name_the_file() {
     assert!(errs[0].contains("b.yaml") && errs[0].contains("already has a rule"));
     assert!(errs[1].contains("c.yml") && errs[1].contains("mirrorr"));
 }
+
+#[test]
+fn diff_names_what_cannot_change_live() {
+    let old = parse(EXAMPLE).unwrap();
+    let same = parse(EXAMPLE).unwrap();
+    assert!(diff(&old, &same).unwrap().is_empty());
+
+    let moved = parse(
+        &EXAMPLE
+            .replace("listen: 127.0.0.1:3307", "listen: 127.0.0.1:3310")
+            .replace("primary: legacy ", "primary: next ")
+            .replace("secondary: next ", "secondary: legacy "),
+    )
+    .unwrap();
+    let errs = diff(&old, &moved).unwrap_err().0;
+    assert!(errs.iter().any(|e| e.starts_with("listen:")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("cutover")), "{errs:?}");
+
+    let repointed =
+        parse(&EXAMPLE.replace("127.0.0.1:3306/shop\n", "127.0.0.1:3399/shop\n")).unwrap();
+    let errs = diff(&old, &repointed).unwrap_err().0;
+    assert!(errs[0].starts_with("backends.legacy.url"), "{errs:?}");
+
+    let live = parse(
+        &EXAMPLE
+            .replace("pool: 32", "pool: 8")
+            .replace("app-secret", "rotated"),
+    )
+    .unwrap();
+    let c = diff(&old, &live).unwrap();
+    assert_eq!(c.backends, vec!["legacy".to_string()]);
+    assert!(c.users && !c.rules && !c.secondary);
+}

@@ -32,7 +32,18 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub started: std::time::Instant,
     /// When the running config was loaded (seconds since the Unix epoch).
-    pub loaded_at_unix: u64,
+    pub loaded_at_unix: std::sync::atomic::AtomicU64,
+    /// Bumped by every applied reload.
+    pub config_version: std::sync::atomic::AtomicU64,
+    pub reload_lock: tokio::sync::Mutex<()>,
+    pub last_reload: std::sync::Mutex<Option<crate::reload::ReloadStatus>>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Shared {
@@ -95,9 +106,10 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         metrics: Metrics::default(),
         shutdown: CancellationToken::new(),
         started: std::time::Instant::now(),
-        loaded_at_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        loaded_at_unix: unix_now().into(),
+        config_version: 1.into(),
+        reload_lock: tokio::sync::Mutex::new(()),
+        last_reload: std::sync::Mutex::new(None),
     });
     let admin_addr = match shared.config.load().admin {
         Some(a) => Some(crate::admin::start(a, shared.clone()).await?),
@@ -118,7 +130,13 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         }
     });
     info!(%addr, "listening for MySQL clients");
-    let task = tokio::spawn(accept_loop(listener, shared.clone()));
+    // The watcher lives as long as the accept loop.
+    let watcher = crate::reload::watch(shared.clone());
+    let accept_shared = shared.clone();
+    let task = tokio::spawn(async move {
+        accept_loop(listener, accept_shared).await;
+        drop(watcher);
+    });
     Ok(RunningServer {
         addr,
         admin_addr,

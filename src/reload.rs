@@ -1,0 +1,171 @@
+//! Config reload: every trigger (file change, SIGHUP, `POST /reload`) goes
+//! through `reload`: load → validate (every error) → diff (settings that
+//! cannot change live are named) → build new pools → swap the snapshot.
+//! A rejected edit changes nothing; the running config stays.
+//!
+//! Sessions keep the backend connection they hold; a rebuilt pool serves new
+//! sessions, and the old one closes its connections as they come back.
+
+use crate::backend::Pool;
+use crate::config::{self, ConfigErrors};
+use crate::frontend::Shared;
+use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    File,
+    Signal,
+    Api,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::File => "file",
+            Trigger::Signal => "signal",
+            Trigger::Api => "api",
+        }
+    }
+}
+
+/// The last reload attempt, for /status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadStatus {
+    pub at_unix: u64,
+    pub trigger: &'static str,
+    pub ok: bool,
+    pub errors: Vec<String>,
+    /// Config version after the attempt.
+    pub version: u64,
+}
+
+/// Reloads the config from its file. Returns the new version, or every
+/// reason it was rejected.
+pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<u64, ConfigErrors> {
+    // One reload at a time, whatever triggered it.
+    let _guard = shared.reload_lock.lock().await;
+    let result = apply(shared);
+    let version = shared.config_version.load(Ordering::Relaxed);
+    let status = ReloadStatus {
+        at_unix: crate::frontend::unix_now(),
+        trigger: trigger.as_str(),
+        ok: result.is_ok(),
+        errors: result
+            .as_ref()
+            .err()
+            .map(|e| e.0.clone())
+            .unwrap_or_default(),
+        version,
+    };
+    match &result {
+        Ok(false) => info!(trigger = trigger.as_str(), version, "config unchanged"),
+        Ok(true) => {
+            shared.metrics.reloads_ok.inc();
+            info!(trigger = trigger.as_str(), version, "config reloaded");
+        }
+        Err(e) => {
+            shared.metrics.reloads_failed.inc();
+            for line in &e.0 {
+                warn!(trigger = trigger.as_str(), error = %line, "config reload rejected");
+            }
+        }
+    }
+    *shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    result.map(|_| version)
+}
+
+/// Ok(true) when something changed.
+fn apply(shared: &Shared) -> Result<bool, ConfigErrors> {
+    let current = shared.config.load_full();
+    let Some(path) = current.source.clone() else {
+        return Err(ConfigErrors(vec![
+            "this server was not started from a config file; nothing to reload".into(),
+        ]));
+    };
+    let new = config::load(&path)?;
+    let changes = config::diff(&current, &new)?;
+    if changes.is_empty() {
+        return Ok(false);
+    }
+    let old_pools = shared.pools.load_full();
+    let mut pools: HashMap<String, Arc<Pool>> = HashMap::new();
+    for b in new.backends.values() {
+        if b.kind != config::BackendKind::Mysql {
+            continue;
+        }
+        let pool = match old_pools.get(&b.name) {
+            Some(p) if !changes.backends.contains(&b.name) => p.clone(),
+            _ => Pool::new(b.clone(), &new.limits),
+        };
+        pools.insert(b.name.clone(), pool);
+    }
+    // Publish pools before the config that names them.
+    shared.pools.store(Arc::new(pools));
+    shared.config.store(Arc::new(new));
+    shared.config_version.fetch_add(1, Ordering::Relaxed);
+    shared
+        .loaded_at_unix
+        .store(crate::frontend::unix_now(), Ordering::Relaxed);
+    info!(?changes, "applied config changes");
+    Ok(true)
+}
+
+/// Watches the config file's directory and the rules directory (so editors'
+/// rename-over saves are seen) and reloads after changes settle.
+pub fn watch(shared: Arc<Shared>) -> Option<impl Drop> {
+    let cfg = shared.config.load();
+    let source = cfg.source.clone()?;
+    let config_dir = source
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".").to_path_buf()
+            } else {
+                p.to_path_buf()
+            }
+        })
+        .unwrap_or_else(|| ".".into());
+    let rules_dir = cfg.rules_dir.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut debouncer = match new_debouncer(
+        Duration::from_millis(250),
+        move |res: DebounceEventResult| {
+            if res.is_ok() {
+                let _ = tx.try_send(());
+            }
+        },
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(error = %e, "cannot watch the config for changes; SIGHUP and POST /reload still work");
+            return None;
+        }
+    };
+    for dir in [&config_dir, &rules_dir] {
+        if dir.is_dir() {
+            if let Err(e) = debouncer.watcher().watch(dir, RecursiveMode::NonRecursive) {
+                warn!(dir = %dir.display(), error = %e, "cannot watch directory");
+            }
+        }
+    }
+    let stop = shared.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = rx.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    let _ = reload(&shared, Trigger::File).await;
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+    Some(debouncer)
+}
