@@ -10,6 +10,7 @@ pub mod mirror;
 pub mod protocol;
 pub mod reload;
 pub mod router;
+pub mod verify;
 
 #[cfg(test)]
 mod robustness_tests;

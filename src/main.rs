@@ -34,6 +34,24 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Compare primary and secondary table by table; exit 0 identical,
+    /// 1 divergent, 2 on error.
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Comma-separated tables (default: every table the rules mirror).
+        #[arg(long, value_delimiter = ',')]
+        tables: Option<Vec<String>>,
+        /// Make the secondary equal to the primary for divergent rows.
+        #[arg(long)]
+        repair: bool,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Rows per chunk.
+        #[arg(long, default_value_t = 1000)]
+        chunk_size: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +83,13 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Verify {
+            config,
+            tables,
+            repair,
+            json,
+            chunk_size,
+        } => verify(config, tables, repair, json, chunk_size),
         Command::Serve { config, workers } => match serve(config, workers) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -72,6 +97,62 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn verify(
+    path: PathBuf,
+    tables: Option<Vec<String>>,
+    repair: bool,
+    json: Option<PathBuf>,
+    chunk_size: usize,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let cfg = match tandem::config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("invalid config {}:\n{e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let opts = tandem::verify::VerifyOptions {
+        tables,
+        repair,
+        chunk_size: chunk_size.max(1),
+        ..Default::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(tandem::verify::run(&cfg, &opts)) {
+        Ok(report) => {
+            print!("{}", tandem::verify::render(&report));
+            if let Some(file) = json {
+                let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                if let Err(e) = std::fs::write(&file, text) {
+                    eprintln!("cannot write {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            }
+            if report.errors {
+                ExitCode::from(2)
+            } else if report.identical {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("tandem verify: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
