@@ -48,8 +48,15 @@ pub fn canonical(kind: Kind, value: Option<&[u8]>) -> Vec<u8> {
             .ok()
             .and_then(|s| s.parse::<f64>().ok())
         {
-            Some(f) if f == 0.0 => out.extend_from_slice(b"0"),
-            Some(f) => out.extend_from_slice(format!("{f:e}").as_bytes()),
+            // -0.0 == 0.0, so both zeros normalize to "0".
+            Some(f) => {
+                let text = if f == 0.0 {
+                    "0".to_string()
+                } else {
+                    format!("{f:e}")
+                };
+                out.extend_from_slice(text.as_bytes());
+            }
             None => out.extend_from_slice(v),
         },
         Kind::Temporal => out.extend_from_slice(temporal(v)),
