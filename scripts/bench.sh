@@ -98,9 +98,29 @@ sleep 1
 RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$TPID/status")
 wait $IDLE || true
 
+echo "measuring verify throughput (500000 sysbench-shaped rows per side)..."
+VROWS=${BENCH_VERIFY_ROWS:-500000}
+for vdb in tandem_bench_vp tandem_bench_vs; do
+  my -e "DROP DATABASE IF EXISTS $vdb; CREATE DATABASE $vdb"
+  my -D $vdb -e "CREATE TABLE sbtest1 (id INT PRIMARY KEY, k INT NOT NULL, c CHAR(120) NOT NULL, pad CHAR(60) NOT NULL, KEY k_1 (k));
+    INSERT INTO sbtest1 SELECT seq, seq % 1000, REPEAT(CHAR(48 + seq % 10), 120), REPEAT('p', 60) FROM seq_1_to_$VROWS"
+done
+cat > "$WORK/verify.yaml" <<CFG
+backends:
+  legacy: { kind: mysql, url: "mysql://root@127.0.0.1:$DIRECT_PORT/tandem_bench_vp" }
+  next: { kind: mysql, url: "mysql://root@127.0.0.1:$DIRECT_PORT/tandem_bench_vs" }
+migration: { primary: legacy, secondary: next }
+rules: $WORK/no-rules
+CFG
+VSTART=$(date +%s.%N)
+./target/release/tandem verify --config "$WORK/verify.yaml" > "$WORK/verify.out"
+VEND=$(date +%s.%N)
+VERIFY_RPS=$(awk -v a="$VSTART" -v b="$VEND" -v n="$VROWS" 'BEGIN {printf "%.0f", n / (b - a)}')
+my -e "DROP DATABASE tandem_bench_vp; DROP DATABASE tandem_bench_vs"
+
 echo
 echo "== summary (mean over $ROUNDS rounds) =="
-awk -v rss="$RSS_KB" '
+awk -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" '
   { qps[$1" "$2] += $3; p95[$1" "$2] += $4; n[$1" "$2]++; if ($5 != "-") { cpu[$2] += $5; cn[$2]++ } }
   END {
     split("oltp_point_select oltp_read_write", w, " ")
@@ -113,5 +133,6 @@ awk -v rss="$RSS_KB" '
     for (i = 1; i <= 2; i++)
       printf "%-18s %12.2f %12.2f %12.2f\n", w[i], p95["direct " w[i]] / n["direct " w[i]], p95["l4relay " w[i]] / n["l4relay " w[i]], p95["tandem " w[i]] / n["tandem " w[i]]
     printf "tandem RSS with 500 idle client connections: %.1f MiB\n", rss / 1024
+    printf "verify throughput: %s rows/s per side (target >= 150000)\n", vrps
     printf "targets: tandem/l4 >= 0.9 on both workloads; tandem cpu <= 30 us per point select; RSS < 64 MiB\n"
   }' "$WORK/results"

@@ -49,7 +49,7 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
         /// Rows per chunk.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 5000)]
         chunk_size: usize,
     },
 }

@@ -38,7 +38,7 @@ impl Default for VerifyOptions {
         Self {
             tables: None,
             repair: false,
-            chunk_size: 1000,
+            chunk_size: 5000,
             max_keys: 100,
         }
     }
