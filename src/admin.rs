@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// Binds the admin listener; serves until `shared.shutdown` is cancelled.
 pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = crate::frontend::bind(addr)?;
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/status", get(status))

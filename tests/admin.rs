@@ -4,25 +4,6 @@ mod common;
 
 use common::*;
 use mysql_async::prelude::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let ctype = head
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
-        .unwrap_or_default()
-        .to_string();
-    (code, ctype, body.to_string())
-}
 
 /// Checks every line against the text exposition format; returns samples.
 fn parse_exposition(body: &str) -> Vec<(String, f64)> {
@@ -90,7 +71,7 @@ async fn status_and_metrics() {
     c.query_drop("THIS IS NOT SQL").await.unwrap_err();
     let _ = mysql_async::Conn::new(proxy_builder(env.addr, None).pass(Some("wrong"))).await;
 
-    let (code, ctype, body) = get(admin, "/metrics").await;
+    let (code, ctype, body) = http(admin, "GET", "/metrics").await;
     assert_eq!(code, 200);
     assert!(
         ctype.contains("openmetrics-text") || ctype.contains("text/plain"),
@@ -106,7 +87,7 @@ async fn status_and_metrics() {
     assert!(sample(&samples, "tandem_backend_connections{backend=\"legacy\"}") >= 1.0);
     assert!(sample(&samples, "tandem_route_cache_hits_total") >= 2.0);
 
-    let (code, ctype, body) = get(admin, "/status").await;
+    let (code, ctype, body) = http(admin, "GET", "/status").await;
     assert_eq!(code, 200);
     assert!(ctype.contains("application/json"), "{ctype}");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -116,7 +97,7 @@ async fn status_and_metrics() {
     assert_eq!(status["backends"]["legacy"]["database"], env.db.as_str());
     assert!(status["router"]["unparsed"].as_u64().unwrap() >= 1);
 
-    let (code, _, _) = get(admin, "/nope").await;
+    let (code, _, _) = http(admin, "GET", "/nope").await;
     assert_eq!(code, 404);
     c.disconnect().await.unwrap();
     env.stop().await;

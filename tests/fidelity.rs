@@ -150,7 +150,7 @@ async fn byte_transcript(c: &mut RawClient) -> Vec<Vec<Vec<u8>>> {
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_response_bytes_are_identical_to_direct() {
     let env = TestEnv::start("fid_bytes").await;
     for deprecate_eof in [false, true] {
@@ -228,7 +228,7 @@ async fn cursor_transcript(c: &mut RawClient) -> Vec<Vec<Vec<u8>>> {
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_cursors_fetch_identically() {
     let env = TestEnv::start("fid_cursor").await;
     setup_types(&env).await;
@@ -262,7 +262,7 @@ async fn server_side_cursors_fetch_identically() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_utf8_statement_bytes_pass_through_untouched() {
     let env = TestEnv::start("fid_binary").await;
     let mut p = RawClient::connect(
@@ -290,7 +290,7 @@ async fn non_utf8_statement_bytes_pass_through_untouched() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_column_type_round_trips_text_and_binary() {
     let env = TestEnv::start("fid_types").await;
     setup_types(&env).await;
@@ -321,7 +321,7 @@ async fn every_column_type_round_trips_text_and_binary() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_with_every_parameter_type() {
     let env = TestEnv::start("fid_params").await;
     let mut p = env.proxy().await;
@@ -404,7 +404,7 @@ async fn error_of(c: &mut Conn, sql: &str) -> (u16, String, String) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_errors_pass_through_with_codes() {
     let env = TestEnv::start("fid_errors").await;
     let mut d = env.direct().await;
@@ -435,7 +435,7 @@ async fn backend_errors_pass_through_with_codes() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_in_the_middle_of_a_result_set() {
     let env = TestEnv::start("fid_midres").await;
     let mut p = env.proxy().await;
@@ -470,7 +470,7 @@ async fn error_in_the_middle_of_a_result_set() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ok_packets_carry_affected_rows_insert_ids_warnings_and_status() {
     let env = TestEnv::start("fid_ok").await;
     let mut p = env.proxy().await;
@@ -501,7 +501,7 @@ async fn ok_packets_carry_affected_rows_insert_ids_warnings_and_status() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_commit_and_rollback() {
     let env = TestEnv::start("fid_txn").await;
     let mut p = env.proxy().await;
@@ -533,7 +533,7 @@ async fn transactions_commit_and_rollback() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_and_set_persist_within_a_session() {
     let env = TestEnv::start("fid_session").await;
     let other = format!("{}_other", env.db);

@@ -24,7 +24,7 @@ async fn raw_proxy(env: &TestEnv) -> RawClient {
     .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_outcomes() {
     let env = TestEnv::start("proto_auth").await;
     let port = env.addr.port();
@@ -100,7 +100,7 @@ async fn authentication_outcomes() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_command_answers_1047_and_connection_stays_usable() {
     let env = TestEnv::start("proto_unknown").await;
     let mut c = raw_proxy(&env).await;
@@ -118,7 +118,7 @@ async fn unknown_command_answers_1047_and_connection_stays_usable() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_closes_only_that_connection() {
     let env =
         TestEnv::start_with("proto_malformed", "limits:\n  max_allowed_packet: 1048576").await;
@@ -180,7 +180,7 @@ async fn malformed_input_closes_only_that_connection() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_packets_both_directions() {
     raise_server_limits().await;
     let env = TestEnv::start("proto_large").await;
@@ -223,7 +223,7 @@ async fn large_packets_both_directions() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_id_and_kill_behave_as_direct() {
     let env = TestEnv::start("proto_kill").await;
     let mut a = env.proxy().await;
@@ -264,7 +264,7 @@ async fn connection_id_and_kill_behave_as_direct() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_connection_and_change_user() {
     let env = TestEnv::start("proto_reset").await;
     let mut c = env.proxy().await;
@@ -303,7 +303,7 @@ async fn reset_connection_and_change_user() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_do_not_leak_session_state() {
     // One backend connection, reused by consecutive clients.
     let env = TestEnv::start_full("proto_pool", 1, "").await;
@@ -357,7 +357,7 @@ async fn pooled_connections_do_not_leak_session_state() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_stays_within_its_size_across_capability_keys() {
     let env = TestEnv::start_full("proto_poolkeys", 2, "").await;
     for i in 0..12 {
@@ -400,7 +400,7 @@ async fn pool_stays_within_its_size_across_capability_keys() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_exhaustion_answers_too_many_connections() {
     let env = TestEnv::start_full("proto_exhaust", 1, "limits:\n  pool_wait_timeout: 200ms").await;
     let held = env.proxy().await;
@@ -415,7 +415,7 @@ async fn pool_exhaustion_answers_too_many_connections() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_statements_and_procedures_return_every_result() {
     let env = TestEnv::start("proto_multi").await;
     let mut c = env.proxy().await;
@@ -445,7 +445,7 @@ async fn multi_statements_and_procedures_return_every_result() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_data_local_infile() {
     let env = TestEnv::start("proto_infile").await;
     let mut d = env.direct().await;
@@ -481,7 +481,7 @@ async fn load_data_local_infile() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_result_streams_through() {
     let env = TestEnv::start("proto_stream").await;
     let mut c = env.proxy().await;
@@ -557,7 +557,7 @@ async fn five_hundred_concurrent_connections() {
     env.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_running_statements_finish() {
     let env = TestEnv::start("proto_shutdown").await;
     let mut busy = env.proxy().await;
@@ -592,7 +592,7 @@ async fn shutdown_lets_running_statements_finish() {
     root.disconnect().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_that_vanishes_gives_a_clear_error() {
     // A backend that is not listening.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

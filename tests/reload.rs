@@ -9,26 +9,13 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+/// Admin call with a JSON answer (Null when the body is not JSON).
+async fn call(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let (code, _, body) = http(addr, method, path).await;
     (
         code,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
 }
 
@@ -105,14 +92,14 @@ async fn reload_rejects_bad_edits_and_applies_good_ones_without_dropping_clients
 
     // 1. Syntax error: rejected, running config stays, error visible.
     save(&path, "listen: [unclosed\n");
-    let (code, body) = http(admin, "POST", "/reload").await;
+    let (code, body) = call(admin, "POST", "/reload").await;
     assert_eq!(code, 422, "{body}");
     assert!(
         body["errors"][0].as_str().unwrap().starts_with("config:"),
         "{body}"
     );
     traffic(&mut client, &mut n).await;
-    let (_, status) = http(admin, "GET", "/status").await;
+    let (_, status) = call(admin, "GET", "/status").await;
     assert_eq!(status["config"]["last_reload"]["ok"], false);
     assert_eq!(status["config"]["version"], 1);
 
@@ -121,7 +108,7 @@ async fn reload_rejects_bad_edits_and_applies_good_ones_without_dropping_clients
         &path,
         &config_text(&db, "127.0.0.1:1", "127.0.0.1:0", &rules, true, 8),
     );
-    let (code, body) = http(admin, "POST", "/reload").await;
+    let (code, body) = call(admin, "POST", "/reload").await;
     assert_eq!(code, 422);
     let errors = body["errors"].to_string();
     assert!(errors.contains("listen: cannot change"), "{errors}");
@@ -164,7 +151,7 @@ async fn reload_rejects_bad_edits_and_applies_good_ones_without_dropping_clients
     assert!(!shared.config.load().rules.mirrored("orders"));
     // A bad rules file is rejected like a bad config.
     std::fs::write(rules.join("bad.yaml"), "tables: { x: { mirorr: true } }\n").unwrap();
-    let (code, body) = http(admin, "POST", "/reload").await;
+    let (code, body) = call(admin, "POST", "/reload").await;
     assert_eq!(code, 422);
     assert!(body["errors"].to_string().contains("bad.yaml"), "{body}");
     std::fs::remove_file(rules.join("bad.yaml")).unwrap();
@@ -179,15 +166,7 @@ async fn reload_rejects_bad_edits_and_applies_good_ones_without_dropping_clients
         Some(n as i64),
         "every write through the reloads succeeded on one connection"
     );
-    let metrics = {
-        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).await.unwrap();
-        raw
-    };
+    let (_, _, metrics) = http(admin, "GET", "/metrics").await;
     let failed: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("tandem_config_reloads_failed_total "))
@@ -250,7 +229,7 @@ async fn sighup_reloads_the_binary() {
     assert!(hup.success());
     let mut trigger = serde_json::Value::Null;
     for _ in 0..100 {
-        let (_, status) = http(admin, "GET", "/status").await;
+        let (_, status) = call(admin, "GET", "/status").await;
         trigger = status["config"]["last_reload"]["trigger"].clone();
         if trigger == "signal" {
             break;

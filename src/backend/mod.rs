@@ -7,7 +7,21 @@ pub mod pool;
 pub use conn::{BackendConn, ServerInfo};
 pub use pool::{Lease, Pool};
 
+use crate::config::BackendConfig;
 use crate::protocol::ProtocolError;
+
+/// mysql_async options for Tandem's own (non-relay) connections to a
+/// backend: the applier and verify. TCP only: a unix socket found through
+/// `@@socket` would silently bypass the configured address.
+pub fn client_opts(b: &BackendConfig) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(b.host.clone())
+        .tcp_port(b.port)
+        .user(Some(b.user.clone()))
+        .pass(Some(b.password.clone()))
+        .db_name(b.database.clone())
+        .prefer_socket(false)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

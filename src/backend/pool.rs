@@ -127,22 +127,32 @@ impl Pool {
                 break;
             }
             // The permit we hold may belong to an idle connection of another
-            // key: close one so the total stays within the pool size.
-            if found.is_none() && self.open.load(Ordering::Relaxed) >= self.cfg.pool {
-                if let Some(pos) = idle.iter().position(|(k, _)| *k != key) {
-                    idle.swap_remove(pos);
-                    self.open.fetch_sub(1, Ordering::Relaxed);
+            // key: close one so the total stays within the pool size. A
+            // connection about to be opened is counted now, inside the lock,
+            // so concurrent acquirers see it.
+            if found.is_none() {
+                if self.open.load(Ordering::Relaxed) >= self.cfg.pool {
+                    if let Some(pos) = idle.iter().position(|(k, _)| *k != key) {
+                        idle.swap_remove(pos);
+                        self.open.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
+                self.open.fetch_add(1, Ordering::Relaxed);
             }
             found
         };
         let conn = match reuse {
             Some(c) => c,
             None => {
+                // Released on error, or if this future is dropped mid-connect.
+                let mut slot = Reservation {
+                    open: &self.open,
+                    armed: true,
+                };
                 let caps = CapabilityFlags::from_bits_truncate(key.caps);
                 let c =
                     BackendConn::connect(&self.cfg, caps, collation, self.connect_timeout).await?;
-                self.open.fetch_add(1, Ordering::Relaxed);
+                slot.armed = false;
                 *lock(&self.info) = Some(c.server.clone());
                 c
             }
@@ -218,6 +228,20 @@ impl Drop for Lease {
             self.pool.open.fetch_sub(1, Ordering::Relaxed);
             drop(conn);
             drop(permit);
+        }
+    }
+}
+
+/// A slot in `open` counted for a connection being opened.
+struct Reservation<'a> {
+    open: &'a AtomicUsize,
+    armed: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.open.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -87,9 +87,26 @@ impl RunningServer {
     }
 }
 
+/// Accept queue length requested from the kernel (capped by
+/// net.core.somaxconn). A short queue drops connections in a burst; their
+/// clients then wait for SYN-ACK retransmits while Tandem never sees them.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with a deliberate accept backlog.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds `config.listen` and serves until shut down.
 pub async fn start(config: Config) -> std::io::Result<RunningServer> {
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = bind(config.listen)?;
     let addr = listener.local_addr()?;
     let pools = config
         .backends

@@ -19,7 +19,7 @@ use super::record::MirrorTxn;
 use super::JournalHandle;
 use crate::config::BackendConfig;
 use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder};
+use mysql_async::Conn;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
@@ -392,14 +392,7 @@ impl Applier {
     async fn conn(&mut self) -> Result<&mut Conn, mysql_async::Error> {
         if self.conn.is_none() {
             let b = &self.cfg.secondary;
-            let opts = OptsBuilder::default()
-                .ip_or_hostname(b.host.clone())
-                .tcp_port(b.port)
-                .user(Some(b.user.clone()))
-                .pass(Some(b.password.clone()))
-                .db_name(b.database.clone())
-                .prefer_socket(false);
-            let conn = Conn::new(opts).await?;
+            let conn = Conn::new(crate::backend::client_opts(b)).await?;
             self.conn = Some(conn);
             self.current_db = b.database.clone();
             self.session.clear();

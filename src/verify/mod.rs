@@ -17,7 +17,7 @@ pub mod normalize;
 
 use crate::config::{BackendConfig, Config};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder, Row, Value};
+use mysql_async::{Conn, Row, Value};
 use normalize::Kind;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -98,14 +98,7 @@ pub enum VerifyError {
 }
 
 pub async fn connect(b: &BackendConfig) -> Result<Conn, VerifyError> {
-    let opts = OptsBuilder::default()
-        .ip_or_hostname(b.host.clone())
-        .tcp_port(b.port)
-        .user(Some(b.user.clone()))
-        .pass(Some(b.password.clone()))
-        .db_name(b.database.clone())
-        .prefer_socket(false);
-    Conn::new(opts)
+    Conn::new(crate::backend::client_opts(b))
         .await
         .map_err(|e| VerifyError::Backend(b.name.clone(), e))
 }

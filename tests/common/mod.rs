@@ -148,3 +148,38 @@ pub fn init_logging() {
             .try_init();
     }
 }
+
+/// Drops and recreates database `name` on the local MariaDB.
+pub async fn fresh_database(name: &str) {
+    let mut root = Conn::new(direct_opts("mysql"))
+        .await
+        .expect("MariaDB on 127.0.0.1:3306");
+    root.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+        .await
+        .unwrap();
+    root.query_drop(format!("CREATE DATABASE `{name}`"))
+        .await
+        .unwrap();
+    root.disconnect().await.unwrap();
+}
+
+/// A minimal HTTP/1.1 request for admin API tests: (status, content type, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let ctype = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+        .unwrap_or_default()
+        .to_string();
+    (code, ctype, body.to_string())
+}
