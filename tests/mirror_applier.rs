@@ -63,6 +63,7 @@ impl Fixture {
                 journal_dir: self.dir.path().join("journal"),
                 dead_letter: self.dir.path().join("dead-letter.jsonl"),
                 on_permanent_error: policy,
+                attempt_timeout: Duration::from_secs(5),
             },
             self.journal.clone(),
         )

@@ -43,6 +43,9 @@ pub struct ApplierConfig {
     pub journal_dir: PathBuf,
     pub dead_letter: PathBuf,
     pub on_permanent_error: OnPermanentError,
+    /// One attempt at applying a transaction (or reading the position) may
+    /// take this long; then the connection is dropped and it is retried.
+    pub attempt_timeout: Duration,
 }
 
 /// Counters the applier keeps (exported by the admin milestone).
@@ -148,8 +151,37 @@ impl Applier {
         };
         let mut attempt = 0u32;
         loop {
-            match self.try_apply(lsn, &txn, first_after_start).await {
-                Ok(()) => {
+            let timeout = self.cfg.attempt_timeout;
+            let tried = match tokio::time::timeout(timeout, async {
+                // After a failure the COMMIT may have succeeded with its
+                // answer lost: the stored position says whether it did.
+                if attempt > 0 && self.load_position().await? >= lsn {
+                    return Ok(true);
+                }
+                self.try_apply(lsn, &txn, first_after_start)
+                    .await
+                    .map(|_| false)
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(mysql_async::Error::Io(mysql_async::IoError::Io(
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "apply attempt timed out"),
+                ))),
+            };
+            match tried {
+                Ok(true) => {
+                    info!(
+                        lsn,
+                        "transaction had committed before the connection was lost"
+                    );
+                    self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .last_committed_at_us
+                        .store(txn.committed_at_us, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Ok(false) => {
                     self.stats.applied.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .last_committed_at_us
