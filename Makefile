@@ -1,4 +1,5 @@
 # The two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
 .PHONY: run test bench setup build release check
 
 CONFIG ?= config/tandem.yaml
@@ -10,7 +11,10 @@ run: setup release
 
 ## Everything the tests need, then the whole test suite (unit + wire tests against real MariaDB).
 test: setup
-	cargo test --all-targets
+	@mkdir -p target; status=0; \
+	set -o pipefail; cargo test --all-targets 2>&1 | tee target/test-output.log || status=$$?; \
+	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log; \
+	exit $$status
 
 ## sysbench through Tandem vs an L4 relay vs direct, in one run (see scripts/bench.sh for knobs).
 bench: setup release
