@@ -26,14 +26,7 @@ struct Fixture {
 
 async fn fixture(name: &str) -> Fixture {
     let db = format!("tandem_{name}");
-    let mut root = Conn::new(direct_opts("mysql")).await.unwrap();
-    root.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
-        .await
-        .unwrap();
-    root.query_drop(format!("CREATE DATABASE `{db}`"))
-        .await
-        .unwrap();
-    root.disconnect().await.unwrap();
+    fresh_database(&db).await;
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(&dir.path().join("journal"), 4096).unwrap();
     let (journal, _thread) = JournalHandle::spawn(j, 1024);

@@ -11,14 +11,7 @@ use mysql_async::Conn;
 use std::process::Command;
 
 async fn fresh_db(name: &str) -> Conn {
-    let mut root = Conn::new(direct_opts("mysql")).await.unwrap();
-    root.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
-        .await
-        .unwrap();
-    root.query_drop(format!("CREATE DATABASE `{name}`"))
-        .await
-        .unwrap();
-    root.disconnect().await.unwrap();
+    fresh_database(name).await;
     Conn::new(direct_opts(name)).await.unwrap()
 }
 

@@ -60,16 +60,7 @@ impl TestEnv {
     pub async fn start_full(name: &str, pool: usize, extra_yaml: &str) -> Self {
         init_logging();
         let db = format!("tandem_{name}");
-        let mut root = Conn::new(direct_opts("mysql"))
-            .await
-            .expect("MariaDB on 127.0.0.1:3306");
-        root.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
-            .await
-            .unwrap();
-        root.query_drop(format!("CREATE DATABASE `{db}`"))
-            .await
-            .unwrap();
-        root.disconnect().await.unwrap();
+        fresh_database(&db).await;
         let yaml = format!(
             r#"
 listen: 127.0.0.1:0
