@@ -116,11 +116,17 @@ VSTART=$(date +%s.%N)
 ./target/release/tandem verify --config "$WORK/verify.yaml" > "$WORK/verify.out"
 VEND=$(date +%s.%N)
 VERIFY_RPS=$(awk -v a="$VSTART" -v b="$VEND" -v n="$VROWS" 'BEGIN {printf "%.0f", n / (b - a)}')
+echo "measuring backfill throughput (the same rows into an empty secondary)..."
+my -e "DROP DATABASE tandem_bench_vs; CREATE DATABASE tandem_bench_vs"
+BSTART=$(date +%s.%N)
+./target/release/tandem backfill --config "$WORK/verify.yaml" --create-tables > "$WORK/backfill.out"
+BEND=$(date +%s.%N)
+BACKFILL_RPS=$(awk -v a="$BSTART" -v b="$BEND" -v n="$VROWS" 'BEGIN {printf "%.0f", n / (b - a)}')
 my -e "DROP DATABASE tandem_bench_vp; DROP DATABASE tandem_bench_vs"
 
 echo
 echo "== summary (mean over $ROUNDS rounds) =="
-awk -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" '
+awk -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" -v brps="$BACKFILL_RPS" '
   { qps[$1" "$2] += $3; p95[$1" "$2] += $4; n[$1" "$2]++; if ($5 != "-") { cpu[$2] += $5; cn[$2]++ } }
   END {
     split("oltp_point_select oltp_read_write", w, " ")
@@ -134,5 +140,6 @@ awk -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" '
       printf "%-18s %12.2f %12.2f %12.2f\n", w[i], p95["direct " w[i]] / n["direct " w[i]], p95["l4relay " w[i]] / n["l4relay " w[i]], p95["tandem " w[i]] / n["tandem " w[i]]
     printf "tandem RSS with 500 idle client connections: %.1f MiB\n", rss / 1024
     printf "verify throughput: %s rows/s per side (target >= 150000)\n", vrps
+    printf "backfill throughput: %s rows/s (target >= 50000)\n", brps
     printf "targets: tandem/l4 >= 0.9 on both workloads; tandem cpu <= 30 us per point select; RSS < 64 MiB\n"
   }' "$WORK/results"

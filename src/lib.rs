@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod backfill;
 pub mod config;
 pub mod frontend;
 pub mod metrics;
@@ -10,6 +11,7 @@ pub mod mirror;
 pub mod protocol;
 pub mod reload;
 pub mod router;
+pub mod schema;
 pub mod verify;
 
 #[cfg(test)]

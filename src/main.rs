@@ -34,6 +34,24 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Copy rows that existed before mirroring from primary to secondary,
+    /// in primary-key chunks; resumable.
+    Backfill {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Comma-separated tables (default: every table the rules mirror).
+        #[arg(long, value_delimiter = ',')]
+        tables: Option<Vec<String>>,
+        /// Create missing tables on the secondary from the primary's schema.
+        #[arg(long)]
+        create_tables: bool,
+        /// Rows per second at most.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Rows per chunk.
+        #[arg(long, default_value_t = 2000)]
+        chunk_size: usize,
+    },
     /// Compare primary and secondary table by table; exit 0 identical,
     /// 1 divergent, 2 on error.
     Verify {
@@ -83,6 +101,21 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Backfill {
+            config,
+            tables,
+            create_tables,
+            rate,
+            chunk_size,
+        } => backfill(
+            config,
+            tandem::backfill::BackfillOptions {
+                tables,
+                create_tables,
+                rate,
+                chunk_size: chunk_size.max(1),
+            },
+        ),
         Command::Verify {
             config,
             tables,
@@ -97,6 +130,41 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn backfill(path: PathBuf, opts: tandem::backfill::BackfillOptions) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let cfg = match tandem::config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("invalid config {}:\n{e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(tandem::backfill::run(&cfg, &opts)) {
+        Ok(summaries) => {
+            print!("{}", tandem::backfill::render(&summaries));
+            if summaries.iter().any(|s| s.error.is_some()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("tandem backfill: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

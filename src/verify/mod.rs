@@ -16,6 +16,7 @@
 pub mod normalize;
 
 use crate::config::{BackendConfig, Config};
+use crate::schema::{self, quote};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value};
 use normalize::Kind;
@@ -114,26 +115,12 @@ pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyErr
         let name = name.to_string();
         move |e| VerifyError::Backend(name.clone(), e)
     };
-    let all: Vec<String> = p
-        .query(
-            "SELECT TABLE_NAME FROM information_schema.TABLES
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
-        )
+    let tables = match crate::schema::select_tables(&mut p, cfg, opts.tables.as_deref())
         .await
-        .map_err(be(&pcfg.name))?;
-    let tables = match &opts.tables {
-        Some(wanted) => {
-            let unknown: Vec<&String> = wanted.iter().filter(|t| !all.contains(t)).collect();
-            if !unknown.is_empty() {
-                let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-                return Err(VerifyError::UnknownTables(names.join(", ")));
-            }
-            wanted.clone()
-        }
-        None => all
-            .into_iter()
-            .filter(|t| !t.starts_with("_tandem") && cfg.rules.mirrored(t))
-            .collect(),
+        .map_err(be(&pcfg.name))?
+    {
+        Ok(t) => t,
+        Err(unknown) => return Err(VerifyError::UnknownTables(unknown.join(", "))),
     };
     if opts.repair {
         s.query_drop("SET SESSION foreign_key_checks = 0")
@@ -187,10 +174,6 @@ pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyErr
     })
 }
 
-fn quote(ident: &str) -> String {
-    format!("`{}`", ident.replace('`', "``"))
-}
-
 async fn verify_table(
     p: &mut Conn,
     s: &mut Conn,
@@ -199,28 +182,11 @@ async fn verify_table(
     repair: bool,
 ) -> Result<TableReport, String> {
     let err = |e: mysql_async::Error| e.to_string();
-    let pk: Vec<String> = p
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'
-             ORDER BY ORDINAL_POSITION",
-            (table,),
-        )
-        .await
-        .map_err(err)?;
+    let pk = schema::primary_key(p, table).await.map_err(err)?;
     if pk.is_empty() {
-        return Err(format!(
-            "table {table} has no primary key; verify (and backfill) need one to walk it in chunks"
-        ));
+        return Err(schema::no_primary_key(table));
     }
-    let cols: Vec<String> = p
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-            (table,),
-        )
-        .await
-        .map_err(err)?;
+    let cols = schema::columns(p, table).await.map_err(err)?;
     let t = quote(table);
     let col_list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
     let pk_list = pk.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
