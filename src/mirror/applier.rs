@@ -84,6 +84,15 @@ pub struct Applier {
 
 const POSITION_TABLE: &str = "_tandem_position";
 
+/// What became of one journaled transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Applied, found already applied, or dead-lettered: its position is stored.
+    Done,
+    /// The applier was stopped before it could apply it.
+    Stopped,
+}
+
 impl Applier {
     pub fn new(cfg: ApplierConfig, journal: JournalHandle) -> Self {
         Self {
@@ -122,8 +131,15 @@ impl Applier {
                     if lsn > target || stop.is_cancelled() {
                         break;
                     }
-                    self.apply_record(&stop, lsn, &bytes, first_after_start)
+                    let outcome = self
+                        .apply_record(&stop, lsn, &bytes, first_after_start)
                         .await?;
+                    if outcome == Outcome::Stopped {
+                        // Not applied: the position and the journal stay
+                        // where they are for the next start.
+                        self.journal.truncate_before(applied + 1).await;
+                        return Ok(());
+                    }
                     first_after_start = false;
                     applied = lsn;
                     self.stats.applied_lsn.store(lsn, Ordering::Relaxed);
@@ -144,10 +160,13 @@ impl Applier {
         lsn: Lsn,
         bytes: &[u8],
         first_after_start: bool,
-    ) -> Result<(), ApplierError> {
+    ) -> Result<Outcome, ApplierError> {
         let txn = match MirrorTxn::decode(bytes) {
             Ok(t) => t,
-            Err(e) => return self.permanent(lsn, None, &e.to_string()).await,
+            Err(e) => {
+                self.permanent(lsn, None, &e.to_string()).await?;
+                return Ok(Outcome::Done);
+            }
         };
         let mut attempt = 0u32;
         loop {
@@ -170,34 +189,30 @@ impl Applier {
                 ))),
             };
             match tried {
-                Ok(true) => {
-                    info!(
-                        lsn,
-                        "transaction had committed before the connection was lost"
-                    );
+                Ok(already_committed) => {
+                    if already_committed {
+                        info!(
+                            lsn,
+                            "transaction had committed before the connection was lost"
+                        );
+                    }
                     self.stats.applied.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .last_committed_at_us
                         .store(txn.committed_at_us, Ordering::Relaxed);
-                    return Ok(());
-                }
-                Ok(false) => {
-                    self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .last_committed_at_us
-                        .store(txn.committed_at_us, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(Outcome::Done);
                 }
                 Err(e) if is_transient(&e) => {
                     attempt += 1;
                     tokio::select! {
                         _ = self.wait_after(attempt, &e) => {}
-                        _ = stop.cancelled() => return Ok(()),
+                        _ = stop.cancelled() => return Ok(Outcome::Stopped),
                     }
                 }
                 Err(e) => {
                     let _ = self.rollback().await;
-                    return self.permanent(lsn, Some(&txn), &e.to_string()).await;
+                    self.permanent(lsn, Some(&txn), &e.to_string()).await?;
+                    return Ok(Outcome::Done);
                 }
             }
         }
