@@ -15,7 +15,6 @@
 
 use crate::config::Config;
 use crate::schema::{self, quote};
-use crate::verify::connect;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value};
@@ -59,7 +58,7 @@ pub struct TableSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
     #[error(transparent)]
-    Verify(#[from] crate::verify::VerifyError),
+    Connect(#[from] schema::ConnectError),
     #[error("{0}")]
     Setup(String),
 }
@@ -71,8 +70,8 @@ pub async fn run(cfg: &Config, opts: &BackfillOptions) -> Result<Vec<TableSummar
         .secondary
         .clone()
         .ok_or_else(|| BackfillError::Setup("backfill needs migration.secondary".into()))?;
-    let mut p = connect(cfg.primary_backend()).await?;
-    let mut s = connect(&cfg.backends[&secondary]).await?;
+    let mut p = schema::connect(cfg.primary_backend()).await?;
+    let mut s = schema::connect(&cfg.backends[&secondary]).await?;
     let setup = |e: mysql_async::Error| BackfillError::Setup(e.to_string());
     // Values travel as SQL literals with backslash escapes: make sure both
     // sessions read them that way.
@@ -137,11 +136,9 @@ async fn copy_table(
     summary: &mut TableSummary,
 ) -> Result<(), String> {
     let err = |e: mysql_async::Error| e.to_string();
-    let pk = schema::primary_key(p, table).await.map_err(err)?;
-    if pk.is_empty() {
-        return Err(schema::no_primary_key(table));
-    }
-    let t = quote(table);
+    let plan = schema::TablePlan::load(p, table).await?;
+    let (t, cols) = (&plan.quoted, &plan.columns);
+    let (col_list, pk_list, pk_pos) = (&plan.column_list, &plan.key_list, &plan.key_positions);
     let exists: Option<String> = s
         .exec_first(
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
@@ -163,13 +160,6 @@ async fn copy_table(
         s.query_drop(ddl).await.map_err(err)?;
         summary.created = true;
     }
-    let cols = schema::columns(p, table).await.map_err(err)?;
-    let col_list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-    let pk_list = pk.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-    let pk_pos: Vec<usize> = pk
-        .iter()
-        .map(|k| cols.iter().position(|c| c == k).unwrap_or(0))
-        .collect();
     let checkpoint: Option<(Option<String>, u64, bool)> = s
         .exec_first(
             format!(

@@ -133,24 +133,30 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn backfill(path: PathBuf, opts: tandem::backfill::BackfillOptions) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let cfg = match tandem::config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("invalid config {}:\n{e}", path.display());
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// Config and a single-threaded runtime for the offline commands (backfill,
+/// verify); either failure is exit code 2, as those commands document.
+fn offline_setup(
+    path: &std::path::Path,
+) -> Result<(tandem::config::Config, tokio::runtime::Runtime), std::process::ExitCode> {
+    let cfg = tandem::config::load(path).map_err(|e| {
+        eprintln!("invalid config {}:\n{e}", path.display());
+        std::process::ExitCode::from(2)
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("tandem: {e}");
-            return ExitCode::from(2);
-        }
+            std::process::ExitCode::from(2)
+        })?;
+    Ok((cfg, runtime))
+}
+
+fn backfill(path: PathBuf, opts: tandem::backfill::BackfillOptions) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let (cfg, runtime) = match offline_setup(&path) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     match runtime.block_on(tandem::backfill::run(&cfg, &opts)) {
         Ok(summaries) => {
@@ -176,28 +182,15 @@ fn verify(
     chunk_size: usize,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let cfg = match tandem::config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("invalid config {}:\n{e}", path.display());
-            return ExitCode::from(2);
-        }
+    let (cfg, runtime) = match offline_setup(&path) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let opts = tandem::verify::VerifyOptions {
         tables,
         repair,
         chunk_size: chunk_size.max(1),
         ..Default::default()
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tandem: {e}");
-            return ExitCode::from(2);
-        }
     };
     match runtime.block_on(tandem::verify::run(&cfg, &opts)) {
         Ok(report) => {

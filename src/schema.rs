@@ -1,9 +1,75 @@
 //! Schema facts read from a MySQL/MariaDB backend's information_schema, for
 //! the offline tools (verify, backfill). Engine-specific by nature.
 
-use crate::config::Config;
+use crate::config::{BackendConfig, Config};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
+
+/// A failed connection to a named backend.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend}: {source}")]
+pub struct ConnectError {
+    pub backend: String,
+    pub source: mysql_async::Error,
+}
+
+/// Opens a plain mysql_async connection to a backend (offline tools).
+pub async fn connect(b: &BackendConfig) -> Result<Conn, ConnectError> {
+    Conn::new(crate::backend::client_opts(b))
+        .await
+        .map_err(|source| ConnectError {
+            backend: b.name.clone(),
+            source,
+        })
+}
+
+/// How a table is walked in primary-key order, read from the primary.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub table: String,
+    /// Quoted table name.
+    pub quoted: String,
+    pub columns: Vec<String>,
+    pub primary_key: Vec<String>,
+    /// Quoted, comma-separated column list (table order).
+    pub column_list: String,
+    /// Quoted, comma-separated primary-key columns (key order).
+    pub key_list: String,
+    /// Position of each key column in `columns`.
+    pub key_positions: Vec<usize>,
+}
+
+impl TablePlan {
+    /// Reads the plan; a table without a primary key is refused.
+    pub async fn load(c: &mut Conn, table: &str) -> Result<Self, String> {
+        let err = |e: mysql_async::Error| e.to_string();
+        let primary_key = primary_key(c, table).await.map_err(err)?;
+        if primary_key.is_empty() {
+            return Err(no_primary_key(table));
+        }
+        let columns = columns(c, table).await.map_err(err)?;
+        let list = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| quote(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let key_positions = primary_key
+            .iter()
+            .map(|k| columns.iter().position(|c| c == k).unwrap_or(0))
+            .collect();
+        Ok(Self {
+            table: table.to_string(),
+            quoted: quote(table),
+            column_list: list(&columns),
+            key_list: list(&primary_key),
+            columns,
+            primary_key,
+            key_positions,
+        })
+    }
+}
 
 /// Backquoted identifier.
 pub fn quote(ident: &str) -> String {

@@ -44,15 +44,7 @@ async fn backfill_resumes_after_kill_and_ends_identical() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("t.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "backends:\n  legacy: {{ kind: mysql, url: \"mysql://root@127.0.0.1:{MARIADB_PORT}/{pdb}\" }}\n  next: {{ kind: mysql, url: \"mysql://root@127.0.0.1:{MARIADB_PORT}/{sdb}\" }}\nmigration: {{ primary: legacy, secondary: next }}\nrules: {}\n",
-            dir.path().join("rules").display()
-        ),
-    )
-    .unwrap();
+    let cfg = two_database_config(dir.path(), pdb, sdb);
     let bin = env!("CARGO_BIN_EXE_tandem");
 
     // Start, then SIGKILL once some chunks are committed.
@@ -84,18 +76,8 @@ async fn backfill_resumes_after_kill_and_ends_identical() {
         "killed mid-way (copied {copied})"
     );
 
-    let out = Command::new(bin)
-        .args(["backfill", "--config"])
-        .arg(&cfg)
-        .args(["--tables", "big"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text, err) = tandem_tool("backfill", &cfg, &["--tables", "big"]);
+    assert_eq!(code, 0, "{text}{err}");
     assert!(text.contains("resumed from checkpoint"), "{text}");
     let read: u64 = text
         .split("read ")
@@ -124,28 +106,13 @@ async fn backfill_resumes_after_kill_and_ends_identical() {
     ))
     .await
     .unwrap();
-    let verify = Command::new(bin)
-        .args(["verify", "--config"])
-        .arg(&cfg)
-        .args(["--tables", "big"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        verify.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    let (code, out, _) = tandem_tool("verify", &cfg, &["--tables", "big"]);
+    assert_eq!(code, 0, "{out}");
 
     // A third run finds the checkpoint done and copies nothing.
-    let out = Command::new(bin)
-        .args(["backfill", "--config"])
-        .arg(&cfg)
-        .args(["--tables", "big"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("read 0 rows"));
+    let (code, out, _) = tandem_tool("backfill", &cfg, &["--tables", "big"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("read 0 rows"), "{out}");
 
     // --create-tables creates a missing table from the primary's schema.
     p.query_drop("CREATE TABLE small (id VARCHAR(10) PRIMARY KEY, v INT)")
@@ -154,45 +121,20 @@ async fn backfill_resumes_after_kill_and_ends_identical() {
     p.query_drop("INSERT INTO small VALUES ('a', 1), ('b', 2), ('c''q', 3)")
         .await
         .unwrap();
-    let out = Command::new(bin)
-        .args(["backfill", "--config"])
-        .arg(&cfg)
-        .args(["--tables", "small"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("--create-tables"));
-    let out = Command::new(bin)
-        .args(["backfill", "--config"])
-        .arg(&cfg)
-        .args(["--tables", "small", "--create-tables"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, out, _) = tandem_tool("backfill", &cfg, &["--tables", "small"]);
+    assert_eq!(code, 2);
+    assert!(out.contains("--create-tables"), "{out}");
+    let (code, out, _) = tandem_tool("backfill", &cfg, &["--tables", "small", "--create-tables"]);
+    assert_eq!(code, 0, "{out}");
     let n: Option<i64> = s.query_first("SELECT COUNT(*) FROM small").await.unwrap();
     assert_eq!(n, Some(3));
 
     // No primary key: refused with a clear message.
-    let out = Command::new(bin)
-        .args(["backfill", "--config"])
-        .arg(&cfg)
-        .args(["--tables", "nopk"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("has no primary key"));
+    let (code, out, _) = tandem_tool("backfill", &cfg, &["--tables", "nopk"]);
+    assert_eq!(code, 2);
+    assert!(out.contains("has no primary key"), "{out}");
 
     p.disconnect().await.unwrap();
     s.disconnect().await.unwrap();
-    let mut root = Conn::new(direct_opts("mysql")).await.unwrap();
-    for db in [pdb, sdb] {
-        root.query_drop(format!("DROP DATABASE `{db}`"))
-            .await
-            .unwrap();
-    }
-    root.disconnect().await.unwrap();
+    drop_databases(&[pdb, sdb]).await;
 }

@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use std::process::Command;
 
 async fn fresh_db(name: &str) -> Conn {
     fresh_database(name).await;
@@ -39,17 +38,7 @@ async fn fill(c: &mut Conn, decimal_scale: u8, time_scale: u8) {
 }
 
 fn run(cfg: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["verify", "--config"])
-        .arg(cfg)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    tandem_tool("verify", cfg, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,15 +49,7 @@ async fn verify_finds_and_repairs_differences() {
     fill(&mut p, 2, 3).await;
     fill(&mut s, 4, 6).await; // same values, wider scales
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("t.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "backends:\n  legacy: {{ kind: mysql, url: \"mysql://root@127.0.0.1:{MARIADB_PORT}/{pdb}\" }}\n  next: {{ kind: mysql, url: \"mysql://root@127.0.0.1:{MARIADB_PORT}/{sdb}\" }}\nmigration: {{ primary: legacy, secondary: next }}\nrules: {}\n",
-            dir.path().join("rules").display()
-        ),
-    )
-    .unwrap();
+    let cfg = two_database_config(dir.path(), pdb, sdb);
     let tables = ["--tables", "items,pairs", "--chunk-size", "700"];
 
     let (code, out, err) = run(&cfg, &tables);
@@ -134,11 +115,5 @@ async fn verify_finds_and_repairs_differences() {
 
     p.disconnect().await.unwrap();
     s.disconnect().await.unwrap();
-    let mut root = Conn::new(direct_opts("mysql")).await.unwrap();
-    for db in [pdb, sdb] {
-        root.query_drop(format!("DROP DATABASE `{db}`"))
-            .await
-            .unwrap();
-    }
-    root.disconnect().await.unwrap();
+    drop_databases(&[pdb, sdb]).await;
 }

@@ -15,7 +15,7 @@
 
 pub mod normalize;
 
-use crate::config::{BackendConfig, Config};
+use crate::config::Config;
 use crate::schema::{self, quote};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value};
@@ -94,14 +94,10 @@ pub enum VerifyError {
     NoSecondary,
     #[error("{0}: {1}")]
     Backend(String, mysql_async::Error),
+    #[error(transparent)]
+    Connect(#[from] schema::ConnectError),
     #[error("unknown table(s) on the primary: {0}")]
     UnknownTables(String),
-}
-
-pub async fn connect(b: &BackendConfig) -> Result<Conn, VerifyError> {
-    Conn::new(crate::backend::client_opts(b))
-        .await
-        .map_err(|e| VerifyError::Backend(b.name.clone(), e))
 }
 
 /// Verifies (and with `repair`, repairs) every selected table.
@@ -109,8 +105,8 @@ pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyErr
     let secondary_name = cfg.secondary.clone().ok_or(VerifyError::NoSecondary)?;
     let pcfg = cfg.primary_backend().clone();
     let scfg = cfg.backends[&secondary_name].clone();
-    let mut p = connect(&pcfg).await?;
-    let mut s = connect(&scfg).await?;
+    let mut p = schema::connect(&pcfg).await?;
+    let mut s = schema::connect(&scfg).await?;
     let be = |name: &str| {
         let name = name.to_string();
         move |e| VerifyError::Backend(name.clone(), e)
@@ -182,18 +178,9 @@ async fn verify_table(
     repair: bool,
 ) -> Result<TableReport, String> {
     let err = |e: mysql_async::Error| e.to_string();
-    let pk = schema::primary_key(p, table).await.map_err(err)?;
-    if pk.is_empty() {
-        return Err(schema::no_primary_key(table));
-    }
-    let cols = schema::columns(p, table).await.map_err(err)?;
-    let t = quote(table);
-    let col_list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-    let pk_list = pk.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-    let pk_pos: Vec<usize> = pk
-        .iter()
-        .map(|k| cols.iter().position(|c| c == k).unwrap_or(0))
-        .collect();
+    let plan = schema::TablePlan::load(p, table).await?;
+    let (t, cols, pk) = (&plan.quoted, &plan.columns, &plan.primary_key);
+    let (col_list, pk_list, pk_pos) = (&plan.column_list, &plan.key_list, &plan.key_positions);
     let marks = vec!["?"; pk.len()].join(", ");
     let mut report = TableReport {
         table: table.to_string(),
@@ -274,7 +261,7 @@ async fn verify_table(
         let keyed = |rows: &[Row]| -> BTreeMap<String, (u64, usize)> {
             rows.iter()
                 .enumerate()
-                .map(|(i, r)| (row_key(r, &pk_pos), (hash_row(&kinds, r), i)))
+                .map(|(i, r)| (row_key(r, pk_pos), (hash_row(&kinds, r), i)))
                 .collect()
         };
         let (pk_map, sk_map) = (keyed(&prows), keyed(&srows));

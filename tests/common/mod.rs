@@ -174,3 +174,48 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, S
         .to_string();
     (code, ctype, body.to_string())
 }
+
+/// Writes a config whose primary and secondary are two local MariaDB
+/// databases (for the offline tools); returns its path.
+pub fn two_database_config(
+    dir: &std::path::Path,
+    primary: &str,
+    secondary: &str,
+) -> std::path::PathBuf {
+    let cfg = dir.join("t.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "backends:\n  legacy: {{ kind: mysql, url: \"mysql://root@127.0.0.1:{MARIADB_PORT}/{primary}\" }}\n  next: {{ kind: mysql, url: \"mysql://root@127.0.0.1:{MARIADB_PORT}/{secondary}\" }}\nmigration: {{ primary: legacy, secondary: next }}\nrules: {}\n",
+            dir.join("rules").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Runs `tandem <command> --config <cfg> <args>`: (exit code, stdout, stderr).
+pub fn tandem_tool(command: &str, cfg: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([command, "--config"])
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Drops test databases.
+pub async fn drop_databases(names: &[&str]) {
+    let mut root = Conn::new(direct_opts("mysql")).await.unwrap();
+    for db in names {
+        root.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+            .await
+            .unwrap();
+    }
+    root.disconnect().await.unwrap();
+}
