@@ -239,16 +239,9 @@ fn serve(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
     }
     .context("starting the async runtime")?;
     runtime.block_on(async move {
-        if let Some(secondary) = &cfg.secondary {
-            tracing::warn!(
-                %secondary,
-                "migration.secondary is set, but this build does not mirror writes yet; \
-                 only the primary is used"
-            );
-        }
         let server = tandem::frontend::start(cfg)
             .await
-            .context("binding the listen or admin address")?;
+            .context("starting (listen/admin address, or the mirror's recovery)")?;
         // SIGHUP reloads the config through the same path as file changes
         // and POST /reload.
         let shared = server.shared.clone();

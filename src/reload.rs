@@ -49,7 +49,7 @@ pub struct ReloadStatus {
 pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<u64, ConfigErrors> {
     // One reload at a time, whatever triggered it.
     let _guard = shared.reload_lock.lock().await;
-    let result = apply(shared);
+    let result = apply(shared).await;
     let version = shared.config_version.load(Ordering::Relaxed);
     let status = ReloadStatus {
         at_unix: crate::frontend::unix_now(),
@@ -80,7 +80,7 @@ pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<u64, ConfigErro
 }
 
 /// Ok(true) when something changed.
-fn apply(shared: &Shared) -> Result<bool, ConfigErrors> {
+async fn apply(shared: &Shared) -> Result<bool, ConfigErrors> {
     let current = shared.config.load_full();
     let Some(path) = current.source.clone() else {
         return Err(ConfigErrors(vec![
@@ -91,6 +91,34 @@ fn apply(shared: &Shared) -> Result<bool, ConfigErrors> {
     let changes = config::diff(&current, &new)?;
     if changes.is_empty() {
         return Ok(false);
+    }
+    // A first secondary: recover and start its mirror before publishing, so
+    // a failure leaves the running config in place. Removing the secondary
+    // stops capture at once; the running applier drains what is journaled.
+    if let Some(secondary) = &new.secondary {
+        match shared.mirror.load_full() {
+            None => {
+                let mut probe = new.clone();
+                probe.primary = current.primary.clone();
+                let m = crate::mirror::runtime::Mirror::start(&probe)
+                    .await
+                    .map_err(|e| ConfigErrors(vec![format!("migration.secondary: {e}")]))?;
+                shared.mirror.store(Some(m));
+            }
+            Some(m) if m.secondary != *secondary => {
+                return Err(ConfigErrors(vec![format!(
+                    "migration.secondary: this process mirrors to {:?} (its journal may still hold \
+                     writes for it); switching to {secondary:?} needs a restart",
+                    m.secondary
+                )]));
+            }
+            Some(_) if current.secondary.is_none() => warn!(
+                %secondary,
+                "mirroring resumes; writes made while migration.secondary was unset were not \
+                 mirrored: run `tandem backfill` and `tandem verify` for the tables they touched"
+            ),
+            Some(_) => {}
+        }
     }
     let old_pools = shared.pools.load_full();
     let mut pools: HashMap<String, Arc<Pool>> = HashMap::new();

@@ -37,6 +37,8 @@ pub struct Shared {
     pub config_version: std::sync::atomic::AtomicU64,
     pub reload_lock: tokio::sync::Mutex<()>,
     pub last_reload: std::sync::Mutex<Option<crate::reload::ReloadStatus>>,
+    /// The running mirror while `migration.secondary` is set.
+    pub mirror: arc_swap::ArcSwapOption<crate::mirror::runtime::Mirror>,
 }
 
 /// Seconds since the Unix epoch.
@@ -84,6 +86,9 @@ impl RunningServer {
                 "shutdown grace period over; closing busy sessions"
             );
         }
+        if let Some(m) = self.shared.mirror.swap(None) {
+            m.stop().await;
+        }
     }
 }
 
@@ -127,7 +132,14 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         config_version: 1.into(),
         reload_lock: tokio::sync::Mutex::new(()),
         last_reload: std::sync::Mutex::new(None),
+        mirror: arc_swap::ArcSwapOption::empty(),
     });
+    if shared.config.load().secondary.is_some() {
+        let m = crate::mirror::runtime::Mirror::start(&shared.config.load())
+            .await
+            .map_err(std::io::Error::other)?;
+        shared.mirror.store(Some(m));
+    }
     let admin_addr = match shared.config.load().admin {
         Some(a) => Some(crate::admin::start(a, shared.clone()).await?),
         None => None,

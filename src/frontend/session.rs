@@ -7,6 +7,8 @@
 //! writes packets itself only for its own answers: the handshake, errors it
 //! raises (unknown command, unknown KILL target, lost backend).
 
+mod capture;
+
 use super::handshake::{self, Authenticated};
 use super::registry::SessionEntry;
 use super::Shared;
@@ -47,8 +49,15 @@ struct Prepared {
     /// The backend's id (equal to the client's id while the session stays on
     /// the backend it prepared on).
     backend_id: u32,
-    #[allow(dead_code)] // read by the mirror (dual-write milestone)
     route: Arc<Classified>,
+    /// The text as prepared on the backend (the mirror renders bound values
+    /// into it).
+    sql: Vec<u8>,
+    params: u16,
+    /// Parameter types from the last execute that sent them (type, unsigned).
+    types: Vec<(u8, bool)>,
+    /// COM_STMT_SEND_LONG_DATA chunks per parameter, until the next execute.
+    long_data: HashMap<u16, Vec<u8>>,
 }
 
 struct Session<'a> {
@@ -64,6 +73,7 @@ struct Session<'a> {
     stmts: HashMap<u32, Prepared>,
     scratch: Scratch,
     status: StatusFlags,
+    capture: capture::Capture,
 }
 
 /// Serves one client connection to the end.
@@ -93,6 +103,7 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
             stmts: HashMap::new(),
             scratch: Scratch::default(),
             status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            capture: capture::Capture::default(),
         };
         debug!(conn = id, %peer, user = %s.user, "session started");
         match s.serve(&cancel).await {
@@ -221,7 +232,15 @@ impl Session<'_> {
                 COM_QUIT => return Ok(()),
                 COM_QUERY => self.query(payload, seq).await?,
                 COM_STMT_PREPARE => self.prepare(payload, seq).await?,
+                COM_STMT_EXECUTE if self.capturing().is_some() => {
+                    self.execute(payload, seq).await?
+                }
                 COM_STMT_EXECUTE | COM_STMT_FETCH | COM_STMT_RESET => {
+                    if cmd == COM_STMT_RESET {
+                        if let Some(p) = stmt_id(&payload).and_then(|id| self.stmts.get_mut(&id)) {
+                            p.long_data.clear();
+                        }
+                    }
                     let expect = match cmd {
                         COM_STMT_EXECUTE => Expect::ResultSet,
                         COM_STMT_FETCH => Expect::Fetch,
@@ -235,6 +254,8 @@ impl Session<'_> {
                         if let Some(id) = stmt_id(&payload) {
                             self.stmts.remove(&id);
                         }
+                    } else {
+                        self.long_data(&payload);
                     }
                     let payload = self.map_stmt_id(payload)?;
                     self.send_to_backend(&payload).await?;
@@ -263,6 +284,7 @@ impl Session<'_> {
                     let summary = self.forward(&payload, seq, Expect::Single).await?;
                     if summary.error.is_none() {
                         self.stmts.clear();
+                        self.capture.reset();
                     }
                 }
                 COM_CHANGE_USER => self.change_user(payload, seq).await?,
@@ -282,6 +304,7 @@ impl Session<'_> {
                     self.reply_err(seq, &ErrSpec::unknown_command()).await?;
                 }
             }
+            self.check_txn_end();
         }
     }
 
@@ -298,20 +321,26 @@ impl Session<'_> {
                 }
             }
         }
-        let summary = if classified.calls_connection_id {
-            let rewritten = lexer::rewrite_connection_id(sql, &self.scratch.tokens, self.id);
-            match rewritten {
-                Some(new_sql) => {
-                    let mut p = Vec::with_capacity(new_sql.len() + 1);
-                    p.push(COM_QUERY);
-                    p.extend_from_slice(&new_sql);
-                    self.forward(&p, seq, Expect::ResultSet).await?
-                }
-                None => self.forward(&payload, seq, Expect::ResultSet).await?,
-            }
+        let rewritten = if classified.calls_connection_id {
+            lexer::rewrite_connection_id(sql, &self.scratch.tokens, self.id).map(|new_sql| {
+                let mut p = Vec::with_capacity(new_sql.len() + 1);
+                p.push(COM_QUERY);
+                p.extend_from_slice(&new_sql);
+                p
+            })
         } else {
-            self.forward(&payload, seq, Expect::ResultSet).await?
+            None
         };
+        let to_send = rewritten.as_deref().unwrap_or(&payload);
+        if let Some(m) = self.capturing() {
+            if rewritten.is_some() {
+                lexer::tokenize(&to_send[1..], &mut self.scratch.tokens);
+            }
+            if self.capture_query(&m, &classified, to_send, seq).await? {
+                return Ok(());
+            }
+        }
+        let summary = self.forward(to_send, seq, Expect::ResultSet).await?;
         if summary.error.is_none() {
             // Track the current database for pooling (and, later, cutover).
             if let Some(db) = classified
@@ -348,9 +377,22 @@ impl Session<'_> {
                 Expect::Prepare,
             )
             .await?;
-        if let Some((backend_id, _cols, _params)) = summary.prepared {
-            self.stmts
-                .insert(backend_id, Prepared { backend_id, route });
+        if let Some((backend_id, _cols, params)) = summary.prepared {
+            let sql = match &rewritten {
+                Some(p) => p[1..].to_vec(),
+                None => sql.to_vec(),
+            };
+            self.stmts.insert(
+                backend_id,
+                Prepared {
+                    backend_id,
+                    route,
+                    sql,
+                    params,
+                    types: Vec::new(),
+                    long_data: HashMap::new(),
+                },
+            );
         }
         Ok(())
     }
@@ -441,6 +483,7 @@ impl Session<'_> {
         }
         self.lease.reusable = true;
         self.stmts.clear();
+        self.capture.reset();
         self.user = cu.user;
         self.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT;
         self.client

@@ -15,12 +15,12 @@
 //! marked divergent, and the applier moves on (or halts, per policy).
 
 use super::journal::{JournalError, Lsn, Reader};
-use super::record::MirrorTxn;
+use super::record::{JournalRecord, MirrorTxn};
 use super::JournalHandle;
 use crate::config::BackendConfig;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -58,6 +58,70 @@ pub struct ApplierStats {
     /// Primary commit time of the last applied transaction (µs).
     pub last_committed_at_us: AtomicI64,
     pub divergent_tables: Mutex<BTreeSet<String>>,
+    /// Intents whose primary commit failed (nothing to apply).
+    pub skipped: AtomicU64,
+    /// Intents read but not yet applied (waiting for their outcome or turn).
+    pub waiting: AtomicU64,
+    /// Primary commit → secondary commit, per applied transaction.
+    pub lag: LagHistogram,
+}
+
+/// Upper bounds (ms) of the lag histogram's buckets; the last is open.
+pub const LAG_BUCKETS_MS: [u64; 14] = [
+    1,
+    2,
+    5,
+    10,
+    20,
+    50,
+    100,
+    200,
+    500,
+    1000,
+    2000,
+    5000,
+    10000,
+    u64::MAX,
+];
+
+/// A fixed-bucket histogram of apply lag (lock-free).
+#[derive(Debug, Default)]
+pub struct LagHistogram {
+    pub counts: [AtomicU64; 14],
+    pub sum_us: AtomicU64,
+}
+
+impl LagHistogram {
+    pub fn record(&self, lag_us: u64) {
+        let ms = lag_us / 1000;
+        let i = LAG_BUCKETS_MS.iter().position(|b| ms < *b).unwrap_or(13);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(lag_us, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound (Prometheus style).
+    pub fn cumulative(&self) -> Vec<(u64, u64)> {
+        let mut total = 0;
+        LAG_BUCKETS_MS
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| {
+                total += c.load(Ordering::Relaxed);
+                (*b, total)
+            })
+            .collect()
+    }
+
+    /// Upper bound (ms) of the bucket holding quantile `q`; None when empty.
+    pub fn quantile_ms(&self, q: f64) -> Option<u64> {
+        let cum = self.cumulative();
+        let total = cum.last().map_or(0, |c| c.1);
+        if total == 0 {
+            return None;
+        }
+        let want = ((total as f64) * q).ceil() as u64;
+        cum.iter().find(|(_, c)| *c >= want).map(|(b, _)| *b)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,40 +175,99 @@ impl Applier {
 
     /// Applies until `stop` is cancelled; then returns after the transaction
     /// in progress.
+    ///
+    /// The journal holds intents and outcomes (see `record::JournalRecord`).
+    /// Intents are taken in LSN order; the one at the head waits until its
+    /// outcome is durable, then is applied (committed) or skipped (aborted).
+    /// Only applied transactions move the stored position, so the journal is
+    /// truncated below it and a restart re-reads (and re-skips) the rest.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), ApplierError> {
         let mut durable = self.journal.durable();
-        let mut applied = self.load_position_retrying(&stop).await?;
-        self.stats.applied_lsn.store(applied, Ordering::Relaxed);
+        let stored = self.load_position_retrying(&stop).await?;
+        let mut stored_pos = stored;
+        let mut done = stored;
+        let mut read_to = stored;
+        self.stats.applied_lsn.store(done, Ordering::Relaxed);
         info!(
-            lsn = applied,
+            lsn = stored,
             "applier resuming after the secondary's stored position"
         );
+        let mut pending: BTreeMap<Lsn, Result<MirrorTxn, String>> = BTreeMap::new();
+        let mut outcomes: HashMap<Lsn, bool> = HashMap::new();
         let mut first_after_start = true;
         loop {
             if stop.is_cancelled() {
                 return Ok(());
             }
             let target = *durable.borrow_and_update();
-            if target > applied {
-                let mut reader = Reader::open(&self.cfg.journal_dir, applied + 1)?;
+            if target > read_to {
+                let mut reader = Reader::open(&self.cfg.journal_dir, read_to + 1)?;
                 while let Some((lsn, bytes)) = reader.next_record()? {
-                    if lsn > target || stop.is_cancelled() {
+                    if lsn > target {
                         break;
                     }
-                    let outcome = self
-                        .apply_record(&stop, lsn, &bytes, first_after_start)
-                        .await?;
-                    if outcome == Outcome::Stopped {
-                        // Not applied: the position and the journal stay
-                        // where they are for the next start.
-                        self.journal.truncate_before(applied + 1).await;
-                        return Ok(());
+                    read_to = lsn;
+                    match JournalRecord::decode(&bytes) {
+                        Ok(JournalRecord::Intent { token, txn }) => {
+                            pending.insert(lsn, Ok(txn));
+                            if token == 0 {
+                                outcomes.insert(lsn, true);
+                            }
+                        }
+                        Ok(JournalRecord::Outcome { intent, committed }) => {
+                            if intent > done {
+                                outcomes.insert(intent, committed);
+                            }
+                        }
+                        Err(e) => {
+                            // Dead-lettered below, in its place in the order.
+                            pending.insert(lsn, Err(e.to_string()));
+                            outcomes.insert(lsn, true);
+                        }
                     }
-                    first_after_start = false;
-                    applied = lsn;
+                }
+                self.stats
+                    .waiting
+                    .store(pending.len() as u64, Ordering::Relaxed);
+                while let Some((&lsn, _)) = pending.first_key_value() {
+                    let Some(committed) = outcomes.remove(&lsn) else {
+                        break;
+                    };
+                    let entry = pending.pop_first().map(|(_, e)| e);
+                    if committed {
+                        let outcome = match entry {
+                            Some(Ok(txn)) => {
+                                self.apply_txn(&stop, lsn, &txn, first_after_start).await?
+                            }
+                            Some(Err(reason)) => {
+                                self.permanent(lsn, None, &reason).await?;
+                                Outcome::Done
+                            }
+                            None => Outcome::Done,
+                        };
+                        if outcome == Outcome::Stopped {
+                            // Not applied: the position and the journal stay
+                            // where they are for the next start.
+                            self.journal.truncate_before(stored_pos + 1).await;
+                            return Ok(());
+                        }
+                        first_after_start = false;
+                        stored_pos = lsn;
+                    } else {
+                        self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    done = lsn;
                     self.stats.applied_lsn.store(lsn, Ordering::Relaxed);
                 }
-                self.journal.truncate_before(applied + 1).await;
+                self.stats
+                    .waiting
+                    .store(pending.len() as u64, Ordering::Relaxed);
+                if pending.is_empty() {
+                    // Outcome records past the last intent are done too.
+                    done = done.max(read_to);
+                    self.stats.applied_lsn.store(done, Ordering::Relaxed);
+                }
+                self.journal.truncate_before(stored_pos + 1).await;
                 continue;
             }
             tokio::select! {
@@ -154,20 +277,13 @@ impl Applier {
         }
     }
 
-    async fn apply_record(
+    async fn apply_txn(
         &mut self,
         stop: &CancellationToken,
         lsn: Lsn,
-        bytes: &[u8],
+        txn: &MirrorTxn,
         first_after_start: bool,
     ) -> Result<Outcome, ApplierError> {
-        let txn = match MirrorTxn::decode(bytes) {
-            Ok(t) => t,
-            Err(e) => {
-                self.permanent(lsn, None, &e.to_string()).await?;
-                return Ok(Outcome::Done);
-            }
-        };
         let mut attempt = 0u32;
         loop {
             let timeout = self.cfg.attempt_timeout;
@@ -177,7 +293,7 @@ impl Applier {
                 if attempt > 0 && self.load_position().await? >= lsn {
                     return Ok(true);
                 }
-                self.try_apply(lsn, &txn, first_after_start)
+                self.try_apply(lsn, txn, first_after_start)
                     .await
                     .map(|_| false)
             })
@@ -200,6 +316,11 @@ impl Applier {
                     self.stats
                         .last_committed_at_us
                         .store(txn.committed_at_us, Ordering::Relaxed);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as i64);
+                    let lag = (now - txn.committed_at_us).max(0) as u64;
+                    self.stats.lag.record(lag);
                     return Ok(Outcome::Done);
                 }
                 Err(e) if is_transient(&e) => {
@@ -211,7 +332,7 @@ impl Applier {
                 }
                 Err(e) => {
                     let _ = self.rollback().await;
-                    self.permanent(lsn, Some(&txn), &e.to_string()).await?;
+                    self.permanent(lsn, Some(txn), &e.to_string()).await?;
                     return Ok(Outcome::Done);
                 }
             }
@@ -253,8 +374,13 @@ impl Applier {
         &mut self,
         st: &super::record::MirrorStatement,
     ) -> Result<(), mysql_async::Error> {
-        if st.db.is_some() && st.db != self.current_db {
-            let db = st.db.clone().unwrap_or_default();
+        // No database: the secondary URL's own (the primary URL's maps to it).
+        let target = st
+            .db
+            .clone()
+            .or_else(|| self.cfg.secondary.database.clone());
+        if target.is_some() && target != self.current_db {
+            let db = target.unwrap_or_default();
             self.conn()
                 .await?
                 .query_drop(format!("USE `{}`", db.replace('`', "``")))

@@ -1,14 +1,22 @@
 //! Mirroring committed writes to the secondary (dual-write milestone).
 //!
-//! Present so far: the durable journal (`journal`) and its group-commit
-//! writer (`JournalHandle`). Capture in the session, the record format and
-//! the applier build on these.
+//! - `journal`: segments of CRC-checked records; `JournalHandle` (below) is
+//!   its group-commit writer thread.
+//! - `record`: what a record holds (intents, outcomes, pinned values).
+//! - `applier`: replays committed intents on the secondary, exactly once.
+//! - `runtime`: the running mirror `serve` owns: start-up recovery of
+//!   in-doubt intents, commit markers on the primary, the applier task.
+//!
+//! Capture itself happens in the session (`frontend::session::capture`).
 
 pub mod applier;
 pub mod journal;
 pub mod record;
+pub mod runtime;
 
 use journal::{Journal, JournalError, Lsn};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -22,6 +30,7 @@ enum Request {
 pub struct JournalHandle {
     tx: mpsc::Sender<Request>,
     durable: watch::Receiver<Lsn>,
+    bytes: Arc<AtomicU64>,
 }
 
 /// Requests taken into one batch (one fsync) at most.
@@ -33,6 +42,8 @@ impl JournalHandle {
     pub fn spawn(mut journal: Journal, queue: usize) -> (Self, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Request>(queue.max(1));
         let (durable_tx, durable) = watch::channel(journal.durable_lsn());
+        let bytes = Arc::new(AtomicU64::new(journal.size_bytes()));
+        let size = bytes.clone();
         let thread = std::thread::Builder::new()
             .name("tandem-journal".into())
             .spawn(move || {
@@ -46,11 +57,12 @@ impl JournalHandle {
                         }
                     }
                     write_batch(&mut journal, &mut batch, &durable_tx);
+                    size.store(journal.size_bytes(), Ordering::Relaxed);
                 }
                 let _ = journal.sync();
             })
             .expect("spawning the journal thread");
-        (Self { tx, durable }, thread)
+        (Self { tx, durable, bytes }, thread)
     }
 
     /// Appends a record and waits until it is on disk; returns its LSN.
@@ -68,6 +80,11 @@ impl JournalHandle {
     /// Lets the writer delete segments below `lsn` (applied everywhere).
     pub async fn truncate_before(&self, lsn: Lsn) {
         let _ = self.tx.send(Request::TruncateBefore(lsn)).await;
+    }
+
+    /// Bytes the journal's segments hold on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Watch of the highest durable LSN (the applier reads up to it).

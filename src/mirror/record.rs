@@ -9,8 +9,49 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Format version, first byte of every encoded record.
+/// Format version of a bare committed transaction (first byte).
 const VERSION: u8 = 1;
+/// Format version of a [`JournalRecord`] (intent or outcome).
+const RECORD_VERSION: u8 = 2;
+
+/// One journal entry as the capture path writes it.
+///
+/// A session journals an `Intent` (and waits for its fsync) *before* it
+/// forwards COMMIT to the primary, so intent order is commit order for every
+/// pair of transactions that touched the same rows; after the COMMIT's answer
+/// it journals the `Outcome`. The applier applies an intent only once its
+/// outcome says committed. An intent left without an outcome by a crash is
+/// resolved at start-up against the marker row (`token`) the transaction
+/// wrote on the primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JournalRecord {
+    Intent { token: u64, txn: MirrorTxn },
+    Outcome { intent: u64, committed: bool },
+}
+
+impl JournalRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_VERSION];
+        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decodes either format; a version-1 record is a transaction known to
+    /// have committed (token 0: nothing to resolve).
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        match bytes.split_first() {
+            Some((&RECORD_VERSION, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| RecordError::Decode(e.to_string()))
+            }
+            Some((&VERSION, _)) => Ok(JournalRecord::Intent {
+                token: 0,
+                txn: MirrorTxn::decode(bytes)?,
+            }),
+            Some((&v, _)) => Err(RecordError::Version(v)),
+            None => Err(RecordError::Decode("empty record".into())),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorTxn {
@@ -104,6 +145,30 @@ mod tests {
             }],
         };
         assert_eq!(MirrorTxn::decode(&txn.encode()).unwrap(), txn);
+    }
+
+    #[test]
+    fn intents_and_outcomes_round_trip_and_v1_reads_as_committed() {
+        let txn = MirrorTxn {
+            committed_at_us: 5,
+            conn_id: 1,
+            statements: vec![],
+        };
+        let i = JournalRecord::Intent {
+            token: 99,
+            txn: txn.clone(),
+        };
+        assert_eq!(JournalRecord::decode(&i.encode()).unwrap(), i);
+        let o = JournalRecord::Outcome {
+            intent: 7,
+            committed: false,
+        };
+        assert_eq!(JournalRecord::decode(&o.encode()).unwrap(), o);
+        assert_eq!(
+            JournalRecord::decode(&txn.encode()).unwrap(),
+            JournalRecord::Intent { token: 0, txn }
+        );
+        assert!(JournalRecord::decode(&[3, 0]).is_err());
     }
 
     #[test]

@@ -17,6 +17,15 @@ pub struct Uses {
     pub rand: bool,
     pub uuid: bool,
     pub last_insert_id: bool,
+    /// SYSDATE() ignores SET TIMESTAMP; the session rewrites it to NOW().
+    pub sysdate: bool,
+}
+
+impl Uses {
+    /// The statement text must be rewritten (UUID() literals, SYSDATE()).
+    pub fn needs_rewrite(&self) -> bool {
+        self.uuid || self.sysdate
+    }
 }
 
 /// Why a write cannot be mirrored deterministically.
@@ -83,9 +92,8 @@ const TIME_FUNCS: &[&str] = &[
     "LOCALTIMESTAMP",
 ];
 
-/// Functions replication cannot pin (SYSDATE ignores SET TIMESTAMP).
+/// Functions whose value cannot be pinned on the secondary.
 const UNSAFE_FUNCS: &[&str] = &[
-    "SYSDATE",
     "UUID_SHORT",
     "USER",
     "CURRENT_USER",
@@ -175,6 +183,9 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
                     d.uses.rand = true;
                 } else if is("UUID") {
                     d.uses.uuid = true;
+                } else if is("SYSDATE") {
+                    d.uses.time = true;
+                    d.uses.sysdate = true;
                 } else if is("LAST_INSERT_ID") {
                     d.uses.last_insert_id = true;
                 } else if let Some(f) = UNSAFE_FUNCS.iter().find(|f| is(f)) {
@@ -186,6 +197,12 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
     }
     if matches!(kind, WriteKind::Insert | WriteKind::Replace) && top_select && !order_by_at_top {
         set(UnsafeReason::InsertSelectWithoutOrder);
+    }
+    // UUID() is spliced in as one literal per call site: right for a row of
+    // VALUES, wrong for a statement that evaluates it once per matched row.
+    let values_only = matches!(kind, WriteKind::Insert | WriteKind::Replace) && !top_select;
+    if d.uses.uuid && !values_only {
+        set(UnsafeReason::Function("UUID".into()));
     }
     d.unsafe_reason = unsafe_reason;
     d
@@ -224,9 +241,14 @@ mod tests {
             ("INSERT INTO t (a) VALUES ((SELECT MAX(a) FROM u))", None),
             ("INSERT INTO t (a) VALUES (@x)", Some("UserVariable")),
             ("UPDATE t SET a = @@hostname", Some("SystemVariable")),
+            ("INSERT INTO t (a) VALUES (SYSDATE())", None),
             (
-                "INSERT INTO t (a) VALUES (SYSDATE())",
-                Some("Function(\"SYSDATE\")"),
+                "UPDATE t SET u = UUID() WHERE id = 1",
+                Some("Function(\"UUID\")"),
+            ),
+            (
+                "INSERT INTO t SELECT UUID() FROM u ORDER BY id",
+                Some("Function(\"UUID\")"),
             ),
             (
                 "INSERT INTO t (a) VALUES (UUID_SHORT())",

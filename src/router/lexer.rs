@@ -572,3 +572,144 @@ mod tests {
         }
     }
 }
+
+/// Rewrites what the primary would evaluate differently from the secondary:
+/// each `UUID()` call becomes a string literal from `uuid()` (the same text
+/// then runs on both sides) and `SYSDATE(` becomes `NOW(` (which honours the
+/// pinned statement time). Token positions only; the rest is kept byte for
+/// byte. None when there is nothing to rewrite.
+pub fn pin_rewrite(
+    sql: &[u8],
+    tokens: &[Token],
+    mut uuid: impl FnMut() -> String,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(sql.len() + 64);
+    let mut at = 0;
+    let mut changed = false;
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        let open = tokens
+            .get(i + 1)
+            .is_some_and(|n| n.kind == Tok::Punct(b'('));
+        let close = tokens
+            .get(i + 2)
+            .is_some_and(|n| n.kind == Tok::Punct(b')'));
+        if t.is_word(sql, "UUID") && open && close {
+            out.extend_from_slice(&sql[at..t.start]);
+            out.push(b'\'');
+            out.extend_from_slice(uuid().as_bytes());
+            out.push(b'\'');
+            at = tokens[i + 2].end;
+            changed = true;
+            i += 3;
+            continue;
+        }
+        if t.is_word(sql, "SYSDATE") && open {
+            out.extend_from_slice(&sql[at..t.start]);
+            out.extend_from_slice(b"NOW");
+            at = t.end;
+            changed = true;
+        }
+        i += 1;
+    }
+    if !changed {
+        return None;
+    }
+    out.extend_from_slice(&sql[at..]);
+    Some(out)
+}
+
+/// Number of `?` placeholders.
+pub fn count_params(tokens: &[Token]) -> usize {
+    tokens.iter().filter(|t| t.kind == Tok::Param).count()
+}
+
+/// Replaces the `?` placeholders, in order, with `values` (SQL literals).
+/// None when the counts differ.
+pub fn render_params(sql: &[u8], tokens: &[Token], values: &[String]) -> Option<Vec<u8>> {
+    let params: Vec<&Token> = tokens.iter().filter(|t| t.kind == Tok::Param).collect();
+    if params.len() != values.len() {
+        return None;
+    }
+    let extra: usize = values.iter().map(|v| v.len()).sum();
+    let mut out = Vec::with_capacity(sql.len() + extra);
+    let mut at = 0;
+    for (t, v) in params.iter().zip(values) {
+        out.extend_from_slice(&sql[at..t.start]);
+        out.extend_from_slice(v.as_bytes());
+        at = t.end;
+    }
+    out.extend_from_slice(&sql[at..]);
+    Some(out)
+}
+
+/// The name a SAVEPOINT / ROLLBACK TO / RELEASE SAVEPOINT statement names
+/// (its last word or quoted identifier), unquoted.
+pub fn savepoint_name(sql: &[u8], tokens: &[Token]) -> Option<String> {
+    let t = tokens
+        .iter()
+        .rev()
+        .find(|t| matches!(t.kind, Tok::Word | Tok::Quoted))?;
+    let text = t.text(sql);
+    let text = if t.kind == Tok::Quoted && text.len() >= 2 {
+        &text[1..text.len() - 1]
+    } else {
+        text
+    };
+    Some(String::from_utf8_lossy(text).to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::*;
+
+    fn toks(sql: &[u8]) -> Vec<Token> {
+        let mut v = Vec::new();
+        tokenize(sql, &mut v);
+        v
+    }
+
+    #[test]
+    fn uuid_and_sysdate_are_rewritten_at_token_positions_only() {
+        let sql =
+            b"INSERT INTO t (u, v, s, c) VALUES (UUID(), uuid( ), SYSDATE(6), 'UUID()') -- UUID()";
+        let mut n = 0;
+        let out = pin_rewrite(sql, &toks(sql), || {
+            n += 1;
+            format!("u{n}")
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "INSERT INTO t (u, v, s, c) VALUES ('u1', 'u2', NOW(6), 'UUID()') -- UUID()"
+        );
+        let plain = b"INSERT INTO t (uuid) VALUES (1)";
+        assert!(pin_rewrite(plain, &toks(plain), || unreachable!()).is_none());
+    }
+
+    #[test]
+    fn params_are_rendered_in_order() {
+        let sql = b"UPDATE t SET a = ?, b = '?' WHERE id = ?";
+        let t = toks(sql);
+        assert_eq!(count_params(&t), 2);
+        let out = render_params(sql, &t, &["'x'".into(), "7".into()]).unwrap();
+        assert_eq!(out, b"UPDATE t SET a = 'x', b = '?' WHERE id = 7");
+        assert!(render_params(sql, &t, &["1".into()]).is_none());
+    }
+
+    #[test]
+    fn savepoint_names() {
+        for (sql, name) in [
+            ("SAVEPOINT a1", "a1"),
+            ("ROLLBACK TO SAVEPOINT `My Sp`", "my sp"),
+            ("ROLLBACK WORK TO b", "b"),
+            ("RELEASE SAVEPOINT C", "c"),
+        ] {
+            assert_eq!(
+                savepoint_name(sql.as_bytes(), &toks(sql.as_bytes())).as_deref(),
+                Some(name)
+            );
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! so tests run in parallel.
 #![allow(dead_code)]
 
+pub mod mirror;
 pub mod raw;
 pub mod relay;
 

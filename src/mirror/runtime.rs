@@ -1,0 +1,525 @@
+//! The running mirror that `serve` owns while `migration.secondary` is set.
+//!
+//! Start-up, in this order: open the journal (a torn tail is cut), make sure
+//! the commit-marker table exists on the primary, resolve every intent the
+//! journal holds without an outcome (a crash between "intent durable" and
+//! "outcome written") by looking for its marker row on the primary, then
+//! start the group-commit writer, the applier and the marker clean-up.
+//!
+//! Commit markers: each mirrored transaction inserts its token into
+//! `_tandem_commit` in the primary URL's database, inside the transaction,
+//! before COMMIT. The row exists iff the transaction committed, which is
+//! what an in-doubt intent is resolved by. Cost: one small insert per
+//! mirrored transaction on the primary (pipelined, no extra round trip for
+//! explicit transactions) and a periodic range delete. Rows are deleted once
+//! their outcome is durable in the journal.
+
+use super::applier::{Applier, ApplierConfig, ApplierStats, OnPermanentError};
+use super::journal::{Journal, JournalError, Lsn, DEFAULT_SEGMENT_BYTES};
+use super::record::{JournalRecord, MirrorTxn};
+use super::JournalHandle;
+use crate::config::{BackendConfig, Config};
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Name of the marker table on the primary.
+pub const MARKER_TABLE: &str = "_tandem_commit";
+
+/// Token of a DDL intent: DDL commits by itself, so it has no marker row; an
+/// in-doubt DDL is applied (a replay that finds it done is skipped).
+pub const DDL_TOKEN: u64 = u64::MAX;
+
+/// Appends that may wait for the writer thread at once.
+const JOURNAL_QUEUE: usize = 16 * 1024;
+
+/// Counters of the capture side (sessions).
+#[derive(Debug, Default)]
+pub struct CaptureStats {
+    /// Transactions journaled as committed on the primary.
+    pub committed: AtomicU64,
+    /// Statements inside them.
+    pub statements: AtomicU64,
+    /// Intents whose COMMIT failed on the primary (nothing to mirror).
+    pub aborted: AtomicU64,
+    /// Intents whose COMMIT answer was lost; resolved from the marker.
+    pub in_doubt: AtomicU64,
+    /// Unsafe writes refused (`unsafe_writes: reject`).
+    pub unsafe_rejected: AtomicU64,
+    /// Unsafe writes run on the primary only (`unsafe_writes: primary_only`).
+    pub unsafe_primary_only: AtomicU64,
+    /// Committed writes that were neither journaled nor reported divergent.
+    /// Nothing in Tandem increments it: it exists so that claim is visible.
+    pub dropped: AtomicU64,
+    /// Journal failures (the write committed; its tables marked divergent).
+    pub journal_errors: AtomicU64,
+}
+
+/// An in-doubt intent to resolve against the primary.
+struct InDoubt {
+    lsn: Lsn,
+    token: u64,
+    /// Backend thread that ran the transaction (killed first, so the answer
+    /// cannot race with a commit still in progress).
+    thread: Option<u32>,
+}
+
+pub struct Mirror {
+    pub secondary: String,
+    pub journal: JournalHandle,
+    pub applier: Arc<ApplierStats>,
+    pub stats: CaptureStats,
+    primary: BackendConfig,
+    marker: String,
+    next_token: Mutex<(u64, BTreeSet<u64>)>,
+    last_intent: AtomicU64,
+    divergent: Mutex<BTreeMap<String, String>>,
+    divergent_path: PathBuf,
+    in_doubt: mpsc::UnboundedSender<InDoubt>,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorStartError {
+    #[error("journal {0}: {1}")]
+    Journal(String, JournalError),
+    #[error("primary {0}: {1}")]
+    Primary(String, String),
+    #[error("{0}")]
+    Config(String),
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+impl Mirror {
+    /// Recovers and starts mirroring to `cfg.secondary`.
+    pub async fn start(cfg: &Config) -> Result<Arc<Mirror>, MirrorStartError> {
+        let Some(secondary_name) = cfg.secondary.clone() else {
+            return Err(MirrorStartError::Config("no migration.secondary".into()));
+        };
+        let secondary = cfg.backends[&secondary_name].clone();
+        let primary = cfg.primary_backend().clone();
+        let Some(db) = primary.database.clone() else {
+            return Err(MirrorStartError::Config(
+                "the primary URL must name a database (Tandem keeps its commit markers there)"
+                    .into(),
+            ));
+        };
+        let marker = format!("{}.{}", quote_ident(&db), quote_ident(MARKER_TABLE));
+        let dir = cfg.journal.clone();
+        let jerr = |e| MirrorStartError::Journal(dir.display().to_string(), e);
+        let journal = Journal::open(&dir, DEFAULT_SEGMENT_BYTES).map_err(jerr)?;
+        let (ddl, unresolved): (Vec<_>, Vec<_>) = unresolved_intents(&journal)
+            .map_err(jerr)?
+            .into_iter()
+            .partition(|(_, t)| *t == DDL_TOKEN);
+
+        let mut conn = connect_retrying(&primary, cfg.limits.connect_timeout).await?;
+        let perr =
+            |e: mysql_async::Error| MirrorStartError::Primary(primary.name.clone(), e.to_string());
+        conn.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {marker} (token BIGINT UNSIGNED NOT NULL PRIMARY KEY) ENGINE=InnoDB"
+        ))
+        .await
+        .map_err(perr)?;
+        let max: Option<u64> = conn
+            .query_first::<Option<u64>, _>(format!("SELECT MAX(token) FROM {marker}"))
+            .await
+            .map_err(perr)?
+            .flatten();
+        let mut outcomes: Vec<JournalRecord> = ddl
+            .iter()
+            .map(|(lsn, _)| JournalRecord::Outcome {
+                intent: *lsn,
+                committed: true,
+            })
+            .collect();
+        for chunk in unresolved.chunks(1000) {
+            let list = chunk
+                .iter()
+                .map(|(_, t)| t.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let found: Vec<u64> = conn
+                .query(format!(
+                    "SELECT token FROM {marker} WHERE token IN ({list})"
+                ))
+                .await
+                .map_err(perr)?;
+            for (lsn, token) in chunk {
+                let committed = found.contains(token);
+                info!(
+                    lsn,
+                    token, committed, "in-doubt intent resolved from the primary's commit marker"
+                );
+                outcomes.push(JournalRecord::Outcome {
+                    intent: *lsn,
+                    committed,
+                });
+            }
+        }
+        let _ = conn.disconnect().await;
+
+        let last_intent = journal.next_lsn().saturating_sub(1);
+        let (handle, writer) = JournalHandle::spawn(journal, JOURNAL_QUEUE);
+        for o in &outcomes {
+            handle.append(o.encode()).await.map_err(jerr)?;
+        }
+        let divergent_path = dir.join("divergent.json");
+        let divergent = std::fs::read(&divergent_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
+            .unwrap_or_default();
+        let applier = Applier::new(
+            ApplierConfig {
+                secondary,
+                journal_dir: dir.clone(),
+                dead_letter: dir.join("dead-letter.jsonl"),
+                on_permanent_error: OnPermanentError::Continue,
+                attempt_timeout: Duration::from_secs(30),
+            },
+            handle.clone(),
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        let first_token = max.map_or(0, |m| m + 1).max(now_us() as u64);
+        let mirror = Arc::new(Mirror {
+            secondary: secondary_name,
+            journal: handle,
+            applier: applier.stats(),
+            stats: CaptureStats::default(),
+            primary,
+            marker,
+            next_token: Mutex::new((first_token, BTreeSet::new())),
+            last_intent: AtomicU64::new(last_intent),
+            divergent: Mutex::new(divergent),
+            divergent_path,
+            in_doubt: tx,
+            stop: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
+            writer: Mutex::new(Some(writer)),
+        });
+        let stop = mirror.stop.clone();
+        let apply_task = tokio::spawn(async move {
+            if let Err(e) = applier.run(stop).await {
+                error!(error = %e, "applier stopped");
+            }
+        });
+        let resolver = tokio::spawn(resolve_in_doubt(Arc::downgrade(&mirror), rx));
+        let cleaner = tokio::spawn(clean_markers(Arc::downgrade(&mirror)));
+        mirror
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([apply_task, resolver, cleaner]);
+        info!(
+            secondary = %mirror.secondary,
+            journal = %dir.display(),
+            resolved = outcomes.len(),
+            "mirroring committed writes"
+        );
+        Ok(mirror)
+    }
+
+    /// Stops the applier (after the transaction it is applying) and the
+    /// background tasks; the journal keeps everything not yet applied.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// A fresh marker token; it counts as in flight until its outcome is
+    /// durable (or it is abandoned), so clean-up never deletes its row early.
+    pub fn token(&self) -> u64 {
+        let mut g = self.next_token.lock().unwrap_or_else(|p| p.into_inner());
+        let t = g.0;
+        g.0 += 1;
+        g.1.insert(t);
+        t
+    }
+
+    /// The token's transaction wrote no intent (its statement failed).
+    pub fn abandon(&self, token: u64) {
+        self.next_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .remove(&token);
+    }
+
+    /// `INSERT` of the marker row for `token` (run inside the transaction).
+    pub fn marker_insert(&self, token: u64) -> String {
+        format!("INSERT INTO {} (token) VALUES ({token})", self.marker)
+    }
+
+    /// Journals an intent and waits until it is durable.
+    pub async fn intent(&self, token: u64, txn: MirrorTxn) -> Result<Lsn, JournalError> {
+        let lsn = self
+            .journal
+            .append(JournalRecord::Intent { token, txn }.encode())
+            .await?;
+        self.last_intent.fetch_max(lsn, Ordering::Relaxed);
+        Ok(lsn)
+    }
+
+    /// Records the primary's answer to an intent's COMMIT. The session does
+    /// not wait for it: the marker row settles the question after a crash.
+    pub fn outcome(self: &Arc<Self>, lsn: Lsn, token: u64, committed: bool) {
+        let m = self.clone();
+        tokio::spawn(async move {
+            let rec = JournalRecord::Outcome {
+                intent: lsn,
+                committed,
+            };
+            match m.journal.append(rec.encode()).await {
+                Ok(_) => m.abandon(token),
+                // The intent stays unresolved in the journal and is settled
+                // from the marker at the next start; keep the marker.
+                Err(e) => {
+                    m.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                    error!(lsn, error = %e, "journal: outcome not written")
+                }
+            }
+        });
+        if committed {
+            self.stats.committed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.aborted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The COMMIT's answer was lost with the backend connection: settle it
+    /// from the marker in the background (the applier waits for it).
+    pub fn in_doubt(&self, lsn: Lsn, token: u64, thread: Option<u32>) {
+        self.stats.in_doubt.fetch_add(1, Ordering::Relaxed);
+        let _ = self.in_doubt.send(InDoubt { lsn, token, thread });
+    }
+
+    /// Marks tables whose secondary copy can no longer be trusted (they need
+    /// a backfill/verify). Persisted next to the journal.
+    pub fn mark_divergent(&self, tables: &[String], reason: &str) {
+        let mut d = self.divergent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = false;
+        for t in tables {
+            if !d.contains_key(t) {
+                d.insert(t.clone(), reason.to_string());
+                changed = true;
+            }
+        }
+        if changed {
+            warn!(?tables, reason, "tables marked divergent");
+            if let Ok(json) = serde_json::to_vec_pretty(&*d) {
+                let tmp = self.divergent_path.with_extension("json.tmp");
+                let r = std::fs::write(&tmp, json)
+                    .and_then(|_| std::fs::rename(&tmp, &self.divergent_path));
+                if let Err(e) = r {
+                    error!(error = %e, "cannot persist the divergent-table list");
+                }
+            }
+        }
+    }
+
+    /// Divergent tables and why (capture side and applier dead letters).
+    pub fn divergent(&self) -> BTreeMap<String, String> {
+        let mut d = self
+            .divergent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let applier = self
+            .applier
+            .divergent_tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for t in applier.iter() {
+            d.entry(t.clone())
+                .or_insert_with(|| "dead-lettered on the secondary".into());
+        }
+        d
+    }
+
+    /// Lag: journaled-but-unapplied LSNs and seconds since the primary
+    /// commit of the oldest transaction not yet applied (0 when caught up).
+    pub fn lag(&self) -> (u64, f64) {
+        let last = self.last_intent.load(Ordering::Relaxed);
+        let applied = self.applier.applied_lsn.load(Ordering::Relaxed);
+        let behind = last.saturating_sub(applied);
+        let waiting = self.applier.waiting.load(Ordering::Relaxed);
+        if behind == 0 && waiting == 0 {
+            return (0, 0.0);
+        }
+        let at = self.applier.last_committed_at_us.load(Ordering::Relaxed);
+        let secs = if at > 0 {
+            ((now_us() - at).max(0) as f64) / 1e6
+        } else {
+            0.0
+        };
+        (behind, secs)
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        // The writer thread ends when the last handle is gone.
+        drop(self.writer.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+
+/// Intents in the journal without an outcome, with their tokens.
+fn unresolved_intents(journal: &Journal) -> Result<Vec<(Lsn, u64)>, JournalError> {
+    let mut intents: BTreeMap<Lsn, u64> = BTreeMap::new();
+    let mut outcomes: HashMap<Lsn, bool> = HashMap::new();
+    let mut reader = journal.reader(journal.first_lsn())?;
+    while let Some((lsn, bytes)) = reader.next_record()? {
+        match JournalRecord::decode(&bytes) {
+            Ok(JournalRecord::Intent { token, .. }) if token != 0 => {
+                intents.insert(lsn, token);
+            }
+            Ok(JournalRecord::Outcome { intent, committed }) => {
+                outcomes.insert(intent, committed);
+            }
+            _ => {}
+        }
+    }
+    Ok(intents
+        .into_iter()
+        .filter(|(lsn, _)| !outcomes.contains_key(lsn))
+        .collect())
+}
+
+async fn connect_retrying(b: &BackendConfig, timeout: Duration) -> Result<Conn, MirrorStartError> {
+    let deadline = tokio::time::Instant::now() + timeout.max(Duration::from_secs(10));
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match tokio::time::timeout(timeout, Conn::new(crate::backend::client_opts(b))).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) if tokio::time::Instant::now() >= deadline => {
+                return Err(MirrorStartError::Primary(b.name.clone(), e.to_string()))
+            }
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(MirrorStartError::Primary(
+                    b.name.clone(),
+                    "connect timed out".into(),
+                ))
+            }
+            _ => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Settles in-doubt intents, retrying until the primary answers.
+async fn resolve_in_doubt(
+    mirror: std::sync::Weak<Mirror>,
+    mut rx: mpsc::UnboundedReceiver<InDoubt>,
+) {
+    while let Some(d) = rx.recv().await {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let Some(m) = mirror.upgrade() else { return };
+            match m.check_marker(&d).await {
+                Ok(committed) => {
+                    info!(
+                        lsn = d.lsn,
+                        token = d.token,
+                        committed,
+                        "in-doubt commit resolved from the primary's marker"
+                    );
+                    m.outcome(d.lsn, d.token, committed);
+                    break;
+                }
+                Err(e) => {
+                    warn!(lsn = d.lsn, error = %e, ?wait, "cannot resolve in-doubt commit yet");
+                    let stop = m.stop.clone();
+                    drop(m);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+impl Mirror {
+    async fn check_marker(&self, d: &InDoubt) -> Result<bool, mysql_async::Error> {
+        let mut conn = Conn::new(crate::backend::client_opts(&self.primary)).await?;
+        if let Some(thread) = d.thread {
+            // Ends the transaction if it is still open; 1094: already gone.
+            match conn.query_drop(format!("KILL {thread}")).await {
+                Ok(()) => {}
+                Err(mysql_async::Error::Server(e)) if e.code == 1094 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // A locking read waits for a commit still holding the row.
+        let found: Option<u64> = conn
+            .query_first(format!(
+                "SELECT token FROM {} WHERE token = {} LOCK IN SHARE MODE",
+                self.marker, d.token
+            ))
+            .await?;
+        let _ = conn.disconnect().await;
+        Ok(found.is_some())
+    }
+}
+
+/// Deletes marker rows whose outcome is durable (every token below the
+/// oldest one still in flight).
+async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
+    let mut conn: Option<Conn> = None;
+    loop {
+        let stop = match mirror.upgrade() {
+            Some(m) => m.stop.clone(),
+            None => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let Some(m) = mirror.upgrade() else { return };
+        let cutoff = {
+            let g = m.next_token.lock().unwrap_or_else(|p| p.into_inner());
+            g.1.first().copied().unwrap_or(g.0)
+        };
+        if conn.is_none() {
+            conn = Conn::new(crate::backend::client_opts(&m.primary))
+                .await
+                .ok();
+        }
+        if let Some(c) = conn.as_mut() {
+            let sql = format!("DELETE FROM {} WHERE token < {cutoff}", m.marker);
+            if let Err(e) = c.query_drop(sql).await {
+                warn!(error = %e, "commit-marker clean-up failed; retrying later");
+                conn = None;
+            }
+        }
+    }
+}

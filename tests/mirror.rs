@@ -1,0 +1,264 @@
+//! Dual-write semantics through Tandem against real MariaDB primary and
+//! secondary databases: what is mirrored, when, with which values.
+
+mod common;
+
+use common::mirror::*;
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, TxOpts};
+
+const ITEMS: &str = "CREATE TABLE items (
+    id BIGINT AUTO_INCREMENT PRIMARY KEY,
+    name VARCHAR(64) NOT NULL,
+    qty INT NOT NULL DEFAULT 0,
+    u CHAR(36) NULL,
+    r DOUBLE NULL,
+    at DATETIME(6) NULL,
+    created TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    updated TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+    UNIQUE KEY (name)
+) ENGINE=InnoDB";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_writes_reach_the_secondary_with_the_primarys_values() {
+    let env = MirrorEnv::start("basic", "").await;
+    env.create_both(ITEMS).await;
+    let mut c = env.proxy().await;
+    // Autocommit writes: generated ids, time, UUID, RAND, defaults.
+    c.query_drop("INSERT INTO items (name, u, r, at) VALUES ('a', UUID(), RAND(), NOW(6))")
+        .await
+        .unwrap();
+    assert_eq!(c.last_insert_id(), Some(1));
+    c.query_drop("INSERT INTO items (name, at) VALUES ('b', SYSDATE(6)), ('c', UTC_TIMESTAMP(6)), ('d', CURRENT_TIMESTAMP(6))")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE items SET qty = qty + 1 WHERE name IN ('a', 'b')")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO items (name, qty) VALUES ('a', 5) ON DUPLICATE KEY UPDATE qty = qty + VALUES(qty)")
+        .await
+        .unwrap();
+    c.query_drop("REPLACE INTO items (name, qty) VALUES ('c', 9)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO items (name, qty) VALUES ('e', LAST_INSERT_ID())")
+        .await
+        .unwrap();
+    // The client sees autocommit status, not Tandem's wrapping transaction.
+    let in_txn: u8 = c
+        .query_first("SELECT @@in_transaction")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(in_txn, 0);
+    // A failed statement mirrors nothing and reaches the client unchanged.
+    let err = c
+        .query_drop("INSERT INTO items (name) VALUES ('a')")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Duplicate entry"), "{err}");
+
+    // Explicit transactions: committed ones together, rolled back ones not.
+    let mut tx = c.start_transaction(TxOpts::default()).await.unwrap();
+    tx.query_drop("INSERT INTO items (name) VALUES ('t1')")
+        .await
+        .unwrap();
+    tx.query_drop("UPDATE items SET qty = 100 WHERE name = 'b'")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = c.start_transaction(TxOpts::default()).await.unwrap();
+    tx.query_drop("INSERT INTO items (name) VALUES ('rolled')")
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    // Savepoints.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO items (name) VALUES ('s1')")
+        .await
+        .unwrap();
+    c.query_drop("SAVEPOINT sp").await.unwrap();
+    c.query_drop("INSERT INTO items (name) VALUES ('s2')")
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK TO SAVEPOINT sp").await.unwrap();
+    c.query_drop("INSERT INTO items (name) VALUES ('s3')")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    // autocommit = 0 transactions.
+    c.query_drop("SET autocommit = 0").await.unwrap();
+    c.query_drop("INSERT INTO items (name) VALUES ('ac0')")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop("INSERT INTO items (name) VALUES ('ac0-rolled')")
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    c.query_drop("INSERT INTO items (name) VALUES ('ac0-implicit')")
+        .await
+        .unwrap();
+    // Turning autocommit back on commits the open transaction.
+    c.query_drop("SET autocommit = 1").await.unwrap();
+
+    // Server-side prepared statements with bound values.
+    let stmt = c
+        .prep("INSERT INTO items (name, qty, r, at) VALUES (?, ?, ?, ?)")
+        .await
+        .unwrap();
+    c.exec_drop(&stmt, ("p1", 7, 0.1f64, "2024-01-02 03:04:05.678901"))
+        .await
+        .unwrap();
+    c.exec_drop(
+        &stmt,
+        ("it's \\ \"quoted\"", -3, None::<f64>, None::<String>),
+    )
+    .await
+    .unwrap();
+    c.exec_drop(
+        "UPDATE items SET qty = qty * ?, u = UUID() WHERE name = ?",
+        (3, "p1"),
+    )
+    .await
+    .unwrap_err(); // UUID() in UPDATE is unsafe: rejected by default
+    c.exec_drop("UPDATE items SET qty = qty * ? WHERE name = ?", (3, "p1"))
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO items (name, u) VALUES (?, UUID())", ("pu",))
+        .await
+        .unwrap();
+    c.exec_drop("DELETE FROM items WHERE name = ?", ("d",))
+        .await
+        .unwrap();
+
+    // DDL in order with the data around it.
+    c.query_drop("ALTER TABLE items ADD COLUMN note VARCHAR(20) NOT NULL DEFAULT 'x'")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE items SET note = 'after-ddl' WHERE name = 'a'")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE made_here (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO made_here VALUES (1, 2)")
+        .await
+        .unwrap();
+    // Reads are not mirrored (and need no secondary).
+    let _: Vec<u64> = c.query("SELECT id FROM items").await.unwrap();
+    c.disconnect().await.unwrap();
+
+    env.wait_caught_up().await;
+    let n = assert_same(&env.primary, &env.secondary, "items").await;
+    assert!(n >= 10, "{n} rows");
+    assert_same(&env.primary, &env.secondary, "made_here").await;
+    let names: Vec<String> = {
+        let mut d = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+        let v = d.query("SELECT name FROM items ORDER BY id").await.unwrap();
+        d.disconnect().await.unwrap();
+        v
+    };
+    for absent in ["rolled", "s2", "ac0-rolled"] {
+        assert!(
+            !names.contains(&absent.to_string()),
+            "{absent} mirrored: {names:?}"
+        );
+    }
+    for present in ["t1", "s1", "s3", "ac0", "ac0-implicit", "p1", "pu"] {
+        assert!(
+            names.contains(&present.to_string()),
+            "{present} missing: {names:?}"
+        );
+    }
+    let m = env.mirror();
+    assert_eq!(
+        m.stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(m.divergent().is_empty(), "{:?}", m.divergent());
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_writes_are_rejected_with_the_reason() {
+    let env = MirrorEnv::start("unsafe_reject", "").await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO t VALUES (1, 1), (2, 2)")
+        .await
+        .unwrap();
+    for (sql, needle) in [
+        ("UPDATE t SET v = 0 LIMIT 1", "LIMIT without ORDER BY"),
+        ("DELETE FROM t LIMIT 1", "LIMIT without ORDER BY"),
+        ("SET @x = 5", ""),
+        ("UPDATE t SET v = @x", "user variables"),
+        ("INSERT INTO t VALUES (3, UUID_SHORT())", "UUID_SHORT"),
+        (
+            "INSERT INTO t SELECT id + 10, v FROM t",
+            "INSERT ... SELECT",
+        ),
+        (
+            "INSERT INTO t VALUES (5, 5); INSERT INTO t VALUES (6, 6)",
+            "multi-statement",
+        ),
+    ] {
+        let r = c.query_drop(sql).await;
+        if needle.is_empty() {
+            r.unwrap();
+            continue;
+        }
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains(needle) && e.contains("unsafe_writes"),
+            "{sql}: {e}"
+        );
+    }
+    // Nothing was executed on the primary.
+    let mut d = Conn::new(direct_opts(&env.primary)).await.unwrap();
+    let n: u64 = d
+        .query_first("SELECT COUNT(*) FROM t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 2);
+    let v: Vec<(i32, i32)> = d.query("SELECT id, v FROM t ORDER BY id").await.unwrap();
+    assert_eq!(v, vec![(1, 1), (2, 2)]);
+    d.disconnect().await.unwrap();
+    c.disconnect().await.unwrap();
+    env.wait_caught_up().await;
+    assert_same(&env.primary, &env.secondary, "t").await;
+    assert!(env.mirror().divergent().is_empty());
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_writes_run_on_the_primary_only_and_mark_the_table() {
+    let env = MirrorEnv::start("unsafe_po", "  unsafe_writes: primary_only").await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .await;
+    env.create_both("CREATE TABLE ok (id INT PRIMARY KEY)")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO t VALUES (1, 1), (2, 2)")
+        .await
+        .unwrap();
+    c.query_drop("DELETE FROM t LIMIT 1").await.unwrap();
+    c.query_drop("INSERT INTO ok VALUES (1)").await.unwrap();
+    c.disconnect().await.unwrap();
+    env.wait_caught_up().await;
+    let d = env.mirror().divergent();
+    assert!(d.contains_key("t"), "{d:?}");
+    assert!(!d.contains_key("ok"), "{d:?}");
+    assert_same(&env.primary, &env.secondary, "ok").await;
+    let m = env.mirror();
+    assert_eq!(
+        m.stats
+            .unsafe_primary_only
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    env.stop().await;
+}
