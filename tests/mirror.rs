@@ -262,3 +262,33 @@ async fn unsafe_writes_run_on_the_primary_only_and_mark_the_table() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_concurrent_workload_ends_identical() {
+    let env = MirrorEnv::start("random", "").await;
+    for ddl in WORKLOAD_SCHEMA {
+        env.create_both(ddl).await;
+    }
+    let report = run_workload(env.server.addr, &env.primary, 8, 1250, 42, false).await;
+    eprintln!("workload: {report:?}");
+    assert!(report.committed + report.rolled_back + report.failed >= 10_000);
+    assert!(report.rolled_back > 500, "{report:?}");
+    env.wait_caught_up().await;
+    for t in WORKLOAD_TABLES {
+        let n = assert_same(&env.primary, &env.secondary, t).await;
+        eprintln!("{t}: {n} rows identical");
+    }
+    let m = env.mirror();
+    assert_eq!(
+        m.stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        m.applier
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(m.divergent().is_empty(), "{:?}", m.divergent());
+    env.stop().await;
+}

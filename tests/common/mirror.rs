@@ -154,3 +154,212 @@ pub async fn assert_same(env_primary: &str, env_secondary: &str, table: &str) ->
     }
     a.len()
 }
+
+/// Tables the randomized workload writes.
+pub const WORKLOAD_TABLES: &[&str] = &["acct", "child", "kv"];
+
+pub const WORKLOAD_SCHEMA: &[&str] = &[
+    "CREATE TABLE acct (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY,
+        x INT NOT NULL DEFAULT 0,
+        u CHAR(36) NULL,
+        r DOUBLE NULL,
+        t DATETIME(6) NULL,
+        created TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+        updated TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+    ) ENGINE=InnoDB",
+    "CREATE TABLE child (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY,
+        parent BIGINT NOT NULL,
+        note VARCHAR(40) NOT NULL
+    ) ENGINE=InnoDB",
+    "CREATE TABLE kv (
+        k INT PRIMARY KEY,
+        v INT NOT NULL,
+        hits INT NOT NULL DEFAULT 1,
+        at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+    ) ENGINE=InnoDB",
+];
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WorkloadReport {
+    pub committed: u64,
+    pub rolled_back: u64,
+    /// Statements or commits the server refused (deadlocks, duplicates).
+    pub failed: u64,
+    /// Connections lost (Tandem restarted under the workload).
+    pub disconnects: u64,
+}
+
+/// Runs `txns` transactions on each of `conns` connections through Tandem at
+/// `addr`: autocommit and explicit, single- and multi-row auto-increment
+/// inserts, x = x + 1 updates, deletes, upserts, REPLACE, NOW(6), UUID(),
+/// RAND(), timestamp defaults, LAST_INSERT_ID(), 20 % rollbacks, savepoints
+/// and server-side prepared statements. With `reconnect`, lost connections
+/// are re-opened (for restarts under load) for up to a minute.
+pub async fn run_workload(
+    addr: std::net::SocketAddr,
+    db: &str,
+    conns: usize,
+    txns: usize,
+    seed: u64,
+    reconnect: bool,
+) -> WorkloadReport {
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let db = db.to_string();
+        tasks.push(tokio::spawn(async move {
+            worker(
+                addr,
+                &db,
+                txns,
+                seed.wrapping_add(i as u64 * 7919),
+                reconnect,
+            )
+            .await
+        }));
+    }
+    let mut total = WorkloadReport::default();
+    for t in tasks {
+        let r = t.await.unwrap();
+        total.committed += r.committed;
+        total.rolled_back += r.rolled_back;
+        total.failed += r.failed;
+        total.disconnects += r.disconnects;
+    }
+    total
+}
+
+async fn connect(addr: std::net::SocketAddr, db: &str, reconnect: bool) -> Conn {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match Conn::new(proxy_builder(addr, Some(db))).await {
+            Ok(c) => return c,
+            Err(e) if reconnect && tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("connect through tandem: {e}"),
+        }
+    }
+}
+
+fn is_disconnect(e: &mysql_async::Error) -> bool {
+    !matches!(e, mysql_async::Error::Server(_))
+}
+
+async fn worker(
+    addr: std::net::SocketAddr,
+    db: &str,
+    txns: usize,
+    seed: u64,
+    reconnect: bool,
+) -> WorkloadReport {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut report = WorkloadReport::default();
+    let mut c = connect(addr, db, reconnect).await;
+    let mut done = 0;
+    while done < txns {
+        done += 1;
+        let r = one_txn(&mut c, &mut rng).await;
+        match r {
+            Ok(true) => report.committed += 1,
+            Ok(false) => report.rolled_back += 1,
+            Err(e) if is_disconnect(&e) && reconnect => {
+                report.disconnects += 1;
+                c = connect(addr, db, reconnect).await;
+            }
+            Err(e) if is_disconnect(&e) => panic!("connection lost: {e}"),
+            Err(_) => {
+                report.failed += 1;
+                // Leave no transaction open after a failed statement.
+                if let Err(e) = c.query_drop("ROLLBACK").await {
+                    if reconnect && is_disconnect(&e) {
+                        report.disconnects += 1;
+                        c = connect(addr, db, reconnect).await;
+                    }
+                }
+            }
+        }
+    }
+    let _ = c.disconnect().await;
+    report
+}
+
+/// One transaction; Ok(true) committed, Ok(false) rolled back.
+async fn one_txn(c: &mut Conn, rng: &mut rand::rngs::StdRng) -> Result<bool, mysql_async::Error> {
+    use rand::Rng;
+    let id = rng.random_range(1..400u64);
+    let k = rng.random_range(1..200u32);
+    match rng.random_range(0..100u32) {
+        0..=14 => {
+            c.query_drop("INSERT INTO acct (x, u, r, t) VALUES (1, UUID(), RAND(), NOW(6))")
+                .await?;
+            c.query_drop("INSERT INTO child (parent, note) VALUES (LAST_INSERT_ID(), 'auto')")
+                .await?;
+        }
+        15..=22 => {
+            c.query_drop(
+                "INSERT INTO acct (x, t) VALUES (2, NOW(6)), (3, CURRENT_TIMESTAMP(6)), (4, UTC_TIMESTAMP(6))",
+            )
+            .await?;
+        }
+        23..=37 => {
+            c.query_drop(format!("UPDATE acct SET x = x + 1 WHERE id = {id}"))
+                .await?;
+        }
+        38..=42 => {
+            c.query_drop(format!("DELETE FROM acct WHERE id = {id}"))
+                .await?;
+        }
+        43..=52 => {
+            c.query_drop(format!(
+                "INSERT INTO kv (k, v) VALUES ({k}, 1) ON DUPLICATE KEY UPDATE v = v + 1, hits = hits + 1"
+            ))
+            .await?;
+        }
+        53..=57 => {
+            c.query_drop(format!("REPLACE INTO kv (k, v) VALUES ({k}, {})", k * 10))
+                .await?;
+        }
+        58..=67 => {
+            let p = c
+                .prep("UPDATE acct SET x = x + ?, r = ? WHERE id = ?")
+                .await?;
+            c.exec_drop(&p, (2, rng.random::<f64>(), id)).await?;
+            let p = c
+                .prep("INSERT INTO child (parent, note) VALUES (?, ?)")
+                .await?;
+            c.exec_drop(&p, (id, format!("p'{k}\\"))).await?;
+        }
+        _ => {
+            // Explicit transaction, 20 % rolled back, sometimes a savepoint.
+            c.query_drop("BEGIN").await?;
+            c.query_drop(format!("UPDATE acct SET x = x + 1 WHERE id = {id}"))
+                .await?;
+            c.query_drop("INSERT INTO acct (x, u) VALUES (10, UUID())")
+                .await?;
+            if rng.random_bool(0.3) {
+                c.query_drop("SAVEPOINT s1").await?;
+                c.query_drop(format!(
+                    "INSERT INTO kv (k, v) VALUES ({k}, 7) ON DUPLICATE KEY UPDATE v = v * 2"
+                ))
+                .await?;
+                if rng.random_bool(0.5) {
+                    c.query_drop("ROLLBACK TO SAVEPOINT s1").await?;
+                }
+            }
+            let p = c
+                .prep("INSERT INTO child (parent, note) VALUES (?, ?)")
+                .await?;
+            c.exec_drop(&p, (id, "in-txn")).await?;
+            if rng.random_bool(0.2) {
+                c.query_drop("ROLLBACK").await?;
+                return Ok(false);
+            }
+            c.query_drop("COMMIT").await?;
+        }
+    }
+    Ok(true)
+}
