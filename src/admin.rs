@@ -61,7 +61,8 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "primary": cfg.primary,
         "secondary": cfg.secondary,
-        "mirroring": false,
+        "mirroring": shared.mirror.load().as_ref().is_some_and(|m| cfg.secondary.as_deref() == Some(m.secondary.as_str())),
+        "mirror": shared.mirror.load().as_ref().map(|m| m.status_json()),
         "config": {
             "version": shared.config_version.load(Ordering::Relaxed),
             "loaded_at_unix": shared.loaded_at_unix.load(Ordering::Relaxed),
@@ -107,6 +108,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             .iter()
             .map(|(name, p)| (name.clone(), p.open_connections() as i64))
             .collect(),
+        mirror: shared.mirror.load_full(),
     };
     (
         [(

@@ -61,6 +61,7 @@ pub struct ScrapeExtras {
     pub router_cache_misses: u64,
     pub unparsed: u64,
     pub backend_connections: Vec<(String, i64)>,
+    pub mirror: Option<std::sync::Arc<crate::mirror::runtime::Mirror>>,
 }
 
 impl Metrics {
@@ -145,10 +146,134 @@ impl Metrics {
             "Server connections open (leased or idle), by backend",
             pools,
         );
+        if let Some(m) = &extras.mirror {
+            register_mirror(&mut r, m);
+        }
         r.register("build_info", "Tandem version", ConstGauge::new(1i64));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         out
     }
+}
+
+fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let get = |x: &AtomicU64| x.load(Ordering::Relaxed);
+    let c = &m.stats;
+    let a = &m.applier;
+    let counters: [(&str, &str, u64); 13] = [
+        (
+            "mirror_transactions",
+            "Transactions journaled as committed on the primary",
+            get(&c.committed),
+        ),
+        (
+            "mirror_statements",
+            "Statements in journaled transactions",
+            get(&c.statements),
+        ),
+        (
+            "mirror_aborted",
+            "Journaled intents whose COMMIT failed on the primary",
+            get(&c.aborted),
+        ),
+        (
+            "mirror_in_doubt",
+            "Commits whose answer was lost, settled from the marker",
+            get(&c.in_doubt),
+        ),
+        (
+            "mirror_applied",
+            "Transactions applied on the secondary",
+            get(&a.applied),
+        ),
+        (
+            "mirror_retried",
+            "Apply attempts retried after a transient secondary error",
+            get(&a.retried),
+        ),
+        (
+            "mirror_dead_lettered",
+            "Transactions the secondary refused (dead-letter file)",
+            get(&a.dead_lettered),
+        ),
+        (
+            "mirror_dropped",
+            "Committed writes neither mirrored nor reported (must stay 0)",
+            get(&c.dropped),
+        ),
+        (
+            "mirror_unsafe_rejected",
+            "Unsafe writes refused",
+            get(&c.unsafe_rejected),
+        ),
+        (
+            "mirror_unsafe_primary_only",
+            "Unsafe writes run on the primary only",
+            get(&c.unsafe_primary_only),
+        ),
+        (
+            "mirror_journal_errors",
+            "Journal write failures",
+            get(&c.journal_errors),
+        ),
+        (
+            "mirror_skipped",
+            "Intents skipped because the primary commit failed",
+            get(&a.skipped),
+        ),
+        (
+            "mirror_applied_lsn",
+            "Highest journal LSN applied or skipped",
+            get(&a.applied_lsn),
+        ),
+    ];
+    for (name, help, v) in counters {
+        if name == "mirror_applied_lsn" {
+            r.register(name, help, ConstGauge::new(v as i64));
+        } else {
+            r.register(name, help, ConstCounter::new(v));
+        }
+    }
+    let (lag_txns, lag_secs) = m.lag();
+    r.register(
+        "mirror_lag_transactions",
+        "Journal records not yet applied on the secondary",
+        ConstGauge::new(lag_txns as i64),
+    );
+    r.register(
+        "mirror_lag_seconds",
+        "Seconds since the primary commit of the last applied transaction, while behind",
+        ConstGauge::new(lag_secs),
+    );
+    r.register(
+        "mirror_journal_bytes",
+        "Bytes held by the mirror journal",
+        ConstGauge::new(m.journal.size_bytes() as i64),
+    );
+    r.register(
+        "mirror_divergent_tables",
+        "Tables marked divergent (need backfill/verify)",
+        ConstGauge::new(m.divergent().len() as i64),
+    );
+    let lag = Family::<BucketLabel, Gauge>::default();
+    for (le, count) in a.lag.cumulative() {
+        let le = if le == u64::MAX {
+            "+Inf".to_string()
+        } else {
+            format!("{}", le as f64 / 1000.0)
+        };
+        lag.get_or_create(&BucketLabel { le }).set(count as i64);
+    }
+    r.register(
+        "mirror_apply_lag_seconds_bucket",
+        "Applied transactions by primary-commit-to-secondary-commit lag (cumulative, le = seconds)",
+        lag,
+    );
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BucketLabel {
+    le: String,
 }

@@ -292,3 +292,150 @@ async fn randomized_concurrent_workload_ends_identical() {
     assert!(m.divergent().is_empty(), "{:?}", m.divergent());
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secondary_cut_off_mid_run_catches_up_identical() {
+    let relay =
+        common::relay::Relay::start(format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap())
+            .await;
+    let env = MirrorEnv::start_via("cut", relay.addr.port(), "").await;
+    for ddl in WORKLOAD_SCHEMA {
+        env.create_both(ddl).await;
+    }
+    let addr = env.server.addr;
+    let db = env.primary.clone();
+    let load = tokio::spawn(async move { run_workload(addr, &db, 8, 400, 7, false).await });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    relay.cut();
+    // The primary keeps serving while the secondary is unreachable.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let m = env.mirror();
+    assert!(m.lag().0 > 0, "nothing queued while the secondary was away");
+    relay.restore();
+    let report = load.await.unwrap();
+    eprintln!("workload: {report:?}");
+    env.wait_caught_up().await;
+    for t in WORKLOAD_TABLES {
+        assert_same(&env.primary, &env.secondary, t).await;
+    }
+    assert!(m.applier.retried.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(
+        m.applier
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(m.divergent().is_empty(), "{:?}", m.divergent());
+    env.stop().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `tandem serve` as a child process (so it can be SIGKILLed).
+fn spawn_tandem(cfg: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_listening(addr: std::net::SocketAddr) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("tandem did not start listening on {addr}");
+}
+
+/// Polls /status until the mirror has applied everything journaled.
+async fn wait_caught_up_http(admin: std::net::SocketAddr) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (code, _, body) = http(admin, "GET", "/status").await;
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["mirror"]["lag_transactions"] == 0 {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no catch-up: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tandem_sigkilled_mid_run_and_restarted_loses_and_repeats_nothing() {
+    init_logging();
+    let primary = "tandem_m_kill";
+    let secondary = "tandem_m_kill_next";
+    fresh_database(primary).await;
+    fresh_database(secondary).await;
+    for db in [primary, secondary] {
+        let mut c = Conn::new(direct_opts(db)).await.unwrap();
+        for ddl in WORKLOAD_SCHEMA {
+            c.query_drop(*ddl).await.unwrap();
+        }
+        c.disconnect().await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let yaml = mirror_yaml(
+        primary,
+        secondary,
+        MARIADB_PORT,
+        &dir.path().join("journal"),
+        &dir.path().join("rules"),
+        "",
+    )
+    .replace(
+        "listen: 127.0.0.1:0",
+        &format!("listen: {listen}\nadmin: {admin}"),
+    );
+    let cfg = dir.path().join("tandem.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let log = dir.path().join("tandem.log");
+    let mut child = spawn_tandem(&cfg, &log);
+    wait_listening(listen).await;
+    let load = tokio::spawn(async move { run_workload(listen, primary, 8, 500, 99, true).await });
+    for _ in 0..2 {
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        child = spawn_tandem(&cfg, &log);
+        wait_listening(listen).await;
+    }
+    let report = load.await.unwrap();
+    eprintln!("workload: {report:?}");
+    assert!(report.disconnects > 0, "the kills did not hit the workload");
+    let status = wait_caught_up_http(admin).await;
+    eprintln!("mirror: {}", status["mirror"]);
+    for t in WORKLOAD_TABLES {
+        assert_same(primary, secondary, t).await;
+    }
+    assert_eq!(status["mirror"]["dropped"], 0);
+    assert_eq!(status["mirror"]["dead_lettered"], 0);
+    assert_eq!(status["mirror"]["divergent_tables"], serde_json::json!({}));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if std::env::var("TANDEM_LOG").is_ok() {
+        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    drop_databases(&[primary, secondary]).await;
+}

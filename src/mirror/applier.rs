@@ -66,6 +66,49 @@ pub struct ApplierStats {
     pub lag: LagHistogram,
 }
 
+/// Most transactions applied as one secondary transaction.
+const MAX_GROUP: usize = 256;
+/// Most statement bytes in one group.
+const MAX_GROUP_BYTES: usize = 4 << 20;
+
+/// Takes the longest run of committed, non-DDL transactions from the head
+/// of `pending` (aborted ones inside the run are skipped); a DDL
+/// transaction is a group of its own.
+fn take_group(
+    pending: &mut BTreeMap<Lsn, Result<MirrorTxn, String>>,
+    outcomes: &mut HashMap<Lsn, bool>,
+    stats: &ApplierStats,
+) -> Vec<(Lsn, MirrorTxn)> {
+    let mut group = Vec::new();
+    let mut bytes = 0usize;
+    while let Some((&lsn, entry)) = pending.first_key_value() {
+        let committed = match outcomes.get(&lsn) {
+            Some(c) => *c,
+            None => break,
+        };
+        if !committed {
+            pending.pop_first();
+            outcomes.remove(&lsn);
+            stats.skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let Ok(txn) = entry else { break };
+        let ddl = txn.statements.iter().any(|s| s.ddl);
+        if !group.is_empty() && (ddl || group.len() >= MAX_GROUP || bytes >= MAX_GROUP_BYTES) {
+            break;
+        }
+        bytes += txn.statements.iter().map(|s| s.sql.len()).sum::<usize>();
+        if let Some((lsn, Ok(txn))) = pending.pop_first() {
+            outcomes.remove(&lsn);
+            group.push((lsn, txn));
+        }
+        if ddl {
+            break;
+        }
+    }
+    group
+}
+
 /// Upper bounds (ms) of the lag histogram's buckets; the last is open.
 pub const LAG_BUCKETS_MS: [u64; 14] = [
     1,
@@ -229,35 +272,48 @@ impl Applier {
                 self.stats
                     .waiting
                     .store(pending.len() as u64, Ordering::Relaxed);
-                while let Some((&lsn, _)) = pending.first_key_value() {
-                    let Some(committed) = outcomes.remove(&lsn) else {
+                loop {
+                    let Some((&lsn, _)) = pending.first_key_value() else {
                         break;
                     };
-                    let entry = pending.pop_first().map(|(_, e)| e);
-                    if committed {
-                        let outcome = match entry {
-                            Some(Ok(txn)) => {
-                                self.apply_txn(&stop, lsn, &txn, first_after_start).await?
-                            }
-                            Some(Err(reason)) => {
-                                self.permanent(lsn, None, &reason).await?;
-                                Outcome::Done
-                            }
-                            None => Outcome::Done,
-                        };
-                        if outcome == Outcome::Stopped {
-                            // Not applied: the position and the journal stay
-                            // where they are for the next start.
-                            self.journal.truncate_before(stored_pos + 1).await;
-                            return Ok(());
-                        }
-                        first_after_start = false;
-                        stored_pos = lsn;
-                    } else {
+                    let Some(&committed) = outcomes.get(&lsn) else {
+                        break;
+                    };
+                    if !committed {
+                        outcomes.remove(&lsn);
+                        pending.pop_first();
                         self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        done = lsn;
+                        self.stats.applied_lsn.store(lsn, Ordering::Relaxed);
+                        continue;
                     }
-                    done = lsn;
-                    self.stats.applied_lsn.store(lsn, Ordering::Relaxed);
+                    if matches!(pending.get(&lsn), Some(Err(_))) {
+                        let reason = match pending.pop_first() {
+                            Some((_, Err(r))) => r,
+                            _ => "undecodable journal record".to_string(),
+                        };
+                        outcomes.remove(&lsn);
+                        self.permanent(lsn, None, &reason).await?;
+                        stored_pos = lsn;
+                        done = lsn;
+                        self.stats.applied_lsn.store(lsn, Ordering::Relaxed);
+                        continue;
+                    }
+                    let group = take_group(&mut pending, &mut outcomes, &self.stats);
+                    let Some(&(last, _)) = group.last() else {
+                        break;
+                    };
+                    let outcome = self.apply_group(&stop, &group, first_after_start).await?;
+                    if outcome == Outcome::Stopped {
+                        // Not applied: the position and the journal stay
+                        // where they are for the next start.
+                        self.journal.truncate_before(stored_pos + 1).await;
+                        return Ok(());
+                    }
+                    first_after_start = false;
+                    stored_pos = last;
+                    done = last;
+                    self.stats.applied_lsn.store(last, Ordering::Relaxed);
                 }
                 self.stats
                     .waiting
@@ -277,13 +333,20 @@ impl Applier {
         }
     }
 
-    async fn apply_txn(
+    /// Applies a group of consecutive committed transactions (ending at
+    /// `lsn`) as one, retrying transient failures in order. A permanent
+    /// failure of a group of several is narrowed down by applying its
+    /// transactions one by one.
+    async fn apply_group(
         &mut self,
         stop: &CancellationToken,
-        lsn: Lsn,
-        txn: &MirrorTxn,
+        group: &[(Lsn, MirrorTxn)],
         first_after_start: bool,
     ) -> Result<Outcome, ApplierError> {
+        let Some(&(lsn, _)) = group.last() else {
+            return Ok(Outcome::Done);
+        };
+        let txns: Vec<&MirrorTxn> = group.iter().map(|(_, t)| t).collect();
         let mut attempt = 0u32;
         loop {
             let timeout = self.cfg.attempt_timeout;
@@ -293,7 +356,7 @@ impl Applier {
                 if attempt > 0 && self.load_position().await? >= lsn {
                     return Ok(true);
                 }
-                self.try_apply(lsn, txn, first_after_start)
+                self.try_apply(lsn, &txns, first_after_start)
                     .await
                     .map(|_| false)
             })
@@ -312,15 +375,22 @@ impl Applier {
                             "transaction had committed before the connection was lost"
                         );
                     }
-                    self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .last_committed_at_us
-                        .store(txn.committed_at_us, Ordering::Relaxed);
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_micros() as i64);
-                    let lag = (now - txn.committed_at_us).max(0) as u64;
-                    self.stats.lag.record(lag);
+                    for t in &txns {
+                        self.stats
+                            .lag
+                            .record((now - t.committed_at_us).max(0) as u64);
+                    }
+                    self.stats
+                        .applied
+                        .fetch_add(txns.len() as u64, Ordering::Relaxed);
+                    if let Some(t) = txns.last() {
+                        self.stats
+                            .last_committed_at_us
+                            .store(t.committed_at_us, Ordering::Relaxed);
+                    }
                     return Ok(Outcome::Done);
                 }
                 Err(e) if is_transient(&e) => {
@@ -330,25 +400,49 @@ impl Applier {
                         _ = stop.cancelled() => return Ok(Outcome::Stopped),
                     }
                 }
+                Err(e) if group.len() > 1 => {
+                    let _ = self.rollback().await;
+                    warn!(error = %e, size = group.len(), "group failed; applying it one transaction at a time");
+                    for one in group {
+                        let r = Box::pin(self.apply_group(
+                            stop,
+                            std::slice::from_ref(one),
+                            first_after_start,
+                        ))
+                        .await?;
+                        if r == Outcome::Stopped {
+                            return Ok(Outcome::Stopped);
+                        }
+                    }
+                    return Ok(Outcome::Done);
+                }
                 Err(e) => {
                     let _ = self.rollback().await;
-                    self.permanent(lsn, Some(txn), &e.to_string()).await?;
+                    self.permanent(lsn, txns.first().copied(), &e.to_string())
+                        .await?;
                     return Ok(Outcome::Done);
                 }
             }
         }
     }
 
+    /// Applies `txns` (consecutive committed transactions ending at `lsn`)
+    /// as one secondary transaction with the position update, sent as one
+    /// multi-statement script: one round trip however many statements.
     async fn try_apply(
         &mut self,
         lsn: Lsn,
-        txn: &MirrorTxn,
+        txns: &[&MirrorTxn],
         first_after_start: bool,
     ) -> Result<(), mysql_async::Error> {
-        let ddl_only = !txn.statements.is_empty() && txn.statements.iter().all(|s| s.ddl);
+        let last_commit = txns.last().map_or(0, |t| t.committed_at_us);
+        let ddl_only = txns.len() == 1
+            && !txns[0].statements.is_empty()
+            && txns[0].statements.iter().all(|s| s.ddl);
         if ddl_only {
-            for st in &txn.statements {
-                self.prepare_session(st).await?;
+            for st in &txns[0].statements {
+                let prelude = self.prelude(st);
+                self.conn().await?.query_drop(prelude).await?;
                 let r = self.conn().await?.query_drop(st.sql.as_slice()).await;
                 match r {
                     Err(mysql_async::Error::Server(e))
@@ -359,21 +453,34 @@ impl Applier {
                     other => other?,
                 }
             }
-            return self.store_position(lsn, txn.committed_at_us).await;
+            return self.store_position(lsn, last_commit).await;
         }
-        self.conn().await?.query_drop("START TRANSACTION").await?;
-        for st in &txn.statements {
-            self.prepare_session(st).await?;
-            self.conn().await?.query_drop(st.sql.as_slice()).await?;
+        // Statements are separated by "\n;\n" so a trailing `--` comment
+        // cannot swallow the separator.
+        let mut script = b"START TRANSACTION;\n".to_vec();
+        for txn in txns {
+            for st in &txn.statements {
+                let prelude = self.prelude(st);
+                script.extend_from_slice(&prelude);
+                script.extend_from_slice(&st.sql);
+                script.extend_from_slice(b"\n;\n");
+            }
         }
-        self.store_position(lsn, txn.committed_at_us).await?;
-        self.conn().await?.query_drop("COMMIT").await
+        script.extend_from_slice(self.position_sql(lsn, last_commit).as_bytes());
+        script.extend_from_slice(b";\nCOMMIT");
+        let r = self.conn().await?.query_drop(script).await;
+        if r.is_err() {
+            // Which SETs ran is unknown: start the next attempt clean.
+            self.current_db = None;
+            self.session.clear();
+        }
+        r
     }
 
-    async fn prepare_session(
-        &mut self,
-        st: &super::record::MirrorStatement,
-    ) -> Result<(), mysql_async::Error> {
+    /// `USE` and `SET` statements (each ending in `;\n`) that put the
+    /// connection in the statement's session state; updates the cached state.
+    fn prelude(&mut self, st: &super::record::MirrorStatement) -> Vec<u8> {
+        let mut out = Vec::new();
         // No database: the secondary URL's own (the primary URL's maps to it).
         let target = st
             .db
@@ -381,10 +488,7 @@ impl Applier {
             .or_else(|| self.cfg.secondary.database.clone());
         if target.is_some() && target != self.current_db {
             let db = target.unwrap_or_default();
-            self.conn()
-                .await?
-                .query_drop(format!("USE `{}`", db.replace('`', "``")))
-                .await?;
+            out.extend_from_slice(format!("USE `{}`;\n", db.replace('`', "``")).as_bytes());
             self.current_db = Some(db);
         }
         let mut sets = Vec::new();
@@ -411,15 +515,12 @@ impl Applier {
         if let Some((a, b)) = p.rand_seeds {
             sets.push(format!("@@rand_seed1 = {a}, @@rand_seed2 = {b}"));
         }
-        self.conn()
-            .await?
-            .query_drop(format!("SET {}", sets.join(", ")))
-            .await?;
+        out.extend_from_slice(format!("SET {};\n", sets.join(", ")).as_bytes());
         for (k, v) in &st.session {
             self.session.retain(|(k2, _)| k2 != k);
             self.session.push((k.clone(), v.clone()));
         }
-        Ok(())
+        out
     }
 
     async fn load_position(&mut self) -> Result<Lsn, mysql_async::Error> {
@@ -439,29 +540,26 @@ impl Applier {
         Ok(lsn.unwrap_or(0))
     }
 
+    /// The upsert of the applied position (qualified with the secondary
+    /// URL's database, whatever the mirrored statements selected).
+    fn position_sql(&self, lsn: Lsn, committed_at_us: i64) -> String {
+        let table = match &self.cfg.secondary.database {
+            Some(db) => format!("`{}`.`{POSITION_TABLE}`", db.replace('`', "``")),
+            None => format!("`{POSITION_TABLE}`"),
+        };
+        format!(
+            "INSERT INTO {table} (id, lsn, committed_at_us) VALUES (1, {lsn}, {committed_at_us}) \
+             ON DUPLICATE KEY UPDATE lsn = VALUES(lsn), committed_at_us = VALUES(committed_at_us)"
+        )
+    }
+
     async fn store_position(
         &mut self,
         lsn: Lsn,
         committed_at_us: i64,
     ) -> Result<(), mysql_async::Error> {
-        let sql = format!(
-            "INSERT INTO `{POSITION_TABLE}` (id, lsn, committed_at_us) VALUES (1, {lsn}, {committed_at_us})
-             ON DUPLICATE KEY UPDATE lsn = VALUES(lsn), committed_at_us = VALUES(committed_at_us)"
-        );
-        let db = self.cfg.secondary.database.clone();
-        let conn = self.conn().await?;
-        // The position lives in the secondary URL's database, whatever the
-        // mirrored statement selected.
-        match db {
-            Some(db) => {
-                conn.query_drop(sql.replace(
-                    &format!("`{POSITION_TABLE}`"),
-                    &format!("`{}`.`{POSITION_TABLE}`", db.replace('`', "``")),
-                ))
-                .await
-            }
-            None => conn.query_drop(sql).await,
-        }
+        let sql = self.position_sql(lsn, committed_at_us);
+        self.conn().await?.query_drop(sql).await
     }
 
     /// Records a transaction that cannot be applied, and advances past it.

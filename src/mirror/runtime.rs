@@ -158,9 +158,11 @@ impl Mirror {
                 .map(|(_, t)| t.to_string())
                 .collect::<Vec<_>>()
                 .join(",");
+            // Locking read: waits for a commit still in progress on a
+            // connection the crash cut.
             let found: Vec<u64> = conn
                 .query(format!(
-                    "SELECT token FROM {marker} WHERE token IN ({list})"
+                    "SELECT token FROM {marker} WHERE token IN ({list}) LOCK IN SHARE MODE"
                 ))
                 .await
                 .map_err(perr)?;
@@ -377,6 +379,38 @@ impl Mirror {
             0.0
         };
         (behind, secs)
+    }
+}
+
+impl Mirror {
+    /// Everything /status shows about mirroring.
+    pub fn status_json(&self) -> serde_json::Value {
+        let (lag_txns, lag_seconds) = self.lag();
+        let c = &self.stats;
+        let a = &self.applier;
+        let get = |x: &AtomicU64| x.load(Ordering::Relaxed);
+        serde_json::json!({
+            "secondary": self.secondary,
+            "lag_transactions": lag_txns,
+            "lag_seconds": lag_seconds,
+            "apply_lag_p50_ms": a.lag.quantile_ms(0.5),
+            "apply_lag_p99_ms": a.lag.quantile_ms(0.99),
+            "journal_bytes": self.journal.size_bytes(),
+            "journaled": get(&c.committed),
+            "statements": get(&c.statements),
+            "aborted": get(&c.aborted),
+            "in_doubt": get(&c.in_doubt),
+            "applied": get(&a.applied),
+            "applied_lsn": get(&a.applied_lsn),
+            "retried": get(&a.retried),
+            "dead_lettered": get(&a.dead_lettered),
+            "skipped": get(&a.skipped),
+            "dropped": get(&c.dropped),
+            "unsafe_rejected": get(&c.unsafe_rejected),
+            "unsafe_primary_only": get(&c.unsafe_primary_only),
+            "journal_errors": get(&c.journal_errors),
+            "divergent_tables": self.divergent(),
+        })
     }
 }
 
