@@ -272,10 +272,7 @@ impl Applier {
                 self.stats
                     .waiting
                     .store(pending.len() as u64, Ordering::Relaxed);
-                loop {
-                    let Some((&lsn, _)) = pending.first_key_value() else {
-                        break;
-                    };
+                while let Some((&lsn, _)) = pending.first_key_value() {
                     let Some(&committed) = outcomes.get(&lsn) else {
                         break;
                     };
