@@ -255,7 +255,7 @@ async fn worker(
     seed: u64,
     reconnect: bool,
 ) -> WorkloadReport {
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut report = WorkloadReport::default();
     let mut c = connect(addr, db, reconnect).await;
