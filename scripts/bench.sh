@@ -4,6 +4,12 @@
 # ratios that matter. Also Tandem's own CPU time per query (from /proc) and
 # its resident memory with 500 idle client connections.
 #
+# Mirroring: a second Tandem (same primary database) mirrors every write to
+# a copy of it on the same MariaDB; oltp_read_write and oltp_write_only run
+# through it and through the non-mirroring Tandem in the same rounds. Its
+# apply lag (primary commit -> secondary commit, per transaction) comes from
+# its /status, and after the load stops the time until its lag is 0.
+#
 # Knobs (environment): BENCH_TIME (seconds per run, default 20),
 # BENCH_ROUNDS (default 2), BENCH_THREADS (default 8).
 set -euo pipefail
@@ -16,6 +22,8 @@ DB=tandem_bench
 DIRECT_PORT=3306
 RELAY_PORT=33081
 TANDEM_PORT=33082
+MIRROR_PORT=33083
+MIRROR_ADMIN=33093
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -49,35 +57,69 @@ echo $! > "$WORK/tandem.pid"
 TPID=$(cat "$WORK/tandem.pid")
 for _ in $(seq 1 50); do mariadb --protocol=TCP -h127.0.0.1 -P$TANDEM_PORT -ubench -pbench $DB -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 
+cat > "$WORK/mirror.yaml" <<CFG
+listen: 127.0.0.1:$MIRROR_PORT
+admin: 127.0.0.1:$MIRROR_ADMIN
+users: [{ name: bench, password: bench }]
+backends:
+  legacy: { kind: mysql, url: "mysql://root@127.0.0.1:$DIRECT_PORT/$DB", pool: 600 }
+  next: { kind: mysql, url: "mysql://root@127.0.0.1:$DIRECT_PORT/${DB}_next" }
+migration: { primary: legacy, secondary: next, journal: "$WORK/journal" }
+rules: ./rules
+CFG
+
 SB_COMMON="--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=$DB --tables=4 --table-size=10000"
 echo "preparing 4 tables x 10000 rows..."
 sysbench oltp_read_write $SB_COMMON --mysql-port=$DIRECT_PORT --mysql-user=root cleanup >/dev/null 2>&1 || true
 sysbench oltp_read_write $SB_COMMON --mysql-port=$DIRECT_PORT --mysql-user=root prepare >/dev/null
 
+# The secondary starts as a copy of the primary (as after a backfill).
+my -e "DROP DATABASE IF EXISTS ${DB}_next; CREATE DATABASE ${DB}_next"
+for i in 1 2 3 4; do
+  my -e "CREATE TABLE ${DB}_next.sbtest$i LIKE $DB.sbtest$i; INSERT INTO ${DB}_next.sbtest$i SELECT * FROM $DB.sbtest$i"
+done
+TANDEM_LOG=warn ./target/release/tandem serve --config "$WORK/mirror.yaml" > "$WORK/mirror.log" 2>&1 &
+echo $! > "$WORK/mirror.pid"
+MPID=$(cat "$WORK/mirror.pid")
+for _ in $(seq 1 50); do mariadb --protocol=TCP -h127.0.0.1 -P$MIRROR_PORT -ubench -pbench $DB -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
+mirror_status() { curl -s "http://127.0.0.1:$MIRROR_ADMIN/status"; }
+
 CLK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$TPID/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # run TARGET WORKLOAD -> appends "target workload qps p95 cpu_us_per_query" to results
 run() {
-  local target=$1 workload=$2 port user pass
+  local target=$1 workload=$2 port user pass pid=""
   case $target in
     direct) port=$DIRECT_PORT; user=root; pass="";;
     l4relay) port=$RELAY_PORT; user=root; pass="";;
-    tandem) port=$TANDEM_PORT; user=bench; pass=bench;;
+    tandem) port=$TANDEM_PORT; user=bench; pass=bench; pid=$TPID;;
+    mirror) port=$MIRROR_PORT; user=bench; pass=bench; pid=$MPID;;
   esac
-  local before after out qps p95 queries cpu="-"
-  before=$(cpu_ticks)
+  local before=0 after=0 out qps p95 queries cpu="-" catchup="-"
+  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
   out=$(sysbench "$workload" $SB_COMMON --mysql-port=$port --mysql-user=$user --mysql-password="$pass" \
         --threads=$THREADS --time=$TIME --report-interval=0 --percentile=95 run)
-  after=$(cpu_ticks)
+  [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  if [ "$target" = mirror ]; then
+    # Time from the end of the load until the secondary has everything.
+    local t0 t1
+    t0=$(date +%s.%N)
+    for _ in $(seq 1 600); do
+      [ "$(mirror_status | jq '.mirror.lag_transactions')" = 0 ] && break
+      sleep 0.01
+    done
+    t1=$(date +%s.%N)
+    catchup=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", (b - a) * 1000}')
+  fi
   qps=$(echo "$out" | awk '/queries:/ {gsub(/[()]/,"",$3); print $3; exit}')
   queries=$(echo "$out" | awk '/queries:/ {print $2; exit}')
   p95=$(echo "$out" | awk '/95th percentile:/ {print $3; exit}')
-  if [ "$target" = tandem ]; then
+  if [ -n "$pid" ]; then
     cpu=$(awk -v d=$((after - before)) -v clk="$CLK" -v q="$queries" 'BEGIN {printf "%.1f", d / clk * 1e6 / q}')
   fi
-  echo "$target $workload $qps $p95 $cpu" >> "$WORK/results"
-  printf '  %-8s %-18s %10s qps  p95 %7s ms  tandem cpu/query %s us\n' "$target" "$workload" "$qps" "$p95" "$cpu"
+  echo "$target $workload $qps $p95 $cpu $catchup" >> "$WORK/results"
+  printf '  %-8s %-18s %10s qps  p95 %7s ms  tandem cpu/query %s us  catch-up %s ms\n' "$target" "$workload" "$qps" "$p95" "$cpu" "$catchup"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -87,7 +129,19 @@ for round in $(seq 1 "$ROUNDS"); do
       run $target $workload
     done
   done
+  for workload in oltp_read_write oltp_write_only; do
+    for target in tandem mirror; do
+      run $target $workload
+    done
+  done
 done
+
+MSTATUS=$(mirror_status)
+MIRROR_P50=$(echo "$MSTATUS" | jq -r '.mirror.apply_lag_p50_ms')
+MIRROR_P99=$(echo "$MSTATUS" | jq -r '.mirror.apply_lag_p99_ms')
+MIRROR_APPLIED=$(echo "$MSTATUS" | jq -r '.mirror.applied')
+MIRROR_DROPPED=$(echo "$MSTATUS" | jq -r '.mirror.dropped')
+MIRROR_DEAD=$(echo "$MSTATUS" | jq -r '.mirror.dead_lettered')
 
 echo "measuring RSS with 500 idle connections..."
 cargo build --release --example idle_connections -q
@@ -126,8 +180,12 @@ my -e "DROP DATABASE tandem_bench_vp; DROP DATABASE tandem_bench_vs"
 
 echo
 echo "== summary (mean over $ROUNDS rounds) =="
-awk -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" -v brps="$BACKFILL_RPS" '
-  { qps[$1" "$2] += $3; p95[$1" "$2] += $4; n[$1" "$2]++; if ($5 != "-") { cpu[$2] += $5; cn[$2]++ } }
+awk -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" -v brps="$BACKFILL_RPS" \
+    -v p50="$MIRROR_P50" -v p99="$MIRROR_P99" -v applied="$MIRROR_APPLIED" -v dropped="$MIRROR_DROPPED" -v dead="$MIRROR_DEAD" '
+  { qps[$1" "$2] += $3; p95[$1" "$2] += $4; n[$1" "$2]++
+    if ($5 != "-") { c[$1" "$2] += $5; cc[$1" "$2]++ }
+    if ($1 == "tandem" && $5 != "-" && $2 != "oltp_write_only") { cpu[$2] += $5; cn[$2]++ }
+    if ($6 != "-") { if ($6 > catchup) catchup = $6 } }
   END {
     split("oltp_point_select oltp_read_write", w, " ")
     printf "%-18s %12s %12s %12s %14s %14s %14s %16s\n", "workload", "direct qps", "l4 qps", "tandem qps", "tandem/l4", "tandem/direct", "l4/direct", "tandem us/query"
@@ -138,6 +196,16 @@ awk -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" -v brps="$BACKFILL_RPS" '
     printf "%-18s %12s %12s %12s\n", "p95 latency (ms)", "direct", "l4", "tandem"
     for (i = 1; i <= 2; i++)
       printf "%-18s %12.2f %12.2f %12.2f\n", w[i], p95["direct " w[i]] / n["direct " w[i]], p95["l4relay " w[i]] / n["l4relay " w[i]], p95["tandem " w[i]] / n["tandem " w[i]]
+    printf "mirroring (same primary, writes mirrored to a copy on the same 2-core host):\n"
+    printf "%-18s %12s %12s %10s %16s %16s\n", "workload", "off qps", "on qps", "on/off", "off us/query", "on us/query"
+    split("oltp_read_write oltp_write_only", mw, " ")
+    for (i = 1; i <= 2; i++) {
+      off = qps["tandem " mw[i]] / n["tandem " mw[i]]; on = qps["mirror " mw[i]] / n["mirror " mw[i]]
+      printf "%-18s %12.0f %12.0f %10.3f %16.1f %16.1f\n", mw[i], off, on, on / off, c["tandem " mw[i]] / cc["tandem " mw[i]], c["mirror " mw[i]] / cc["mirror " mw[i]]
+    }
+    printf "mirror apply lag under load: p50 < %s ms, p99 < %s ms (%s transactions applied; dropped %s, dead-lettered %s)\n", p50, p99, applied, dropped, dead
+    printf "mirror lag back to 0 after the load stopped: within %s ms (worst run)\n", catchup
+    printf "targets: mirroring on/off >= 0.85 on oltp_read_write; lag p99 < 100 ms; back to 0 within 1000 ms; dropped 0\n"
     printf "tandem RSS with 500 idle client connections: %.1f MiB\n", rss / 1024
     printf "verify throughput: %s rows/s per side (target >= 150000)\n", vrps
     printf "backfill throughput: %s rows/s (target >= 50000)\n", brps

@@ -110,34 +110,43 @@ fn take_group(
 }
 
 /// Upper bounds (ms) of the lag histogram's buckets; the last is open.
-pub const LAG_BUCKETS_MS: [u64; 14] = [
+pub const LAG_BUCKETS_MS: [u64; 20] = [
     1,
     2,
     5,
     10,
+    15,
     20,
+    30,
     50,
+    75,
     100,
+    150,
     200,
+    300,
     500,
     1000,
     2000,
     5000,
     10000,
+    60000,
     u64::MAX,
 ];
 
 /// A fixed-bucket histogram of apply lag (lock-free).
 #[derive(Debug, Default)]
 pub struct LagHistogram {
-    pub counts: [AtomicU64; 14],
+    pub counts: [AtomicU64; 20],
     pub sum_us: AtomicU64,
 }
 
 impl LagHistogram {
     pub fn record(&self, lag_us: u64) {
         let ms = lag_us / 1000;
-        let i = LAG_BUCKETS_MS.iter().position(|b| ms < *b).unwrap_or(13);
+        let i = LAG_BUCKETS_MS
+            .iter()
+            .position(|b| ms < *b)
+            .unwrap_or(LAG_BUCKETS_MS.len() - 1);
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(lag_us, Ordering::Relaxed);
     }
@@ -187,6 +196,9 @@ pub struct Applier {
     /// Session state last set on `conn` (avoids re-sending unchanged SETs).
     current_db: Option<String>,
     session: Vec<(String, String)>,
+    /// The connection's TIMESTAMP may be pinned (reset before an unpinned
+    /// statement).
+    ts_pinned: bool,
 }
 
 const POSITION_TABLE: &str = "_tandem_position";
@@ -209,6 +221,7 @@ impl Applier {
             conn: None,
             current_db: None,
             session: Vec::new(),
+            ts_pinned: true,
         }
     }
 
@@ -238,15 +251,35 @@ impl Applier {
         let mut pending: BTreeMap<Lsn, Result<MirrorTxn, String>> = BTreeMap::new();
         let mut outcomes: HashMap<Lsn, bool> = HashMap::new();
         let mut first_after_start = true;
+        // One tailing reader for the whole run (reopening would rescan the
+        // segment from its start every time).
+        let mut reader: Option<Reader> = None;
+        let mut lookahead: Option<(Lsn, Vec<u8>)> = None;
         loop {
             if stop.is_cancelled() {
                 return Ok(());
             }
             let target = *durable.borrow_and_update();
             if target > read_to {
-                let mut reader = Reader::open(&self.cfg.journal_dir, read_to + 1)?;
-                while let Some((lsn, bytes)) = reader.next_record()? {
+                let before = read_to;
+                if reader.is_none() {
+                    reader = Some(Reader::open(&self.cfg.journal_dir, read_to + 1)?);
+                }
+                loop {
+                    let next = match lookahead.take() {
+                        Some(r) => Some(r),
+                        None => reader
+                            .as_mut()
+                            .map(|r| r.next_record())
+                            .transpose()?
+                            .flatten(),
+                    };
+                    let Some((lsn, bytes)) = next else {
+                        break;
+                    };
                     if lsn > target {
+                        // Written but not durable yet: keep it for later.
+                        lookahead = Some((lsn, bytes));
                         break;
                     }
                     read_to = lsn;
@@ -321,6 +354,11 @@ impl Applier {
                     self.stats.applied_lsn.store(done, Ordering::Relaxed);
                 }
                 self.journal.truncate_before(stored_pos + 1).await;
+                if read_to == before {
+                    // Durable but not visible yet (should not happen): do
+                    // not spin.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 continue;
             }
             tokio::select! {
@@ -439,7 +477,9 @@ impl Applier {
         if ddl_only {
             for st in &txns[0].statements {
                 let prelude = self.prelude(st);
-                self.conn().await?.query_drop(prelude).await?;
+                if !prelude.is_empty() {
+                    self.conn().await?.query_drop(prelude).await?;
+                }
                 let r = self.conn().await?.query_drop(st.sql.as_slice()).await;
                 match r {
                     Err(mysql_async::Error::Server(e))
@@ -470,6 +510,7 @@ impl Applier {
             // Which SETs ran is unknown: start the next attempt clean.
             self.current_db = None;
             self.session.clear();
+            self.ts_pinned = true;
         }
         r
     }
@@ -495,14 +536,21 @@ impl Applier {
             }
         }
         let p = &st.pins;
-        sets.push(match p.timestamp_us {
-            Some(t) => format!(
-                "TIMESTAMP = {}.{:06}",
-                t.div_euclid(1_000_000),
-                t.rem_euclid(1_000_000)
-            ),
-            None => "TIMESTAMP = DEFAULT".into(),
-        });
+        match p.timestamp_us {
+            Some(t) => {
+                sets.push(format!(
+                    "TIMESTAMP = {}.{:06}",
+                    t.div_euclid(1_000_000),
+                    t.rem_euclid(1_000_000)
+                ));
+                self.ts_pinned = true;
+            }
+            None if self.ts_pinned => {
+                sets.push("TIMESTAMP = DEFAULT".into());
+                self.ts_pinned = false;
+            }
+            None => {}
+        }
         if let Some(id) = p.insert_id {
             sets.push(format!("INSERT_ID = {id}"));
         }
@@ -512,7 +560,9 @@ impl Applier {
         if let Some((a, b)) = p.rand_seeds {
             sets.push(format!("@@rand_seed1 = {a}, @@rand_seed2 = {b}"));
         }
-        out.extend_from_slice(format!("SET {};\n", sets.join(", ")).as_bytes());
+        if !sets.is_empty() {
+            out.extend_from_slice(format!("SET {};\n", sets.join(", ")).as_bytes());
+        }
         for (k, v) in &st.session {
             self.session.retain(|(k2, _)| k2 != k);
             self.session.push((k.clone(), v.clone()));
@@ -664,6 +714,7 @@ impl Applier {
             self.conn = Some(conn);
             self.current_db = b.database.clone();
             self.session.clear();
+            self.ts_pinned = false;
         }
         Ok(self.conn.as_mut().expect("connected above"))
     }

@@ -200,13 +200,18 @@ pub struct Reader {
     index: usize,
     file: Option<(BufReader<File>, u64)>,
     next: Lsn,
+    /// Set for a reader opened on a directory: at the end of the last known
+    /// segment it looks for segments created since (a tailing reader).
+    dir: Option<PathBuf>,
 }
 
 impl Reader {
     /// A reader over the journal in `dir`, independent of the writer (it
     /// sees the segments that exist now; reopen to see later ones).
     pub fn open(dir: &Path, from: Lsn) -> Result<Self, JournalError> {
-        Self::new(list_segments(dir)?, from)
+        let mut r = Self::new(list_segments(dir)?, from)?;
+        r.dir = Some(dir.to_path_buf());
+        Ok(r)
     }
 
     fn new(segments: Vec<Segment>, from: Lsn) -> Result<Self, JournalError> {
@@ -223,6 +228,7 @@ impl Reader {
             index,
             file: None,
             next: from,
+            dir: None,
         })
     }
 
@@ -258,6 +264,13 @@ impl Reader {
                     return Ok(Some((lsn, payload)));
                 }
                 None => {
+                    // Back to the record's start: a partial record (the
+                    // writer is mid-append) is read again, whole, next time.
+                    let at = *offset;
+                    f.seek(SeekFrom::Start(at))?;
+                    if self.index + 1 >= self.segments.len() {
+                        self.refresh_segments()?;
+                    }
                     if self.index + 1 < self.segments.len() {
                         self.index += 1;
                         self.file = None;
@@ -267,6 +280,24 @@ impl Reader {
                 }
             }
         }
+    }
+}
+
+impl Reader {
+    /// Picks up segments created after this reader was opened.
+    fn refresh_segments(&mut self) -> Result<(), JournalError> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let current = self.segments[self.index].first_lsn;
+        let fresh = list_segments(dir)?;
+        if let Some(i) = fresh.iter().position(|s| s.first_lsn == current) {
+            if fresh.len() > i + 1 {
+                self.segments = fresh;
+                self.index = i;
+            }
+        }
+        Ok(())
     }
 }
 

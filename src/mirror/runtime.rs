@@ -86,6 +86,8 @@ pub struct Mirror {
     in_doubt: mpsc::UnboundedSender<InDoubt>,
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// `db.table` → whether a write to it reads the statement time.
+    reads_time: Mutex<HashMap<String, bool>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -216,6 +218,7 @@ impl Mirror {
             in_doubt: tx,
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
+            reads_time: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(writer)),
         });
         let stop = mirror.stop.clone();
@@ -260,6 +263,32 @@ impl Mirror {
         g.0 += 1;
         g.1.insert(t);
         t
+    }
+
+    /// Cached: does writing `db.table` read the statement time?
+    pub fn reads_time(&self, db: &str, table: &str) -> Option<bool> {
+        let key = format!("{db}.{table}");
+        self.reads_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied()
+    }
+
+    pub fn set_reads_time(&self, db: &str, table: &str, reads: bool) {
+        let key = format!("{db}.{table}");
+        self.reads_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, reads);
+    }
+
+    /// DDL went through: table facts cached from the schema are stale.
+    pub fn schema_changed(&self) {
+        self.reads_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The token's transaction wrote no intent (its statement failed).
@@ -393,8 +422,9 @@ impl Mirror {
             "secondary": self.secondary,
             "lag_transactions": lag_txns,
             "lag_seconds": lag_seconds,
-            "apply_lag_p50_ms": a.lag.quantile_ms(0.5),
-            "apply_lag_p99_ms": a.lag.quantile_ms(0.99),
+            // Upper bound of the histogram bucket (ms); "over 60000" past the last.
+            "apply_lag_p50_ms": quantile_json(a.lag.quantile_ms(0.5)),
+            "apply_lag_p99_ms": quantile_json(a.lag.quantile_ms(0.99)),
             "journal_bytes": self.journal.size_bytes(),
             "journaled": get(&c.committed),
             "statements": get(&c.statements),
@@ -411,6 +441,14 @@ impl Mirror {
             "journal_errors": get(&c.journal_errors),
             "divergent_tables": self.divergent(),
         })
+    }
+}
+
+fn quantile_json(q: Option<u64>) -> serde_json::Value {
+    match q {
+        Some(u64::MAX) => serde_json::json!("over 60000"),
+        Some(v) => serde_json::json!(v),
+        None => serde_json::Value::Null,
     }
 }
 

@@ -640,30 +640,78 @@ impl Session<'_> {
                 }
             }
         };
-        let ts = now_us();
+        // Pin the statement time only where something reads it: a time
+        // function in the statement or a timestamp default / trigger on
+        // the table. Unpinned writes cost no extra statements.
+        let pin = uses.time || uses.rand || self.table_reads_time(m, route).await?;
+        let ts = pin.then(now_us);
         let seeds = uses.rand.then(|| {
             (
                 rand::random::<u32>() % 0x3FFF_FFFF,
                 rand::random::<u32>() % 0x3FFF_FFFF,
             )
         });
-        let mut set = format!(
-            "SET TIMESTAMP = {}.{:06}",
-            ts.div_euclid(1_000_000),
-            ts.rem_euclid(1_000_000)
-        );
-        if let Some((a, b)) = seeds {
-            set.push_str(&format!(", @@rand_seed1 = {a}, @@rand_seed2 = {b}"));
-        }
         let autocommit = self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
             && !self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
+        let kind = match route.class {
+            Class::Write(k) => Some(k),
+            _ => None,
+        };
+        let insert_id_of = |ok: Option<OkInfo>| match (kind, ok) {
+            (Some(WriteKind::Insert | WriteKind::Replace), Some(ok)) if ok.last_insert_id != 0 => {
+                Some(ok.last_insert_id)
+            }
+            _ => None,
+        };
+        let statement = |db, insert_id, lid| MirrorStatement {
+            db,
+            sql: record_sql.clone(),
+            tables: route.tables.clone(),
+            ddl: false,
+            pins: Pins {
+                timestamp_us: ts,
+                insert_id,
+                last_insert_id: lid,
+                rand_seeds: seeds,
+            },
+            session: vars.as_ref().clone(),
+        };
+        if !autocommit && !pin && !uses.last_insert_id {
+            // Inside a transaction with nothing to pin: relayed as it
+            // streams, like any statement; buffered for the commit if it
+            // succeeded.
+            let summary = self.forward(&packet, seq, Expect::ResultSet).await?;
+            match summary.error {
+                None => {
+                    let db = self.mirror_db();
+                    let st = statement(db, insert_id_of(summary.last_ok), None);
+                    self.capture.txn.push(st);
+                }
+                Some(1213 | 1205) => self.capture.rollback_hint = true,
+                Some(_) => {}
+            }
+            return Ok(());
+        }
+        let set_p = ts.map(|ts| {
+            let mut set = format!(
+                "SET TIMESTAMP = {}.{:06}",
+                ts.div_euclid(1_000_000),
+                ts.rem_euclid(1_000_000)
+            );
+            if let Some((a, b)) = seeds {
+                set.push_str(&format!(", @@rand_seed1 = {a}, @@rand_seed2 = {b}"));
+            }
+            query_packet(set.as_bytes())
+        });
         let token = autocommit.then(|| m.token());
-        let set_p = query_packet(set.as_bytes());
         let lid_p = query_packet(b"SELECT LAST_INSERT_ID()");
         let begin_p = query_packet(b"BEGIN");
         let reset_p = query_packet(b"SET TIMESTAMP = DEFAULT");
         let marker_p = token.map(|t| query_packet(m.marker_insert(t).as_bytes()));
-        let mut batch: Vec<&[u8]> = vec![&set_p];
+        let mut batch: Vec<&[u8]> = Vec::with_capacity(5);
+        if let Some(p) = &set_p {
+            batch.push(p);
+        }
         if uses.last_insert_id {
             batch.push(&lid_p);
         }
@@ -673,11 +721,16 @@ impl Session<'_> {
         batch.push(&packet);
         match &marker_p {
             Some(mp) => batch.push(mp),
-            None => batch.push(&reset_p),
+            None if pin => batch.push(&reset_p),
+            None => {}
         }
+        let has_tail = marker_p.is_some() || pin;
         let phase1 = async {
             self.send_backend(&batch).await?;
-            let set_r = self.read_reply(Expect::ResultSet).await?;
+            let set_r = match set_p {
+                Some(_) => Some(self.read_reply(Expect::ResultSet).await?),
+                None => None,
+            };
             let lid = if uses.last_insert_id {
                 let r = self.read_reply(Expect::ResultSet).await?;
                 first_row(&r, self.deprecate_eof())
@@ -692,7 +745,11 @@ impl Session<'_> {
                 None
             };
             let stmt_r = self.read_reply(Expect::ResultSet).await?;
-            let tail_r = self.read_reply(Expect::ResultSet).await?;
+            let tail_r = if has_tail {
+                Some(self.read_reply(Expect::ResultSet).await?)
+            } else {
+                None
+            };
             Ok::<_, SessionError>((set_r, lid, begin_r, stmt_r, tail_r))
         };
         let (set_r, lid, begin_r, stmt_r, tail_r) = match phase1.await {
@@ -704,38 +761,16 @@ impl Session<'_> {
                 return Err(e);
             }
         };
-        let aux_failed = set_r.err.is_some()
-            || begin_r.as_ref().is_some_and(|r| r.err.is_some())
-            || (autocommit && tail_r.err.is_some());
-        let kind = match route.class {
-            Class::Write(k) => Some(k),
-            _ => None,
-        };
-        let insert_id = match (kind, stmt_r.ok) {
-            (Some(WriteKind::Insert | WriteKind::Replace), Some(ok)) if ok.last_insert_id != 0 => {
-                Some(ok.last_insert_id)
-            }
-            _ => None,
-        };
-        let statement = MirrorStatement {
-            db: self.mirror_db(),
-            sql: record_sql,
-            tables: route.tables.clone(),
-            ddl: false,
-            pins: Pins {
-                timestamp_us: Some(ts),
-                insert_id,
-                last_insert_id: lid,
-                rand_seeds: seeds,
-            },
-            session: vars.as_ref().clone(),
-        };
+        let failed = |r: &Option<Reply>| r.as_ref().is_some_and(|r| r.err.is_some());
+        let aux_failed = failed(&set_r) || failed(&begin_r) || (autocommit && failed(&tail_r));
+        let db = self.mirror_db();
+        let st = statement(db, insert_id_of(stmt_r.ok), lid);
         if !autocommit {
-            if let Some(ok) = tail_r.ok {
+            if let Some(ok) = tail_r.as_ref().and_then(|r| r.ok).or(stmt_r.ok) {
                 self.status = ok.status_flags();
             }
             if stmt_r.err.is_none() && !aux_failed {
-                self.capture.txn.push(statement);
+                self.capture.txn.push(st);
             } else if matches!(stmt_r.err, Some(1213 | 1205)) {
                 self.capture.rollback_hint = true;
             }
@@ -744,17 +779,20 @@ impl Session<'_> {
         let token = token.unwrap_or_default();
         if stmt_r.err.is_some() || aux_failed {
             m.abandon(token);
-            let r = self
-                .run_aux(&[b"ROLLBACK", b"SET TIMESTAMP = DEFAULT"])
-                .await?;
-            if let Some(ok) = r {
+            let undo: &[&[u8]] = if pin {
+                &[b"ROLLBACK", b"SET TIMESTAMP = DEFAULT"]
+            } else {
+                &[b"ROLLBACK"]
+            };
+            if let Some(ok) = self.run_aux(undo).await? {
                 self.status = ok.status_flags();
             }
             let reply = if stmt_r.err.is_some() {
                 stmt_r
             } else {
-                [set_r, begin_r.unwrap_or(tail_r)]
+                [set_r, begin_r, tail_r]
                     .into_iter()
+                    .flatten()
                     .find(|r| r.err.is_some())
                     .unwrap_or(stmt_r)
             };
@@ -763,7 +801,7 @@ impl Session<'_> {
         let txn = MirrorTxn {
             committed_at_us: now_us(),
             conn_id: self.id,
-            statements: vec![statement],
+            statements: vec![st],
         };
         let lsn = match m.intent(token, txn).await {
             Ok(lsn) => Some(lsn),
@@ -773,15 +811,22 @@ impl Session<'_> {
             }
         };
         let commit_p = query_packet(b"COMMIT");
-        let sent = self.send_backend(&[&commit_p, &reset_p]).await;
-        let replies = match sent {
-            Ok(()) => match self.read_reply(Expect::ResultSet).await {
-                Ok(c) => self.read_reply(Expect::ResultSet).await.map(|r| (c, r)),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+        let commit_batch: Vec<&[u8]> = if pin {
+            vec![&commit_p, &reset_p]
+        } else {
+            vec![&commit_p]
         };
-        let (commit_r, reset_r) = match replies {
+        let replies = async {
+            self.send_backend(&commit_batch).await?;
+            let c = self.read_reply(Expect::ResultSet).await?;
+            let r = if pin {
+                Some(self.read_reply(Expect::ResultSet).await?)
+            } else {
+                None
+            };
+            Ok::<_, SessionError>((c, r))
+        };
+        let (commit_r, reset_r) = match replies.await {
             Ok(x) => x,
             Err(e) => {
                 match lsn {
@@ -791,7 +836,7 @@ impl Session<'_> {
                 return Err(e);
             }
         };
-        if let Some(ok) = reset_r.ok.or(commit_r.ok) {
+        if let Some(ok) = reset_r.and_then(|r| r.ok).or(commit_r.ok) {
             self.status = ok.status_flags();
         }
         if commit_r.err.is_some() {
@@ -801,6 +846,49 @@ impl Session<'_> {
         m.stats.statements.fetch_add(1, Ordering::Relaxed);
         self.settle(m, lsn, token, true);
         self.relay(seq, stmt_r, true).await
+    }
+
+    /// Whether writing to the route's tables reads the statement time (a
+    /// timestamp default or ON UPDATE column, or a trigger), from the
+    /// primary's information_schema, cached per table until DDL passes.
+    async fn table_reads_time(&mut self, m: &Mirror, route: &Route) -> Result<bool, SessionError> {
+        let current = self.lease.conn().current_db.clone();
+        let mut unknown = Vec::new();
+        for t in &route.tables {
+            let (db, table) = match t.split_once('.') {
+                Some((d, t)) => (Some(d.to_string()), t.to_string()),
+                None => (current.clone(), t.clone()),
+            };
+            let Some(db) = db else { return Ok(true) };
+            match m.reads_time(&db, &table) {
+                Some(true) => return Ok(true),
+                Some(false) => {}
+                None => unknown.push((db, table)),
+            }
+        }
+        for (db, table) in unknown {
+            let lit = |s: &str| sql_literal(s.as_bytes());
+            let sql = format!(
+                "SELECT (SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} \
+                 AND (UPPER(COLUMN_DEFAULT) LIKE '%CURRENT_TIMESTAMP%' OR UPPER(COLUMN_DEFAULT) LIKE '%NOW(%' \
+                 OR UPPER(EXTRA) LIKE '%ON UPDATE%')) + \
+                 (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {d} AND EVENT_OBJECT_TABLE = {t})",
+                d = lit(&db),
+                t = lit(&table)
+            );
+            self.send_backend(&[&query_packet(sql.as_bytes())]).await?;
+            let reply = self.read_reply(Expect::ResultSet).await?;
+            // When in doubt, pin.
+            let reads = first_row(&reply, self.deprecate_eof())
+                .and_then(|row| row.into_iter().next().flatten())
+                .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
+                .is_none_or(|n| n > 0);
+            m.set_reads_time(&db, &table, reads);
+            if reads {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// DDL: intent first (its metadata lock orders it against the writes
@@ -852,6 +940,7 @@ impl Session<'_> {
         }
         if reply.err.is_none() {
             m.stats.statements.fetch_add(1, Ordering::Relaxed);
+            m.schema_changed();
         }
         self.settle(m, lsn, DDL_TOKEN, reply.err.is_none());
         self.relay(seq, reply, false).await
