@@ -64,6 +64,8 @@ pub struct ApplierStats {
     pub waiting: AtomicU64,
     /// Primary commit → secondary commit, per applied transaction.
     pub lag: LagHistogram,
+    /// Why the applier stopped, if it stopped on its own.
+    pub stopped: Mutex<Option<String>>,
 }
 
 /// Most transactions applied as one secondary transaction.
@@ -184,6 +186,13 @@ pub enum ApplierError {
     Secondary(String),
     #[error("halted on a permanent error at LSN {lsn}: {reason}")]
     Halted { lsn: Lsn, reason: String },
+    #[error(
+        "the secondary's _tandem_position says LSN {stored} was applied, but the journal ends at \
+         {journal_end}: this journal is not the one that secondary was fed from (replaced or \
+         deleted). Nothing is applied. If the secondary was re-copied from the primary, clear \
+         its _tandem_position table and restart"
+    )]
+    Mismatch { stored: Lsn, journal_end: Lsn },
     #[error("dead-letter file: {0}")]
     DeadLetter(std::io::Error),
 }
@@ -240,6 +249,13 @@ impl Applier {
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), ApplierError> {
         let mut durable = self.journal.durable();
         let stored = self.load_position_retrying(&stop).await?;
+        let journal_end = *durable.borrow();
+        if stored > journal_end {
+            return Err(ApplierError::Mismatch {
+                stored,
+                journal_end,
+            });
+        }
         let mut stored_pos = stored;
         let mut done = stored;
         let mut read_to = stored;
@@ -290,9 +306,19 @@ impl Applier {
                                 outcomes.insert(lsn, true);
                             }
                         }
-                        Ok(JournalRecord::Outcome { intent, committed }) => {
+                        Ok(JournalRecord::Outcome {
+                            intent,
+                            committed,
+                            at_us,
+                        }) => {
                             if intent > done {
                                 outcomes.insert(intent, committed);
+                                if at_us > 0 {
+                                    if let Some(Ok(txn)) = pending.get_mut(&intent) {
+                                        // Lag counts from the primary's answer.
+                                        txn.committed_at_us = at_us;
+                                    }
+                                }
                             }
                         }
                         Err(e) => {

@@ -25,8 +25,17 @@ const RECORD_VERSION: u8 = 2;
 /// wrote on the primary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JournalRecord {
-    Intent { token: u64, txn: MirrorTxn },
-    Outcome { intent: u64, committed: bool },
+    Intent {
+        token: u64,
+        txn: MirrorTxn,
+    },
+    /// `at_us`: when the primary answered the COMMIT (µs since the epoch;
+    /// 0 when settled later from the marker).
+    Outcome {
+        intent: u64,
+        committed: bool,
+        at_us: i64,
+    },
 }
 
 impl JournalRecord {
@@ -162,6 +171,7 @@ mod tests {
         let o = JournalRecord::Outcome {
             intent: 7,
             committed: false,
+            at_us: 3,
         };
         assert_eq!(JournalRecord::decode(&o.encode()).unwrap(), o);
         assert_eq!(

@@ -152,6 +152,7 @@ impl Mirror {
             .map(|(lsn, _)| JournalRecord::Outcome {
                 intent: *lsn,
                 committed: true,
+                at_us: 0,
             })
             .collect();
         for chunk in unresolved.chunks(1000) {
@@ -177,6 +178,7 @@ impl Mirror {
                 outcomes.push(JournalRecord::Outcome {
                     intent: *lsn,
                     committed,
+                    at_us: 0,
                 });
             }
         }
@@ -222,9 +224,11 @@ impl Mirror {
             writer: Mutex::new(Some(writer)),
         });
         let stop = mirror.stop.clone();
+        let stats = mirror.applier.clone();
         let apply_task = tokio::spawn(async move {
             if let Err(e) = applier.run(stop).await {
-                error!(error = %e, "applier stopped");
+                error!(error = %e, "applier stopped; writes are still journaled");
+                *stats.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             }
         });
         let resolver = tokio::spawn(resolve_in_doubt(Arc::downgrade(&mirror), rx));
@@ -319,10 +323,12 @@ impl Mirror {
     /// not wait for it: the marker row settles the question after a crash.
     pub fn outcome(self: &Arc<Self>, lsn: Lsn, token: u64, committed: bool) {
         let m = self.clone();
+        let at_us = now_us();
         tokio::spawn(async move {
             let rec = JournalRecord::Outcome {
                 intent: lsn,
                 committed,
+                at_us,
             };
             match m.journal.append(rec.encode()).await {
                 Ok(_) => m.abandon(token),
@@ -440,6 +446,7 @@ impl Mirror {
             "unsafe_primary_only": get(&c.unsafe_primary_only),
             "journal_errors": get(&c.journal_errors),
             "divergent_tables": self.divergent(),
+            "applier_stopped": *self.applier.stopped.lock().unwrap_or_else(|p| p.into_inner()),
         })
     }
 }
@@ -470,7 +477,9 @@ fn unresolved_intents(journal: &Journal) -> Result<Vec<(Lsn, u64)>, JournalError
             Ok(JournalRecord::Intent { token, .. }) if token != 0 => {
                 intents.insert(lsn, token);
             }
-            Ok(JournalRecord::Outcome { intent, committed }) => {
+            Ok(JournalRecord::Outcome {
+                intent, committed, ..
+            }) => {
                 outcomes.insert(intent, committed);
             }
             _ => {}
