@@ -17,3 +17,7 @@ CREATE TABLE IF NOT EXISTS shop.audit_log (
   id BIGINT PRIMARY KEY AUTO_INCREMENT,
   message TEXT
 );
+-- The secondary starts with the same (empty) tables, as after
+-- `tandem backfill --create-tables`; audit_log is not mirrored (rules/shop.yaml).
+CREATE TABLE IF NOT EXISTS shop_next.orders LIKE shop.orders;
+CREATE TABLE IF NOT EXISTS shop_next.order_items LIKE shop.order_items;
