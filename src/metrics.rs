@@ -162,7 +162,7 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
     let get = |x: &AtomicU64| x.load(Ordering::Relaxed);
     let c = &m.stats;
     let a = &m.applier;
-    let counters: [(&str, &str, u64); 13] = [
+    let counters: [(&str, &str, u64); 12] = [
         (
             "mirror_transactions",
             "Transactions journaled as committed on the primary",
@@ -223,19 +223,15 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
             "Intents skipped because the primary commit failed",
             get(&a.skipped),
         ),
-        (
-            "mirror_applied_lsn",
-            "Highest journal LSN applied or skipped",
-            get(&a.applied_lsn),
-        ),
     ];
     for (name, help, v) in counters {
-        if name == "mirror_applied_lsn" {
-            r.register(name, help, ConstGauge::new(v as i64));
-        } else {
-            r.register(name, help, ConstCounter::new(v));
-        }
+        r.register(name, help, ConstCounter::new(v));
     }
+    r.register(
+        "mirror_applied_lsn",
+        "Highest journal LSN applied or skipped",
+        ConstGauge::new(get(&a.applied_lsn) as i64),
+    );
     let (lag_txns, lag_secs) = m.lag();
     r.register(
         "mirror_lag_transactions",

@@ -251,10 +251,7 @@ async fn results_stream_through_bounded_memory() {
     d.disconnect().await.unwrap();
     // Run the real binary so its memory is measured alone.
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_addr().port();
     let cfg = dir.path().join("t.yaml");
     std::fs::write(
         &cfg,

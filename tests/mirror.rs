@@ -329,14 +329,6 @@ async fn secondary_cut_off_mid_run_catches_up_identical() {
     env.stop().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `tandem serve` as a child process (so it can be SIGKILLed).
 fn spawn_tandem(cfg: &std::path::Path, log: &std::path::Path) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
@@ -351,16 +343,6 @@ fn spawn_tandem(cfg: &std::path::Path, log: &std::path::Path) -> std::process::C
         .stderr(log)
         .spawn()
         .unwrap()
-}
-
-async fn wait_listening(addr: std::net::SocketAddr) {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("tandem did not start listening on {addr}");
 }
 
 /// Polls /status until the mirror has applied everything journaled.
@@ -393,8 +375,7 @@ async fn tandem_sigkilled_mid_run_and_restarted_loses_and_repeats_nothing() {
         c.disconnect().await.unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (listen, admin) = (free_addr(), free_addr());
     let yaml = mirror_yaml(
         primary,
         secondary,

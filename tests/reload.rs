@@ -186,13 +186,7 @@ async fn sighup_reloads_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).unwrap();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (listen, admin) = (free(), free());
+    let (listen, admin) = (free_addr(), free_addr());
     let path = dir.path().join("tandem.yaml");
     std::fs::write(
         &path,
@@ -212,15 +206,7 @@ async fn sighup_reloads_the_binary() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut up = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(admin).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "tandem binary came up");
+    wait_listening(admin).await;
     let pid = child.id().to_string();
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &pid])

@@ -322,12 +322,8 @@ impl Session<'_> {
             }
         }
         let rewritten = if classified.calls_connection_id {
-            lexer::rewrite_connection_id(sql, &self.scratch.tokens, self.id).map(|new_sql| {
-                let mut p = Vec::with_capacity(new_sql.len() + 1);
-                p.push(COM_QUERY);
-                p.extend_from_slice(&new_sql);
-                p
-            })
+            lexer::rewrite_connection_id(sql, &self.scratch.tokens, self.id)
+                .map(|new_sql| capture::query_packet(&new_sql))
         } else {
             None
         };
@@ -428,9 +424,7 @@ impl Session<'_> {
         } else {
             "CONNECTION"
         };
-        let sql = format!("KILL {what} {thread}");
-        let mut p = vec![COM_QUERY];
-        p.extend_from_slice(sql.as_bytes());
+        let p = capture::query_packet(format!("KILL {what} {thread}").as_bytes());
         let summary = self.forward(&p, seq, Expect::ResultSet).await?;
         if summary.error.is_none() && !kill.query_only {
             target.cancel.cancel();

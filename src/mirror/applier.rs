@@ -436,9 +436,7 @@ impl Applier {
                             "transaction had committed before the connection was lost"
                         );
                     }
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_micros() as i64);
+                    let now = super::now_us();
                     for t in &txns {
                         self.stats
                             .lag
@@ -644,7 +642,7 @@ impl Applier {
     ) -> Result<(), ApplierError> {
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         let tables: Vec<String> = txn
-            .map(|t| t.statements.iter().flat_map(|s| s.tables.clone()).collect())
+            .map(|t| super::record::tables_of(&t.statements))
             .unwrap_or_default();
         {
             let mut d = self

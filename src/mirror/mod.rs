@@ -20,6 +20,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// Microseconds since the Unix epoch (commit times, lag).
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 enum Request {
     Append(Vec<u8>, oneshot::Sender<Result<Lsn, String>>),
     TruncateBefore(Lsn),

@@ -103,6 +103,11 @@ pub struct Pins {
     pub rand_seeds: Option<(u32, u32)>,
 }
 
+/// Every table the statements write, in order (duplicates kept).
+pub fn tables_of(statements: &[MirrorStatement]) -> Vec<String> {
+    statements.iter().flat_map(|s| s.tables.clone()).collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("record format version {0} is not supported by this build")]

@@ -17,7 +17,7 @@
 use super::applier::{Applier, ApplierConfig, ApplierStats, OnPermanentError};
 use super::journal::{Journal, JournalError, Lsn, DEFAULT_SEGMENT_BYTES};
 use super::record::{JournalRecord, MirrorTxn};
-use super::JournalHandle;
+use super::{now_us, JournalHandle};
 use crate::config::{BackendConfig, Config};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
@@ -99,12 +99,6 @@ pub enum MirrorStartError {
     Primary(String, String),
     #[error("{0}")]
     Config(String),
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 fn quote_ident(s: &str) -> String {

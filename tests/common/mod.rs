@@ -220,3 +220,22 @@ pub async fn drop_databases(names: &[&str]) {
     }
     root.disconnect().await.unwrap();
 }
+
+/// A local address nothing listens on right now (for a child `tandem serve`).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Waits until something accepts TCP connections on `addr` (panics after 15 s).
+pub async fn wait_listening(addr: SocketAddr) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {addr}");
+}

@@ -16,7 +16,8 @@
 
 use super::{Session, SessionError};
 use crate::config::UnsafeWrites;
-use crate::mirror::record::{MirrorStatement, MirrorTxn, Pins};
+use crate::mirror::now_us;
+use crate::mirror::record::{tables_of, MirrorStatement, MirrorTxn, Pins};
 use crate::mirror::runtime::{Mirror, DDL_TOKEN};
 use crate::protocol::command::COM_QUERY;
 use crate::protocol::packets::{get_lenenc, OkInfo};
@@ -81,13 +82,8 @@ pub(super) enum WriteSrc<'a> {
     Execute { packet: &'a [u8], rendered: Vec<u8> },
 }
 
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
-fn query_packet(sql: &[u8]) -> Vec<u8> {
+/// A COM_QUERY packet for `sql`.
+pub(super) fn query_packet(sql: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(sql.len() + 1);
     p.push(COM_QUERY);
     p.extend_from_slice(sql);
@@ -254,25 +250,30 @@ impl Session<'_> {
     pub(super) async fn execute(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
         let id = super::stmt_id(&payload);
         let payload = self.map_stmt_id(payload)?;
-        let m = self.capturing();
-        let nbe = self.capture.no_backslash_escapes;
-        let prepared = id.and_then(|id| self.stmts.get_mut(&id));
-        let (Some(m), Some(p)) = (m, prepared) else {
+        let prepared = id
+            .and_then(|id| self.stmts.get(&id))
+            .map(|p| (p.route.clone(), p.sql.clone()));
+        let (Some(m), Some((route, sql))) = (self.capturing(), prepared) else {
             self.forward(&payload, seq, Expect::ResultSet).await?;
             return Ok(());
         };
-        let rendered = decode_params(&payload, p, nbe).and_then(|values| {
-            let mut toks = Vec::new();
-            lexer::tokenize(&p.sql, &mut toks);
-            lexer::render_params(&p.sql, &toks, &values)
-        });
-        p.long_data.clear();
-        let route = p.route.clone();
-        let sql = p.sql.clone();
         let [r] = route.statements.as_slice() else {
             self.forward(&payload, seq, Expect::ResultSet).await?;
             return Ok(());
         };
+        if matches!(r.class, Class::Write(_))
+            && self.mirrored(r)
+            && r.determinism.unsafe_reason.is_none()
+        {
+            // Rendering depends on NO_BACKSLASH_ESCAPES.
+            self.ensure_vars().await?;
+        }
+        // Every execute is decoded: it may carry the parameter types later
+        // executes rely on. Long data is used once.
+        let rendered = self.render_execute(id, &payload);
+        if let Some(p) = id.and_then(|id| self.stmts.get_mut(&id)) {
+            p.long_data.clear();
+        }
         match &r.class {
             Class::Write(_) if self.mirrored(r) => {
                 if let Some(reason) = &r.determinism.unsafe_reason {
@@ -281,14 +282,6 @@ impl Session<'_> {
                         .unsafe_write(&m, &r.tables, &reason, &payload, seq)
                         .await;
                 }
-                // Vars first: rendering depends on NO_BACKSLASH_ESCAPES.
-                let known = self.capture.vars.is_some();
-                self.ensure_vars().await?;
-                let rendered = if known || nbe == self.capture.no_backslash_escapes {
-                    rendered
-                } else {
-                    self.rerender(id, &payload)
-                };
                 match rendered {
                     Some(rendered) => {
                         let src = WriteSrc::Execute {
@@ -326,7 +319,9 @@ impl Session<'_> {
         }
     }
 
-    fn rerender(&mut self, id: Option<u32>, payload: &[u8]) -> Option<Vec<u8>> {
+    /// The prepared statement's text with this execute's bound values
+    /// rendered in (also records the parameter types it carries).
+    fn render_execute(&mut self, id: Option<u32>, payload: &[u8]) -> Option<Vec<u8>> {
         let nbe = self.capture.no_backslash_escapes;
         let p = self.stmts.get_mut(&id?)?;
         let values = decode_params(payload, p, nbe)?;
@@ -439,12 +434,7 @@ impl Session<'_> {
             return;
         }
         if !self.capture.rollback_hint {
-            let tables: Vec<String> = self
-                .capture
-                .txn
-                .iter()
-                .flat_map(|s| s.tables.clone())
-                .collect();
+            let tables = tables_of(&self.capture.txn);
             if let Some(m) = self.capturing() {
                 m.mark_divergent(
                     &tables,
@@ -481,7 +471,7 @@ impl Session<'_> {
         let statements = std::mem::take(&mut self.capture.txn);
         self.capture.savepoints.clear();
         self.capture.rollback_hint = false;
-        let tables: Vec<String> = statements.iter().flat_map(|s| s.tables.clone()).collect();
+        let tables = tables_of(&statements);
         let n = statements.len() as u64;
         let txn = MirrorTxn {
             committed_at_us: now_us(),
