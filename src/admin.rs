@@ -1,6 +1,9 @@
-//! The admin HTTP API (bound only where `admin` says): `GET /status` (JSON)
-//! and `GET /metrics` (Prometheus text). Reload and cutover endpoints come
-//! with the cutover milestone.
+//! The admin HTTP API (bound only where `admin` says): `GET /status` (JSON),
+//! `GET /metrics` (Prometheus text), `POST /reload`; for `tandem verify` and
+//! `tandem backfill`: `GET /mirror/position` (journaled/applied LSNs, lag,
+//! last LSN per table), `POST /mirror/divergent/clear` (`{"tables": […]}`)
+//! and `POST /verify/report` (kept for `/status`). The cutover endpoint
+//! comes with the cutover milestone.
 
 use crate::frontend::Shared;
 use crate::metrics::ScrapeExtras;
@@ -22,6 +25,9 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
+        .route("/mirror/position", get(mirror_position))
+        .route("/mirror/divergent/clear", post(clear_divergent))
+        .route("/verify/report", post(verify_report))
         .with_state(shared.clone());
     tokio::spawn(async move {
         let stop = shared.shutdown.clone();
@@ -69,6 +75,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "source": cfg.source.as_ref().map(|p| p.display().to_string()),
             "last_reload": *shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()),
         },
+        "verify": *shared.last_verify.lock().unwrap_or_else(|p| p.into_inner()),
         "uptime_seconds": shared.started.elapsed().as_secs(),
         "clients": {
             "connected": shared.metrics.client_connections.get(),
@@ -82,6 +89,38 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "unparsed": stats.unparsed.load(Ordering::Relaxed),
         },
     }))
+}
+
+async fn mirror_position(State(shared): State<Arc<Shared>>) -> axum::response::Response {
+    match shared.mirror.load_full() {
+        Some(m) => Json(m.position()).into_response(),
+        None => (StatusCode::NOT_FOUND, "not mirroring").into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TableList {
+    tables: Vec<String>,
+}
+
+async fn clear_divergent(
+    State(shared): State<Arc<Shared>>,
+    Json(body): Json<TableList>,
+) -> axum::response::Response {
+    match shared.mirror.load_full() {
+        Some(m) => {
+            Json(serde_json::json!({ "cleared": m.clear_divergent(&body.tables) })).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "not mirroring").into_response(),
+    }
+}
+
+async fn verify_report(
+    State(shared): State<Arc<Shared>>,
+    Json(report): Json<serde_json::Value>,
+) -> impl IntoResponse {
+    *shared.last_verify.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+    StatusCode::NO_CONTENT
 }
 
 async fn reload(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

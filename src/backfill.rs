@@ -6,15 +6,25 @@
 //! - Resumable: each chunk's rows and the table's checkpoint (last key copied)
 //!   are written in one secondary transaction (`_tandem_backfill`), so an
 //!   interrupted run (Ctrl-C, SIGKILL) continues exactly where it stopped.
-//! - Throttled by an optional rows/s limit; progress bars on a TTY, log
-//!   lines otherwise; a summary at the end.
-//!
-//! Not yet (needs the dual-write capture): re-checking chunks the mirror
-//! touched during the copy (a row deleted on the primary between the chunk
-//! read and the insert could come back), and pausing while mirror lag is high.
+//! - Mirror-aware: a chunk is read without locks and inserted a moment
+//!   later, so a row updated or deleted on the primary in between, with the
+//!   mirror applying that change before the insert, would come back stale.
+//!   When the mirror has written the table since before the chunk was read
+//!   (the running server's `GET /mirror/position` says so), the chunk's key
+//!   range is compared again with verify's exact re-check (primary rows
+//!   locked, mirror settled) and fixed. Tables nobody writes cost nothing.
+//! - Pauses while mirror lag is above `--max-lag`, so cutover readiness is
+//!   not hurt; throttled by an optional rows/s limit; progress bars on a
+//!   TTY, log lines otherwise; a summary at the end.
+//! - The secondary session runs with `foreign_key_checks = 0`: tables are
+//!   copied in name order, and a child row copied before its parent must
+//!   not be skipped by `INSERT IGNORE`.
 
 use crate::config::Config;
+use crate::mirror::runtime::table_key;
+use crate::mirror::sync::MirrorSync;
 use crate::schema::{self, quote};
+use crate::verify::compare::{key_values, Checker, Range};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value};
@@ -29,6 +39,8 @@ pub struct BackfillOptions {
     /// Rows per second at most (None: as fast as possible).
     pub rate: Option<u64>,
     pub chunk_size: usize,
+    /// Copying pauses while mirror lag is above this.
+    pub max_lag: Duration,
 }
 
 impl Default for BackfillOptions {
@@ -38,6 +50,7 @@ impl Default for BackfillOptions {
             create_tables: false,
             rate: None,
             chunk_size: 2000,
+            max_lag: Duration::from_secs(1),
         }
     }
 }
@@ -51,6 +64,12 @@ pub struct TableSummary {
     pub rows_inserted: u64,
     pub resumed: bool,
     pub created: bool,
+    /// Chunks compared again because the mirror wrote the table meanwhile.
+    pub chunks_rechecked: u64,
+    /// Rows those re-checks fixed on the secondary.
+    pub rows_repaired: u64,
+    /// Time spent paused for mirror lag.
+    pub paused_seconds: f64,
     pub seconds: f64,
     pub error: Option<String>,
 }
@@ -65,7 +84,11 @@ pub enum BackfillError {
 
 const CHECKPOINTS: &str = "_tandem_backfill";
 
-pub async fn run(cfg: &Config, opts: &BackfillOptions) -> Result<Vec<TableSummary>, BackfillError> {
+pub async fn run(
+    cfg: &Config,
+    opts: &BackfillOptions,
+    sync: &MirrorSync,
+) -> Result<Vec<TableSummary>, BackfillError> {
     let secondary = cfg
         .secondary
         .clone()
@@ -79,6 +102,18 @@ pub async fn run(cfg: &Config, opts: &BackfillOptions) -> Result<Vec<TableSummar
         c.query_drop("SET SESSION sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')")
             .await
             .map_err(setup)?;
+    }
+    p.query_drop("SET SESSION innodb_lock_wait_timeout = 10")
+        .await
+        .map_err(setup)?;
+    s.query_drop("SET SESSION foreign_key_checks = 0")
+        .await
+        .map_err(setup)?;
+    if matches!(sync, MirrorSync::Unknown) {
+        tracing::warn!(
+            "cannot see Tandem's mirror (no reachable `admin` in the config): chunks written \
+             during the copy are not re-checked; run `tandem verify --repair` afterwards"
+        );
     }
     let tables = match schema::select_tables(&mut p, cfg, opts.tables.as_deref())
         .await
@@ -116,7 +151,12 @@ pub async fn run(cfg: &Config, opts: &BackfillOptions) -> Result<Vec<TableSummar
             table: table.clone(),
             ..Default::default()
         };
-        if let Err(e) = copy_table(&mut p, &mut s, &table, opts, &bars, &mut summary).await {
+        let ctx = Ctx {
+            opts,
+            sync,
+            bars: &bars,
+        };
+        if let Err(e) = copy_table(&mut p, &mut s, &table, &ctx, &mut summary).await {
             summary.error = Some(e);
         }
         summary.seconds = started.elapsed().as_secs_f64();
@@ -127,15 +167,23 @@ pub async fn run(cfg: &Config, opts: &BackfillOptions) -> Result<Vec<TableSummar
     Ok(out)
 }
 
+/// What every table's copy shares.
+struct Ctx<'a> {
+    opts: &'a BackfillOptions,
+    sync: &'a MirrorSync,
+    bars: &'a MultiProgress,
+}
+
 async fn copy_table(
     p: &mut Conn,
     s: &mut Conn,
     table: &str,
-    opts: &BackfillOptions,
-    bars: &MultiProgress,
+    ctx: &Ctx<'_>,
     summary: &mut TableSummary,
 ) -> Result<(), String> {
+    let (opts, bars, sync) = (ctx.opts, ctx.bars, ctx.sync);
     let err = |e: mysql_async::Error| e.to_string();
+    let sync_err = |e: crate::mirror::sync::SyncError| e.to_string();
     let plan = schema::TablePlan::load(p, table).await?;
     let (t, cols) = (&plan.quoted, &plan.columns);
     let (col_list, pk_list, pk_pos) = (&plan.column_list, &plan.key_list, &plan.key_positions);
@@ -189,14 +237,45 @@ async fn copy_table(
         .unwrap_or(0);
     let bar = bars.add(ProgressBar::new(total));
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>20} {bar:30} {pos}/{len} rows {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{prefix:>20} {bar:30} {pos}/{len} rows {per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_prefix(table.to_string());
     bar.set_position(copied.min(total));
     let started = Instant::now();
     let mut last_log = Instant::now();
+    let key = table_key(table);
     loop {
+        // Pause while the mirror is behind; note what it has applied before
+        // the chunk is read: a later write to this table means the chunk
+        // may have raced the mirror.
+        let applied_before = match sync.position().await.map_err(sync_err)? {
+            Some(pos) if pos.lag_seconds > opts.max_lag.as_secs_f64() => {
+                let paused = Instant::now();
+                bar.set_message(format!("paused: mirror lag {:.1}s", pos.lag_seconds));
+                tracing::info!(
+                    table,
+                    lag = pos.lag_seconds,
+                    "backfill paused for mirror lag"
+                );
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match sync.position().await.map_err(sync_err)? {
+                        Some(p) if p.lag_seconds > opts.max_lag.as_secs_f64() => {}
+                        _ => break,
+                    }
+                }
+                bar.set_message("");
+                summary.paused_seconds += paused.elapsed().as_secs_f64();
+                sync.position()
+                    .await
+                    .map_err(sync_err)?
+                    .map(|p| p.applied_lsn)
+            }
+            pos => pos.map(|p| p.applied_lsn),
+        };
         // Keyset pagination; the last key is kept as SQL literals produced
         // by the driver's own escaping.
         let after = last_key
@@ -250,6 +329,33 @@ async fn copy_table(
         .await
         .map_err(err)?;
         tx.commit().await.map_err(err)?;
+        if let (Some(applied), Some(first), Some(last)) =
+            (applied_before, rows.first(), rows.last())
+        {
+            let written = sync
+                .position()
+                .await
+                .map_err(sync_err)?
+                .and_then(|pos| pos.table_writes.get(&key).copied())
+                .is_some_and(|lsn| lsn > applied);
+            if written {
+                let mut checker = Checker {
+                    p: &mut *p,
+                    s: &mut *s,
+                    plan: &plan,
+                    sync,
+                    repair: true,
+                    settle_timeout: Duration::from_secs(60),
+                };
+                let range = Range {
+                    lo: Some((key_values(&plan, first), true)),
+                    hi: Some(key_values(&plan, last)),
+                };
+                let r = checker.range(&range, None).await?;
+                summary.chunks_rechecked += 1;
+                summary.rows_repaired += r.diff.repaired;
+            }
+        }
         summary.rows_read += rows.len() as u64;
         summary.rows_inserted += inserted;
         bar.set_position(copied.min(total.max(copied)));
@@ -295,6 +401,12 @@ pub fn render(summaries: &[TableSummary]) -> String {
             s.seconds,
             rate
         ));
+        if s.chunks_rechecked > 0 || s.paused_seconds > 0.0 {
+            out.push_str(&format!(
+                "    {} chunks re-checked against mirrored writes ({} rows fixed), paused {:.1}s for mirror lag\n",
+                s.chunks_rechecked, s.rows_repaired, s.paused_seconds
+            ));
+        }
     }
     out
 }

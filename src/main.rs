@@ -51,6 +51,10 @@ enum Command {
         /// Rows per chunk.
         #[arg(long, default_value_t = 2000)]
         chunk_size: usize,
+        /// Pause copying while the running Tandem's mirror lag is above
+        /// this (e.g. 1s, 500ms).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        max_lag: std::time::Duration,
     },
     /// Compare primary and secondary table by table; exit 0 identical,
     /// 1 divergent, 2 on error.
@@ -107,6 +111,7 @@ fn main() -> std::process::ExitCode {
             create_tables,
             rate,
             chunk_size,
+            max_lag,
         } => backfill(
             config,
             tandem::backfill::BackfillOptions {
@@ -114,6 +119,7 @@ fn main() -> std::process::ExitCode {
                 create_tables,
                 rate,
                 chunk_size: chunk_size.max(1),
+                max_lag,
             },
         ),
         Command::Verify {
@@ -158,7 +164,11 @@ fn backfill(path: PathBuf, opts: tandem::backfill::BackfillOptions) -> std::proc
         Ok(x) => x,
         Err(code) => return code,
     };
-    match runtime.block_on(tandem::backfill::run(&cfg, &opts)) {
+    let result = runtime.block_on(async {
+        let sync = tandem::mirror::sync::MirrorSync::discover(&cfg).await;
+        tandem::backfill::run(&cfg, &opts, &sync).await
+    });
+    match result {
         Ok(summaries) => {
             print!("{}", tandem::backfill::render(&summaries));
             if summaries.iter().any(|s| s.error.is_some()) {
@@ -192,7 +202,16 @@ fn verify(
         chunk_size: chunk_size.max(1),
         ..Default::default()
     };
-    match runtime.block_on(tandem::verify::run(&cfg, &opts)) {
+    let result = runtime.block_on(async {
+        let sync = tandem::mirror::sync::MirrorSync::discover(&cfg).await;
+        let report = tandem::verify::run(&cfg, &opts, &sync).await;
+        if let Ok(r) = &report {
+            sync.publish_verify(&serde_json::to_value(r).unwrap_or_default())
+                .await;
+        }
+        report
+    });
+    match result {
         Ok(report) => {
             print!("{}", tandem::verify::render(&report));
             if let Some(file) = json {

@@ -30,6 +30,7 @@ pub struct Config {
     pub rules_dir: PathBuf,
     pub rules: Rules,
     pub limits: Limits,
+    pub verify: VerifySchedule,
     /// The file this config was loaded from (None when parsed from text);
     /// reloads read it again.
     pub source: Option<PathBuf>,
@@ -45,6 +46,14 @@ pub struct BackendConfig {
     pub password: String,
     pub database: Option<String>,
     pub pool: usize,
+}
+
+/// Periodic verify (`verify:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifySchedule {
+    pub every: Option<Duration>,
+    pub tables: Option<Vec<String>>,
+    pub chunk_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +114,9 @@ pub struct Changes {
     pub users: bool,
     pub rules: bool,
     pub secondary: bool,
+    /// Settings read where they are used (unsafe_writes, cutover_timeout,
+    /// verify): publishing the new config applies them.
+    pub settings: bool,
 }
 
 impl Changes {
@@ -146,6 +158,9 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
             ));
         }
     }
+    if old.journal != new.journal {
+        errors.push(format!("migration.journal: {restart}"));
+    }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -167,6 +182,8 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
         users: old.users != new.users,
         rules: old.rules != new.rules,
         secondary: old.secondary != new.secondary,
+        settings: (old.unsafe_writes, old.cutover_timeout, &old.verify)
+            != (new.unsafe_writes, new.cutover_timeout, &new.verify),
     })
 }
 
@@ -304,6 +321,25 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         ),
     };
 
+    let v = &raw.verify;
+    let verify = VerifySchedule {
+        every: v
+            .every
+            .as_deref()
+            .map(|e| duration(&mut errors, "verify.every", e)),
+        tables: v.tables.clone(),
+        chunk_size: v.chunk_size.unwrap_or(5000),
+    };
+    if verify
+        .every
+        .is_some_and(|d| !d.is_zero() && d < Duration::from_secs(1))
+    {
+        errors.push("verify.every: must be at least 1s".into());
+    }
+    if verify.chunk_size == 0 {
+        errors.push("verify.chunk_size: must be at least 1".into());
+    }
+
     let rules_dir = PathBuf::from(&raw.rules);
     let rules = match load_rules(&rules_dir) {
         Ok(r) => r,
@@ -327,6 +363,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             rules_dir,
             rules,
             limits,
+            verify,
             source: None,
         }),
         _ => Err(ConfigErrors(errors)),

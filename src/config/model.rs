@@ -46,6 +46,22 @@ pub struct RawConfig {
     /// Limits; every key has a default.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Periodic verification inside the server. Default: off.
+    #[serde(default)]
+    pub verify: RawVerify,
+}
+
+/// `verify:` block: the server runs `tandem verify` (without repair) on a
+/// schedule while it mirrors; the latest result is in `/status`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawVerify {
+    /// Interval between runs (`10m`, `1h`). Default: none (no periodic verify).
+    pub every: Option<String>,
+    /// Tables to verify. Default: every table the rules mirror.
+    pub tables: Option<Vec<String>>,
+    /// Rows per chunk. Default 5000.
+    pub chunk_size: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -39,6 +39,8 @@ pub struct Shared {
     pub last_reload: std::sync::Mutex<Option<crate::reload::ReloadStatus>>,
     /// The running mirror while `migration.secondary` is set.
     pub mirror: arc_swap::ArcSwapOption<crate::mirror::runtime::Mirror>,
+    /// The latest verify report (periodic, or handed in by `tandem verify`).
+    pub last_verify: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -133,6 +135,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         reload_lock: tokio::sync::Mutex::new(()),
         last_reload: std::sync::Mutex::new(None),
         mirror: arc_swap::ArcSwapOption::empty(),
+        last_verify: std::sync::Mutex::new(None),
     });
     if shared.config.load().secondary.is_some() {
         let m = crate::mirror::runtime::Mirror::start(&shared.config.load())
@@ -158,6 +161,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
             Err(e) => warn!(backend = %pool.config().name, error = %e, "primary not reachable yet"),
         }
     });
+    tokio::spawn(periodic_verify(shared.clone()));
     info!(%addr, "listening for MySQL clients");
     // The watcher lives as long as the accept loop.
     let watcher = crate::reload::watch(shared.clone());
@@ -172,6 +176,63 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         shared,
         task,
     })
+}
+
+/// Runs verify on the `verify.every` schedule while mirroring (read from the
+/// live config each time, so a reload changes it); keeps the latest report.
+async fn periodic_verify(shared: Arc<Shared>) {
+    use crate::mirror::sync::MirrorSync;
+    let mut last_run = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        let cfg = shared.config.load_full();
+        let Some(every) = cfg.verify.every else {
+            last_run = tokio::time::Instant::now();
+            continue;
+        };
+        let Some(mirror) = shared.mirror.load_full() else {
+            continue;
+        };
+        if last_run.elapsed() < every {
+            continue;
+        }
+        last_run = tokio::time::Instant::now();
+        let opts = crate::verify::VerifyOptions {
+            tables: cfg.verify.tables.clone(),
+            chunk_size: cfg.verify.chunk_size,
+            ..Default::default()
+        };
+        let sync = MirrorSync::InProcess(mirror);
+        let run = crate::verify::run(&cfg, &opts, &sync);
+        let report = tokio::select! {
+            r = run => r,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let json = match report {
+            Ok(r) => {
+                let divergent: Vec<&str> = r
+                    .tables
+                    .iter()
+                    .filter(|t| !t.identical())
+                    .map(|t| t.table.as_str())
+                    .collect();
+                if r.identical {
+                    info!(tables = r.tables.len(), "periodic verify: identical");
+                } else {
+                    warn!(?divergent, "periodic verify: differences (or errors) found");
+                }
+                serde_json::to_value(&r).unwrap_or_default()
+            }
+            Err(e) => {
+                warn!(error = %e, "periodic verify failed");
+                serde_json::json!({ "error": e.to_string(), "finished_at_unix": unix_now() })
+            }
+        };
+        *shared.last_verify.lock().unwrap_or_else(|p| p.into_inner()) = Some(json);
+    }
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {

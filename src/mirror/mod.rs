@@ -6,6 +6,8 @@
 //! - `applier`: replays committed intents on the secondary, exactly once.
 //! - `runtime`: the running mirror `serve` owns: start-up recovery of
 //!   in-doubt intents, commit markers on the primary, the applier task.
+//! - `sync`: how verify and backfill wait for writes in flight (in-process
+//!   or through the admin API).
 //!
 //! Capture itself happens in the session (`frontend::session::capture`).
 
@@ -13,6 +15,7 @@ pub mod applier;
 pub mod journal;
 pub mod record;
 pub mod runtime;
+pub mod sync;
 
 use journal::{Journal, JournalError, Lsn};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -21,7 +21,7 @@ use super::{now_us, JournalHandle};
 use crate::config::{BackendConfig, Config};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,6 +88,10 @@ pub struct Mirror {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// `db.table` → whether a write to it reads the statement time.
     reads_time: Mutex<HashMap<String, bool>>,
+    /// Table name (unqualified, lower case) → LSN of the last intent that
+    /// wrote it: lets backfill re-check only chunks of tables written while
+    /// it copied them.
+    table_writes: Mutex<HashMap<String, Lsn>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -215,6 +219,7 @@ impl Mirror {
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
             reads_time: Mutex::new(HashMap::new()),
+            table_writes: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(writer)),
         });
         let stop = mirror.stop.clone();
@@ -305,12 +310,47 @@ impl Mirror {
 
     /// Journals an intent and waits until it is durable.
     pub async fn intent(&self, token: u64, txn: MirrorTxn) -> Result<Lsn, JournalError> {
+        let tables: Vec<String> = txn
+            .statements
+            .iter()
+            .flat_map(|s| s.tables.iter().map(|t| table_key(t)))
+            .collect();
         let lsn = self
             .journal
             .append(JournalRecord::Intent { token, txn }.encode())
             .await?;
+        {
+            let mut w = self.table_writes.lock().unwrap_or_else(|p| p.into_inner());
+            for t in tables {
+                w.insert(t, lsn);
+            }
+        }
         self.last_intent.fetch_max(lsn, Ordering::Relaxed);
         Ok(lsn)
+    }
+
+    /// Where the mirror stands: what is journaled, what is applied, and the
+    /// last LSN that wrote each table. Every transaction that committed on
+    /// the primary before this call has an LSN <= `journaled` (its intent
+    /// is durable before its COMMIT is sent).
+    pub fn position(&self) -> Position {
+        let (_, lag_seconds) = self.lag();
+        Position {
+            journaled_lsn: self.last_intent.load(Ordering::Relaxed),
+            applied_lsn: self.applier.applied_lsn.load(Ordering::Relaxed),
+            lag_seconds,
+            applier_stopped: self
+                .applier
+                .stopped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            table_writes: self
+                .table_writes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
     }
 
     /// Records the primary's answer to an intent's COMMIT. The session does
@@ -361,15 +401,43 @@ impl Mirror {
         }
         if changed {
             warn!(?tables, reason, "tables marked divergent");
-            if let Ok(json) = serde_json::to_vec_pretty(&*d) {
-                let tmp = self.divergent_path.with_extension("json.tmp");
-                let r = std::fs::write(&tmp, json)
-                    .and_then(|_| std::fs::rename(&tmp, &self.divergent_path));
-                if let Err(e) = r {
-                    error!(error = %e, "cannot persist the divergent-table list");
-                }
-            }
+            persist_divergent(&self.divergent_path, &d);
         }
+    }
+
+    /// Clears the divergent mark of tables a verify repaired (or found
+    /// identical). Names match qualified or not. Returns what was cleared.
+    pub fn clear_divergent(&self, tables: &[String]) -> Vec<String> {
+        let wanted: HashSet<String> = tables.iter().map(|t| table_key(t)).collect();
+        let mut cleared = Vec::new();
+        let mut d = self.divergent.lock().unwrap_or_else(|p| p.into_inner());
+        d.retain(|t, _| {
+            let hit = wanted.contains(&table_key(t));
+            if hit {
+                cleared.push(t.clone());
+            }
+            !hit
+        });
+        if !cleared.is_empty() {
+            persist_divergent(&self.divergent_path, &d);
+        }
+        drop(d);
+        let mut a = self
+            .applier
+            .divergent_tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        a.retain(|t| {
+            let hit = wanted.contains(&table_key(t));
+            if hit && !cleared.contains(t) {
+                cleared.push(t.clone());
+            }
+            !hit
+        });
+        if !cleared.is_empty() {
+            info!(?cleared, "divergent marks cleared");
+        }
+        cleared
     }
 
     /// Divergent tables and why (capture side and applier dead letters).
@@ -442,6 +510,34 @@ impl Mirror {
             "divergent_tables": self.divergent(),
             "applier_stopped": *self.applier.stopped.lock().unwrap_or_else(|p| p.into_inner()),
         })
+    }
+}
+
+/// See [`Mirror::position`]. Also the body of `GET /mirror/position`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub journaled_lsn: Lsn,
+    pub applied_lsn: Lsn,
+    pub lag_seconds: f64,
+    pub applier_stopped: Option<String>,
+    pub table_writes: HashMap<String, Lsn>,
+}
+
+/// How table names are compared across the mirror, verify and backfill:
+/// unqualified, unquoted, lower case (a collision only costs a re-check).
+pub fn table_key(name: &str) -> String {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    last.trim_matches('`').to_lowercase()
+}
+
+/// Writes the divergent-table list next to the journal (atomically).
+pub fn persist_divergent(path: &std::path::Path, d: &BTreeMap<String, String>) {
+    if let Ok(json) = serde_json::to_vec_pretty(d) {
+        let tmp = path.with_extension("json.tmp");
+        let r = std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = r {
+            error!(error = %e, "cannot persist the divergent-table list");
+        }
     }
 }
 

@@ -1,28 +1,28 @@
 //! `tandem verify`: proves primary and secondary hold the same rows, table by
 //! table, and optionally repairs the secondary.
 //!
-//! Per table: row counts; then the table is walked in primary-key order in
-//! chunks (keyset pagination bounded by the primary's keys, so rows that
-//! exist only on the secondary are found too); each chunk is hashed from
-//! normalized values (`normalize`), and a chunk whose hashes differ is
-//! diffed row by row: missing, extra and changed rows with their keys.
-//! `--repair` writes the primary's rows over the secondary's (REPLACE),
-//! deletes extras, then verifies the table again.
-//!
-//! Not yet: re-checking a mismatch after the mirror applied in-flight writes
-//! (needs the dual-write capture); until then verify is exact only while
-//! nothing writes, and the report says so.
+//! Per table: row counts (informational: under live traffic the two counts
+//! are taken at different instants); then the table is walked in
+//! primary-key order in chunks (keyset pagination bounded by the primary's
+//! keys, so rows that exist only on the secondary are found too); each
+//! chunk is compared row by row by normalized hash (`normalize`). Rows that
+//! differ are re-checked with the primary's rows locked and the mirror
+//! settled (`compare`), so writes in flight never show as differences;
+//! only persistent ones are reported. `--repair` fixes them inside that
+//! re-check (REPLACE / DELETE on the secondary), verifies the table again
+//! and clears the table's divergent mark.
 
+pub mod compare;
 pub mod normalize;
 
 use crate::config::Config;
-use crate::schema::{self, quote};
+use crate::mirror::sync::MirrorSync;
+use crate::schema;
+use compare::{Checker, Range};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Row, Value};
-use normalize::Kind;
+use mysql_async::Conn;
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
@@ -32,6 +32,8 @@ pub struct VerifyOptions {
     pub chunk_size: usize,
     /// Keys listed per kind of difference, at most.
     pub max_keys: usize,
+    /// How long a re-check waits for the mirror to apply writes in flight.
+    pub settle_timeout: Duration,
 }
 
 impl Default for VerifyOptions {
@@ -41,6 +43,7 @@ impl Default for VerifyOptions {
             repair: false,
             chunk_size: 5000,
             max_keys: 100,
+            settle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -53,6 +56,8 @@ pub struct TableReport {
     pub rows_checked: u64,
     pub chunks: u64,
     pub divergent_chunks: u64,
+    /// Rows that differed at first sight and were re-checked.
+    pub rechecked: u64,
     /// Primary keys (values joined with ',') of rows missing on the secondary.
     pub missing: Vec<String>,
     /// Rows only the secondary has.
@@ -70,12 +75,13 @@ pub struct TableReport {
 }
 
 impl TableReport {
+    /// No persistent difference (the chunk walk sees every row of both
+    /// sides, so the counts, taken at different instants, are not compared).
     pub fn identical(&self) -> bool {
         self.error.is_none()
             && self.missing_total == 0
             && self.extra_total == 0
             && self.changed_total == 0
-            && self.rows_primary == self.rows_secondary
     }
 }
 
@@ -86,6 +92,9 @@ pub struct Report {
     pub tables: Vec<TableReport>,
     pub identical: bool,
     pub errors: bool,
+    /// How writes in flight were ruled out (see `mirror::sync`).
+    pub in_flight: String,
+    pub finished_at_unix: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,8 +109,13 @@ pub enum VerifyError {
     UnknownTables(String),
 }
 
-/// Verifies (and with `repair`, repairs) every selected table.
-pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyError> {
+/// Verifies (and with `repair`, repairs) every selected table; `sync` tells
+/// how to wait for writes in flight.
+pub async fn run(
+    cfg: &Config,
+    opts: &VerifyOptions,
+    sync: &MirrorSync,
+) -> Result<Report, VerifyError> {
     let secondary_name = cfg.secondary.clone().ok_or(VerifyError::NoSecondary)?;
     let pcfg = cfg.primary_backend().clone();
     let scfg = cfg.backends[&secondary_name].clone();
@@ -118,6 +132,11 @@ pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyErr
         Ok(t) => t,
         Err(unknown) => return Err(VerifyError::UnknownTables(unknown.join(", "))),
     };
+    // A re-check holds shared locks on a few primary rows; never wait long
+    // behind an application transaction for them.
+    p.query_drop("SET SESSION innodb_lock_wait_timeout = 10")
+        .await
+        .map_err(be(&pcfg.name))?;
     if opts.repair {
         s.query_drop("SET SESSION foreign_key_checks = 0")
             .await
@@ -126,7 +145,7 @@ pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyErr
     let mut reports = Vec::new();
     for table in tables {
         let started = Instant::now();
-        let mut r = match verify_table(&mut p, &mut s, &table, opts, false).await {
+        let mut r = match verify_table(&mut p, &mut s, &table, opts, sync, opts.repair).await {
             Ok(r) => r,
             Err(e) => TableReport {
                 table: table.clone(),
@@ -134,24 +153,23 @@ pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyErr
                 ..Default::default()
             },
         };
-        if opts.repair && r.error.is_none() && !r.identical() {
-            match verify_table(&mut p, &mut s, &table, opts, true).await {
-                Ok(fixed) => {
-                    // Report what was found, then the state after repair.
-                    let after = verify_table(&mut p, &mut s, &table, opts, false).await;
-                    r.repaired = fixed.repaired;
-                    if let Ok(after) = after {
+        if opts.repair && r.error.is_none() {
+            if r.repaired > 0 {
+                // Report what was found and fixed; prove the table is equal now.
+                match verify_table(&mut p, &mut s, &table, opts, sync, false).await {
+                    Ok(after) if after.identical() => {
                         r.rows_secondary = after.rows_secondary;
-                        if !after.identical() {
-                            r.error = Some("differences remain after repair".into());
-                        } else {
-                            r.missing_total = 0;
-                            r.extra_total = 0;
-                            r.changed_total = 0;
-                        }
+                        r.missing_total = 0;
+                        r.extra_total = 0;
+                        r.changed_total = 0;
                     }
+                    Ok(_) => r.error = Some("differences remain after repair".into()),
+                    Err(e) => r.error = Some(format!("re-verify after repair failed: {e}")),
                 }
-                Err(e) => r.error = Some(format!("repair failed: {e}")),
+            }
+            if r.identical() {
+                sync.clear_divergent(std::slice::from_ref(&table), &cfg.journal)
+                    .await;
             }
         }
         r.seconds = started.elapsed().as_secs_f64();
@@ -167,6 +185,10 @@ pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, VerifyErr
         tables: reports,
         identical,
         errors,
+        in_flight: sync.describe(),
+        finished_at_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     })
 }
 
@@ -175,13 +197,12 @@ async fn verify_table(
     s: &mut Conn,
     table: &str,
     opts: &VerifyOptions,
+    sync: &MirrorSync,
     repair: bool,
 ) -> Result<TableReport, String> {
     let err = |e: mysql_async::Error| e.to_string();
     let plan = schema::TablePlan::load(p, table).await?;
-    let (t, cols, pk) = (&plan.quoted, &plan.columns, &plan.primary_key);
-    let (col_list, pk_list, pk_pos) = (&plan.column_list, &plan.key_list, &plan.key_positions);
-    let marks = vec!["?"; pk.len()].join(", ");
+    let t = &plan.quoted;
     let mut report = TableReport {
         table: table.to_string(),
         ..Default::default()
@@ -196,177 +217,43 @@ async fn verify_table(
         .await
         .map_err(err)?
         .unwrap_or(0);
-
-    let mut lo: Option<Vec<Value>> = None;
+    let mut checker = Checker {
+        p,
+        s,
+        plan: &plan,
+        sync,
+        repair,
+        settle_timeout: opts.settle_timeout,
+    };
+    let mut range = Range::default();
     loop {
-        let after = if lo.is_some() {
-            format!("WHERE ({pk_list}) > ({marks})")
-        } else {
-            String::new()
-        };
-        let params: Vec<Value> = lo.clone().unwrap_or_default();
-        let prows: Vec<Row> = p
-            .exec(
-                format!(
-                    "SELECT {col_list} FROM {t} {after} ORDER BY {pk_list} LIMIT {}",
-                    opts.chunk_size
-                ),
-                params.clone(),
-            )
-            .await
-            .map_err(err)?;
-        let hi: Option<Vec<Value>> = if prows.len() == opts.chunk_size {
-            prows.last().map(|r| {
-                pk_pos
-                    .iter()
-                    .map(|i| r.as_ref(*i).cloned().unwrap_or(Value::NULL))
-                    .collect()
-            })
-        } else {
-            None // last chunk: the secondary's side is open-ended
-        };
-        let mut cond = Vec::new();
-        let mut sparams = params.clone();
-        if lo.is_some() {
-            cond.push(format!("({pk_list}) > ({marks})"));
-        }
-        if let Some(hi) = &hi {
-            cond.push(format!("({pk_list}) <= ({marks})"));
-            sparams.extend(hi.iter().cloned());
-        }
-        let where_ = if cond.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", cond.join(" AND "))
-        };
-        let srows: Vec<Row> = s
-            .exec(
-                format!("SELECT {col_list} FROM {t} {where_} ORDER BY {pk_list}"),
-                sparams,
-            )
-            .await
-            .map_err(err)?;
+        let r = checker.range(&range, Some(opts.chunk_size)).await?;
         report.chunks += 1;
-        report.rows_checked += prows.len() as u64;
-        let kinds: Vec<Kind> = prows
-            .first()
-            .or(srows.first())
-            .map(|r| {
-                r.columns_ref()
-                    .iter()
-                    .map(|c| Kind::of(c.column_type()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let keyed = |rows: &[Row]| -> BTreeMap<String, (u64, usize)> {
-            rows.iter()
-                .enumerate()
-                .map(|(i, r)| (row_key(r, pk_pos), (hash_row(&kinds, r), i)))
-                .collect()
-        };
-        let (pk_map, sk_map) = (keyed(&prows), keyed(&srows));
-        let same = pk_map.len() == sk_map.len()
-            && pk_map
-                .iter()
-                .zip(&sk_map)
-                .all(|(a, b)| a.0 == b.0 && a.1 .0 == b.1 .0);
-        if !same {
+        report.rows_checked += r.rows as u64;
+        let d = r.diff;
+        report.rechecked += d.rechecked;
+        report.repaired += d.repaired;
+        if !d.is_empty() {
             report.divergent_chunks += 1;
-            let mut fix_rows: Vec<usize> = Vec::new();
-            let mut del_rows: Vec<usize> = Vec::new();
-            for (k, (h, i)) in &pk_map {
-                match sk_map.get(k) {
-                    None => {
-                        report.missing_total += 1;
-                        push_key(&mut report.missing, k, opts.max_keys);
-                        fix_rows.push(*i);
-                    }
-                    Some((h2, _)) if h2 != h => {
-                        report.changed_total += 1;
-                        push_key(&mut report.changed, k, opts.max_keys);
-                        fix_rows.push(*i);
-                    }
-                    Some(_) => {}
-                }
-            }
-            for (k, (_, i)) in &sk_map {
-                if !pk_map.contains_key(k) {
-                    report.extra_total += 1;
-                    push_key(&mut report.extra, k, opts.max_keys);
-                    del_rows.push(*i);
-                }
-            }
-            if repair {
-                let placeholders = vec!["?"; cols.len()].join(", ");
-                for i in fix_rows {
-                    let values: Vec<Value> = (0..cols.len())
-                        .map(|c| prows[i].as_ref(c).cloned().unwrap_or(Value::NULL))
-                        .collect();
-                    s.exec_drop(
-                        format!("REPLACE INTO {t} ({col_list}) VALUES ({placeholders})"),
-                        values,
-                    )
-                    .await
-                    .map_err(err)?;
-                    report.repaired += 1;
-                }
-                let key_match = pk
-                    .iter()
-                    .map(|c| format!("{} <=> ?", quote(c)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                for i in del_rows {
-                    let key: Vec<Value> = pk_pos
-                        .iter()
-                        .map(|c| srows[i].as_ref(*c).cloned().unwrap_or(Value::NULL))
-                        .collect();
-                    s.exec_drop(format!("DELETE FROM {t} WHERE {key_match}"), key)
-                        .await
-                        .map_err(err)?;
-                    report.repaired += 1;
+        }
+        for (list, total, keys) in [
+            (&mut report.missing, &mut report.missing_total, d.missing),
+            (&mut report.extra, &mut report.extra_total, d.extra),
+            (&mut report.changed, &mut report.changed_total, d.changed),
+        ] {
+            *total += keys.len() as u64;
+            for k in keys {
+                if list.len() < opts.max_keys {
+                    list.push(k);
                 }
             }
         }
-        match hi {
-            Some(hi) => lo = Some(hi),
+        match r.next {
+            Some(next) => range.lo = Some((next, false)),
             None => break,
         }
     }
     Ok(report)
-}
-
-fn push_key(list: &mut Vec<String>, key: &str, max: usize) {
-    if list.len() < max {
-        list.push(key.to_string());
-    }
-}
-
-fn value_bytes(v: &Value) -> Option<Vec<u8>> {
-    match v {
-        Value::NULL => None,
-        Value::Bytes(b) => Some(b.clone()),
-        other => Some(other.as_sql(true).into_bytes()),
-    }
-}
-
-fn hash_row(kinds: &[Kind], r: &Row) -> u64 {
-    let owned: Vec<Option<Vec<u8>>> = (0..r.len())
-        .map(|i| r.as_ref(i).and_then(value_bytes))
-        .collect();
-    let refs: Vec<Option<&[u8]>> = owned.iter().map(|v| v.as_deref()).collect();
-    normalize::row_hash(kinds, &refs)
-}
-
-fn row_key(r: &Row, pk_pos: &[usize]) -> String {
-    pk_pos
-        .iter()
-        .map(|i| match r.as_ref(*i) {
-            Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-            Some(Value::NULL) | None => "NULL".into(),
-            Some(other) => other.as_sql(true),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Human-readable report.
@@ -383,8 +270,8 @@ pub fn render(report: &Report) -> String {
             (None, false) => "DIVERGENT".into(),
         };
         out.push_str(&format!(
-            "  {:<30} {state}\n    rows {} / {} (primary / secondary), {} checked in {} chunks ({} divergent), {:.2}s\n",
-            t.table, t.rows_primary, t.rows_secondary, t.rows_checked, t.chunks, t.divergent_chunks, t.seconds
+            "  {:<30} {state}\n    rows {} / {} (primary / secondary, counted at different instants), {} checked in {} chunks ({} divergent, {} rows re-checked), {:.2}s\n",
+            t.table, t.rows_primary, t.rows_secondary, t.rows_checked, t.chunks, t.divergent_chunks, t.rechecked, t.seconds
         ));
         for (what, total, keys) in [
             ("missing on secondary", t.missing_total, &t.missing),
@@ -411,8 +298,6 @@ pub fn render(report: &Report) -> String {
     } else {
         "result: DIVERGENT\n"
     });
-    out.push_str(
-        "note: writes in flight during the check can show as differences until mirroring re-checks them (dual-write milestone)\n",
-    );
+    out.push_str(&format!("in-flight writes: {}\n", report.in_flight));
     out
 }

@@ -1,0 +1,208 @@
+//! How verify and backfill see the running mirror, so a difference caused by
+//! a write still in flight is never reported (or "repaired") as real.
+//!
+//! The one question they ask is "has the secondary applied every write that
+//! committed on the primary before now?" ([`MirrorSync::settle`]). It is
+//! answerable because a transaction's intent is durable, with its LSN,
+//! before its COMMIT is forwarded: read the journaled LSN now, wait until
+//! the applied LSN reaches it. The server's periodic verify asks its own
+//! [`Mirror`]; the `tandem verify` / `tandem backfill` processes ask the
+//! running server over the admin API (`GET /mirror/position`).
+
+use super::runtime::{Mirror, Position};
+use crate::config::Config;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Where the mirror's position comes from.
+#[derive(Clone)]
+pub enum MirrorSync {
+    /// No Tandem serves this config (its admin address refuses connections)
+    /// or it does not mirror: no write is in flight through Tandem.
+    Idle,
+    /// Tandem may be running but cannot be asked (no `admin` in the
+    /// config): differences are re-checked a few times, not proven.
+    Unknown,
+    /// Inside the server (periodic verify).
+    InProcess(Arc<Mirror>),
+    /// A running server's admin API.
+    Admin(SocketAddr),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("admin API {0}: {1}")]
+    Http(SocketAddr, String),
+    #[error("the mirror's applier has stopped: {0}")]
+    Stopped(String),
+    #[error("the mirror did not apply the writes in flight within {0:?} (lag {1:.1}s)")]
+    Timeout(Duration, f64),
+}
+
+impl MirrorSync {
+    /// Finds the server running `cfg`, if any, through its admin address.
+    pub async fn discover(cfg: &Config) -> MirrorSync {
+        let Some(addr) = cfg.admin else {
+            return MirrorSync::Unknown;
+        };
+        match http(addr, "GET", "/mirror/position", None).await {
+            Ok((200, _)) => MirrorSync::Admin(addr),
+            // Running, not mirroring: nothing in flight.
+            Ok((404, _)) => MirrorSync::Idle,
+            Ok((code, _)) => {
+                tracing::warn!(%addr, code, "unexpected admin answer; cannot see the mirror");
+                MirrorSync::Unknown
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => MirrorSync::Idle,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "admin API unreachable; cannot see the mirror");
+                MirrorSync::Unknown
+            }
+        }
+    }
+
+    /// One line for reports and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            MirrorSync::Idle => "no running Tandem mirrors this config: nothing in flight".into(),
+            MirrorSync::Unknown => "cannot see Tandem's mirror (no reachable `admin` address): differences re-checked 3 times, not proven".into(),
+            MirrorSync::InProcess(_) => "in-flight writes settled with the running mirror".into(),
+            MirrorSync::Admin(a) => format!("in-flight writes settled with the running mirror (admin {a})"),
+        }
+    }
+
+    /// True when [`settle`](Self::settle) proves what it says.
+    pub fn exact(&self) -> bool {
+        !matches!(self, MirrorSync::Unknown)
+    }
+
+    /// The mirror's position, when there is a mirror to ask.
+    pub async fn position(&self) -> Result<Option<Position>, SyncError> {
+        match self {
+            MirrorSync::Idle | MirrorSync::Unknown => Ok(None),
+            MirrorSync::InProcess(m) => Ok(Some(m.position())),
+            MirrorSync::Admin(addr) => {
+                let (code, body) = http(*addr, "GET", "/mirror/position", None)
+                    .await
+                    .map_err(|e| SyncError::Http(*addr, e.to_string()))?;
+                match code {
+                    200 => serde_json::from_slice(&body)
+                        .map(Some)
+                        .map_err(|e| SyncError::Http(*addr, format!("bad position: {e}"))),
+                    404 => Ok(None),
+                    c => Err(SyncError::Http(*addr, format!("HTTP {c}"))),
+                }
+            }
+        }
+    }
+
+    /// Waits until every write that committed on the primary before this
+    /// call has been applied on the secondary. Returns at once where there
+    /// is no mirror to wait for.
+    pub async fn settle(&self, timeout: Duration) -> Result<(), SyncError> {
+        let Some(start) = self.position().await? else {
+            return Ok(());
+        };
+        let target = start.journaled_lsn;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pos = start;
+        loop {
+            if let Some(why) = pos.applier_stopped {
+                return Err(SyncError::Stopped(why));
+            }
+            if pos.applied_lsn >= target {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SyncError::Timeout(timeout, pos.lag_seconds));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            match self.position().await? {
+                Some(p) => pos = p,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Clears the divergent mark of repaired tables: in the running server,
+    /// or in `divergent.json` beside the journal when none runs.
+    pub async fn clear_divergent(&self, tables: &[String], journal: &Path) {
+        match self {
+            MirrorSync::InProcess(m) => {
+                m.clear_divergent(tables);
+            }
+            MirrorSync::Admin(addr) => {
+                let body = serde_json::json!({ "tables": tables }).to_string();
+                if let Err(e) = http(*addr, "POST", "/mirror/divergent/clear", Some(body)).await {
+                    tracing::warn!(error = %e, "could not clear divergent marks in the server");
+                }
+            }
+            MirrorSync::Idle | MirrorSync::Unknown => {
+                let path = journal.join("divergent.json");
+                let Ok(bytes) = std::fs::read(&path) else {
+                    return;
+                };
+                let Ok(mut d) =
+                    serde_json::from_slice::<std::collections::BTreeMap<String, String>>(&bytes)
+                else {
+                    return;
+                };
+                let wanted: Vec<String> = tables
+                    .iter()
+                    .map(|t| super::runtime::table_key(t))
+                    .collect();
+                let before = d.len();
+                d.retain(|t, _| !wanted.contains(&super::runtime::table_key(t)));
+                if d.len() != before {
+                    super::runtime::persist_divergent(&path, &d);
+                }
+            }
+        }
+    }
+
+    /// Hands a verify report to the running server for `/status`.
+    pub async fn publish_verify(&self, report: &serde_json::Value) {
+        if let MirrorSync::Admin(addr) = self {
+            let _ = http(*addr, "POST", "/verify/report", Some(report.to_string())).await;
+        }
+    }
+}
+
+/// A one-shot HTTP/1.1 request to the admin API (loopback, small bodies).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> std::io::Result<(u16, Bytes)> {
+    let other = |e: hyper::Error| std::io::Error::other(e.to_string());
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(other)?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let fut = async {
+        let resp = sender.send_request(req).await.map_err(other)?;
+        let code = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.map_err(other)?.to_bytes();
+        Ok((code, bytes))
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "admin API timed out"))?
+}

@@ -1,0 +1,387 @@
+//! Comparing one primary-key range of a table on both sides, and the exact
+//! re-check that keeps writes in flight from showing as differences.
+//!
+//! A range is read from the primary, then from the secondary, and rows are
+//! matched by key and compared by normalized hash. Under live traffic those
+//! two reads see different instants, so every difference is only a
+//! *suspect*. Suspects are re-read on the primary with a locking read (the
+//! rows, and for absent keys the gaps, cannot change while it is held),
+//! then the mirror is settled (everything that committed before is applied
+//! on the secondary, see `mirror::sync`), then the secondary is read. With
+//! the primary frozen and the secondary caught up, a difference that is
+//! still there is real; `repair` fixes it while the lock is still held, so
+//! the repair cannot race the mirror either. Cost: a shared lock on the
+//! suspect rows for one mirror round trip, only for chunks that differ.
+
+use super::normalize::{self, Kind};
+use crate::mirror::sync::{MirrorSync, SyncError};
+use crate::schema::{quote, TablePlan};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, IsolationLevel, Row, TxOpts, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Keys bound per `IN (...)` statement.
+const KEYS_PER_STATEMENT: usize = 500;
+/// Re-check rounds when the mirror cannot be settled (`MirrorSync::Unknown`).
+const BLIND_ROUNDS: usize = 3;
+
+/// A primary-key range: `lo` (inclusive when the flag is set, else
+/// exclusive) to `hi` (inclusive); `None` is open.
+#[derive(Debug, Clone, Default)]
+pub struct Range {
+    pub lo: Option<(Vec<Value>, bool)>,
+    pub hi: Option<Vec<Value>>,
+}
+
+/// Differences found in a range, by key (the key's values joined by ',').
+#[derive(Debug, Default)]
+pub struct Diff {
+    pub missing: Vec<String>,
+    pub extra: Vec<String>,
+    pub changed: Vec<String>,
+    /// Rows written or deleted on the secondary by a repair.
+    pub repaired: u64,
+    /// Suspect rows that were re-checked.
+    pub rechecked: u64,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// What comparing one range found.
+#[derive(Debug, Default)]
+pub struct RangeResult {
+    /// Rows read from the primary.
+    pub rows: usize,
+    /// The last primary key read when `limit` cut the range short (the next
+    /// range starts after it); `None` when the range was read to its end.
+    pub next: Option<Vec<Value>>,
+    pub diff: Diff,
+}
+
+/// How a comparison runs.
+pub struct Checker<'a> {
+    pub p: &'a mut Conn,
+    pub s: &'a mut Conn,
+    pub plan: &'a TablePlan,
+    pub sync: &'a MirrorSync,
+    pub repair: bool,
+    pub settle_timeout: Duration,
+}
+
+impl Checker<'_> {
+    /// Compares `range` (at most `limit` primary rows); suspects are
+    /// re-checked, so only persistent differences are returned.
+    pub async fn range(
+        &mut self,
+        range: &Range,
+        limit: Option<usize>,
+    ) -> Result<RangeResult, String> {
+        let err = |e: mysql_async::Error| e.to_string();
+        let prows = read_range(self.p, self.plan, range, limit)
+            .await
+            .map_err(err)?;
+        let next = match limit {
+            Some(n) if prows.len() == n => prows.last().map(|r| key_values(self.plan, r)),
+            _ => None,
+        };
+        // The secondary's side ends where the primary's chunk ended, so
+        // rows only the secondary has are found in the chunk they fall in.
+        let srange = Range {
+            lo: range.lo.clone(),
+            hi: next.clone().or_else(|| range.hi.clone()),
+        };
+        let srows = read_range(self.s, self.plan, &srange, None)
+            .await
+            .map_err(err)?;
+        let suspects = self.suspects(&prows, &srows);
+        let diff = if suspects.is_empty() {
+            Diff::default()
+        } else {
+            self.recheck(suspects).await?
+        };
+        Ok(RangeResult {
+            rows: prows.len(),
+            next,
+            diff,
+        })
+    }
+
+    /// Key values of the rows that differ between the two reads.
+    fn suspects(&self, prows: &[Row], srows: &[Row]) -> Vec<Vec<Value>> {
+        let plan = self.plan;
+        let (pm, sm) = (keyed(plan, prows), keyed(plan, srows));
+        let mut out = Vec::new();
+        for (k, (h, i)) in &pm {
+            if sm.get(k).is_none_or(|(h2, _)| h2 != h) {
+                out.push(key_values(plan, &prows[*i]));
+            }
+        }
+        for (k, (_, i)) in &sm {
+            if !pm.contains_key(k) {
+                out.push(key_values(plan, &srows[*i]));
+            }
+        }
+        out
+    }
+
+    /// Re-reads `keys` with the primary's rows locked and the mirror settled;
+    /// returns what still differs (repaired when `repair`).
+    async fn recheck(&mut self, mut keys: Vec<Vec<Value>>) -> Result<Diff, String> {
+        let rounds = if self.sync.exact() || self.repair {
+            1
+        } else {
+            BLIND_ROUNDS
+        };
+        let rechecked = keys.len() as u64;
+        let mut diff = Diff::default();
+        for round in 0..rounds {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            diff = self.recheck_once(&keys).await?;
+            if diff.is_empty() {
+                break;
+            }
+            let still: Vec<&String> = diff
+                .missing
+                .iter()
+                .chain(&diff.changed)
+                .chain(&diff.extra)
+                .collect();
+            keys.retain(|k| still.contains(&&key_string(k)));
+        }
+        diff.rechecked = rechecked;
+        Ok(diff)
+    }
+
+    async fn recheck_once(&mut self, keys: &[Vec<Value>]) -> Result<Diff, String> {
+        let err = |e: mysql_async::Error| e.to_string();
+        let Checker {
+            p,
+            s,
+            plan,
+            sync,
+            repair,
+            settle_timeout,
+        } = self;
+        let plan: &TablePlan = plan;
+        let opts = TxOpts::default()
+            .with_isolation_level(IsolationLevel::RepeatableRead)
+            .clone();
+        let mut ptx = p.start_transaction(opts).await.map_err(err)?;
+        let prows = select_keys(&mut ptx, plan, keys, " LOCK IN SHARE MODE")
+            .await
+            .map_err(err)?;
+        if let Err(e) = sync.settle(*settle_timeout).await {
+            let _ = ptx.rollback().await;
+            return Err(settle_error(e));
+        }
+        let mut diff = Diff::default();
+        let result = async {
+            if !*repair {
+                let srows = select_keys(*s, plan, keys, "").await.map_err(err)?;
+                classify(plan, &prows, &srows, &mut diff);
+                return Ok(());
+            }
+            let mut stx = s.start_transaction(TxOpts::default()).await.map_err(err)?;
+            let srows = select_keys(&mut stx, plan, keys, " FOR UPDATE")
+                .await
+                .map_err(err)?;
+            let (fix, delete) = classify(plan, &prows, &srows, &mut diff);
+            let (t, cols) = (&plan.quoted, &plan.column_list);
+            let marks = vec!["?"; plan.columns.len()].join(", ");
+            for r in fix {
+                let values: Vec<Value> = (0..plan.columns.len())
+                    .map(|c| r.as_ref(c).cloned().unwrap_or(Value::NULL))
+                    .collect();
+                stx.exec_drop(
+                    format!("REPLACE INTO {t} ({cols}) VALUES ({marks})"),
+                    values,
+                )
+                .await
+                .map_err(err)?;
+                diff.repaired += 1;
+            }
+            let key_match = plan
+                .primary_key
+                .iter()
+                .map(|c| format!("{} <=> ?", quote(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            for r in delete {
+                stx.exec_drop(
+                    format!("DELETE FROM {t} WHERE {key_match}"),
+                    key_values(plan, r),
+                )
+                .await
+                .map_err(err)?;
+                diff.repaired += 1;
+            }
+            stx.commit().await.map_err(err)
+        }
+        .await;
+        // Releases the primary's locks whatever happened.
+        let _ = ptx.rollback().await;
+        result.map(|_| diff)
+    }
+}
+
+/// Sorts differing rows into the diff; returns the primary rows to write
+/// and the secondary rows to delete.
+fn classify<'r>(
+    plan: &TablePlan,
+    prows: &'r [Row],
+    srows: &'r [Row],
+    diff: &mut Diff,
+) -> (Vec<&'r Row>, Vec<&'r Row>) {
+    let (pm, sm) = (keyed(plan, prows), keyed(plan, srows));
+    let (mut fix, mut delete) = (Vec::new(), Vec::new());
+    for (k, (h, i)) in &pm {
+        match sm.get(k) {
+            None => {
+                diff.missing.push(k.clone());
+                fix.push(&prows[*i]);
+            }
+            Some((h2, _)) if h2 != h => {
+                diff.changed.push(k.clone());
+                fix.push(&prows[*i]);
+            }
+            Some(_) => {}
+        }
+    }
+    for (k, (_, i)) in &sm {
+        if !pm.contains_key(k) {
+            diff.extra.push(k.clone());
+            delete.push(&srows[*i]);
+        }
+    }
+    (fix, delete)
+}
+
+/// Rows by key string → (normalized hash, index).
+fn keyed(plan: &TablePlan, rows: &[Row]) -> BTreeMap<String, (u64, usize)> {
+    let kinds: Vec<Kind> = rows
+        .first()
+        .map(|r| {
+            r.columns_ref()
+                .iter()
+                .map(|c| Kind::of(c.column_type()))
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| (key_string(&key_values(plan, r)), (hash_row(&kinds, r), i)))
+        .collect()
+}
+
+/// The primary-key values of a row.
+pub fn key_values(plan: &TablePlan, r: &Row) -> Vec<Value> {
+    plan.key_positions
+        .iter()
+        .map(|i| r.as_ref(*i).cloned().unwrap_or(Value::NULL))
+        .collect()
+}
+
+fn settle_error(e: SyncError) -> String {
+    format!("cannot re-check differences against writes in flight: {e}")
+}
+
+/// Rows of `range` in key order, at most `limit`.
+pub async fn read_range<Q: Queryable>(
+    c: &mut Q,
+    plan: &TablePlan,
+    range: &Range,
+    limit: Option<usize>,
+) -> Result<Vec<Row>, mysql_async::Error> {
+    let (t, cols, keys) = (&plan.quoted, &plan.column_list, &plan.key_list);
+    let marks = vec!["?"; plan.primary_key.len()].join(", ");
+    let mut cond = Vec::new();
+    let mut params: Vec<Value> = Vec::new();
+    if let Some((lo, inclusive)) = &range.lo {
+        let op = if *inclusive { ">=" } else { ">" };
+        cond.push(format!("({keys}) {op} ({marks})"));
+        params.extend(lo.iter().cloned());
+    }
+    if let Some(hi) = &range.hi {
+        cond.push(format!("({keys}) <= ({marks})"));
+        params.extend(hi.iter().cloned());
+    }
+    let where_ = if cond.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", cond.join(" AND "))
+    };
+    let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+    c.exec(
+        format!("SELECT {cols} FROM {t} {where_} ORDER BY {keys}{limit}"),
+        params,
+    )
+    .await
+}
+
+/// Rows with the given keys (any order), with `suffix` (a locking clause).
+async fn select_keys<Q: Queryable>(
+    c: &mut Q,
+    plan: &TablePlan,
+    keys: &[Vec<Value>],
+    suffix: &str,
+) -> Result<Vec<Row>, mysql_async::Error> {
+    let (t, cols, key_list) = (&plan.quoted, &plan.column_list, &plan.key_list);
+    let one = if plan.primary_key.len() == 1 {
+        "?".to_string()
+    } else {
+        format!("({})", vec!["?"; plan.primary_key.len()].join(", "))
+    };
+    let target = if plan.primary_key.len() == 1 {
+        key_list.clone()
+    } else {
+        format!("({key_list})")
+    };
+    let mut out = Vec::new();
+    for batch in keys.chunks(KEYS_PER_STATEMENT) {
+        let list = vec![one.as_str(); batch.len()].join(", ");
+        let params: Vec<Value> = batch.iter().flatten().cloned().collect();
+        let rows: Vec<Row> = c
+            .exec(
+                format!("SELECT {cols} FROM {t} WHERE {target} IN ({list}){suffix}"),
+                params,
+            )
+            .await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+fn value_bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::NULL => None,
+        Value::Bytes(b) => Some(b.clone()),
+        other => Some(other.as_sql(true).into_bytes()),
+    }
+}
+
+fn hash_row(kinds: &[Kind], r: &Row) -> u64 {
+    let owned: Vec<Option<Vec<u8>>> = (0..r.len())
+        .map(|i| r.as_ref(i).and_then(value_bytes))
+        .collect();
+    let refs: Vec<Option<&[u8]>> = owned.iter().map(|v| v.as_deref()).collect();
+    normalize::row_hash(kinds, &refs)
+}
+
+/// A key as reports show it: values joined by ','.
+pub fn key_string(key: &[Value]) -> String {
+    key.iter()
+        .map(|v| match v {
+            Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+            Value::NULL => "NULL".into(),
+            other => other.as_sql(true),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
