@@ -162,7 +162,7 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
     let get = |x: &AtomicU64| x.load(Ordering::Relaxed);
     let c = &m.stats;
     let a = &m.applier;
-    let counters: [(&str, &str, u64); 12] = [
+    let counters: [(&str, &str, u64); 15] = [
         (
             "mirror_transactions",
             "Transactions journaled as committed on the primary",
@@ -222,6 +222,21 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
             "mirror_skipped",
             "Intents skipped because the primary commit failed",
             get(&a.skipped),
+        ),
+        (
+            "mirror_journal_full_waits",
+            "Writes that waited for room in a full journal (journal_full: block)",
+            get(&c.journal_full_waits),
+        ),
+        (
+            "mirror_journal_full_refused",
+            "Writes refused because the journal stayed full (nothing ran)",
+            get(&c.journal_full_refused),
+        ),
+        (
+            "mirror_journal_full_degraded",
+            "Writes run unmirrored because the journal was full (tables marked divergent)",
+            get(&c.journal_full_degraded),
         ),
     ];
     for (name, help, v) in counters {

@@ -238,7 +238,7 @@ async fn backfill_of_a_million_rows_under_writes_ends_identical() {
             let mut frontier = 0i64;
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                if n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     let last: Option<Option<String>> = s
                         .query_first(
                             "SELECT last_key FROM _tandem_backfill WHERE table_name = 'big'",

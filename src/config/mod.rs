@@ -8,7 +8,7 @@
 pub mod model;
 
 use crate::protocol::auth::StoredPassword;
-pub use model::{BackendKind, UnsafeWrites};
+pub use model::{BackendKind, JournalFull, UnsafeWrites};
 use model::{RawConfig, RawRulesFile, RawTableRule};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -27,6 +27,7 @@ pub struct Config {
     pub journal: PathBuf,
     pub unsafe_writes: UnsafeWrites,
     pub cutover_timeout: Duration,
+    pub journal_limit: JournalLimit,
     pub rules_dir: PathBuf,
     pub rules: Rules,
     pub limits: Limits,
@@ -46,6 +47,14 @@ pub struct BackendConfig {
     pub password: String,
     pub database: Option<String>,
     pub pool: usize,
+}
+
+/// What happens when the mirror journal reaches its size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalLimit {
+    pub max_bytes: u64,
+    pub when_full: JournalFull,
+    pub timeout: Duration,
 }
 
 /// Periodic verify (`verify:`).
@@ -182,8 +191,17 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
         users: old.users != new.users,
         rules: old.rules != new.rules,
         secondary: old.secondary != new.secondary,
-        settings: (old.unsafe_writes, old.cutover_timeout, &old.verify)
-            != (new.unsafe_writes, new.cutover_timeout, &new.verify),
+        settings: (
+            old.unsafe_writes,
+            old.cutover_timeout,
+            &old.verify,
+            old.journal_limit,
+        ) != (
+            new.unsafe_writes,
+            new.cutover_timeout,
+            &new.verify,
+            new.journal_limit,
+        ),
     })
 }
 
@@ -292,6 +310,28 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
     let cutover_timeout = duration(&mut errors, "migration.cutover_timeout", &m.cutover_timeout);
+    let journal_limit = JournalLimit {
+        max_bytes: match parse_size(&m.journal_max_size) {
+            Some(n) if n >= 1 << 20 => n,
+            Some(_) => {
+                errors.push("migration.journal_max_size: must be at least 1MiB".into());
+                0
+            }
+            None => {
+                errors.push(format!(
+                    "migration.journal_max_size: {:?} is not a size (e.g. 512MiB, 2GiB, 1000000)",
+                    m.journal_max_size
+                ));
+                0
+            }
+        },
+        when_full: m.journal_full,
+        timeout: duration(
+            &mut errors,
+            "migration.journal_full_timeout",
+            &m.journal_full_timeout,
+        ),
+    };
 
     let l = &raw.limits;
     if l.max_client_connections == 0 {
@@ -360,6 +400,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             journal: PathBuf::from(&m.journal),
             unsafe_writes: m.unsafe_writes,
             cutover_timeout,
+            journal_limit,
             rules_dir,
             rules,
             limits,
@@ -368,6 +409,27 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         }),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// `1GiB`, `512MiB`, `64KiB`, `2GB`, `1000000` (bytes).
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 fn known(backends: &BTreeMap<String, model::RawBackend>) -> String {

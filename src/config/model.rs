@@ -120,6 +120,35 @@ pub struct RawMigration {
     /// Fence + drain must finish within this, else the cutover aborts. Default `5s`.
     #[serde(default = "default_cutover_timeout")]
     pub cutover_timeout: String,
+    /// Largest size of the journal on disk (`512MiB`, `2GiB`, or bytes).
+    /// Default `1GiB`.
+    #[serde(default = "default_journal_max")]
+    pub journal_max_size: String,
+    /// When the journal is full: `block` (default: new writes wait up to
+    /// `journal_full_timeout`, then get an error and do not run) or
+    /// `degrade` (writes run unmirrored; their tables are marked divergent).
+    #[serde(default = "default_journal_full")]
+    pub journal_full: JournalFull,
+    /// How long a write waits for room under `block`. Default `5s`.
+    #[serde(default = "default_journal_full_timeout")]
+    pub journal_full_timeout: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalFull {
+    Block,
+    Degrade,
+}
+
+fn default_journal_max() -> String {
+    "1GiB".into()
+}
+fn default_journal_full() -> JournalFull {
+    JournalFull::Block
+}
+fn default_journal_full_timeout() -> String {
+    "5s".into()
 }
 
 fn default_unsafe() -> UnsafeWrites {

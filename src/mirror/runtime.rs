@@ -61,6 +61,24 @@ pub struct CaptureStats {
     pub dropped: AtomicU64,
     /// Journal failures (the write committed; its tables marked divergent).
     pub journal_errors: AtomicU64,
+    /// Writes that found the journal full and waited (`journal_full: block`).
+    pub journal_full_waits: AtomicU64,
+    /// Writes refused after waiting `journal_full_timeout` (nothing ran).
+    pub journal_full_refused: AtomicU64,
+    /// Writes run unmirrored because the journal was full
+    /// (`journal_full: degrade`); their tables are marked divergent.
+    pub journal_full_degraded: AtomicU64,
+}
+
+/// Whether a write may be journaled (see [`Mirror::admit`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Journal it.
+    Journal,
+    /// Journal full, `degrade`: run it unmirrored (tables marked divergent).
+    Degraded,
+    /// Journal full, `block`, no room within the timeout: do not run it.
+    Refused(String),
 }
 
 /// An in-doubt intent to resolve against the primary.
@@ -126,7 +144,11 @@ impl Mirror {
         let marker = format!("{}.{}", quote_ident(&db), quote_ident(MARKER_TABLE));
         let dir = cfg.journal.clone();
         let jerr = |e| MirrorStartError::Journal(dir.display().to_string(), e);
-        let journal = Journal::open(&dir, DEFAULT_SEGMENT_BYTES).map_err(jerr)?;
+        // Segments small against the size limit, so truncation after apply
+        // frees room in steps well below it.
+        let segment_bytes =
+            (cfg.journal_limit.max_bytes / 8).clamp(64 * 1024, DEFAULT_SEGMENT_BYTES);
+        let journal = Journal::open(&dir, segment_bytes).map_err(jerr)?;
         let (ddl, unresolved): (Vec<_>, Vec<_>) = unresolved_intents(&journal)
             .map_err(jerr)?
             .into_iter()
@@ -306,6 +328,52 @@ impl Mirror {
     /// `INSERT` of the marker row for `token` (run inside the transaction).
     pub fn marker_insert(&self, token: u64) -> String {
         format!("INSERT INTO {} (token) VALUES ({token})", self.marker)
+    }
+
+    /// Applies the journal size limit before a write is journaled (and
+    /// before it runs, where the caller can still refuse it). Under `block`
+    /// the caller waits for the applier to free room, up to the timeout;
+    /// under `degrade` the write runs unmirrored and its tables are marked
+    /// divergent (mirroring of them resumes once there is room; the mark
+    /// stays until `tandem verify --repair`). Nothing is dropped silently.
+    pub async fn admit(&self, limit: &crate::config::JournalLimit, tables: &[String]) -> Admit {
+        let full = || self.journal.size_bytes() >= limit.max_bytes;
+        if !full() {
+            return Admit::Journal;
+        }
+        match limit.when_full {
+            crate::config::JournalFull::Degrade => {
+                self.stats
+                    .journal_full_degraded
+                    .fetch_add(1, Ordering::Relaxed);
+                self.mark_divergent(
+                    tables,
+                    "the mirror journal was full (journal_full: degrade)",
+                );
+                Admit::Degraded
+            }
+            crate::config::JournalFull::Block => {
+                self.stats
+                    .journal_full_waits
+                    .fetch_add(1, Ordering::Relaxed);
+                let deadline = tokio::time::Instant::now() + limit.timeout;
+                while full() {
+                    if tokio::time::Instant::now() >= deadline {
+                        self.stats
+                            .journal_full_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Admit::Refused(format!(
+                            "Tandem: the mirror journal is full ({} bytes, limit {}) and the secondary did not catch up within {:?}; the write was not run",
+                            self.journal.size_bytes(),
+                            limit.max_bytes,
+                            limit.timeout
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Admit::Journal
+            }
+        }
     }
 
     /// Journals an intent and waits until it is durable.
@@ -507,6 +575,9 @@ impl Mirror {
             "unsafe_rejected": get(&c.unsafe_rejected),
             "unsafe_primary_only": get(&c.unsafe_primary_only),
             "journal_errors": get(&c.journal_errors),
+            "journal_full_waits": get(&c.journal_full_waits),
+            "journal_full_refused": get(&c.journal_full_refused),
+            "journal_full_degraded": get(&c.journal_full_degraded),
             "divergent_tables": self.divergent(),
             "applier_stopped": *self.applier.stopped.lock().unwrap_or_else(|p| p.into_inner()),
         })

@@ -18,7 +18,7 @@ use super::{Session, SessionError};
 use crate::config::UnsafeWrites;
 use crate::mirror::now_us;
 use crate::mirror::record::{tables_of, MirrorStatement, MirrorTxn, Pins};
-use crate::mirror::runtime::{Mirror, DDL_TOKEN};
+use crate::mirror::runtime::{Admit, Mirror, DDL_TOKEN};
 use crate::protocol::command::COM_QUERY;
 use crate::protocol::packets::{get_lenenc, OkInfo};
 use crate::protocol::response::{Expect, Step, Tracker};
@@ -467,6 +467,32 @@ impl Session<'_> {
     /// The commit path of a transaction with buffered writes. Returns the
     /// reply for the client (COMMIT's answer, or the error that stopped it).
     async fn commit_txn(&mut self, m: &Arc<Mirror>, commit: &[u8]) -> Result<Reply, SessionError> {
+        let limit = self.shared.config.load().journal_limit;
+        match m.admit(&limit, &tables_of(&self.capture.txn)).await {
+            Admit::Journal => {}
+            Admit::Degraded => {
+                // Committed unmirrored; the tables are marked divergent.
+                self.end_txn();
+                self.send_backend(&[commit]).await?;
+                let reply = self.read_reply(Expect::ResultSet).await?;
+                if let Some(ok) = reply.ok {
+                    self.status = ok.status_flags();
+                }
+                return Ok(reply);
+            }
+            Admit::Refused(msg) => {
+                // Nothing was committed: roll back and say why.
+                self.end_txn();
+                if let Some(ok) = self.run_aux(&[b"ROLLBACK"]).await? {
+                    self.status = ok.status_flags();
+                }
+                return Ok(Reply {
+                    packets: vec![ErrSpec::new(1105, "HY000", msg).encode()],
+                    ok: None,
+                    err: Some(1105),
+                });
+            }
+        }
         let token = m.token();
         let statements = std::mem::take(&mut self.capture.txn);
         self.capture.savepoints.clear();
@@ -527,6 +553,32 @@ impl Session<'_> {
                     None => m.abandon(token),
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// The journal size limit for a statement that commits by itself
+    /// (autocommit write, DDL), before anything runs: `Some(())` when the
+    /// client has been answered (refused: ERR, nothing ran; degraded: the
+    /// statement ran unmirrored), `None` to journal it as usual.
+    async fn journal_room(
+        &mut self,
+        m: &Arc<Mirror>,
+        tables: &[String],
+        packet: &[u8],
+        seq: u8,
+    ) -> Result<Option<()>, SessionError> {
+        let limit = self.shared.config.load().journal_limit;
+        match m.admit(&limit, tables).await {
+            Admit::Journal => Ok(None),
+            Admit::Degraded => {
+                self.forward(packet, seq, Expect::ResultSet).await?;
+                Ok(Some(()))
+            }
+            Admit::Refused(msg) => {
+                self.reply_err(seq, &ErrSpec::new(1105, "HY000", msg))
+                    .await?;
+                Ok(Some(()))
             }
         }
     }
@@ -643,6 +695,11 @@ impl Session<'_> {
         });
         let autocommit = self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
             && !self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
+        if autocommit {
+            if let Some(done) = self.journal_room(m, &route.tables, &packet, seq).await? {
+                return Ok(done);
+            }
+        }
         let kind = match route.class {
             Class::Write(k) => Some(k),
             _ => None,
@@ -891,6 +948,9 @@ impl Session<'_> {
         sql: &[u8],
         seq: u8,
     ) -> Result<(), SessionError> {
+        if let Some(done) = self.journal_room(m, &route.tables, payload, seq).await? {
+            return Ok(done);
+        }
         let vars = self.ensure_vars().await?;
         let statement = MirrorStatement {
             db: self.mirror_db(),

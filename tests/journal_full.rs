@@ -1,0 +1,142 @@
+//! The mirror journal's size limit, with the secondary cut off (through a
+//! relay the test controls) so the journal fills up:
+//! - `journal_full: block`: writes wait, then get a clear error and do not
+//!   run (autocommit and COMMIT alike); once the secondary is back they
+//!   succeed again and both sides end identical;
+//! - `journal_full: degrade`: writes keep succeeding unmirrored, their table
+//!   is marked divergent, `dropped` stays 0, and `verify --repair` makes the
+//!   secondary equal and clears the mark.
+
+mod common;
+
+use common::mirror::*;
+use common::relay::Relay;
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use std::sync::atomic::Ordering;
+use tandem::mirror::sync::MirrorSync;
+
+const TABLE: &str =
+    "CREATE TABLE t (id BIGINT AUTO_INCREMENT PRIMARY KEY, body VARCHAR(2000) NOT NULL)";
+
+fn insert() -> String {
+    format!("INSERT INTO t (body) VALUES ('{}')", "x".repeat(1500))
+}
+
+async fn count(db: &str) -> i64 {
+    let mut c = Conn::new(direct_opts(db)).await.unwrap();
+    let n: i64 = c
+        .query_first("SELECT COUNT(*) FROM t")
+        .await
+        .unwrap()
+        .unwrap();
+    c.disconnect().await.unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_journal_blocks_then_refuses_and_recovers() {
+    let relay = Relay::start(format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap()).await;
+    let env = MirrorEnv::start_via(
+        "jfull_b",
+        relay.addr.port(),
+        "  journal_max_size: 1MiB\n  journal_full: block\n  journal_full_timeout: 300ms\n",
+    )
+    .await;
+    env.create_both(TABLE).await;
+    let m = env.mirror();
+    let mut c = env.proxy().await;
+    relay.cut();
+    let mut ok = 0i64;
+    let refused = loop {
+        match c.query_drop(insert()).await {
+            Ok(()) => ok += 1,
+            Err(e) => break e,
+        }
+        assert!(ok < 5000, "the journal never filled up");
+    };
+    let msg = refused.to_string();
+    assert!(msg.contains("mirror journal is full"), "{msg}");
+    assert_eq!(
+        count(&env.primary).await,
+        ok,
+        "the refused write did not run"
+    );
+    // A transaction's COMMIT is refused too, and nothing of it commits.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(insert()).await.unwrap();
+    let e = c.query_drop("COMMIT").await.unwrap_err();
+    assert!(e.to_string().contains("mirror journal is full"), "{e}");
+    let in_txn: i64 = c
+        .query_first("SELECT @@in_transaction")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(in_txn, 0);
+    assert_eq!(count(&env.primary).await, ok);
+    assert!(m.stats.journal_full_refused.load(Ordering::Relaxed) >= 2);
+
+    // The secondary comes back: the applier frees room, writes run again.
+    relay.restore();
+    wait_caught_up(&m).await;
+    c.query_drop(insert()).await.unwrap();
+    wait_caught_up(&m).await;
+    assert_eq!(
+        assert_same(&env.primary, &env.secondary, "t").await as i64,
+        ok + 1
+    );
+    assert_eq!(m.stats.dropped.load(Ordering::Relaxed), 0);
+    assert!(m.divergent().is_empty(), "{:?}", m.divergent());
+    c.disconnect().await.unwrap();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_journal_degrades_marks_divergent_and_verify_repairs() {
+    let relay = Relay::start(format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap()).await;
+    let env = MirrorEnv::start_via(
+        "jfull_d",
+        relay.addr.port(),
+        "  journal_max_size: 1MiB\n  journal_full: degrade\n",
+    )
+    .await;
+    env.create_both(TABLE).await;
+    let m = env.mirror();
+    let mut c = env.proxy().await;
+    relay.cut();
+    let mut n = 0;
+    while m.stats.journal_full_degraded.load(Ordering::Relaxed) < 20 {
+        c.query_drop(insert()).await.unwrap();
+        n += 1;
+        assert!(n < 5000, "the journal never filled up");
+    }
+    // Transactions commit unmirrored as well.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(insert()).await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    assert_eq!(count(&env.primary).await, n + 1, "every write ran");
+    assert!(m.divergent().contains_key("t"), "{:?}", m.divergent());
+    assert_eq!(m.stats.dropped.load(Ordering::Relaxed), 0);
+
+    relay.restore();
+    wait_caught_up(&m).await;
+    assert!(
+        count(&env.secondary).await < n + 1,
+        "degraded writes were not mirrored"
+    );
+    let cfg = env.server.shared.config.load_full();
+    let opts = tandem::verify::VerifyOptions {
+        repair: true,
+        ..Default::default()
+    };
+    let report = tandem::verify::run(&cfg, &opts, &MirrorSync::InProcess(m.clone()))
+        .await
+        .unwrap();
+    assert!(report.identical, "{}", tandem::verify::render(&report));
+    assert!(report.tables[0].repaired > 0);
+    assert_same(&env.primary, &env.secondary, "t").await;
+    assert!(m.divergent().is_empty(), "repair cleared the mark");
+    c.disconnect().await.unwrap();
+    env.stop().await;
+}
