@@ -15,85 +15,9 @@ use common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use rand::{Rng, SeedableRng};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tandem::frontend::RunningServer;
-
-/// A mirroring Tandem started from a config file that also has an admin
-/// address, so the tools find the running mirror.
-struct Env {
-    primary: String,
-    secondary: String,
-    _dir: tempfile::TempDir,
-    cfg: PathBuf,
-    server: RunningServer,
-}
-
-impl Env {
-    async fn start(name: &str, extra: &str) -> Env {
-        init_logging();
-        let primary = format!("tandem_if_{name}");
-        let secondary = format!("tandem_if_{name}_next");
-        fresh_database(&primary).await;
-        fresh_database(&secondary).await;
-        let dir = tempfile::tempdir().unwrap();
-        let yaml = mirror_yaml(
-            &primary,
-            &secondary,
-            MARIADB_PORT,
-            &dir.path().join("journal"),
-            &dir.path().join("rules"),
-            "",
-        );
-        let yaml = format!("admin: {}\n{extra}{yaml}", free_addr());
-        let cfg = dir.path().join("tandem.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let config = tandem::config::load(&cfg).expect("test config is valid");
-        let server = tandem::frontend::start(config)
-            .await
-            .expect("tandem starts");
-        Env {
-            primary,
-            secondary,
-            _dir: dir,
-            cfg,
-            server,
-        }
-    }
-
-    async fn both(&self, sql: &str) {
-        for db in [&self.primary, &self.secondary] {
-            let mut c = Conn::new(direct_opts(db)).await.unwrap();
-            c.query_drop(sql).await.unwrap();
-            c.disconnect().await.unwrap();
-        }
-    }
-
-    async fn proxy(&self) -> Conn {
-        Conn::new(proxy_builder(self.server.addr, Some(&self.primary)))
-            .await
-            .unwrap()
-    }
-
-    /// Runs the tool off the async threads: (exit code, stdout, stderr).
-    async fn tool(&self, command: &'static str, args: &[&str]) -> (i32, String, String) {
-        let cfg = self.cfg.clone();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            tandem_tool(command, &cfg, &args)
-        })
-        .await
-        .unwrap()
-    }
-
-    async fn stop(self) {
-        self.server.shutdown().await;
-        drop_databases(&[&self.primary, &self.secondary]).await;
-    }
-}
 
 async fn checksum(db: &str, table: &str) -> (i64, Option<i64>) {
     let mut c = Conn::new(direct_opts(db)).await.unwrap();
@@ -113,13 +37,13 @@ async fn checksum(db: &str, table: &str) -> (i64, Option<i64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_under_load_has_no_false_positives_and_repairs() {
-    let env = Env::start("vfy", "").await;
+    let env = MirrorEnv::start_with_admin("if_vfy", "").await;
     for ddl in WORKLOAD_SCHEMA {
-        env.both(ddl).await;
+        env.create_both(ddl).await;
     }
-    env.both("CREATE TABLE quiet (id INT PRIMARY KEY, v VARCHAR(20))")
+    env.create_both("CREATE TABLE quiet (id INT PRIMARY KEY, v VARCHAR(20))")
         .await;
-    env.both("INSERT INTO quiet SELECT seq, CONCAT('v', seq) FROM seq_1_to_3000")
+    env.create_both("INSERT INTO quiet SELECT seq, CONCAT('v', seq) FROM seq_1_to_3000")
         .await;
 
     // 8 connections write through Tandem while verify runs over and over.
@@ -128,7 +52,7 @@ async fn verify_under_load_has_no_false_positives_and_repairs() {
     let load = tokio::spawn(async move { run_workload(addr, &db, 8, 800, 11, false).await });
     let mut runs = 0;
     let mut rechecked = 0u64;
-    let json = env._dir.path().join("v.json");
+    let json = env.dir.path().join("v.json");
     let json_arg = json.display().to_string();
     while !load.is_finished() || runs < 2 {
         let (code, out, err) = env
@@ -211,8 +135,8 @@ async fn verify_under_load_has_no_false_positives_and_repairs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_of_a_million_rows_under_writes_ends_identical() {
-    let env = Env::start("bf", "").await;
-    env.both(
+    let env = MirrorEnv::start_with_admin("if_bf", "").await;
+    env.create_both(
         "CREATE TABLE big (id INT PRIMARY KEY AUTO_INCREMENT, k INT NOT NULL, c VARCHAR(60) NOT NULL,
          pad CHAR(40) NOT NULL DEFAULT 'p')",
     )
@@ -307,9 +231,11 @@ async fn backfill_of_a_million_rows_under_writes_ends_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_verifies_periodically() {
-    let env = Env::start("per", "verify:\n  every: 1s\n  chunk_size: 100\n").await;
-    env.both("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
-    env.both("INSERT INTO t SELECT seq, seq FROM seq_1_to_500")
+    let env =
+        MirrorEnv::start_with_admin("if_per", "verify:\n  every: 1s\n  chunk_size: 100\n").await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .await;
+    env.create_both("INSERT INTO t SELECT seq, seq FROM seq_1_to_500")
         .await;
     let admin = env.server.admin_addr.unwrap();
     let status = |want: bool| async move {

@@ -15,6 +15,8 @@ pub struct MirrorEnv {
     pub secondary: String,
     pub dir: tempfile::TempDir,
     pub server: RunningServer,
+    /// The config file, when started from one (`start_with_admin`).
+    pub cfg: Option<std::path::PathBuf>,
 }
 
 /// YAML for a mirroring Tandem (listen on an ephemeral port unless given).
@@ -59,6 +61,22 @@ impl MirrorEnv {
 
     /// Mirrors to the secondary through `secondary_port` (e.g. a relay).
     pub async fn start_via(name: &str, secondary_port: u16, migration_extra: &str) -> Self {
+        Self::launch(name, secondary_port, migration_extra, None).await
+    }
+
+    /// Started from a config file that also has an admin address (and
+    /// `top_extra`, top-level keys), so `tandem verify` / `tandem backfill`
+    /// run with that file find the running mirror.
+    pub async fn start_with_admin(name: &str, top_extra: &str) -> Self {
+        Self::launch(name, MARIADB_PORT, "", Some(top_extra)).await
+    }
+
+    async fn launch(
+        name: &str,
+        secondary_port: u16,
+        migration_extra: &str,
+        admin_file: Option<&str>,
+    ) -> Self {
         init_logging();
         let primary = format!("tandem_m_{name}");
         let secondary = format!("tandem_m_{name}_next");
@@ -73,14 +91,36 @@ impl MirrorEnv {
             &dir.path().join("rules"),
             migration_extra,
         );
-        let cfg = tandem::config::parse(&yaml).expect("test config is valid");
+        let (cfg, file) = match admin_file {
+            None => (tandem::config::parse(&yaml), None),
+            Some(top) => {
+                let file = dir.path().join("tandem.yaml");
+                std::fs::write(&file, format!("admin: {}\n{top}{yaml}", free_addr())).unwrap();
+                (tandem::config::load(&file), Some(file))
+            }
+        };
+        let cfg = cfg.expect("test config is valid");
         let server = tandem::frontend::start(cfg).await.expect("tandem starts");
         Self {
             primary,
             secondary,
             dir,
             server,
+            cfg: file,
         }
+    }
+
+    /// Runs `tandem <command>` with this env's config file, off the async
+    /// threads: (exit code, stdout, stderr).
+    pub async fn tool(&self, command: &'static str, args: &[&str]) -> (i32, String, String) {
+        let cfg = self.cfg.clone().expect("started with start_with_admin");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            tandem_tool(command, &cfg, &args)
+        })
+        .await
+        .unwrap()
     }
 
     pub fn mirror(&self) -> Arc<Mirror> {
@@ -93,7 +133,8 @@ impl MirrorEnv {
             .expect("connect through tandem")
     }
 
-    /// Creates a table on both sides (as a backfill would have).
+    /// Runs `ddl` (or any statement) directly on both sides, e.g. creating
+    /// a table as a backfill would have.
     pub async fn create_both(&self, ddl: &str) {
         for db in [&self.primary, &self.secondary] {
             let mut c = Conn::new(direct_opts(db)).await.unwrap();
