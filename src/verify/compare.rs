@@ -113,20 +113,11 @@ impl Checker<'_> {
 
     /// Key values of the rows that differ between the two reads.
     fn suspects(&self, prows: &[Row], srows: &[Row]) -> Vec<Vec<Value>> {
-        let plan = self.plan;
-        let (pm, sm) = (keyed(plan, prows), keyed(plan, srows));
-        let mut out = Vec::new();
-        for (k, (h, i)) in &pm {
-            if sm.get(k).is_none_or(|(h2, _)| h2 != h) {
-                out.push(key_values(plan, &prows[*i]));
-            }
-        }
-        for (k, (_, i)) in &sm {
-            if !pm.contains_key(k) {
-                out.push(key_values(plan, &srows[*i]));
-            }
-        }
-        out
+        let (fix, delete) = classify(self.plan, prows, srows, &mut Diff::default());
+        fix.into_iter()
+            .chain(delete)
+            .map(|r| key_values(self.plan, r))
+            .collect()
     }
 
     /// Re-reads `keys` with the primary's rows locked and the mirror settled;
