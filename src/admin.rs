@@ -2,8 +2,8 @@
 //! `GET /metrics` (Prometheus text), `POST /reload`; for `tandem verify` and
 //! `tandem backfill`: `GET /mirror/position` (journaled/applied LSNs, lag,
 //! last LSN per table), `POST /mirror/divergent/clear` (`{"tables": […]}`)
-//! and `POST /verify/report` (kept for `/status`). The cutover endpoint
-//! comes with the cutover milestone.
+//! and `POST /verify/report` (kept for `/status`); `POST /cutover`
+//! (`{"to": "<backend>"}`, default the secondary) runs the fenced cutover.
 
 use crate::frontend::Shared;
 use crate::metrics::ScrapeExtras;
@@ -25,6 +25,7 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
+        .route("/cutover", post(cutover))
         .route("/mirror/position", get(mirror_position))
         .route("/mirror/divergent/clear", post(clear_divergent))
         .route("/verify/report", post(verify_report))
@@ -67,7 +68,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "primary": cfg.primary,
         "secondary": cfg.secondary,
-        "mirroring": shared.mirror.load().as_ref().is_some_and(|m| cfg.secondary.as_deref() == Some(m.secondary.as_str())),
+        "mirroring": shared.mirror.load().as_ref().is_some_and(|m| cfg.secondary.as_deref().is_some_and(|s| m.mirrors_to(s))),
         "mirror": shared.mirror.load().as_ref().map(|m| m.status_json()),
         "config": {
             "version": shared.config_version.load(Ordering::Relaxed),
@@ -76,6 +77,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "last_reload": *shared.last_reload.lock().unwrap_or_else(|p| p.into_inner()),
         },
         "verify": *shared.last_verify.lock().unwrap_or_else(|p| p.into_inner()),
+        "cutover": shared.cutover.status_json(),
         "uptime_seconds": shared.started.elapsed().as_secs(),
         "clients": {
             "connected": shared.metrics.client_connections.get(),
@@ -132,6 +134,38 @@ async fn reload(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(serde_json::json!({ "ok": false, "errors": e.0 })),
+        ),
+    }
+}
+
+async fn cutover(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> impl IntoResponse {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        to: Option<String>,
+    }
+    let to = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<Body>(&body) {
+            Ok(b) => b.to,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(
+                        serde_json::json!({ "ok": false, "error": format!("body: {e} (expected {{\"to\": \"<backend>\"}})") }),
+                    ),
+                )
+            }
+        }
+    };
+    match crate::reload::cutover(&shared, to).await {
+        Ok(report) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "ok": true, "report": report })),
+        ),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "ok": false, "error": e })),
         ),
     }
 }

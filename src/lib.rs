@@ -5,6 +5,7 @@ pub mod admin;
 pub mod backend;
 pub mod backfill;
 pub mod config;
+pub mod cutover;
 pub mod frontend;
 pub mod metrics;
 pub mod mirror;

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -56,6 +57,24 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         max_lag: std::time::Duration,
     },
+    /// Flip primary and secondary on the running Tandem (through its admin
+    /// API): fenced, drained, nothing lost; rollback is the same command
+    /// with the other backend. Exit 0 done, 1 refused or aborted, 2 error.
+    Cutover {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The backend to make primary (default: the current secondary).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Print the running Tandem's status (roles, mirror, cutovers, reloads).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the raw JSON of GET /status.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare primary and secondary table by table; exit 0 identical,
     /// 1 divergent, 2 on error.
     Verify {
@@ -86,7 +105,9 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match tandem::config::load(&config) {
+        Command::Cutover { config, to } => cutover_cmd(&config, to),
+        Command::Status { config, json } => status_cmd(&config, json),
+        Command::CheckConfig { config } => match tandem::config::load_for_start(&config) {
             Ok(cfg) => {
                 println!(
                     "{}: ok (primary {}, {} backends, {} table rules)",
@@ -144,7 +165,7 @@ fn main() -> std::process::ExitCode {
 fn offline_setup(
     path: &std::path::Path,
 ) -> Result<(tandem::config::Config, tokio::runtime::Runtime), std::process::ExitCode> {
-    let cfg = tandem::config::load(path).map_err(|e| {
+    let cfg = tandem::config::load_for_start(path).map_err(|e| {
         eprintln!("invalid config {}:\n{e}", path.display());
         std::process::ExitCode::from(2)
     })?;
@@ -236,8 +257,217 @@ fn verify(
     }
 }
 
+/// The running server's admin address from the config (exit 2 without).
+fn admin_of(
+    path: &std::path::Path,
+) -> Result<
+    (
+        std::net::SocketAddr,
+        tokio::runtime::Runtime,
+        tandem::config::Config,
+    ),
+    ExitCode,
+> {
+    let cfg = tandem::config::load(path).map_err(|e| {
+        eprintln!("invalid config {}:\n{e}", path.display());
+        ExitCode::from(2)
+    })?;
+    let Some(addr) = cfg.admin else {
+        eprintln!(
+            "{}: no `admin` address; the running Tandem can only be reached through it",
+            path.display()
+        );
+        return Err(ExitCode::from(2));
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("tandem: {e}");
+            ExitCode::from(2)
+        })?;
+    Ok((addr, runtime, cfg))
+}
+
+fn cutover_cmd(path: &std::path::Path, to: Option<String>) -> ExitCode {
+    let (addr, runtime, cfg) = match admin_of(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let body = serde_json::json!({ "to": to }).to_string();
+    // Preflight (connect timeouts) + the fenced part + slack.
+    let timeout =
+        cfg.cutover_timeout + cfg.limits.connect_timeout * 2 + std::time::Duration::from_secs(30);
+    let answer = runtime.block_on(tandem::mirror::sync::admin_request(
+        addr,
+        "POST",
+        "/cutover",
+        Some(body),
+        timeout,
+    ));
+    let (code, bytes) = match answer {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("tandem cutover: admin API at {addr}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if code == 200 {
+        let r = &v["report"];
+        println!(
+            "cutover done: {} is the primary, {} receives mirrored writes",
+            r["to"].as_str().unwrap_or("?"),
+            r["from"].as_str().unwrap_or("?")
+        );
+        print_phases(r);
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "tandem cutover: {}",
+            v["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
+        );
+        ExitCode::from(1)
+    }
+}
+
+fn print_phases(r: &serde_json::Value) {
+    let phases: Vec<String> = r["phases"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| format!("{} {} ms", p[0].as_str().unwrap_or("?"), p[1]))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("  phases: {}", phases.join(", "));
+    println!(
+        "  fenced {} ms; {} statement(s) waited (p50 {} ms, p99 {} ms, max {} ms); total {} ms",
+        r["fenced_ms"],
+        r["fenced_statements"],
+        r["fence_wait_p50_ms"],
+        r["fence_wait_p99_ms"],
+        r["fence_wait_max_ms"],
+        r["total_ms"]
+    );
+}
+
+fn status_cmd(path: &std::path::Path, raw: bool) -> ExitCode {
+    let (addr, runtime, _) = match admin_of(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let answer = runtime.block_on(tandem::mirror::sync::admin_request(
+        addr,
+        "GET",
+        "/status",
+        None,
+        std::time::Duration::from_secs(10),
+    ));
+    let bytes = match answer {
+        Ok((200, b)) => b,
+        Ok((c, _)) => {
+            eprintln!("tandem status: admin API at {addr} answered HTTP {c}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("tandem status: admin API at {addr}: {e} (is Tandem running?)");
+            return ExitCode::from(2);
+        }
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::String(t) => t.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    println!("primary:    {}", s(&v["primary"]));
+    println!(
+        "secondary:  {} (mirroring: {})",
+        s(&v["secondary"]),
+        s(&v["mirroring"])
+    );
+    let c = &v["config"];
+    println!(
+        "config:     version {} from {}, loaded at {} (unix)",
+        s(&c["version"]),
+        s(&c["source"]),
+        s(&c["loaded_at_unix"])
+    );
+    let r = &c["last_reload"];
+    if !r.is_null() {
+        println!(
+            "reload:     last by {} at {}: {}",
+            s(&r["trigger"]),
+            s(&r["at_unix"]),
+            if r["ok"] == true {
+                "ok".to_string()
+            } else {
+                format!("rejected: {}", s(&r["errors"]))
+            }
+        );
+    }
+    let m = &v["mirror"];
+    if !m.is_null() {
+        println!(
+            "mirror:     lag {} txns / {} s, journal {} bytes, applied {}, retried {}, dead-lettered {}, dropped {}",
+            s(&m["lag_transactions"]), s(&m["lag_seconds"]), s(&m["journal_bytes"]), s(&m["applied"]),
+            s(&m["retried"]), s(&m["dead_lettered"]), s(&m["dropped"])
+        );
+        let d = &m["divergent_tables"];
+        if d.as_object().is_some_and(|o| !o.is_empty()) {
+            println!("divergent:  {d}");
+        }
+        if !m["applier_stopped"].is_null() {
+            println!("APPLIER STOPPED: {}", s(&m["applier_stopped"]));
+        }
+    }
+    let cu = &v["cutover"];
+    println!(
+        "cutover:    {} (fence {}, {} transaction(s) open)",
+        s(&cu["state"]),
+        if cu["fence_closed"] == true {
+            "closed"
+        } else {
+            "open"
+        },
+        s(&cu["open_transactions"])
+    );
+    for h in cu["history"].as_array().into_iter().flatten().rev().take(5) {
+        println!(
+            "  {} -> {} by {} at {}: {}",
+            s(&h["from"]),
+            s(&h["to"]),
+            s(&h["trigger"]),
+            s(&h["started_at_unix"]),
+            if h["ok"] == true {
+                format!("ok, fenced {} ms", s(&h["fenced_ms"]))
+            } else {
+                s(&h["error"])
+            }
+        );
+    }
+    let vr = &v["verify"];
+    if !vr.is_null() {
+        println!(
+            "verify:     identical {} (finished at {})",
+            s(&vr["identical"]),
+            s(&vr["finished_at_unix"])
+        );
+    }
+    println!("clients:    {} connected", s(&v["clients"]["connected"]));
+    ExitCode::SUCCESS
+}
+
 fn serve(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
-    let cfg = tandem::config::load(&path)
+    let cfg = tandem::config::load_for_start(&path)
         .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
     let workers = match workers {
         Some(0) => anyhow::bail!("--workers must be at least 1"),

@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Route class label: read, write, ddl, transaction, session, other.
@@ -18,8 +19,33 @@ pub struct BackendLabel {
     pub backend: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 100 µs .. ~3.3 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// 1 ms .. ~32 s, doubling.
+fn phase_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
 #[derive(Debug)]
 pub struct Metrics {
+    /// Statement latency through Tandem (command received → answer sent), by class.
+    pub latency: HistogramFamily<ClassLabel>,
+    latency_by_class: [Histogram; 6],
+    pub cutovers_ok: Counter,
+    pub cutovers_failed: Counter,
+    pub cutover_phases: HistogramFamily<PhaseLabel>,
+    /// How long statements waited at a cutover's fence.
+    pub fence_wait: Histogram,
     pub client_connections: Gauge,
     pub client_connections_total: Counter,
     pub auth_failures: Counter,
@@ -40,7 +66,16 @@ impl Default for Metrics {
     fn default() -> Self {
         let statements = Family::<ClassLabel, Counter>::default();
         let by_class = CLASSES.map(|class| statements.get_or_create(&ClassLabel { class }).clone());
+        let latency: HistogramFamily<ClassLabel> = Family::new_with_constructor(latency_histogram);
+        let latency_by_class =
+            CLASSES.map(|class| latency.get_or_create(&ClassLabel { class }).clone());
         Self {
+            latency,
+            latency_by_class,
+            cutovers_ok: Counter::default(),
+            cutovers_failed: Counter::default(),
+            cutover_phases: Family::new_with_constructor(phase_histogram),
+            fence_wait: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             client_connections: Gauge::default(),
             client_connections_total: Counter::default(),
             auth_failures: Counter::default(),
@@ -64,18 +99,37 @@ pub struct ScrapeExtras {
     pub mirror: Option<std::sync::Arc<crate::mirror::runtime::Mirror>>,
 }
 
+/// Index of a route class in `CLASSES`.
+pub fn class_index(class: &crate::router::Class) -> usize {
+    use crate::router::Class;
+    match class {
+        Class::Read { .. } => 0,
+        Class::Write(_) => 1,
+        Class::Ddl => 2,
+        Class::Transaction(_) => 3,
+        Class::Session(_) => 4,
+        Class::Other => 5,
+    }
+}
+
 impl Metrics {
     pub fn count_route(&self, class: &crate::router::Class) {
-        use crate::router::Class;
-        let i = match class {
-            Class::Read { .. } => 0,
-            Class::Write(_) => 1,
-            Class::Ddl => 2,
-            Class::Transaction(_) => 3,
-            Class::Session(_) => 4,
-            Class::Other => 5,
-        };
-        self.by_class[i].inc();
+        self.by_class[class_index(class)].inc();
+    }
+
+    /// A statement of class `class_index` took `secs` through Tandem.
+    pub fn observe_latency_index(&self, class_index: usize, secs: f64) {
+        if let Some(h) = self.latency_by_class.get(class_index) {
+            h.observe(secs);
+        }
+    }
+
+    pub fn observe_cutover_phase(&self, phase: &str, secs: f64) {
+        self.cutover_phases
+            .get_or_create(&PhaseLabel {
+                phase: phase.to_string(),
+            })
+            .observe(secs);
     }
 
     /// Prometheus text format (OpenMetrics-compatible).
@@ -121,6 +175,27 @@ impl Metrics {
             "statements",
             "Statements routed, by class",
             self.statements.clone(),
+        );
+        r.register(
+            "statement_duration_seconds",
+            "Statement latency through Tandem (command received to last answer byte sent), by class",
+            self.latency.clone(),
+        );
+        r.register("cutovers", "Cutovers completed", self.cutovers_ok.clone());
+        r.register(
+            "cutovers_failed",
+            "Cutovers refused or aborted (nothing changed)",
+            self.cutovers_failed.clone(),
+        );
+        r.register(
+            "cutover_phase_seconds",
+            "Duration of each cutover phase (preflight, wait_transactions, drain, swap)",
+            self.cutover_phases.clone(),
+        );
+        r.register(
+            "cutover_fence_wait_seconds",
+            "How long statements waited at a cutover's fence",
+            self.fence_wait.clone(),
         );
         r.register(
             "statements_unparsed",

@@ -7,7 +7,7 @@
 //! sessions, and the old one closes its connections as they come back.
 
 use crate::backend::Pool;
-use crate::config::{self, ConfigErrors};
+use crate::config::{self, Config, ConfigErrors};
 use crate::frontend::Shared;
 use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
 use std::collections::HashMap;
@@ -49,7 +49,7 @@ pub struct ReloadStatus {
 pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<u64, ConfigErrors> {
     // One reload at a time, whatever triggered it.
     let _guard = shared.reload_lock.lock().await;
-    let result = apply(shared).await;
+    let result = apply(shared, trigger).await;
     let version = shared.config_version.load(Ordering::Relaxed);
     let status = ReloadStatus {
         at_unix: crate::frontend::unix_now(),
@@ -79,46 +79,101 @@ pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<u64, ConfigErro
     result.map(|_| version)
 }
 
+/// `POST /cutover` and `tandem cutover`: flips the roles towards `to`
+/// (default: the current secondary) through the same fenced cutover a file
+/// edit runs, then records it in the config file's `migration.primary` so
+/// the file keeps saying what runs.
+pub async fn cutover(
+    shared: &Shared,
+    to: Option<String>,
+) -> Result<crate::cutover::CutoverReport, String> {
+    let _guard = shared.reload_lock.lock().await;
+    let current = shared.config.load_full();
+    let Some(to) = to.or_else(|| current.secondary.clone()) else {
+        return Err("refused: no migration.secondary to cut over to".into());
+    };
+    let new = crate::cutover::flipped(&current, &to).map_err(|e| format!("refused: {e}"))?;
+    let report = crate::cutover::run(shared, new, "api").await?;
+    if let Some(path) = &current.source {
+        if let Err(e) = crate::cutover::record_in_file(path, &current.primary, &to) {
+            warn!(
+                error = %e,
+                "cutover done, but the config file still names the old primary: edit \
+                 migration.primary to {to} before the next reload or restart"
+            );
+        }
+    }
+    Ok(report)
+}
+
+/// A reload that adds the first secondary starts its mirror before
+/// publishing (a failure leaves the running config in place); one that
+/// names another secondary than the running mirror's is refused. Removing
+/// the secondary stops capture at once; the running applier drains what is
+/// journaled.
+async fn start_or_check_mirror(
+    shared: &Shared,
+    current: &Config,
+    new: &Config,
+) -> Result<(), ConfigErrors> {
+    let Some(secondary) = &new.secondary else {
+        return Ok(());
+    };
+    match shared.mirror.load_full() {
+        None => {
+            let mut probe = new.clone();
+            probe.primary = current.primary.clone();
+            let m = crate::mirror::runtime::Mirror::start(&probe)
+                .await
+                .map_err(|e| ConfigErrors(vec![format!("migration.secondary: {e}")]))?;
+            shared.mirror.store(Some(m));
+        }
+        Some(m) if !m.mirrors_to(secondary) => {
+            return Err(ConfigErrors(vec![format!(
+                "migration.secondary: this process mirrors to {:?} (its journal may still hold \
+                 writes for it); switching to {secondary:?} needs a restart",
+                m.secondary_name()
+            )]));
+        }
+        Some(_) if current.secondary.is_none() => warn!(
+            %secondary,
+            "mirroring resumes; writes made while migration.secondary was unset were not \
+             mirrored: run `tandem backfill` and `tandem verify` for the tables they touched"
+        ),
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 /// Ok(true) when something changed.
-async fn apply(shared: &Shared) -> Result<bool, ConfigErrors> {
+async fn apply(shared: &Shared, trigger: Trigger) -> Result<bool, ConfigErrors> {
     let current = shared.config.load_full();
     let Some(path) = current.source.clone() else {
         return Err(ConfigErrors(vec![
             "this server was not started from a config file; nothing to reload".into(),
         ]));
     };
-    let new = config::load(&path)?;
+    let mut new = config::load(&path)?;
+    if let Some(unresolved) = new.unresolved_secondary.take() {
+        // `secondary` names the primary: "the previous primary". For the
+        // one-line cutover edit that is the running primary; with the
+        // primary unchanged it is the running secondary.
+        if new.primary != current.primary
+            && current.secondary.as_deref() == Some(new.primary.as_str())
+        {
+            new.secondary = Some(current.primary.clone());
+        } else if new.primary == current.primary && current.secondary.is_some() {
+            new.secondary = current.secondary.clone();
+        } else {
+            return Err(ConfigErrors(vec![unresolved]));
+        }
+    }
     let changes = config::diff(&current, &new)?;
     if changes.is_empty() {
         return Ok(false);
     }
-    // A first secondary: recover and start its mirror before publishing, so
-    // a failure leaves the running config in place. Removing the secondary
-    // stops capture at once; the running applier drains what is journaled.
-    if let Some(secondary) = &new.secondary {
-        match shared.mirror.load_full() {
-            None => {
-                let mut probe = new.clone();
-                probe.primary = current.primary.clone();
-                let m = crate::mirror::runtime::Mirror::start(&probe)
-                    .await
-                    .map_err(|e| ConfigErrors(vec![format!("migration.secondary: {e}")]))?;
-                shared.mirror.store(Some(m));
-            }
-            Some(m) if m.secondary != *secondary => {
-                return Err(ConfigErrors(vec![format!(
-                    "migration.secondary: this process mirrors to {:?} (its journal may still hold \
-                     writes for it); switching to {secondary:?} needs a restart",
-                    m.secondary
-                )]));
-            }
-            Some(_) if current.secondary.is_none() => warn!(
-                %secondary,
-                "mirroring resumes; writes made while migration.secondary was unset were not \
-                 mirrored: run `tandem backfill` and `tandem verify` for the tables they touched"
-            ),
-            Some(_) => {}
-        }
+    if changes.cutover.is_none() {
+        start_or_check_mirror(shared, &current, &new).await?;
     }
     let old_pools = shared.pools.load_full();
     let mut pools: HashMap<String, Arc<Pool>> = HashMap::new();
@@ -134,6 +189,15 @@ async fn apply(shared: &Shared) -> Result<bool, ConfigErrors> {
     }
     // Publish pools before the config that names them.
     shared.pools.store(Arc::new(pools));
+    if let Some(to) = &changes.cutover {
+        // The cutover publishes `new` at its swap, or leaves everything as
+        // it was.
+        crate::cutover::run(shared, new, trigger.as_str())
+            .await
+            .map_err(|e| ConfigErrors(vec![format!("migration.primary: cutover to {to} {e}")]))?;
+        info!(?changes, "applied config changes");
+        return Ok(true);
+    }
     shared.config.store(Arc::new(new));
     shared.config_version.fetch_add(1, Ordering::Relaxed);
     shared

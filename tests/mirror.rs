@@ -405,6 +405,9 @@ async fn tandem_sigkilled_mid_run_and_restarted_loses_and_repeats_nothing() {
     let report = load.await.unwrap();
     eprintln!("workload: {report:?}");
     assert!(report.disconnects > 0, "the kills did not hit the workload");
+    // The last restart may still be recovering (its MySQL port is bound
+    // before the admin API starts).
+    wait_listening(admin).await;
     let status = wait_caught_up_http(admin).await;
     eprintln!("mirror: {}", status["mirror"]);
     for t in WORKLOAD_TABLES {

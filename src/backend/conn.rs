@@ -195,6 +195,30 @@ impl BackendConn {
     /// Runs one of Tandem's own commands and reads its whole response,
     /// discarding rows. Returns the final OK info or the server's error.
     pub async fn run(&mut self, payload: &[u8], expect: Expect) -> Result<OkInfo, BackendError> {
+        self.run_tracked(payload, expect).await.map(|(ok, _)| ok)
+    }
+
+    /// COM_STMT_PREPARE of `sql`: the server's statement id.
+    pub async fn prepare(&mut self, sql: &[u8]) -> Result<u32, BackendError> {
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(command::COM_STMT_PREPARE);
+        p.extend_from_slice(sql);
+        let (_, summary) = self.run_tracked(&p, Expect::Prepare).await?;
+        summary
+            .prepared
+            .map(|(id, _, _)| id)
+            .ok_or(BackendError::Protocol(
+                crate::protocol::ProtocolError::Malformed(
+                    "prepare answered without a statement id",
+                ),
+            ))
+    }
+
+    async fn run_tracked(
+        &mut self,
+        payload: &[u8],
+        expect: Expect,
+    ) -> Result<(OkInfo, crate::protocol::response::Summary), BackendError> {
         let mut seq = 0u8;
         self.wire.send_packet(&mut seq, payload).await?;
         let mut tracker = Tracker::new(expect, self.deprecate_eof());
@@ -212,10 +236,11 @@ impl BackendConn {
                 Step::More => {}
                 Step::Done => {
                     self.last_used = Instant::now();
-                    return Ok(tracker
+                    let ok = tracker
                         .summary
                         .last_ok
-                        .unwrap_or_else(|| parse_ok(&p.payload).unwrap_or_default()));
+                        .unwrap_or_else(|| parse_ok(&p.payload).unwrap_or_default());
+                    return Ok((ok, tracker.summary));
                 }
                 Step::LocalInfile => {
                     // Tandem never sends LOAD DATA LOCAL itself; refuse politely.

@@ -27,6 +27,12 @@ pub struct Config {
     pub journal: PathBuf,
     pub unsafe_writes: UnsafeWrites,
     pub cutover_timeout: Duration,
+    pub cutover_max_lag: Duration,
+    /// Set when `migration.secondary` named the primary itself and no
+    /// cutover record says which backend was primary before: a reload
+    /// resolves it to the running primary (the one-line cutover edit); a
+    /// start cannot, and says so.
+    pub unresolved_secondary: Option<String>,
     pub journal_limit: JournalLimit,
     pub rules_dir: PathBuf,
     pub rules: Rules,
@@ -115,6 +121,35 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     Ok(cfg)
 }
 
+/// `load` for a process that starts with this config (the server, the
+/// tools): the roles must be known and agree with the last cutover.
+pub fn load_for_start(path: &Path) -> Result<Config, ConfigErrors> {
+    let cfg = load(path)?;
+    if let Some(e) = &cfg.unresolved_secondary {
+        return Err(ConfigErrors(vec![e.clone()]));
+    }
+    if let (Some(r), Some(s)) = (
+        crate::cutover::RolesRecord::read(&cfg.journal),
+        &cfg.secondary,
+    ) {
+        let same_pair = (r.primary == *s && r.secondary == cfg.primary)
+            || (r.primary == cfg.primary && r.secondary == *s);
+        if same_pair && r.primary != cfg.primary {
+            return Err(ConfigErrors(vec![format!(
+                "migration.primary: the last cutover (recorded in {}) made {:?} the primary, but the \
+                 config says {:?}; its journal and commit markers belong to {:?}. Set \
+                 migration.primary to {:?} (then cut over, if that is what you want)",
+                cfg.journal.join(crate::cutover::ROLES_FILE).display(),
+                r.primary,
+                cfg.primary,
+                r.primary,
+                r.primary
+            )]));
+        }
+    }
+    Ok(cfg)
+}
+
 /// What a reload would change, once `diff` accepted it.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -123,6 +158,8 @@ pub struct Changes {
     pub users: bool,
     pub rules: bool,
     pub secondary: bool,
+    /// The new primary, when the edit is a cutover.
+    pub cutover: Option<String>,
     /// Settings read where they are used (unsafe_writes, cutover_timeout,
     /// verify): publishing the new config applies them.
     pub settings: bool,
@@ -150,10 +187,24 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
         errors.push(format!("limits.max_client_connections: {restart}"));
     }
     if old.primary != new.primary {
-        errors.push(format!(
-            "migration.primary: changing the primary ({} -> {}) is a cutover, which this build does not perform yet",
-            old.primary, new.primary
-        ));
+        // A cutover: the caller runs it (reload.rs); only the flip itself
+        // is allowed to come with it.
+        if old.secondary.as_deref() != Some(new.primary.as_str())
+            || new.secondary.as_deref() != Some(old.primary.as_str())
+        {
+            errors.push(format!(
+                "migration.primary: a cutover ({} -> {}) can only go to the current secondary, and the \
+                 old primary becomes the secondary (migration.secondary: {} or {})",
+                old.primary, new.primary, old.primary, new.primary
+            ));
+        }
+        for name in [&old.primary, &new.primary] {
+            if old.backends.get(name) != new.backends.get(name) {
+                errors.push(format!(
+                    "backends.{name}: cannot change in the same edit as a cutover"
+                ));
+            }
+        }
     } else if let (Some(a), Some(b)) = (
         old.backends.get(&old.primary),
         new.backends.get(&new.primary),
@@ -173,6 +224,7 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    let cutover = (old.primary != new.primary).then(|| new.primary.clone());
     let mut backends: Vec<String> = old
         .backends
         .keys()
@@ -190,15 +242,18 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
         backends,
         users: old.users != new.users,
         rules: old.rules != new.rules,
-        secondary: old.secondary != new.secondary,
+        secondary: old.secondary != new.secondary && cutover.is_none(),
+        cutover,
         settings: (
             old.unsafe_writes,
             old.cutover_timeout,
+            old.cutover_max_lag,
             &old.verify,
             old.journal_limit,
         ) != (
             new.unsafe_writes,
             new.cutover_timeout,
+            new.cutover_max_lag,
             &new.verify,
             new.journal_limit,
         ),
@@ -305,11 +360,33 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 "migration.secondary: unknown backend {s:?} (known: {})",
                 known(&raw.backends)
             ));
-        } else if *s == m.primary {
-            errors.push("migration.secondary: must differ from migration.primary".into());
+        }
+    }
+    // `secondary` naming the primary: the backend that was primary before
+    // the last cutover (recorded beside the journal), or, on reload, the
+    // running primary.
+    let mut secondary = m.secondary.clone();
+    let mut unresolved_secondary = None;
+    if secondary.as_deref() == Some(m.primary.as_str()) {
+        let record = crate::cutover::RolesRecord::read(std::path::Path::new(&m.journal));
+        match record {
+            Some(r) if r.primary == m.primary && raw.backends.contains_key(&r.secondary) => {
+                secondary = Some(r.secondary)
+            }
+            _ => {
+                secondary = None;
+                unresolved_secondary = Some(format!(
+                    "migration.secondary: names the primary ({:?}); that means \"the previous primary\", \
+                     but no cutover to {:?} is recorded in {}: name the backend that receives mirrored writes",
+                    m.primary,
+                    m.primary,
+                    std::path::Path::new(&m.journal).join(crate::cutover::ROLES_FILE).display()
+                ));
+            }
         }
     }
     let cutover_timeout = duration(&mut errors, "migration.cutover_timeout", &m.cutover_timeout);
+    let cutover_max_lag = duration(&mut errors, "migration.cutover_max_lag", &m.cutover_max_lag);
     let journal_limit = JournalLimit {
         max_bytes: match parse_size(&m.journal_max_size) {
             Some(n) if n >= 1 << 20 => n,
@@ -396,10 +473,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             users,
             backends,
             primary: m.primary.clone(),
-            secondary: m.secondary.clone(),
+            secondary,
             journal: PathBuf::from(&m.journal),
             unsafe_writes: m.unsafe_writes,
             cutover_timeout,
+            cutover_max_lag,
+            unresolved_secondary,
             journal_limit,
             rules_dir,
             rules,

@@ -13,6 +13,10 @@ fn default_pool() -> usize {
 fn default_journal() -> String {
     "./var/journal".into()
 }
+fn default_cutover_max_lag() -> String {
+    "1s".into()
+}
+
 fn default_cutover_timeout() -> String {
     "5s".into()
 }
@@ -108,6 +112,8 @@ pub struct RawMigration {
     /// Backend that serves every statement. Required.
     pub primary: String,
     /// Backend that receives mirrored writes. Default: none (no mirroring).
+    /// Naming the primary itself means "the previous primary" (after the
+    /// one-line cutover edit `primary: <the secondary>`).
     #[serde(default)]
     pub secondary: Option<String>,
     /// Durable mirror journal directory. Default `./var/journal`.
@@ -120,6 +126,9 @@ pub struct RawMigration {
     /// Fence + drain must finish within this, else the cutover aborts. Default `5s`.
     #[serde(default = "default_cutover_timeout")]
     pub cutover_timeout: String,
+    /// A cutover is refused while mirror lag is above this. Default `1s`.
+    #[serde(default = "default_cutover_max_lag")]
+    pub cutover_max_lag: String,
     /// Largest size of the journal on disk (`512MiB`, `2GiB`, or bytes).
     /// Default `1GiB`.
     #[serde(default = "default_journal_max")]

@@ -139,8 +139,24 @@ fn diff_names_what_cannot_change_live() {
     )
     .unwrap();
     let errs = diff(&old, &moved).unwrap_err().0;
-    assert!(errs.iter().any(|e| e.starts_with("listen:")), "{errs:?}");
-    assert!(errs.iter().any(|e| e.contains("cutover")), "{errs:?}");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("listen:"), "{errs:?}");
+
+    // The flip alone is a cutover (run by the reload path).
+    let flipped = parse(
+        &EXAMPLE
+            .replace("primary: legacy ", "primary: next ")
+            .replace("secondary: next ", "secondary: legacy "),
+    )
+    .unwrap();
+    let c = diff(&old, &flipped).unwrap();
+    assert_eq!(c.cutover.as_deref(), Some("next"));
+    assert!(!c.secondary);
+    // Dropping the secondary in the same edit is not a flip.
+    let mut no_secondary = flipped.clone();
+    no_secondary.secondary = None;
+    let errs = diff(&old, &no_secondary).unwrap_err().0;
+    assert!(errs[0].contains("cutover") && errs[0].contains("secondary"), "{errs:?}");
 
     let repointed =
         parse(&EXAMPLE.replace("127.0.0.1:3306/shop\n", "127.0.0.1:3399/shop\n")).unwrap();

@@ -41,6 +41,8 @@ pub struct Shared {
     pub mirror: arc_swap::ArcSwapOption<crate::mirror::runtime::Mirror>,
     /// The latest verify report (periodic, or handed in by `tandem verify`).
     pub last_verify: std::sync::Mutex<Option<serde_json::Value>>,
+    /// The fence and the cutover history.
+    pub cutover: crate::cutover::Cutover,
 }
 
 /// Seconds since the Unix epoch.
@@ -51,6 +53,23 @@ pub fn unix_now() -> u64 {
 }
 
 impl Shared {
+    /// The database a client's `db` selects on backend `on`: the URL
+    /// databases of the primary and the secondary name one logical
+    /// database (`shop` on one, `shop_next` on the other), so either name
+    /// selects `on`'s own. Other names pass unchanged.
+    pub fn map_db(&self, db: &str, on: &str) -> String {
+        let cfg = self.config.load();
+        let url_db = |name: Option<&String>| {
+            name.and_then(|n| cfg.backends.get(n))
+                .and_then(|b| b.database.as_deref())
+        };
+        let roles = [url_db(Some(&cfg.primary)), url_db(cfg.secondary.as_ref())];
+        match url_db(Some(&on.to_string())) {
+            Some(target) if roles.contains(&Some(db)) => target.to_string(),
+            _ => db.to_string(),
+        }
+    }
+
     /// The pool of the current primary backend.
     pub fn primary_pool(&self) -> Arc<Pool> {
         let cfg = self.config.load();
@@ -136,6 +155,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         last_reload: std::sync::Mutex::new(None),
         mirror: arc_swap::ArcSwapOption::empty(),
         last_verify: std::sync::Mutex::new(None),
+        cutover: crate::cutover::Cutover::default(),
     });
     if shared.config.load().secondary.is_some() {
         let m = crate::mirror::runtime::Mirror::start(&shared.config.load())

@@ -46,9 +46,12 @@ impl From<std::io::Error> for SessionError {
 
 /// A statement prepared through this session.
 struct Prepared {
-    /// The backend's id (equal to the client's id while the session stays on
-    /// the backend it prepared on).
+    /// The backend's id for it (the client holds Tandem's own id, which
+    /// stays valid when the session moves to another backend).
     backend_id: u32,
+    /// The backend knows the parameter types (an execute sent them to this
+    /// backend statement); false after a re-prepare on a new primary.
+    types_on_backend: bool,
     route: Arc<Classified>,
     /// The text as prepared on the backend (the mirror renders bound values
     /// into it).
@@ -70,11 +73,32 @@ struct Session<'a> {
     user: String,
     salt: [u8; 20],
     max_packet: usize,
+    /// Prepared statements by the id the client holds (Tandem's).
     stmts: HashMap<u32, Prepared>,
+    next_stmt_id: u32,
+    /// Set while a COM_STMT_PREPARE is forwarded: the id the client gets.
+    prepare_client_id: Option<u32>,
     scratch: Scratch,
     status: StatusFlags,
     capture: capture::Capture,
+    /// Backend the lease is on (a cutover moves the session to the new
+    /// primary at its next transaction boundary).
+    backend: String,
+    collation: u8,
+    backend_thread: Arc<AtomicU32>,
+    /// Session-level SET statements the client ran, replayed on a move.
+    sets: Vec<Vec<u8>>,
+    /// LOCK TABLES is in effect (no move, fence ticket kept).
+    locked_tables: bool,
+    /// This session's pass through the cutover fence, held from the start
+    /// of a transaction or write to its end.
+    ticket: Option<crate::cutover::Ticket<'a>>,
+    /// Route class index of the last statement (latency histogram).
+    last_class: usize,
 }
+
+/// SET statements kept for replay on a move (oldest dropped beyond this).
+const MAX_REPLAYED_SETS: usize = 256;
 
 /// Serves one client connection to the end.
 pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
@@ -86,11 +110,20 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
     });
     let mut client = Wire::new(stream);
     let session = tokio::select! {
-        s = open(&mut client, shared, id, peer, backend_thread) => s,
+        s = open(&mut client, shared, id, peer, backend_thread.clone()) => s,
         _ = cancel.cancelled() => None,
     };
-    if let Some((auth, lease)) = session {
+    if let Some((auth, lease, backend)) = session {
         let mut s = Session {
+            backend,
+            collation: auth.collation,
+            backend_thread,
+            sets: Vec::new(),
+            locked_tables: false,
+            ticket: None,
+            last_class: 0,
+            next_stmt_id: 0,
+            prepare_client_id: None,
             shared,
             id,
             peer,
@@ -132,15 +165,16 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
     shared.registry.remove(id);
 }
 
-/// Handshake, authentication and backend lease. None: the client was
-/// answered with an error (or vanished) and the connection should close.
+/// Handshake, authentication and backend lease (with the backend's name).
+/// None: the client was answered with an error (or vanished) and the
+/// connection should close.
 async fn open(
     client: &mut Wire,
     shared: &Shared,
     id: u32,
     peer: SocketAddr,
     backend_thread: Arc<AtomicU32>,
-) -> Option<(Authenticated, Lease)> {
+) -> Option<(Authenticated, Lease, String)> {
     let pool = shared.primary_pool();
     let server = match pool.server_info().await {
         Ok(s) => s,
@@ -185,7 +219,9 @@ async fn open(
             return None;
         }
     };
-    if let Some(db) = &auth.db {
+    let backend = pool.config().name.clone();
+    if let Some(db) = auth.db.as_ref().map(|d| shared.map_db(d, &backend)) {
+        let db = &db;
         if lease.conn().current_db.as_deref() != Some(db.as_str()) {
             lease.reusable = false;
             match lease.conn().init_db(db).await {
@@ -212,7 +248,7 @@ async fn open(
     if client.send_packet(&mut auth.seq, &ok).await.is_err() {
         return None;
     }
-    Some((auth, lease))
+    Some((auth, lease, backend))
 }
 
 impl Session<'_> {
@@ -228,25 +264,46 @@ impl Session<'_> {
             let Some(&cmd) = payload.first() else {
                 return Err(ProtocolError::Malformed("empty command packet").into());
             };
+            let started = std::time::Instant::now();
+            if !matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_QUIT) {
+                self.boundary(false).await?;
+            }
             match cmd {
                 COM_QUIT => return Ok(()),
-                COM_QUERY => self.query(payload, seq).await?,
-                COM_STMT_PREPARE => self.prepare(payload, seq).await?,
-                COM_STMT_EXECUTE if self.capturing().is_some() => {
-                    self.execute(payload, seq).await?
+                COM_QUERY => {
+                    self.query(payload, seq).await?;
+                    self.shared
+                        .metrics
+                        .observe_latency_index(self.last_class, started.elapsed().as_secs_f64());
                 }
-                COM_STMT_EXECUTE | COM_STMT_FETCH | COM_STMT_RESET => {
+                COM_STMT_PREPARE => self.prepare(payload, seq).await?,
+                COM_STMT_EXECUTE => {
+                    let id = stmt_id(&payload);
+                    let Some(payload) = self.stmt_command(payload, seq).await? else {
+                        continue;
+                    };
+                    if self.capturing().is_some() {
+                        self.execute(id, payload, seq).await?
+                    } else {
+                        self.forward(&payload, seq, Expect::ResultSet).await?;
+                    }
+                    self.shared
+                        .metrics
+                        .observe_latency_index(self.last_class, started.elapsed().as_secs_f64());
+                }
+                COM_STMT_FETCH | COM_STMT_RESET => {
                     if cmd == COM_STMT_RESET {
                         if let Some(p) = stmt_id(&payload).and_then(|id| self.stmts.get_mut(&id)) {
                             p.long_data.clear();
                         }
                     }
                     let expect = match cmd {
-                        COM_STMT_EXECUTE => Expect::ResultSet,
                         COM_STMT_FETCH => Expect::Fetch,
                         _ => Expect::Single,
                     };
-                    let payload = self.map_stmt_id(payload)?;
+                    let Some(payload) = self.stmt_command(payload, seq).await? else {
+                        continue;
+                    };
                     self.forward(&payload, seq, expect).await?;
                 }
                 COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE => {
@@ -257,13 +314,24 @@ impl Session<'_> {
                     } else {
                         self.long_data(&payload);
                     }
-                    let payload = self.map_stmt_id(payload)?;
-                    self.send_to_backend(&payload).await?;
+                    // No answer is expected: an unknown id is dropped here,
+                    // as the server would ignore it.
+                    if let Some(payload) = self.map_stmt_id(payload)? {
+                        self.send_to_backend(&payload).await?;
+                    }
                 }
                 COM_INIT_DB => {
+                    let asked = String::from_utf8_lossy(&payload[1..]).into_owned();
+                    let db = self.shared.map_db(&asked, &self.backend);
+                    let payload = if db == asked {
+                        payload
+                    } else {
+                        let mut p = vec![COM_INIT_DB];
+                        p.extend_from_slice(db.as_bytes());
+                        p
+                    };
                     let summary = self.forward(&payload, seq, Expect::Single).await?;
                     if summary.error.is_none() {
-                        let db = String::from_utf8_lossy(&payload[1..]).into_owned();
                         self.lease.conn().current_db = Some(db);
                     }
                 }
@@ -285,6 +353,8 @@ impl Session<'_> {
                     if summary.error.is_none() {
                         self.stmts.clear();
                         self.capture.reset();
+                        self.sets.clear();
+                        self.locked_tables = false;
                     }
                 }
                 COM_CHANGE_USER => self.change_user(payload, seq).await?,
@@ -305,7 +375,196 @@ impl Session<'_> {
                 }
             }
             self.check_txn_end();
+            if self.ticket.is_some() && !self.in_txn() {
+                self.ticket = None;
+            }
         }
+    }
+
+    /// In a transaction (or holding table locks): the session stays on its
+    /// backend and keeps its fence ticket.
+    fn in_txn(&self) -> bool {
+        self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+            || self.capture.has_writes()
+            || self.locked_tables
+    }
+
+    /// Before a command: a statement that may start a transaction or write
+    /// passes the cutover fence (waiting while it is closed); outside a
+    /// transaction, a session still on a former primary moves to the
+    /// current one first.
+    async fn boundary(&mut self, needs_ticket: bool) -> Result<(), SessionError> {
+        let shared = self.shared;
+        if needs_ticket && self.ticket.is_none() {
+            let (ticket, waited) = shared.cutover.fence.enter().await;
+            if let Some(d) = waited {
+                shared.metrics.fence_wait.observe(d.as_secs_f64());
+            }
+            self.ticket = Some(ticket);
+        }
+        if !self.in_txn() {
+            let cfg = shared.config.load();
+            if cfg.primary != self.backend {
+                let to = cfg.primary.clone();
+                drop(cfg);
+                self.move_to(&to).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a statement of `class` may open a transaction or write.
+    fn needs_ticket(&self, class: &Class) -> bool {
+        if !self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT) {
+            // With autocommit off, anything but a session statement opens
+            // a transaction.
+            return !matches!(class, Class::Session(op) if *op != SessionOp::LockTables);
+        }
+        !matches!(class, Class::Read { .. } | Class::Session(_))
+            || *class == Class::Session(SessionOp::LockTables)
+    }
+
+    /// Moves the session to backend `to` (the new primary after a
+    /// cutover), carrying its state: current database (mapped to `to`'s),
+    /// the multi-statement option, the session SETs it ran, and its
+    /// prepared statements (re-prepared; client ids stay valid).
+    async fn move_to(&mut self, to: &str) -> Result<(), SessionError> {
+        let Some(pool) = self.shared.pools.load().get(to).cloned() else {
+            return Err(BackendError::Protocol(ProtocolError::Malformed(
+                "the new primary has no connection pool",
+            ))
+            .into());
+        };
+        let mut lease = pool.acquire(self.caps, self.collation).await?;
+        lease.reusable = false;
+        let conn = lease.conn();
+        let db = self
+            .lease
+            .conn()
+            .current_db
+            .clone()
+            .map(|d| self.shared.map_db(&d, to));
+        if let Some(db) = &db {
+            if conn.current_db.as_deref() != Some(db.as_str()) {
+                if let Err(e) = conn.init_db(db).await {
+                    warn!(conn = self.id, %db, error = %e, "moving session: cannot select its database");
+                }
+            }
+        }
+        let multi = self.lease.conn().multi_statements;
+        if conn.multi_statements != multi {
+            let option: u16 = if multi { 0 } else { 1 };
+            let mut p = vec![COM_SET_OPTION];
+            p.extend_from_slice(&option.to_le_bytes());
+            conn.run(&p, Expect::Single).await?;
+            conn.multi_statements = multi;
+        }
+        for set in &self.sets {
+            match conn.run(set, Expect::ResultSet).await {
+                Ok(_) => {}
+                Err(BackendError::Server { code, message }) => warn!(
+                    conn = self.id,
+                    code,
+                    %message,
+                    sql = %String::from_utf8_lossy(&set[1..]),
+                    "moving session: a SET it ran fails on the new primary"
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut lost = 0;
+        for p in self.stmts.values_mut() {
+            match conn.prepare(&p.sql).await {
+                Ok(id) => p.backend_id = id,
+                Err(BackendError::Server { code, message }) => {
+                    lost += 1;
+                    warn!(conn = self.id, code, %message, "moving session: a prepared statement does not prepare on the new primary");
+                    p.backend_id = u32::MAX;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            p.types_on_backend = false;
+        }
+        lease.reusable = true;
+        let from = std::mem::replace(&mut self.backend, to.to_string());
+        self.backend_thread
+            .store(lease.conn().thread_id, Ordering::Relaxed);
+        // The old connection goes back to its pool (reset there).
+        self.lease = lease;
+        self.capture.forget_vars();
+        debug!(
+            conn = self.id,
+            %from,
+            %to,
+            statements = self.stmts.len(),
+            lost,
+            sets = self.sets.len(),
+            "session moved to the new primary"
+        );
+        Ok(())
+    }
+
+    /// Keeps a successful session-level SET for replay on a move.
+    fn remember_set(&mut self, payload: &[u8]) {
+        let sql = &payload[1..];
+        let global = self.scratch.tokens.iter().any(|t| {
+            t.is_word(sql, "GLOBAL") || t.is_word(sql, "PERSIST") || t.is_word(sql, "PERSIST_ONLY")
+        }) || memchr::memmem::find(&sql.to_ascii_lowercase(), b"@@global").is_some();
+        if global {
+            return;
+        }
+        self.sets.retain(|s| s != payload);
+        if self.sets.len() == MAX_REPLAYED_SETS {
+            self.sets.remove(0);
+        }
+        self.sets.push(payload.to_vec());
+    }
+
+    /// COM_STMT_EXECUTE/FETCH/RESET: passes the boundary (an execute may
+    /// need a fence ticket), maps the client's id to the backend's and, for
+    /// an execute of a statement re-prepared by a move, re-sends parameter
+    /// types the client sent earlier. None: the id is unknown (the client
+    /// got ERR 1243).
+    async fn stmt_command(
+        &mut self,
+        payload: Vec<u8>,
+        seq: u8,
+    ) -> Result<Option<Vec<u8>>, SessionError> {
+        let cmd = payload[0];
+        let id = stmt_id(&payload);
+        if cmd == COM_STMT_EXECUTE {
+            let class = id
+                .and_then(|id| self.stmts.get(&id))
+                .and_then(|p| p.route.statements.first().map(|r| r.class.clone()));
+            let needs = class.as_ref().is_none_or(|c| self.needs_ticket(c));
+            self.last_class = class.as_ref().map_or(5, crate::metrics::class_index);
+            self.boundary(needs).await?;
+        } else {
+            self.boundary(false).await?;
+        }
+        let Some(mut payload) = self.map_stmt_id(payload)? else {
+            let name = match cmd {
+                COM_STMT_EXECUTE => "mysqld_stmt_execute",
+                COM_STMT_FETCH => "mysqld_stmt_fetch",
+                _ => "mysqld_stmt_reset",
+            };
+            let err = ErrSpec::new(
+                1243,
+                "HY000",
+                format!(
+                    "Unknown prepared statement handler ({}) given to {name}",
+                    id.unwrap_or(0)
+                ),
+            );
+            self.reply_err(seq, &err).await?;
+            return Ok(None);
+        };
+        if cmd == COM_STMT_EXECUTE {
+            if let Some(p) = id.and_then(|id| self.stmts.get_mut(&id)) {
+                carry_param_types(&mut payload, p);
+            }
+        }
+        Ok(Some(payload))
     }
 
     async fn query(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
@@ -313,6 +572,41 @@ impl Session<'_> {
         let classified = self.shared.router.route(sql, &mut self.scratch);
         for r in &classified.statements {
             self.shared.metrics.count_route(&r.class);
+        }
+        self.last_class = classified
+            .statements
+            .first()
+            .map_or(5, |r| crate::metrics::class_index(&r.class));
+        let needs_ticket = classified
+            .statements
+            .iter()
+            .any(|r| self.needs_ticket(&r.class));
+        self.boundary(needs_ticket).await?;
+        // `USE <the other role's database>` selects the current primary's.
+        let use_mapped = match classified.statements.as_slice() {
+            [r] => match &r.class {
+                Class::Session(SessionOp::Use(db)) => {
+                    let mapped = self.shared.map_db(db, &self.backend);
+                    (mapped != *db).then(|| {
+                        capture::query_packet(
+                            format!("USE `{}`", mapped.replace('`', "``")).as_bytes(),
+                        )
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(p) = use_mapped {
+            let summary = self.forward(&p, seq, Expect::ResultSet).await?;
+            if summary.error.is_none() {
+                let db = match &classified.statements[0].class {
+                    Class::Session(SessionOp::Use(db)) => self.shared.map_db(db, &self.backend),
+                    _ => String::new(),
+                };
+                self.lease.conn().current_db = Some(db);
+            }
+            return Ok(());
         }
         if let [route] = classified.statements.as_slice() {
             if route.class == Class::Session(SessionOp::Kill) {
@@ -338,7 +632,8 @@ impl Session<'_> {
         }
         let summary = self.forward(to_send, seq, Expect::ResultSet).await?;
         if summary.error.is_none() {
-            // Track the current database for pooling (and, later, cutover).
+            self.track_session_state(&classified, to_send);
+            // Track the current database for pooling and cutover.
             if let Some(db) = classified
                 .statements
                 .iter()
@@ -366,22 +661,28 @@ impl Session<'_> {
         } else {
             None
         };
+        let client_id = self.next_stmt_id.wrapping_add(1).max(1);
+        self.prepare_client_id = Some(client_id);
         let summary = self
             .forward(
                 rewritten.as_deref().unwrap_or(&payload),
                 seq,
                 Expect::Prepare,
             )
-            .await?;
+            .await;
+        self.prepare_client_id = None;
+        let summary = summary?;
         if let Some((backend_id, _cols, params)) = summary.prepared {
+            self.next_stmt_id = client_id;
             let sql = match &rewritten {
                 Some(p) => p[1..].to_vec(),
                 None => sql.to_vec(),
             };
             self.stmts.insert(
-                backend_id,
+                client_id,
                 Prepared {
                     backend_id,
+                    types_on_backend: false,
                     route,
                     sql,
                     params,
@@ -393,15 +694,28 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Rewrites the statement id of a COM_STMT_* packet to the backend's id.
-    /// Unknown ids pass unchanged: the backend answers them exactly as a
-    /// direct connection would.
-    fn map_stmt_id(&self, mut payload: Vec<u8>) -> Result<Vec<u8>, SessionError> {
+    /// Rewrites the statement id of a COM_STMT_* packet from the client's
+    /// (Tandem's) id to the backend's. None: no such statement here.
+    fn map_stmt_id(&self, mut payload: Vec<u8>) -> Result<Option<Vec<u8>>, SessionError> {
         let id = stmt_id(&payload).ok_or(ProtocolError::Malformed("short statement command"))?;
-        if let Some(p) = self.stmts.get(&id) {
-            payload[1..5].copy_from_slice(&p.backend_id.to_le_bytes());
+        let Some(p) = self.stmts.get(&id) else {
+            return Ok(None);
+        };
+        payload[1..5].copy_from_slice(&p.backend_id.to_le_bytes());
+        Ok(Some(payload))
+    }
+
+    /// After a COM_QUERY succeeded: remembers session SETs (replayed when
+    /// the session moves) and LOCK/UNLOCK TABLES.
+    fn track_session_state(&mut self, classified: &Classified, payload: &[u8]) {
+        if let [r] = classified.statements.as_slice() {
+            match r.class {
+                Class::Session(SessionOp::Set) => self.remember_set(payload),
+                Class::Session(SessionOp::LockTables) => self.locked_tables = true,
+                Class::Session(SessionOp::UnlockTables) => self.locked_tables = false,
+                _ => {}
+            }
         }
-        Ok(payload)
     }
 
     /// KILL [QUERY] <tandem id>: the id clients see is Tandem's; the backend
@@ -478,6 +792,8 @@ impl Session<'_> {
         self.lease.reusable = true;
         self.stmts.clear();
         self.capture.reset();
+        self.sets.clear();
+        self.locked_tables = false;
         self.user = cu.user;
         self.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT;
         self.client
@@ -578,6 +894,12 @@ impl Session<'_> {
                         step = tracker
                             .feed(&be.rbuf[HEADER..head_end], len)
                             .map_err(|e| SessionError::Backend(e.into()))?;
+                        // PREPARE_OK: the client gets Tandem's statement id.
+                        if let Some(id) = self.prepare_client_id.take() {
+                            if be.rbuf[HEADER] == 0x00 && len >= 5 {
+                                be.rbuf[HEADER + 1..HEADER + 5].copy_from_slice(&id.to_le_bytes());
+                            }
+                        }
                     }
                     let take = HEADER + len.min(be.rbuf.len() - HEADER);
                     out.extend_from_slice(&be.rbuf[..take]);
@@ -638,6 +960,36 @@ impl Session<'_> {
                 return Ok(seq);
             }
         }
+    }
+}
+
+/// COM_STMT_EXECUTE carries parameter types only when they change
+/// (`new_params_bound_flag`); a statement re-prepared on a new backend has
+/// none yet, so the types the client sent before are put in.
+fn carry_param_types(payload: &mut Vec<u8>, p: &mut Prepared) {
+    let n = p.params as usize;
+    if n == 0 {
+        return;
+    }
+    let flag_at = 10 + n.div_ceil(8);
+    match payload.get(flag_at) {
+        Some(1) => {
+            if let Some(types) = payload.get(flag_at + 1..flag_at + 1 + 2 * n) {
+                p.types = types.chunks(2).map(|c| (c[0], c[1] & 0x80 != 0)).collect();
+                p.types_on_backend = true;
+            }
+        }
+        Some(0) if !p.types_on_backend && p.types.len() == n => {
+            let types: Vec<u8> = p
+                .types
+                .iter()
+                .flat_map(|(t, unsigned)| [*t, if *unsigned { 0x80 } else { 0 }])
+                .collect();
+            payload[flag_at] = 1;
+            payload.splice(flag_at + 1..flag_at + 1, types);
+            p.types_on_backend = true;
+        }
+        _ => {}
     }
 }
 

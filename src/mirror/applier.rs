@@ -234,6 +234,19 @@ impl Applier {
         }
     }
 
+    /// An applier that keeps its counters in `stats` (shared across the
+    /// appliers a cutover starts and stops).
+    pub fn with_stats(
+        cfg: ApplierConfig,
+        journal: JournalHandle,
+        stats: Arc<ApplierStats>,
+    ) -> Self {
+        Self {
+            stats,
+            ..Self::new(cfg, journal)
+        }
+    }
+
     pub fn stats(&self) -> Arc<ApplierStats> {
         self.stats.clone()
     }
@@ -595,33 +608,21 @@ impl Applier {
     }
 
     async fn load_position(&mut self) -> Result<Lsn, mysql_async::Error> {
-        let create = format!(
-            "CREATE TABLE IF NOT EXISTS `{POSITION_TABLE}` (
-               id TINYINT PRIMARY KEY,
-               lsn BIGINT UNSIGNED NOT NULL,
-               committed_at_us BIGINT NOT NULL,
-               applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
-             ) ENGINE=InnoDB"
+        let create = create_position_sql(&self.cfg.secondary);
+        let select = format!(
+            "SELECT lsn FROM {} WHERE id = 1",
+            position_table(&self.cfg.secondary)
         );
         let conn = self.conn().await?;
         conn.query_drop(create).await?;
-        let lsn: Option<u64> = conn
-            .query_first(format!("SELECT lsn FROM `{POSITION_TABLE}` WHERE id = 1"))
-            .await?;
+        let lsn: Option<u64> = conn.query_first(select).await?;
         Ok(lsn.unwrap_or(0))
     }
 
     /// The upsert of the applied position (qualified with the secondary
     /// URL's database, whatever the mirrored statements selected).
     fn position_sql(&self, lsn: Lsn, committed_at_us: i64) -> String {
-        let table = match &self.cfg.secondary.database {
-            Some(db) => format!("`{}`.`{POSITION_TABLE}`", db.replace('`', "``")),
-            None => format!("`{POSITION_TABLE}`"),
-        };
-        format!(
-            "INSERT INTO {table} (id, lsn, committed_at_us) VALUES (1, {lsn}, {committed_at_us}) \
-             ON DUPLICATE KEY UPDATE lsn = VALUES(lsn), committed_at_us = VALUES(committed_at_us)"
-        )
+        upsert_position_sql(&self.cfg.secondary, lsn, committed_at_us)
     }
 
     async fn store_position(
@@ -792,4 +793,60 @@ fn is_replayed_ddl(code: u16) -> bool {
             | 1359 // trigger exists
             | 1360 // trigger does not exist
     )
+}
+
+/// `db`.`_tandem_position` on `b` (its URL's database).
+fn position_table(b: &BackendConfig) -> String {
+    match &b.database {
+        Some(db) => format!("`{}`.`{POSITION_TABLE}`", db.replace('`', "``")),
+        None => format!("`{POSITION_TABLE}`"),
+    }
+}
+
+fn create_position_sql(b: &BackendConfig) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+           id TINYINT PRIMARY KEY,
+           lsn BIGINT UNSIGNED NOT NULL,
+           committed_at_us BIGINT NOT NULL,
+           applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+         ) ENGINE=InnoDB",
+        position_table(b)
+    )
+}
+
+fn upsert_position_sql(b: &BackendConfig, lsn: Lsn, committed_at_us: i64) -> String {
+    format!(
+        "INSERT INTO {} (id, lsn, committed_at_us) VALUES (1, {lsn}, {committed_at_us}) \
+         ON DUPLICATE KEY UPDATE lsn = VALUES(lsn), committed_at_us = VALUES(committed_at_us)",
+        position_table(b)
+    )
+}
+
+/// Makes `b` (about to become the secondary) start applying after `lsn`:
+/// it already holds every write up to there (cutover: it was the primary).
+pub async fn seed_position(
+    conn: &mut Conn,
+    b: &BackendConfig,
+    lsn: Lsn,
+) -> Result<(), mysql_async::Error> {
+    conn.query_drop(create_position_sql(b)).await?;
+    conn.query_drop(upsert_position_sql(b, lsn, super::now_us()))
+        .await
+}
+
+/// Preflight of a cutover's reverse path: `b` can hold the mirror position
+/// (the table exists or can be created, and the server is writable).
+pub async fn check_position_writable(
+    conn: &mut Conn,
+    b: &BackendConfig,
+) -> Result<(), mysql_async::Error> {
+    conn.query_drop(create_position_sql(b)).await?;
+    let ro: Option<u8> = conn.query_first("SELECT @@global.read_only").await?;
+    if ro == Some(1) {
+        return Err(mysql_async::Error::Other(
+            format!("backend {} is read-only (@@read_only = 1)", b.name).into(),
+        ));
+    }
+    Ok(())
 }

@@ -101,6 +101,11 @@ impl JournalHandle {
     pub fn durable(&self) -> watch::Receiver<Lsn> {
         self.durable.clone()
     }
+
+    /// The highest durable LSN now.
+    pub fn durable_lsn(&self) -> Lsn {
+        *self.durable.borrow()
+    }
 }
 
 fn closed() -> JournalError {

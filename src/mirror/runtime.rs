@@ -90,13 +90,50 @@ struct InDoubt {
     thread: Option<u32>,
 }
 
+/// Which backend is primary (markers, in-doubt resolution) and which one
+/// the applier writes to. Replaced as a whole by a cutover.
+#[derive(Debug)]
+pub struct Roles {
+    pub primary: BackendConfig,
+    pub secondary: BackendConfig,
+    /// `db`.`_tandem_commit` on the primary.
+    pub marker: String,
+    /// Bumped by every swap (connections to the old primary are dropped).
+    pub generation: u64,
+}
+
+impl Roles {
+    fn new(
+        primary: BackendConfig,
+        secondary: BackendConfig,
+        generation: u64,
+    ) -> Result<Self, MirrorStartError> {
+        let Some(db) = primary.database.clone() else {
+            return Err(MirrorStartError::Config(format!(
+                "backend {}: the URL must name a database (Tandem keeps its commit markers there)",
+                primary.name
+            )));
+        };
+        let marker = format!("{}.{}", quote_ident(&db), quote_ident(MARKER_TABLE));
+        Ok(Roles {
+            primary,
+            secondary,
+            marker,
+            generation,
+        })
+    }
+}
+
 pub struct Mirror {
-    pub secondary: String,
     pub journal: JournalHandle,
     pub applier: Arc<ApplierStats>,
     pub stats: CaptureStats,
-    primary: BackendConfig,
-    marker: String,
+    roles: arc_swap::ArcSwap<Roles>,
+    /// The applier task and the token that stops it (alone: a cutover
+    /// restarts it towards the other backend).
+    applier_task: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+    dead_letter: PathBuf,
+    journal_dir: PathBuf,
     next_token: Mutex<(u64, BTreeSet<u64>)>,
     last_intent: AtomicU64,
     divergent: Mutex<BTreeMap<String, String>>,
@@ -135,13 +172,8 @@ impl Mirror {
         };
         let secondary = cfg.backends[&secondary_name].clone();
         let primary = cfg.primary_backend().clone();
-        let Some(db) = primary.database.clone() else {
-            return Err(MirrorStartError::Config(
-                "the primary URL must name a database (Tandem keeps its commit markers there)"
-                    .into(),
-            ));
-        };
-        let marker = format!("{}.{}", quote_ident(&db), quote_ident(MARKER_TABLE));
+        let roles = Roles::new(primary.clone(), secondary.clone(), 0)?;
+        let marker = roles.marker.clone();
         let dir = cfg.journal.clone();
         let jerr = |e| MirrorStartError::Journal(dir.display().to_string(), e);
         // Segments small against the size limit, so truncation after apply
@@ -157,11 +189,9 @@ impl Mirror {
         let mut conn = connect_retrying(&primary, cfg.limits.connect_timeout).await?;
         let perr =
             |e: mysql_async::Error| MirrorStartError::Primary(primary.name.clone(), e.to_string());
-        conn.query_drop(format!(
-            "CREATE TABLE IF NOT EXISTS {marker} (token BIGINT UNSIGNED NOT NULL PRIMARY KEY) ENGINE=InnoDB"
-        ))
-        .await
-        .map_err(perr)?;
+        conn.query_drop(create_marker_sql(&marker))
+            .await
+            .map_err(perr)?;
         let max: Option<u64> = conn
             .query_first::<Option<u64>, _>(format!("SELECT MAX(token) FROM {marker}"))
             .await
@@ -214,25 +244,17 @@ impl Mirror {
             .ok()
             .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
             .unwrap_or_default();
-        let applier = Applier::new(
-            ApplierConfig {
-                secondary,
-                journal_dir: dir.clone(),
-                dead_letter: dir.join("dead-letter.jsonl"),
-                on_permanent_error: OnPermanentError::Continue,
-                attempt_timeout: Duration::from_secs(30),
-            },
-            handle.clone(),
-        );
+        let applier_stats = Arc::new(ApplierStats::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let first_token = max.map_or(0, |m| m + 1).max(now_us() as u64);
         let mirror = Arc::new(Mirror {
-            secondary: secondary_name,
             journal: handle,
-            applier: applier.stats(),
+            applier: applier_stats,
             stats: CaptureStats::default(),
-            primary,
-            marker,
+            roles: arc_swap::ArcSwap::from_pointee(roles),
+            applier_task: Mutex::new(None),
+            dead_letter: dir.join("dead-letter.jsonl"),
+            journal_dir: dir.clone(),
             next_token: Mutex::new((first_token, BTreeSet::new())),
             last_intent: AtomicU64::new(last_intent),
             divergent: Mutex::new(divergent),
@@ -244,23 +266,16 @@ impl Mirror {
             table_writes: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(writer)),
         });
-        let stop = mirror.stop.clone();
-        let stats = mirror.applier.clone();
-        let apply_task = tokio::spawn(async move {
-            if let Err(e) = applier.run(stop).await {
-                error!(error = %e, "applier stopped; writes are still journaled");
-                *stats.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-            }
-        });
+        mirror.start_applier(secondary);
         let resolver = tokio::spawn(resolve_in_doubt(Arc::downgrade(&mirror), rx));
         let cleaner = tokio::spawn(clean_markers(Arc::downgrade(&mirror)));
         mirror
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([apply_task, resolver, cleaner]);
+            .extend([resolver, cleaner]);
         info!(
-            secondary = %mirror.secondary,
+            secondary = %secondary_name,
             journal = %dir.display(),
             resolved = outcomes.len(),
             "mirroring committed writes"
@@ -268,9 +283,110 @@ impl Mirror {
         Ok(mirror)
     }
 
+    /// Starts the applier towards `secondary` (from its stored position).
+    fn start_applier(&self, secondary: BackendConfig) {
+        let applier = Applier::with_stats(
+            ApplierConfig {
+                secondary,
+                journal_dir: self.journal_dir.clone(),
+                dead_letter: self.dead_letter.clone(),
+                on_permanent_error: OnPermanentError::Continue,
+                attempt_timeout: Duration::from_secs(30),
+            },
+            self.journal.clone(),
+            self.applier.clone(),
+        );
+        let stop = self.stop.child_token();
+        let token = stop.clone();
+        let stats = self.applier.clone();
+        *stats.stopped.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let task = tokio::spawn(async move {
+            if let Err(e) = applier.run(stop).await {
+                error!(error = %e, "applier stopped; writes are still journaled");
+                *stats.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            }
+        });
+        *self.applier_task.lock().unwrap_or_else(|p| p.into_inner()) = Some((token, task));
+    }
+
+    /// Stops the applier after the transaction it is applying.
+    async fn stop_applier(&self) {
+        let task = self
+            .applier_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((token, task)) = task {
+            token.cancel();
+            let _ = task.await;
+        }
+    }
+
+    /// The backends in their current roles.
+    pub fn roles(&self) -> Arc<Roles> {
+        self.roles.load_full()
+    }
+
+    /// Name of the backend receiving mirrored writes.
+    pub fn secondary_name(&self) -> String {
+        self.roles.load().secondary.name.clone()
+    }
+
+    /// True while mirroring goes to the backend named `name`.
+    pub fn mirrors_to(&self, name: &str) -> bool {
+        self.roles.load().secondary.name == name
+    }
+
+    /// Cutover's swap: with the journal drained (every intent applied on
+    /// the secondary, nothing new admitted), mirroring turns around. The
+    /// old primary holds every write up to now, so its stored position is
+    /// set to the journal's end; the applier then feeds it from there.
+    /// On error nothing changed (the applier runs towards the old
+    /// secondary again).
+    pub async fn swap_roles(&self, timeout: Duration) -> Result<(), String> {
+        let old = self.roles();
+        let new = Roles::new(
+            old.secondary.clone(),
+            old.primary.clone(),
+            old.generation + 1,
+        )
+        .map_err(|e| e.to_string())?;
+        self.stop_applier().await;
+        let end = self.journal.durable_lsn();
+        let seeded = tokio::time::timeout(timeout, async {
+            let mut conn = Conn::new(crate::backend::client_opts(&new.secondary)).await?;
+            crate::mirror::applier::seed_position(&mut conn, &new.secondary, end).await?;
+            let _ = conn.disconnect().await;
+            Ok::<_, mysql_async::Error>(())
+        })
+        .await;
+        let failure = match seeded {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {timeout:?}")),
+        };
+        if let Some(e) = failure {
+            self.start_applier(old.secondary.clone());
+            return Err(format!(
+                "cannot store the mirror position on {} (the new secondary): {e}",
+                new.secondary.name
+            ));
+        }
+        self.reads_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        let secondary = new.secondary.clone();
+        self.roles.store(Arc::new(new));
+        self.start_applier(secondary);
+        info!(lsn = end, "mirror turned around");
+        Ok(())
+    }
+
     /// Stops the applier (after the transaction it is applying) and the
     /// background tasks; the journal keeps everything not yet applied.
     pub async fn stop(&self) {
+        self.stop_applier().await;
         self.stop.cancel();
         let tasks: Vec<_> =
             std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
@@ -327,7 +443,10 @@ impl Mirror {
 
     /// `INSERT` of the marker row for `token` (run inside the transaction).
     pub fn marker_insert(&self, token: u64) -> String {
-        format!("INSERT INTO {} (token) VALUES ({token})", self.marker)
+        format!(
+            "INSERT INTO {} (token) VALUES ({token})",
+            self.roles.load().marker
+        )
     }
 
     /// Applies the journal size limit before a write is journaled (and
@@ -555,7 +674,7 @@ impl Mirror {
         let a = &self.applier;
         let get = |x: &AtomicU64| x.load(Ordering::Relaxed);
         serde_json::json!({
-            "secondary": self.secondary,
+            "secondary": self.secondary_name(),
             "lag_transactions": lag_txns,
             "lag_seconds": lag_seconds,
             // Upper bound of the histogram bucket (ms); "over 60000" past the last.
@@ -626,6 +745,32 @@ impl Drop for Mirror {
         // The writer thread ends when the last handle is gone.
         drop(self.writer.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
+}
+
+/// Creates the commit-marker table on `b` (a primary-to-be) if missing.
+pub async fn ensure_marker_table(
+    conn: &mut Conn,
+    b: &BackendConfig,
+) -> Result<(), mysql_async::Error> {
+    let Some(db) = &b.database else {
+        return Err(mysql_async::Error::Other(
+            format!(
+                "backend {}: the URL must name a database (Tandem keeps its commit markers there)",
+                b.name
+            )
+            .into(),
+        ));
+    };
+    conn.query_drop(create_marker_sql(&format!(
+        "{}.{}",
+        quote_ident(db),
+        quote_ident(MARKER_TABLE)
+    )))
+    .await
+}
+
+fn create_marker_sql(marker: &str) -> String {
+    format!("CREATE TABLE IF NOT EXISTS {marker} (token BIGINT UNSIGNED NOT NULL PRIMARY KEY) ENGINE=InnoDB")
 }
 
 /// Intents in the journal without an outcome, with their tokens.
@@ -712,7 +857,8 @@ async fn resolve_in_doubt(
 
 impl Mirror {
     async fn check_marker(&self, d: &InDoubt) -> Result<bool, mysql_async::Error> {
-        let mut conn = Conn::new(crate::backend::client_opts(&self.primary)).await?;
+        let roles = self.roles();
+        let mut conn = Conn::new(crate::backend::client_opts(&roles.primary)).await?;
         if let Some(thread) = d.thread {
             // Ends the transaction if it is still open; 1094: already gone.
             match conn.query_drop(format!("KILL {thread}")).await {
@@ -725,7 +871,7 @@ impl Mirror {
         let found: Option<u64> = conn
             .query_first(format!(
                 "SELECT token FROM {} WHERE token = {} LOCK IN SHARE MODE",
-                self.marker, d.token
+                roles.marker, d.token
             ))
             .await?;
         let _ = conn.disconnect().await;
@@ -736,7 +882,7 @@ impl Mirror {
 /// Deletes marker rows whose outcome is durable (every token below the
 /// oldest one still in flight).
 async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<(u64, Conn)> = None;
     loop {
         let stop = match mirror.upgrade() {
             Some(m) => m.stop.clone(),
@@ -751,13 +897,18 @@ async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
             let g = m.next_token.lock().unwrap_or_else(|p| p.into_inner());
             g.1.first().copied().unwrap_or(g.0)
         };
-        if conn.is_none() {
-            conn = Conn::new(crate::backend::client_opts(&m.primary))
-                .await
-                .ok();
+        let roles = m.roles();
+        if conn.as_ref().is_some_and(|(g, _)| *g != roles.generation) {
+            conn = None;
         }
-        if let Some(c) = conn.as_mut() {
-            let sql = format!("DELETE FROM {} WHERE token < {cutoff}", m.marker);
+        if conn.is_none() {
+            conn = Conn::new(crate::backend::client_opts(&roles.primary))
+                .await
+                .ok()
+                .map(|c| (roles.generation, c));
+        }
+        if let Some((_, c)) = conn.as_mut() {
+            let sql = format!("DELETE FROM {} WHERE token < {cutoff}", roles.marker);
             if let Err(e) = c.query_drop(sql).await {
                 warn!(error = %e, "commit-marker clean-up failed; retrying later");
                 conn = None;

@@ -180,6 +180,18 @@ async fn http(
     path: &str,
     body: Option<String>,
 ) -> std::io::Result<(u16, Bytes)> {
+    admin_request(addr, method, path, body, Duration::from_secs(10)).await
+}
+
+/// A one-shot HTTP/1.1 request to a running Tandem's admin API, answered
+/// within `timeout` (for `tandem status`, `tandem cutover` and the tools).
+pub async fn admin_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+    timeout: Duration,
+) -> std::io::Result<(u16, Bytes)> {
     let other = |e: hyper::Error| std::io::Error::other(e.to_string());
     let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
         .await
@@ -202,7 +214,7 @@ async fn http(
         let bytes = resp.into_body().collect().await.map_err(other)?.to_bytes();
         Ok((code, bytes))
     };
-    tokio::time::timeout(Duration::from_secs(10), fut)
+    tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "admin API timed out"))?
 }

@@ -71,7 +71,7 @@ impl MirrorEnv {
         Self::launch(name, MARIADB_PORT, "", Some(top_extra)).await
     }
 
-    async fn launch(
+    pub async fn launch(
         name: &str,
         secondary_port: u16,
         migration_extra: &str,

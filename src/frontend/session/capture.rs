@@ -64,6 +64,16 @@ impl Capture {
     pub(super) fn reset(&mut self) {
         *self = Capture::default();
     }
+
+    /// Writes of an open transaction are buffered.
+    pub(super) fn has_writes(&self) -> bool {
+        !self.txn.is_empty()
+    }
+
+    /// Read the carried session variables again before the next write.
+    pub(super) fn forget_vars(&mut self) {
+        self.vars = None;
+    }
 }
 
 /// One buffered backend reply.
@@ -145,7 +155,14 @@ impl Session<'_> {
     /// The running mirror, when writes are being mirrored.
     pub(super) fn capturing(&self) -> Option<Arc<Mirror>> {
         let m = self.shared.mirror.load_full()?;
-        if self.shared.config.load().secondary.as_deref() == Some(m.secondary.as_str()) {
+        if self
+            .shared
+            .config
+            .load()
+            .secondary
+            .as_deref()
+            .is_some_and(|s| m.mirrors_to(s))
+        {
             Some(m)
         } else {
             None
@@ -217,7 +234,10 @@ impl Session<'_> {
                 if mentions_autocommit && !self.commit_implicitly(m, seq).await? {
                     return Ok(true);
                 }
-                self.forward(payload, seq, Expect::ResultSet).await?;
+                let summary = self.forward(payload, seq, Expect::ResultSet).await?;
+                if summary.error.is_none() {
+                    self.remember_set(payload);
+                }
                 self.capture.vars = None;
                 Ok(true)
             }
@@ -247,9 +267,14 @@ impl Session<'_> {
 
     /// COM_STMT_EXECUTE while mirroring: writes are rendered with their
     /// bound values and go through the same path as text writes.
-    pub(super) async fn execute(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
-        let id = super::stmt_id(&payload);
-        let payload = self.map_stmt_id(payload)?;
+    /// `payload` is already mapped to the backend's statement id; `id` is
+    /// the client's.
+    pub(super) async fn execute(
+        &mut self,
+        id: Option<u32>,
+        payload: Vec<u8>,
+        seq: u8,
+    ) -> Result<(), SessionError> {
         let prepared = id
             .and_then(|id| self.stmts.get(&id))
             .map(|p| (p.route.clone(), p.sql.clone()));

@@ -1,0 +1,415 @@
+//! Cutover and rollback (real MariaDB on both sides, real clients):
+//! - a one-line edit of `migration.primary` flips the roles under an
+//!   8-connection read/write workload, `tandem cutover` flips them back, and
+//!   no client sees an error; every acknowledged write is on both databases
+//!   afterwards, which are identical; sessions keep their prepared
+//!   statements and session variables across the move;
+//! - a cutover to an unreachable target is refused;
+//! - a cutover whose open transaction or drain outlasts
+//!   `cutover_timeout` aborts and leaves everything as it was.
+
+mod common;
+
+use common::mirror::*;
+use common::relay::Relay;
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WORKERS: usize = 8;
+
+/// What one worker saw acknowledged.
+#[derive(Default, Debug)]
+struct Acked {
+    /// (worker, seq) of every acknowledged insert into `ev`.
+    rows: Vec<(i64, i64)>,
+    /// Acknowledged increments of this worker's `ctr` row.
+    increments: i64,
+    /// DATABASE() answers seen, in order (where writes went).
+    databases: Vec<String>,
+    errors: Vec<String>,
+    reads: u64,
+}
+
+async fn setup(env: &MirrorEnv) {
+    env.create_both(
+        "CREATE TABLE ev (id BIGINT AUTO_INCREMENT PRIMARY KEY, w INT NOT NULL, seq INT NOT NULL, \
+         note VARCHAR(40), at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), UNIQUE KEY (w, seq)) ENGINE=InnoDB",
+    )
+    .await;
+    env.create_both("CREATE TABLE ctr (w INT PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB")
+        .await;
+    env.create_both("INSERT INTO ctr SELECT seq, 0 FROM seq_0_to_7")
+        .await;
+}
+
+/// One client: session state set once (user variable, time zone), then a
+/// random mix of autocommit inserts, explicit transactions, prepared
+/// inserts (statement ids cached by the driver) and reads, until `stop`.
+async fn worker(addr: std::net::SocketAddr, db: String, w: i64, stop: Arc<AtomicBool>) -> Acked {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64 * 31 + 7);
+    let mut acked = Acked::default();
+    let mut c = Conn::new(proxy_builder(addr, Some(&db))).await.unwrap();
+    c.query_drop(format!("SET @tag = 'w{w}'")).await.unwrap();
+    c.query_drop("SET SESSION time_zone = '+03:00'")
+        .await
+        .unwrap();
+    let mut seq = 0i64;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let r: Result<(), mysql_async::Error> = async {
+            match rng.random_range(0..10u32) {
+                0..=2 => {
+                    seq += 1;
+                    c.query_drop(format!(
+                        "INSERT INTO ev (w, seq, note) VALUES ({w}, {seq}, 'w{w}')"
+                    ))
+                    .await?;
+                    acked.rows.push((w, seq));
+                }
+                3..=4 => {
+                    seq += 1;
+                    c.query_drop("BEGIN").await?;
+                    c.query_drop(format!(
+                        "INSERT INTO ev (w, seq, note) VALUES ({w}, {seq}, 'w{w}')"
+                    ))
+                    .await?;
+                    c.query_drop(format!("UPDATE ctr SET n = n + 1 WHERE w = {w}"))
+                        .await?;
+                    c.query_drop("COMMIT").await?;
+                    acked.rows.push((w, seq));
+                    acked.increments += 1;
+                }
+                5..=6 => {
+                    seq += 1;
+                    c.exec_drop(
+                        "INSERT INTO ev (w, seq, note) VALUES (?, ?, ?)",
+                        (w, seq, format!("w{w}")),
+                    )
+                    .await?;
+                    acked.rows.push((w, seq));
+                }
+                7 => {
+                    let got: Option<i64> = c
+                        .exec_first("SELECT COUNT(*) FROM ev WHERE w = ?", (w,))
+                        .await?;
+                    assert!(got.is_some());
+                    acked.reads += 1;
+                }
+                _ => {
+                    let (d, tag, tz): (String, Option<String>, String) = c
+                        .query_first("SELECT DATABASE(), @tag, @@session.time_zone")
+                        .await?
+                        .unwrap();
+                    assert_eq!(
+                        tag.as_deref(),
+                        Some(format!("w{w}").as_str()),
+                        "@tag survived"
+                    );
+                    assert_eq!(tz, "+03:00", "time_zone survived");
+                    if acked.databases.last() != Some(&d) {
+                        acked.databases.push(d);
+                    }
+                    acked.reads += 1;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            acked.errors.push(format!("worker {w} op {n}: {e}"));
+            let _ = c.query_drop("ROLLBACK").await;
+        }
+    }
+    let _ = c.disconnect().await;
+    acked
+}
+
+async fn wait_for_primary(env: &MirrorEnv, name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.server.shared.config.load().primary != name {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no cutover to {name}: {}",
+            env.server.shared.cutover.status_json()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn count(db: &str, sql: &str) -> i64 {
+    let mut c = Conn::new(direct_opts(db)).await.unwrap();
+    let n: i64 = c.query_first(sql).await.unwrap().unwrap();
+    c.disconnect().await.unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_and_rollback_under_load_lose_nothing() {
+    let env = MirrorEnv::start_with_admin("co_load", "").await;
+    setup(&env).await;
+    let file = env.cfg.clone().unwrap();
+    let admin = env.server.admin_addr.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..WORKERS as i64 {
+        tasks.push(tokio::spawn(worker(
+            env.server.addr,
+            env.primary.clone(),
+            w,
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // The one-line edit: primary: legacy -> next (secondary keeps saying
+    // `next`, which now means "the previous primary").
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text.replacen("primary: legacy", "primary: next", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&file, edited).unwrap();
+    wait_for_primary(&env, "next").await;
+    {
+        let cfg = env.server.shared.config.load();
+        assert_eq!(cfg.secondary.as_deref(), Some("legacy"));
+        assert!(env.mirror().mirrors_to("legacy"));
+    }
+    // A restart would find the same roles (recorded beside the journal).
+    let restart = tandem::config::load_for_start(&file).expect("config after the flip starts");
+    assert_eq!(restart.primary, "next");
+    assert_eq!(restart.secondary.as_deref(), Some("legacy"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Writes after the flip land on the new primary: a fresh session sees
+    // the new primary's database.
+    {
+        let mut c = env.proxy().await;
+        let d: String = c.query_first("SELECT DATABASE()").await.unwrap().unwrap();
+        assert_eq!(d, env.secondary);
+        c.disconnect().await.unwrap();
+    }
+
+    // Rollback: the same operation the other way, through the CLI.
+    let (code, out, err) = env.tool("cutover", &["--to", "legacy"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("legacy is the primary"), "{out}");
+    assert_eq!(env.server.shared.config.load().primary, "legacy");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("primary: legacy"),
+        "the file records the rollback:\n{text}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await.unwrap());
+    }
+    let errors: Vec<&String> = all.iter().flat_map(|a| a.errors.iter()).collect();
+    assert!(errors.is_empty(), "client-visible errors: {errors:#?}");
+    // Every session moved to next and back (seen through DATABASE()).
+    for (w, a) in all.iter().enumerate() {
+        assert!(
+            a.databases.contains(&env.secondary) && a.databases.last() == Some(&env.primary),
+            "worker {w} saw {:?}",
+            a.databases
+        );
+    }
+
+    env.wait_caught_up().await;
+    let n = assert_same(&env.primary, &env.secondary, "ev").await;
+    assert_same(&env.primary, &env.secondary, "ctr").await;
+    let acked: usize = all.iter().map(|a| a.rows.len()).sum();
+    assert_eq!(n, acked, "every acknowledged insert is there, nothing else");
+    for (w, a) in all.iter().enumerate() {
+        let mut c = Conn::new(direct_opts(&env.primary)).await.unwrap();
+        let seqs: Vec<i64> = c
+            .query(format!(
+                "SELECT seq FROM ev WHERE w = {w} AND note = 'w{w}' ORDER BY seq"
+            ))
+            .await
+            .unwrap();
+        let mut want: Vec<i64> = a.rows.iter().map(|(_, s)| *s).collect();
+        want.sort();
+        assert_eq!(seqs, want, "worker {w}: its rows");
+        let inc: i64 = c
+            .query_first(format!("SELECT n FROM ctr WHERE w = {w}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(inc, a.increments, "worker {w}: committed increments");
+        c.disconnect().await.unwrap();
+    }
+
+    // Status and metrics tell the story.
+    let (_, _, body) = http(admin, "GET", "/status").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let history = v["cutover"]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{body}");
+    assert!(history.iter().all(|h| h["ok"] == true), "{body}");
+    assert_eq!(history[0]["trigger"], "file");
+    assert_eq!(history[1]["trigger"], "api");
+    for h in history {
+        let phases: Vec<&str> = h["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_str().unwrap())
+            .collect();
+        assert_eq!(phases, ["preflight", "wait_transactions", "drain", "swap"]);
+    }
+    assert_eq!(v["primary"], "legacy");
+    assert_eq!(v["secondary"], "next");
+    assert_eq!(v["mirror"]["dropped"], 0);
+    let (_, _, metrics) = http(admin, "GET", "/metrics").await;
+    assert!(metrics.contains("tandem_cutovers_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("tandem_cutover_phase_seconds_count{phase=\"drain\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tandem_statement_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    let (code, out, err) = env.tool("status", &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("primary:    legacy") && out.contains("next -> legacy by api"),
+        "{out}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_to_an_unreachable_target_is_refused() {
+    let relay = Relay::start(format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap()).await;
+    let env = MirrorEnv::launch("co_unreach", relay.addr.port(), "", Some("")).await;
+    setup(&env).await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO ev (w, seq) VALUES (1, 1)")
+        .await
+        .unwrap();
+    env.wait_caught_up().await;
+    relay.cut();
+    let (code, _, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refused") && err.contains("next"), "{err}");
+    // Nothing changed: same primary, the file untouched, writes still work.
+    assert_eq!(env.server.shared.config.load().primary, "legacy");
+    let text = std::fs::read_to_string(env.cfg.as_ref().unwrap()).unwrap();
+    assert!(text.contains("primary: legacy"));
+    c.query_drop("INSERT INTO ev (w, seq) VALUES (1, 2)")
+        .await
+        .unwrap();
+    relay.restore();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "ev").await, 2);
+    c.disconnect().await.unwrap();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_aborts_and_restores_when_it_cannot_finish_in_time() {
+    let env = MirrorEnv::launch(
+        "co_abort",
+        MARIADB_PORT,
+        "  cutover_timeout: 1s\n  cutover_max_lag: 1h\n",
+        Some(""),
+    )
+    .await;
+    setup(&env).await;
+    let admin = env.server.admin_addr.unwrap();
+
+    // 1. A transaction that stays open past the timeout.
+    let mut open = env.proxy().await;
+    open.query_drop("BEGIN").await.unwrap();
+    open.query_drop("INSERT INTO ev (w, seq) VALUES (0, 1)")
+        .await
+        .unwrap();
+    let other_addr = env.server.addr;
+    let db = env.primary.clone();
+    let fenced_writer = tokio::spawn(async move {
+        // Arrives while the fence is closed: waits, then runs on legacy.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut c = Conn::new(proxy_builder(other_addr, Some(&db)))
+            .await
+            .unwrap();
+        let t = std::time::Instant::now();
+        c.query_drop("INSERT INTO ev (w, seq) VALUES (1, 1)")
+            .await
+            .unwrap();
+        let waited = t.elapsed();
+        c.disconnect().await.unwrap();
+        waited
+    });
+    let started = std::time::Instant::now();
+    let (code, _, err) = env.tool("cutover", &["--to", "next"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("aborted") && err.contains("still open"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let waited = fenced_writer.await.unwrap();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "the write waited at the fence ({waited:?})"
+    );
+    assert_eq!(env.server.shared.config.load().primary, "legacy");
+    open.query_drop("COMMIT").await.unwrap();
+    let d: String = open
+        .query_first("SELECT DATABASE()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d, env.primary, "the session stayed on legacy");
+
+    // 2. A drain that cannot finish: the secondary's row is locked, so the
+    // applier waits.
+    let mut blocker = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+    blocker.query_drop("BEGIN").await.unwrap();
+    blocker
+        .query_drop("SELECT * FROM ctr WHERE w = 3 FOR UPDATE")
+        .await
+        .unwrap();
+    open.query_drop("UPDATE ctr SET n = n + 1 WHERE w = 3")
+        .await
+        .unwrap();
+    let (code, _, body) = http(admin, "POST", "/cutover").await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("did not drain"), "{body}");
+    assert_eq!(env.server.shared.config.load().primary, "legacy");
+    assert!(
+        env.mirror().mirrors_to("next"),
+        "the mirror still feeds next"
+    );
+    blocker.query_drop("ROLLBACK").await.unwrap();
+    blocker.disconnect().await.unwrap();
+    open.query_drop("UPDATE ctr SET n = n + 1 WHERE w = 3")
+        .await
+        .unwrap();
+    env.wait_caught_up().await;
+    assert_same(&env.primary, &env.secondary, "ev").await;
+    assert_same(&env.primary, &env.secondary, "ctr").await;
+    assert_eq!(
+        count(&env.primary, "SELECT n FROM ctr WHERE w = 3").await,
+        2
+    );
+
+    let v: serde_json::Value =
+        serde_json::from_str(&http(admin, "GET", "/status").await.2).unwrap();
+    let history = v["cutover"]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(history.iter().all(|h| h["ok"] == false));
+    assert_eq!(v["cutover"]["state"], "idle");
+    assert_eq!(v["cutover"]["fence_closed"], false);
+    open.disconnect().await.unwrap();
+    env.stop().await;
+}
