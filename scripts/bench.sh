@@ -64,7 +64,10 @@ users: [{ name: bench, password: bench }]
 backends:
   legacy: { kind: mysql, url: "mysql://root@127.0.0.1:$DIRECT_PORT/$DB", pool: 600 }
   next: { kind: mysql, url: "mysql://root@127.0.0.1:$DIRECT_PORT/${DB}_next" }
-migration: { primary: legacy, secondary: next, journal: "$WORK/journal" }
+migration:
+  primary: legacy
+  secondary: next
+  journal: "$WORK/journal"
 rules: ./rules
 CFG
 
@@ -143,6 +146,25 @@ MIRROR_APPLIED=$(echo "$MSTATUS" | jq -r '.mirror.applied')
 MIRROR_DROPPED=$(echo "$MSTATUS" | jq -r '.mirror.dropped')
 MIRROR_DEAD=$(echo "$MSTATUS" | jq -r '.mirror.dead_lettered')
 
+# Cutover and rollback under oltp_read_write through the mirroring Tandem:
+# flip to next after a third of the run, back to legacy after two thirds.
+echo "cutover and rollback under oltp_read_write ($THREADS threads)..."
+CT=$(( TIME < 9 ? 9 : TIME ))
+sysbench oltp_read_write $SB_COMMON --mysql-port=$MIRROR_PORT --mysql-user=bench --mysql-password=bench \
+  --threads=$THREADS --time=$CT --report-interval=0 run > "$WORK/cutover-sysbench.out" 2>&1 &
+SBPID=$!
+sleep $(( CT / 3 ))
+curl -s -XPOST -d '{"to":"next"}' "http://127.0.0.1:$MIRROR_ADMIN/cutover" > "$WORK/cutover1.json"
+sleep $(( CT / 3 ))
+curl -s -XPOST -d '{"to":"legacy"}' "http://127.0.0.1:$MIRROR_ADMIN/cutover" > "$WORK/cutover2.json"
+SB_OK=ok; wait $SBPID || SB_OK="FAILED (see $WORK/cutover-sysbench.out)"
+SB_ERRORS=$(awk '/ignored errors:/ {print $3; exit}' "$WORK/cutover-sysbench.out")
+cutover_line() {
+  jq -r --arg name "$1" 'if .ok then "\($name): cutover \(.report.total_ms) ms (fenced \(.report.fenced_ms) ms; phases \([.report.phases[] | "\(.[0]) \(.[1])"] | join(", "))); \(.report.fenced_statements) statements waited at the fence: p50 \(.report.fence_wait_p50_ms) ms, p99 \(.report.fence_wait_p99_ms) ms, max \(.report.fence_wait_max_ms) ms" else "\($name): FAILED: \(.error)" end' "$2"
+}
+CUTOVER1=$(cutover_line "legacy -> next" "$WORK/cutover1.json")
+CUTOVER2=$(cutover_line "next -> legacy (rollback)" "$WORK/cutover2.json")
+
 echo "measuring RSS with 500 idle connections..."
 cargo build --release --example idle_connections -q
 ./target/release/examples/idle_connections 127.0.0.1 $TANDEM_PORT bench bench $DB 500 8 > "$WORK/idle.out" &
@@ -180,7 +202,7 @@ my -e "DROP DATABASE tandem_bench_vp; DROP DATABASE tandem_bench_vs"
 
 echo
 echo "== summary (mean over $ROUNDS rounds) =="
-awk -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" -v brps="$BACKFILL_RPS" \
+awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRORS:-?}" -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" -v brps="$BACKFILL_RPS" \
     -v p50="$MIRROR_P50" -v p99="$MIRROR_P99" -v applied="$MIRROR_APPLIED" -v dropped="$MIRROR_DROPPED" -v dead="$MIRROR_DEAD" '
   { qps[$1" "$2] += $3; p95[$1" "$2] += $4; n[$1" "$2]++
     if ($5 != "-") { c[$1" "$2] += $5; cc[$1" "$2]++ }
@@ -206,6 +228,9 @@ awk -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" -v brps="$BACKFILL_RPS" \
     printf "mirror apply lag under load: p50 < %s ms, p99 < %s ms (%s transactions applied; dropped %s, dead-lettered %s)\n", p50, p99, applied, dropped, dead
     printf "mirror lag back to 0 after the load stopped: within %s ms (worst run)\n", catchup
     printf "targets: mirroring on/off >= 0.85 on oltp_read_write; lag p99 < 100 ms; back to 0 within 1000 ms; dropped 0\n"
+    printf "%s\n%s\n", cut1, cut2
+    printf "sysbench through both flips: %s, ignored errors %s\n", sbok, sberr
+    printf "targets: cutover < 1000 ms; fence wait p99 < 100 ms; no client errors\n"
     printf "tandem RSS with 500 idle client connections: %.1f MiB\n", rss / 1024
     printf "verify throughput: %s rows/s per side (target >= 150000)\n", vrps
     printf "backfill throughput: %s rows/s (target >= 50000)\n", brps

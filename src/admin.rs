@@ -78,6 +78,8 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         },
         "verify": *shared.last_verify.lock().unwrap_or_else(|p| p.into_inner()),
         "cutover": shared.cutover.status_json(),
+        "reads": format!("{:?}", cfg.reads).to_lowercase(),
+        "shadow": shared.shadow.status_json(),
         "uptime_seconds": shared.started.elapsed().as_secs(),
         "clients": {
             "connected": shared.metrics.client_connections.get(),
@@ -182,6 +184,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             .map(|(name, p)| (name.clone(), p.open_connections() as i64))
             .collect(),
         mirror: shared.mirror.load_full(),
+        shadow: shared.shadow.clone(),
     };
     (
         [(

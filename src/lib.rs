@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod reload;
 pub mod router;
 pub mod schema;
+pub mod shadow;
 pub mod verify;
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ pub struct ScrapeExtras {
     pub unparsed: u64,
     pub backend_connections: Vec<(String, i64)>,
     pub mirror: Option<std::sync::Arc<crate::mirror::runtime::Mirror>>,
+    pub shadow: std::sync::Arc<crate::shadow::ShadowStats>,
 }
 
 /// Index of a route class in `CLASSES`.
@@ -224,6 +225,7 @@ impl Metrics {
         if let Some(m) = &extras.mirror {
             register_mirror(&mut r, m);
         }
+        register_shadow(&mut r, &extras.shadow);
         r.register("build_info", "Tandem version", ConstGauge::new(1i64));
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -356,6 +358,46 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
         "mirror_apply_lag_seconds_bucket",
         "Applied transactions by primary-commit-to-secondary-commit lag (cumulative, le = seconds)",
         lag,
+    );
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: String,
+}
+
+fn register_shadow(r: &mut Registry, s: &crate::shadow::ShadowStats) {
+    use std::sync::atomic::Ordering;
+    for (name, help, v) in [
+        (
+            "shadow_reads",
+            "Shadow reads compared with the primary's answer",
+            &s.compared,
+        ),
+        (
+            "shadow_skipped",
+            "Sampled reads not compared (tables written meanwhile, no free slot)",
+            &s.skipped,
+        ),
+        (
+            "shadow_errors",
+            "Shadow reads the secondary failed",
+            &s.errors,
+        ),
+    ] {
+        r.register(name, help, ConstCounter::new(v.load(Ordering::Relaxed)));
+    }
+    let by = Family::<TableLabel, Counter>::default();
+    for (table, n) in s.by_table.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        by.get_or_create(&TableLabel {
+            table: table.clone(),
+        })
+        .inc_by(*n);
+    }
+    r.register(
+        "shadow_mismatches",
+        "Shadow reads whose secondary answer differed, by table",
+        by,
     );
 }
 

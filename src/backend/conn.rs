@@ -251,6 +251,44 @@ impl BackendConn {
         }
     }
 
+    /// Runs a query and digests its rows the way the relay does for the
+    /// primary's answer (shadow reads).
+    pub async fn digest_rows(
+        &mut self,
+        payload: &[u8],
+    ) -> Result<crate::shadow::RowDigest, BackendError> {
+        let mut seq = 0u8;
+        self.wire.send_packet(&mut seq, payload).await?;
+        let mut tracker = Tracker::new(Expect::ResultSet, self.deprecate_eof());
+        let mut collector = crate::shadow::Collector::default();
+        loop {
+            let p = self.wire.read_packet(Some(seq), 1 << 30).await?;
+            seq = p.last_seq.wrapping_add(1);
+            let was_rows = tracker.in_rows();
+            let step = tracker.feed(&p.payload, p.payload.len())?;
+            if p.payload.first() == Some(&0xFF) {
+                return Err(BackendError::Server {
+                    code: err_code(&p.payload),
+                    message: err_message(&p.payload),
+                });
+            }
+            let whole = (p.payload.len() <= crate::protocol::response::INSPECT_LIMIT)
+                .then_some(p.payload.as_slice());
+            collector.packet(was_rows, tracker.in_rows(), step, whole);
+            match step {
+                Step::More => {}
+                Step::Done => {
+                    self.last_used = Instant::now();
+                    return Ok(collector.digest);
+                }
+                Step::LocalInfile => {
+                    self.wire.send_packet(&mut seq, &[]).await?;
+                    tracker.infile_sent();
+                }
+            }
+        }
+    }
+
     pub async fn query(&mut self, sql: &str) -> Result<OkInfo, BackendError> {
         let mut p = Vec::with_capacity(sql.len() + 1);
         p.push(command::COM_QUERY);

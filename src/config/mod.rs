@@ -8,7 +8,7 @@
 pub mod model;
 
 use crate::protocol::auth::StoredPassword;
-pub use model::{BackendKind, JournalFull, UnsafeWrites};
+pub use model::{BackendKind, JournalFull, Reads, UnsafeWrites};
 use model::{RawConfig, RawRulesFile, RawTableRule};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -28,6 +28,9 @@ pub struct Config {
     pub unsafe_writes: UnsafeWrites,
     pub cutover_timeout: Duration,
     pub cutover_max_lag: Duration,
+    pub reads: Reads,
+    /// Percent of reads shadowed under `reads: shadow`.
+    pub shadow_sample_percent: f64,
     /// Set when `migration.secondary` named the primary itself and no
     /// cutover record says which backend was primary before: a reload
     /// resolves it to the running primary (the one-line cutover edit); a
@@ -248,12 +251,14 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
             old.unsafe_writes,
             old.cutover_timeout,
             old.cutover_max_lag,
+            (old.reads, old.shadow_sample_percent.to_bits()),
             &old.verify,
             old.journal_limit,
         ) != (
             new.unsafe_writes,
             new.cutover_timeout,
             new.cutover_max_lag,
+            (new.reads, new.shadow_sample_percent.to_bits()),
             &new.verify,
             new.journal_limit,
         ),
@@ -387,6 +392,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     let cutover_timeout = duration(&mut errors, "migration.cutover_timeout", &m.cutover_timeout);
     let cutover_max_lag = duration(&mut errors, "migration.cutover_max_lag", &m.cutover_max_lag);
+    if !(0.0..=100.0).contains(&m.shadow_sample_percent) {
+        errors.push(format!(
+            "migration.shadow_sample_percent: {} is not between 0 and 100",
+            m.shadow_sample_percent
+        ));
+    }
+    if m.reads == Reads::Shadow && m.secondary.is_none() {
+        errors.push("migration.reads: shadow needs migration.secondary".into());
+    }
     let journal_limit = JournalLimit {
         max_bytes: match parse_size(&m.journal_max_size) {
             Some(n) if n >= 1 << 20 => n,
@@ -478,6 +492,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             unsafe_writes: m.unsafe_writes,
             cutover_timeout,
             cutover_max_lag,
+            reads: m.reads,
+            shadow_sample_percent: m.shadow_sample_percent,
             unresolved_secondary,
             journal_limit,
             rules_dir,

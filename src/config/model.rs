@@ -13,6 +13,10 @@ fn default_pool() -> usize {
 fn default_journal() -> String {
     "./var/journal".into()
 }
+fn default_shadow_sample() -> f64 {
+    10.0
+}
+
 fn default_cutover_max_lag() -> String {
     "1s".into()
 }
@@ -99,6 +103,18 @@ pub struct RawBackend {
     pub pool: usize,
 }
 
+/// Where reads go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Reads {
+    /// Reads run on the primary only.
+    #[default]
+    Primary,
+    /// A sampled share of reads also runs on the secondary, in the
+    /// background; result checksums are compared.
+    Shadow,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnsafeWrites {
@@ -126,6 +142,14 @@ pub struct RawMigration {
     /// Fence + drain must finish within this, else the cutover aborts. Default `5s`.
     #[serde(default = "default_cutover_timeout")]
     pub cutover_timeout: String,
+    /// `primary` (default) or `shadow`: a sampled share of reads also runs
+    /// on the secondary and the results are compared.
+    #[serde(default)]
+    pub reads: Reads,
+    /// Share of reads shadowed under `reads: shadow`, in percent (0–100).
+    /// Default `10`.
+    #[serde(default = "default_shadow_sample")]
+    pub shadow_sample_percent: f64,
     /// A cutover is refused while mirror lag is above this. Default `1s`.
     #[serde(default = "default_cutover_max_lag")]
     pub cutover_max_lag: String,

@@ -156,7 +156,10 @@ fn diff_names_what_cannot_change_live() {
     let mut no_secondary = flipped.clone();
     no_secondary.secondary = None;
     let errs = diff(&old, &no_secondary).unwrap_err().0;
-    assert!(errs[0].contains("cutover") && errs[0].contains("secondary"), "{errs:?}");
+    assert!(
+        errs[0].contains("cutover") && errs[0].contains("secondary"),
+        "{errs:?}"
+    );
 
     let repointed =
         parse(&EXAMPLE.replace("127.0.0.1:3306/shop\n", "127.0.0.1:3399/shop\n")).unwrap();

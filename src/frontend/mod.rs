@@ -43,6 +43,7 @@ pub struct Shared {
     pub last_verify: std::sync::Mutex<Option<serde_json::Value>>,
     /// The fence and the cutover history.
     pub cutover: crate::cutover::Cutover,
+    pub shadow: Arc<crate::shadow::ShadowStats>,
 }
 
 /// Seconds since the Unix epoch.
@@ -156,6 +157,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         mirror: arc_swap::ArcSwapOption::empty(),
         last_verify: std::sync::Mutex::new(None),
         cutover: crate::cutover::Cutover::default(),
+        shadow: Arc::default(),
     });
     if shared.config.load().secondary.is_some() {
         let m = crate::mirror::runtime::Mirror::start(&shared.config.load())

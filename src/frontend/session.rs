@@ -95,6 +95,8 @@ struct Session<'a> {
     ticket: Option<crate::cutover::Ticket<'a>>,
     /// Route class index of the last statement (latency histogram).
     last_class: usize,
+    /// Digest of the rows being relayed, while a sampled read is shadowed.
+    collector: Option<crate::shadow::Collector>,
 }
 
 /// SET statements kept for replay on a move (oldest dropped beyond this).
@@ -122,6 +124,7 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
             locked_tables: false,
             ticket: None,
             last_class: 0,
+            collector: None,
             next_stmt_id: 0,
             prepare_client_id: None,
             shared,
@@ -630,7 +633,18 @@ impl Session<'_> {
                 return Ok(());
             }
         }
-        let summary = self.forward(to_send, seq, Expect::ResultSet).await?;
+        let shadow = self.shadow_plan(&classified, to_send);
+        if shadow.is_some() {
+            self.collector = Some(crate::shadow::Collector::default());
+        }
+        let summary = self.forward(to_send, seq, Expect::ResultSet).await;
+        let collected = self.collector.take();
+        let summary = summary?;
+        if let (Some((tables, mirror)), Some(c)) = (shadow, collected) {
+            if summary.error.is_none() && c.saw_rows {
+                self.shadow_send(to_send, tables, mirror, c.digest);
+            }
+        }
         if summary.error.is_none() {
             self.track_session_state(&classified, to_send);
             // Track the current database for pooling and cutover.
@@ -703,6 +717,79 @@ impl Session<'_> {
         };
         payload[1..5].copy_from_slice(&p.backend_id.to_le_bytes());
         Ok(Some(payload))
+    }
+
+    /// Whether to shadow this read (`migration.reads: shadow`, sampled): the
+    /// tables it reads and the running mirror, when it qualifies.
+    fn shadow_plan(
+        &self,
+        classified: &Classified,
+        packet: &[u8],
+    ) -> Option<(
+        crate::shadow::TableMarks,
+        Arc<crate::mirror::runtime::Mirror>,
+    )> {
+        let cfg = self.shared.config.load();
+        if cfg.reads != crate::config::Reads::Shadow
+            || self.in_txn()
+            || !self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+            || rand::random::<f64>() * 100.0 >= cfg.shadow_sample_percent
+        {
+            return None;
+        }
+        let [route] = classified.statements.as_slice() else {
+            return None;
+        };
+        if !matches!(route.class, Class::Read { .. }) || !route.parsed {
+            return None;
+        }
+        let sql = &packet[1..];
+        if !crate::shadow::eligible(sql, &self.scratch.tokens, &route.tables, |t| {
+            cfg.rules.mirrored(t)
+        }) {
+            return None;
+        }
+        let m = self.capturing()?;
+        match crate::shadow::quiet_tables(&m, &route.tables) {
+            Some(tables) => Some((tables, m)),
+            None => {
+                self.shared.shadow.skipped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Hands a shadowed read to the background (the client has its answer).
+    fn shadow_send(
+        &mut self,
+        packet: &[u8],
+        tables: crate::shadow::TableMarks,
+        mirror: Arc<crate::mirror::runtime::Mirror>,
+        primary: crate::shadow::RowDigest,
+    ) {
+        let cfg = self.shared.config.load();
+        let Some(secondary) = cfg.secondary.clone() else {
+            return;
+        };
+        let Some(pool) = self.shared.pools.load().get(&secondary).cloned() else {
+            return;
+        };
+        let db = self
+            .lease
+            .conn()
+            .current_db
+            .clone()
+            .map(|d| self.shared.map_db(&d, &secondary));
+        let job = crate::shadow::Job {
+            packet: packet.to_vec(),
+            db,
+            sets: self.sets.clone(),
+            caps: self.caps,
+            collation: self.collation,
+            tables,
+            primary,
+        };
+        crate::shadow::spawn(job, pool, mirror, self.shared.shadow.clone());
     }
 
     /// After a COM_QUERY succeeded: remembers session SETs (replayed when
@@ -891,9 +978,15 @@ impl Session<'_> {
                     continued = len == MAX_FRAME;
                     if starts_packet {
                         let head_end = (HEADER + len).min(be.rbuf.len());
+                        let was_rows = tracker.in_rows();
                         step = tracker
                             .feed(&be.rbuf[HEADER..head_end], len)
                             .map_err(|e| SessionError::Backend(e.into()))?;
+                        if let Some(c) = self.collector.as_mut() {
+                            let whole =
+                                (len <= INSPECT_LIMIT).then(|| &be.rbuf[HEADER..HEADER + len]);
+                            c.packet(was_rows, tracker.in_rows(), step, whole);
+                        }
                         // PREPARE_OK: the client gets Tandem's statement id.
                         if let Some(id) = self.prepare_client_id.take() {
                             if be.rbuf[HEADER] == 0x00 && len >= 5 {

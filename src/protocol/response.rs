@@ -91,6 +91,12 @@ impl Tracker {
         }
     }
 
+    /// Inside the rows of a result set (the next packet is a row or the
+    /// result's terminator).
+    pub fn in_rows(&self) -> bool {
+        self.state == State::Rows
+    }
+
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
