@@ -413,3 +413,62 @@ async fn cutover_aborts_and_restores_when_it_cannot_finish_in_time() {
     open.disconnect().await.unwrap();
     env.stop().await;
 }
+
+/// A raw client's prepared statement survives the move: the id it holds
+/// stays valid, and an execute that relies on parameter types sent before
+/// the cutover (new_params_bound_flag = 0) still gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statement_ids_and_types_survive_a_cutover() {
+    use common::raw::{default_caps, RawClient};
+    use tandem::protocol::response::Expect;
+    let env = MirrorEnv::launch("co_stmt", MARIADB_PORT, "", Some("")).await;
+    let mut raw = RawClient::connect(
+        ("127.0.0.1", env.server.addr.port()),
+        USER,
+        PASSWORD,
+        Some(&env.primary),
+        default_caps(true),
+        "mysql_native_password",
+    )
+    .await
+    .unwrap();
+    let mut prep = vec![0x16];
+    prep.extend_from_slice(b"SELECT CAST(? AS SIGNED) * 2 AS v, DATABASE() AS d");
+    let ok = raw.command(&prep, Expect::Prepare).await;
+    assert_eq!(ok[0][0], 0x00, "{ok:?}");
+    let id = u32::from_le_bytes([ok[0][1], ok[0][2], ok[0][3], ok[0][4]]);
+    let execute = |with_types: bool| {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&[0, 1, 0, 0, 0, 0]); // flags, iterations, null bitmap
+        if with_types {
+            p.extend_from_slice(&[1, 0x08, 0x00]); // LONGLONG, signed
+        } else {
+            p.push(0);
+        }
+        p.extend_from_slice(&21i64.to_le_bytes());
+        p
+    };
+    let before = raw.command(&execute(true), Expect::ResultSet).await;
+    let again = raw.command(&execute(false), Expect::ResultSet).await;
+    assert_eq!(before, again);
+
+    let (code, out, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let after = raw.command(&execute(false), Expect::ResultSet).await;
+    assert_ne!(after.last().unwrap()[0], 0xFF, "{after:?}");
+    // Same value, the new primary's database.
+    let row = |r: &Vec<Vec<u8>>| r[r.len() - 2].clone();
+    let text = String::from_utf8_lossy(&row(&after)).into_owned();
+    assert!(text.contains(&env.secondary), "{text:?}");
+    assert_eq!(row(&before)[..10], row(&after)[..10], "v = 42 on both");
+
+    // An id the client never got: Tandem's own ERR 1243, connection usable.
+    let mut bogus = execute(true);
+    bogus[1..5].copy_from_slice(&999u32.to_le_bytes());
+    let e = raw.command(&bogus, Expect::ResultSet).await;
+    assert_eq!(common::raw::err_of(&e[0]).0, 1243);
+    let q = raw.query("SELECT 1").await;
+    assert_ne!(q[0][0], 0xFF);
+    env.stop().await;
+}
