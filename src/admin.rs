@@ -127,8 +127,25 @@ async fn verify_report(
     StatusCode::NO_CONTENT
 }
 
+/// Reloads and cutovers run in their own task: an HTTP client that hangs up
+/// must not drop one half-way (a fenced cutover would leave writes waiting).
+async fn detached<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    tokio::spawn(fut).await.ok()
+}
+
 async fn reload(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    match crate::reload::reload(&shared, crate::reload::Trigger::Api).await {
+    let done =
+        detached(async move { crate::reload::reload(&shared, crate::reload::Trigger::Api).await })
+            .await;
+    let Some(done) = done else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "ok": false, "errors": ["the reload task failed"] })),
+        );
+    };
+    match done {
         Ok(version) => (
             StatusCode::OK,
             Json(serde_json::json!({ "ok": true, "version": version })),
@@ -160,7 +177,9 @@ async fn cutover(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> 
             }
         }
     };
-    match crate::reload::cutover(&shared, to).await {
+    let done = detached(async move { crate::reload::cutover(&shared, to).await }).await;
+    let done = done.unwrap_or_else(|| Err("the cutover task failed".into()));
+    match done {
         Ok(report) => (
             StatusCode::OK,
             Json(serde_json::json!({ "ok": true, "report": report })),

@@ -131,8 +131,11 @@ impl Fence {
         }
     }
 
-    fn close(&self) {
+    /// Closes the fence until the returned guard is opened or dropped (a
+    /// panic or a dropped future cannot leave writes waiting).
+    fn close(&self) -> Closed<'_> {
         self.tx.send_modify(|s| s.closed = true);
+        Closed(self, false)
     }
 
     /// Opens the fence; returns how long each statement held at it waited.
@@ -157,6 +160,24 @@ impl Fence {
     async fn idle(&self) {
         let mut rx = self.tx.subscribe();
         let _ = rx.wait_for(|s| s.active == 0).await;
+    }
+}
+
+/// The fence, closed; opens on drop.
+struct Closed<'a>(&'a Fence, bool);
+
+impl Closed<'_> {
+    fn open(mut self) -> Vec<Duration> {
+        self.1 = true;
+        self.0.open()
+    }
+}
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.open();
+        }
     }
 }
 
@@ -340,9 +361,9 @@ async fn steps(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clear();
-    c.fence.close();
+    let closed = c.fence.close();
     let outcome = fenced(shared, &mirror, &new, deadline, report, &mut end_phase).await;
-    *waits = c.fence.open();
+    *waits = closed.open();
     report.fenced_ms = ms(fenced_at.elapsed());
     // On success the new config was published before the fence opened, so
     // released sessions see the new primary.
@@ -583,7 +604,7 @@ mod tests {
         let f = Arc::new(Fence::default());
         let (t1, waited) = f.enter().await;
         assert!(waited.is_none());
-        f.close();
+        let closed = f.close();
         let f2 = f.clone();
         let waiter = tokio::spawn(async move {
             let (_t, waited) = f2.enter().await;
@@ -598,10 +619,13 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), f.idle())
             .await
             .unwrap();
-        let waits = f.open();
+        let waits = closed.open();
         assert_eq!(waits.len(), 1);
         assert!(waits[0] >= Duration::from_millis(30));
         assert!(waiter.await.unwrap());
         assert_eq!(f.active(), 0);
+        // A cutover that is dropped or panics cannot leave the fence closed.
+        drop(f.close());
+        assert!(!f.is_closed());
     }
 }
