@@ -472,3 +472,61 @@ async fn prepared_statement_ids_and_types_survive_a_cutover() {
     assert_ne!(q[0][0], 0xFF);
     env.stop().await;
 }
+
+/// After a cutover the roles survive a restart (the config says
+/// `primary: next`, `secondary: next`; `roles.json` names the previous
+/// primary), and a config reverted by hand while Tandem was down is refused
+/// at start instead of splitting the brain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_survive_a_restart_and_a_contradicting_config_is_refused() {
+    let env = MirrorEnv::launch("co_restart", MARIADB_PORT, "", Some("")).await;
+    setup(&env).await;
+    let file = env.cfg.clone().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replacen("primary: legacy", "primary: next", 1)).unwrap();
+    wait_for_primary(&env, "next").await;
+    let MirrorEnv {
+        primary,
+        secondary,
+        dir,
+        server,
+        ..
+    } = env;
+    server.shutdown().await;
+
+    let cfg = tandem::config::load_for_start(&file).expect("restart after the flip");
+    assert_eq!(
+        (cfg.primary.as_str(), cfg.secondary.as_deref()),
+        ("next", Some("legacy"))
+    );
+    let server = tandem::frontend::start(cfg).await.expect("restarts");
+    let mut c = Conn::new(proxy_builder(server.addr, Some(&primary)))
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO ev (w, seq, note) VALUES (5, 1, 'after restart')")
+        .await
+        .unwrap();
+    let d: String = c.query_first("SELECT DATABASE()").await.unwrap().unwrap();
+    assert_eq!(d, secondary, "writes go to next");
+    c.disconnect().await.unwrap();
+    wait_caught_up(&server.shared.mirror.load_full().unwrap()).await;
+    assert_eq!(
+        count(&primary, "SELECT COUNT(*) FROM ev WHERE w = 5").await,
+        1,
+        "mirrored back to legacy"
+    );
+    server.shutdown().await;
+
+    // Reverted by hand while stopped: refused, with both names.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replacen("primary: next", "primary: legacy", 1)).unwrap();
+    let err = tandem::config::load_for_start(&file)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("last cutover") && err.contains("\"next\""),
+        "{err}"
+    );
+    drop(dir);
+    drop_databases(&[&primary, &secondary]).await;
+}
