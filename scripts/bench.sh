@@ -99,7 +99,7 @@ run() {
     tandem) port=$TANDEM_PORT; user=bench; pass=bench; pid=$TPID;;
     mirror) port=$MIRROR_PORT; user=bench; pass=bench; pid=$MPID;;
   esac
-  local before=0 after=0 out qps p95 queries cpu="-" catchup="-"
+  local before=0 after=0 out qps p95 queries writes cpu="-" cpu_w="" catchup="-"
   [ -n "$pid" ] && before=$(cpu_ticks "$pid")
   out=$(sysbench "$workload" $SB_COMMON --mysql-port=$port --mysql-user=$user --mysql-password="$pass" \
         --threads=$THREADS --time=$TIME --report-interval=0 --percentile=95 run)
@@ -117,11 +117,15 @@ run() {
   fi
   qps=$(echo "$out" | awk '/queries:/ {gsub(/[()]/,"",$3); print $3; exit}')
   queries=$(echo "$out" | awk '/queries:/ {print $2; exit}')
+  writes=$(echo "$out" | awk '/ write:/ {print $2; exit}')
   p95=$(echo "$out" | awk '/95th percentile:/ {print $3; exit}')
   if [ -n "$pid" ]; then
     cpu=$(awk -v d=$((after - before)) -v clk="$CLK" -v q="$queries" 'BEGIN {printf "%.1f", d / clk * 1e6 / q}')
+    # oltp_write_only: all CPU charged to its writes (BEGIN/COMMIT included).
+    [ "$workload" = oltp_write_only ] && [ "${writes:-0}" -gt 0 ] && \
+      cpu_w=$(awk -v d=$((after - before)) -v clk="$CLK" -v w="$writes" 'BEGIN {printf "%.1f", d / clk * 1e6 / w}')
   fi
-  echo "$target $workload $qps $p95 $cpu $catchup" >> "$WORK/results"
+  echo "$target $workload $qps $p95 $cpu $catchup ${cpu_w:--}" >> "$WORK/results"
   printf '  %-8s %-18s %10s qps  p95 %7s ms  tandem cpu/query %s us  catch-up %s ms\n' "$target" "$workload" "$qps" "$p95" "$cpu" "$catchup"
 }
 
@@ -207,7 +211,8 @@ awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRO
   { qps[$1" "$2] += $3; p95[$1" "$2] += $4; n[$1" "$2]++
     if ($5 != "-") { c[$1" "$2] += $5; cc[$1" "$2]++ }
     if ($1 == "tandem" && $5 != "-" && $2 != "oltp_write_only") { cpu[$2] += $5; cn[$2]++ }
-    if ($6 != "-") { if ($6 > catchup) catchup = $6 } }
+    if ($6 != "-") { if ($6 > catchup) catchup = $6 }
+    if ($7 != "" && $7 != "-") { cw[$1" "$2] += $7; cwn[$1" "$2]++ } }
   END {
     split("oltp_point_select oltp_read_write", w, " ")
     printf "%-18s %12s %12s %12s %14s %14s %14s %16s\n", "workload", "direct qps", "l4 qps", "tandem qps", "tandem/l4", "tandem/direct", "l4/direct", "tandem us/query"
@@ -225,6 +230,8 @@ awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRO
       off = qps["tandem " mw[i]] / n["tandem " mw[i]]; on = qps["mirror " mw[i]] / n["mirror " mw[i]]
       printf "%-18s %12.0f %12.0f %10.3f %16.1f %16.1f\n", mw[i], off, on, on / off, c["tandem " mw[i]] / cc["tandem " mw[i]], c["mirror " mw[i]] / cc["mirror " mw[i]]
     }
+    if (cwn["tandem oltp_write_only"] && cwn["mirror oltp_write_only"])
+      printf "tandem CPU per write (oltp_write_only, BEGIN/COMMIT included): unmirrored %.1f us, mirrored %.1f us (applier included)\n", cw["tandem oltp_write_only"] / cwn["tandem oltp_write_only"], cw["mirror oltp_write_only"] / cwn["mirror oltp_write_only"]
     printf "mirror apply lag under load: p50 < %s ms, p99 < %s ms (%s transactions applied; dropped %s, dead-lettered %s)\n", p50, p99, applied, dropped, dead
     printf "mirror lag back to 0 after the load stopped: within %s ms (worst run)\n", catchup
     printf "targets: mirroring on/off >= 0.85 on oltp_read_write; lag p99 < 100 ms; back to 0 within 1000 ms; dropped 0\n"
