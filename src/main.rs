@@ -344,14 +344,20 @@ fn print_phases(r: &serde_json::Value) {
         })
         .unwrap_or_default();
     println!("  phases: {}", phases.join(", "));
+    let waits = if r["fenced_statements"].as_u64().unwrap_or(0) == 0 {
+        "no statement waited".to_string()
+    } else {
+        format!(
+            "{} statement(s) waited (p50 {} ms, p99 {} ms, max {} ms)",
+            r["fenced_statements"],
+            r["fence_wait_p50_ms"],
+            r["fence_wait_p99_ms"],
+            r["fence_wait_max_ms"]
+        )
+    };
     println!(
-        "  fenced {} ms; {} statement(s) waited (p50 {} ms, p99 {} ms, max {} ms); total {} ms",
-        r["fenced_ms"],
-        r["fenced_statements"],
-        r["fence_wait_p50_ms"],
-        r["fence_wait_p99_ms"],
-        r["fence_wait_max_ms"],
-        r["total_ms"]
+        "  fenced {} ms; {waits}; total {} ms",
+        r["fenced_ms"], r["total_ms"]
     );
 }
 
