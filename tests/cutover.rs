@@ -530,3 +530,36 @@ async fn roles_survive_a_restart_and_a_contradicting_config_is_refused() {
     drop(dir);
     drop_databases(&[&primary, &secondary]).await;
 }
+
+/// A session holding a named lock (GET_LOCK) holds the cutover like an
+/// open transaction: the lock would exclude nobody on the other server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_lock_holds_the_cutover_until_released() {
+    let env = MirrorEnv::launch(
+        "co_glock",
+        MARIADB_PORT,
+        "  cutover_timeout: 1s\n",
+        Some(""),
+    )
+    .await;
+    let mut c = env.proxy().await;
+    let got: Option<i64> = c
+        .query_first("SELECT GET_LOCK('tandem_job', 5)")
+        .await
+        .unwrap();
+    assert_eq!(got, Some(1));
+    let (code, _, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("still open"), "{err}");
+    let released: Option<i64> = c
+        .query_first("SELECT RELEASE_LOCK('tandem_job')")
+        .await
+        .unwrap();
+    assert_eq!(released, Some(1));
+    let (code, out, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let d: String = c.query_first("SELECT DATABASE()").await.unwrap().unwrap();
+    assert_eq!(d, env.secondary, "moved once the lock was released");
+    c.disconnect().await.unwrap();
+    env.stop().await;
+}

@@ -90,6 +90,8 @@ struct Session<'a> {
     sets: Vec<Vec<u8>>,
     /// LOCK TABLES is in effect (no move, fence ticket kept).
     locked_tables: bool,
+    /// GET_LOCK calls not yet matched by RELEASE_LOCK (no move, ticket kept).
+    named_locks: u32,
     /// This session's pass through the cutover fence, held from the start
     /// of a transaction or write to its end.
     ticket: Option<crate::cutover::Ticket<'a>>,
@@ -122,6 +124,7 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
             backend_thread,
             sets: Vec::new(),
             locked_tables: false,
+            named_locks: 0,
             ticket: None,
             last_class: 0,
             collector: None,
@@ -358,6 +361,7 @@ impl Session<'_> {
                         self.capture.reset();
                         self.sets.clear();
                         self.locked_tables = false;
+                        self.named_locks = 0;
                     }
                 }
                 COM_CHANGE_USER => self.change_user(payload, seq).await?,
@@ -390,6 +394,7 @@ impl Session<'_> {
         self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
             || self.capture.has_writes()
             || self.locked_tables
+            || self.named_locks > 0
     }
 
     /// Before a command: a statement that may start a transaction or write
@@ -580,10 +585,15 @@ impl Session<'_> {
             .statements
             .first()
             .map_or(5, |r| crate::metrics::class_index(&r.class));
-        let needs_ticket = classified
-            .statements
-            .iter()
-            .any(|r| self.needs_ticket(&r.class));
+        // Named locks belong to a server connection: a session taking one
+        // holds a fence ticket and stays on its backend until it releases
+        // them (another server's lock of the same name excludes nobody).
+        let lock_calls = named_lock_calls(sql, &self.scratch.tokens);
+        let needs_ticket = lock_calls.is_some()
+            || classified
+                .statements
+                .iter()
+                .any(|r| self.needs_ticket(&r.class));
         self.boundary(needs_ticket).await?;
         // `USE <the other role's database>` selects the current primary's.
         let use_mapped = match classified.statements.as_slice() {
@@ -640,6 +650,14 @@ impl Session<'_> {
         let summary = self.forward(to_send, seq, Expect::ResultSet).await;
         let collected = self.collector.take();
         let summary = summary?;
+        if let Some((get, release, release_all)) = lock_calls {
+            // Counted whether or not GET_LOCK got the lock (conservative:
+            // the session moves after its next RELEASE_LOCK or reset).
+            if release_all {
+                self.named_locks = 0;
+            }
+            self.named_locks = self.named_locks.saturating_sub(release) + get;
+        }
         if let (Some((tables, mirror)), Some(c)) = (shadow, collected) {
             if summary.error.is_none() && c.saw_rows {
                 self.shadow_send(to_send, tables, mirror, c.digest);
@@ -881,6 +899,7 @@ impl Session<'_> {
         self.capture.reset();
         self.sets.clear();
         self.locked_tables = false;
+        self.named_locks = 0;
         self.user = cu.user;
         self.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT;
         self.client
@@ -1084,6 +1103,22 @@ fn carry_param_types(payload: &mut Vec<u8>, p: &mut Prepared) {
         }
         _ => {}
     }
+}
+
+/// Calls of GET_LOCK, RELEASE_LOCK and whether RELEASE_ALL_LOCKS is called,
+/// or None when the statement names none of them.
+fn named_lock_calls(sql: &[u8], tokens: &[lexer::Token]) -> Option<(u32, u32, bool)> {
+    let (mut get, mut release, mut all) = (0, 0, false);
+    for t in tokens {
+        if t.is_word(sql, "GET_LOCK") {
+            get += 1;
+        } else if t.is_word(sql, "RELEASE_LOCK") {
+            release += 1;
+        } else if t.is_word(sql, "RELEASE_ALL_LOCKS") {
+            all = true;
+        }
+    }
+    (get > 0 || release > 0 || all).then_some((get, release, all))
 }
 
 fn stmt_id(payload: &[u8]) -> Option<u32> {
