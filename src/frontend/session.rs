@@ -599,24 +599,16 @@ impl Session<'_> {
         let use_mapped = match classified.statements.as_slice() {
             [r] => match &r.class {
                 Class::Session(SessionOp::Use(db)) => {
-                    let mapped = self.shared.map_db(db, &self.backend);
-                    (mapped != *db).then(|| {
-                        capture::query_packet(
-                            format!("USE `{}`", mapped.replace('`', "``")).as_bytes(),
-                        )
-                    })
+                    Some(self.shared.map_db(db, &self.backend)).filter(|m| m != db)
                 }
                 _ => None,
             },
             _ => None,
         };
-        if let Some(p) = use_mapped {
+        if let Some(db) = use_mapped {
+            let p = capture::query_packet(format!("USE `{}`", db.replace('`', "``")).as_bytes());
             let summary = self.forward(&p, seq, Expect::ResultSet).await?;
             if summary.error.is_none() {
-                let db = match &classified.statements[0].class {
-                    Class::Session(SessionOp::Use(db)) => self.shared.map_db(db, &self.backend),
-                    _ => String::new(),
-                };
                 self.lease.conn().current_db = Some(db);
             }
             return Ok(());

@@ -132,7 +132,6 @@ pub struct Mirror {
     /// The applier task and the token that stops it (alone: a cutover
     /// restarts it towards the other backend).
     applier_task: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
-    dead_letter: PathBuf,
     journal_dir: PathBuf,
     next_token: Mutex<(u64, BTreeSet<u64>)>,
     last_intent: AtomicU64,
@@ -253,7 +252,6 @@ impl Mirror {
             stats: CaptureStats::default(),
             roles: arc_swap::ArcSwap::from_pointee(roles),
             applier_task: Mutex::new(None),
-            dead_letter: dir.join("dead-letter.jsonl"),
             journal_dir: dir.clone(),
             next_token: Mutex::new((first_token, BTreeSet::new())),
             last_intent: AtomicU64::new(last_intent),
@@ -289,7 +287,7 @@ impl Mirror {
             ApplierConfig {
                 secondary,
                 journal_dir: self.journal_dir.clone(),
-                dead_letter: self.dead_letter.clone(),
+                dead_letter: self.journal_dir.join("dead-letter.jsonl"),
                 on_permanent_error: OnPermanentError::Continue,
                 attempt_timeout: Duration::from_secs(30),
             },

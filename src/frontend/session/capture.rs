@@ -293,9 +293,14 @@ impl Session<'_> {
             // Rendering depends on NO_BACKSLASH_ESCAPES.
             self.ensure_vars().await?;
         }
-        // Every execute is decoded: it may carry the parameter types later
-        // executes rely on. Long data is used once.
-        let rendered = self.render_execute(id, &payload);
+        // Only mirrored writes are rendered (the parameter types an execute
+        // carries were recorded by `stmt_command`). Long data is used once.
+        let rendered = match &r.class {
+            Class::Write(_) if self.mirrored(r) && r.determinism.unsafe_reason.is_none() => {
+                self.render_execute(id, &payload)
+            }
+            _ => None,
+        };
         if let Some(p) = id.and_then(|id| self.stmts.get_mut(&id)) {
             p.long_data.clear();
         }
@@ -345,10 +350,10 @@ impl Session<'_> {
     }
 
     /// The prepared statement's text with this execute's bound values
-    /// rendered in (also records the parameter types it carries).
-    fn render_execute(&mut self, id: Option<u32>, payload: &[u8]) -> Option<Vec<u8>> {
+    /// rendered in.
+    fn render_execute(&self, id: Option<u32>, payload: &[u8]) -> Option<Vec<u8>> {
         let nbe = self.capture.no_backslash_escapes;
-        let p = self.stmts.get_mut(&id?)?;
+        let p = self.stmts.get(&id?)?;
         let values = decode_params(payload, p, nbe)?;
         let mut toks = Vec::new();
         lexer::tokenize(&p.sql, &mut toks);
@@ -1153,7 +1158,10 @@ impl Session<'_> {
 /// Bound values of a COM_STMT_EXECUTE as SQL literals: stmt id (4), flags
 /// (1), iteration count (4), NULL bitmap, new-params-bound flag, types (when
 /// bound), then the non-NULL values that were not sent as long data.
-fn decode_params(payload: &[u8], p: &mut super::Prepared, nbe: bool) -> Option<Vec<String>> {
+/// Bound values of an execute as SQL literals. The parameter types are
+/// `p.types`, which `carry_param_types` (session.rs) recorded from this
+/// execute or an earlier one.
+fn decode_params(payload: &[u8], p: &super::Prepared, nbe: bool) -> Option<Vec<String>> {
     use mysql_common::constants::{ColumnFlags, ColumnType};
     use mysql_common::io::ParseBuf;
     use mysql_common::value::{BinValue, Value, ValueDeserializer};
@@ -1167,8 +1175,6 @@ fn decode_params(payload: &[u8], p: &mut super::Prepared, nbe: bool) -> Option<V
     let bound = *payload.get(at)?;
     at += 1;
     if bound == 1 {
-        let types = payload.get(at..at + 2 * n)?;
-        p.types = types.chunks(2).map(|c| (c[0], c[1] & 0x80 != 0)).collect();
         at += 2 * n;
     }
     if p.types.len() != n {
