@@ -238,11 +238,8 @@ impl Mirror {
         for o in &outcomes {
             handle.append(o.encode()).await.map_err(jerr)?;
         }
-        let divergent_path = dir.join("divergent.json");
-        let divergent = std::fs::read(&divergent_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
-            .unwrap_or_default();
+        let divergent_path = dir.join(DIVERGENT_FILE);
+        let divergent = load_divergent(&divergent_path);
         let applier_stats = Arc::new(ApplierStats::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let first_token = max.map_or(0, |m| m + 1).max(now_us() as u64);
@@ -594,15 +591,8 @@ impl Mirror {
     /// identical). Names match qualified or not. Returns what was cleared.
     pub fn clear_divergent(&self, tables: &[String]) -> Vec<String> {
         let wanted: HashSet<String> = tables.iter().map(|t| table_key(t)).collect();
-        let mut cleared = Vec::new();
         let mut d = self.divergent.lock().unwrap_or_else(|p| p.into_inner());
-        d.retain(|t, _| {
-            let hit = wanted.contains(&table_key(t));
-            if hit {
-                cleared.push(t.clone());
-            }
-            !hit
-        });
+        let mut cleared = remove_tables(&mut d, &wanted);
         if !cleared.is_empty() {
             persist_divergent(&self.divergent_path, &d);
         }
@@ -719,7 +709,42 @@ pub fn table_key(name: &str) -> String {
 }
 
 /// Writes the divergent-table list next to the journal (atomically).
-pub fn persist_divergent(path: &std::path::Path, d: &BTreeMap<String, String>) {
+/// The divergent-table list's file, beside the journal.
+pub const DIVERGENT_FILE: &str = "divergent.json";
+
+/// The persisted divergent-table list (empty when there is none).
+fn load_divergent(path: &std::path::Path) -> BTreeMap<String, String> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Removes the tables whose `table_key` is in `wanted`; returns their names.
+fn remove_tables(d: &mut BTreeMap<String, String>, wanted: &HashSet<String>) -> Vec<String> {
+    let mut removed = Vec::new();
+    d.retain(|t, _| {
+        let hit = wanted.contains(&table_key(t));
+        if hit {
+            removed.push(t.clone());
+        }
+        !hit
+    });
+    removed
+}
+
+/// Clears divergent marks in the journal directory's file, for when no
+/// server holds them (the offline tools).
+pub fn clear_divergent_file(journal: &std::path::Path, tables: &[String]) {
+    let path = journal.join(DIVERGENT_FILE);
+    let mut d = load_divergent(&path);
+    let wanted: HashSet<String> = tables.iter().map(|t| table_key(t)).collect();
+    if !remove_tables(&mut d, &wanted).is_empty() {
+        persist_divergent(&path, &d);
+    }
+}
+
+fn persist_divergent(path: &std::path::Path, d: &BTreeMap<String, String>) {
     if let Ok(json) = serde_json::to_vec_pretty(d) {
         let tmp = path.with_extension("json.tmp");
         let r = std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, path));

@@ -143,24 +143,7 @@ impl MirrorSync {
                 }
             }
             MirrorSync::Idle | MirrorSync::Unknown => {
-                let path = journal.join("divergent.json");
-                let Ok(bytes) = std::fs::read(&path) else {
-                    return;
-                };
-                let Ok(mut d) =
-                    serde_json::from_slice::<std::collections::BTreeMap<String, String>>(&bytes)
-                else {
-                    return;
-                };
-                let wanted: Vec<String> = tables
-                    .iter()
-                    .map(|t| super::runtime::table_key(t))
-                    .collect();
-                let before = d.len();
-                d.retain(|t, _| !wanted.contains(&super::runtime::table_key(t)));
-                if d.len() != before {
-                    super::runtime::persist_divergent(&path, &d);
-                }
+                super::runtime::clear_divergent_file(journal, tables);
             }
         }
     }
