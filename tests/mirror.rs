@@ -423,3 +423,125 @@ async fn tandem_sigkilled_mid_run_and_restarted_loses_and_repeats_nothing() {
     }
     drop_databases(&[primary, secondary]).await;
 }
+
+/// Outcome records are not fsynced on their own (the next intent's fsync
+/// covers them), so a power cut can lose the outcome of a transaction that
+/// committed, or leave an intent whose COMMIT never ran. After the restart
+/// the primary's commit markers decide: applied iff the marker row exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_whose_outcome_was_lost_are_settled_from_the_markers() {
+    use tandem::mirror::journal::Journal;
+    use tandem::mirror::record::{JournalRecord, MirrorStatement, MirrorTxn, Pins};
+    let primary = "tandem_m_lost";
+    let secondary = "tandem_m_lost_next";
+    fresh_database(primary).await;
+    fresh_database(secondary).await;
+    for db in [primary, secondary] {
+        let mut c = Conn::new(direct_opts(db)).await.unwrap();
+        c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40) NOT NULL)")
+            .await
+            .unwrap();
+        c.disconnect().await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (free_addr(), free_addr());
+    let journal = dir.path().join("journal");
+    let yaml = mirror_yaml(
+        primary,
+        secondary,
+        MARIADB_PORT,
+        &journal,
+        &dir.path().join("rules"),
+        "",
+    )
+    .replace(
+        "listen: 127.0.0.1:0",
+        &format!("listen: {listen}\nadmin: {admin}"),
+    );
+    let cfg = dir.path().join("tandem.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let log = dir.path().join("tandem.log");
+    let mut child = spawn_tandem(&cfg, &log);
+    wait_listening(listen).await;
+    let mut c = Conn::new(proxy_builder(listen, Some(primary)))
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'autocommit')")
+        .await
+        .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (2, 'transaction')")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    drop(c);
+    wait_listening(admin).await;
+    wait_caught_up_http(admin).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // What a power cut leaves: transaction 3 committed on the primary with
+    // its marker, transaction 4 never did; both intents are durable, their
+    // outcomes are gone.
+    let mut p = Conn::new(direct_opts(primary)).await.unwrap();
+    p.query_drop("BEGIN").await.unwrap();
+    p.query_drop("INSERT INTO t VALUES (3, 'committed, outcome lost')")
+        .await
+        .unwrap();
+    p.query_drop("INSERT INTO _tandem_commit (token) VALUES (77)")
+        .await
+        .unwrap();
+    p.query_drop("COMMIT").await.unwrap();
+    p.disconnect().await.unwrap();
+    let intent = |token: u64, id: u32, v: &str| JournalRecord::Intent {
+        token,
+        txn: MirrorTxn {
+            committed_at_us: tandem::mirror::now_us(),
+            conn_id: 1,
+            statements: vec![MirrorStatement {
+                // The primary URL's database is recorded as None.
+                db: None,
+                sql: format!("INSERT INTO t VALUES ({id}, '{v}')").into_bytes(),
+                tables: vec!["t".to_string()],
+                ddl: false,
+                pins: Pins::default(),
+                session: Vec::new(),
+            }],
+        },
+    };
+    let mut j = Journal::open(&journal, 64 * 1024).unwrap();
+    let committed = j
+        .append(&intent(77, 3, "committed, outcome lost").encode())
+        .unwrap();
+    let never = j
+        .append(&intent(78, 4, "never committed").encode())
+        .unwrap();
+    j.sync().unwrap();
+    drop(j);
+
+    child = spawn_tandem(&cfg, &log);
+    wait_listening(admin).await;
+    let status = wait_caught_up_http(admin).await;
+    let ids: Vec<(u32, String)> = Conn::new(direct_opts(secondary))
+        .await
+        .unwrap()
+        .query("SELECT id, v FROM t ORDER BY id")
+        .await
+        .unwrap();
+    let ids: Vec<u32> = ids.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, vec![1, 2, 3], "mirror: {}", status["mirror"]);
+    assert_same(primary, secondary, "t").await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for (lsn, verdict) in [(committed, "committed=true"), (never, "committed=false")] {
+        assert!(
+            text.lines().any(|l| l.contains("in-doubt intent resolved")
+                && l.contains(&format!("lsn={lsn}"))
+                && l.contains(verdict)),
+            "no resolution of LSN {lsn} in the log:\n{text}"
+        );
+    }
+    assert_eq!(status["mirror"]["dead_lettered"], 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop_databases(&[primary, secondary]).await;
+}

@@ -256,13 +256,17 @@ impl Applier {
     ///
     /// The journal holds intents and outcomes (see `record::JournalRecord`).
     /// Intents are taken in LSN order; the one at the head waits until its
-    /// outcome is durable, then is applied (committed) or skipped (aborted).
+    /// outcome is written, then is applied (committed) or skipped (aborted).
     /// Only applied transactions move the stored position, so the journal is
     /// truncated below it and a restart re-reads (and re-skips) the rest.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), ApplierError> {
-        let mut durable = self.journal.durable();
+        // Read up to what is written, not only what is durable: outcome
+        // records get no fsync of their own, but every intent that is
+        // written is durable (see `JournalHandle::written`), so every
+        // position stored below is one a restart finds in the journal.
+        let mut visible = self.journal.written();
         let stored = self.load_position_retrying(&stop).await?;
-        let journal_end = *durable.borrow();
+        let journal_end = *visible.borrow();
         if stored > journal_end {
             return Err(ApplierError::Mismatch {
                 stored,
@@ -283,34 +287,25 @@ impl Applier {
         // One tailing reader for the whole run (reopening would rescan the
         // segment from its start every time).
         let mut reader: Option<Reader> = None;
-        let mut lookahead: Option<(Lsn, Vec<u8>)> = None;
         loop {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            let target = *durable.borrow_and_update();
+            let target = *visible.borrow_and_update();
             if target > read_to {
                 let before = read_to;
-                if reader.is_none() {
-                    reader = Some(Reader::open(&self.cfg.journal_dir, read_to + 1)?);
-                }
-                loop {
-                    let next = match lookahead.take() {
-                        Some(r) => Some(r),
-                        None => reader
-                            .as_mut()
-                            .map(|r| r.next_record())
-                            .transpose()?
-                            .flatten(),
-                    };
-                    let Some((lsn, bytes)) = next else {
+                let r = match reader.as_mut() {
+                    Some(r) => r,
+                    None => reader.insert(Reader::open(&self.cfg.journal_dir, read_to + 1)?),
+                };
+                // Only records up to `target` are whole: past it the writer
+                // may be mid-write (into zero-filled space), so nothing past
+                // it is read, and what an earlier read buffered is dropped.
+                r.drop_buffer()?;
+                while read_to < target {
+                    let Some((lsn, bytes)) = r.next_record()? else {
                         break;
                     };
-                    if lsn > target {
-                        // Written but not durable yet: keep it for later.
-                        lookahead = Some((lsn, bytes));
-                        break;
-                    }
                     read_to = lsn;
                     match JournalRecord::decode(&bytes) {
                         Ok(JournalRecord::Intent { token, txn }) => {
@@ -362,6 +357,10 @@ impl Applier {
                             _ => "undecodable journal record".to_string(),
                         };
                         outcomes.remove(&lsn);
+                        if lsn > self.journal.durable_lsn() {
+                            // Only a durable LSN may become the position.
+                            self.journal.sync().await?;
+                        }
                         self.permanent(lsn, None, &reason).await?;
                         stored_pos = lsn;
                         done = lsn;
@@ -401,7 +400,7 @@ impl Applier {
                 continue;
             }
             tokio::select! {
-                r = durable.changed() => if r.is_err() { return Ok(()) },
+                r = visible.changed() => if r.is_err() { return Ok(()) },
                 _ = stop.cancelled() => return Ok(()),
             }
         }

@@ -11,6 +11,14 @@
 //! Recovery: a crash can leave a partly written record at the end of the
 //! last segment; it was never acknowledged, so `open` truncates it. A bad
 //! record anywhere else is corruption and is reported, never skipped.
+//!
+//! Preallocation: the active segment is zero-filled ahead of the write
+//! position (`PREALLOCATE` at a time, within the segment size), so most
+//! fsyncs overwrite allocated blocks and need not commit a new file size
+//! (on ext4 an fdatasync after an append also commits filesystem metadata).
+//! An all-zero record header is therefore the end of what was written; a
+//! segment is cut back to its records when the next one is started, and the
+//! last one when the journal is opened.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -27,6 +35,9 @@ const RECORD_HEADER: usize = 16;
 pub const MAX_RECORD: usize = 1 << 30;
 /// Default segment size before rotation.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Zero-filled space kept ahead of the active segment's end (at most up to
+/// the segment size).
+const PREALLOCATE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -57,10 +68,15 @@ pub struct Journal {
     dir: PathBuf,
     segment_bytes: u64,
     segments: Vec<Segment>,
+    /// The last segment, opened for writing at the end of its records.
     active: File,
+    /// The active file's length: its records plus the zero-filled space.
+    allocated: u64,
     /// Appended but not yet written to the file.
     pending: Vec<u8>,
     next_lsn: Lsn,
+    /// Highest LSN written to the file (readers can see it).
+    written_lsn: Lsn,
     durable_lsn: Lsn,
 }
 
@@ -77,23 +93,27 @@ impl Journal {
         let (valid_len, next_lsn) = scan_tail(last)?;
         let mut active = OpenOptions::new().read(true).write(true).open(&last.path)?;
         if valid_len < last.len {
-            tracing::warn!(
-                segment = %last.path.display(),
-                dropped_bytes = last.len - valid_len,
-                "journal: truncating an unacknowledged partial record left by a crash"
-            );
+            if !all_zero(&mut active, valid_len)? {
+                tracing::warn!(
+                    segment = %last.path.display(),
+                    dropped_bytes = last.len - valid_len,
+                    "journal: truncating an unacknowledged partial record left by a crash"
+                );
+            }
             active.set_len(valid_len)?;
             active.sync_all()?;
             last.len = valid_len;
         }
-        active.seek(SeekFrom::End(0))?;
+        active.seek(SeekFrom::Start(valid_len))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             segment_bytes: segment_bytes.max(SEGMENT_HEADER + RECORD_HEADER as u64),
             segments,
             active,
+            allocated: valid_len,
             pending: Vec::new(),
             next_lsn,
+            written_lsn: next_lsn - 1,
             durable_lsn: next_lsn - 1,
         })
     }
@@ -106,6 +126,12 @@ impl Journal {
     /// Highest LSN known to be on disk.
     pub fn durable_lsn(&self) -> Lsn {
         self.durable_lsn
+    }
+
+    /// Highest LSN written to the file (visible to readers, durable only
+    /// after the next `sync`).
+    pub fn written_lsn(&self) -> Lsn {
+        self.written_lsn
     }
 
     /// Oldest LSN still held.
@@ -149,28 +175,47 @@ impl Journal {
 
     /// Writes queued records and fsyncs; returns the durable LSN.
     pub fn sync(&mut self) -> Result<Lsn, JournalError> {
-        self.write_pending()?;
+        self.write()?;
         self.active.sync_data()?;
-        self.durable_lsn = self.next_lsn - 1;
+        self.durable_lsn = self.written_lsn;
         Ok(self.durable_lsn)
     }
 
-    fn write_pending(&mut self) -> Result<(), JournalError> {
+    /// Writes queued records to the file without an fsync (readers see
+    /// them; a crash may lose them); returns the written LSN.
+    pub fn write(&mut self) -> Result<Lsn, JournalError> {
         if !self.pending.is_empty() {
+            let len = self.segments.last().map_or(0, |s| s.len);
+            let end = len + self.pending.len() as u64;
+            if end > self.allocated {
+                // Zero-fill ahead; the next fsync commits the new length.
+                let upto = end.max((end + PREALLOCATE).min(self.segment_bytes));
+                let zeros = vec![0u8; (upto - end) as usize];
+                std::os::unix::fs::FileExt::write_all_at(&self.active, &zeros, end)?;
+                self.allocated = upto;
+            }
             self.active.write_all(&self.pending)?;
             if let Some(s) = self.segments.last_mut() {
-                s.len += self.pending.len() as u64;
+                s.len = end;
             }
             self.pending.clear();
         }
-        Ok(())
+        self.written_lsn = self.next_lsn - 1;
+        Ok(self.written_lsn)
     }
 
     fn rotate(&mut self) -> Result<(), JournalError> {
-        self.write_pending()?;
+        self.write()?;
+        // The finished segment ends with its last record.
+        let len = self.segments.last().map_or(0, |s| s.len);
+        self.active.set_len(len)?;
         self.active.sync_data()?;
+        self.durable_lsn = self.written_lsn;
         let seg = create_segment(&self.dir, self.next_lsn)?;
-        self.active = OpenOptions::new().append(true).open(&seg.path)?;
+        let mut active = OpenOptions::new().write(true).open(&seg.path)?;
+        active.seek(SeekFrom::Start(SEGMENT_HEADER))?;
+        self.active = active;
+        self.allocated = SEGMENT_HEADER;
         self.segments.push(seg);
         // Make the new file's directory entry durable too.
         File::open(&self.dir)?.sync_all()?;
@@ -270,13 +315,16 @@ impl Reader {
                     f.seek(SeekFrom::Start(at))?;
                     if self.index + 1 >= self.segments.len() {
                         self.refresh_segments()?;
-                    }
-                    if self.index + 1 < self.segments.len() {
-                        self.index += 1;
-                        self.file = None;
-                    } else {
+                        if self.index + 1 < self.segments.len() {
+                            // The writer finishes a segment before it starts
+                            // the next, but it may have written more here
+                            // since the read above: read again first.
+                            continue;
+                        }
                         return Ok(None);
                     }
+                    self.index += 1;
+                    self.file = None;
                 }
             }
         }
@@ -284,6 +332,16 @@ impl Reader {
 }
 
 impl Reader {
+    /// Forgets bytes read ahead of the next record, so the next read sees
+    /// the file as it is now (a tailing reader calls this before reading
+    /// records the writer announced since).
+    pub fn drop_buffer(&mut self) -> Result<(), JournalError> {
+        if let Some((f, offset)) = self.file.as_mut() {
+            f.seek(SeekFrom::Start(*offset))?;
+        }
+        Ok(())
+    }
+
     /// Picks up segments created after this reader was opened.
     fn refresh_segments(&mut self) -> Result<(), JournalError> {
         let Some(dir) = &self.dir else {
@@ -314,6 +372,10 @@ fn read_record(
         0 => return Ok(None),
         n if n < RECORD_HEADER => return Ok(None),
         _ => {}
+    }
+    if h.iter().all(|b| *b == 0) {
+        // Zero-filled space ahead of the writer (LSNs start at 1).
+        return Ok(None);
     }
     let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
     let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
@@ -351,6 +413,19 @@ fn read_full(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Whether `f` holds only zero bytes from `from` to its end.
+fn all_zero(f: &mut File, from: u64) -> io::Result<bool> {
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(true),
+            n if buf[..n].iter().any(|b| *b != 0) => return Ok(false),
+            _ => {}
+        }
+    }
 }
 
 fn segment_path(dir: &Path, first_lsn: Lsn) -> PathBuf {

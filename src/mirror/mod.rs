@@ -31,7 +31,15 @@ pub fn now_us() -> i64 {
 }
 
 enum Request {
-    Append(Vec<u8>, oneshot::Sender<Result<Lsn, String>>),
+    /// `sync`: this record needs an fsync of its own before its answer;
+    /// otherwise it is written at once and answered with a later fsync.
+    Append {
+        record: Vec<u8>,
+        sync: bool,
+        done: oneshot::Sender<Result<Lsn, String>>,
+    },
+    /// An fsync now; answered with the durable LSN.
+    Sync(oneshot::Sender<Result<Lsn, String>>),
     TruncateBefore(Lsn),
 }
 
@@ -40,11 +48,22 @@ enum Request {
 pub struct JournalHandle {
     tx: mpsc::Sender<Request>,
     durable: watch::Receiver<Lsn>,
+    written: watch::Receiver<Lsn>,
     bytes: Arc<AtomicU64>,
 }
 
 /// Requests taken into one batch (one fsync) at most.
 const MAX_BATCH: usize = 4096;
+/// Lazy appends (`append_lazy`) waiting for an fsync; at this many the
+/// writer syncs without being asked.
+const MAX_UNSYNCED: usize = 1024;
+
+/// An answer owed once the records written so far are durable: the
+/// record's LSN, or (None) the durable LSN for a `Sync`.
+type Waiter = (
+    Result<Option<Lsn>, String>,
+    oneshot::Sender<Result<Lsn, String>>,
+);
 
 impl JournalHandle {
     /// Starts the writer thread. `queue` bounds how many appends can wait
@@ -52,12 +71,18 @@ impl JournalHandle {
     pub fn spawn(mut journal: Journal, queue: usize) -> (Self, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Request>(queue.max(1));
         let (durable_tx, durable) = watch::channel(journal.durable_lsn());
+        let (written_tx, written) = watch::channel(journal.durable_lsn());
         let bytes = Arc::new(AtomicU64::new(journal.size_bytes()));
         let size = bytes.clone();
         let thread = std::thread::Builder::new()
             .name("tandem-journal".into())
             .spawn(move || {
+                let watches = Watches {
+                    durable: durable_tx,
+                    written: written_tx,
+                };
                 let mut batch = Vec::with_capacity(64);
+                let mut unsynced: Vec<Waiter> = Vec::new();
                 while let Some(first) = rx.blocking_recv() {
                     batch.push(first);
                     while batch.len() < MAX_BATCH {
@@ -66,20 +91,55 @@ impl JournalHandle {
                             Err(_) => break,
                         }
                     }
-                    write_batch(&mut journal, &mut batch, &durable_tx);
+                    write_batch(&mut journal, &mut batch, &mut unsynced, &watches);
                     size.store(journal.size_bytes(), Ordering::Relaxed);
                 }
-                let _ = journal.sync();
+                // Every handle is gone: make the rest durable and answer.
+                let synced = journal.sync();
+                answer(&synced, &mut unsynced, &watches);
             })
             .expect("spawning the journal thread");
-        (Self { tx, durable, bytes }, thread)
+        (
+            Self {
+                tx,
+                durable,
+                written,
+                bytes,
+            },
+            thread,
+        )
     }
 
     /// Appends a record and waits until it is on disk; returns its LSN.
     pub async fn append(&self, record: Vec<u8>) -> Result<Lsn, JournalError> {
+        self.request_append(record, true).await
+    }
+
+    /// Appends a record that does not need an fsync of its own: it is
+    /// written (readers see it) at once and made durable by the next fsync
+    /// another append or `sync` asks for. Returns once it is durable.
+    /// For records whose loss in a crash is recovered otherwise (outcomes:
+    /// the commit marker settles them).
+    pub async fn append_lazy(&self, record: Vec<u8>) -> Result<Lsn, JournalError> {
+        self.request_append(record, false).await
+    }
+
+    async fn request_append(&self, record: Vec<u8>, sync: bool) -> Result<Lsn, JournalError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Request::Append(record, done))
+            .send(Request::Append { record, sync, done })
+            .await
+            .map_err(|_| closed())?;
+        wait.await
+            .map_err(|_| closed())?
+            .map_err(|e| JournalError::Io(std::io::Error::other(e)))
+    }
+
+    /// Makes everything written so far durable; returns the durable LSN.
+    pub async fn sync(&self) -> Result<Lsn, JournalError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request::Sync(done))
             .await
             .map_err(|_| closed())?;
         wait.await
@@ -97,15 +157,26 @@ impl JournalHandle {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Watch of the highest durable LSN (the applier reads up to it).
+    /// Watch of the highest durable LSN.
     pub fn durable(&self) -> watch::Receiver<Lsn> {
         self.durable.clone()
+    }
+
+    /// Watch of the highest LSN readers can see: every record up to it is
+    /// durable or a lazy append (so every intent up to it is durable).
+    pub fn written(&self) -> watch::Receiver<Lsn> {
+        self.written.clone()
     }
 
     /// The highest durable LSN now.
     pub fn durable_lsn(&self) -> Lsn {
         *self.durable.borrow()
     }
+}
+
+struct Watches {
+    durable: watch::Sender<Lsn>,
+    written: watch::Sender<Lsn>,
 }
 
 fn closed() -> JournalError {
@@ -115,37 +186,65 @@ fn closed() -> JournalError {
     ))
 }
 
-fn write_batch(journal: &mut Journal, batch: &mut Vec<Request>, durable: &watch::Sender<Lsn>) {
-    let mut waiting = Vec::with_capacity(batch.len());
+fn write_batch(
+    journal: &mut Journal,
+    batch: &mut Vec<Request>,
+    unsynced: &mut Vec<Waiter>,
+    watches: &Watches,
+) {
+    let mut need_sync = false;
     let mut truncate = None;
     for req in batch.drain(..) {
         match req {
-            Request::Append(record, done) => {
-                let r = journal.append(&record).map_err(|e| e.to_string());
-                waiting.push((r, done));
+            Request::Append { record, sync, done } => {
+                need_sync |= sync;
+                let r = journal.append(&record).map(Some).map_err(|e| e.to_string());
+                unsynced.push((r, done));
+            }
+            Request::Sync(done) => {
+                need_sync = true;
+                unsynced.push((Ok(None), done));
             }
             Request::TruncateBefore(lsn) => truncate = truncate.max(Some(lsn)),
         }
     }
-    // Acknowledge only after the fsync; if it fails, every record of the
-    // batch is reported failed (the caller must not treat it as durable).
-    let synced = journal.sync();
-    match &synced {
-        Ok(lsn) => {
-            let _ = durable.send(*lsn);
+    if need_sync || unsynced.len() >= MAX_UNSYNCED {
+        // Acknowledge only after the fsync; if it fails, every record
+        // waiting for it is reported failed (the caller must not treat it
+        // as durable).
+        let synced = journal.sync();
+        answer(&synced, unsynced, watches);
+    } else {
+        match journal.write() {
+            Ok(lsn) => {
+                let _ = watches.written.send(lsn);
+            }
+            Err(e) => answer(&Err(e), unsynced, watches),
         }
-        Err(e) => tracing::error!(error = %e, "journal fsync failed"),
-    }
-    for (r, done) in waiting {
-        let r = match (&synced, r) {
-            (Ok(_), r) => r,
-            (Err(e), _) => Err(e.to_string()),
-        };
-        let _ = done.send(r);
     }
     if let Some(lsn) = truncate {
         if let Err(e) = journal.truncate_before(lsn) {
             tracing::error!(error = %e, "journal truncation failed");
         }
+    }
+}
+
+/// Answers every waiter after a sync (or a failed write).
+fn answer(synced: &Result<Lsn, JournalError>, waiting: &mut Vec<Waiter>, watches: &Watches) {
+    match synced {
+        Ok(lsn) => {
+            let _ = watches.durable.send(*lsn);
+            let _ = watches.written.send(*lsn);
+        }
+        Err(e) => tracing::error!(error = %e, "journal write or fsync failed"),
+    }
+    for (r, done) in waiting.drain(..) {
+        let r = match (synced, r) {
+            (Ok(lsn), Ok(None)) => Ok(*lsn),
+            (Ok(_), Ok(Some(lsn))) => Ok(lsn),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(e), _) => Err(e.to_string()),
+        };
+        let _ = done.send(r);
     }
 }

@@ -347,7 +347,13 @@ impl Mirror {
         )
         .map_err(|e| e.to_string())?;
         self.stop_applier().await;
-        let end = self.journal.durable_lsn();
+        let end = match self.journal.sync().await {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                self.start_applier(old.secondary.clone());
+                return Err(format!("journal: {e}"));
+            }
+        };
         let seeded = tokio::time::timeout(timeout, async {
             let mut conn = Conn::new(crate::backend::client_opts(&new.secondary)).await?;
             crate::mirror::applier::seed_position(&mut conn, &new.secondary, end).await?;
@@ -389,6 +395,9 @@ impl Mirror {
             t.abort();
             let _ = t.await;
         }
+        // Outcomes written since the last fsync (their markers would settle
+        // them, but a clean stop leaves nothing in doubt).
+        let _ = self.journal.sync().await;
     }
 
     /// A fresh marker token; it counts as in flight until its outcome is
@@ -546,7 +555,10 @@ impl Mirror {
                 committed,
                 at_us,
             };
-            match m.journal.append(rec.encode()).await {
+            // No fsync of its own: it is visible to the applier at once and
+            // durable with the next intent's fsync (or clean-up's); until
+            // then its marker is kept, which settles it after a crash.
+            match m.journal.append_lazy(rec.encode()).await {
                 Ok(_) => m.abandon(token),
                 // The intent stays unresolved in the journal and is settled
                 // from the marker at the next start; keep the marker.
@@ -916,6 +928,10 @@ async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
             _ = stop.cancelled() => return,
         }
         let Some(m) = mirror.upgrade() else { return };
+        // Outcomes become durable with the next fsync; ask for one so their
+        // markers can go (their tokens leave the in-flight set by the next
+        // round).
+        let _ = m.journal.sync().await;
         let cutoff = {
             let g = m.next_token.lock().unwrap_or_else(|p| p.into_inner());
             g.1.first().copied().unwrap_or(g.0)

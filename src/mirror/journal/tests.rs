@@ -200,3 +200,103 @@ async fn group_commit_orders_and_batches_concurrent_appends() {
         assert_eq!(mine, (0..500).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn preallocated_space_reads_as_the_end_and_is_cut_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    for i in 1..=5 {
+        j.append(&payload(i)).unwrap();
+    }
+    j.sync().unwrap();
+    let seg = segment_path(dir.path(), 1);
+    let on_disk = std::fs::metadata(&seg).unwrap().len();
+    assert!(on_disk >= PREALLOCATE, "zero-filled ahead: {on_disk} bytes");
+    // A reader stops at the zeros, and sees records written later.
+    let mut r = j.reader(1).unwrap();
+    for i in 1..=5 {
+        assert_eq!(r.next_record().unwrap().map(|x| x.0), Some(i));
+    }
+    assert_eq!(r.next_record().unwrap(), None);
+    j.append(&payload(6)).unwrap();
+    assert_eq!(j.write().unwrap(), 6);
+    assert_eq!(j.durable_lsn(), 5);
+    assert_eq!(r.next_record().unwrap().map(|x| x.0), Some(6));
+    j.sync().unwrap();
+    let logical = j.size_bytes();
+    drop(j);
+    let mut j = Journal::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    assert_eq!(j.next_lsn(), 7);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), logical);
+    assert_eq!(j.append(b"seven").unwrap(), 7);
+    j.sync().unwrap();
+    assert_eq!(all(&j, 1).len(), 7);
+}
+
+#[test]
+fn finished_segments_end_with_their_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 4096).unwrap();
+    // A reader that keeps up while segments fill and rotate.
+    let mut r = Reader::open(dir.path(), 1).unwrap();
+    let mut seen = Vec::new();
+    for i in 1..=300 {
+        j.append(&payload(i)).unwrap();
+        if i % 3 == 0 {
+            j.write().unwrap();
+            while let Some((lsn, _)) = r.next_record().unwrap() {
+                seen.push(lsn);
+            }
+        }
+    }
+    j.sync().unwrap();
+    while let Some((lsn, _)) = r.next_record().unwrap() {
+        seen.push(lsn);
+    }
+    assert_eq!(seen, (1..=300).collect::<Vec<_>>());
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    assert!(segs.len() > 3);
+    for s in &segs[..segs.len() - 1] {
+        let bytes = std::fs::read(s).unwrap();
+        assert!(bytes.len() <= 4096);
+        assert_ne!(bytes[bytes.len() - RECORD_HEADER..], [0u8; RECORD_HEADER]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_appends_are_visible_at_once_and_durable_with_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), 64 * 1024).unwrap();
+    let (handle, thread) = JournalHandle::spawn(j, 64);
+    assert_eq!(handle.append(b"intent".to_vec()).await.unwrap(), 1);
+    let h = handle.clone();
+    let lazy = tokio::spawn(async move { h.append_lazy(b"outcome".to_vec()).await });
+    let mut written = handle.written();
+    written.wait_for(|l| *l == 2).await.unwrap();
+    // Written, readable, not yet durable; its append has not returned.
+    assert_eq!(handle.durable_lsn(), 1);
+    let mut r = Reader::open(dir.path(), 1).unwrap();
+    assert_eq!(r.next_record().unwrap().map(|x| x.0), Some(1));
+    assert_eq!(r.next_record().unwrap(), Some((2, b"outcome".to_vec())));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!lazy.is_finished());
+    // The next durable append's fsync covers it.
+    assert_eq!(handle.append(b"intent 2".to_vec()).await.unwrap(), 3);
+    assert_eq!(lazy.await.unwrap().unwrap(), 2);
+    assert_eq!(handle.durable_lsn(), 3);
+    // So does an explicit sync.
+    let h = handle.clone();
+    let lazy = tokio::spawn(async move { h.append_lazy(b"outcome 2".to_vec()).await });
+    written.wait_for(|l| *l == 4).await.unwrap();
+    assert_eq!(handle.sync().await.unwrap(), 4);
+    assert_eq!(lazy.await.unwrap().unwrap(), 4);
+    drop(handle);
+    drop(written);
+    thread.join().unwrap();
+    let j = Journal::open(dir.path(), 64 * 1024).unwrap();
+    assert_eq!(j.durable_lsn(), 4);
+}
