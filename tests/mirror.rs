@@ -360,47 +360,85 @@ async fn wait_caught_up_http(admin: std::net::SocketAddr) -> serde_json::Value {
     }
 }
 
+/// A mirroring `tandem serve` child process (so it can be SIGKILLed) over
+/// fresh `primary` and `secondary` databases that both hold `schema`.
+struct ChildTandem {
+    dir: tempfile::TempDir,
+    cfg: std::path::PathBuf,
+    log: std::path::PathBuf,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    child: std::process::Child,
+}
+
+impl ChildTandem {
+    async fn start(primary: &str, secondary: &str, schema: &[&str]) -> Self {
+        fresh_database(primary).await;
+        fresh_database(secondary).await;
+        for db in [primary, secondary] {
+            let mut c = Conn::new(direct_opts(db)).await.unwrap();
+            for ddl in schema {
+                c.query_drop(*ddl).await.unwrap();
+            }
+            c.disconnect().await.unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (listen, admin) = (free_addr(), free_addr());
+        let yaml = mirror_yaml(
+            primary,
+            secondary,
+            MARIADB_PORT,
+            &dir.path().join("journal"),
+            &dir.path().join("rules"),
+            "",
+        )
+        .replace(
+            "listen: 127.0.0.1:0",
+            &format!("listen: {listen}\nadmin: {admin}"),
+        );
+        let cfg = dir.path().join("tandem.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let log = dir.path().join("tandem.log");
+        let child = spawn_tandem(&cfg, &log);
+        wait_listening(listen).await;
+        Self {
+            dir,
+            cfg,
+            log,
+            listen,
+            admin,
+            child,
+        }
+    }
+
+    fn journal(&self) -> std::path::PathBuf {
+        self.dir.path().join("journal")
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    async fn restart(&mut self) {
+        self.child = spawn_tandem(&self.cfg, &self.log);
+        wait_listening(self.listen).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tandem_sigkilled_mid_run_and_restarted_loses_and_repeats_nothing() {
     init_logging();
     let primary = "tandem_m_kill";
     let secondary = "tandem_m_kill_next";
-    fresh_database(primary).await;
-    fresh_database(secondary).await;
-    for db in [primary, secondary] {
-        let mut c = Conn::new(direct_opts(db)).await.unwrap();
-        for ddl in WORKLOAD_SCHEMA {
-            c.query_drop(*ddl).await.unwrap();
-        }
-        c.disconnect().await.unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_addr(), free_addr());
-    let yaml = mirror_yaml(
-        primary,
-        secondary,
-        MARIADB_PORT,
-        &dir.path().join("journal"),
-        &dir.path().join("rules"),
-        "",
-    )
-    .replace(
-        "listen: 127.0.0.1:0",
-        &format!("listen: {listen}\nadmin: {admin}"),
-    );
-    let cfg = dir.path().join("tandem.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let log = dir.path().join("tandem.log");
-    let mut child = spawn_tandem(&cfg, &log);
-    wait_listening(listen).await;
+    let mut tandem = ChildTandem::start(primary, secondary, WORKLOAD_SCHEMA).await;
+    let (listen, admin) = (tandem.listen, tandem.admin);
     let load = tokio::spawn(async move { run_workload(listen, primary, 8, 500, 99, true).await });
     for _ in 0..2 {
         tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        tandem.kill();
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        child = spawn_tandem(&cfg, &log);
-        wait_listening(listen).await;
+        tandem.restart().await;
     }
     let report = load.await.unwrap();
     eprintln!("workload: {report:?}");
@@ -416,10 +454,12 @@ async fn tandem_sigkilled_mid_run_and_restarted_loses_and_repeats_nothing() {
     assert_eq!(status["mirror"]["dropped"], 0);
     assert_eq!(status["mirror"]["dead_lettered"], 0);
     assert_eq!(status["mirror"]["divergent_tables"], serde_json::json!({}));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    tandem.kill();
     if std::env::var("TANDEM_LOG").is_ok() {
-        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(&tandem.log).unwrap_or_default()
+        );
     }
     drop_databases(&[primary, secondary]).await;
 }
@@ -434,35 +474,13 @@ async fn intents_whose_outcome_was_lost_are_settled_from_the_markers() {
     use tandem::mirror::record::{JournalRecord, MirrorStatement, MirrorTxn, Pins};
     let primary = "tandem_m_lost";
     let secondary = "tandem_m_lost_next";
-    fresh_database(primary).await;
-    fresh_database(secondary).await;
-    for db in [primary, secondary] {
-        let mut c = Conn::new(direct_opts(db)).await.unwrap();
-        c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40) NOT NULL)")
-            .await
-            .unwrap();
-        c.disconnect().await.unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_addr(), free_addr());
-    let journal = dir.path().join("journal");
-    let yaml = mirror_yaml(
+    let mut tandem = ChildTandem::start(
         primary,
         secondary,
-        MARIADB_PORT,
-        &journal,
-        &dir.path().join("rules"),
-        "",
+        &["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40) NOT NULL)"],
     )
-    .replace(
-        "listen: 127.0.0.1:0",
-        &format!("listen: {listen}\nadmin: {admin}"),
-    );
-    let cfg = dir.path().join("tandem.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let log = dir.path().join("tandem.log");
-    let mut child = spawn_tandem(&cfg, &log);
-    wait_listening(listen).await;
+    .await;
+    let (listen, admin) = (tandem.listen, tandem.admin);
     let mut c = Conn::new(proxy_builder(listen, Some(primary)))
         .await
         .unwrap();
@@ -477,20 +495,25 @@ async fn intents_whose_outcome_was_lost_are_settled_from_the_markers() {
     drop(c);
     wait_listening(admin).await;
     wait_caught_up_http(admin).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    tandem.kill();
 
     // What a power cut leaves: transaction 3 committed on the primary with
     // its marker, transaction 4 never did; both intents are durable, their
     // outcomes are gone.
+    // Tokens above any the killed process handed out: a marker clean-up it
+    // sent just before the kill may still run on the server, and deletes
+    // only tokens below its own.
+    let token = tandem::mirror::now_us() as u64 + 1_000_000_000_000;
     let mut p = Conn::new(direct_opts(primary)).await.unwrap();
     p.query_drop("BEGIN").await.unwrap();
     p.query_drop("INSERT INTO t VALUES (3, 'committed, outcome lost')")
         .await
         .unwrap();
-    p.query_drop("INSERT INTO _tandem_commit (token) VALUES (77)")
-        .await
-        .unwrap();
+    p.query_drop(format!(
+        "INSERT INTO _tandem_commit (token) VALUES ({token})"
+    ))
+    .await
+    .unwrap();
     p.query_drop("COMMIT").await.unwrap();
     p.disconnect().await.unwrap();
     let intent = |token: u64, id: u32, v: &str| JournalRecord::Intent {
@@ -509,17 +532,17 @@ async fn intents_whose_outcome_was_lost_are_settled_from_the_markers() {
             }],
         },
     };
-    let mut j = Journal::open(&journal, 64 * 1024).unwrap();
+    let mut j = Journal::open(&tandem.journal(), 64 * 1024).unwrap();
     let committed = j
-        .append(&intent(77, 3, "committed, outcome lost").encode())
+        .append(&intent(token, 3, "committed, outcome lost").encode())
         .unwrap();
     let never = j
-        .append(&intent(78, 4, "never committed").encode())
+        .append(&intent(token + 1, 4, "never committed").encode())
         .unwrap();
     j.sync().unwrap();
     drop(j);
 
-    child = spawn_tandem(&cfg, &log);
+    tandem.restart().await;
     wait_listening(admin).await;
     let status = wait_caught_up_http(admin).await;
     let ids: Vec<(u32, String)> = Conn::new(direct_opts(secondary))
@@ -529,9 +552,15 @@ async fn intents_whose_outcome_was_lost_are_settled_from_the_markers() {
         .await
         .unwrap();
     let ids: Vec<u32> = ids.into_iter().map(|(id, _)| id).collect();
-    assert_eq!(ids, vec![1, 2, 3], "mirror: {}", status["mirror"]);
+    assert_eq!(
+        ids,
+        vec![1, 2, 3],
+        "mirror: {}\nlog:\n{}",
+        status["mirror"],
+        std::fs::read_to_string(&tandem.log).unwrap_or_default()
+    );
     assert_same(primary, secondary, "t").await;
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = std::fs::read_to_string(&tandem.log).unwrap_or_default();
     for (lsn, verdict) in [(committed, "committed=true"), (never, "committed=false")] {
         assert!(
             text.lines().any(|l| l.contains("in-doubt intent resolved")
@@ -541,7 +570,6 @@ async fn intents_whose_outcome_was_lost_are_settled_from_the_markers() {
         );
     }
     assert_eq!(status["mirror"]["dead_lettered"], 0);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    tandem.kill();
     drop_databases(&[primary, secondary]).await;
 }
