@@ -86,6 +86,25 @@ echo $! > "$WORK/mirror.pid"
 MPID=$(cat "$WORK/mirror.pid")
 for _ in $(seq 1 50); do mariadb --protocol=TCP -h127.0.0.1 -P$MIRROR_PORT -ubench -pbench $DB -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 mirror_status() { curl -s "http://127.0.0.1:$MIRROR_ADMIN/status"; }
+# The mirror's cumulative apply-lag histogram: "le_seconds count" per bucket.
+lag_buckets() {
+  curl -s "http://127.0.0.1:$MIRROR_ADMIN/metrics" |
+    awk '/^tandem_mirror_apply_lag_seconds_bucket/ { match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+      if (le == "+Inf") le = 1e18; print le, $NF }' | sort -g
+}
+# lag_quantiles BEFORE AFTER -> "p50_ms p99_ms" of the transactions applied in between
+# (bucket upper bounds; "inf" past the last bound).
+lag_quantiles() {
+  paste -d' ' <(echo "$1") <(echo "$2") | awk '{ le[NR] = $1; d[NR] = $4 - $2 } END {
+    total = d[NR]; if (total <= 0) { print "- -"; exit }
+    split("0.5 0.99", q, " ")
+    for (i = 1; i <= 2; i++) {
+      want = total * q[i]; if (want > int(want)) want = int(want) + 1
+      for (j = 1; j <= NR; j++) if (d[j] >= want) break
+      out = out (le[j] >= 1e17 ? "inf" : sprintf("%g", le[j] * 1000)) (i == 1 ? " " : "")
+    }
+    print out }'
+}
 
 CLK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -99,8 +118,9 @@ run() {
     tandem) port=$TANDEM_PORT; user=bench; pass=bench; pid=$TPID;;
     mirror) port=$MIRROR_PORT; user=bench; pass=bench; pid=$MPID;;
   esac
-  local before=0 after=0 out qps p95 queries writes cpu="-" cpu_w="" catchup="-"
+  local before=0 after=0 out qps p95 queries writes cpu="-" cpu_w="" catchup="-" lag0="" lag="- -"
   [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  [ "$target" = mirror ] && lag0=$(lag_buckets)
   out=$(sysbench "$workload" $SB_COMMON --mysql-port=$port --mysql-user=$user --mysql-password="$pass" \
         --threads=$THREADS --time=$TIME --report-interval=0 --percentile=95 run)
   [ -n "$pid" ] && after=$(cpu_ticks "$pid")
@@ -114,6 +134,7 @@ run() {
     done
     t1=$(date +%s.%N)
     catchup=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", (b - a) * 1000}')
+    lag=$(lag_quantiles "$lag0" "$(lag_buckets)")
   fi
   qps=$(echo "$out" | awk '/queries:/ {gsub(/[()]/,"",$3); print $3; exit}')
   queries=$(echo "$out" | awk '/queries:/ {print $2; exit}')
@@ -125,8 +146,10 @@ run() {
     [ "$workload" = oltp_write_only ] && [ "${writes:-0}" -gt 0 ] && \
       cpu_w=$(awk -v d=$((after - before)) -v clk="$CLK" -v w="$writes" 'BEGIN {printf "%.1f", d / clk * 1e6 / w}')
   fi
-  echo "$target $workload $qps $p95 $cpu $catchup ${cpu_w:--}" >> "$WORK/results"
-  printf '  %-8s %-18s %10s qps  p95 %7s ms  tandem cpu/query %s us  catch-up %s ms\n' "$target" "$workload" "$qps" "$p95" "$cpu" "$catchup"
+  echo "$target $workload $qps $p95 $cpu $catchup ${cpu_w:--} $lag" >> "$WORK/results"
+  printf '  %-8s %-18s %10s qps  p95 %7s ms  tandem cpu/query %s us  catch-up %s ms' "$target" "$workload" "$qps" "$p95" "$cpu" "$catchup"
+  [ "$target" = mirror ] && printf '  apply lag p50 < %s ms, p99 < %s ms' $lag
+  printf '\n'
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -212,7 +235,10 @@ awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRO
     if ($5 != "-") { c[$1" "$2] += $5; cc[$1" "$2]++ }
     if ($1 == "tandem" && $5 != "-" && $2 != "oltp_write_only") { cpu[$2] += $5; cn[$2]++ }
     if ($6 != "-") { if ($6 > catchup) catchup = $6 }
-    if ($7 != "" && $7 != "-") { cw[$1" "$2] += $7; cwn[$1" "$2]++ } }
+    if ($7 != "" && $7 != "-") { cw[$1" "$2] += $7; cwn[$1" "$2]++ }
+    if ($1 == "mirror" && $9 != "" && $9 != "-") {
+      v = ($9 == "inf") ? 1e18 : $9 + 0
+      if (!($2 in lagw) || v > lagv[$2]) { lagv[$2] = v; lagw[$2] = "p50 < " $8 " ms, p99 < " $9 " ms" } } }
   END {
     split("oltp_point_select oltp_read_write", w, " ")
     printf "%-18s %12s %12s %12s %14s %14s %14s %16s\n", "workload", "direct qps", "l4 qps", "tandem qps", "tandem/l4", "tandem/direct", "l4/direct", "tandem us/query"
@@ -233,6 +259,7 @@ awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRO
     if (cwn["tandem oltp_write_only"] && cwn["mirror oltp_write_only"])
       printf "tandem CPU per write (oltp_write_only, BEGIN/COMMIT included): unmirrored %.1f us, mirrored %.1f us (applier included)\n", cw["tandem oltp_write_only"] / cwn["tandem oltp_write_only"], cw["mirror oltp_write_only"] / cwn["mirror oltp_write_only"]
     printf "mirror apply lag under load: p50 < %s ms, p99 < %s ms (%s transactions applied; dropped %s, dead-lettered %s)\n", p50, p99, applied, dropped, dead
+    for (i = 1; i <= 2; i++) if (mw[i] in lagw) printf "  during %s alone (round with the highest p99): %s\n", mw[i], lagw[mw[i]]
     printf "mirror lag back to 0 after the load stopped: within %s ms (worst run)\n", catchup
     printf "targets: mirroring on/off >= 0.85 on oltp_read_write; lag p99 < 100 ms; back to 0 within 1000 ms; dropped 0\n"
     printf "%s\n%s\n", cut1, cut2

@@ -426,6 +426,14 @@ impl ChildTandem {
     }
 }
 
+impl Drop for ChildTandem {
+    /// A failed assertion must not leave the server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tandem_sigkilled_mid_run_and_restarted_loses_and_repeats_nothing() {
     init_logging();
