@@ -101,9 +101,12 @@ impl Journal {
                 );
             }
             active.set_len(valid_len)?;
-            active.sync_all()?;
             last.len = valid_len;
         }
+        // What a killed process wrote may still be only in the page cache
+        // (lazy outcomes, a batch cut short before its fsync): everything
+        // read here is counted durable, so make it so.
+        active.sync_all()?;
         active.seek(SeekFrom::Start(valid_len))?;
         Ok(Self {
             dir: dir.to_path_buf(),
