@@ -131,12 +131,6 @@ impl Journal {
         self.durable_lsn
     }
 
-    /// Highest LSN written to the file (visible to readers, durable only
-    /// after the next `sync`).
-    pub fn written_lsn(&self) -> Lsn {
-        self.written_lsn
-    }
-
     /// Oldest LSN still held.
     pub fn first_lsn(&self) -> Lsn {
         self.segments.first().map_or(1, |s| s.first_lsn)

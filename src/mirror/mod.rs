@@ -125,23 +125,22 @@ impl JournalHandle {
     }
 
     async fn request_append(&self, record: Vec<u8>, sync: bool) -> Result<Lsn, JournalError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Request::Append { record, sync, done })
+        self.request(|done| Request::Append { record, sync, done })
             .await
-            .map_err(|_| closed())?;
-        wait.await
-            .map_err(|_| closed())?
-            .map_err(|e| JournalError::Io(std::io::Error::other(e)))
     }
 
     /// Makes everything written so far durable; returns the durable LSN.
     pub async fn sync(&self) -> Result<Lsn, JournalError> {
+        self.request(Request::Sync).await
+    }
+
+    /// Sends a request to the writer and waits for its answer.
+    async fn request(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<Lsn, String>>) -> Request,
+    ) -> Result<Lsn, JournalError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Request::Sync(done))
-            .await
-            .map_err(|_| closed())?;
+        self.tx.send(make(done)).await.map_err(|_| closed())?;
         wait.await
             .map_err(|_| closed())?
             .map_err(|e| JournalError::Io(std::io::Error::other(e)))
