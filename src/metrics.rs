@@ -320,6 +320,11 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
         r.register(name, help, ConstCounter::new(v));
     }
     r.register(
+        "mirror_apply_parallel_peak",
+        "Most secondary connections applying mirrored writes at the same moment",
+        ConstGauge::new(get(&a.parallel_peak) as i64),
+    );
+    r.register(
         "mirror_applied_lsn",
         "Highest journal LSN applied or skipped",
         ConstGauge::new(get(&a.applied_lsn) as i64),

@@ -57,6 +57,7 @@ impl Fixture {
                 dead_letter: self.dir.path().join("dead-letter.jsonl"),
                 on_permanent_error: policy,
                 attempt_timeout: Duration::from_secs(5),
+                workers: 4,
             },
             self.journal.clone(),
         )

@@ -37,6 +37,8 @@ pub struct Config {
     /// start cannot, and says so.
     pub unresolved_secondary: Option<String>,
     pub journal_limit: JournalLimit,
+    /// Secondary connections applying mirrored writes (`migration.apply_workers`).
+    pub apply_workers: usize,
     pub rules_dir: PathBuf,
     pub rules: Rules,
     pub limits: Limits,
@@ -398,6 +400,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             m.shadow_sample_percent
         ));
     }
+    if !(1..=crate::mirror::applier::MAX_WORKERS).contains(&m.apply_workers) {
+        errors.push(format!(
+            "migration.apply_workers: {} is not between 1 and {}",
+            m.apply_workers,
+            crate::mirror::applier::MAX_WORKERS
+        ));
+    }
     if m.reads == Reads::Shadow && m.secondary.is_none() {
         errors.push("migration.reads: shadow needs migration.secondary".into());
     }
@@ -496,6 +505,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             shadow_sample_percent: m.shadow_sample_percent,
             unresolved_secondary,
             journal_limit,
+            apply_workers: m.apply_workers,
             rules_dir,
             rules,
             limits,

@@ -165,6 +165,11 @@ pub struct RawMigration {
     /// How long a write waits for room under `block`. Default `5s`.
     #[serde(default = "default_journal_full_timeout")]
     pub journal_full_timeout: String,
+    /// Connections that apply mirrored writes on the secondary in parallel
+    /// (transactions touching the same rows stay in order on one of them).
+    /// `1` applies strictly one after another. Default `4`, at most 32.
+    #[serde(default = "default_apply_workers")]
+    pub apply_workers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -182,6 +187,10 @@ fn default_journal_full() -> JournalFull {
 }
 fn default_journal_full_timeout() -> String {
     "5s".into()
+}
+
+fn default_apply_workers() -> usize {
+    4
 }
 
 fn default_unsafe() -> UnsafeWrites {

@@ -16,16 +16,18 @@
 
 use super::journal::{JournalError, Lsn, Reader};
 use super::record::{JournalRecord, MirrorTxn};
+use super::writeset::{self, Access, InFlight, Placement, TableInfo, WriteSet};
 use super::JournalHandle;
 use crate::config::BackendConfig;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -46,6 +48,9 @@ pub struct ApplierConfig {
     /// One attempt at applying a transaction (or reading the position) may
     /// take this long; then the connection is dropped and it is retried.
     pub attempt_timeout: Duration,
+    /// Connections applying in parallel (1: strictly one transaction after
+    /// another, in journal order).
+    pub workers: usize,
 }
 
 /// Counters the applier keeps (exported by the admin milestone).
@@ -66,50 +71,16 @@ pub struct ApplierStats {
     pub lag: LagHistogram,
     /// Why the applier stopped, if it stopped on its own.
     pub stopped: Mutex<Option<String>>,
+    /// Serializes writes to the dead-letter file.
+    pub dead_letter_lock: Mutex<()>,
+    /// Most apply connections that were applying at the same moment.
+    pub parallel_peak: AtomicU64,
 }
 
 /// Most transactions applied as one secondary transaction.
 const MAX_GROUP: usize = 256;
 /// Most statement bytes in one group.
 const MAX_GROUP_BYTES: usize = 4 << 20;
-
-/// Takes the longest run of committed, non-DDL transactions from the head
-/// of `pending` (aborted ones inside the run are skipped); a DDL
-/// transaction is a group of its own.
-fn take_group(
-    pending: &mut BTreeMap<Lsn, Result<MirrorTxn, String>>,
-    outcomes: &mut HashMap<Lsn, bool>,
-    stats: &ApplierStats,
-) -> Vec<(Lsn, MirrorTxn)> {
-    let mut group = Vec::new();
-    let mut bytes = 0usize;
-    while let Some((&lsn, entry)) = pending.first_key_value() {
-        let committed = match outcomes.get(&lsn) {
-            Some(c) => *c,
-            None => break,
-        };
-        if !committed {
-            pending.pop_first();
-            outcomes.remove(&lsn);
-            stats.skipped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let Ok(txn) = entry else { break };
-        let ddl = txn.statements.iter().any(|s| s.ddl);
-        if !group.is_empty() && (ddl || group.len() >= MAX_GROUP || bytes >= MAX_GROUP_BYTES) {
-            break;
-        }
-        bytes += txn.statements.iter().map(|s| s.sql.len()).sum::<usize>();
-        if let Some((lsn, Ok(txn))) = pending.pop_first() {
-            outcomes.remove(&lsn);
-            group.push((lsn, txn));
-        }
-        if ddl {
-            break;
-        }
-    }
-    group
-}
 
 /// Upper bounds (ms) of the lag histogram's buckets; the last is open.
 pub const LAG_BUCKETS_MS: [u64; 20] = [
@@ -198,19 +169,20 @@ pub enum ApplierError {
 }
 
 pub struct Applier {
-    cfg: ApplierConfig,
+    cfg: Arc<ApplierConfig>,
     journal: JournalHandle,
     stats: Arc<ApplierStats>,
-    conn: Option<Conn>,
-    /// Session state last set on `conn` (avoids re-sending unchanged SETs).
-    current_db: Option<String>,
-    session: Vec<(String, String)>,
-    /// The connection's TIMESTAMP may be pinned (reset before an unpinned
-    /// statement).
-    ts_pinned: bool,
 }
 
 const POSITION_TABLE: &str = "_tandem_position";
+const APPLIED_TABLE: &str = "_tandem_applied";
+
+/// Most apply connections.
+pub const MAX_WORKERS: usize = 32;
+
+/// Stored-position rows of `_tandem_applied` are deleted once the stored
+/// position has moved this far past the last clean-up.
+const CLEANUP_EVERY: Lsn = 4096;
 
 /// What became of one journaled transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,16 +193,39 @@ enum Outcome {
     Stopped,
 }
 
+/// How a job records that it was applied, in its own secondary transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Position {
+    /// Every intent before the job's transactions is applied: the stored
+    /// position becomes the last applied LSN.
+    Contiguous,
+    /// Other workers still apply earlier intents: the job's LSNs go to
+    /// `_tandem_applied`, and the stored position becomes `lwm` (below which
+    /// everything is applied).
+    Sparse { lwm: Lsn },
+}
+
+/// Work for one apply connection.
+struct Job {
+    txns: Vec<(Lsn, MirrorTxn)>,
+    /// An undecodable record to dead-letter instead.
+    dead: Option<(Lsn, String)>,
+    position: Position,
+    first_after_start: bool,
+    /// Delete `_tandem_applied` rows at or below this (all below the stored
+    /// position).
+    cleanup: Option<Lsn>,
+}
+
+/// A worker's answer: the outcome and the position it stored.
+type Finished = (usize, Result<(Outcome, Lsn), ApplierError>);
+
 impl Applier {
     pub fn new(cfg: ApplierConfig, journal: JournalHandle) -> Self {
         Self {
-            cfg,
+            cfg: Arc::new(cfg),
             journal,
             stats: Arc::new(ApplierStats::default()),
-            conn: None,
-            current_db: None,
-            session: Vec::new(),
-            ts_pinned: true,
         }
     }
 
@@ -251,21 +246,25 @@ impl Applier {
         self.stats.clone()
     }
 
-    /// Applies until `stop` is cancelled; then returns after the transaction
-    /// in progress.
+    /// Applies until `stop` is cancelled; then returns after the
+    /// transactions in progress.
     ///
     /// The journal holds intents and outcomes (see `record::JournalRecord`).
     /// Intents are taken in LSN order; the one at the head waits until its
-    /// outcome is written, then is applied (committed) or skipped (aborted).
-    /// Only applied transactions move the stored position, so the journal is
-    /// truncated below it and a restart re-reads (and re-skips) the rest.
-    pub async fn run(mut self, stop: CancellationToken) -> Result<(), ApplierError> {
+    /// outcome is written, then is skipped (aborted) or handed to a worker
+    /// connection: the one holding a transaction it conflicts with (see
+    /// `writeset`), else the least loaded; when it conflicts with two
+    /// workers' transactions it waits. So transactions that touch the same
+    /// rows are applied in journal order on one connection, and only
+    /// independent ones overlap. DDL and anything not understood run alone.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), ApplierError> {
         // Read up to what is written, not only what is durable: outcome
         // records get no fsync of their own, but every intent that is
         // written is durable (see `JournalHandle::written`), so every
         // position stored below is one a restart finds in the journal.
-        let mut visible = self.journal.written();
-        let stored = self.load_position_retrying(&stop).await?;
+        let visible = self.journal.written();
+        let mut first = Worker::new(0, self.cfg.clone(), self.stats.clone());
+        let (stored, applied) = first.load_position_retrying(&stop).await?;
         let journal_end = *visible.borrow();
         if stored > journal_end {
             return Err(ApplierError::Mismatch {
@@ -273,17 +272,205 @@ impl Applier {
                 journal_end,
             });
         }
-        let mut stored_pos = stored;
-        let mut done = stored;
-        let mut read_to = stored;
-        self.stats.applied_lsn.store(done, Ordering::Relaxed);
+        self.stats.applied_lsn.store(stored, Ordering::Relaxed);
         info!(
             lsn = stored,
+            above = applied.len(),
+            workers = self.cfg.workers,
             "applier resuming after the secondary's stored position"
         );
-        let mut pending: BTreeMap<Lsn, Result<MirrorTxn, String>> = BTreeMap::new();
-        let mut outcomes: HashMap<Lsn, bool> = HashMap::new();
-        let mut first_after_start = true;
+        let n = self.cfg.workers.clamp(1, MAX_WORKERS);
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
+        let mut jobs = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        let mut first = Some(first);
+        for index in 0..n {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+            let mut worker = match first.take() {
+                Some(w) => w,
+                None => Worker::new(index, self.cfg.clone(), self.stats.clone()),
+            };
+            let done = done_tx.clone();
+            let stop = stop.clone();
+            handles.push(tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    let r = worker.run_job(&stop, job).await;
+                    if done.send((index, r)).is_err() {
+                        break;
+                    }
+                }
+            }));
+            jobs.push(tx);
+        }
+        drop(done_tx);
+        let mut c = Coordinator {
+            cfg: self.cfg.clone(),
+            journal: self.journal.clone(),
+            stats: self.stats.clone(),
+            visible,
+            jobs,
+            done: done_rx,
+            pending: BTreeMap::new(),
+            outcomes: HashMap::new(),
+            applied,
+            inflight: InFlight::new(n),
+            queued: (0..n).map(|_| VecDeque::new()).collect(),
+            running: (0..n).map(|_| None).collect(),
+            exclusive: false,
+            head: None,
+            read_to: stored,
+            stored,
+            truncated: stored,
+            cleaned: stored,
+            first_after_start: true,
+            schema: Schema::default(),
+            schema_retry: false,
+            toks: Vec::new(),
+        };
+        let result = c.run(&stop).await;
+        // Workers finish the job in hand (or give it up if stopped while
+        // waiting to retry), then see their queue closed.
+        c.jobs.clear();
+        while let Some((w, r)) = c.done.recv().await {
+            if let Ok((Outcome::Done, pos)) = r {
+                c.stored = c.stored.max(pos);
+            }
+            c.running[w] = None;
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+        // Not applied: the position and the journal stay where they are for
+        // the next start.
+        self.journal.truncate_before(c.stored + 1).await;
+        result
+    }
+}
+
+/// Schema facts of the secondary's tables, read on a connection of its own
+/// and kept until DDL is applied.
+#[derive(Default)]
+struct Schema {
+    conn: Option<Conn>,
+    tables: HashMap<(String, String), TableInfo>,
+}
+
+impl Schema {
+    /// None when the secondary could not be asked (asked again later:
+    /// nothing can be applied meanwhile anyway).
+    async fn info(
+        &mut self,
+        b: &BackendConfig,
+        db: &str,
+        table: &str,
+        timeout: Duration,
+    ) -> Option<TableInfo> {
+        let key = (db.to_string(), table.to_string());
+        if let Some(i) = self.tables.get(&key) {
+            return Some(i.clone());
+        }
+        let r = match tokio::time::timeout(timeout, self.lookup(b, db, table)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("timed out".to_string()),
+        };
+        match r {
+            Ok(info) => {
+                self.tables.insert(key, info.clone());
+                Some(info)
+            }
+            Err(e) => {
+                warn!(error = %e, db, table, "secondary schema lookup failed; retrying");
+                self.conn = None;
+                None
+            }
+        }
+    }
+
+    async fn lookup(
+        &mut self,
+        b: &BackendConfig,
+        db: &str,
+        table: &str,
+    ) -> Result<TableInfo, mysql_async::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::new(crate::backend::client_opts(b)).await?);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let lit = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
+        let (d, t) = (lit(db), lit(table));
+        let sql = format!(
+            "SELECT \
+               (SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t}), \
+               (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {d} AND EVENT_OBJECT_TABLE = {t}), \
+               (SELECT COUNT(*) FROM information_schema.KEY_COLUMN_USAGE WHERE REFERENCED_TABLE_NAME IS NOT NULL \
+                  AND ((TABLE_SCHEMA = {d} AND TABLE_NAME = {t}) OR (REFERENCED_TABLE_SCHEMA = {d} AND REFERENCED_TABLE_NAME = {t}))), \
+               (SELECT GROUP_CONCAT(CONCAT(INDEX_NAME, '/', COLUMN_NAME) SEPARATOR '\\n') FROM information_schema.STATISTICS \
+                  WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND NON_UNIQUE = 0), \
+               (SELECT GROUP_CONCAT(DATA_TYPE) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND COLUMN_KEY = 'PRI')"
+        );
+        type Row = (Option<String>, u64, u64, Option<String>, Option<String>);
+        let row: Option<Row> = conn.query_first(sql).await?;
+        let Some((kind, triggers, fks, unique, pk_type)) = row else {
+            return Ok(TableInfo::Barrier);
+        };
+        if kind.as_deref() != Some("BASE TABLE") || triggers > 0 || fks > 0 {
+            return Ok(TableInfo::Barrier);
+        }
+        let unique: Vec<(&str, &str)> = unique
+            .as_deref()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('/'))
+            .collect();
+        let integer = matches!(
+            pk_type.as_deref().map(str::to_ascii_lowercase).as_deref(),
+            Some("tinyint" | "smallint" | "mediumint" | "int" | "bigint")
+        );
+        Ok(match unique.as_slice() {
+            [("PRIMARY", col)] if integer => TableInfo::Rows {
+                pk: col.to_ascii_lowercase(),
+            },
+            _ => TableInfo::Whole,
+        })
+    }
+}
+
+/// Reads the journal, resolves outcomes and hands transactions to workers.
+struct Coordinator {
+    cfg: Arc<ApplierConfig>,
+    journal: JournalHandle,
+    stats: Arc<ApplierStats>,
+    visible: tokio::sync::watch::Receiver<Lsn>,
+    jobs: Vec<mpsc::UnboundedSender<Job>>,
+    done: mpsc::UnboundedReceiver<Finished>,
+    /// Intents read, not yet handed out, by LSN (Err: undecodable).
+    pending: BTreeMap<Lsn, Result<MirrorTxn, String>>,
+    outcomes: HashMap<Lsn, bool>,
+    /// Intents above the stored position that are already applied.
+    applied: HashSet<Lsn>,
+    inflight: InFlight,
+    /// Per worker: handed out, waiting for the worker to be free.
+    queued: Vec<VecDeque<(Lsn, MirrorTxn, WriteSet)>>,
+    /// Per worker: the job it is applying.
+    running: Vec<Option<Vec<(Lsn, WriteSet)>>>,
+    /// A job that must run alone (DDL, dead letter) is running.
+    exclusive: bool,
+    /// The write-set of the head intent while it waits for a worker.
+    head: Option<(Lsn, WriteSet)>,
+    read_to: Lsn,
+    /// Highest position stored on the secondary.
+    stored: Lsn,
+    truncated: Lsn,
+    cleaned: Lsn,
+    first_after_start: bool,
+    schema: Schema,
+    /// The head waits for a schema lookup to be retried.
+    schema_retry: bool,
+    toks: Vec<crate::router::lexer::Token>,
+}
+
+impl Coordinator {
+    async fn run(&mut self, stop: &CancellationToken) -> Result<(), ApplierError> {
         // One tailing reader for the whole run (reopening would rescan the
         // segment from its start every time).
         let mut reader: Option<Reader> = None;
@@ -291,145 +478,411 @@ impl Applier {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            let target = *visible.borrow_and_update();
-            if target > read_to {
-                let before = read_to;
+            let target = *self.visible.borrow_and_update();
+            let mut stalled = false;
+            if target > self.read_to {
+                let before = self.read_to;
                 let r = match reader.as_mut() {
                     Some(r) => r,
-                    None => reader.insert(Reader::open(&self.cfg.journal_dir, read_to + 1)?),
+                    None => reader.insert(Reader::open(&self.cfg.journal_dir, self.read_to + 1)?),
                 };
-                // Only records up to `target` are whole: past it the writer
-                // may be mid-write (into zero-filled space), so nothing past
-                // it is read, and what an earlier read buffered is dropped.
-                r.drop_buffer()?;
-                while read_to < target {
-                    let Some((lsn, bytes)) = r.next_record()? else {
-                        break;
-                    };
-                    read_to = lsn;
-                    match JournalRecord::decode(&bytes) {
-                        Ok(JournalRecord::Intent { token, txn }) => {
-                            pending.insert(lsn, Ok(txn));
-                            if token == 0 {
-                                outcomes.insert(lsn, true);
-                            }
-                        }
-                        Ok(JournalRecord::Outcome {
-                            intent,
-                            committed,
-                            at_us,
-                        }) => {
-                            if intent > done {
-                                outcomes.insert(intent, committed);
-                                if at_us > 0 {
-                                    if let Some(Ok(txn)) = pending.get_mut(&intent) {
-                                        // Lag counts from the primary's answer.
-                                        txn.committed_at_us = at_us;
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            // Dead-lettered below, in its place in the order.
-                            pending.insert(lsn, Err(e.to_string()));
-                            outcomes.insert(lsn, true);
-                        }
-                    }
-                }
-                self.stats
-                    .waiting
-                    .store(pending.len() as u64, Ordering::Relaxed);
-                while let Some((&lsn, _)) = pending.first_key_value() {
-                    let Some(&committed) = outcomes.get(&lsn) else {
-                        break;
-                    };
-                    if !committed {
-                        outcomes.remove(&lsn);
-                        pending.pop_first();
-                        self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                        done = lsn;
-                        self.stats.applied_lsn.store(lsn, Ordering::Relaxed);
-                        continue;
-                    }
-                    if matches!(pending.get(&lsn), Some(Err(_))) {
-                        let reason = match pending.pop_first() {
-                            Some((_, Err(r))) => r,
-                            _ => "undecodable journal record".to_string(),
-                        };
-                        outcomes.remove(&lsn);
-                        if lsn > self.journal.durable_lsn() {
-                            // Only a durable LSN may become the position.
-                            self.journal.sync().await?;
-                        }
-                        self.permanent(lsn, None, &reason).await?;
-                        stored_pos = lsn;
-                        done = lsn;
-                        self.stats.applied_lsn.store(lsn, Ordering::Relaxed);
-                        continue;
-                    }
-                    let group = take_group(&mut pending, &mut outcomes, &self.stats);
-                    let Some(&(last, _)) = group.last() else {
-                        break;
-                    };
-                    let outcome = self.apply_group(&stop, &group, first_after_start).await?;
-                    if outcome == Outcome::Stopped {
-                        // Not applied: the position and the journal stay
-                        // where they are for the next start.
-                        self.journal.truncate_before(stored_pos + 1).await;
-                        return Ok(());
-                    }
-                    first_after_start = false;
-                    stored_pos = last;
-                    done = last;
-                    self.stats.applied_lsn.store(last, Ordering::Relaxed);
-                }
-                self.stats
-                    .waiting
-                    .store(pending.len() as u64, Ordering::Relaxed);
-                if pending.is_empty() {
-                    // Outcome records past the last intent are done too.
-                    done = done.max(read_to);
-                    self.stats.applied_lsn.store(done, Ordering::Relaxed);
-                }
-                self.journal.truncate_before(stored_pos + 1).await;
-                if read_to == before {
-                    // Durable but not visible yet (should not happen): do
-                    // not spin.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                self.read(r, target)?;
+                stalled = self.read_to == before;
+            }
+            while let Ok((w, r)) = self.done.try_recv() {
+                self.finished(w, r)?;
+            }
+            self.schema_retry = false;
+            self.dispatch().await?;
+            self.publish().await;
+            if self.read_to < *self.visible.borrow() && !stalled {
                 continue;
             }
             tokio::select! {
-                r = visible.changed() => if r.is_err() { return Ok(()) },
+                r = self.visible.changed() => if r.is_err() { return Ok(()) },
+                d = self.done.recv() => match d {
+                    Some((w, r)) => self.finished(w, r)?,
+                    None => return Ok(()),
+                },
+                // Written but not readable yet (should not happen): do not spin.
+                _ = tokio::time::sleep(Duration::from_millis(5)), if stalled => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)), if self.schema_retry => {}
                 _ = stop.cancelled() => return Ok(()),
             }
         }
     }
 
-    /// Applies a group of consecutive committed transactions (ending at
-    /// `lsn`) as one, retrying transient failures in order. A permanent
-    /// failure of a group of several is narrowed down by applying its
-    /// transactions one by one.
+    /// Reads records up to `target` (never past it: beyond, the writer may
+    /// be mid-write into zero-filled space).
+    fn read(&mut self, r: &mut Reader, target: Lsn) -> Result<(), ApplierError> {
+        r.drop_buffer()?;
+        while self.read_to < target {
+            let Some((lsn, bytes)) = r.next_record()? else {
+                break;
+            };
+            self.read_to = lsn;
+            match JournalRecord::decode(&bytes) {
+                Ok(JournalRecord::Intent { token, txn }) => {
+                    if self.applied.remove(&lsn) {
+                        // Applied before the restart (parallel apply).
+                        continue;
+                    }
+                    self.pending.insert(lsn, Ok(txn));
+                    if token == 0 {
+                        self.outcomes.insert(lsn, true);
+                    }
+                }
+                Ok(JournalRecord::Outcome {
+                    intent,
+                    committed,
+                    at_us,
+                }) => {
+                    if let Some(entry) = self.pending.get_mut(&intent) {
+                        self.outcomes.insert(intent, committed);
+                        if let (true, Ok(txn)) = (at_us > 0, entry) {
+                            // Lag counts from the primary's answer.
+                            txn.committed_at_us = at_us;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Dead-lettered in its place in the order.
+                    self.pending.insert(lsn, Err(e.to_string()));
+                    self.outcomes.insert(lsn, true);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands out resolved intents in LSN order until one has to wait.
+    async fn dispatch(&mut self) -> Result<(), ApplierError> {
+        while !self.exclusive {
+            let Some((&lsn, entry)) = self.pending.first_key_value() else {
+                break;
+            };
+            let Some(&committed) = self.outcomes.get(&lsn) else {
+                break;
+            };
+            if !committed {
+                self.outcomes.remove(&lsn);
+                self.pending.pop_first();
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let alone = match entry {
+                Err(_) => true,
+                Ok(txn) => txn.statements.iter().any(|s| s.ddl),
+            };
+            if alone {
+                if !self.inflight.is_idle() {
+                    break;
+                }
+                let Some((_, entry)) = self.pending.pop_first() else {
+                    break;
+                };
+                self.outcomes.remove(&lsn);
+                let (txns, dead) = match entry {
+                    Ok(txn) => (vec![(lsn, txn)], None),
+                    Err(reason) => {
+                        if lsn > self.journal.durable_lsn() {
+                            // Only a durable LSN may become the position.
+                            self.journal.sync().await?;
+                        }
+                        (Vec::new(), Some((lsn, reason)))
+                    }
+                };
+                self.exclusive = true;
+                self.inflight.add(0, &WriteSet::Barrier);
+                self.running[0] = Some(vec![(lsn, WriteSet::Barrier)]);
+                self.send(
+                    0,
+                    Job {
+                        txns,
+                        dead,
+                        position: Position::Contiguous,
+                        first_after_start: self.first_after_start,
+                        cleanup: None,
+                    },
+                );
+                return Ok(());
+            }
+            let ws = match self.head.take() {
+                Some((l, ws)) if l == lsn => ws,
+                _ => match entry {
+                    Ok(txn) => {
+                        let txn = txn.clone();
+                        match self.write_set(&txn).await {
+                            Some(ws) => ws,
+                            None => {
+                                self.schema_retry = true;
+                                break;
+                            }
+                        }
+                    }
+                    Err(_) => WriteSet::Barrier,
+                },
+            };
+            let w = match self.inflight.place(&ws) {
+                Placement::Worker(w) => w,
+                Placement::Wait => {
+                    self.head = Some((lsn, ws));
+                    break;
+                }
+            };
+            let Some((_, Ok(txn))) = self.pending.pop_first() else {
+                break;
+            };
+            self.outcomes.remove(&lsn);
+            self.inflight.add(w, &ws);
+            self.queued[w].push_back((lsn, txn, ws));
+        }
+        for w in 0..self.jobs.len() {
+            if self.running[w].is_none() && !self.queued[w].is_empty() {
+                self.start(w);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts worker `w` on what is queued for it (one group).
+    fn start(&mut self, w: usize) {
+        let mut txns = Vec::new();
+        let mut keys = Vec::new();
+        let mut bytes = 0usize;
+        while let Some((_, txn, _)) = self.queued[w].front() {
+            if !txns.is_empty() && (txns.len() >= MAX_GROUP || bytes >= MAX_GROUP_BYTES) {
+                break;
+            }
+            bytes += txn.statements.iter().map(|s| s.sql.len()).sum::<usize>();
+            let Some((lsn, txn, ws)) = self.queued[w].pop_front() else {
+                break;
+            };
+            txns.push((lsn, txn));
+            keys.push((lsn, ws));
+        }
+        let Some(&(last, _)) = txns.last() else {
+            return;
+        };
+        // Counted as outstanding from here on (the low-water mark below
+        // must stay under this job's LSNs).
+        self.running[w] = Some(keys);
+        let busy = self.running.iter().filter(|r| r.is_some()).count() as u64;
+        self.stats.parallel_peak.fetch_max(busy, Ordering::Relaxed);
+        // Contiguous when nothing below `last` is outstanding elsewhere.
+        let others = self.outstanding_min(Some(w));
+        let position = match others {
+            Some(m) if m < last => Position::Sparse { lwm: self.lwm() },
+            _ => Position::Contiguous,
+        };
+        let cleanup = (self.stored >= self.cleaned + CLEANUP_EVERY).then(|| {
+            self.cleaned = self.stored;
+            self.stored
+        });
+        self.send(
+            w,
+            Job {
+                txns,
+                dead: None,
+                position,
+                first_after_start: self.first_after_start,
+                cleanup,
+            },
+        );
+    }
+
+    fn send(&mut self, w: usize, job: Job) {
+        // A worker only goes away with the applier.
+        let _ = self.jobs[w].send(job);
+    }
+
+    /// Lowest LSN not yet applied among intents read (pending, queued,
+    /// running), leaving out worker `except`'s queue and job.
+    fn outstanding_min(&self, except: Option<usize>) -> Option<Lsn> {
+        let mut min = self.pending.first_key_value().map(|(l, _)| *l);
+        for w in 0..self.queued.len() {
+            if Some(w) == except {
+                continue;
+            }
+            let q = self.queued[w].front().map(|(l, _, _)| *l);
+            let r = self.running[w]
+                .as_ref()
+                .and_then(|j| j.first())
+                .map(|(l, _)| *l);
+            for l in [q, r].into_iter().flatten() {
+                min = Some(min.map_or(l, |m: Lsn| m.min(l)));
+            }
+        }
+        min
+    }
+
+    /// Every intent at or below this is applied (or skipped).
+    fn lwm(&self) -> Lsn {
+        match self.outstanding_min(None) {
+            Some(m) => m - 1,
+            None => self.read_to,
+        }
+    }
+
+    fn finished(
+        &mut self,
+        w: usize,
+        r: Result<(Outcome, Lsn), ApplierError>,
+    ) -> Result<(), ApplierError> {
+        let (outcome, pos) = r?;
+        if outcome == Outcome::Stopped {
+            return Ok(());
+        }
+        if let Some(keys) = self.running[w].take() {
+            for (_, ws) in &keys {
+                self.inflight.remove(w, ws);
+            }
+        }
+        if self.exclusive {
+            // DDL changes what tables look like.
+            self.schema.tables.clear();
+            self.exclusive = false;
+        }
+        self.first_after_start = false;
+        self.stored = self.stored.max(pos);
+        if !self.queued[w].is_empty() {
+            self.start(w);
+        }
+        Ok(())
+    }
+
+    /// Counters, and the journal truncated below the stored position.
+    async fn publish(&mut self) {
+        let waiting = self.pending.len() + self.queued.iter().map(VecDeque::len).sum::<usize>();
+        self.stats.waiting.store(waiting as u64, Ordering::Relaxed);
+        self.stats.applied_lsn.store(self.lwm(), Ordering::Relaxed);
+        if self.stored > self.truncated {
+            self.truncated = self.stored;
+            self.journal.truncate_before(self.stored + 1).await;
+        }
+    }
+
+    /// What `txn` writes (see `writeset`); None when the secondary's schema
+    /// could not be read.
+    async fn write_set(&mut self, txn: &MirrorTxn) -> Option<WriteSet> {
+        let mut acc = Vec::new();
+        for st in &txn.statements {
+            let shape = writeset::shape_of(&st.sql, &mut self.toks);
+            let Some((db, table)) = writeset::shape_table(&shape) else {
+                return Some(WriteSet::Barrier);
+            };
+            let Some(db) = db
+                .clone()
+                .or_else(|| st.db.clone())
+                .or_else(|| self.cfg.secondary.database.clone())
+            else {
+                return Some(WriteSet::Barrier);
+            };
+            let info = self
+                .schema
+                .info(
+                    &self.cfg.secondary,
+                    &db,
+                    table,
+                    self.cfg.attempt_timeout.min(Duration::from_secs(5)),
+                )
+                .await?;
+            let id = writeset::table_id(&db, table);
+            if writeset::accesses(&shape, &info, id, &mut acc).is_none() {
+                return Some(WriteSet::Barrier);
+            }
+        }
+        acc.sort_unstable_by_key(|a| match a {
+            Access::Row(t, k) => (*t, 1, *k),
+            Access::Table(t) => (*t, 0, 0),
+        });
+        acc.dedup();
+        Some(WriteSet::Accesses(acc))
+    }
+}
+
+/// One apply connection and its session state.
+struct Worker {
+    index: usize,
+    cfg: Arc<ApplierConfig>,
+    stats: Arc<ApplierStats>,
+    conn: Option<Conn>,
+    /// Session state last set on `conn` (avoids re-sending unchanged SETs).
+    current_db: Option<String>,
+    session: Vec<(String, String)>,
+    /// The connection's TIMESTAMP may be pinned (reset before an unpinned
+    /// statement).
+    ts_pinned: bool,
+}
+
+impl Worker {
+    fn new(index: usize, cfg: Arc<ApplierConfig>, stats: Arc<ApplierStats>) -> Self {
+        Self {
+            index,
+            cfg,
+            stats,
+            conn: None,
+            current_db: None,
+            session: Vec::new(),
+            ts_pinned: true,
+        }
+    }
+
+    /// Applies a job; returns the position it stored.
+    async fn run_job(
+        &mut self,
+        stop: &CancellationToken,
+        job: Job,
+    ) -> Result<(Outcome, Lsn), ApplierError> {
+        if let Some((lsn, reason)) = job.dead {
+            self.permanent(lsn, None, &reason, job.position).await?;
+            return Ok((Outcome::Done, lsn));
+        }
+        let Some(&(last, _)) = job.txns.last() else {
+            return Ok((Outcome::Done, 0));
+        };
+        let outcome = self
+            .apply_group(
+                stop,
+                &job.txns,
+                job.position,
+                job.first_after_start,
+                job.cleanup,
+            )
+            .await?;
+        let stored = match job.position {
+            Position::Contiguous => last,
+            Position::Sparse { lwm } => lwm,
+        };
+        Ok((outcome, stored))
+    }
+
+    /// Applies a group of committed transactions (ending at `lsn`) as one,
+    /// retrying transient failures in order. A permanent failure of a group
+    /// of several is narrowed down by applying its transactions one by one.
     async fn apply_group(
         &mut self,
         stop: &CancellationToken,
         group: &[(Lsn, MirrorTxn)],
+        position: Position,
         first_after_start: bool,
+        cleanup: Option<Lsn>,
     ) -> Result<Outcome, ApplierError> {
         let Some(&(lsn, _)) = group.last() else {
             return Ok(Outcome::Done);
         };
         let txns: Vec<&MirrorTxn> = group.iter().map(|(_, t)| t).collect();
+        let lsns: Vec<Lsn> = group.iter().map(|(l, _)| *l).collect();
         let mut attempt = 0u32;
         loop {
             let timeout = self.cfg.attempt_timeout;
             let tried = match tokio::time::timeout(timeout, async {
                 // After a failure the COMMIT may have succeeded with its
                 // answer lost: the stored position says whether it did.
-                if attempt > 0 && self.load_position().await? >= lsn {
+                if attempt > 0 && self.is_applied(lsn).await? {
                     return Ok(true);
                 }
-                self.try_apply(lsn, &txns, first_after_start)
+                self.try_apply(&lsns, &txns, position, first_after_start, cleanup)
                     .await
                     .map(|_| false)
             })
@@ -460,7 +913,7 @@ impl Applier {
                     if let Some(t) = txns.last() {
                         self.stats
                             .last_committed_at_us
-                            .store(t.committed_at_us, Ordering::Relaxed);
+                            .fetch_max(t.committed_at_us, Ordering::Relaxed);
                     }
                     return Ok(Outcome::Done);
                 }
@@ -478,7 +931,9 @@ impl Applier {
                         let r = Box::pin(self.apply_group(
                             stop,
                             std::slice::from_ref(one),
+                            position,
                             first_after_start,
+                            None,
                         ))
                         .await?;
                         if r == Outcome::Stopped {
@@ -489,7 +944,7 @@ impl Applier {
                 }
                 Err(e) => {
                     let _ = self.rollback().await;
-                    self.permanent(lsn, txns.first().copied(), &e.to_string())
+                    self.permanent(lsn, txns.first().copied(), &e.to_string(), position)
                         .await?;
                     return Ok(Outcome::Done);
                 }
@@ -497,14 +952,16 @@ impl Applier {
         }
     }
 
-    /// Applies `txns` (consecutive committed transactions ending at `lsn`)
-    /// as one secondary transaction with the position update, sent as one
-    /// multi-statement script: one round trip however many statements.
+    /// Applies `txns` (committed transactions at `lsns`) as one secondary
+    /// transaction with the position update, sent as one multi-statement
+    /// script: one round trip however many statements.
     async fn try_apply(
         &mut self,
-        lsn: Lsn,
+        lsns: &[Lsn],
         txns: &[&MirrorTxn],
+        position: Position,
         first_after_start: bool,
+        cleanup: Option<Lsn>,
     ) -> Result<(), mysql_async::Error> {
         let last_commit = txns.last().map_or(0, |t| t.committed_at_us);
         let ddl_only = txns.len() == 1
@@ -521,12 +978,16 @@ impl Applier {
                     Err(mysql_async::Error::Server(e))
                         if first_after_start && is_replayed_ddl(e.code) =>
                     {
-                        info!(lsn, code = e.code, "DDL already applied before the restart");
+                        info!(
+                            lsn = lsns.last().copied().unwrap_or_default(),
+                            code = e.code,
+                            "DDL already applied before the restart"
+                        );
                     }
                     other => other?,
                 }
             }
-            return self.store_position(lsn, last_commit).await;
+            return self.store_position(lsns, last_commit, position).await;
         }
         // Statements are separated by "\n;\n" so a trailing `--` comment
         // cannot swallow the separator.
@@ -539,7 +1000,16 @@ impl Applier {
                 script.extend_from_slice(b"\n;\n");
             }
         }
-        script.extend_from_slice(self.position_sql(lsn, last_commit).as_bytes());
+        if let Some(below) = cleanup {
+            script.extend_from_slice(
+                format!(
+                    "DELETE FROM {} WHERE lsn <= {below};\n",
+                    applied_table(&self.cfg.secondary)
+                )
+                .as_bytes(),
+            );
+        }
+        script.extend_from_slice(self.position_sql(lsns, last_commit, position).as_bytes());
         script.extend_from_slice(b";\nCOMMIT");
         let r = self.conn().await?.query_drop(script).await;
         if r.is_err() {
@@ -606,30 +1076,77 @@ impl Applier {
         out
     }
 
-    async fn load_position(&mut self) -> Result<Lsn, mysql_async::Error> {
-        let create = create_position_sql(&self.cfg.secondary);
-        let select = format!(
-            "SELECT lsn FROM {} WHERE id = 1",
-            position_table(&self.cfg.secondary)
-        );
+    /// The stored position (highest over the workers' rows) and the
+    /// intents above it that are applied already.
+    async fn load_position(&mut self) -> Result<(Lsn, HashSet<Lsn>), mysql_async::Error> {
+        let b = self.cfg.secondary.clone();
         let conn = self.conn().await?;
-        conn.query_drop(create).await?;
-        let lsn: Option<u64> = conn.query_first(select).await?;
-        Ok(lsn.unwrap_or(0))
+        conn.query_drop(create_position_sql(&b)).await?;
+        conn.query_drop(create_applied_sql(&b)).await?;
+        let lsn: Option<Option<u64>> = conn
+            .query_first(format!("SELECT MAX(lsn) FROM {}", position_table(&b)))
+            .await?;
+        let lsn = lsn.flatten().unwrap_or(0);
+        let above: Vec<u64> = conn
+            .query(format!(
+                "SELECT lsn FROM {} WHERE lsn > {lsn}",
+                applied_table(&b)
+            ))
+            .await?;
+        Ok((lsn, above.into_iter().collect()))
     }
 
-    /// The upsert of the applied position (qualified with the secondary
-    /// URL's database, whatever the mirrored statements selected).
-    fn position_sql(&self, lsn: Lsn, committed_at_us: i64) -> String {
-        upsert_position_sql(&self.cfg.secondary, lsn, committed_at_us)
+    /// Whether the transaction at `lsn` is applied on the secondary.
+    async fn is_applied(&mut self, lsn: Lsn) -> Result<bool, mysql_async::Error> {
+        let b = self.cfg.secondary.clone();
+        let (lsn_max, _) = self.load_position().await?;
+        if lsn_max >= lsn {
+            return Ok(true);
+        }
+        let found: Option<u64> = self
+            .conn()
+            .await?
+            .query_first(format!(
+                "SELECT lsn FROM {} WHERE lsn = {lsn}",
+                applied_table(&b)
+            ))
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// The statements recording that `lsns` are applied (this worker's row
+    /// of the position table; under `Sparse` also the LSNs themselves),
+    /// separated by `;\n`.
+    fn position_sql(&self, lsns: &[Lsn], committed_at_us: i64, position: Position) -> String {
+        let b = &self.cfg.secondary;
+        let id = self.index + 1;
+        match position {
+            Position::Contiguous => {
+                let lsn = lsns.last().copied().unwrap_or_default();
+                advance_position_sql(b, id, lsn, committed_at_us)
+            }
+            Position::Sparse { lwm } => {
+                let values: Vec<String> = lsns.iter().map(|l| format!("({l})")).collect();
+                format!(
+                    "INSERT INTO {} (lsn) VALUES {};\n{}",
+                    applied_table(b),
+                    values.join(", "),
+                    advance_position_sql(b, id, lwm, committed_at_us)
+                )
+            }
+        }
     }
 
     async fn store_position(
         &mut self,
-        lsn: Lsn,
+        lsns: &[Lsn],
         committed_at_us: i64,
+        position: Position,
     ) -> Result<(), mysql_async::Error> {
-        let sql = self.position_sql(lsn, committed_at_us);
+        let sql = format!(
+            "START TRANSACTION;\n{};\nCOMMIT",
+            self.position_sql(lsns, committed_at_us, position)
+        );
         self.conn().await?.query_drop(sql).await
     }
 
@@ -639,6 +1156,7 @@ impl Applier {
         lsn: Lsn,
         txn: Option<&MirrorTxn>,
         reason: &str,
+        position: Position,
     ) -> Result<(), ApplierError> {
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         let tables: Vec<String> = txn
@@ -662,16 +1180,24 @@ impl Applier {
                 .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
                 .collect::<Vec<_>>()),
         });
-        if let Some(dir) = self.cfg.dead_letter.parent() {
-            std::fs::create_dir_all(dir).map_err(ApplierError::DeadLetter)?;
+        {
+            // Workers share the file: one line at a time.
+            let _guard = self
+                .stats
+                .dead_letter_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(dir) = self.cfg.dead_letter.parent() {
+                std::fs::create_dir_all(dir).map_err(ApplierError::DeadLetter)?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.cfg.dead_letter)
+                .map_err(ApplierError::DeadLetter)?;
+            writeln!(f, "{entry}").map_err(ApplierError::DeadLetter)?;
+            f.sync_data().map_err(ApplierError::DeadLetter)?;
         }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.cfg.dead_letter)
-            .map_err(ApplierError::DeadLetter)?;
-        writeln!(f, "{entry}").map_err(ApplierError::DeadLetter)?;
-        f.sync_data().map_err(ApplierError::DeadLetter)?;
         warn!(
             lsn,
             reason,
@@ -685,13 +1211,23 @@ impl Applier {
             });
         }
         let committed = txn.map_or(0, |t| t.committed_at_us);
-        self.store_position_retrying(lsn, committed).await
+        let mut attempt = 0;
+        loop {
+            match self.store_position(&[lsn], committed, position).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_transient(&e) => {
+                    attempt += 1;
+                    self.wait_after(attempt, &e).await;
+                }
+                Err(e) => return Err(ApplierError::Secondary(e.to_string())),
+            }
+        }
     }
 
     async fn load_position_retrying(
         &mut self,
         stop: &CancellationToken,
-    ) -> Result<Lsn, ApplierError> {
+    ) -> Result<(Lsn, HashSet<Lsn>), ApplierError> {
         let mut attempt = 0;
         loop {
             match self.load_position().await {
@@ -705,29 +1241,11 @@ impl Applier {
         }
     }
 
-    async fn store_position_retrying(
-        &mut self,
-        lsn: Lsn,
-        committed: i64,
-    ) -> Result<(), ApplierError> {
-        let mut attempt = 0;
-        loop {
-            match self.store_position(lsn, committed).await {
-                Ok(()) => return Ok(()),
-                Err(e) if is_transient(&e) => {
-                    attempt += 1;
-                    self.wait_after(attempt, &e).await;
-                }
-                Err(e) => return Err(ApplierError::Secondary(e.to_string())),
-            }
-        }
-    }
-
     async fn wait_after(&mut self, attempt: u32, e: &mysql_async::Error) {
         self.stats.retried.fetch_add(1, Ordering::Relaxed);
         self.drop_conn();
         let wait = backoff(attempt);
-        warn!(attempt, error = %e, ?wait, "secondary unavailable; retrying in order");
+        warn!(attempt, error = %e, ?wait, worker = self.index, "secondary unavailable; retrying in order");
         tokio::time::sleep(wait).await;
     }
 
@@ -814,6 +1332,32 @@ fn create_position_sql(b: &BackendConfig) -> String {
     )
 }
 
+/// `db`.`_tandem_applied` on `b`: intents applied above the stored
+/// position (parallel apply commits out of journal order).
+fn applied_table(b: &BackendConfig) -> String {
+    match &b.database {
+        Some(db) => format!("`{}`.`{APPLIED_TABLE}`", db.replace('`', "``")),
+        None => format!("`{APPLIED_TABLE}`"),
+    }
+}
+
+fn create_applied_sql(b: &BackendConfig) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (lsn BIGINT UNSIGNED PRIMARY KEY) ENGINE=InnoDB",
+        applied_table(b)
+    )
+}
+
+/// Moves row `id` (one per apply connection) of the position table up to
+/// `lsn` (never down).
+fn advance_position_sql(b: &BackendConfig, id: usize, lsn: Lsn, committed_at_us: i64) -> String {
+    format!(
+        "INSERT INTO {} (id, lsn, committed_at_us) VALUES ({id}, {lsn}, {committed_at_us}) \
+         ON DUPLICATE KEY UPDATE lsn = GREATEST(lsn, VALUES(lsn)), committed_at_us = VALUES(committed_at_us)",
+        position_table(b)
+    )
+}
+
 fn upsert_position_sql(b: &BackendConfig, lsn: Lsn, committed_at_us: i64) -> String {
     format!(
         "INSERT INTO {} (id, lsn, committed_at_us) VALUES (1, {lsn}, {committed_at_us}) \
@@ -830,6 +1374,11 @@ pub async fn seed_position(
     lsn: Lsn,
 ) -> Result<(), mysql_async::Error> {
     conn.query_drop(create_position_sql(b)).await?;
+    conn.query_drop(create_applied_sql(b)).await?;
+    conn.query_drop(format!("DELETE FROM {} WHERE id <> 1", position_table(b)))
+        .await?;
+    conn.query_drop(format!("DELETE FROM {}", applied_table(b)))
+        .await?;
     conn.query_drop(upsert_position_sql(b, lsn, super::now_us()))
         .await
 }

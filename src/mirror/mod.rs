@@ -16,6 +16,7 @@ pub mod journal;
 pub mod record;
 pub mod runtime;
 pub mod sync;
+pub mod writeset;
 
 use journal::{Journal, JournalError, Lsn};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -147,6 +147,8 @@ pub struct Mirror {
     /// it copied them.
     table_writes: Mutex<HashMap<String, Lsn>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Secondary connections the applier uses.
+    apply_workers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +260,7 @@ impl Mirror {
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
             reads_time: Mutex::new(HashMap::new()),
+            apply_workers: cfg.apply_workers,
             table_writes: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(writer)),
         });
@@ -287,6 +290,7 @@ impl Mirror {
                 dead_letter: self.journal_dir.join("dead-letter.jsonl"),
                 on_permanent_error: OnPermanentError::Continue,
                 attempt_timeout: Duration::from_secs(30),
+                workers: self.apply_workers,
             },
             self.journal.clone(),
             self.applier.clone(),
@@ -687,6 +691,8 @@ impl Mirror {
             "in_doubt": get(&c.in_doubt),
             "applied": get(&a.applied),
             "applied_lsn": get(&a.applied_lsn),
+            "apply_workers": self.apply_workers,
+            "apply_parallel_peak": get(&a.parallel_peak),
             "retried": get(&a.retried),
             "dead_lettered": get(&a.dead_lettered),
             "skipped": get(&a.skipped),

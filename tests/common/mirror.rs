@@ -346,9 +346,22 @@ async fn one_txn(c: &mut Conn, rng: &mut rand::rngs::StdRng) -> Result<bool, mys
             )
             .await?;
         }
-        23..=37 => {
+        23..=30 => {
             c.query_drop(format!("UPDATE acct SET x = x + 1 WHERE id = {id}"))
                 .await?;
+        }
+        31..=37 => {
+            // Not commutative: the secondary only ends equal if it applied
+            // the updates of each row in the primary's order.
+            let step = rng.random_range(1..1000u32);
+            c.query_drop(format!(
+                "UPDATE acct SET x = (x * 3 + {step}) % 1000003 WHERE id = {id}"
+            ))
+            .await?;
+            c.query_drop(format!(
+                "UPDATE kv SET v = (v * 7 + {step}) % 1000003 WHERE k = {k}"
+            ))
+            .await?;
         }
         38..=42 => {
             c.query_drop(format!("DELETE FROM acct WHERE id = {id}"))

@@ -1,0 +1,159 @@
+use super::*;
+
+fn sh(sql: &str) -> Shape {
+    let mut toks = Vec::new();
+    shape_of(sql.as_bytes(), &mut toks)
+}
+
+fn t(name: &str) -> TableName {
+    (None, name.to_string())
+}
+
+fn rows_info() -> TableInfo {
+    TableInfo::Rows { pk: "id".into() }
+}
+
+fn acc(sql: &str, info: &TableInfo) -> Option<Vec<Access>> {
+    let mut out = Vec::new();
+    accesses(&sh(sql), info, 7, &mut out).map(|_| out)
+}
+
+#[test]
+fn point_updates_and_deletes_are_single_rows() {
+    assert_eq!(
+        sh("UPDATE sbtest1 SET k=k+1 WHERE id=5012"),
+        Shape::Single {
+            table: t("sbtest1"),
+            point: Some(("id".into(), 5012)),
+            assigns: vec!["k".into()]
+        }
+    );
+    assert_eq!(
+        acc(
+            "UPDATE `sbtest1` SET c='x, y', pad = 'z' WHERE `ID` = '42' LIMIT 1;",
+            &rows_info()
+        ),
+        Some(vec![Access::Row(7, 42)])
+    );
+    assert_eq!(
+        acc("DELETE FROM shop.orders WHERE id = 9", &rows_info()),
+        Some(vec![Access::Row(7, 9)])
+    );
+    assert_eq!(
+        sh("DELETE FROM shop.orders WHERE id = 9"),
+        Shape::Single {
+            table: (Some("shop".into()), "orders".into()),
+            point: Some(("id".into(), 9)),
+            assigns: vec![]
+        }
+    );
+}
+
+#[test]
+fn anything_wider_than_one_known_row_is_the_whole_table() {
+    let info = rows_info();
+    for sql in [
+        "UPDATE t SET id = id + 1 WHERE id = 3",
+        "UPDATE t SET t.id = 4 WHERE id = 3",
+        "UPDATE t SET x = 1 WHERE id = 3 OR id = 4",
+        "UPDATE t SET x = 1 WHERE id > 3",
+        "UPDATE t SET x = 1 WHERE other = 3",
+        "UPDATE t SET x = 1 WHERE id = -3",
+        "UPDATE t SET x = 1 WHERE id = 3.5",
+        "UPDATE t SET x = 1 WHERE id = 3 ORDER BY x LIMIT 1",
+        "UPDATE t SET x = 1",
+        "DELETE FROM t",
+        "DELETE FROM t WHERE id IN (1, 2)",
+        "DELETE FROM t ORDER BY id LIMIT 3",
+        "INSERT INTO t (x) VALUES (1)",
+        "INSERT INTO t (id, x) VALUES (1 + 1, 2)",
+        "INSERT INTO t (id, x) VALUES (1, 2), (LAST_INSERT_ID(), 3)",
+        "INSERT INTO t VALUES (1, 2)",
+        "INSERT INTO t SET id = 1, x = 2",
+    ] {
+        assert_eq!(acc(sql, &info), Some(vec![Access::Table(7)]), "{sql}");
+    }
+    // Point writes of a table keyed otherwise.
+    assert_eq!(
+        acc("UPDATE t SET x = 1 WHERE id = 3", &TableInfo::Whole),
+        Some(vec![Access::Table(7)])
+    );
+}
+
+#[test]
+fn inserts_name_every_row() {
+    assert_eq!(
+        acc(
+            "INSERT INTO sbtest1 (id, k, c, pad) VALUES (4998, 5034, 'a(b', 'c'), ('5', CONCAT('x', 'y'), '', '')",
+            &rows_info()
+        ),
+        Some(vec![Access::Row(7, 4998), Access::Row(7, 5)])
+    );
+    assert_eq!(
+        acc("REPLACE INTO t (x, id) VALUES (NOW(6), 3)", &rows_info()),
+        Some(vec![Access::Row(7, 3)])
+    );
+    assert_eq!(
+        acc(
+            "INSERT IGNORE INTO t (id, n) VALUES (3, 1) ON DUPLICATE KEY UPDATE n = n + VALUES(n)",
+            &rows_info()
+        ),
+        Some(vec![Access::Row(7, 3)])
+    );
+}
+
+#[test]
+fn reads_joins_and_unknown_tables_are_barriers() {
+    let info = rows_info();
+    for sql in [
+        "UPDATE t SET x = (SELECT MAX(y) FROM u) WHERE id = 1",
+        "INSERT INTO t (id) SELECT id FROM u",
+        "UPDATE t JOIN u ON t.id = u.id SET t.x = 1 WHERE t.id = 1",
+        "UPDATE t, u SET t.x = 1 WHERE t.id = 1",
+        "UPDATE t AS a SET x = 1 WHERE id = 1",
+        "DELETE t FROM t JOIN u ON t.id = u.id",
+        "DELETE FROM t USING t JOIN u",
+        "UPDATE t SET x = 1 WHERE id = 1; DELETE FROM u",
+        "UPDATE t SET x = ? WHERE id = 1",
+        "CALL p()",
+        "LOAD DATA INFILE 'f' INTO TABLE t",
+        "",
+    ] {
+        assert_eq!(acc(sql, &info), None, "{sql}");
+    }
+    assert_eq!(
+        acc("UPDATE t SET x = 1 WHERE id = 1", &TableInfo::Barrier),
+        None
+    );
+}
+
+#[test]
+fn placement_keeps_conflicting_transactions_on_one_worker() {
+    let mut f = InFlight::new(3);
+    let a = WriteSet::Accesses(vec![Access::Row(1, 10)]);
+    let b = WriteSet::Accesses(vec![Access::Row(1, 11)]);
+    let whole = WriteSet::Accesses(vec![Access::Table(1)]);
+    let other = WriteSet::Accesses(vec![Access::Table(2)]);
+    assert_eq!(f.place(&a), Placement::Worker(0));
+    f.add(0, &a);
+    // An independent row goes to the least loaded worker.
+    assert_eq!(f.place(&b), Placement::Worker(1));
+    f.add(1, &b);
+    // The same row queues behind its holder.
+    assert_eq!(f.place(&a), Placement::Worker(0));
+    // The whole table conflicts with two workers: it waits.
+    assert_eq!(f.place(&whole), Placement::Wait);
+    assert_eq!(f.place(&other), Placement::Worker(2));
+    // A barrier waits for everything outside worker 0.
+    assert_eq!(f.place(&WriteSet::Barrier), Placement::Wait);
+    f.remove(1, &b);
+    assert_eq!(f.place(&whole), Placement::Worker(0));
+    assert_eq!(f.place(&WriteSet::Barrier), Placement::Worker(0));
+    f.add(0, &WriteSet::Barrier);
+    // Behind a barrier, everything goes to its worker.
+    assert_eq!(f.place(&other), Placement::Worker(0));
+    f.remove(0, &WriteSet::Barrier);
+    f.remove(0, &a);
+    assert!(f.is_idle());
+    assert!(f.rows.is_empty() && f.tables.is_empty());
+}
