@@ -177,6 +177,9 @@ pub struct Applier {
 const POSITION_TABLE: &str = "_tandem_position";
 const APPLIED_TABLE: &str = "_tandem_applied";
 
+/// How often the journal is asked to delete applied segments.
+const TRUNCATE_EVERY: Duration = Duration::from_millis(100);
+
 /// Most apply connections.
 pub const MAX_WORKERS: usize = 32;
 
@@ -321,6 +324,7 @@ impl Applier {
             read_to: stored,
             stored,
             truncated: stored,
+            truncated_at: std::time::Instant::now(),
             cleaned: stored,
             first_after_start: true,
             schema: Schema::default(),
@@ -461,6 +465,7 @@ struct Coordinator {
     /// Highest position stored on the secondary.
     stored: Lsn,
     truncated: Lsn,
+    truncated_at: std::time::Instant,
     cleaned: Lsn,
     first_after_start: bool,
     schema: Schema,
@@ -756,8 +761,11 @@ impl Coordinator {
         let waiting = self.pending.len() + self.queued.iter().map(VecDeque::len).sum::<usize>();
         self.stats.waiting.store(waiting as u64, Ordering::Relaxed);
         self.stats.applied_lsn.store(self.lwm(), Ordering::Relaxed);
-        if self.stored > self.truncated {
+        // Segments are deleted whole: asking after every group would only
+        // cost the writer thread a wake-up each time.
+        if self.stored > self.truncated && self.truncated_at.elapsed() >= TRUNCATE_EVERY {
             self.truncated = self.stored;
+            self.truncated_at = std::time::Instant::now();
             self.journal.truncate_before(self.stored + 1).await;
         }
     }

@@ -413,6 +413,10 @@ pub struct InFlight {
     tables: HashMap<u64, Vec<(usize, usize)>>,
 }
 
+/// Transactions a worker takes on (applying and queued) before independent
+/// ones go to another worker.
+pub const FILL: usize = 4;
+
 /// Where a transaction can go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -489,9 +493,9 @@ impl InFlight {
         set
     }
 
-    /// Where `ws` may go: the one worker it conflicts with, else the least
-    /// loaded one (a barrier only to worker 0, once nothing else is in
-    /// flight elsewhere).
+    /// Where `ws` may go: the one worker it conflicts with, else the
+    /// busiest one below `FILL`, else the least loaded one (a barrier only
+    /// to worker 0, once nothing else is in flight elsewhere).
     pub fn place(&self, ws: &WriteSet) -> Placement {
         let set = self.conflicts(ws);
         if matches!(ws, WriteSet::Barrier) {
@@ -503,8 +507,15 @@ impl InFlight {
         }
         match set.count_ones() {
             0 => {
-                let w = (0..self.load.len())
-                    .min_by_key(|w| self.load[*w])
+                // The busiest worker with room: its next group grows (one
+                // secondary commit for many transactions) instead of every
+                // transaction becoming a group of its own; past `FILL`,
+                // the least loaded one, so waiting stays short.
+                let n = self.load.len();
+                let w = (0..n)
+                    .filter(|w| self.load[*w] < FILL)
+                    .max_by_key(|w| (self.load[*w], n - w))
+                    .or_else(|| (0..n).min_by_key(|w| self.load[*w]))
                     .unwrap_or(0);
                 Placement::Worker(w)
             }

@@ -136,14 +136,20 @@ fn placement_keeps_conflicting_transactions_on_one_worker() {
     let other = WriteSet::Accesses(vec![Access::Table(2)]);
     assert_eq!(f.place(&a), Placement::Worker(0));
     f.add(0, &a);
-    // An independent row goes to the least loaded worker.
+    // An independent row joins the busiest worker with room…
+    assert_eq!(f.place(&b), Placement::Worker(0));
+    for i in 1..FILL as u64 {
+        f.add(0, &WriteSet::Accesses(vec![Access::Row(9, i)]));
+    }
+    // … and once it is full, the least loaded one.
     assert_eq!(f.place(&b), Placement::Worker(1));
     f.add(1, &b);
     // The same row queues behind its holder.
     assert_eq!(f.place(&a), Placement::Worker(0));
     // The whole table conflicts with two workers: it waits.
     assert_eq!(f.place(&whole), Placement::Wait);
-    assert_eq!(f.place(&other), Placement::Worker(2));
+    // Independent: worker 0 is full, worker 1 has room.
+    assert_eq!(f.place(&other), Placement::Worker(1));
     // A barrier waits for everything outside worker 0.
     assert_eq!(f.place(&WriteSet::Barrier), Placement::Wait);
     f.remove(1, &b);
@@ -154,6 +160,9 @@ fn placement_keeps_conflicting_transactions_on_one_worker() {
     assert_eq!(f.place(&other), Placement::Worker(0));
     f.remove(0, &WriteSet::Barrier);
     f.remove(0, &a);
+    for i in 1..FILL as u64 {
+        f.remove(0, &WriteSet::Accesses(vec![Access::Row(9, i)]));
+    }
     assert!(f.is_idle());
     assert!(f.rows.is_empty() && f.tables.is_empty());
 }
