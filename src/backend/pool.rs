@@ -33,6 +33,9 @@ impl PoolKey {
     }
 }
 
+/// Most connections to one backend being opened at the same moment.
+const MAX_CONNECTING: usize = 32;
+
 pub struct Pool {
     cfg: BackendConfig,
     connect_timeout: Duration,
@@ -40,6 +43,11 @@ pub struct Pool {
     idle_timeout: Duration,
     /// One permit per open (leased, idle or resetting) connection.
     slots: Arc<Semaphore>,
+    /// Connections being opened at once. A storm of new clients would
+    /// otherwise overflow the server's accept queue (MariaDB's `back_log`
+    /// is 80 by default), and the dropped SYNs are retried by the kernel
+    /// only after 1 s, 3 s, 7 s: past `connect_timeout`.
+    connecting: Semaphore,
     idle: Mutex<Vec<(PoolKey, BackendConn)>>,
     info: Mutex<Option<ServerInfo>>,
     open: AtomicUsize,
@@ -60,6 +68,7 @@ impl Pool {
     pub fn new(cfg: BackendConfig, limits: &Limits) -> Arc<Self> {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(cfg.pool)),
+            connecting: Semaphore::new(MAX_CONNECTING),
             cfg,
             connect_timeout: limits.connect_timeout,
             wait_timeout: limits.pool_wait_timeout,
@@ -150,6 +159,11 @@ impl Pool {
                     armed: true,
                 };
                 let caps = CapabilityFlags::from_bits_truncate(key.caps);
+                let _connecting =
+                    tokio::time::timeout(self.connect_timeout, self.connecting.acquire())
+                        .await
+                        .map_err(|_| BackendError::Timeout(self.connect_timeout))?
+                        .map_err(|_| BackendError::Timeout(self.connect_timeout))?;
                 let c =
                     BackendConn::connect(&self.cfg, caps, collation, self.connect_timeout).await?;
                 slot.armed = false;
