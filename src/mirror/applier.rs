@@ -256,10 +256,12 @@ impl Applier {
     /// Intents are taken in LSN order; the one at the head waits until its
     /// outcome is written, then is skipped (aborted) or handed to a worker
     /// connection: the one holding a transaction it conflicts with (see
-    /// `writeset`), else the least loaded; when it conflicts with two
-    /// workers' transactions it waits. So transactions that touch the same
-    /// rows are applied in journal order on one connection, and only
-    /// independent ones overlap. DDL and anything not understood run alone.
+    /// `writeset`), else the busiest one with room; when it conflicts with
+    /// two workers' transactions (or its worker holds `writeset::CAP`) it
+    /// waits, and so does every later one that overlaps it, while
+    /// independent ones go on. So transactions that touch the same rows
+    /// are applied in journal order on one connection, and only independent
+    /// ones overlap. DDL and anything not understood run alone.
     pub async fn run(self, stop: CancellationToken) -> Result<(), ApplierError> {
         // Read up to what is written, not only what is durable: outcome
         // records get no fsync of their own, but every intent that is
@@ -320,7 +322,8 @@ impl Applier {
             queued: (0..n).map(|_| VecDeque::new()).collect(),
             running: (0..n).map(|_| None).collect(),
             exclusive: false,
-            head: None,
+            blocked: VecDeque::new(),
+            waiting: InFlight::new(1),
             read_to: stored,
             stored,
             truncated: stored,
@@ -459,8 +462,10 @@ struct Coordinator {
     running: Vec<Option<Vec<(Lsn, WriteSet)>>>,
     /// A job that must run alone (DDL, dead letter) is running.
     exclusive: bool,
-    /// The write-set of the head intent while it waits for a worker.
-    head: Option<(Lsn, WriteSet)>,
+    /// Resolved intents that wait for a worker, in LSN order, and their
+    /// write-sets (later intents that overlap them wait too).
+    blocked: VecDeque<(Lsn, MirrorTxn, WriteSet)>,
+    waiting: InFlight,
     read_to: Lsn,
     /// Highest position stored on the secondary.
     stored: Lsn,
@@ -560,8 +565,15 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Hands out resolved intents in LSN order until one has to wait.
+    /// Hands out resolved intents in LSN order. One that cannot be placed
+    /// yet (it conflicts with two workers, or its worker already holds
+    /// `writeset::CAP`) waits in `blocked`, and so does every later one that
+    /// conflicts with a waiting one; the others go on to the workers.
     async fn dispatch(&mut self) -> Result<(), ApplierError> {
+        if self.exclusive {
+            return Ok(());
+        }
+        self.place_blocked();
         while !self.exclusive {
             let Some((&lsn, entry)) = self.pending.first_key_value() else {
                 break;
@@ -580,7 +592,7 @@ impl Coordinator {
                 Ok(txn) => txn.statements.iter().any(|s| s.ddl),
             };
             if alone {
-                if !self.inflight.is_idle() {
+                if !self.inflight.is_idle() || !self.blocked.is_empty() {
                     break;
                 }
                 let Some((_, entry)) = self.pending.pop_first() else {
@@ -612,35 +624,17 @@ impl Coordinator {
                 );
                 return Ok(());
             }
-            let ws = match self.head.take() {
-                Some((l, ws)) if l == lsn => ws,
-                _ => match entry {
-                    Ok(txn) => {
-                        let txn = txn.clone();
-                        match self.write_set(&txn).await {
-                            Some(ws) => ws,
-                            None => {
-                                self.schema_retry = true;
-                                break;
-                            }
-                        }
-                    }
-                    Err(_) => WriteSet::Barrier,
-                },
-            };
-            let w = match self.inflight.place(&ws) {
-                Placement::Worker(w) => w,
-                Placement::Wait => {
-                    self.head = Some((lsn, ws));
-                    break;
-                }
-            };
             let Some((_, Ok(txn))) = self.pending.pop_first() else {
                 break;
             };
+            let Some(ws) = self.write_set(&txn).await else {
+                // Asked again shortly; the intent keeps its place.
+                self.pending.insert(lsn, Ok(txn));
+                self.schema_retry = true;
+                break;
+            };
             self.outcomes.remove(&lsn);
-            self.inflight.add(w, &ws);
-            self.queued[w].push_back((lsn, txn, ws));
+            self.place(lsn, txn, ws);
         }
         for w in 0..self.jobs.len() {
             if self.running[w].is_none() && !self.queued[w].is_empty() {
@@ -648,6 +642,41 @@ impl Coordinator {
             }
         }
         Ok(())
+    }
+
+    /// Queues a transaction on its worker, or makes it wait behind the
+    /// waiting ones it conflicts with.
+    fn place(&mut self, lsn: Lsn, txn: MirrorTxn, ws: WriteSet) {
+        let w = if self.waiting.overlaps(&ws) {
+            None
+        } else {
+            match self.inflight.place(&ws) {
+                Placement::Worker(w) => Some(w),
+                Placement::Wait => None,
+            }
+        };
+        match w {
+            Some(w) => {
+                self.inflight.add(w, &ws);
+                self.queued[w].push_back((lsn, txn, ws));
+            }
+            None => {
+                self.waiting.add(0, &ws);
+                self.blocked.push_back((lsn, txn, ws));
+            }
+        }
+    }
+
+    /// Places waiting transactions that can go now (in LSN order).
+    fn place_blocked(&mut self) {
+        if self.blocked.is_empty() {
+            return;
+        }
+        let blocked = std::mem::take(&mut self.blocked);
+        self.waiting = InFlight::new(1);
+        for (lsn, txn, ws) in blocked {
+            self.place(lsn, txn, ws);
+        }
     }
 
     /// Starts worker `w` on what is queued for it (one group).
@@ -705,6 +734,9 @@ impl Coordinator {
     /// running), leaving out worker `except`'s queue and job.
     fn outstanding_min(&self, except: Option<usize>) -> Option<Lsn> {
         let mut min = self.pending.first_key_value().map(|(l, _)| *l);
+        if let Some((l, _, _)) = self.blocked.front() {
+            min = Some(min.map_or(*l, |m: Lsn| m.min(*l)));
+        }
         for w in 0..self.queued.len() {
             if Some(w) == except {
                 continue;
@@ -758,7 +790,9 @@ impl Coordinator {
 
     /// Counters, and the journal truncated below the stored position.
     async fn publish(&mut self) {
-        let waiting = self.pending.len() + self.queued.iter().map(VecDeque::len).sum::<usize>();
+        let waiting = self.pending.len()
+            + self.blocked.len()
+            + self.queued.iter().map(VecDeque::len).sum::<usize>();
         self.stats.waiting.store(waiting as u64, Ordering::Relaxed);
         self.stats.applied_lsn.store(self.lwm(), Ordering::Relaxed);
         // Segments are deleted whole: asking after every group would only

@@ -417,6 +417,10 @@ pub struct InFlight {
 /// ones go to another worker.
 pub const FILL: usize = 4;
 
+/// Transactions one worker holds (applying and queued) before more that
+/// conflict with them wait outside its queue.
+pub const CAP: usize = 64;
+
 /// Where a transaction can go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -434,6 +438,11 @@ impl InFlight {
             rows: HashMap::new(),
             tables: HashMap::new(),
         }
+    }
+
+    /// Whether `ws` conflicts with anything held.
+    pub fn overlaps(&self, ws: &WriteSet) -> bool {
+        self.conflicts(ws) != 0
     }
 
     pub fn is_idle(&self) -> bool {
@@ -506,6 +515,16 @@ impl InFlight {
             };
         }
         match set.count_ones() {
+            1 => {
+                let w = set.trailing_zeros() as usize;
+                // Past `CAP`, later work for it waits outside its queue, so
+                // independent transactions are not held up behind it.
+                if self.load[w] >= CAP {
+                    Placement::Wait
+                } else {
+                    Placement::Worker(w)
+                }
+            }
             0 => {
                 // The busiest worker with room: its next group grows (one
                 // secondary commit for many transactions) instead of every
@@ -519,7 +538,6 @@ impl InFlight {
                     .unwrap_or(0);
                 Placement::Worker(w)
             }
-            1 => Placement::Worker(set.trailing_zeros() as usize),
             _ => Placement::Wait,
         }
     }

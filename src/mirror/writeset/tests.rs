@@ -166,3 +166,27 @@ fn placement_keeps_conflicting_transactions_on_one_worker() {
     assert!(f.is_idle());
     assert!(f.rows.is_empty() && f.tables.is_empty());
 }
+
+#[test]
+fn a_full_worker_makes_more_conflicting_work_wait() {
+    let mut f = InFlight::new(2);
+    for i in 0..CAP as u64 {
+        f.add(0, &WriteSet::Accesses(vec![Access::Row(1, i)]));
+    }
+    assert_eq!(
+        f.place(&WriteSet::Accesses(vec![Access::Row(1, 0)])),
+        Placement::Wait
+    );
+    // Independent work still goes elsewhere.
+    assert_eq!(
+        f.place(&WriteSet::Accesses(vec![Access::Row(2, 0)])),
+        Placement::Worker(1)
+    );
+    f.remove(0, &WriteSet::Accesses(vec![Access::Row(1, 5)]));
+    assert_eq!(
+        f.place(&WriteSet::Accesses(vec![Access::Row(1, 0)])),
+        Placement::Worker(0)
+    );
+    assert!(f.overlaps(&WriteSet::Accesses(vec![Access::Table(1)])));
+    assert!(!f.overlaps(&WriteSet::Accesses(vec![Access::Row(1, 5)])));
+}
