@@ -289,6 +289,9 @@ impl Applier {
         let mut jobs = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         let mut first = Some(first);
+        // Cancelled when the coordinator returns, for any reason: a worker
+        // waiting to retry gives up then (an attempt in flight finishes).
+        let workers_stop = stop.child_token();
         for index in 0..n {
             let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
             let mut worker = match first.take() {
@@ -296,7 +299,7 @@ impl Applier {
                 None => Worker::new(index, self.cfg.clone(), self.stats.clone()),
             };
             let done = done_tx.clone();
-            let stop = stop.clone();
+            let stop = workers_stop.clone();
             handles.push(tokio::spawn(async move {
                 while let Some(job) = rx.recv().await {
                     let r = worker.run_job(&stop, job).await;
@@ -335,8 +338,9 @@ impl Applier {
             toks: Vec::new(),
         };
         let result = c.run(&stop).await;
-        // Workers finish the job in hand (or give it up if stopped while
-        // waiting to retry), then see their queue closed.
+        // Workers finish the job in hand (or give it up if waiting to
+        // retry), then see their queue closed.
+        workers_stop.cancel();
         c.jobs.clear();
         while let Some((w, r)) = c.done.recv().await {
             if let Ok((Outcome::Done, pos)) = r {
