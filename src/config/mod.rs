@@ -226,6 +226,9 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
     if old.journal != new.journal {
         errors.push(format!("migration.journal: {restart}"));
     }
+    if old.apply_workers != new.apply_workers {
+        errors.push(format!("migration.apply_workers: {restart}"));
+    }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }

@@ -142,6 +142,16 @@ fn diff_names_what_cannot_change_live() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].starts_with("listen:"), "{errs:?}");
 
+    let mut workers = old.clone();
+    workers.apply_workers = 8;
+    let errs = diff(&old, &workers).unwrap_err().0;
+    assert!(errs[0].starts_with("migration.apply_workers:"), "{errs:?}");
+    // Out of range at load.
+    let bad = EXAMPLE.replace("migration:\n", "migration:\n  apply_workers: 0\n");
+    assert_ne!(bad, EXAMPLE);
+    let errs = parse(&bad).unwrap_err().0;
+    assert!(errs.iter().any(|e| e.contains("apply_workers")), "{errs:?}");
+
     // The flip alone is a cutover (run by the reload path).
     let flipped = parse(
         &EXAMPLE
