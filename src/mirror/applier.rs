@@ -1358,12 +1358,17 @@ fn is_replayed_ddl(code: u16) -> bool {
     )
 }
 
-/// `db`.`_tandem_position` on `b` (its URL's database).
-fn position_table(b: &BackendConfig) -> String {
+/// `db`.`table` on `b` (its URL's database).
+fn qualified(b: &BackendConfig, table: &str) -> String {
     match &b.database {
-        Some(db) => format!("`{}`.`{POSITION_TABLE}`", db.replace('`', "``")),
-        None => format!("`{POSITION_TABLE}`"),
+        Some(db) => format!("`{}`.`{table}`", db.replace('`', "``")),
+        None => format!("`{table}`"),
     }
+}
+
+/// `db`.`_tandem_position` on `b`.
+fn position_table(b: &BackendConfig) -> String {
+    qualified(b, POSITION_TABLE)
 }
 
 fn create_position_sql(b: &BackendConfig) -> String {
@@ -1381,10 +1386,7 @@ fn create_position_sql(b: &BackendConfig) -> String {
 /// `db`.`_tandem_applied` on `b`: intents applied above the stored
 /// position (parallel apply commits out of journal order).
 fn applied_table(b: &BackendConfig) -> String {
-    match &b.database {
-        Some(db) => format!("`{}`.`{APPLIED_TABLE}`", db.replace('`', "``")),
-        None => format!("`{APPLIED_TABLE}`"),
-    }
+    qualified(b, APPLIED_TABLE)
 }
 
 fn create_applied_sql(b: &BackendConfig) -> String {
