@@ -518,8 +518,10 @@ impl InFlight {
             1 => {
                 let w = set.trailing_zeros() as usize;
                 // Past `CAP`, later work for it waits outside its queue, so
-                // independent transactions are not held up behind it.
-                if self.load[w] >= CAP {
+                // independent transactions are not held up behind it (with
+                // one worker there is nowhere else for them to go: journal
+                // order is kept).
+                if self.load[w] >= CAP && self.load.len() > 1 {
                     Placement::Wait
                 } else {
                     Placement::Worker(w)

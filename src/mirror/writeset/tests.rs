@@ -190,3 +190,14 @@ fn a_full_worker_makes_more_conflicting_work_wait() {
     assert!(f.overlaps(&WriteSet::Accesses(vec![Access::Table(1)])));
     assert!(!f.overlaps(&WriteSet::Accesses(vec![Access::Row(1, 5)])));
 }
+
+#[test]
+fn one_worker_takes_everything_in_order() {
+    let mut f = InFlight::new(1);
+    for i in 0..(CAP as u64 + 5) {
+        let ws = WriteSet::Accesses(vec![Access::Row(1, i % 3)]);
+        assert_eq!(f.place(&ws), Placement::Worker(0));
+        f.add(0, &ws);
+    }
+    assert_eq!(f.place(&WriteSet::Barrier), Placement::Worker(0));
+}
