@@ -76,6 +76,13 @@ pub fn quote(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
 }
 
+/// Quoted string literal (backslashes and quotes escaped; invalid UTF-8
+/// replaced).
+pub fn sql_literal(v: &[u8]) -> String {
+    let s = String::from_utf8_lossy(v);
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// The tables to work on: `wanted` (each must exist), or every base table
 /// the rules mirror (Tandem's own `_tandem*` tables excluded).
 pub async fn select_tables(

@@ -407,7 +407,7 @@ impl Schema {
             self.conn = Some(Conn::new(crate::backend::client_opts(b)).await?);
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let lit = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
+        let lit = |s: &str| crate::schema::sql_literal(s.as_bytes());
         let (d, t) = (lit(db), lit(table));
         let sql = format!(
             "SELECT \
@@ -1360,9 +1360,10 @@ fn is_replayed_ddl(code: u16) -> bool {
 
 /// `db`.`table` on `b` (its URL's database).
 fn qualified(b: &BackendConfig, table: &str) -> String {
+    let table = crate::schema::quote(table);
     match &b.database {
-        Some(db) => format!("`{}`.`{table}`", db.replace('`', "``")),
-        None => format!("`{table}`"),
+        Some(db) => format!("{}.{table}", crate::schema::quote(db)),
+        None => table,
     }
 }
 

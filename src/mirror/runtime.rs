@@ -114,7 +114,11 @@ impl Roles {
                 primary.name
             )));
         };
-        let marker = format!("{}.{}", quote_ident(&db), quote_ident(MARKER_TABLE));
+        let marker = format!(
+            "{}.{}",
+            crate::schema::quote(&db),
+            crate::schema::quote(MARKER_TABLE)
+        );
         Ok(Roles {
             primary,
             secondary,
@@ -159,10 +163,6 @@ pub enum MirrorStartError {
     Primary(String, String),
     #[error("{0}")]
     Config(String),
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
 }
 
 impl Mirror {
@@ -804,8 +804,8 @@ pub async fn ensure_marker_table(
     };
     conn.query_drop(create_marker_sql(&format!(
         "{}.{}",
-        quote_ident(db),
-        quote_ident(MARKER_TABLE)
+        crate::schema::quote(db),
+        crate::schema::quote(MARKER_TABLE)
     )))
     .await
 }

@@ -25,6 +25,7 @@ use crate::protocol::response::{Expect, Step, Tracker};
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
 use crate::router::{lexer, Class, Classified, Route, SessionOp, TxnOp, WriteKind};
+use crate::schema::sql_literal;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -98,11 +99,6 @@ pub(super) fn query_packet(sql: &[u8]) -> Vec<u8> {
     p.push(COM_QUERY);
     p.extend_from_slice(sql);
     p
-}
-
-fn sql_literal(v: &[u8]) -> String {
-    let s = String::from_utf8_lossy(v);
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Clears SERVER_STATUS_IN_TRANS in the final OK/EOF of a reply.
