@@ -737,24 +737,21 @@ impl Coordinator {
     /// Lowest LSN not yet applied among intents read (pending, queued,
     /// running), leaving out worker `except`'s queue and job.
     fn outstanding_min(&self, except: Option<usize>) -> Option<Lsn> {
-        let mut min = self.pending.first_key_value().map(|(l, _)| *l);
-        if let Some((l, _, _)) = self.blocked.front() {
-            min = Some(min.map_or(*l, |m: Lsn| m.min(*l)));
-        }
-        for w in 0..self.queued.len() {
-            if Some(w) == except {
-                continue;
-            }
-            let q = self.queued[w].front().map(|(l, _, _)| *l);
-            let r = self.running[w]
-                .as_ref()
-                .and_then(|j| j.first())
-                .map(|(l, _)| *l);
-            for l in [q, r].into_iter().flatten() {
-                min = Some(min.map_or(l, |m: Lsn| m.min(l)));
-            }
-        }
-        min
+        let workers = (0..self.queued.len())
+            .filter(|w| Some(*w) != except)
+            .flat_map(|w| {
+                let queued = self.queued[w].front().map(|(l, _, _)| *l);
+                let running = self.running[w].as_ref().and_then(|j| j.first());
+                [queued, running.map(|(l, _)| *l)]
+            })
+            .flatten();
+        self.pending
+            .first_key_value()
+            .map(|(l, _)| *l)
+            .into_iter()
+            .chain(self.blocked.front().map(|(l, _, _)| *l))
+            .chain(workers)
+            .min()
     }
 
     /// Every intent at or below this is applied (or skipped).

@@ -449,10 +449,6 @@ impl InFlight {
         self.load.iter().all(|l| *l == 0)
     }
 
-    pub fn load(&self, w: usize) -> usize {
-        self.load[w]
-    }
-
     /// Workers holding something `ws` conflicts with, as a bit set of at
     /// most 64 workers (callers cap the worker count).
     fn conflicts(&self, ws: &WriteSet) -> u64 {
