@@ -662,7 +662,14 @@ impl Coordinator {
         match w {
             Some(w) => {
                 self.inflight.add(w, &ws);
-                self.queued[w].push_back((lsn, txn, ws));
+                // In LSN order: a waiting intent placed now may be older
+                // than what the worker already holds (it overlaps none of
+                // those, or they would have waited behind it). Positions
+                // and the low-water mark read each queue's front as its
+                // lowest LSN.
+                let q = &mut self.queued[w];
+                let at = q.partition_point(|(l, _, _)| *l < lsn);
+                q.insert(at, (lsn, txn, ws));
             }
             None => {
                 self.waiting.add(0, &ws);
@@ -702,6 +709,7 @@ impl Coordinator {
         let Some(&(last, _)) = txns.last() else {
             return;
         };
+        debug_assert!(txns.windows(2).all(|p| p[0].0 < p[1].0));
         // Counted as outstanding from here on (the low-water mark below
         // must stay under this job's LSNs).
         self.running[w] = Some(keys);
