@@ -606,7 +606,7 @@ impl Session<'_> {
             _ => None,
         };
         if let Some(db) = use_mapped {
-            let p = capture::query_packet(format!("USE `{}`", db.replace('`', "``")).as_bytes());
+            let p = capture::query_packet(format!("USE {}", crate::schema::quote(&db)).as_bytes());
             let summary = self.forward(&p, seq, Expect::ResultSet).await?;
             if summary.error.is_none() {
                 self.lease.conn().current_db = Some(db);

@@ -1083,7 +1083,7 @@ impl Worker {
             .or_else(|| self.cfg.secondary.database.clone());
         if target.is_some() && target != self.current_db {
             let db = target.unwrap_or_default();
-            out.extend_from_slice(format!("USE `{}`;\n", db.replace('`', "``")).as_bytes());
+            out.extend_from_slice(format!("USE {};\n", crate::schema::quote(&db)).as_bytes());
             self.current_db = Some(db);
         }
         let mut sets = Vec::new();
