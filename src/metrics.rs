@@ -239,7 +239,7 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
     let get = |x: &AtomicU64| x.load(Ordering::Relaxed);
     let c = &m.stats;
     let a = &m.applier;
-    let counters: [(&str, &str, u64); 15] = [
+    let counters: [(&str, &str, u64); 16] = [
         (
             "mirror_transactions",
             "Transactions journaled as committed on the primary",
@@ -269,6 +269,11 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
             "mirror_retried",
             "Apply attempts retried after a transient secondary error",
             get(&a.retried),
+        ),
+        (
+            "mirror_plain_fallbacks",
+            "Apply groups sent as plain statements after the secondary refused their compound form",
+            get(&a.plain_fallbacks),
         ),
         (
             "mirror_dead_lettered",

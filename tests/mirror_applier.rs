@@ -328,6 +328,11 @@ async fn permanent_errors_are_dead_lettered_and_marked_divergent() {
     stop.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.plain_fallbacks.load(Ordering::Relaxed),
+        0,
+        "a statement that fails in both forms is not a refused compound form"
+    );
     assert!(stats.divergent_tables.lock().unwrap().contains("u"));
     let dl = std::fs::read_to_string(f.dir.path().join("dead-letter.jsonl")).unwrap();
     let entry: serde_json::Value = serde_json::from_str(dl.lines().next().unwrap()).unwrap();
@@ -357,6 +362,83 @@ async fn permanent_errors_are_dead_lettered_and_marked_divergent() {
         matches!(r, Err(tandem::mirror::applier::ApplierError::Halted { lsn, .. }) if lsn == bad)
     );
     assert_eq!(stats.applied_lsn.load(Ordering::Relaxed), 2);
+    d.disconnect().await.unwrap();
+}
+
+/// Groups go to MariaDB as `BEGIN NOT ATOMIC … END` blocks, which the
+/// server parses whole before running: a session change between two
+/// statements of one transaction must still govern how the later ones are
+/// parsed, and a statement a block refuses is applied as plain statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_changes_inside_a_group_and_statements_a_block_refuses_apply_as_on_the_primary() {
+    let f = fixture("apply_compound").await;
+    let db = f.db.clone();
+    f.append(ddl(
+        &db,
+        "CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(40))",
+    ))
+    .await;
+    let with_mode = |sql: &str, mode: &str| {
+        let mut st = stmt(&db, sql, &["s"]);
+        st.session = vec![("sql_mode".into(), format!("'{mode}'"))];
+        st
+    };
+    let mixed = f
+        .append(txn(vec![
+            // Default quoting: "…" is a string, \ escapes.
+            with_mode(r#"INSERT INTO s VALUES (1, "dq\\n")"#, ""),
+            // ANSI_QUOTES: "…" names a table or column.
+            with_mode(
+                r#"INSERT INTO "s" ("id", "v") VALUES (2, 'ansi')"#,
+                "ANSI_QUOTES",
+            ),
+            // NO_BACKSLASH_ESCAPES: a backslash is just a character.
+            with_mode(
+                r"INSERT INTO s VALUES (3, 'back\slash')",
+                "NO_BACKSLASH_ESCAPES",
+            ),
+            with_mode(r"INSERT INTO s VALUES (4, 'back\slash')", ""),
+        ]))
+        .await;
+    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    wait_applied(&stats, mixed).await;
+    assert_eq!(stats.plain_fallbacks.load(Ordering::Relaxed), 0);
+    // UNLOCK TABLES is refused inside a stored program, fine outside.
+    let refused = f
+        .append(txn(vec![
+            stmt(&db, "INSERT INTO s VALUES (5, 'before')", &["s"]),
+            stmt(&db, "UNLOCK TABLES", &[]),
+            stmt(&db, "INSERT INTO s VALUES (6, 'after')", &["s"]),
+        ]))
+        .await;
+    let last = f
+        .append(txn(vec![stmt(
+            &db,
+            "INSERT INTO s VALUES (7, 'next')",
+            &["s"],
+        )]))
+        .await;
+    wait_applied(&stats, last).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert!(refused < last);
+    assert_eq!(stats.plain_fallbacks.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 0);
+    let mut d = f.direct().await;
+    let rows: Vec<(i32, String)> = d.query("SELECT id, v FROM s ORDER BY id").await.unwrap();
+    let want: Vec<(i32, String)> = [
+        (1, "dq\\n"),
+        (2, "ansi"),
+        (3, "back\\slash"),
+        (4, "backslash"),
+        (5, "before"),
+        (6, "after"),
+        (7, "next"),
+    ]
+    .iter()
+    .map(|(i, v)| (*i, v.to_string()))
+    .collect();
+    assert_eq!(rows, want);
     d.disconnect().await.unwrap();
 }
 

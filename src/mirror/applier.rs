@@ -75,6 +75,9 @@ pub struct ApplierStats {
     pub dead_letter_lock: Mutex<()>,
     /// Most apply connections that were applying at the same moment.
     pub parallel_peak: AtomicU64,
+    /// Groups applied as plain statements after the secondary refused
+    /// their compound (`BEGIN NOT ATOMIC`) form.
+    pub plain_fallbacks: AtomicU64,
 }
 
 /// Most transactions applied as one secondary transaction.
@@ -852,6 +855,14 @@ impl Coordinator {
     }
 }
 
+/// What goes before a mirrored statement on the apply connection.
+struct Prelude {
+    /// `USE` and session `SET`s: the state the statement is parsed under.
+    session: Vec<u8>,
+    /// `SET` of the values the primary generated (TIMESTAMP, INSERT_ID, …).
+    pins: Vec<u8>,
+}
+
 /// One apply connection and its session state.
 struct Worker {
     index: usize,
@@ -864,6 +875,12 @@ struct Worker {
     /// The connection's TIMESTAMP may be pinned (reset before an unpinned
     /// statement).
     ts_pinned: bool,
+    /// The secondary runs compound statements (MariaDB): groups are sent
+    /// as `BEGIN NOT ATOMIC … END` blocks.
+    compound: bool,
+    /// A compound block failed where the plain statements applied: plain
+    /// statements from then on.
+    compound_refused: bool,
 }
 
 impl Worker {
@@ -876,6 +893,8 @@ impl Worker {
             current_db: None,
             session: Vec::new(),
             ts_pinned: true,
+            compound: false,
+            compound_refused: false,
         }
     }
 
@@ -1014,6 +1033,9 @@ impl Worker {
         first_after_start: bool,
         cleanup: Option<Lsn>,
     ) -> Result<(), mysql_async::Error> {
+        // Connect first: connecting resets the cached session state the
+        // scripts below are built against.
+        self.conn().await?;
         let last_commit = txns.last().map_or(0, |t| t.committed_at_us);
         let ddl_only = txns.len() == 1
             && !txns[0].statements.is_empty()
@@ -1021,8 +1043,9 @@ impl Worker {
         if ddl_only {
             for st in &txns[0].statements {
                 let prelude = self.prelude(st);
-                if !prelude.is_empty() {
-                    self.conn().await?.query_drop(prelude).await?;
+                if !prelude.session.is_empty() || !prelude.pins.is_empty() {
+                    let sql = [prelude.session, prelude.pins].concat();
+                    self.conn().await?.query_drop(sql).await?;
                 }
                 let r = self.conn().await?.query_drop(st.sql.as_slice()).await;
                 match r {
@@ -1040,17 +1063,135 @@ impl Worker {
             }
             return self.store_position(lsns, last_commit, position).await;
         }
+        let compound = self.compound && !self.compound_refused;
+        if compound {
+            let script = self.compound_script(lsns, txns, position, last_commit, cleanup);
+            match self.send_script(script).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_transient(&e) => return Err(e),
+                Err(e) => {
+                    // The same group as plain statements: a server that
+                    // refuses the compound form for these statements still
+                    // applies them, and a real failure fails again there.
+                    self.conn().await?.query_drop("ROLLBACK").await?;
+                    let plain = self.plain_script(lsns, txns, position, last_commit, cleanup);
+                    self.send_script(plain).await?;
+                    self.stats.plain_fallbacks.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "secondary refused a compound apply statement that applies as plain statements; this connection sends plain statements from now on");
+                    self.compound_refused = true;
+                    return Ok(());
+                }
+            }
+        }
+        let script = self.plain_script(lsns, txns, position, last_commit, cleanup);
+        self.send_script(script).await
+    }
+
+    /// Sends one apply script; after a failure, which SETs ran is unknown,
+    /// so the next attempt starts clean.
+    async fn send_script(&mut self, script: Vec<u8>) -> Result<(), mysql_async::Error> {
+        let r = self.conn().await?.query_drop(script).await;
+        if r.is_err() {
+            self.current_db = None;
+            self.session.clear();
+            self.ts_pinned = true;
+        }
+        r
+    }
+
+    /// The group as a multi-statement script: `START TRANSACTION`, each
+    /// statement after its `USE`/`SET` prelude, the position, `COMMIT`.
+    /// The server answers every statement in its own packet.
+    fn plain_script(
+        &mut self,
+        lsns: &[Lsn],
+        txns: &[&MirrorTxn],
+        position: Position,
+        last_commit: i64,
+        cleanup: Option<Lsn>,
+    ) -> Vec<u8> {
         // Statements are separated by "\n;\n" so a trailing `--` comment
         // cannot swallow the separator.
         let mut script = b"START TRANSACTION;\n".to_vec();
         for txn in txns {
             for st in &txn.statements {
                 let prelude = self.prelude(st);
-                script.extend_from_slice(&prelude);
+                script.extend_from_slice(&prelude.session);
+                script.extend_from_slice(&prelude.pins);
                 script.extend_from_slice(&st.sql);
                 script.extend_from_slice(b"\n;\n");
             }
         }
+        self.finish_script(&mut script, lsns, position, last_commit, cleanup);
+        script.extend_from_slice(b";\nCOMMIT");
+        script
+    }
+
+    /// The group as MariaDB compound statements (`BEGIN NOT ATOMIC … END`):
+    /// the server answers each block with one packet instead of one per
+    /// statement, which on a busy secondary halves what applying costs it
+    /// (`scripts/apply-cost.sh`). `USE` and session `SET`s stay outside the
+    /// blocks, so that every block is parsed under the session state its
+    /// statements were written for (a block is parsed whole before it runs,
+    /// and a stored program restores `sql_mode` when it ends); the pinned
+    /// values (TIMESTAMP, INSERT_ID, LAST_INSERT_ID, RAND seeds) are set
+    /// inside, before each statement, as in the plain form.
+    fn compound_script(
+        &mut self,
+        lsns: &[Lsn],
+        txns: &[&MirrorTxn],
+        position: Position,
+        last_commit: i64,
+        cleanup: Option<Lsn>,
+    ) -> Vec<u8> {
+        const OPEN: &[u8] = b"BEGIN NOT ATOMIC\n";
+        let mut script = Vec::new();
+        let mut open = false;
+        let mut started = false;
+        for txn in txns {
+            for st in &txn.statements {
+                let prelude = self.prelude(st);
+                if !prelude.session.is_empty() {
+                    if open {
+                        script.extend_from_slice(b"END;\n");
+                        open = false;
+                    }
+                    script.extend_from_slice(&prelude.session);
+                }
+                if !open {
+                    script.extend_from_slice(OPEN);
+                    open = true;
+                }
+                if !started {
+                    script.extend_from_slice(b"START TRANSACTION;\n");
+                    started = true;
+                }
+                script.extend_from_slice(&prelude.pins);
+                script.extend_from_slice(&st.sql);
+                script.extend_from_slice(b"\n;\n");
+            }
+        }
+        if !open {
+            script.extend_from_slice(OPEN);
+        }
+        if !started {
+            script.extend_from_slice(b"START TRANSACTION;\n");
+        }
+        self.finish_script(&mut script, lsns, position, last_commit, cleanup);
+        script.extend_from_slice(b";\nCOMMIT;\nEND");
+        script
+    }
+
+    /// Appends the applied-LSN cleanup (if any) and the position statements
+    /// (without a trailing separator).
+    fn finish_script(
+        &self,
+        script: &mut Vec<u8>,
+        lsns: &[Lsn],
+        position: Position,
+        last_commit: i64,
+        cleanup: Option<Lsn>,
+    ) {
         if let Some(below) = cleanup {
             script.extend_from_slice(
                 format!(
@@ -1061,21 +1202,13 @@ impl Worker {
             );
         }
         script.extend_from_slice(self.position_sql(lsns, last_commit, position).as_bytes());
-        script.extend_from_slice(b";\nCOMMIT");
-        let r = self.conn().await?.query_drop(script).await;
-        if r.is_err() {
-            // Which SETs ran is unknown: start the next attempt clean.
-            self.current_db = None;
-            self.session.clear();
-            self.ts_pinned = true;
-        }
-        r
     }
 
-    /// `USE` and `SET` statements (each ending in `;\n`) that put the
-    /// connection in the statement's session state; updates the cached state.
-    fn prelude(&mut self, st: &super::record::MirrorStatement) -> Vec<u8> {
-        let mut out = Vec::new();
+    /// The statements (each ending in `;\n`) that put the connection in
+    /// `st`'s session state and pin its generated values; updates the
+    /// cached state.
+    fn prelude(&mut self, st: &super::record::MirrorStatement) -> Prelude {
+        let mut session = Vec::new();
         // No database: the secondary URL's own (the primary URL's maps to it).
         let target = st
             .db
@@ -1083,15 +1216,23 @@ impl Worker {
             .or_else(|| self.cfg.secondary.database.clone());
         if target.is_some() && target != self.current_db {
             let db = target.unwrap_or_default();
-            out.extend_from_slice(format!("USE {};\n", crate::schema::quote(&db)).as_bytes());
+            session.extend_from_slice(format!("USE {};\n", crate::schema::quote(&db)).as_bytes());
             self.current_db = Some(db);
         }
-        let mut sets = Vec::new();
-        for (k, v) in &st.session {
-            if !self.session.iter().any(|(k2, v2)| k2 == k && v2 == v) {
-                sets.push(format!("SESSION {k} = {v}"));
-            }
+        let changed: Vec<String> = st
+            .session
+            .iter()
+            .filter(|(k, v)| !self.session.iter().any(|(k2, v2)| k2 == k && v2 == v))
+            .map(|(k, v)| format!("SESSION {k} = {v}"))
+            .collect();
+        if !changed.is_empty() {
+            session.extend_from_slice(format!("SET {};\n", changed.join(", ")).as_bytes());
         }
+        for (k, v) in &st.session {
+            self.session.retain(|(k2, _)| k2 != k);
+            self.session.push((k.clone(), v.clone()));
+        }
+        let mut sets = Vec::new();
         let p = &st.pins;
         match p.timestamp_us {
             Some(t) => {
@@ -1117,14 +1258,12 @@ impl Worker {
         if let Some((a, b)) = p.rand_seeds {
             sets.push(format!("@@rand_seed1 = {a}, @@rand_seed2 = {b}"));
         }
-        if !sets.is_empty() {
-            out.extend_from_slice(format!("SET {};\n", sets.join(", ")).as_bytes());
-        }
-        for (k, v) in &st.session {
-            self.session.retain(|(k2, _)| k2 != k);
-            self.session.push((k.clone(), v.clone()));
-        }
-        out
+        let pins = if sets.is_empty() {
+            Vec::new()
+        } else {
+            format!("SET {};\n", sets.join(", ")).into_bytes()
+        };
+        Prelude { session, pins }
     }
 
     /// The stored position (highest over the workers' rows) and the
@@ -1303,7 +1442,9 @@ impl Worker {
     async fn conn(&mut self) -> Result<&mut Conn, mysql_async::Error> {
         if self.conn.is_none() {
             let b = &self.cfg.secondary;
-            let conn = Conn::new(crate::backend::client_opts(b)).await?;
+            let mut conn = Conn::new(crate::backend::client_opts(b)).await?;
+            let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
+            self.compound = version.is_some_and(|v| v.contains("MariaDB"));
             self.conn = Some(conn);
             self.current_db = b.database.clone();
             self.session.clear();

@@ -694,6 +694,7 @@ impl Mirror {
             "apply_workers": self.apply_workers,
             "apply_parallel_peak": get(&a.parallel_peak),
             "retried": get(&a.retried),
+            "plain_fallbacks": get(&a.plain_fallbacks),
             "dead_lettered": get(&a.dead_lettered),
             "skipped": get(&a.skipped),
             "dropped": get(&c.dropped),
