@@ -1065,7 +1065,7 @@ impl Worker {
         }
         let compound = self.compound && !self.compound_refused;
         if compound {
-            let script = self.compound_script(lsns, txns, position, last_commit, cleanup);
+            let script = self.script(true, lsns, txns, position, cleanup);
             match self.send_script(script).await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_transient(&e) => return Err(e),
@@ -1074,7 +1074,7 @@ impl Worker {
                     // refuses the compound form for these statements still
                     // applies them, and a real failure fails again there.
                     self.conn().await?.query_drop("ROLLBACK").await?;
-                    let plain = self.plain_script(lsns, txns, position, last_commit, cleanup);
+                    let plain = self.script(false, lsns, txns, position, cleanup);
                     self.send_script(plain).await?;
                     self.stats.plain_fallbacks.fetch_add(1, Ordering::Relaxed);
                     warn!(error = %e, "secondary refused a compound apply statement that applies as plain statements; this connection sends plain statements from now on");
@@ -1083,7 +1083,7 @@ impl Worker {
                 }
             }
         }
-        let script = self.plain_script(lsns, txns, position, last_commit, cleanup);
+        let script = self.script(false, lsns, txns, position, cleanup);
         self.send_script(script).await
     }
 
@@ -1099,52 +1099,29 @@ impl Worker {
         r
     }
 
-    /// The group as a multi-statement script: `START TRANSACTION`, each
-    /// statement after its `USE`/`SET` prelude, the position, `COMMIT`.
-    /// The server answers every statement in its own packet.
-    fn plain_script(
-        &mut self,
-        lsns: &[Lsn],
-        txns: &[&MirrorTxn],
-        position: Position,
-        last_commit: i64,
-        cleanup: Option<Lsn>,
-    ) -> Vec<u8> {
-        // Statements are separated by "\n;\n" so a trailing `--` comment
-        // cannot swallow the separator.
-        let mut script = b"START TRANSACTION;\n".to_vec();
-        for txn in txns {
-            for st in &txn.statements {
-                let prelude = self.prelude(st);
-                script.extend_from_slice(&prelude.session);
-                script.extend_from_slice(&prelude.pins);
-                script.extend_from_slice(&st.sql);
-                script.extend_from_slice(b"\n;\n");
-            }
-        }
-        self.finish_script(&mut script, lsns, position, last_commit, cleanup);
-        script.extend_from_slice(b";\nCOMMIT");
-        script
-    }
-
-    /// The group as MariaDB compound statements (`BEGIN NOT ATOMIC … END`):
-    /// the server answers each block with one packet instead of one per
-    /// statement, which on a busy secondary halves what applying costs it
+    /// The group as one query: `START TRANSACTION`, each statement after
+    /// its `USE`/`SET` prelude, the position, `COMMIT`.
+    ///
+    /// Plain, it is a multi-statement script, which the server answers with
+    /// a packet per statement. `compound` wraps the statements in MariaDB
+    /// `BEGIN NOT ATOMIC … END` blocks, answered with one packet per block,
+    /// which on a busy secondary roughly halves what applying costs it
     /// (`scripts/apply-cost.sh`). `USE` and session `SET`s stay outside the
     /// blocks, so that every block is parsed under the session state its
     /// statements were written for (a block is parsed whole before it runs,
     /// and a stored program restores `sql_mode` when it ends); the pinned
     /// values (TIMESTAMP, INSERT_ID, LAST_INSERT_ID, RAND seeds) are set
     /// inside, before each statement, as in the plain form.
-    fn compound_script(
+    fn script(
         &mut self,
+        compound: bool,
         lsns: &[Lsn],
         txns: &[&MirrorTxn],
         position: Position,
-        last_commit: i64,
         cleanup: Option<Lsn>,
     ) -> Vec<u8> {
         const OPEN: &[u8] = b"BEGIN NOT ATOMIC\n";
+        const START: &[u8] = b"START TRANSACTION;\n";
         let mut script = Vec::new();
         let mut open = false;
         let mut started = false;
@@ -1158,40 +1135,26 @@ impl Worker {
                     }
                     script.extend_from_slice(&prelude.session);
                 }
-                if !open {
+                if compound && !open {
                     script.extend_from_slice(OPEN);
                     open = true;
                 }
                 if !started {
-                    script.extend_from_slice(b"START TRANSACTION;\n");
+                    script.extend_from_slice(START);
                     started = true;
                 }
                 script.extend_from_slice(&prelude.pins);
                 script.extend_from_slice(&st.sql);
+                // Not just ";": a trailing `--` comment must not swallow it.
                 script.extend_from_slice(b"\n;\n");
             }
         }
-        if !open {
+        if compound && !open {
             script.extend_from_slice(OPEN);
         }
         if !started {
-            script.extend_from_slice(b"START TRANSACTION;\n");
+            script.extend_from_slice(START);
         }
-        self.finish_script(&mut script, lsns, position, last_commit, cleanup);
-        script.extend_from_slice(b";\nCOMMIT;\nEND");
-        script
-    }
-
-    /// Appends the applied-LSN cleanup (if any) and the position statements
-    /// (without a trailing separator).
-    fn finish_script(
-        &self,
-        script: &mut Vec<u8>,
-        lsns: &[Lsn],
-        position: Position,
-        last_commit: i64,
-        cleanup: Option<Lsn>,
-    ) {
         if let Some(below) = cleanup {
             script.extend_from_slice(
                 format!(
@@ -1201,7 +1164,14 @@ impl Worker {
                 .as_bytes(),
             );
         }
+        let last_commit = txns.last().map_or(0, |t| t.committed_at_us);
         script.extend_from_slice(self.position_sql(lsns, last_commit, position).as_bytes());
+        script.extend_from_slice(if compound {
+            b";\nCOMMIT;\nEND"
+        } else {
+            b";\nCOMMIT"
+        });
+        script
     }
 
     /// The statements (each ending in `;\n`) that put the connection in
