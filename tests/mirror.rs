@@ -290,6 +290,13 @@ async fn randomized_concurrent_workload_ends_identical() {
         0
     );
     assert!(m.divergent().is_empty(), "{:?}", m.divergent());
+    assert_eq!(
+        m.applier
+            .plain_fallbacks
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "every group of the workload applied as MariaDB compound blocks"
+    );
     eprintln!(
         "apply connections busy at once, at most: {}",
         m.applier
@@ -561,6 +568,7 @@ async fn tandem_sigkilled_mid_run_and_restarted_loses_and_repeats_nothing() {
     assert_eq!(status["mirror"]["dropped"], 0);
     assert_eq!(status["mirror"]["dead_lettered"], 0);
     assert_eq!(status["mirror"]["divergent_tables"], serde_json::json!({}));
+    assert_eq!(status["mirror"]["plain_fallbacks"], 0);
     tandem.kill();
     if std::env::var("TANDEM_LOG").is_ok() {
         eprintln!(
