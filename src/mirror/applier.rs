@@ -1023,8 +1023,8 @@ impl Worker {
     }
 
     /// Applies `txns` (committed transactions at `lsns`) as one secondary
-    /// transaction with the position update, sent as one multi-statement
-    /// script: one round trip however many statements.
+    /// transaction with the position update, sent as one query (see
+    /// `script`): one round trip however many statements.
     async fn try_apply(
         &mut self,
         lsns: &[Lsn],
@@ -1043,8 +1043,8 @@ impl Worker {
         if ddl_only {
             for st in &txns[0].statements {
                 let prelude = self.prelude(st);
-                if !prelude.session.is_empty() || !prelude.pins.is_empty() {
-                    let sql = [prelude.session, prelude.pins].concat();
+                let sql = [prelude.session, prelude.pins].concat();
+                if !sql.is_empty() {
                     self.conn().await?.query_drop(sql).await?;
                 }
                 let r = self.conn().await?.query_drop(st.sql.as_slice()).await;
@@ -1073,7 +1073,7 @@ impl Worker {
                     // The same group as plain statements: a server that
                     // refuses the compound form for these statements still
                     // applies them, and a real failure fails again there.
-                    self.conn().await?.query_drop("ROLLBACK").await?;
+                    self.rollback().await?;
                     let plain = self.script(false, lsns, txns, position, cleanup);
                     self.send_script(plain).await?;
                     self.stats.plain_fallbacks.fetch_add(1, Ordering::Relaxed);
