@@ -1259,20 +1259,8 @@ impl Worker {
 
     /// Whether the transaction at `lsn` is applied on the secondary.
     async fn is_applied(&mut self, lsn: Lsn) -> Result<bool, mysql_async::Error> {
-        let b = self.cfg.secondary.clone();
-        let (lsn_max, _) = self.load_position().await?;
-        if lsn_max >= lsn {
-            return Ok(true);
-        }
-        let found: Option<u64> = self
-            .conn()
-            .await?
-            .query_first(format!(
-                "SELECT lsn FROM {} WHERE lsn = {lsn}",
-                applied_table(&b)
-            ))
-            .await?;
-        Ok(found.is_some())
+        let (stored, above) = self.load_position().await?;
+        Ok(stored >= lsn || above.contains(&lsn))
     }
 
     /// The statements recording that `lsns` are applied (this worker's row
