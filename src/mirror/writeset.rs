@@ -87,22 +87,9 @@ pub enum Shape {
     Unknown,
 }
 
-/// An identifier as written (unquoted).
-fn ident(sql: &[u8], t: &Token) -> Option<String> {
-    match t.kind {
-        Tok::Word => Some(String::from_utf8_lossy(t.text(sql)).into_owned()),
-        Tok::Quoted => {
-            let s = t.text(sql);
-            let inner = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
-            Some(String::from_utf8_lossy(inner).replace("``", "`"))
-        }
-        _ => None,
-    }
-}
-
 /// A column name (case-insensitive in MySQL: lower case).
 fn column(sql: &[u8], t: &Token) -> Option<String> {
-    ident(sql, t).map(|c| c.to_ascii_lowercase())
+    t.ident(sql).map(|c| c.to_ascii_lowercase())
 }
 
 /// An unsigned integer literal (`42` or `'42'`) as a number.
@@ -127,9 +114,9 @@ fn is_punct(t: Option<&Token>, c: u8) -> bool {
 
 /// `name` or `db.name` at `toks[i..]`: the name and the index after it.
 fn table_name(sql: &[u8], toks: &[Token], i: usize) -> Option<(TableName, usize)> {
-    let first = ident(sql, toks.get(i)?)?;
+    let first = toks.get(i)?.ident(sql)?;
     if is_punct(toks.get(i + 1), b'.') {
-        let second = ident(sql, toks.get(i + 2)?)?;
+        let second = toks.get(i + 2)?.ident(sql)?;
         return Some(((Some(first), second), i + 3));
     }
     Some(((None, first), i + 1))

@@ -258,9 +258,9 @@ fn keyword_tables(sql: &[u8], toks: &[Token], class: &Class) -> Vec<String> {
     }
     let mut parts = Vec::new();
     while let Some(t) = toks.get(i) {
-        match t.kind {
-            Tok::Word | Tok::Quoted => parts.push(unquote(t.text(sql))),
-            _ => break,
+        match t.ident(sql) {
+            Some(name) => parts.push(name),
+            None => break,
         }
         if toks.get(i + 1).is_some_and(|t| t.kind == Tok::Punct(b'.')) {
             i += 2;
@@ -276,19 +276,7 @@ fn keyword_tables(sql: &[u8], toks: &[Token], class: &Class) -> Vec<String> {
 }
 
 fn use_db(sql: &[u8], toks: &[Token]) -> Option<String> {
-    let t = toks.get(1)?;
-    match t.kind {
-        Tok::Word | Tok::Quoted => Some(unquote(t.text(sql))),
-        _ => None,
-    }
-}
-
-fn unquote(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b);
-    match s.strip_prefix('`').and_then(|s| s.strip_suffix('`')) {
-        Some(inner) => inner.replace("``", "`"),
-        None => s.into_owned(),
-    }
+    toks.get(1)?.ident(sql)
 }
 
 fn has_for_update(sql: &[u8], toks: &[Token]) -> bool {

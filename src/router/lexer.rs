@@ -38,6 +38,20 @@ impl Token {
     pub fn is_literal(&self) -> bool {
         matches!(self.kind, Tok::Str | Tok::Num)
     }
+    /// The identifier a word or `backquoted` token names (quotes removed,
+    /// doubled backquotes undone); None for other tokens.
+    pub fn ident(&self, sql: &[u8]) -> Option<String> {
+        if !matches!(self.kind, Tok::Word | Tok::Quoted) {
+            return None;
+        }
+        let s = String::from_utf8_lossy(self.text(sql));
+        Some(
+            match s.strip_prefix('`').and_then(|s| s.strip_suffix('`')) {
+                Some(inner) => inner.replace("``", "`"),
+                None => s.into_owned(),
+            },
+        )
+    }
 }
 
 /// Tokenizes `sql` into `out` (cleared first), skipping white space and
