@@ -1463,18 +1463,9 @@ fn is_replayed_ddl(code: u16) -> bool {
     )
 }
 
-/// `db`.`table` on `b` (its URL's database).
-fn qualified(b: &BackendConfig, table: &str) -> String {
-    let table = crate::schema::quote(table);
-    match &b.database {
-        Some(db) => format!("{}.{table}", crate::schema::quote(db)),
-        None => table,
-    }
-}
-
-/// `db`.`_tandem_position` on `b`.
+/// `db`.`_tandem_position` on `b` (its URL's database).
 fn position_table(b: &BackendConfig) -> String {
-    qualified(b, POSITION_TABLE)
+    crate::schema::qualified(b.database.as_deref(), POSITION_TABLE)
 }
 
 fn create_position_sql(b: &BackendConfig) -> String {
@@ -1492,7 +1483,7 @@ fn create_position_sql(b: &BackendConfig) -> String {
 /// `db`.`_tandem_applied` on `b`: intents applied above the stored
 /// position (parallel apply commits out of journal order).
 fn applied_table(b: &BackendConfig) -> String {
-    qualified(b, APPLIED_TABLE)
+    crate::schema::qualified(b.database.as_deref(), APPLIED_TABLE)
 }
 
 fn create_applied_sql(b: &BackendConfig) -> String {

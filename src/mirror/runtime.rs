@@ -114,11 +114,7 @@ impl Roles {
                 primary.name
             )));
         };
-        let marker = format!(
-            "{}.{}",
-            crate::schema::quote(&db),
-            crate::schema::quote(MARKER_TABLE)
-        );
+        let marker = crate::schema::qualified(Some(&db), MARKER_TABLE);
         Ok(Roles {
             primary,
             secondary,
@@ -803,10 +799,9 @@ pub async fn ensure_marker_table(
             .into(),
         ));
     };
-    conn.query_drop(create_marker_sql(&format!(
-        "{}.{}",
-        crate::schema::quote(db),
-        crate::schema::quote(MARKER_TABLE)
+    conn.query_drop(create_marker_sql(&crate::schema::qualified(
+        Some(db),
+        MARKER_TABLE,
     )))
     .await
 }
