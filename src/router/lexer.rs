@@ -661,17 +661,8 @@ pub fn render_params(sql: &[u8], tokens: &[Token], values: &[String]) -> Option<
 /// The name a SAVEPOINT / ROLLBACK TO / RELEASE SAVEPOINT statement names
 /// (its last word or quoted identifier), unquoted.
 pub fn savepoint_name(sql: &[u8], tokens: &[Token]) -> Option<String> {
-    let t = tokens
-        .iter()
-        .rev()
-        .find(|t| matches!(t.kind, Tok::Word | Tok::Quoted))?;
-    let text = t.text(sql);
-    let text = if t.kind == Tok::Quoted && text.len() >= 2 {
-        &text[1..text.len() - 1]
-    } else {
-        text
-    };
-    Some(String::from_utf8_lossy(text).to_ascii_lowercase())
+    let name = tokens.iter().rev().find_map(|t| t.ident(sql))?;
+    Some(name.to_ascii_lowercase())
 }
 
 #[cfg(test)]
