@@ -688,3 +688,117 @@ async fn intents_whose_outcome_was_lost_are_settled_from_the_markers() {
     tandem.kill();
     drop_databases(&[primary, secondary]).await;
 }
+
+/// A and B update rows 1 and 2 in opposite orders; InnoDB rolls one of them
+/// back with a deadlock (1213). Returns (survivor, victim).
+async fn deadlock(mut a: Conn, mut b: Conn, round: i32) -> (Conn, Conn) {
+    for c in [&mut a, &mut b] {
+        c.query_drop("BEGIN").await.unwrap();
+    }
+    a.query_drop(format!("UPDATE acct SET v = v + {round} WHERE id = 1"))
+        .await
+        .unwrap();
+    b.query_drop(format!(
+        "UPDATE acct SET v = v + {} WHERE id = 2",
+        10 * round
+    ))
+    .await
+    .unwrap();
+    let (ra, rb) = tokio::join!(
+        a.query_drop(format!("UPDATE acct SET v = v + {round} WHERE id = 2")),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            b.query_drop(format!(
+                "UPDATE acct SET v = v + {} WHERE id = 1",
+                10 * round
+            ))
+            .await
+        }
+    );
+    match (ra, rb) {
+        (Ok(()), Err(e)) => {
+            assert!(e.to_string().contains("Deadlock"), "{e}");
+            (a, b)
+        }
+        (Err(e), Ok(())) => {
+            assert!(e.to_string().contains("Deadlock"), "{e}");
+            (b, a)
+        }
+        other => panic!("expected one deadlock: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_a_deadlock_rolled_back_are_not_mirrored_whatever_the_client_sends_next() {
+    let env = MirrorEnv::start("deadlock", "").await;
+    env.create_both("CREATE TABLE acct (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO acct VALUES (1, 0), (2, 0), (3, 0)")
+        .await
+        .unwrap();
+    c.disconnect().await.unwrap();
+    let (a, b) = (env.proxy().await, env.proxy().await);
+    // The victim commits as if nothing happened (the server has no
+    // transaction left; its COMMIT commits nothing).
+    let (mut s, mut v) = deadlock(a, b, 1).await;
+    v.query_drop("COMMIT").await.unwrap();
+    s.query_drop("COMMIT").await.unwrap();
+    // The victim starts again with BEGIN (which would commit an open
+    // transaction) and writes something else.
+    let (mut s, mut v) = deadlock(s, v, 2).await;
+    v.query_drop("BEGIN").await.unwrap();
+    v.query_drop("UPDATE acct SET v = v + 100 WHERE id = 3")
+        .await
+        .unwrap();
+    v.query_drop("COMMIT").await.unwrap();
+    s.query_drop("COMMIT").await.unwrap();
+    // With autocommit off the victim's next write opens a new transaction
+    // by itself.
+    for c in [&mut s, &mut v] {
+        c.query_drop("SET autocommit = 0").await.unwrap();
+    }
+    let (mut s, mut v) = deadlock(s, v, 3).await;
+    v.query_drop("UPDATE acct SET v = v + 1000 WHERE id = 3")
+        .await
+        .unwrap();
+    v.query_drop("COMMIT").await.unwrap();
+    s.query_drop("COMMIT").await.unwrap();
+    // A lock wait timeout rolls back only its statement (the default
+    // innodb_rollback_on_timeout): what the transaction wrote before it
+    // commits and is mirrored.
+    v.query_drop("SET innodb_lock_wait_timeout = 1")
+        .await
+        .unwrap();
+    s.query_drop("UPDATE acct SET v = v + 7 WHERE id = 1")
+        .await
+        .unwrap();
+    v.query_drop("UPDATE acct SET v = v + 7000 WHERE id = 3")
+        .await
+        .unwrap();
+    let e = v
+        .query_drop("UPDATE acct SET v = v + 7 WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("Lock wait timeout"), "{e}");
+    v.query_drop("COMMIT").await.unwrap();
+    s.query_drop("COMMIT").await.unwrap();
+    s.disconnect().await.unwrap();
+    v.disconnect().await.unwrap();
+    env.wait_caught_up().await;
+    let mut d = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+    let v3: i32 = d
+        .query_first("SELECT v FROM acct WHERE id = 3")
+        .await
+        .unwrap()
+        .unwrap();
+    d.disconnect().await.unwrap();
+    assert_eq!(v3, 8100, "the surviving transactions' writes to row 3");
+    assert_same(&env.primary, &env.secondary, "acct").await;
+    assert!(
+        env.mirror().divergent().is_empty(),
+        "{:?}",
+        env.mirror().divergent()
+    );
+    env.stop().await;
+}

@@ -381,7 +381,7 @@ impl Session<'_> {
                     self.reply_err(seq, &ErrSpec::unknown_command()).await?;
                 }
             }
-            self.check_txn_end();
+            self.check_txn_end().await?;
             if self.ticket.is_some() && !self.in_txn() {
                 self.ticket = None;
             }
@@ -1020,6 +1020,9 @@ impl Session<'_> {
                     self.client.flush().await?;
                     if let Some(ok) = tracker.summary.last_ok {
                         self.status = ok.status_flags();
+                    }
+                    if tracker.summary.error.is_some() {
+                        self.capture.after_error = true;
                     }
                     self.lease.reusable = true;
                     return Ok(tracker.summary);

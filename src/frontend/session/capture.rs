@@ -57,8 +57,9 @@ pub(super) struct Capture {
     /// again before the next write (after SET, change user, reset).
     vars: Option<Arc<Vec<(String, String)>>>,
     no_backslash_escapes: bool,
-    /// The last error inside the transaction may have rolled it back.
-    rollback_hint: bool,
+    /// An error answered a statement since the last check: the transaction
+    /// may be gone (see `check_txn_end`).
+    pub(super) after_error: bool,
 }
 
 impl Capture {
@@ -448,18 +449,33 @@ impl Session<'_> {
     fn end_txn(&mut self) {
         self.capture.txn.clear();
         self.capture.savepoints.clear();
-        self.capture.rollback_hint = false;
+        self.capture.after_error = false;
     }
 
     /// Called after every command: a transaction with buffered writes that
-    /// ended without Tandem's COMMIT path (a deadlock rolled it back, or a
-    /// statement Tandem did not expect to commit did).
-    pub(super) fn check_txn_end(&mut self) {
-        if self.capture.txn.is_empty() || self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
-        {
-            return;
+    /// ended without Tandem's COMMIT path. An error may have rolled it back
+    /// on the server (a deadlock always does, a lock wait timeout under
+    /// `innodb_rollback_on_timeout`, and so may others); an ERR packet
+    /// carries no status, so after one the server is asked (`DO 0`, whose
+    /// OK carries it, and which opens no transaction). Rolled back: the
+    /// buffered writes are dropped, whatever the client sends next (a
+    /// COMMIT or BEGIN would otherwise journal them as committed). Ended
+    /// without an error: a statement Tandem did not expect to commit did,
+    /// and the tables are marked divergent.
+    pub(super) async fn check_txn_end(&mut self) -> Result<(), SessionError> {
+        let after_error = std::mem::take(&mut self.capture.after_error);
+        if self.capture.txn.is_empty() {
+            return Ok(());
         }
-        if !self.capture.rollback_hint {
+        if after_error {
+            if let Some(ok) = self.run_aux(&[b"DO 0"]).await? {
+                self.status = ok.status_flags();
+            }
+        }
+        if self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS) {
+            return Ok(());
+        }
+        if !after_error {
             let tables = tables_of(&self.capture.txn);
             if let Some(m) = self.capturing() {
                 m.mark_divergent(
@@ -474,6 +490,7 @@ impl Session<'_> {
             );
         }
         self.end_txn();
+        Ok(())
     }
 
     /// Before a statement that commits implicitly: journals and commits the
@@ -522,7 +539,7 @@ impl Session<'_> {
         let token = m.token();
         let statements = std::mem::take(&mut self.capture.txn);
         self.capture.savepoints.clear();
-        self.capture.rollback_hint = false;
+        self.capture.after_error = false;
         let tables = tables_of(&statements);
         let n = statements.len() as u64;
         let txn = MirrorTxn {
@@ -754,14 +771,10 @@ impl Session<'_> {
             // streams, like any statement; buffered for the commit if it
             // succeeded.
             let summary = self.forward(&packet, seq, Expect::ResultSet).await?;
-            match summary.error {
-                None => {
-                    let db = self.mirror_db();
-                    let st = statement(db, insert_id_of(summary.last_ok), None);
-                    self.capture.txn.push(st);
-                }
-                Some(1213 | 1205) => self.capture.rollback_hint = true,
-                Some(_) => {}
+            if summary.error.is_none() {
+                let db = self.mirror_db();
+                let st = statement(db, insert_id_of(summary.last_ok), None);
+                self.capture.txn.push(st);
             }
             return Ok(());
         }
@@ -844,8 +857,8 @@ impl Session<'_> {
             }
             if stmt_r.err.is_none() && !aux_failed {
                 self.capture.txn.push(st);
-            } else if matches!(stmt_r.err, Some(1213 | 1205)) {
-                self.capture.rollback_hint = true;
+            } else {
+                self.capture.after_error = true;
             }
             return self.relay(seq, stmt_r, false).await;
         }
@@ -1131,6 +1144,9 @@ impl Session<'_> {
         mut reply: Reply,
         clear_trans: bool,
     ) -> Result<(), SessionError> {
+        if reply.err.is_some() {
+            self.capture.after_error = true;
+        }
         let deprecate_eof = self.deprecate_eof();
         if clear_trans {
             if let Some(last) = reply.packets.last_mut() {
