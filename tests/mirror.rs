@@ -802,3 +802,89 @@ async fn writes_a_deadlock_rolled_back_are_not_mirrored_whatever_the_client_send
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_holds_one_marker_row_from_its_first_write_to_its_commit() {
+    // The marker row (what an in-doubt commit is settled by) goes in with
+    // a transaction's first mirrored write. Under REPEATABLE READ the
+    // session's count of marker rows is its snapshot plus its own rows,
+    // so it moves only with this transaction's marker.
+    let env = MirrorEnv::start("marker_rows", "").await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL)")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO t VALUES (1, 'seed')")
+        .await
+        .unwrap();
+    async fn markers(c: &mut Conn) -> u64 {
+        c.query_first("SELECT COUNT(*) FROM _tandem_commit")
+            .await
+            .unwrap()
+            .unwrap()
+    }
+    // Rolled back to a savepoint from before the first write: the marker
+    // went with it, and the next write brings another.
+    c.query_drop("BEGIN").await.unwrap();
+    let base = markers(&mut c).await;
+    c.query_drop("SAVEPOINT a").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (2, 'rolled back')")
+        .await
+        .unwrap();
+    assert_eq!(markers(&mut c).await, base + 1);
+    c.query_drop("ROLLBACK TO SAVEPOINT a").await.unwrap();
+    assert_eq!(markers(&mut c).await, base);
+    c.query_drop("INSERT INTO t VALUES (3, 'after savepoint')")
+        .await
+        .unwrap();
+    assert_eq!(markers(&mut c).await, base + 1);
+    c.query_drop("COMMIT").await.unwrap();
+    // A first write that fails keeps the marker; the next one adds none.
+    c.query_drop("BEGIN").await.unwrap();
+    let base = markers(&mut c).await;
+    c.query_drop("INSERT INTO t VALUES (1, 'duplicate')")
+        .await
+        .unwrap_err();
+    assert_eq!(markers(&mut c).await, base + 1);
+    c.query_drop("INSERT INTO t VALUES (4, 'after error')")
+        .await
+        .unwrap();
+    assert_eq!(markers(&mut c).await, base + 1);
+    // A savepoint after the first write keeps it.
+    c.query_drop("SAVEPOINT b").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (5, 'rolled back')")
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK TO SAVEPOINT b").await.unwrap();
+    assert_eq!(markers(&mut c).await, base + 1);
+    c.query_drop("COMMIT").await.unwrap();
+    // A rolled-back transaction leaves no marker row behind.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (6, 'rolled back')")
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    // autocommit = 0: the marker opens the transaction with the write.
+    c.query_drop("SET autocommit = 0").await.unwrap();
+    let base = markers(&mut c).await;
+    c.query_drop("INSERT INTO t VALUES (7, 'autocommit off')")
+        .await
+        .unwrap();
+    assert_eq!(markers(&mut c).await, base + 1);
+    c.query_drop("COMMIT").await.unwrap();
+    c.disconnect().await.unwrap();
+    env.wait_caught_up().await;
+    assert_same(&env.primary, &env.secondary, "t").await;
+    let ids: Vec<u32> = {
+        let mut d = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+        let v = d.query("SELECT id FROM t ORDER BY id").await.unwrap();
+        d.disconnect().await.unwrap();
+        v
+    };
+    assert_eq!(ids, vec![1, 3, 4, 7]);
+    assert!(
+        env.mirror().divergent().is_empty(),
+        "{:?}",
+        env.mirror().divergent()
+    );
+    env.stop().await;
+}

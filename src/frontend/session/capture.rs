@@ -2,12 +2,14 @@
 //! with which pinned values. See ARCHITECTURE.md ("Mirror capture") for why
 //! the order of intents is the primary's commit order.
 //!
-//! - A write inside a transaction runs as `[SET TIMESTAMP, seeds] stmt
-//!   [SET TIMESTAMP = DEFAULT]`, pipelined (one round trip), and is buffered
-//!   with its pinned values once it succeeded.
-//! - COMMIT of a transaction with buffered writes: the marker insert is sent,
-//!   the intent is journaled (fsync) meanwhile, then COMMIT is forwarded and
-//!   its answer journaled as the outcome.
+//! - A write inside a transaction runs as `[marker] [SET TIMESTAMP, seeds]
+//!   stmt [SET TIMESTAMP = DEFAULT]`, pipelined (one round trip), and is
+//!   buffered with its pinned values once it succeeded. The marker insert
+//!   goes with the transaction's first mirrored write.
+//! - COMMIT of a transaction with buffered writes: the intent is journaled
+//!   (fsync; the marker insert runs meanwhile if the transaction has none
+//!   yet), then COMMIT is forwarded and its answer journaled as the
+//!   outcome.
 //! - An autocommit write is wrapped: `[SET…] BEGIN stmt marker`, intent,
 //!   `COMMIT [SET TIMESTAMP = DEFAULT]`; the client gets the statement's own
 //!   answer with the in-transaction status bit cleared.
@@ -51,8 +53,12 @@ const MAX_REPLY: usize = 1 << 30;
 pub(super) struct Capture {
     /// Writes of the open transaction, in order.
     txn: Vec<MirrorStatement>,
-    /// Savepoint name → number of buffered writes when it was set.
-    savepoints: Vec<(String, usize)>,
+    /// The marker row inserted in the open transaction (with its first
+    /// mirrored write), if any.
+    marker: Option<Marker>,
+    /// Savepoint name → number of buffered writes when it was set, and
+    /// whether the marker row was in the transaction then.
+    savepoints: Vec<(String, usize, bool)>,
     /// Current values of `CARRIED_VARS` as SQL literals; None: read them
     /// again before the next write (after SET, change user, reset).
     vars: Option<Arc<Vec<(String, String)>>>,
@@ -75,6 +81,30 @@ impl Capture {
     /// Read the carried session variables again before the next write.
     pub(super) fn forget_vars(&mut self) {
         self.vars = None;
+    }
+}
+
+/// A marker row inserted in the open transaction. Its token stays in flight
+/// (so marker clean-up keeps the row) until the transaction reaches the
+/// journal through `take`; dropped with the transaction (rolled back,
+/// session gone), the token is abandoned.
+pub(super) struct Marker {
+    token: u64,
+    mirror: Option<Arc<Mirror>>,
+}
+
+impl Marker {
+    fn take(mut self) -> u64 {
+        self.mirror = None;
+        self.token
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        if let Some(m) = self.mirror.take() {
+            m.abandon(self.token);
+        }
     }
 }
 
@@ -417,21 +447,27 @@ impl Session<'_> {
                     return Ok(true);
                 }
                 let Some(name) = name else { return Ok(true) };
+                let marked = self.capture.marker.is_some();
                 let sp = &mut self.capture.savepoints;
-                let pos = sp.iter().rposition(|(n, _)| *n == name);
+                let pos = sp.iter().rposition(|(n, _, _)| *n == name);
                 match op {
                     TxnOp::Savepoint => {
                         // Re-using a name moves the savepoint.
                         if let Some(i) = pos {
                             sp.remove(i);
                         }
-                        sp.push((name, self.capture.txn.len()));
+                        sp.push((name, self.capture.txn.len(), marked));
                     }
                     TxnOp::RollbackToSavepoint => {
                         if let Some(i) = pos {
-                            let keep = sp[i].1;
+                            let (_, keep, had_marker) = sp[i];
                             sp.truncate(i + 1);
                             self.capture.txn.truncate(keep);
+                            if !had_marker {
+                                // The marker row was rolled back with the
+                                // rest; the next write inserts another.
+                                self.capture.marker = None;
+                            }
                         }
                     }
                     _ => {
@@ -448,6 +484,7 @@ impl Session<'_> {
 
     fn end_txn(&mut self) {
         self.capture.txn.clear();
+        self.capture.marker = None;
         self.capture.savepoints.clear();
         self.capture.after_error = false;
     }
@@ -464,7 +501,7 @@ impl Session<'_> {
     /// and the tables are marked divergent.
     pub(super) async fn check_txn_end(&mut self) -> Result<(), SessionError> {
         let after_error = std::mem::take(&mut self.capture.after_error);
-        if self.capture.txn.is_empty() {
+        if self.capture.txn.is_empty() && self.capture.marker.is_none() {
             return Ok(());
         }
         if after_error {
@@ -475,7 +512,7 @@ impl Session<'_> {
         if self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS) {
             return Ok(());
         }
-        if !after_error {
+        if !after_error && !self.capture.txn.is_empty() {
             let tables = tables_of(&self.capture.txn);
             if let Some(m) = self.capturing() {
                 m.mark_divergent(
@@ -536,7 +573,10 @@ impl Session<'_> {
                 });
             }
         }
-        let token = m.token();
+        // Normally the marker row went in with the first write; if that
+        // insert failed, it is inserted now, while the intent is fsynced.
+        let early = self.capture.marker.take().map(Marker::take);
+        let token = early.unwrap_or_else(|| m.token());
         let statements = std::mem::take(&mut self.capture.txn);
         self.capture.savepoints.clear();
         self.capture.after_error = false;
@@ -547,11 +587,12 @@ impl Session<'_> {
             conn_id: self.id,
             statements,
         };
-        // The marker insert runs while the intent is fsynced.
-        let marker = query_packet(m.marker_insert(token).as_bytes());
-        if let Err(e) = self.send_backend(&[&marker]).await {
-            m.abandon(token);
-            return Err(e);
+        if early.is_none() {
+            let marker = query_packet(m.marker_insert(token).as_bytes());
+            if let Err(e) = self.send_backend(&[&marker]).await {
+                m.abandon(token);
+                return Err(e);
+            }
         }
         let lsn = match m.intent(token, txn).await {
             Ok(lsn) => Some(lsn),
@@ -560,19 +601,21 @@ impl Session<'_> {
                 None
             }
         };
-        let marker_reply = match self.read_reply(Expect::ResultSet).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Connection gone before COMMIT: the server rolled back.
+        if early.is_none() {
+            let marker_reply = match self.read_reply(Expect::ResultSet).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Connection gone before COMMIT: the server rolled back.
+                    self.settle(m, lsn, token, false);
+                    return Err(e);
+                }
+            };
+            if marker_reply.err.is_some() {
+                // Without its marker the transaction must not commit.
+                let _ = self.run_aux(&[b"ROLLBACK"]).await;
                 self.settle(m, lsn, token, false);
-                return Err(e);
+                return Ok(marker_reply);
             }
-        };
-        if marker_reply.err.is_some() {
-            // Without its marker the transaction must not commit.
-            let _ = self.run_aux(&[b"ROLLBACK"]).await;
-            self.settle(m, lsn, token, false);
-            return Ok(marker_reply);
         }
         if let Err(e) = self.send_backend(&[commit]).await {
             self.settle(m, lsn, token, false);
@@ -766,7 +809,11 @@ impl Session<'_> {
             },
             session: vars.as_ref().clone(),
         };
-        if !autocommit && !pin && !uses.last_insert_id {
+        // The first mirrored write of a transaction takes the marker row
+        // along (pipelined before it), so COMMIT needs no round trip of its
+        // own for it.
+        let early = (!autocommit && self.capture.marker.is_none()).then(|| m.token());
+        if !autocommit && !pin && !uses.last_insert_id && early.is_none() {
             // Inside a transaction with nothing to pin: relayed as it
             // streams, like any statement; buffered for the commit if it
             // succeeded.
@@ -794,7 +841,11 @@ impl Session<'_> {
         let begin_p = query_packet(b"BEGIN");
         let reset_p = query_packet(b"SET TIMESTAMP = DEFAULT");
         let marker_p = token.map(|t| query_packet(m.marker_insert(t).as_bytes()));
-        let mut batch: Vec<&[u8]> = Vec::with_capacity(5);
+        let early_p = early.map(|t| query_packet(m.marker_insert(t).as_bytes()));
+        let mut batch: Vec<&[u8]> = Vec::with_capacity(6);
+        if let Some(p) = &early_p {
+            batch.push(p);
+        }
         if let Some(p) = &set_p {
             batch.push(p);
         }
@@ -813,6 +864,10 @@ impl Session<'_> {
         let has_tail = marker_p.is_some() || pin;
         let phase1 = async {
             self.send_backend(&batch).await?;
+            let early_r = match early_p {
+                Some(_) => Some(self.read_reply(Expect::ResultSet).await?),
+                None => None,
+            };
             let set_r = match set_p {
                 Some(_) => Some(self.read_reply(Expect::ResultSet).await?),
                 None => None,
@@ -836,17 +891,28 @@ impl Session<'_> {
             } else {
                 None
             };
-            Ok::<_, SessionError>((set_r, lid, begin_r, stmt_r, tail_r))
+            Ok::<_, SessionError>((early_r, set_r, lid, begin_r, stmt_r, tail_r))
         };
-        let (set_r, lid, begin_r, stmt_r, tail_r) = match phase1.await {
+        let (early_r, set_r, lid, begin_r, stmt_r, tail_r) = match phase1.await {
             Ok(x) => x,
             Err(e) => {
-                if let Some(t) = token {
+                for t in token.into_iter().chain(early) {
                     m.abandon(t);
                 }
                 return Err(e);
             }
         };
+        if let Some(t) = early {
+            if early_r.is_some_and(|r| r.err.is_none()) {
+                self.capture.marker = Some(Marker {
+                    token: t,
+                    mirror: Some(m.clone()),
+                });
+            } else {
+                // No marker yet: COMMIT inserts one.
+                m.abandon(t);
+            }
+        }
         let failed = |r: &Option<Reply>| r.as_ref().is_some_and(|r| r.err.is_some());
         let aux_failed = failed(&set_r) || failed(&begin_r) || (autocommit && failed(&tail_r));
         let db = self.mirror_db();
