@@ -857,6 +857,19 @@ async fn a_transaction_holds_one_marker_row_from_its_first_write_to_its_commit()
     c.query_drop("ROLLBACK TO SAVEPOINT b").await.unwrap();
     assert_eq!(markers(&mut c).await, base + 1);
     c.query_drop("COMMIT").await.unwrap();
+    // BEGIN commits a transaction whose only write failed, marker row
+    // and all; the next transaction gets a marker of its own.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 'duplicate')")
+        .await
+        .unwrap_err();
+    c.query_drop("BEGIN").await.unwrap();
+    let base = markers(&mut c).await;
+    c.query_drop("INSERT INTO t VALUES (8, 'next transaction')")
+        .await
+        .unwrap();
+    assert_eq!(markers(&mut c).await, base + 1);
+    c.query_drop("COMMIT").await.unwrap();
     // A rolled-back transaction leaves no marker row behind.
     c.query_drop("BEGIN").await.unwrap();
     c.query_drop("INSERT INTO t VALUES (6, 'rolled back')")
@@ -880,7 +893,7 @@ async fn a_transaction_holds_one_marker_row_from_its_first_write_to_its_commit()
         d.disconnect().await.unwrap();
         v
     };
-    assert_eq!(ids, vec![1, 3, 4, 7]);
+    assert_eq!(ids, vec![1, 3, 4, 7, 8]);
     assert!(
         env.mirror().divergent().is_empty(),
         "{:?}",

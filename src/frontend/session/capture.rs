@@ -534,6 +534,10 @@ impl Session<'_> {
     /// open transaction. False when that failed (the client got the error).
     async fn commit_implicitly(&mut self, m: &Arc<Mirror>, seq: u8) -> Result<bool, SessionError> {
         if self.capture.txn.is_empty() {
+            // A marker row without writes (the first write failed) commits
+            // with the statement and belongs to no intent; the next
+            // transaction needs its own.
+            self.capture.marker = None;
             return Ok(true);
         }
         let reply = self.commit_txn(m, &query_packet(b"COMMIT")).await?;
