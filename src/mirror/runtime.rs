@@ -8,11 +8,12 @@
 //!
 //! Commit markers: each mirrored transaction inserts its token into
 //! `_tandem_commit` in the primary URL's database, inside the transaction
-//! (with its first mirrored write), before COMMIT. The row exists iff the transaction committed, which is
-//! what an in-doubt intent is resolved by. Cost: one small insert per
-//! mirrored transaction on the primary (pipelined, no extra round trip for
-//! explicit transactions) and a periodic range delete. Rows are deleted once
-//! their outcome is durable in the journal.
+//! (with its first mirrored write), before COMMIT. The row exists iff the
+//! transaction committed, which is what an in-doubt intent is resolved by.
+//! Cost: one small insert per mirrored transaction on the primary
+//! (pipelined, no extra round trip for explicit transactions) and a
+//! periodic range delete. Rows are deleted once their outcome is durable in
+//! the journal.
 
 use super::applier::{Applier, ApplierConfig, ApplierStats, OnPermanentError};
 use super::journal::{Journal, JournalError, Lsn, DEFAULT_SEGMENT_BYTES};
