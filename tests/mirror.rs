@@ -318,11 +318,19 @@ async fn secondary_cut_off_mid_run_catches_up_identical() {
     let addr = env.server.addr;
     let db = env.primary.clone();
     let load = tokio::spawn(async move { run_workload(addr, &db, 8, 400, 7, false).await });
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Cut after a share of the 3200 transactions, by progress rather than
+    // time (a fast host runs the whole workload in a few seconds).
+    let m = env.mirror();
+    let journaled = || m.stats.committed.load(std::sync::atomic::Ordering::Relaxed);
+    while journaled() < 600 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     relay.cut();
     // The primary keeps serving while the secondary is unreachable.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let m = env.mirror();
+    while journaled() < 1400 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert!(m.lag().0 > 0, "nothing queued while the secondary was away");
     relay.restore();
     let report = load.await.unwrap();
@@ -466,6 +474,21 @@ async fn wait_caught_up_http(admin: std::net::SocketAddr) -> serde_json::Value {
     }
 }
 
+/// Polls /status until this process has journaled `n` transactions.
+async fn wait_journaled(admin: std::net::SocketAddr, n: u64) {
+    wait_listening(admin).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, _, body) = http(admin, "GET", "/status").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if v["mirror"]["journaled"].as_u64().unwrap_or(0) >= n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no progress: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A mirroring `tandem serve` child process (so it can be SIGKILLed) over
 /// fresh `primary` and `secondary` databases that both hold `schema`.
 struct ChildTandem {
@@ -549,7 +572,10 @@ async fn tandem_sigkilled_mid_run_and_restarted_loses_and_repeats_nothing() {
     let (listen, admin) = (tandem.listen, tandem.admin);
     let load = tokio::spawn(async move { run_workload(listen, primary, 8, 500, 99, true).await });
     for _ in 0..2 {
-        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        // Killed once this process has journaled a share of the 4000
+        // transactions (not after a fixed time: a fast host finishes the
+        // whole workload in a few seconds).
+        wait_journaled(admin, 700).await;
         tandem.kill();
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         tandem.restart().await;
