@@ -3,7 +3,8 @@
 //! `tandem backfill`: `GET /mirror/position` (journaled/applied LSNs, lag,
 //! last LSN per table), `POST /mirror/divergent/clear` (`{"tables": […]}`)
 //! and `POST /verify/report` (kept for `/status`); `POST /cutover`
-//! (`{"to": "<backend>"}`, default the secondary) runs the fenced cutover.
+//! (`{"to": "<backend>"}`, default the secondary) runs the fenced cutover;
+//! `POST /mirror/resume` restarts an applier that stopped (`tandem resume`).
 
 use crate::frontend::Shared;
 use crate::metrics::ScrapeExtras;
@@ -28,6 +29,7 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
         .route("/cutover", post(cutover))
         .route("/mirror/position", get(mirror_position))
         .route("/mirror/divergent/clear", post(clear_divergent))
+        .route("/mirror/resume", post(resume_applier))
         .route("/verify/report", post(verify_report))
         .with_state(shared.clone());
     tokio::spawn(async move {
@@ -115,6 +117,20 @@ async fn clear_divergent(
         Some(m) => {
             Json(serde_json::json!({ "cleared": m.clear_divergent(&body.tables) })).into_response()
         }
+        None => (StatusCode::NOT_FOUND, "not mirroring").into_response(),
+    }
+}
+
+async fn resume_applier(State(shared): State<Arc<Shared>>) -> axum::response::Response {
+    match shared.mirror.load_full() {
+        Some(m) => match m.resume_applier() {
+            Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
+            Err(e) => (
+                StatusCode::CONFLICT,
+                Json(serde_json::json!({ "ok": false, "error": e.to_string() })),
+            )
+                .into_response(),
+        },
         None => (StatusCode::NOT_FOUND, "not mirroring").into_response(),
     }
 }

@@ -67,6 +67,13 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Restart the running Tandem's mirror applier after it stopped (e.g.
+    /// halted under `migration.apply_errors: halt`), from the secondary's
+    /// stored position. Exit 0 resumed, 1 nothing to resume, 2 error.
+    Resume {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Print the running Tandem's status (roles, mirror, cutovers, reloads).
     Status {
         #[arg(long, short)]
@@ -107,6 +114,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Cutover { config, to } => cutover_cmd(&config, to),
         Command::Status { config, json } => status_cmd(&config, json),
+        Command::Resume { config } => resume_cmd(&config),
         Command::CheckConfig { config } => match tandem::config::load_for_start(&config) {
             Ok(cfg) => {
                 println!(
@@ -331,6 +339,41 @@ fn cutover_cmd(path: &std::path::Path, to: Option<String>) -> ExitCode {
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
         );
         ExitCode::from(1)
+    }
+}
+
+fn resume_cmd(path: &std::path::Path) -> ExitCode {
+    let (addr, runtime, _) = match admin_of(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let answer = runtime.block_on(tandem::mirror::sync::admin_request(
+        addr,
+        "POST",
+        "/mirror/resume",
+        None,
+        std::time::Duration::from_secs(10),
+    ));
+    match answer {
+        Ok((200, _)) => {
+            println!("applier resumed from the secondary's stored position");
+            ExitCode::SUCCESS
+        }
+        Ok((_, bytes)) => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            eprintln!(
+                "tandem resume: {}",
+                v["error"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("tandem resume: admin API at {addr}: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -351,6 +351,16 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
         ConstGauge::new(m.journal.size_bytes() as i64),
     );
     r.register(
+        "mirror_applier_stopped",
+        "1 while the applier is stopped (halted on a refused transaction, or an error; see /status); writes are still journaled",
+        ConstGauge::new(i64::from(
+            a.stopped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some(),
+        )),
+    );
+    r.register(
         "mirror_divergent_tables",
         "Tables marked divergent (need backfill/verify)",
         ConstGauge::new(m.divergent().len() as i64),

@@ -192,11 +192,18 @@ async fn apply(shared: &Shared, trigger: Trigger) -> Result<bool, ConfigErrors> 
     if let Some(to) = &changes.cutover {
         // The cutover publishes `new` at its swap, or leaves everything as
         // it was.
+        let apply_errors = new.apply_errors;
         crate::cutover::run(shared, new, trigger.as_str())
             .await
             .map_err(|e| ConfigErrors(vec![format!("migration.primary: cutover to {to} {e}")]))?;
+        if let Some(m) = shared.mirror.load_full() {
+            m.set_apply_errors(apply_errors);
+        }
         info!(?changes, "applied config changes");
         return Ok(true);
+    }
+    if let Some(m) = shared.mirror.load_full() {
+        m.set_apply_errors(new.apply_errors);
     }
     shared.config.store(Arc::new(new));
     shared.config_version.fetch_add(1, Ordering::Relaxed);

@@ -927,3 +927,128 @@ async fn a_transaction_holds_one_marker_row_from_its_first_write_to_its_commit()
     );
     env.stop().await;
 }
+
+/// Polls until the applier stopped on its own; returns why.
+async fn wait_stopped(m: &tandem::mirror::runtime::Mirror) -> String {
+    for _ in 0..600 {
+        if let Some(why) = m.applier.stopped.lock().unwrap().clone() {
+            return why;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the applier did not stop");
+}
+
+/// `apply_errors: halt`: a transaction the secondary refuses stops the
+/// applier before it (recorded as "halted", nothing skipped), while the
+/// primary keeps taking writes; once the operator fixes the secondary,
+/// `tandem resume` applies from that transaction on and the copy is exact.
+/// Switched to `continue` by a reload, the running applier dead-letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_errors_halt_stops_before_a_refused_transaction_until_resumed() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let env = MirrorEnv::launch("halt", MARIADB_PORT, "  apply_errors: halt", Some("")).await;
+    env.create_both("CREATE TABLE u (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    let mut sec = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+    // A row only the secondary has: mirroring id 5 hits a duplicate key.
+    sec.query_drop("INSERT INTO u VALUES (5, 0)").await.unwrap();
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO u VALUES (1, 1)").await.unwrap();
+    c.query_drop("INSERT INTO u VALUES (5, 5)").await.unwrap();
+    let m = env.mirror();
+    let why = wait_stopped(&m).await;
+    assert!(
+        why.contains("halted before LSN") && why.contains("Duplicate entry"),
+        "{why}"
+    );
+    // The primary keeps serving; these wait in the journal.
+    c.query_drop("INSERT INTO u VALUES (6, 6)").await.unwrap();
+    c.query_drop("UPDATE u SET v = v + 10 WHERE id IN (1, 5)")
+        .await
+        .unwrap();
+    assert!(m.lag().0 >= 3, "lag {:?}", m.lag());
+    assert_eq!(m.applier.dead_lettered.load(Relaxed), 0);
+    assert!(m.divergent().is_empty(), "{:?}", m.divergent());
+    let dead_letter = env.dir.path().join("journal/dead-letter.jsonl");
+    let entries = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&dead_letter)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let e = entries();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0]["action"], "halted");
+    assert_eq!(e[0]["statements"][0], "INSERT INTO u VALUES (5, 5)");
+    let (code, out, _) = env.tool("status", &[]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("APPLIER STOPPED: halted before LSN"), "{out}");
+    let admin = env.server.shared.config.load().admin.unwrap();
+    let (_, _, metrics) = http(admin, "GET", "/metrics").await;
+    assert!(
+        metrics.contains("tandem_mirror_applier_stopped 1"),
+        "{metrics}"
+    );
+    // A cutover now would lose the backlog: refused.
+    let (code, _, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("applier stopped"), "{err}");
+
+    // Resumed without a fix: it halts at the same transaction again.
+    let (code, _, err) = env.tool("resume", &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let again = wait_stopped(&m).await;
+    assert_eq!(
+        again.split(':').next(),
+        why.split(':').next(),
+        "same LSN: {again}"
+    );
+
+    // The operator removes the stray row; resume applies everything.
+    sec.query_drop("DELETE FROM u WHERE id = 5").await.unwrap();
+    let (code, out, err) = env.tool("resume", &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "u").await, 3);
+    assert!(m.applier.stopped.lock().unwrap().is_none());
+    let (code, _, err) = env.tool("resume", &[]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("running"), "{err}");
+    let (_, _, metrics) = http(admin, "GET", "/metrics").await;
+    assert!(
+        metrics.contains("tandem_mirror_applier_stopped 0"),
+        "{metrics}"
+    );
+
+    // `continue` by a reload: the running applier dead-letters the next one.
+    let cfg = env.cfg.clone().unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("apply_errors: halt", "apply_errors: continue"),
+    )
+    .unwrap();
+    let (code, _, body) = http(admin, "POST", "/reload").await;
+    assert_eq!(code, 200, "{body}");
+    sec.query_drop("INSERT INTO u VALUES (7, 0)").await.unwrap();
+    c.query_drop("INSERT INTO u VALUES (7, 7)").await.unwrap();
+    c.query_drop("INSERT INTO u VALUES (8, 8)").await.unwrap();
+    env.wait_caught_up().await;
+    assert!(m.applier.stopped.lock().unwrap().is_none());
+    assert_eq!(m.applier.dead_lettered.load(Relaxed), 1);
+    assert!(m.divergent().contains_key("u"), "{:?}", m.divergent());
+    let e = entries();
+    assert_eq!(
+        e.iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["halted", "halted", "skipped"]
+    );
+    let ids: Vec<i32> = sec.query("SELECT id FROM u ORDER BY id").await.unwrap();
+    assert_eq!(ids, vec![1, 5, 6, 7, 8]);
+    c.disconnect().await.unwrap();
+    sec.disconnect().await.unwrap();
+    env.stop().await;
+}

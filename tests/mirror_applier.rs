@@ -55,7 +55,7 @@ impl Fixture {
                 secondary,
                 journal_dir: self.dir.path().join("journal"),
                 dead_letter: self.dir.path().join("dead-letter.jsonl"),
-                on_permanent_error: policy,
+                on_permanent_error: tandem::mirror::applier::ErrorPolicy::new(policy),
                 attempt_timeout: Duration::from_secs(5),
                 workers: 4,
             },

@@ -8,7 +8,7 @@
 pub mod model;
 
 use crate::protocol::auth::StoredPassword;
-pub use model::{BackendKind, JournalFull, Reads, UnsafeWrites};
+pub use model::{ApplyErrors, BackendKind, JournalFull, Reads, UnsafeWrites};
 use model::{RawConfig, RawRulesFile, RawTableRule};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -39,6 +39,9 @@ pub struct Config {
     pub journal_limit: JournalLimit,
     /// Secondary connections applying mirrored writes (`migration.apply_workers`).
     pub apply_workers: usize,
+    /// `migration.apply_errors`: what the applier does with a transaction
+    /// the secondary refuses (changes apply to the running applier).
+    pub apply_errors: ApplyErrors,
     pub rules_dir: PathBuf,
     pub rules: Rules,
     pub limits: Limits,
@@ -166,7 +169,8 @@ pub struct Changes {
     /// The new primary, when the edit is a cutover.
     pub cutover: Option<String>,
     /// Settings read where they are used (unsafe_writes, cutover_timeout,
-    /// verify): publishing the new config applies them.
+    /// verify; apply_errors is handed to the running applier): publishing
+    /// the new config applies them.
     pub settings: bool,
 }
 
@@ -258,14 +262,14 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
             old.cutover_max_lag,
             (old.reads, old.shadow_sample_percent.to_bits()),
             &old.verify,
-            old.journal_limit,
+            (old.journal_limit, old.apply_errors),
         ) != (
             new.unsafe_writes,
             new.cutover_timeout,
             new.cutover_max_lag,
             (new.reads, new.shadow_sample_percent.to_bits()),
             &new.verify,
-            new.journal_limit,
+            (new.journal_limit, new.apply_errors),
         ),
     })
 }
@@ -509,6 +513,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             unresolved_secondary,
             journal_limit,
             apply_workers: m.apply_workers,
+            apply_errors: m.apply_errors,
             rules_dir,
             rules,
             limits,

@@ -170,6 +170,23 @@ pub struct RawMigration {
     /// `1` applies strictly one after another. Default `4`, at most 32.
     #[serde(default = "default_apply_workers")]
     pub apply_workers: usize,
+    /// A mirrored transaction the secondary refuses for good (duplicate
+    /// key, unknown column): `continue` (default: dead-lettered, its tables
+    /// marked divergent, the applier goes on) or `halt` (the applier stops
+    /// before it until `tandem resume`; nothing is skipped).
+    #[serde(default = "default_apply_errors")]
+    pub apply_errors: ApplyErrors,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyErrors {
+    Continue,
+    Halt,
+}
+
+fn default_apply_errors() -> ApplyErrors {
+    ApplyErrors::Continue
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

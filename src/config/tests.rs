@@ -152,6 +152,17 @@ fn diff_names_what_cannot_change_live() {
     let errs = parse(&bad).unwrap_err().0;
     assert!(errs.iter().any(|e| e.contains("apply_workers")), "{errs:?}");
 
+    // apply_errors: default continue; a change is a live setting.
+    assert_eq!(old.apply_errors, ApplyErrors::Continue);
+    let halt =
+        parse(&EXAMPLE.replace("migration:\n", "migration:\n  apply_errors: halt\n")).unwrap();
+    assert_eq!(halt.apply_errors, ApplyErrors::Halt);
+    assert!(diff(&old, &halt).unwrap().settings);
+    let errs = parse(&EXAMPLE.replace("migration:\n", "migration:\n  apply_errors: skip\n"))
+        .unwrap_err()
+        .0;
+    assert!(errs.iter().any(|e| e.contains("apply_errors")), "{errs:?}");
+
     // The flip alone is a cutover (run by the reload path).
     let flipped = parse(
         &EXAMPLE

@@ -31,20 +31,48 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// What to do with a transaction that fails permanently on the secondary.
+/// What to do with a transaction that fails permanently on the secondary
+/// (`migration.apply_errors`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnPermanentError {
     /// Dead-letter it, mark its tables divergent, continue.
     Continue,
-    /// Dead-letter it and stop applying.
+    /// Stop applying before it: nothing is skipped, the position stays
+    /// where it is, and a resumed applier tries the same transaction again
+    /// (after the operator fixed the secondary).
     Halt,
+}
+
+/// The policy a running applier reads at each permanent error; shared, so
+/// a config reload changes it without a restart.
+#[derive(Debug, Clone)]
+pub struct ErrorPolicy(Arc<std::sync::atomic::AtomicBool>);
+
+impl ErrorPolicy {
+    pub fn new(p: OnPermanentError) -> Self {
+        ErrorPolicy(Arc::new(std::sync::atomic::AtomicBool::new(
+            p == OnPermanentError::Halt,
+        )))
+    }
+
+    pub fn set(&self, p: OnPermanentError) {
+        self.0.store(p == OnPermanentError::Halt, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> OnPermanentError {
+        if self.0.load(Ordering::Relaxed) {
+            OnPermanentError::Halt
+        } else {
+            OnPermanentError::Continue
+        }
+    }
 }
 
 pub struct ApplierConfig {
     pub secondary: BackendConfig,
     pub journal_dir: PathBuf,
     pub dead_letter: PathBuf,
-    pub on_permanent_error: OnPermanentError,
+    pub on_permanent_error: ErrorPolicy,
     /// One attempt at applying a transaction (or reading the position) may
     /// take this long; then the connection is dropped and it is retried.
     pub attempt_timeout: Duration,
@@ -158,8 +186,16 @@ pub enum ApplierError {
     Journal(#[from] JournalError),
     #[error("secondary: {0}")]
     Secondary(String),
-    #[error("halted on a permanent error at LSN {lsn}: {reason}")]
-    Halted { lsn: Lsn, reason: String },
+    #[error(
+        "halted before LSN {lsn} (migration.apply_errors: halt), which the secondary refused: \
+         {reason}; tables {tables:?}. Nothing was skipped: fix the secondary, then `tandem resume` \
+         (POST /mirror/resume) applies from that transaction on"
+    )]
+    Halted {
+        lsn: Lsn,
+        reason: String,
+        tables: Vec<String>,
+    },
     #[error(
         "the secondary's _tandem_position says LSN {stored} was applied, but the journal ends at \
          {journal_end}: this journal is not the one that secondary was fed from (replaced or \
@@ -1299,7 +1335,10 @@ impl Worker {
         self.conn().await?.query_drop(sql).await
     }
 
-    /// Records a transaction that cannot be applied, and advances past it.
+    /// A transaction the secondary refuses: recorded in the dead-letter
+    /// file (statements, reason, `action`); under `continue` skipped with
+    /// its tables marked divergent, under `halt` the applier stops before
+    /// it (nothing skipped, the position stays).
     async fn permanent(
         &mut self,
         lsn: Lsn,
@@ -1307,27 +1346,26 @@ impl Worker {
         reason: &str,
         position: Position,
     ) -> Result<(), ApplierError> {
-        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         let tables: Vec<String> = txn
             .map(|t| super::record::tables_of(&t.statements))
             .unwrap_or_default();
-        {
-            let mut d = self
-                .stats
-                .divergent_tables
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            d.extend(tables.iter().cloned());
-        }
+        let statements = txn.map(|t| {
+            t.statements
+                .iter()
+                .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
+                .collect::<Vec<_>>()
+        });
+        let halt = self.cfg.on_permanent_error.get() == OnPermanentError::Halt;
         let entry = serde_json::json!({
             "lsn": lsn,
+            // skipped: not applied, never will be; halted: the applier
+            // stopped before it and applies it once resumed.
+            "action": if halt { "halted" } else { "skipped" },
             "conn_id": txn.map(|t| t.conn_id),
             "committed_at_us": txn.map(|t| t.committed_at_us),
             "reason": reason,
             "tables": tables,
-            "statements": txn.map(|t| t.statements.iter()
-                .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
-                .collect::<Vec<_>>()),
+            "statements": statements,
         });
         {
             // Workers share the file: one line at a time.
@@ -1347,18 +1385,31 @@ impl Worker {
             writeln!(f, "{entry}").map_err(ApplierError::DeadLetter)?;
             f.sync_data().map_err(ApplierError::DeadLetter)?;
         }
+        if halt {
+            warn!(
+                lsn,
+                reason,
+                ?tables,
+                "mirrored transaction refused by the secondary; applier halted before it (apply_errors: halt)"
+            );
+            return Err(ApplierError::Halted {
+                lsn,
+                reason: reason.to_string(),
+                tables,
+            });
+        }
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .divergent_tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tables.iter().cloned());
         warn!(
             lsn,
             reason,
             ?tables,
             "mirrored transaction dead-lettered; tables marked divergent"
         );
-        if self.cfg.on_permanent_error == OnPermanentError::Halt {
-            return Err(ApplierError::Halted {
-                lsn,
-                reason: reason.to_string(),
-            });
-        }
         let committed = txn.map_or(0, |t| t.committed_at_us);
         let mut attempt = 0;
         loop {

@@ -15,7 +15,7 @@
 //! periodic range delete. Rows are deleted once their outcome is durable in
 //! the journal.
 
-use super::applier::{Applier, ApplierConfig, ApplierStats, OnPermanentError};
+use super::applier::{Applier, ApplierConfig, ApplierStats, ErrorPolicy, OnPermanentError};
 use super::journal::{Journal, JournalError, Lsn, DEFAULT_SEGMENT_BYTES};
 use super::record::{JournalRecord, MirrorTxn};
 use super::{now_us, JournalHandle};
@@ -150,6 +150,17 @@ pub struct Mirror {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Secondary connections the applier uses.
     apply_workers: usize,
+    /// `migration.apply_errors`, shared with the running applier.
+    apply_errors: ErrorPolicy,
+}
+
+/// Why [`Mirror::resume_applier`] did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error("the applier is running; nothing to resume")]
+    Running,
+    #[error("the applier is being restarted by a cutover; try again when it is done")]
+    Restarting,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +269,7 @@ impl Mirror {
             tasks: Mutex::new(Vec::new()),
             reads_time: Mutex::new(HashMap::new()),
             apply_workers: cfg.apply_workers,
+            apply_errors: ErrorPolicy::new(policy_of(cfg.apply_errors)),
             table_writes: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(writer)),
         });
@@ -285,7 +297,7 @@ impl Mirror {
                 secondary,
                 journal_dir: self.journal_dir.clone(),
                 dead_letter: self.journal_dir.join("dead-letter.jsonl"),
-                on_permanent_error: OnPermanentError::Continue,
+                on_permanent_error: self.apply_errors.clone(),
                 attempt_timeout: Duration::from_secs(30),
                 workers: self.apply_workers,
             },
@@ -303,6 +315,30 @@ impl Mirror {
             }
         });
         *self.applier_task.lock().unwrap_or_else(|p| p.into_inner()) = Some((token, task));
+    }
+
+    /// Restarts an applier that stopped on its own (halted on a
+    /// transaction the secondary refused, or any other error), from the
+    /// secondary's stored position: the transaction it stopped at is tried
+    /// again.
+    pub fn resume_applier(&self) -> Result<(), ResumeError> {
+        {
+            let task = self.applier_task.lock().unwrap_or_else(|p| p.into_inner());
+            match task.as_ref() {
+                None => return Err(ResumeError::Restarting),
+                Some((_, t)) if !t.is_finished() => return Err(ResumeError::Running),
+                Some(_) => {}
+            }
+        }
+        let secondary = self.roles().secondary.clone();
+        info!(secondary = %secondary.name, "resuming the applier");
+        self.start_applier(secondary);
+        Ok(())
+    }
+
+    /// Applies a reloaded `migration.apply_errors` to the running applier.
+    pub fn set_apply_errors(&self, p: crate::config::ApplyErrors) {
+        self.apply_errors.set(policy_of(p));
     }
 
     /// Stops the applier after the transaction it is applying.
@@ -689,6 +725,10 @@ impl Mirror {
             "applied": get(&a.applied),
             "applied_lsn": get(&a.applied_lsn),
             "apply_workers": self.apply_workers,
+            "apply_errors": match self.apply_errors.get() {
+                OnPermanentError::Continue => "continue",
+                OnPermanentError::Halt => "halt",
+            },
             "apply_parallel_peak": get(&a.parallel_peak),
             "retried": get(&a.retried),
             "plain_fallbacks": get(&a.plain_fallbacks),
@@ -956,5 +996,12 @@ async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
                 conn = None;
             }
         }
+    }
+}
+
+fn policy_of(p: crate::config::ApplyErrors) -> OnPermanentError {
+    match p {
+        crate::config::ApplyErrors::Continue => OnPermanentError::Continue,
+        crate::config::ApplyErrors::Halt => OnPermanentError::Halt,
     }
 }
