@@ -204,6 +204,8 @@ async fn unsafe_writes_are_rejected_with_the_reason() {
             "INSERT INTO t VALUES (5, 5); INSERT INTO t VALUES (6, 6)",
             "multi-statement",
         ),
+        ("XA START 'x'", "XA transactions"),
+        ("xa begin 'y'", "XA transactions"),
     ] {
         let r = c.query_drop(sql).await;
         if needle.is_empty() {
@@ -241,15 +243,23 @@ async fn unsafe_writes_run_on_the_primary_only_and_mark_the_table() {
         .await;
     env.create_both("CREATE TABLE ok (id INT PRIMARY KEY)")
         .await;
+    env.create_both("CREATE TABLE xa (id INT PRIMARY KEY)")
+        .await;
     let mut c = env.proxy().await;
     c.query_drop("INSERT INTO t VALUES (1, 1), (2, 2)")
         .await
         .unwrap();
     c.query_drop("DELETE FROM t LIMIT 1").await.unwrap();
     c.query_drop("INSERT INTO ok VALUES (1)").await.unwrap();
+    // An XA transaction runs, unmirrored, and marks its table.
+    c.query_drop("XA START 'x'").await.unwrap();
+    c.query_drop("INSERT INTO xa VALUES (1)").await.unwrap();
+    c.query_drop("XA END 'x'").await.unwrap();
+    c.query_drop("XA COMMIT 'x' ONE PHASE").await.unwrap();
     c.disconnect().await.unwrap();
     env.wait_caught_up().await;
     let d = env.mirror().divergent();
+    assert!(d.contains_key("xa"), "{d:?}");
     assert!(d.contains_key("t"), "{d:?}");
     assert!(!d.contains_key("ok"), "{d:?}");
     assert_same(&env.primary, &env.secondary, "ok").await;

@@ -478,7 +478,23 @@ impl Session<'_> {
                 }
                 Ok(true)
             }
-            TxnOp::Other => Ok(false),
+            TxnOp::Other => {
+                // XA: a prepared transaction can be committed by another
+                // connection or after a restart, outside the session that
+                // would journal it. Under primary_only it runs, and its
+                // tables are marked divergent when it ends (check_txn_end).
+                let toks = &self.scratch.tokens;
+                let xa_start = toks.first().is_some_and(|t| t.is_word(sql, "XA"))
+                    && toks
+                        .get(1)
+                        .is_some_and(|t| t.is_word(sql, "START") || t.is_word(sql, "BEGIN"));
+                if xa_start && self.shared.config.load().unsafe_writes == UnsafeWrites::Reject {
+                    let reason = "XA transactions are not mirrored: a prepared one can be committed outside the session Tandem journals it from";
+                    self.unsafe_write(m, &[], reason, payload, seq).await?;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
         }
     }
 
