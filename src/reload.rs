@@ -254,12 +254,31 @@ pub fn watch(shared: Arc<Shared>) -> Option<impl Drop> {
     }
     let stop = shared.shutdown.clone();
     tokio::spawn(async move {
+        // The watched directories may hold other files that change all the
+        // time (a log written beside the config, which a reload's own log
+        // line would keep changing): reload only when the config or the
+        // rules read differently (also right for symlink swaps such as a
+        // Kubernetes ConfigMap update, where the event names no file of ours).
+        let snapshot = move || {
+            let (source, rules_dir) = (source.clone(), rules_dir.clone());
+            async move {
+                tokio::task::spawn_blocking(move || read_inputs(&source, &rules_dir))
+                    .await
+                    .unwrap_or_default()
+            }
+        };
+        let mut seen = snapshot().await;
         loop {
             tokio::select! {
                 got = rx.recv() => {
                     if got.is_none() {
                         return;
                     }
+                    let now = snapshot().await;
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
                     let _ = reload(&shared, Trigger::File).await;
                 }
                 _ = stop.cancelled() => return,
@@ -267,4 +286,23 @@ pub fn watch(shared: Arc<Shared>) -> Option<impl Drop> {
         }
     });
     Some(debouncer)
+}
+
+/// What a reload would read: the config file and the rules directory's
+/// `*.yaml`/`*.yml` files (path and content; None where unreadable).
+type Inputs = Vec<(std::ffi::OsString, Option<Vec<u8>>)>;
+
+fn read_inputs(source: &std::path::Path, rules_dir: &std::path::Path) -> Inputs {
+    let mut out: Inputs = vec![(source.as_os_str().to_owned(), std::fs::read(source).ok())];
+    let mut rules: Inputs = std::fs::read_dir(rules_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .map(|p| (p.as_os_str().to_owned(), std::fs::read(&p).ok()))
+        .collect();
+    rules.sort();
+    out.extend(rules);
+    out
 }

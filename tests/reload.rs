@@ -232,3 +232,56 @@ async fn sighup_reloads_the_binary() {
     let _ = child.wait();
     env.stop().await;
 }
+
+/// Other files in the config's directory (a log written beside it, which
+/// every reload's own log line would change again) do not trigger reloads;
+/// an edit of the config still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_beside_the_config_do_not_trigger_reloads() {
+    init_logging();
+    let env = TestEnv::start("reload_beside").await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let path = dir.path().join("tandem.yaml");
+    std::fs::write(
+        &path,
+        config_text(&env.db, "127.0.0.1:0", "127.0.0.1:0", &rules, false, 8),
+    )
+    .unwrap();
+    let server = tandem::frontend::start(tandem::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let shared = server.shared.clone();
+    // Let the watcher settle, then write a "log" beside the config and a
+    // non-rules file in the rules directory for a while.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let log = dir.path().join("tandem.log");
+    for i in 0..12 {
+        std::fs::write(&log, format!("line {i}\n")).unwrap();
+        std::fs::write(rules.join("notes.txt"), format!("{i}")).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        shared.last_reload.lock().unwrap().is_none(),
+        "reloaded: {:?}",
+        shared.last_reload.lock().unwrap()
+    );
+    // A real edit still reloads.
+    save(
+        &path,
+        &config_text(&env.db, "127.0.0.1:0", "127.0.0.1:0", &rules, false, 4),
+    );
+    for _ in 0..100 {
+        if shared.config.load().backends["legacy"].pool == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shared.config.load().backends["legacy"].pool, 4);
+    let last = shared.last_reload.lock().unwrap().clone().unwrap();
+    assert_eq!((last.trigger, last.ok), ("file", true));
+    server.shutdown().await;
+    env.stop().await;
+}
