@@ -892,11 +892,8 @@ impl Session<'_> {
                 Some(_) => Some(self.read_reply(Expect::ResultSet).await?),
                 None => None,
             };
-            let lid = if uses.last_insert_id {
-                let r = self.read_reply(Expect::ResultSet).await?;
-                first_row(&r, self.deprecate_eof())
-                    .and_then(|row| row.into_iter().next().flatten())
-                    .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
+            let lid_r = if uses.last_insert_id {
+                Some(self.read_reply(Expect::ResultSet).await?)
             } else {
                 None
             };
@@ -911,9 +908,9 @@ impl Session<'_> {
             } else {
                 None
             };
-            Ok::<_, SessionError>((early_r, set_r, lid, begin_r, stmt_r, tail_r))
+            Ok::<_, SessionError>((early_r, set_r, lid_r, begin_r, stmt_r, tail_r))
         };
-        let (early_r, set_r, lid, begin_r, stmt_r, tail_r) = match phase1.await {
+        let (early_r, set_r, lid_r, begin_r, stmt_r, tail_r) = match phase1.await {
             Ok(x) => x,
             Err(e) => {
                 for t in token.into_iter().chain(early) {
@@ -933,22 +930,54 @@ impl Session<'_> {
                 m.abandon(t);
             }
         }
+        let lid = lid_r.as_ref().and_then(|r| {
+            first_row(r, self.deprecate_eof())
+                .and_then(|row| row.into_iter().next().flatten())
+                .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
+        });
         let failed = |r: &Option<Reply>| r.as_ref().is_some_and(|r| r.err.is_some());
-        let aux_failed = failed(&set_r) || failed(&begin_r) || (autocommit && failed(&tail_r));
+        // A pin that did not take: the write ran with the primary's own
+        // time, seeds or LAST_INSERT_ID(), which the record does not hold.
+        let unpinned = failed(&set_r) || (uses.last_insert_id && lid.is_none());
+        let aux_failed = unpinned || failed(&begin_r) || (autocommit && failed(&tail_r));
         let db = self.mirror_db();
         let st = statement(db, insert_id_of(stmt_r.ok), lid);
+        const UNPINNED: &str = "a write ran without the values Tandem pins (its SET TIMESTAMP or SELECT LAST_INSERT_ID() failed)";
         if !autocommit {
             if let Some(ok) = tail_r.as_ref().and_then(|r| r.ok).or(stmt_r.ok) {
                 self.status = ok.status_flags();
             }
-            if stmt_r.err.is_none() && !aux_failed {
-                self.capture.txn.push(st);
-            } else {
+            if aux_failed || stmt_r.err.is_some() {
                 self.capture.after_error = true;
+            }
+            if stmt_r.err.is_none() {
+                // The write stands in the transaction whatever failed
+                // around it: mirrored, and marked when not pinned.
+                if unpinned {
+                    m.mark_divergent(&tables_of(std::slice::from_ref(&st)), UNPINNED);
+                }
+                self.capture.txn.push(st);
             }
             return self.relay(seq, stmt_r, false).await;
         }
         let token = token.unwrap_or_default();
+        if failed(&begin_r) && stmt_r.err.is_none() {
+            // Without its BEGIN the statement committed on its own, with
+            // no marker and no intent: the client gets its answer, and the
+            // tables are marked.
+            m.abandon(token);
+            if let Some(ok) = tail_r.as_ref().and_then(|r| r.ok).or(stmt_r.ok) {
+                self.status = ok.status_flags();
+            }
+            if pin {
+                self.run_aux(&[b"SET TIMESTAMP = DEFAULT"]).await?;
+            }
+            m.mark_divergent(
+                &tables_of(std::slice::from_ref(&st)),
+                "a write committed on the primary without the BEGIN Tandem wraps it in",
+            );
+            return self.relay(seq, stmt_r, false).await;
+        }
         if stmt_r.err.is_some() || aux_failed {
             m.abandon(token);
             let undo: &[&[u8]] = if pin {
@@ -960,15 +989,22 @@ impl Session<'_> {
                 self.status = ok.status_flags();
             }
             let reply = if stmt_r.err.is_some() {
-                stmt_r
+                Some(stmt_r)
             } else {
-                [set_r, begin_r, tail_r]
+                [set_r, lid_r, begin_r, tail_r]
                     .into_iter()
                     .flatten()
                     .find(|r| r.err.is_some())
-                    .unwrap_or(stmt_r)
             };
-            return self.relay(seq, reply, false).await;
+            return match reply {
+                Some(r) => self.relay(seq, r, false).await,
+                // LAST_INSERT_ID() answered something unreadable: the
+                // statement was rolled back, which the client must hear.
+                None => {
+                    let msg = "Tandem: statement rolled back: its LAST_INSERT_ID() could not be read to mirror it";
+                    self.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await
+                }
+            };
         }
         let txn = MirrorTxn {
             committed_at_us: now_us(),
