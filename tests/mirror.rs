@@ -1062,3 +1062,51 @@ async fn apply_errors_halt_stops_before_a_refused_transaction_until_resumed() {
     sec.disconnect().await.unwrap();
     env.stop().await;
 }
+
+/// A second Tandem mirroring the same databases (two replicas started with
+/// one config) would mix commit markers and applied positions: it is
+/// refused at start, naming the lock's holder, and starts once the first
+/// one is gone. One whose secondary alone is taken is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tandem_cannot_mirror_the_same_databases() {
+    let env = MirrorEnv::start("guard", "").await;
+    let other = tempfile::tempdir().unwrap();
+    let second = |primary: &str, secondary: &str| {
+        tandem::config::parse(&mirror_yaml(
+            primary,
+            secondary,
+            MARIADB_PORT,
+            &other.path().join("journal"),
+            &other.path().join("rules"),
+            "",
+        ))
+        .unwrap()
+    };
+    let e = tandem::frontend::start(second(&env.primary, &env.secondary))
+        .await
+        .err()
+        .expect("refused");
+    let e = e.to_string();
+    eprintln!("{e}");
+    assert!(
+        e.contains("another Tandem mirrors database tandem_m_guard ")
+            && e.contains("lock 'tandem_mirror:tandem_m_guard' is held by connection "),
+        "{e}"
+    );
+    // Another primary, the same secondary.
+    fresh_database("tandem_m_guard_other").await;
+    let e = tandem::frontend::start(second("tandem_m_guard_other", &env.secondary))
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("mirrors database tandem_m_guard_next"), "{e}");
+
+    let (primary, secondary) = (env.primary.clone(), env.secondary.clone());
+    env.server.shutdown().await;
+    let server = tandem::frontend::start(second(&primary, &secondary))
+        .await
+        .expect("starts once the first one stopped");
+    server.shutdown().await;
+    drop_databases(&[&primary, &secondary, "tandem_m_guard_other"]).await;
+}

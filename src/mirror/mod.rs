@@ -6,12 +6,15 @@
 //! - `applier`: replays committed intents on the secondary, exactly once.
 //! - `runtime`: the running mirror `serve` owns: start-up recovery of
 //!   in-doubt intents, commit markers on the primary, the applier task.
+//! - `guard`: the per-database lock that keeps a second Tandem from
+//!   mirroring the same databases.
 //! - `sync`: how verify and backfill wait for writes in flight (in-process
 //!   or through the admin API).
 //!
 //! Capture itself happens in the session (`frontend::session::capture`).
 
 pub mod applier;
+pub mod guard;
 pub mod journal;
 pub mod record;
 pub mod runtime;

@@ -1,6 +1,7 @@
 //! The running mirror that `serve` owns while `migration.secondary` is set.
 //!
-//! Start-up, in this order: open the journal (a torn tail is cut), make sure
+//! Start-up, in this order: open the journal (a torn tail is cut), lock the
+//! primary's and secondary's databases for this mirror (`guard.rs`), make sure
 //! the commit-marker table exists on the primary, resolve every intent the
 //! journal holds without an outcome (a crash between "intent durable" and
 //! "outcome written") by looking for its marker row on the primary, then
@@ -16,6 +17,7 @@
 //! the journal.
 
 use super::applier::{Applier, ApplierConfig, ApplierStats, ErrorPolicy, OnPermanentError};
+use super::guard::MirrorGuard;
 use super::journal::{Journal, JournalError, Lsn, DEFAULT_SEGMENT_BYTES};
 use super::record::{JournalRecord, MirrorTxn};
 use super::{now_us, JournalHandle};
@@ -196,6 +198,11 @@ impl Mirror {
             .partition(|(_, t)| *t == DDL_TOKEN);
 
         let mut conn = connect_retrying(&primary, cfg.limits.connect_timeout).await?;
+        // Before anything touches the markers: no other Tandem mirrors
+        // these databases.
+        let guard = MirrorGuard::acquire(&primary, &secondary, cfg.limits.connect_timeout)
+            .await
+            .map_err(|e| MirrorStartError::Config(e.to_string()))?;
         let perr =
             |e: mysql_async::Error| MirrorStartError::Primary(primary.name.clone(), e.to_string());
         conn.query_drop(create_marker_sql(&marker))
@@ -276,11 +283,12 @@ impl Mirror {
         mirror.start_applier(secondary);
         let resolver = tokio::spawn(resolve_in_doubt(Arc::downgrade(&mirror), rx));
         let cleaner = tokio::spawn(clean_markers(Arc::downgrade(&mirror)));
+        let keeper = guard.keep(mirror.stop.child_token());
         mirror
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([resolver, cleaner]);
+            .extend([resolver, cleaner, keeper]);
         info!(
             secondary = %secondary_name,
             journal = %dir.display(),
