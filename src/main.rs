@@ -297,30 +297,57 @@ fn admin_of(
     Ok((addr, runtime, cfg))
 }
 
-fn cutover_cmd(path: &std::path::Path, to: Option<String>) -> ExitCode {
-    let (addr, runtime, cfg) = match admin_of(path) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let body = serde_json::json!({ "to": to }).to_string();
-    // Preflight (connect timeouts) + the fenced part + slack.
-    let timeout =
-        cfg.cutover_timeout + cfg.limits.connect_timeout * 2 + std::time::Duration::from_secs(30);
+/// One call to the running server's admin API for command `cmd`: the HTTP
+/// code and the body as JSON (Null if it is not), or exit 2 after saying
+/// why it could not be reached. `timeout` is read from the config.
+fn admin_call(
+    cmd: &str,
+    path: &std::path::Path,
+    method: &str,
+    route: &str,
+    body: Option<String>,
+    timeout: impl FnOnce(&tandem::config::Config) -> std::time::Duration,
+) -> Result<(u16, serde_json::Value, Vec<u8>), ExitCode> {
+    let (addr, runtime, cfg) = admin_of(path)?;
     let answer = runtime.block_on(tandem::mirror::sync::admin_request(
         addr,
-        "POST",
-        "/cutover",
-        Some(body),
-        timeout,
+        method,
+        route,
+        body,
+        timeout(&cfg),
     ));
-    let (code, bytes) = match answer {
-        Ok(x) => x,
+    match answer {
+        Ok((code, bytes)) => Ok((
+            code,
+            serde_json::from_slice(&bytes).unwrap_or_default(),
+            bytes.to_vec(),
+        )),
         Err(e) => {
-            eprintln!("tandem cutover: admin API at {addr}: {e}");
-            return ExitCode::from(2);
+            eprintln!("tandem {cmd}: admin API at {addr}: {e} (is Tandem running?)");
+            Err(ExitCode::from(2))
         }
+    }
+}
+
+/// The `error` of an admin API answer, else its body.
+fn error_text(v: &serde_json::Value, bytes: &[u8]) -> String {
+    v["error"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+fn cutover_cmd(path: &std::path::Path, to: Option<String>) -> ExitCode {
+    let body = serde_json::json!({ "to": to }).to_string();
+    // Preflight (connect timeouts) + the fenced part + slack.
+    let timeout = |cfg: &tandem::config::Config| {
+        cfg.cutover_timeout + cfg.limits.connect_timeout * 2 + std::time::Duration::from_secs(30)
     };
-    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let (code, v, bytes) =
+        match admin_call("cutover", path, "POST", "/cutover", Some(body), timeout) {
+            Ok(x) => x,
+            Err(code) => return code,
+        };
     if code == 200 {
         let r = &v["report"];
         println!(
@@ -331,49 +358,23 @@ fn cutover_cmd(path: &std::path::Path, to: Option<String>) -> ExitCode {
         print_phases(r);
         ExitCode::SUCCESS
     } else {
-        eprintln!(
-            "tandem cutover: {}",
-            v["error"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
-        );
+        eprintln!("tandem cutover: {}", error_text(&v, &bytes));
         ExitCode::from(1)
     }
 }
 
 fn resume_cmd(path: &std::path::Path) -> ExitCode {
-    let (addr, runtime, _) = match admin_of(path) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let answer = runtime.block_on(tandem::mirror::sync::admin_request(
-        addr,
-        "POST",
-        "/mirror/resume",
-        None,
-        std::time::Duration::from_secs(10),
-    ));
-    match answer {
-        Ok((200, _)) => {
+    let ten = |_: &tandem::config::Config| std::time::Duration::from_secs(10);
+    match admin_call("resume", path, "POST", "/mirror/resume", None, ten) {
+        Ok((200, _, _)) => {
             println!("applier resumed from the secondary's stored position");
             ExitCode::SUCCESS
         }
-        Ok((_, bytes)) => {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            eprintln!(
-                "tandem resume: {}",
-                v["error"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
-            );
+        Ok((_, v, bytes)) => {
+            eprintln!("tandem resume: {}", error_text(&v, &bytes));
             ExitCode::from(1)
         }
-        Err(e) => {
-            eprintln!("tandem resume: admin API at {addr}: {e}");
-            ExitCode::from(2)
-        }
+        Err(code) => code,
     }
 }
 
@@ -405,29 +406,15 @@ fn print_phases(r: &serde_json::Value) {
 }
 
 fn status_cmd(path: &std::path::Path, raw: bool) -> ExitCode {
-    let (addr, runtime, _) = match admin_of(path) {
-        Ok(x) => x,
+    let ten = |_: &tandem::config::Config| std::time::Duration::from_secs(10);
+    let v = match admin_call("status", path, "GET", "/status", None, ten) {
+        Ok((200, v, _)) => v,
+        Ok((c, _, _)) => {
+            eprintln!("tandem status: the admin API answered HTTP {c}");
+            return ExitCode::from(2);
+        }
         Err(code) => return code,
     };
-    let answer = runtime.block_on(tandem::mirror::sync::admin_request(
-        addr,
-        "GET",
-        "/status",
-        None,
-        std::time::Duration::from_secs(10),
-    ));
-    let bytes = match answer {
-        Ok((200, b)) => b,
-        Ok((c, _)) => {
-            eprintln!("tandem status: admin API at {addr} answered HTTP {c}");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("tandem status: admin API at {addr}: {e} (is Tandem running?)");
-            return ExitCode::from(2);
-        }
-    };
-    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     if raw {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return ExitCode::SUCCESS;
