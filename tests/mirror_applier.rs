@@ -10,8 +10,9 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tandem::config::ApplyErrors;
 use tandem::config::{BackendConfig, BackendKind};
-use tandem::mirror::applier::{Applier, ApplierConfig, ApplierStats, OnPermanentError};
+use tandem::mirror::applier::{Applier, ApplierConfig, ApplierStats};
 use tandem::mirror::journal::{Journal, Lsn};
 use tandem::mirror::record::{MirrorStatement, MirrorTxn, Pins};
 use tandem::mirror::JournalHandle;
@@ -39,7 +40,7 @@ async fn fixture(name: &str) -> Fixture {
 }
 
 impl Fixture {
-    fn applier(&self, policy: OnPermanentError) -> Applier {
+    fn applier(&self, policy: ApplyErrors) -> Applier {
         let secondary = BackendConfig {
             name: "next".into(),
             kind: BackendKind::Mysql,
@@ -66,7 +67,7 @@ impl Fixture {
     /// Starts an applier; returns its stats, stop token and task.
     fn spawn(
         &self,
-        policy: OnPermanentError,
+        policy: ApplyErrors,
     ) -> (
         std::sync::Arc<ApplierStats>,
         CancellationToken,
@@ -166,7 +167,7 @@ async fn pinned_values_and_transactions_apply_as_on_the_primary() {
     };
     let last = f.append(txn(vec![upd, rnd])).await;
     // A rolled-back-on-primary transaction never reaches the journal; nothing to add.
-    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    let (stats, stop, task) = f.spawn(ApplyErrors::Halt);
     wait_applied(&stats, last).await;
     stop.cancel();
     task.await.unwrap().unwrap();
@@ -230,7 +231,7 @@ async fn exactly_once_across_restarts_and_killed_connections() {
     }
     let mut d = f.direct().await;
     for round in 0..6 {
-        let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+        let (stats, stop, task) = f.spawn(ApplyErrors::Halt);
         tokio::time::sleep(Duration::from_millis(40 + round * 30)).await;
         if round % 2 == 1 {
             // Kill the applier's connection behind its back.
@@ -249,7 +250,7 @@ async fn exactly_once_across_restarts_and_killed_connections() {
         task.await.unwrap().unwrap();
         let _ = stats;
     }
-    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    let (stats, stop, task) = f.spawn(ApplyErrors::Halt);
     wait_applied(&stats, last).await;
     stop.cancel();
     task.await.unwrap().unwrap();
@@ -270,7 +271,7 @@ async fn secondary_cut_off_and_restored_loses_nothing() {
     let db = f.db.clone();
     f.append(ddl(&db, "CREATE TABLE k (n INT PRIMARY KEY)"))
         .await;
-    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    let (stats, stop, task) = f.spawn(ApplyErrors::Halt);
     let mut last = 0;
     for i in 1..=200 {
         last = f
@@ -323,7 +324,7 @@ async fn permanent_errors_are_dead_lettered_and_marked_divergent() {
     let last = f
         .append(txn(vec![stmt(&db, "INSERT INTO u VALUES (3)", &["u"])]))
         .await;
-    let (stats, stop, task) = f.spawn(OnPermanentError::Continue);
+    let (stats, stop, task) = f.spawn(ApplyErrors::Continue);
     wait_applied(&stats, last).await;
     stop.cancel();
     task.await.unwrap().unwrap();
@@ -353,7 +354,7 @@ async fn permanent_errors_are_dead_lettered_and_marked_divergent() {
     d.query_drop("UPDATE _tandem_position SET lsn = 2")
         .await
         .unwrap();
-    let (stats, _stop, task) = f.spawn(OnPermanentError::Halt);
+    let (stats, _stop, task) = f.spawn(ApplyErrors::Halt);
     let r = tokio::time::timeout(Duration::from_secs(30), task)
         .await
         .unwrap()
@@ -400,7 +401,7 @@ async fn session_changes_inside_a_group_and_statements_a_block_refuses_apply_as_
             with_mode(r"INSERT INTO s VALUES (4, 'back\slash')", ""),
         ]))
         .await;
-    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    let (stats, stop, task) = f.spawn(ApplyErrors::Halt);
     wait_applied(&stats, mixed).await;
     assert_eq!(stats.plain_fallbacks.load(Ordering::Relaxed), 0);
     // UNLOCK TABLES is refused inside a stored program, fine outside.
@@ -451,7 +452,7 @@ async fn ddl_replayed_after_a_crash_is_taken_as_applied() {
     let last = f
         .append(txn(vec![stmt(&db, "INSERT INTO v VALUES (7)", &["v"])]))
         .await;
-    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    let (stats, stop, task) = f.spawn(ApplyErrors::Halt);
     wait_applied(&stats, 1).await;
     stop.cancel();
     task.await.unwrap().unwrap();
@@ -461,7 +462,7 @@ async fn ddl_replayed_after_a_crash_is_taken_as_applied() {
         .await
         .unwrap();
     d.query_drop("DELETE FROM v").await.unwrap();
-    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    let (stats, stop, task) = f.spawn(ApplyErrors::Halt);
     wait_applied(&stats, last).await;
     stop.cancel();
     task.await.unwrap().unwrap();
@@ -523,7 +524,7 @@ async fn a_restart_after_out_of_order_apply_skips_what_was_applied() {
     ))
     .await
     .unwrap();
-    let (stats, stop, task) = f.spawn(OnPermanentError::Halt);
+    let (stats, stop, task) = f.spawn(ApplyErrors::Halt);
     wait_applied(&stats, lsns[5]).await;
     stop.cancel();
     task.await.unwrap().unwrap();

@@ -1,7 +1,7 @@
 //! The YAML shape operators write. Every field documents its default; unknown
 //! keys are rejected. Validation and the runtime form live in `validate.rs`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 fn default_listen() -> String {
@@ -178,7 +178,7 @@ pub struct RawMigration {
     pub apply_errors: ApplyErrors,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApplyErrors {
     Continue,

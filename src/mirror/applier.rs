@@ -18,7 +18,7 @@ use super::journal::{JournalError, Lsn, Reader};
 use super::record::{JournalRecord, MirrorTxn};
 use super::writeset::{self, Access, InFlight, Placement, TableInfo, WriteSet};
 use super::JournalHandle;
-use crate::config::BackendConfig;
+use crate::config::{ApplyErrors, BackendConfig};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -31,39 +31,30 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// What to do with a transaction that fails permanently on the secondary
-/// (`migration.apply_errors`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnPermanentError {
-    /// Dead-letter it, mark its tables divergent, continue.
-    Continue,
-    /// Stop applying before it: nothing is skipped, the position stays
-    /// where it is, and a resumed applier tries the same transaction again
-    /// (after the operator fixed the secondary).
-    Halt,
-}
-
-/// The policy a running applier reads at each permanent error; shared, so
-/// a config reload changes it without a restart.
+/// `migration.apply_errors` as a running applier reads it at each
+/// permanent error; shared, so a config reload changes it without a
+/// restart. `Continue`: dead-letter the transaction, mark its tables
+/// divergent, go on. `Halt`: stop applying before it (nothing skipped, the
+/// position stays; a resumed applier tries it again).
 #[derive(Debug, Clone)]
 pub struct ErrorPolicy(Arc<std::sync::atomic::AtomicBool>);
 
 impl ErrorPolicy {
-    pub fn new(p: OnPermanentError) -> Self {
+    pub fn new(p: ApplyErrors) -> Self {
         ErrorPolicy(Arc::new(std::sync::atomic::AtomicBool::new(
-            p == OnPermanentError::Halt,
+            p == ApplyErrors::Halt,
         )))
     }
 
-    pub fn set(&self, p: OnPermanentError) {
-        self.0.store(p == OnPermanentError::Halt, Ordering::Relaxed);
+    pub fn set(&self, p: ApplyErrors) {
+        self.0.store(p == ApplyErrors::Halt, Ordering::Relaxed);
     }
 
-    pub fn get(&self) -> OnPermanentError {
+    pub fn get(&self) -> ApplyErrors {
         if self.0.load(Ordering::Relaxed) {
-            OnPermanentError::Halt
+            ApplyErrors::Halt
         } else {
-            OnPermanentError::Continue
+            ApplyErrors::Continue
         }
     }
 }
@@ -1355,7 +1346,7 @@ impl Worker {
                 .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
                 .collect::<Vec<_>>()
         });
-        let halt = self.cfg.on_permanent_error.get() == OnPermanentError::Halt;
+        let halt = self.cfg.on_permanent_error.get() == ApplyErrors::Halt;
         let entry = serde_json::json!({
             "lsn": lsn,
             // skipped: not applied, never will be; halted: the applier

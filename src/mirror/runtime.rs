@@ -16,7 +16,7 @@
 //! periodic range delete. Rows are deleted once their outcome is durable in
 //! the journal.
 
-use super::applier::{Applier, ApplierConfig, ApplierStats, ErrorPolicy, OnPermanentError};
+use super::applier::{Applier, ApplierConfig, ApplierStats, ErrorPolicy};
 use super::guard::MirrorGuard;
 use super::journal::{Journal, JournalError, Lsn, DEFAULT_SEGMENT_BYTES};
 use super::record::{JournalRecord, MirrorTxn};
@@ -276,7 +276,7 @@ impl Mirror {
             tasks: Mutex::new(Vec::new()),
             reads_time: Mutex::new(HashMap::new()),
             apply_workers: cfg.apply_workers,
-            apply_errors: ErrorPolicy::new(policy_of(cfg.apply_errors)),
+            apply_errors: ErrorPolicy::new(cfg.apply_errors),
             table_writes: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(writer)),
         });
@@ -346,7 +346,7 @@ impl Mirror {
 
     /// Applies a reloaded `migration.apply_errors` to the running applier.
     pub fn set_apply_errors(&self, p: crate::config::ApplyErrors) {
-        self.apply_errors.set(policy_of(p));
+        self.apply_errors.set(p);
     }
 
     /// Stops the applier after the transaction it is applying.
@@ -733,10 +733,7 @@ impl Mirror {
             "applied": get(&a.applied),
             "applied_lsn": get(&a.applied_lsn),
             "apply_workers": self.apply_workers,
-            "apply_errors": match self.apply_errors.get() {
-                OnPermanentError::Continue => "continue",
-                OnPermanentError::Halt => "halt",
-            },
+            "apply_errors": self.apply_errors.get(),
             "apply_parallel_peak": get(&a.parallel_peak),
             "retried": get(&a.retried),
             "plain_fallbacks": get(&a.plain_fallbacks),
@@ -1004,12 +1001,5 @@ async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
                 conn = None;
             }
         }
-    }
-}
-
-fn policy_of(p: crate::config::ApplyErrors) -> OnPermanentError {
-    match p {
-        crate::config::ApplyErrors::Continue => OnPermanentError::Continue,
-        crate::config::ApplyErrors::Halt => OnPermanentError::Halt,
     }
 }
