@@ -947,7 +947,8 @@ impl Session<'_> {
             if let Some(ok) = tail_r.as_ref().and_then(|r| r.ok).or(stmt_r.ok) {
                 self.status = ok.status_flags();
             }
-            if aux_failed || stmt_r.err.is_some() {
+            // (A failed statement sets it in `relay`.)
+            if aux_failed {
                 self.capture.after_error = true;
             }
             if stmt_r.err.is_none() {
