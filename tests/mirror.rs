@@ -1101,6 +1101,31 @@ async fn a_second_tandem_cannot_mirror_the_same_databases() {
         .expect("refused")
         .to_string();
     assert!(e.contains("mirrors database tandem_m_guard_next"), "{e}");
+    // Other databases, the same journal directory: two writers would give
+    // out the same LSNs.
+    fresh_database("tandem_m_guard_other_next").await;
+    let journal = env.dir.path().join("journal");
+    let yaml = mirror_yaml(
+        "tandem_m_guard_other",
+        "tandem_m_guard_other_next",
+        MARIADB_PORT,
+        &journal,
+        &other.path().join("rules"),
+        "",
+    );
+    let e = tandem::frontend::start(tandem::config::parse(&yaml).unwrap())
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "journal {}: in use by another Tandem (process {})",
+            journal.display(),
+            std::process::id()
+        )) && e.contains("needs a journal directory of its own"),
+        "{e}"
+    );
 
     let (primary, secondary) = (env.primary.clone(), env.secondary.clone());
     env.server.shutdown().await;
@@ -1108,5 +1133,11 @@ async fn a_second_tandem_cannot_mirror_the_same_databases() {
         .await
         .expect("starts once the first one stopped");
     server.shutdown().await;
-    drop_databases(&[&primary, &secondary, "tandem_m_guard_other"]).await;
+    drop_databases(&[
+        &primary,
+        &secondary,
+        "tandem_m_guard_other",
+        "tandem_m_guard_other_next",
+    ])
+    .await;
 }

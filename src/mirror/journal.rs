@@ -24,6 +24,38 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// Takes the directory's lock (an exclusive `flock`, released by the
+/// kernel when the process ends, however it ends) and writes this
+/// process's id into the lock file, for the error another one gets.
+fn lock_dir(dir: &Path) -> Result<File, JournalError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+            Ok(file)
+        }
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let holder = if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+                format!(" (process {pid})")
+            } else {
+                String::new()
+            };
+            Err(JournalError::Locked { path, holder })
+        }
+        Err(fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
 /// Log sequence number of a record.
 pub type Lsn = u64;
 
@@ -53,7 +85,16 @@ pub enum JournalError {
     Truncated(Lsn, Lsn),
     #[error("record of {0} bytes exceeds the journal's record limit")]
     TooLarge(usize),
+    #[error(
+        "in use by another Tandem{holder} (it holds the lock on {}); each mirroring Tandem \
+         needs a journal directory of its own",
+        path.display()
+    )]
+    Locked { path: PathBuf, holder: String },
 }
+
+/// The lock file in a journal directory: one writer at a time.
+pub const LOCK_FILE: &str = "LOCK";
 
 #[derive(Debug, Clone)]
 struct Segment {
@@ -66,6 +107,8 @@ struct Segment {
 /// own file handles through `reader`).
 pub struct Journal {
     dir: PathBuf,
+    /// Holds the directory's lock (`LOCK_FILE`) while the journal is open.
+    _lock: File,
     segment_bytes: u64,
     segments: Vec<Segment>,
     /// The last segment, opened for writing at the end of its records.
@@ -83,8 +126,13 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating if needed) the journal in `dir`, truncating a torn
     /// tail left by a crash.
+    ///
+    /// Fails with `Locked` while another `Journal` (in this process or
+    /// another) has the directory open: two writers would interleave
+    /// records with the same LSNs.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, JournalError> {
         fs::create_dir_all(dir)?;
+        let lock = lock_dir(dir)?;
         let mut segments = list_segments(dir)?;
         if segments.is_empty() {
             segments.push(create_segment(dir, 1)?);
@@ -110,6 +158,7 @@ impl Journal {
         active.seek(SeekFrom::Start(valid_len))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            _lock: lock,
             segment_bytes: segment_bytes.max(SEGMENT_HEADER + RECORD_HEADER as u64),
             segments,
             active,

@@ -25,7 +25,7 @@ use crate::config::{BackendConfig, Config};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,6 +43,8 @@ pub const DDL_TOKEN: u64 = u64::MAX;
 
 /// Appends that may wait for the writer thread at once.
 const JOURNAL_QUEUE: usize = 16 * 1024;
+/// How long start-up waits for the journal directory's lock.
+const JOURNAL_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Counters of the capture side (sessions).
 #[derive(Debug, Default)]
@@ -191,7 +193,7 @@ impl Mirror {
         // frees room in steps well below it.
         let segment_bytes =
             (cfg.journal_limit.max_bytes / 8).clamp(64 * 1024, DEFAULT_SEGMENT_BYTES);
-        let journal = Journal::open(&dir, segment_bytes).map_err(jerr)?;
+        let journal = open_journal(&dir, segment_bytes).await.map_err(jerr)?;
         let (ddl, unresolved): (Vec<_>, Vec<_>) = unresolved_intents(&journal)
             .map_err(jerr)?
             .into_iter()
@@ -828,6 +830,21 @@ impl Drop for Mirror {
         self.stop.cancel();
         // The writer thread ends when the last handle is gone.
         drop(self.writer.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+
+/// Opens the journal, waiting a few seconds for its lock while it is held
+/// (a mirror of this process that is stopping, or a previous process
+/// still exiting); then `Locked` names the holder.
+async fn open_journal(dir: &Path, segment_bytes: u64) -> Result<Journal, JournalError> {
+    let deadline = tokio::time::Instant::now() + JOURNAL_LOCK_WAIT;
+    loop {
+        match Journal::open(dir, segment_bytes) {
+            Err(JournalError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            r => return r,
+        }
     }
 }
 

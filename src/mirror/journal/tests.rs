@@ -257,6 +257,7 @@ fn finished_segments_end_with_their_last_record() {
     let mut segs: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
         .collect();
     segs.sort();
     assert!(segs.len() > 3);
@@ -265,6 +266,25 @@ fn finished_segments_end_with_their_last_record() {
         assert!(bytes.len() <= 4096);
         assert_ne!(bytes[bytes.len() - RECORD_HEADER..], [0u8; RECORD_HEADER]);
     }
+}
+
+#[test]
+fn a_journal_directory_has_one_writer_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+    let e = Journal::open(dir.path(), DEFAULT_SEGMENT_BYTES)
+        .err()
+        .expect("a second writer is refused")
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "in use by another Tandem (process {})",
+            std::process::id()
+        )),
+        "{e}"
+    );
+    drop(j);
+    Journal::open(dir.path(), DEFAULT_SEGMENT_BYTES).expect("free again once closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
