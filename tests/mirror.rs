@@ -1063,10 +1063,82 @@ async fn apply_errors_halt_stops_before_a_refused_transaction_until_resumed() {
     env.stop().await;
 }
 
+/// A mirroring Tandem whose host dies without closing its connections
+/// (here: a relay that stops relaying and keeps them open) holds its lock
+/// only until the server's idle timeout for lock connections ends them;
+/// then a replacement starts without anyone running KILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_mirror_hosts_lock_is_released_by_the_server() {
+    init_logging();
+    let (primary, secondary) = ("tandem_m_silent", "tandem_m_silent_next");
+    fresh_database(primary).await;
+    fresh_database(secondary).await;
+    let relay =
+        common::relay::Relay::start(format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap())
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |port: u16, name: &str| {
+        let yaml = mirror_yaml(
+            primary,
+            secondary,
+            port,
+            &dir.path().join(name).join("journal"),
+            &dir.path().join(name).join("rules"),
+            "",
+        )
+        .replace(
+            &format!(":{MARIADB_PORT}/{primary}\n"),
+            &format!(":{port}/{primary}\n"),
+        );
+        tandem::config::parse(&yaml).unwrap()
+    };
+    let first = tandem::frontend::start(config(relay.addr.port(), "first"))
+        .await
+        .expect("first starts");
+    relay.freeze();
+    let frozen_at = std::time::Instant::now();
+    let mut refused = 0;
+    let second = loop {
+        match tandem::frontend::start(config(MARIADB_PORT, "second")).await {
+            Ok(s) => break s,
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("another Tandem mirrors database tandem_m_silent"),
+                    "{e}"
+                );
+                assert!(
+                    e.contains("the server drops its lock after 30 s without a ping"),
+                    "{e}"
+                );
+                refused += 1;
+                assert!(
+                    frozen_at.elapsed() < std::time::Duration::from_secs(90),
+                    "the silent holder's lock was never released: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
+    assert!(
+        refused > 0,
+        "the lock was held while the first one was silent"
+    );
+    eprintln!(
+        "second Tandem started {:?} after the first went silent ({refused} refusals)",
+        frozen_at.elapsed()
+    );
+    second.shutdown().await;
+    relay.cut();
+    first.shutdown().await;
+    drop_databases(&[primary, secondary]).await;
+}
+
 /// A second Tandem mirroring the same databases (two replicas started with
 /// one config) would mix commit markers and applied positions: it is
 /// refused at start, naming the lock's holder, and starts once the first
-/// one is gone. One whose secondary alone is taken is refused too.
+/// one is gone. One whose secondary alone is taken is refused too, and so
+/// is one with other databases that names the first one's journal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_tandem_cannot_mirror_the_same_databases() {
     let env = MirrorEnv::start("guard", "").await;

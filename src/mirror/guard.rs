@@ -12,6 +12,13 @@
 //! holder's connection id and host when another one holds either; an
 //! unreachable secondary is locked as soon as it answers. A keeper task
 //! pings the connections and takes the lock again after one was lost.
+//!
+//! A Tandem host that dies without closing its connections (power loss, a
+//! network cut) would hold the lock until the server noticed, after
+//! `wait_timeout` (8 hours by default). The lock connections therefore set
+//! a short session `wait_timeout` (`HOLDER_IDLE_S`, several keeper
+//! periods): the server closes a silent holder's connection, and with it
+//! the lock, within that time, and a replacement Tandem can start.
 
 use crate::config::BackendConfig;
 use mysql_async::prelude::*;
@@ -25,6 +32,14 @@ use tracing::{error, info, warn};
 const ACQUIRE_WAIT_S: u32 = 5;
 /// Keeper period.
 const TICK: Duration = Duration::from_secs(5);
+/// Session `wait_timeout` of a lock connection: the server ends it (and
+/// releases the lock) after this long without a ping.
+pub const HOLDER_IDLE_S: u32 = 30;
+
+/// A connection for holding a lock (see `HOLDER_IDLE_S`).
+fn lock_opts(b: &BackendConfig) -> mysql_async::OptsBuilder {
+    crate::backend::client_opts(b).init(vec![format!("SET SESSION wait_timeout = {HOLDER_IDLE_S}")])
+}
 
 /// The lock's name for a backend's database (MariaDB names are at most 64
 /// characters and server-wide).
@@ -45,7 +60,9 @@ pub enum GuardError {
     #[error(
         "another Tandem mirrors database {db} on backend {backend}: lock '{name}' is held by {holder}. \
          Only one Tandem may mirror a database (commit markers and applied positions would mix). \
-         If that process is gone, end its connection on {backend} (KILL) and start again"
+         If that process is gone, the server drops its lock after {idle} s without a ping \
+         (or end its connection on {backend} with KILL); then start again",
+        idle = HOLDER_IDLE_S
     )]
     Held {
         backend: String,
@@ -84,12 +101,7 @@ impl MirrorGuard {
                 continue;
             };
             let name = lock_name(&db);
-            let conn = match tokio::time::timeout(
-                connect_timeout,
-                Conn::new(crate::backend::client_opts(b)),
-            )
-            .await
-            {
+            let conn = match tokio::time::timeout(connect_timeout, Conn::new(lock_opts(b))).await {
                 Ok(Ok(c)) => Some(c),
                 Ok(Err(e)) if required => {
                     return Err(GuardError::Backend(b.name.clone(), e.to_string()))
@@ -149,14 +161,13 @@ impl MirrorGuard {
 impl Held {
     async fn tick(&mut self) {
         if let Some(c) = self.conn.as_mut() {
-            if c.query_drop("DO 0").await.is_ok() {
+            if let Ok(Ok(())) = tokio::time::timeout(TICK, c.query_drop("DO 0")).await {
                 return;
             }
             warn!(backend = %self.backend.name, lock = %self.name, "lost the connection holding this mirror's lock; taking it again");
             self.conn = None;
         }
-        let Ok(Ok(mut c)) =
-            tokio::time::timeout(TICK, Conn::new(crate::backend::client_opts(&self.backend))).await
+        let Ok(Ok(mut c)) = tokio::time::timeout(TICK, Conn::new(lock_opts(&self.backend))).await
         else {
             return;
         };

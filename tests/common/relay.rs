@@ -1,6 +1,7 @@
 //! A TCP relay the test controls, placed between Tandem and a backend:
 //! `cut()` drops every relayed connection and refuses new ones until
-//! `restore()`.
+//! `restore()`; `freeze()` stops relaying but keeps every connection open,
+//! like a host that died without closing them (until `cut()`).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ pub struct Relay {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
+    frozen: watch::Sender<bool>,
 }
 
 impl Relay {
@@ -22,6 +24,8 @@ impl Relay {
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
         let gen_tx = generation.clone();
+        let (frozen, _) = watch::channel(false);
+        let frozen_tx = frozen.clone();
         let up2 = up.clone();
         tokio::spawn(async move {
             loop {
@@ -33,6 +37,7 @@ impl Relay {
                     continue;
                 }
                 let mut cut = gen_tx.subscribe();
+                let mut frozen = frozen_tx.subscribe();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
@@ -41,7 +46,12 @@ impl Relay {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
                         _ = cut.changed() => {}
+                        _ = async { let _ = frozen.wait_for(|f| *f).await; } => {
+                            // Both ends stay open and silent until cut.
+                            let _ = cut.changed().await;
+                        }
                     }
+                    drop((c, s));
                 });
             }
         });
@@ -49,6 +59,7 @@ impl Relay {
             addr,
             up,
             generation,
+            frozen,
         }
     }
 
@@ -60,5 +71,11 @@ impl Relay {
 
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+        self.frozen.send_replace(false);
+    }
+
+    /// Stops relaying; connections stay open (see the module doc).
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
     }
 }
