@@ -236,6 +236,61 @@ async fn unsafe_writes_are_rejected_with_the_reason() {
     env.stop().await;
 }
 
+/// Names qualified with the primary's database (`db.t`) are applied to the
+/// secondary's database. The secondary here is on the same server, where
+/// `db.t` unchanged would write the primary's table a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_qualified_with_the_primarys_database_are_applied_to_the_secondarys() {
+    let env = MirrorEnv::start("qualified", "").await;
+    let p = env.primary.clone();
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .await;
+    let mut c = env.proxy().await;
+    for sql in [
+        format!("INSERT INTO {p}.t VALUES (1, 10), (2, 20)"),
+        format!("UPDATE `{p}`.t SET v = v + 1 WHERE {p}.t.id = 1"),
+        format!("CREATE TABLE {p}.q (id INT PRIMARY KEY, n INT)"),
+        format!("INSERT INTO {p}.q VALUES (1, 5)"),
+        format!("UPDATE {p}.q SET n = n * 2"),
+    ] {
+        c.query_drop(&sql).await.unwrap();
+    }
+    let mut tx = c.start_transaction(TxOpts::default()).await.unwrap();
+    tx.exec_drop(format!("DELETE FROM {p}.t WHERE id = ?"), (2,))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // The name also used as an alias: which `x.v` is meant cannot be told.
+    let e = c
+        .query_drop(format!("UPDATE t AS {p} SET {p}.v = 0 WHERE {p}.id = 1"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot tell which to rename") && e.contains("unsafe_writes is reject"),
+        "{e}"
+    );
+    c.disconnect().await.unwrap();
+    env.wait_caught_up().await;
+    let mut d = Conn::new(direct_opts(&p)).await.unwrap();
+    let v: Vec<(i32, i32)> = d.query("SELECT id, v FROM t ORDER BY id").await.unwrap();
+    assert_eq!(v, vec![(1, 11)], "applied once to the primary's table");
+    let n: Vec<i32> = d.query("SELECT n FROM q").await.unwrap();
+    assert_eq!(n, vec![10]);
+    d.disconnect().await.unwrap();
+    assert_same(&env.primary, &env.secondary, "t").await;
+    assert_same(&env.primary, &env.secondary, "q").await;
+    assert!(env.mirror().divergent().is_empty());
+    assert_eq!(
+        env.mirror()
+            .applier
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_writes_run_on_the_primary_only_and_mark_the_table() {
     let env = MirrorEnv::start("unsafe_po", "  unsafe_writes: primary_only").await;

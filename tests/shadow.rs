@@ -71,6 +71,17 @@ async fn shadow_reads_compare_and_count_mismatches_per_table() {
         stats.compared.load(Ordering::Relaxed) + stats.skipped.load(Ordering::Relaxed),
         before
     );
+    // Nor are reads naming the primary's database: on the secondary's
+    // connection (same server here) they would read the primary again.
+    let _: Vec<i32> = c
+        .query(format!("SELECT id FROM {}.item", env.primary))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        stats.compared.load(Ordering::Relaxed) + stats.skipped.load(Ordering::Relaxed),
+        before
+    );
 
     // A change behind Tandem's back on the secondary: reads of that table
     // mismatch, the client still sees the primary's rows.

@@ -665,6 +665,64 @@ pub fn savepoint_name(sql: &[u8], tokens: &[Token]) -> Option<String> {
     Some(name.to_ascii_lowercase())
 }
 
+/// What [`rename_database`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Renamed {
+    /// No name is qualified with the database.
+    Unchanged,
+    Text(Vec<u8>),
+    /// The name is also used for something else in the statement (a table,
+    /// an alias or a column), so `name.x` could mean that instead.
+    Ambiguous,
+}
+
+/// Renames the database `from` to `to` where it qualifies a name
+/// (`from.t`, `from`.`t`, `from.t.c`, `from.f()`), at token positions; the
+/// rest is kept byte for byte. Names compare exactly (database names are
+/// case-sensitive on the servers Tandem targets).
+///
+/// `from.x` also reads as table-or-alias `from`, column `x`; that needs a
+/// table or alias named `from` in the statement, written bare (`UPDATE
+/// from …`, `… AS from`) or qualified (`db.from`). Any such use of the name
+/// makes the result `Ambiguous` instead of guessing.
+pub fn rename_database(sql: &[u8], tokens: &[Token], from: &str, to: &str) -> Renamed {
+    let named = |t: &Token| t.ident(sql).is_some_and(|n| n == from);
+    let dot = |i: usize| tokens.get(i).is_some_and(|t| t.kind == Tok::Punct(b'.'));
+    let word = |i: usize| {
+        tokens
+            .get(i)
+            .is_some_and(|t| matches!(t.kind, Tok::Word | Tok::Quoted))
+    };
+    let mut qualifiers = Vec::new();
+    let mut other_use = false;
+    for (i, t) in tokens.iter().enumerate() {
+        if !named(t) {
+            continue;
+        }
+        let after_dot = i > 0 && dot(i - 1);
+        if !after_dot && dot(i + 1) && word(i + 2) {
+            qualifiers.push(t);
+        } else {
+            other_use = true;
+        }
+    }
+    if qualifiers.is_empty() {
+        return Renamed::Unchanged;
+    }
+    if other_use {
+        return Renamed::Ambiguous;
+    }
+    let mut out = Vec::with_capacity(sql.len() + qualifiers.len() * (to.len() + 2));
+    let mut at = 0;
+    for t in qualifiers {
+        out.extend_from_slice(&sql[at..t.start]);
+        out.extend_from_slice(crate::schema::quote(to).as_bytes());
+        at = t.end;
+    }
+    out.extend_from_slice(&sql[at..]);
+    Renamed::Text(out)
+}
+
 #[cfg(test)]
 mod pin_tests {
     use super::*;
@@ -715,6 +773,45 @@ mod pin_tests {
                 savepoint_name(sql.as_bytes(), &toks(sql.as_bytes())).as_deref(),
                 Some(name)
             );
+        }
+    }
+    #[test]
+    fn database_qualifiers_are_renamed_unless_the_name_means_something_else() {
+        let r =
+            |sql: &str| rename_database(sql.as_bytes(), &toks(sql.as_bytes()), "shop", "shop_next");
+        let text = |sql: &str| match r(sql) {
+            Renamed::Text(t) => String::from_utf8(t).unwrap(),
+            other => panic!("{sql}: {other:?}"),
+        };
+        assert_eq!(
+            text("UPDATE shop.t SET v = v + 1 WHERE shop.t.id = 1 AND s = 'shop.t'"),
+            "UPDATE `shop_next`.t SET v = v + 1 WHERE `shop_next`.t.id = 1 AND s = 'shop.t'"
+        );
+        assert_eq!(
+            text("INSERT INTO `shop` . `t` (a) SELECT shop.f(x) FROM other.u"),
+            "INSERT INTO `shop_next` . `t` (a) SELECT `shop_next`.f(x) FROM other.u"
+        );
+        assert_eq!(
+            text("CREATE TABLE shop.q (id INT)"),
+            "CREATE TABLE `shop_next`.q (id INT)"
+        );
+        for unchanged in [
+            "UPDATE t SET v = 1",
+            "UPDATE shops.t SET v = 1",
+            "UPDATE SHOP.t SET v = 1",
+            "INSERT INTO t VALUES ('shop.t')",
+            "UPDATE t SET shop = 1 WHERE other.shop = 2",
+        ] {
+            assert_eq!(r(unchanged), Renamed::Unchanged, "{unchanged}");
+        }
+        for ambiguous in [
+            "UPDATE t AS shop SET shop.v = 1",
+            "UPDATE shop SET shop.v = 1",
+            "UPDATE other.shop SET shop.v = 1",
+            "UPDATE shop.t SET shop = 1",
+            "INSERT INTO shop.t SELECT shop.* FROM u shop",
+        ] {
+            assert_eq!(r(ambiguous), Renamed::Ambiguous, "{ambiguous}");
         }
     }
 }

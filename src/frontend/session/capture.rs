@@ -26,7 +26,8 @@ use crate::protocol::packets::{get_lenenc, OkInfo};
 use crate::protocol::response::{Expect, Step, Tracker};
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
-use crate::router::{lexer, Class, Classified, Route, SessionOp, TxnOp, WriteKind};
+use crate::router::lexer::{self, Renamed};
+use crate::router::{Class, Classified, Route, SessionOp, TxnOp, WriteKind};
 use crate::schema::sql_literal;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use std::sync::atomic::Ordering;
@@ -754,6 +755,42 @@ impl Session<'_> {
         }
     }
 
+    /// Names in `sql` qualified with the primary URL's database, renamed
+    /// to the secondary URL's (see `lexer::rename_database`).
+    pub(super) fn secondary_names(&self, sql: &[u8]) -> (Renamed, String, String) {
+        let cfg = self.shared.config.load();
+        let from = cfg.primary_backend().database.clone();
+        let to = cfg
+            .secondary
+            .as_ref()
+            .and_then(|s| cfg.backends.get(s))
+            .and_then(|b| b.database.clone());
+        let (Some(from), Some(to)) = (from, to) else {
+            return (Renamed::Unchanged, String::new(), String::new());
+        };
+        if from == to || memchr::memmem::find(sql, from.as_bytes()).is_none() {
+            return (Renamed::Unchanged, from, to);
+        }
+        let mut toks = Vec::new();
+        lexer::tokenize(sql, &mut toks);
+        (lexer::rename_database(sql, &toks, &from, &to), from, to)
+    }
+
+    /// A statement's text for the secondary: names qualified with the
+    /// primary URL's database get the secondary URL's (on a secondary in
+    /// the same server, `shop.t` would otherwise be the primary's table,
+    /// written twice). Err: why that cannot be done with certainty.
+    fn for_secondary(&self, sql: Vec<u8>) -> Result<Vec<u8>, String> {
+        match self.secondary_names(&sql) {
+            (Renamed::Unchanged, _, _) => Ok(sql),
+            (Renamed::Text(renamed), _, _) => Ok(renamed),
+            (Renamed::Ambiguous, from, to) => Err(format!(
+                "the primary's database name `{from}` qualifies a name here and also names a table, \
+                 alias or column, so Tandem cannot tell which to rename to the secondary's `{to}`"
+            )),
+        }
+    }
+
     /// A write that can be mirrored: pins, runs, buffers or commits.
     pub(super) async fn mirrored_write(
         &mut self,
@@ -786,6 +823,14 @@ impl Session<'_> {
                 } else {
                     (packet.to_vec(), rendered)
                 }
+            }
+        };
+        let record_sql = match self.for_secondary(record_sql) {
+            Ok(sql) => sql,
+            Err(reason) => {
+                return self
+                    .unsafe_write(m, &route.tables, &reason, &packet, seq)
+                    .await
             }
         };
         // Pin the statement time only where something reads it: a time
@@ -1110,13 +1155,21 @@ impl Session<'_> {
         sql: &[u8],
         seq: u8,
     ) -> Result<(), SessionError> {
+        let sql = match self.for_secondary(sql.to_vec()) {
+            Ok(sql) => sql,
+            Err(reason) => {
+                return self
+                    .unsafe_write(m, &route.tables, &reason, payload, seq)
+                    .await
+            }
+        };
         if let Some(done) = self.journal_room(m, &route.tables, payload, seq).await? {
             return Ok(done);
         }
         let vars = self.ensure_vars().await?;
         let statement = MirrorStatement {
             db: self.mirror_db(),
-            sql: sql.to_vec(),
+            sql,
             tables: route.tables.clone(),
             ddl: true,
             pins: Pins::default(),
