@@ -18,8 +18,7 @@ use crate::protocol::packets::ok_packet;
 use crate::protocol::response::{Expect, Step, Summary, Tracker, INSPECT_LIMIT};
 use crate::protocol::wire::{frame_len, FLUSH_AT, HEADER, MAX_FRAME};
 use crate::protocol::{ErrSpec, ProtocolError, Wire};
-use crate::router::lexer::{self, Renamed};
-use crate::router::{Class, Classified, Scratch, SessionOp};
+use crate::router::{lexer, Class, Classified, Scratch, SessionOp};
 use bytes::Buf;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use std::collections::HashMap;
@@ -762,7 +761,7 @@ impl Session<'_> {
         }
         // `shop.t` on the secondary's connection would read the primary's
         // database again (same server) or none: not compared.
-        if !matches!(self.secondary_names(sql).0, Renamed::Unchanged) {
+        if !matches!(self.secondary_text(sql), Ok(None)) {
             return None;
         }
         let m = self.capturing()?;

@@ -755,40 +755,40 @@ impl Session<'_> {
         }
     }
 
-    /// Names in `sql` qualified with the primary URL's database, renamed
-    /// to the secondary URL's (see `lexer::rename_database`).
-    pub(super) fn secondary_names(&self, sql: &[u8]) -> (Renamed, String, String) {
+    /// A statement's text for the secondary: names qualified with the
+    /// primary URL's database get the secondary URL's (on a secondary in
+    /// the same server, `shop.t` would otherwise be the primary's table,
+    /// written twice; see `lexer::rename_database`). Ok(None): nothing to
+    /// rename. Err: why that cannot be done with certainty.
+    pub(super) fn secondary_text(&self, sql: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let cfg = self.shared.config.load();
-        let from = cfg.primary_backend().database.clone();
+        let from = cfg.primary_backend().database.as_deref();
         let to = cfg
             .secondary
             .as_ref()
             .and_then(|s| cfg.backends.get(s))
-            .and_then(|b| b.database.clone());
+            .and_then(|b| b.database.as_deref());
         let (Some(from), Some(to)) = (from, to) else {
-            return (Renamed::Unchanged, String::new(), String::new());
+            return Ok(None);
         };
         if from == to || memchr::memmem::find(sql, from.as_bytes()).is_none() {
-            return (Renamed::Unchanged, from, to);
+            return Ok(None);
         }
         let mut toks = Vec::new();
         lexer::tokenize(sql, &mut toks);
-        (lexer::rename_database(sql, &toks, &from, &to), from, to)
-    }
-
-    /// A statement's text for the secondary: names qualified with the
-    /// primary URL's database get the secondary URL's (on a secondary in
-    /// the same server, `shop.t` would otherwise be the primary's table,
-    /// written twice). Err: why that cannot be done with certainty.
-    fn for_secondary(&self, sql: Vec<u8>) -> Result<Vec<u8>, String> {
-        match self.secondary_names(&sql) {
-            (Renamed::Unchanged, _, _) => Ok(sql),
-            (Renamed::Text(renamed), _, _) => Ok(renamed),
-            (Renamed::Ambiguous, from, to) => Err(format!(
+        match lexer::rename_database(sql, &toks, from, to) {
+            Renamed::Unchanged => Ok(None),
+            Renamed::Text(renamed) => Ok(Some(renamed)),
+            Renamed::Ambiguous => Err(format!(
                 "the primary's database name `{from}` qualifies a name here and also names a table, \
                  alias or column, so Tandem cannot tell which to rename to the secondary's `{to}`"
             )),
         }
+    }
+
+    /// `sql` as the secondary should run it (see `secondary_text`).
+    fn for_secondary(&self, sql: Vec<u8>) -> Result<Vec<u8>, String> {
+        Ok(self.secondary_text(&sql)?.unwrap_or(sql))
     }
 
     /// A write that can be mirrored: pins, runs, buffers or commits.
