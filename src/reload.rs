@@ -288,21 +288,17 @@ pub fn watch(shared: Arc<Shared>) -> Option<impl Drop> {
     Some(debouncer)
 }
 
-/// What a reload would read: the config file and the rules directory's
-/// `*.yaml`/`*.yml` files (path and content; None where unreadable).
+/// What a reload would read: the config file and the rules files (path
+/// and content; None where unreadable).
 type Inputs = Vec<(std::ffi::OsString, Option<Vec<u8>>)>;
 
 fn read_inputs(source: &std::path::Path, rules_dir: &std::path::Path) -> Inputs {
-    let mut out: Inputs = vec![(source.as_os_str().to_owned(), std::fs::read(source).ok())];
-    let mut rules: Inputs = std::fs::read_dir(rules_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .map(|p| (p.as_os_str().to_owned(), std::fs::read(&p).ok()))
-        .collect();
-    rules.sort();
-    out.extend(rules);
-    out
+    let rules = config::rule_files(rules_dir).unwrap_or_default();
+    std::iter::once(source.to_path_buf())
+        .chain(rules)
+        .map(|p| {
+            let content = std::fs::read(&p).ok();
+            (p.into_os_string(), content)
+        })
+        .collect()
 }

@@ -609,19 +609,24 @@ fn parse_backend(name: &str, b: &model::RawBackend) -> Result<BackendConfig, Vec
     })
 }
 
-/// Loads and merges `*.yaml` / `*.yml` files from `dir` (sorted by name).
-pub fn load_rules(dir: &Path) -> Result<Rules, Vec<String>> {
-    let mut rules = Rules::default();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(rules),
-        Err(e) => return Err(vec![format!("rules: cannot read {}: {e}", dir.display())]),
-    };
-    let mut files: Vec<PathBuf> = entries
+/// The rules files in `dir`: its `*.yaml` / `*.yml` files, sorted by name.
+pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// Loads and merges the rules files in `dir` (`rule_files`).
+pub fn load_rules(dir: &Path) -> Result<Rules, Vec<String>> {
+    let mut rules = Rules::default();
+    let files = match rule_files(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(rules),
+        Err(e) => return Err(vec![format!("rules: cannot read {}: {e}", dir.display())]),
+    };
     let mut errors = Vec::new();
     let mut origin: BTreeMap<String, PathBuf> = BTreeMap::new();
     for file in files {
