@@ -101,36 +101,24 @@ impl MirrorGuard {
                 continue;
             };
             let name = lock_name(&db);
-            let conn = match tokio::time::timeout(connect_timeout, Conn::new(lock_opts(b))).await {
-                Ok(Ok(c)) => Some(c),
-                Ok(Err(e)) if required => {
-                    return Err(GuardError::Backend(b.name.clone(), e.to_string()))
+            let conn = match lock(b, &name, ACQUIRE_WAIT_S, connect_timeout).await {
+                Ok(c) => Some(c),
+                Err(Failed::Held(holder)) => {
+                    return Err(GuardError::Held {
+                        backend: b.name.clone(),
+                        db,
+                        name,
+                        holder,
+                    })
                 }
-                Err(_) if required => {
-                    return Err(GuardError::Backend(
-                        b.name.clone(),
-                        "connect timed out".into(),
-                    ))
+                Err(Failed::Unreachable(e)) if required => {
+                    return Err(GuardError::Backend(b.name.clone(), e))
                 }
-                _ => {
+                Err(Failed::Unreachable(_)) => {
                     warn!(backend = %b.name, "cannot reach it to lock its database for this mirror; retrying in the background");
                     None
                 }
-            };
-            let conn = match conn {
-                Some(mut c) => match take(&mut c, &name, ACQUIRE_WAIT_S).await {
-                    Ok(true) => Some(c),
-                    Ok(false) => {
-                        return Err(GuardError::Held {
-                            backend: b.name.clone(),
-                            db,
-                            holder: holder(&mut c, &name).await,
-                            name,
-                        })
-                    }
-                    Err(e) => return Err(GuardError::Backend(b.name.clone(), e.to_string())),
-                },
-                None => None,
+                Err(Failed::Error(e)) => return Err(GuardError::Backend(b.name.clone(), e)),
             };
             held.push(Held {
                 backend: b.clone(),
@@ -167,28 +155,51 @@ impl Held {
             warn!(backend = %self.backend.name, lock = %self.name, "lost the connection holding this mirror's lock; taking it again");
             self.conn = None;
         }
-        let Ok(Ok(mut c)) = tokio::time::timeout(TICK, Conn::new(lock_opts(&self.backend))).await
-        else {
-            return;
-        };
-        match take(&mut c, &self.name, 0).await {
-            Ok(true) => {
+        match lock(&self.backend, &self.name, 0, TICK).await {
+            Ok(c) => {
                 info!(backend = %self.backend.name, lock = %self.name, "mirror lock held");
                 self.conn = Some(c);
             }
-            Ok(false) => {
-                let who = holder(&mut c, &self.name).await;
-                error!(
-                    backend = %self.backend.name,
-                    lock = %self.name,
-                    holder = %who,
-                    "another Tandem took this database's mirror lock: two Tandems mirror it, stop one"
-                );
-            }
-            Err(e) => {
+            Err(Failed::Held(who)) => error!(
+                backend = %self.backend.name,
+                lock = %self.name,
+                holder = %who,
+                "another Tandem took this database's mirror lock: two Tandems mirror it, stop one"
+            ),
+            Err(Failed::Unreachable(_)) => {}
+            Err(Failed::Error(e)) => {
                 warn!(backend = %self.backend.name, error = %e, "mirror lock: GET_LOCK failed")
             }
         }
+    }
+}
+
+/// Why [`lock`] holds no lock.
+enum Failed {
+    /// No connection within the timeout.
+    Unreachable(String),
+    /// Another connection holds it (who, see [`holder`]).
+    Held(String),
+    Error(String),
+}
+
+/// A connection of its own to `b` (see `HOLDER_IDLE_S`) that holds lock
+/// `name`, waiting up to `wait_s` for it.
+async fn lock(
+    b: &BackendConfig,
+    name: &str,
+    wait_s: u32,
+    connect_timeout: Duration,
+) -> Result<Conn, Failed> {
+    let mut c = match tokio::time::timeout(connect_timeout, Conn::new(lock_opts(b))).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(Failed::Unreachable(e.to_string())),
+        Err(_) => return Err(Failed::Unreachable("connect timed out".into())),
+    };
+    match take(&mut c, name, wait_s).await {
+        Ok(true) => Ok(c),
+        Ok(false) => Err(Failed::Held(holder(&mut c, name).await)),
+        Err(e) => Err(Failed::Error(e.to_string())),
     }
 }
 
