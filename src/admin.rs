@@ -99,7 +99,12 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn mirror_position(State(shared): State<Arc<Shared>>) -> axum::response::Response {
     match shared.mirror.load_full() {
-        Some(m) => Json(m.position()).into_response(),
+        // Asked by verify, backfill and cutovers of other processes, which
+        // wait for what is journaled to be applied.
+        Some(m) => {
+            m.hurry();
+            Json(m.position()).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "not mirroring").into_response(),
     }
 }

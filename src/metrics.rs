@@ -239,7 +239,7 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
     let get = |x: &AtomicU64| x.load(Ordering::Relaxed);
     let c = &m.stats;
     let a = &m.applier;
-    let counters: [(&str, &str, u64); 16] = [
+    let counters: [(&str, &str, u64); 17] = [
         (
             "mirror_transactions",
             "Transactions journaled as committed on the primary",
@@ -264,6 +264,11 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
             "mirror_applied",
             "Transactions applied on the secondary",
             get(&a.applied),
+        ),
+        (
+            "mirror_apply_groups",
+            "Secondary transactions the applied transactions were grouped into",
+            get(&a.groups),
         ),
         (
             "mirror_retried",

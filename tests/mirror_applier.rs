@@ -23,6 +23,8 @@ struct Fixture {
     dir: tempfile::TempDir,
     journal: JournalHandle,
     port: u16,
+    /// `migration.apply_batch_wait`.
+    batch_wait: Duration,
 }
 
 async fn fixture(name: &str) -> Fixture {
@@ -36,6 +38,7 @@ async fn fixture(name: &str) -> Fixture {
         dir,
         journal,
         port: MARIADB_PORT,
+        batch_wait: Duration::from_millis(10),
     }
 }
 
@@ -59,6 +62,7 @@ impl Fixture {
                 on_permanent_error: tandem::mirror::applier::ErrorPolicy::new(policy),
                 attempt_timeout: Duration::from_secs(5),
                 workers: 4,
+                batch_wait: self.batch_wait,
             },
             self.journal.clone(),
         )
@@ -540,5 +544,60 @@ async fn a_restart_after_out_of_order_apply_skips_what_was_applied() {
         .await
         .unwrap();
     assert_eq!(stored, Some(lsns[5]));
+    d.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_wait_for_a_fuller_group_until_someone_waits_for_them() {
+    let mut f = fixture("apply_batch").await;
+    // Longer than the test: only a full group or a hurry starts one.
+    f.batch_wait = Duration::from_secs(3600);
+    let db = f.db.clone();
+    let mut d = f.direct().await;
+    d.query_drop("CREATE TABLE b (id INT PRIMARY KEY, n INT NOT NULL)")
+        .await
+        .unwrap();
+    let (stats, stop, task) = f.spawn(ApplyErrors::Halt);
+    let insert = |id: i32| {
+        txn(vec![stmt(
+            &db,
+            &format!("INSERT INTO b VALUES ({id}, 0)"),
+            &["b"],
+        )])
+    };
+    let hurry = |lsn: Lsn| {
+        stats.hurry_to.store(lsn, Ordering::Relaxed);
+        stats.hurry.notify_one();
+    };
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    // One transaction alone waits for company until someone waits for
+    // it (a cutover's drain, verify, backfill: `Mirror::hurry`).
+    let mut last = f.append(insert(1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&stats.applied), 0, "applied without waiting");
+    hurry(last);
+    wait_applied(&stats, last).await;
+    assert_eq!((count(&stats.applied), count(&stats.groups)), (1, 1));
+    // A full group (16 independent transactions) goes at once, as one
+    // secondary transaction, however slowly they came.
+    for id in 2..=17 {
+        last = f.append(insert(id)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    wait_applied(&stats, last).await;
+    assert_eq!((count(&stats.applied), count(&stats.groups)), (17, 2));
+    // Three more wait again.
+    for id in 18..=20 {
+        last = f.append(insert(id)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&stats.applied), 17, "applied without waiting");
+    hurry(last);
+    wait_applied(&stats, last).await;
+    assert_eq!((count(&stats.applied), count(&stats.groups)), (20, 3));
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let n: Option<i64> = d.query_first("SELECT COUNT(*) FROM b").await.unwrap();
+    assert_eq!(n, Some(20));
     d.disconnect().await.unwrap();
 }

@@ -39,6 +39,9 @@ pub struct Config {
     pub journal_limit: JournalLimit,
     /// Secondary connections applying mirrored writes (`migration.apply_workers`).
     pub apply_workers: usize,
+    /// `migration.apply_batch_wait`: how long an apply connection waits to
+    /// fill a bigger group.
+    pub apply_batch_wait: Duration,
     /// `migration.apply_errors`: what the applier does with a transaction
     /// the secondary refuses (changes apply to the running applier).
     pub apply_errors: ApplyErrors,
@@ -233,6 +236,9 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
     if old.apply_workers != new.apply_workers {
         errors.push(format!("migration.apply_workers: {restart}"));
     }
+    if old.apply_batch_wait != new.apply_batch_wait {
+        errors.push(format!("migration.apply_batch_wait: {restart}"));
+    }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -280,6 +286,9 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![format!("config: {e}")]))?;
     validate(raw)
 }
+
+/// Longest `migration.apply_batch_wait` (it adds to the mirror's lag).
+const MAX_APPLY_BATCH_WAIT: Duration = Duration::from_secs(1);
 
 fn duration(errors: &mut Vec<String>, key: &str, value: &str) -> Duration {
     match humantime::parse_duration(value) {
@@ -414,6 +423,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             crate::mirror::applier::MAX_WORKERS
         ));
     }
+    let apply_batch_wait = duration(
+        &mut errors,
+        "migration.apply_batch_wait",
+        &m.apply_batch_wait,
+    );
+    if apply_batch_wait > MAX_APPLY_BATCH_WAIT {
+        errors.push(format!(
+            "migration.apply_batch_wait: {} is more than {}",
+            m.apply_batch_wait,
+            humantime::format_duration(MAX_APPLY_BATCH_WAIT)
+        ));
+    }
     if m.reads == Reads::Shadow && m.secondary.is_none() {
         errors.push("migration.reads: shadow needs migration.secondary".into());
     }
@@ -513,6 +534,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             unresolved_secondary,
             journal_limit,
             apply_workers: m.apply_workers,
+            apply_batch_wait,
             apply_errors: m.apply_errors,
             rules_dir,
             rules,

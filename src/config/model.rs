@@ -170,6 +170,12 @@ pub struct RawMigration {
     /// `1` applies strictly one after another. Default `4`, at most 32.
     #[serde(default = "default_apply_workers")]
     pub apply_workers: usize,
+    /// How long an apply connection waits for more transactions before it
+    /// applies fewer than 16 as one secondary transaction (fewer, bigger
+    /// secondary commits cost the secondary less CPU; the wait adds to the
+    /// lag). `0s` applies at once. Default `10ms`, at most `1s`.
+    #[serde(default = "default_apply_batch_wait")]
+    pub apply_batch_wait: String,
     /// A mirrored transaction the secondary refuses for good (duplicate
     /// key, unknown column): `continue` (default: dead-lettered, its tables
     /// marked divergent, the applier goes on) or `halt` (the applier stops
@@ -208,6 +214,10 @@ fn default_journal_full_timeout() -> String {
 
 fn default_apply_workers() -> usize {
     4
+}
+
+fn default_apply_batch_wait() -> String {
+    "10ms".into()
 }
 
 fn default_unsafe() -> UnsafeWrites {

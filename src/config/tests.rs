@@ -152,6 +152,30 @@ fn diff_names_what_cannot_change_live() {
     let errs = parse(&bad).unwrap_err().0;
     assert!(errs.iter().any(|e| e.contains("apply_workers")), "{errs:?}");
 
+    // apply_batch_wait: default 10ms, at most 1s, read at start.
+    assert_eq!(old.apply_batch_wait, Duration::from_millis(10));
+    let wait = |v: &str| {
+        parse(&EXAMPLE.replace(
+            "migration:\n",
+            &format!("migration:\n  apply_batch_wait: {v}\n"),
+        ))
+    };
+    let none = wait("0s").unwrap();
+    assert_eq!(none.apply_batch_wait, Duration::ZERO);
+    let errs = diff(&old, &none).unwrap_err().0;
+    assert!(
+        errs[0].starts_with("migration.apply_batch_wait:"),
+        "{errs:?}"
+    );
+    for bad in ["2s", "soon"] {
+        let errs = wait(bad).unwrap_err().0;
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("migration.apply_batch_wait:")),
+            "{bad}: {errs:?}"
+        );
+    }
+
     // apply_errors: default continue; a change is a live setting.
     assert_eq!(old.apply_errors, ApplyErrors::Continue);
     let halt =

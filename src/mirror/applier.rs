@@ -26,7 +26,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -70,12 +70,18 @@ pub struct ApplierConfig {
     /// Connections applying in parallel (1: strictly one transaction after
     /// another, in journal order).
     pub workers: usize,
+    /// How long a worker with fewer than `writeset::FILL` transactions in
+    /// hand waits for more before applying them (`migration.apply_batch_wait`).
+    pub batch_wait: Duration,
 }
 
 /// Counters the applier keeps (exported by the admin milestone).
 #[derive(Debug, Default)]
 pub struct ApplierStats {
     pub applied: AtomicU64,
+    /// Secondary transactions that applied them (`applied / groups` is the
+    /// mean group size).
+    pub groups: AtomicU64,
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub applied_lsn: AtomicU64,
@@ -94,6 +100,11 @@ pub struct ApplierStats {
     pub dead_letter_lock: Mutex<()>,
     /// Most apply connections that were applying at the same moment.
     pub parallel_peak: AtomicU64,
+    /// Transactions at or below this LSN are applied without waiting for
+    /// fuller groups (someone waits for them: see `Mirror::hurry`).
+    pub hurry_to: AtomicU64,
+    /// Wakes the coordinator after `hurry_to` moved.
+    pub hurry: tokio::sync::Notify,
     /// Groups applied as plain statements after the secondary refused
     /// their compound (`BEGIN NOT ATOMIC`) form.
     pub plain_fallbacks: AtomicU64,
@@ -353,6 +364,7 @@ impl Applier {
             applied,
             inflight: InFlight::new(n),
             queued: (0..n).map(|_| VecDeque::new()).collect(),
+            since: vec![None; n],
             running: (0..n).map(|_| None).collect(),
             exclusive: false,
             blocked: VecDeque::new(),
@@ -360,7 +372,7 @@ impl Applier {
             read_to: stored,
             stored,
             truncated: stored,
-            truncated_at: std::time::Instant::now(),
+            truncated_at: Instant::now(),
             cleaned: stored,
             first_after_start: true,
             schema: Schema::default(),
@@ -492,6 +504,8 @@ struct Coordinator {
     inflight: InFlight,
     /// Per worker: handed out, waiting for the worker to be free.
     queued: Vec<VecDeque<(Lsn, MirrorTxn, WriteSet)>>,
+    /// Per worker: when its oldest queued transaction was handed to it.
+    since: Vec<Option<Instant>>,
     /// Per worker: the job it is applying.
     running: Vec<Option<Vec<(Lsn, WriteSet)>>>,
     /// A job that must run alone (DDL, dead letter) is running.
@@ -504,7 +518,7 @@ struct Coordinator {
     /// Highest position stored on the secondary.
     stored: Lsn,
     truncated: Lsn,
-    truncated_at: std::time::Instant,
+    truncated_at: Instant,
     cleaned: Lsn,
     first_after_start: bool,
     schema: Schema,
@@ -542,12 +556,16 @@ impl Coordinator {
             if self.read_to < *self.visible.borrow() && !stalled {
                 continue;
             }
+            let start_at = self.next_start();
+            let stats = self.stats.clone();
             tokio::select! {
                 r = self.visible.changed() => if r.is_err() { return Ok(()) },
                 d = self.done.recv() => match d {
                     Some((w, r)) => self.finished(w, r)?,
                     None => return Ok(()),
                 },
+                _ = tokio::time::sleep_until(start_at.unwrap_or_else(Instant::now).into()), if start_at.is_some() => {}
+                _ = stats.hurry.notified(), if start_at.is_some() => {}
                 // Written but not readable yet (should not happen): do not spin.
                 _ = tokio::time::sleep(Duration::from_millis(5)), if stalled => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)), if self.schema_retry => {}
@@ -671,7 +689,7 @@ impl Coordinator {
             self.place(lsn, txn, ws);
         }
         for w in 0..self.jobs.len() {
-            if self.running[w].is_none() && !self.queued[w].is_empty() {
+            if self.ready(w) {
                 self.start(w);
             }
         }
@@ -700,6 +718,7 @@ impl Coordinator {
                 let q = &mut self.queued[w];
                 let at = q.partition_point(|(l, _, _)| *l < lsn);
                 q.insert(at, (lsn, txn, ws));
+                self.since[w].get_or_insert_with(Instant::now);
             }
             None => {
                 self.waiting.add(0, &ws);
@@ -720,6 +739,30 @@ impl Coordinator {
         }
     }
 
+    /// Whether worker `w` should start on what it holds now: it is idle
+    /// and holds `FILL` transactions, or the oldest has waited
+    /// `batch_wait`, or something waits for them (blocked transactions, or
+    /// a caller of `Mirror::hurry`).
+    fn ready(&self, w: usize) -> bool {
+        if self.running[w].is_some() || self.queued[w].is_empty() {
+            return false;
+        }
+        let hurry = self.stats.hurry_to.load(Ordering::Relaxed);
+        self.queued[w].len() >= writeset::FILL
+            || !self.blocked.is_empty()
+            || self.queued[w].front().is_some_and(|(l, _, _)| *l <= hurry)
+            || self.since[w].is_none_or(|t| t.elapsed() >= self.cfg.batch_wait)
+    }
+
+    /// When the next idle worker's wait for a fuller group ends.
+    fn next_start(&self) -> Option<Instant> {
+        (0..self.jobs.len())
+            .filter(|w| self.running[*w].is_none() && !self.queued[*w].is_empty())
+            .filter_map(|w| self.since[w])
+            .min()
+            .map(|t| t + self.cfg.batch_wait)
+    }
+
     /// Starts worker `w` on what is queued for it (one group).
     fn start(&mut self, w: usize) {
         let mut txns = Vec::new();
@@ -735,6 +778,9 @@ impl Coordinator {
             };
             txns.push((lsn, txn));
             keys.push((lsn, ws));
+        }
+        if self.queued[w].is_empty() {
+            self.since[w] = None;
         }
         let Some(&(last, _)) = txns.last() else {
             return;
@@ -821,7 +867,7 @@ impl Coordinator {
         }
         self.first_after_start = false;
         self.stored = self.stored.max(pos);
-        if !self.queued[w].is_empty() {
+        if self.ready(w) {
             self.start(w);
         }
         Ok(())
@@ -838,7 +884,7 @@ impl Coordinator {
         // cost the writer thread a wake-up each time.
         if self.stored > self.truncated && self.truncated_at.elapsed() >= TRUNCATE_EVERY {
             self.truncated = self.stored;
-            self.truncated_at = std::time::Instant::now();
+            self.truncated_at = Instant::now();
             self.journal.truncate_before(self.stored + 1).await;
         }
     }
@@ -1007,6 +1053,7 @@ impl Worker {
                     self.stats
                         .applied
                         .fetch_add(txns.len() as u64, Ordering::Relaxed);
+                    self.stats.groups.fetch_add(1, Ordering::Relaxed);
                     if let Some(t) = txns.last() {
                         self.stats
                             .last_committed_at_us

@@ -154,6 +154,7 @@ pub struct Mirror {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Secondary connections the applier uses.
     apply_workers: usize,
+    apply_batch_wait: Duration,
     /// `migration.apply_errors`, shared with the running applier.
     apply_errors: ErrorPolicy,
 }
@@ -278,6 +279,7 @@ impl Mirror {
             tasks: Mutex::new(Vec::new()),
             reads_time: Mutex::new(HashMap::new()),
             apply_workers: cfg.apply_workers,
+            apply_batch_wait: cfg.apply_batch_wait,
             apply_errors: ErrorPolicy::new(cfg.apply_errors),
             table_writes: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(writer)),
@@ -310,6 +312,7 @@ impl Mirror {
                 on_permanent_error: self.apply_errors.clone(),
                 attempt_timeout: Duration::from_secs(30),
                 workers: self.apply_workers,
+                batch_wait: self.apply_batch_wait,
             },
             self.journal.clone(),
             self.applier.clone(),
@@ -591,6 +594,15 @@ impl Mirror {
         }
     }
 
+    /// Someone waits until what is journaled now is applied (a cutover's
+    /// drain, verify, backfill): the applier applies it without waiting to
+    /// fill bigger groups (`migration.apply_batch_wait`).
+    pub fn hurry(&self) {
+        let last = self.last_intent.load(Ordering::Relaxed);
+        self.applier.hurry_to.fetch_max(last, Ordering::Relaxed);
+        self.applier.hurry.notify_one();
+    }
+
     /// Records the primary's answer to an intent's COMMIT. The session does
     /// not wait for it: the marker row settles the question after a crash.
     pub fn outcome(self: &Arc<Self>, lsn: Lsn, token: u64, committed: bool) {
@@ -733,8 +745,10 @@ impl Mirror {
             "aborted": get(&c.aborted),
             "in_doubt": get(&c.in_doubt),
             "applied": get(&a.applied),
+            "apply_groups": get(&a.groups),
             "applied_lsn": get(&a.applied_lsn),
             "apply_workers": self.apply_workers,
+            "apply_batch_wait_ms": self.apply_batch_wait.as_millis() as u64,
             "apply_errors": self.apply_errors.get(),
             "apply_parallel_peak": get(&a.parallel_peak),
             "retried": get(&a.retried),

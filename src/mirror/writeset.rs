@@ -401,8 +401,9 @@ pub struct InFlight {
 }
 
 /// Transactions a worker takes on (applying and queued) before independent
-/// ones go to another worker.
-pub const FILL: usize = 4;
+/// ones go to another worker; an idle worker holding this many starts at
+/// once instead of waiting `migration.apply_batch_wait` for more.
+pub const FILL: usize = 16;
 
 /// Transactions one worker holds (applying and queued) before more that
 /// conflict with them wait outside its queue.
