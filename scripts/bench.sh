@@ -173,6 +173,7 @@ MIRROR_APPLIED=$(echo "$MSTATUS" | jq -r '.mirror.applied')
 MIRROR_DROPPED=$(echo "$MSTATUS" | jq -r '.mirror.dropped')
 MIRROR_DEAD=$(echo "$MSTATUS" | jq -r '.mirror.dead_lettered')
 MIRROR_PEAK=$(echo "$MSTATUS" | jq -r '"\(.mirror.apply_parallel_peak) of \(.mirror.apply_workers)"')
+MIRROR_GROUP=$(echo "$MSTATUS" | jq -r 'if .mirror.apply_groups > 0 then "\(.mirror.applied / .mirror.apply_groups * 10 | round / 10) (apply_batch_wait \(.mirror.apply_batch_wait_ms) ms)" else "-" end')
 
 # Cutover and rollback under oltp_read_write through the mirroring Tandem:
 # flip to next after a third of the run, back to legacy after two thirds.
@@ -231,7 +232,7 @@ my -e "DROP DATABASE tandem_bench_vp; DROP DATABASE tandem_bench_vs"
 echo
 echo "== summary (mean over $ROUNDS rounds) =="
 awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRORS:-?}" -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" -v brps="$BACKFILL_RPS" \
-    -v p50="$MIRROR_P50" -v p99="$MIRROR_P99" -v applied="$MIRROR_APPLIED" -v dropped="$MIRROR_DROPPED" -v dead="$MIRROR_DEAD" -v peak="$MIRROR_PEAK" '
+    -v p50="$MIRROR_P50" -v p99="$MIRROR_P99" -v applied="$MIRROR_APPLIED" -v dropped="$MIRROR_DROPPED" -v dead="$MIRROR_DEAD" -v peak="$MIRROR_PEAK" -v group="$MIRROR_GROUP" '
   { qps[$1" "$2] += $3; p95[$1" "$2] += $4; n[$1" "$2]++
     if ($5 != "-") { c[$1" "$2] += $5; cc[$1" "$2]++ }
     if ($1 == "tandem" && $5 != "-" && $2 != "oltp_write_only") { cpu[$2] += $5; cn[$2]++ }
@@ -262,6 +263,7 @@ awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRO
     printf "mirror apply lag under load: p50 < %s ms, p99 < %s ms (%s transactions applied; dropped %s, dead-lettered %s)\n", p50, p99, applied, dropped, dead
     for (i = 1; i <= 2; i++) if (mw[i] in lagw) printf "  during %s alone (round with the highest p99): %s\n", mw[i], lagw[mw[i]]
     printf "apply connections busy at once, at most: %s\n", peak
+    printf "transactions per secondary commit: %s\n", group
     printf "mirror lag back to 0 after the load stopped: within %s ms (worst run)\n", catchup
     printf "targets: mirroring on/off >= 0.85 on oltp_read_write; lag p99 < 100 ms; back to 0 within 1000 ms; dropped 0\n"
     printf "%s\n%s\n", cut1, cut2
