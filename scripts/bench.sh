@@ -81,7 +81,7 @@ my -e "DROP DATABASE IF EXISTS ${DB}_next; CREATE DATABASE ${DB}_next"
 for i in 1 2 3 4; do
   my -e "CREATE TABLE ${DB}_next.sbtest$i LIKE $DB.sbtest$i; INSERT INTO ${DB}_next.sbtest$i SELECT * FROM $DB.sbtest$i"
 done
-TANDEM_LOG=warn ./target/release/tandem serve --config "$WORK/mirror.yaml" > "$WORK/mirror.log" 2>&1 &
+TANDEM_LOG=info ./target/release/tandem serve --config "$WORK/mirror.yaml" > "$WORK/mirror.log" 2>&1 &
 echo $! > "$WORK/mirror.pid"
 MPID=$(cat "$WORK/mirror.pid")
 for _ in $(seq 1 50); do mariadb --protocol=TCP -h127.0.0.1 -P$MIRROR_PORT -ubench -pbench $DB -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
@@ -172,6 +172,7 @@ MIRROR_P99=$(echo "$MSTATUS" | jq -r '.mirror.apply_lag_p99_ms')
 MIRROR_APPLIED=$(echo "$MSTATUS" | jq -r '.mirror.applied')
 MIRROR_DROPPED=$(echo "$MSTATUS" | jq -r '.mirror.dropped')
 MIRROR_DEAD=$(echo "$MSTATUS" | jq -r '.mirror.dead_lettered')
+MIRROR_RETRIED=$(echo "$MSTATUS" | jq -r '.mirror.retried')
 MIRROR_PEAK=$(echo "$MSTATUS" | jq -r '"\(.mirror.apply_parallel_peak) of \(.mirror.apply_workers)"')
 MIRROR_GROUP=$(echo "$MSTATUS" | jq -r 'if .mirror.apply_groups > 0 then "\(.mirror.applied / .mirror.apply_groups * 10 | round / 10) (apply_batch_wait \(.mirror.apply_batch_wait_ms) ms)" else "-" end')
 
@@ -193,6 +194,12 @@ cutover_line() {
 }
 CUTOVER1=$(cutover_line "legacy -> next" "$WORK/cutover1.json")
 CUTOVER2=$(cutover_line "next -> legacy (rollback)" "$WORK/cutover2.json")
+if ! jq -e '.ok' "$WORK/cutover1.json" "$WORK/cutover2.json" >/dev/null; then
+  # The work directory goes away at exit; keep what explains the failure.
+  cp "$WORK/mirror.log" target/bench-mirror.log
+  curl -s "http://127.0.0.1:$MIRROR_ADMIN/status" > target/bench-mirror-status.json || true
+  echo "a cutover failed: the mirror's log is in target/bench-mirror.log, its /status in target/bench-mirror-status.json"
+fi
 
 echo "measuring RSS with 500 idle connections..."
 cargo build --release --example idle_connections -q
@@ -232,7 +239,7 @@ my -e "DROP DATABASE tandem_bench_vp; DROP DATABASE tandem_bench_vs"
 echo
 echo "== summary (mean over $ROUNDS rounds) =="
 awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRORS:-?}" -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" -v brps="$BACKFILL_RPS" \
-    -v p50="$MIRROR_P50" -v p99="$MIRROR_P99" -v applied="$MIRROR_APPLIED" -v dropped="$MIRROR_DROPPED" -v dead="$MIRROR_DEAD" -v peak="$MIRROR_PEAK" -v group="$MIRROR_GROUP" '
+    -v p50="$MIRROR_P50" -v p99="$MIRROR_P99" -v applied="$MIRROR_APPLIED" -v dropped="$MIRROR_DROPPED" -v dead="$MIRROR_DEAD" -v retried="$MIRROR_RETRIED" -v peak="$MIRROR_PEAK" -v group="$MIRROR_GROUP" '
   { qps[$1" "$2] += $3; p95[$1" "$2] += $4; n[$1" "$2]++
     if ($5 != "-") { c[$1" "$2] += $5; cc[$1" "$2]++ }
     if ($1 == "tandem" && $5 != "-" && $2 != "oltp_write_only") { cpu[$2] += $5; cn[$2]++ }
@@ -260,7 +267,7 @@ awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRO
     }
     if (cwn["tandem oltp_write_only"] && cwn["mirror oltp_write_only"])
       printf "tandem CPU per write (oltp_write_only, BEGIN/COMMIT included): unmirrored %.1f us, mirrored %.1f us (applier included)\n", cw["tandem oltp_write_only"] / cwn["tandem oltp_write_only"], cw["mirror oltp_write_only"] / cwn["mirror oltp_write_only"]
-    printf "mirror apply lag under load: p50 < %s ms, p99 < %s ms (%s transactions applied; dropped %s, dead-lettered %s)\n", p50, p99, applied, dropped, dead
+    printf "mirror apply lag under load: p50 < %s ms, p99 < %s ms (%s transactions applied; dropped %s, dead-lettered %s, retried %s)\n", p50, p99, applied, dropped, dead, retried
     for (i = 1; i <= 2; i++) if (mw[i] in lagw) printf "  during %s alone (round with the highest p99): %s\n", mw[i], lagw[mw[i]]
     printf "apply connections busy at once, at most: %s\n", peak
     printf "transactions per secondary commit: %s\n", group
