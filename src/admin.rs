@@ -101,10 +101,7 @@ async fn mirror_position(State(shared): State<Arc<Shared>>) -> axum::response::R
     match shared.mirror.load_full() {
         // Asked by verify, backfill and cutovers of other processes, which
         // wait for what is journaled to be applied.
-        Some(m) => {
-            m.hurry();
-            Json(m.position()).into_response()
-        }
+        Some(m) => Json(m.position_to_wait_on()).into_response(),
         None => (StatusCode::NOT_FOUND, "not mirroring").into_response(),
     }
 }

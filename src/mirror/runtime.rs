@@ -594,10 +594,17 @@ impl Mirror {
         }
     }
 
-    /// Someone waits until what is journaled now is applied (a cutover's
-    /// drain, verify, backfill): the applier applies it without waiting to
-    /// fill bigger groups (`migration.apply_batch_wait`).
-    pub fn hurry(&self) {
+    /// [`position`](Self::position) for a caller that waits until what is
+    /// journaled now is applied (a cutover's drain, verify, backfill, `GET
+    /// /mirror/position`): first [`hurry`](Self::hurry).
+    pub fn position_to_wait_on(&self) -> Position {
+        self.hurry();
+        self.position()
+    }
+
+    /// The applier applies what is journaled now without waiting to fill
+    /// bigger groups (`migration.apply_batch_wait`).
+    fn hurry(&self) {
         let last = self.last_intent.load(Ordering::Relaxed);
         self.applier.hurry_to.fetch_max(last, Ordering::Relaxed);
         self.applier.hurry.notify_one();

@@ -82,15 +82,11 @@ impl MirrorSync {
     }
 
     /// The mirror's position, when there is a mirror to ask. The caller
-    /// waits for writes to be applied: the mirror applies what is journaled
-    /// without waiting to fill bigger groups (`Mirror::hurry`).
+    /// waits for writes to be applied (`Mirror::position_to_wait_on`).
     pub async fn position(&self) -> Result<Option<Position>, SyncError> {
         match self {
             MirrorSync::Idle | MirrorSync::Unknown => Ok(None),
-            MirrorSync::InProcess(m) => {
-                m.hurry();
-                Ok(Some(m.position()))
-            }
+            MirrorSync::InProcess(m) => Ok(Some(m.position_to_wait_on())),
             MirrorSync::Admin(addr) => {
                 let (code, body) = http(*addr, "GET", "/mirror/position", None)
                     .await
