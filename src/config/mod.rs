@@ -42,6 +42,9 @@ pub struct Config {
     /// `migration.apply_batch_wait`: how long an apply connection waits to
     /// fill a bigger group.
     pub apply_batch_wait: Duration,
+    /// `migration.journal_commit_wait`: how long the journal's fsync may
+    /// wait for other sessions' intents.
+    pub journal_commit_wait: Duration,
     /// `migration.apply_errors`: what the applier does with a transaction
     /// the secondary refuses (changes apply to the running applier).
     pub apply_errors: ApplyErrors,
@@ -239,6 +242,9 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
     if old.apply_batch_wait != new.apply_batch_wait {
         errors.push(format!("migration.apply_batch_wait: {restart}"));
     }
+    if old.journal_commit_wait != new.journal_commit_wait {
+        errors.push(format!("migration.journal_commit_wait: {restart}"));
+    }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -289,6 +295,8 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
 
 /// Longest `migration.apply_batch_wait` (it adds to the mirror's lag).
 const MAX_APPLY_BATCH_WAIT: Duration = Duration::from_secs(1);
+/// Longest `migration.journal_commit_wait` (it adds to commit latency).
+const MAX_JOURNAL_COMMIT_WAIT: Duration = Duration::from_millis(100);
 
 fn duration(errors: &mut Vec<String>, key: &str, value: &str) -> Duration {
     match humantime::parse_duration(value) {
@@ -435,6 +443,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             humantime::format_duration(MAX_APPLY_BATCH_WAIT)
         ));
     }
+    let journal_commit_wait = duration(
+        &mut errors,
+        "migration.journal_commit_wait",
+        &m.journal_commit_wait,
+    );
+    if journal_commit_wait > MAX_JOURNAL_COMMIT_WAIT {
+        errors.push(format!(
+            "migration.journal_commit_wait: {} is more than {}",
+            m.journal_commit_wait,
+            humantime::format_duration(MAX_JOURNAL_COMMIT_WAIT)
+        ));
+    }
     if m.reads == Reads::Shadow && m.secondary.is_none() {
         errors.push("migration.reads: shadow needs migration.secondary".into());
     }
@@ -535,6 +555,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             journal_limit,
             apply_workers: m.apply_workers,
             apply_batch_wait,
+            journal_commit_wait,
             apply_errors: m.apply_errors,
             rules_dir,
             rules,

@@ -176,6 +176,13 @@ pub struct RawMigration {
     /// lag). `0s` applies at once. Default `10ms`, at most `1s`.
     #[serde(default = "default_apply_batch_wait")]
     pub apply_batch_wait: String,
+    /// Group commit of the journal: how long its fsync may wait for the
+    /// intents of other sessions that are in a mirrored transaction (it
+    /// ends as soon as none is left). Fewer fsyncs cost less CPU; the wait
+    /// adds to those commits' latency. `0s` never waits. Default `250us`, at
+    /// most `100ms`.
+    #[serde(default = "default_journal_commit_wait")]
+    pub journal_commit_wait: String,
     /// A mirrored transaction the secondary refuses for good (duplicate
     /// key, unknown column): `continue` (default: dead-lettered, its tables
     /// marked divergent, the applier goes on) or `halt` (the applier stops
@@ -218,6 +225,10 @@ fn default_apply_workers() -> usize {
 
 fn default_apply_batch_wait() -> String {
     "10ms".into()
+}
+
+fn default_journal_commit_wait() -> String {
+    "250us".into()
 }
 
 fn default_unsafe() -> UnsafeWrites {

@@ -176,6 +176,30 @@ fn diff_names_what_cannot_change_live() {
         );
     }
 
+    // journal_commit_wait: default 250us, at most 100ms, read at start.
+    assert_eq!(old.journal_commit_wait, Duration::from_micros(250));
+    let cwait = |v: &str| {
+        parse(&EXAMPLE.replace(
+            "migration:\n",
+            &format!("migration:\n  journal_commit_wait: {v}\n"),
+        ))
+    };
+    let none = cwait("0s").unwrap();
+    assert_eq!(none.journal_commit_wait, Duration::ZERO);
+    let errs = diff(&old, &none).unwrap_err().0;
+    assert!(
+        errs[0].starts_with("migration.journal_commit_wait:"),
+        "{errs:?}"
+    );
+    for bad in ["101ms", "soon"] {
+        let errs = cwait(bad).unwrap_err().0;
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("migration.journal_commit_wait:")),
+            "{bad}: {errs:?}"
+        );
+    }
+
     // apply_errors: default continue; a change is a live setting.
     assert_eq!(old.apply_errors, ApplyErrors::Continue);
     let halt =

@@ -105,9 +105,33 @@ pub struct ApplierStats {
     pub hurry_to: AtomicU64,
     /// Wakes the coordinator after `hurry_to` moved.
     pub hurry: tokio::sync::Notify,
+    /// Outcomes (intent LSN, committed, primary answer time in µs) handed
+    /// over in memory (`settle`), ahead of their journal records.
+    settled: Mutex<Vec<(Lsn, bool, i64)>>,
+    /// Wakes the coordinator after `settle`.
+    settled_ready: tokio::sync::Notify,
     /// Groups applied as plain statements after the secondary refused
     /// their compound (`BEGIN NOT ATOMIC`) form.
     pub plain_fallbacks: AtomicU64,
+}
+
+impl ApplierStats {
+    /// Tells the applier the primary's answer to an intent's COMMIT without
+    /// waiting for its journal record (which the journal writes later).
+    /// Safe because the intent itself is durable: a crash before the record
+    /// is durable leaves the intent to be settled from its commit marker,
+    /// and a position stored past it means it was applied.
+    pub fn settle(&self, lsn: Lsn, committed: bool, at_us: i64) {
+        self.settled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((lsn, committed, at_us));
+        self.settled_ready.notify_one();
+    }
+
+    fn take_settled(&self) -> Vec<(Lsn, bool, i64)> {
+        std::mem::take(&mut *self.settled.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Most transactions applied as one secondary transaction.
@@ -361,6 +385,7 @@ impl Applier {
             done: done_rx,
             pending: BTreeMap::new(),
             outcomes: HashMap::new(),
+            early: HashMap::new(),
             applied,
             inflight: InFlight::new(n),
             queued: (0..n).map(|_| VecDeque::new()).collect(),
@@ -499,6 +524,8 @@ struct Coordinator {
     /// Intents read, not yet handed out, by LSN (Err: undecodable).
     pending: BTreeMap<Lsn, Result<MirrorTxn, String>>,
     outcomes: HashMap<Lsn, bool>,
+    /// Outcomes settled in memory for intents not read yet.
+    early: HashMap<Lsn, (bool, i64)>,
     /// Intents above the stored position that are already applied.
     applied: HashSet<Lsn>,
     inflight: InFlight,
@@ -547,6 +574,9 @@ impl Coordinator {
                 self.read(r, target)?;
                 stalled = self.read_to == before;
             }
+            for (lsn, committed, at_us) in self.stats.take_settled() {
+                self.resolve(lsn, committed, at_us);
+            }
             while let Ok((w, r)) = self.done.try_recv() {
                 self.finished(w, r)?;
             }
@@ -560,6 +590,7 @@ impl Coordinator {
             let stats = self.stats.clone();
             tokio::select! {
                 r = self.visible.changed() => if r.is_err() { return Ok(()) },
+                _ = stats.settled_ready.notified() => {}
                 d = self.done.recv() => match d {
                     Some((w, r)) => self.finished(w, r)?,
                     None => return Ok(()),
@@ -585,6 +616,7 @@ impl Coordinator {
             self.read_to = lsn;
             match JournalRecord::decode(&bytes) {
                 Ok(JournalRecord::Intent { token, txn }) => {
+                    let early = self.early.remove(&lsn);
                     if self.applied.remove(&lsn) {
                         // Applied before the restart (parallel apply).
                         continue;
@@ -593,28 +625,40 @@ impl Coordinator {
                     if token == 0 {
                         self.outcomes.insert(lsn, true);
                     }
+                    if let Some((committed, at_us)) = early {
+                        self.resolve(lsn, committed, at_us);
+                    }
                 }
                 Ok(JournalRecord::Outcome {
                     intent,
                     committed,
                     at_us,
-                }) => {
-                    if let Some(entry) = self.pending.get_mut(&intent) {
-                        self.outcomes.insert(intent, committed);
-                        if let (true, Ok(txn)) = (at_us > 0, entry) {
-                            // Lag counts from the primary's answer.
-                            txn.committed_at_us = at_us;
-                        }
-                    }
-                }
+                }) => self.resolve(intent, committed, at_us),
                 Err(e) => {
                     // Dead-lettered in its place in the order.
+                    self.early.remove(&lsn);
                     self.pending.insert(lsn, Err(e.to_string()));
                     self.outcomes.insert(lsn, true);
                 }
             }
         }
         Ok(())
+    }
+
+    /// An intent's outcome, from its journal record or settled in memory
+    /// (which comes first varies). One for an intent not read yet waits in
+    /// `early`; one for an intent already handed out or skipped (the other
+    /// copy of the same outcome) is ignored.
+    fn resolve(&mut self, lsn: Lsn, committed: bool, at_us: i64) {
+        if let Some(entry) = self.pending.get_mut(&lsn) {
+            self.outcomes.insert(lsn, committed);
+            if let (true, Ok(txn)) = (at_us > 0, entry) {
+                // Lag counts from the primary's answer.
+                txn.committed_at_us = at_us;
+            }
+        } else if lsn > self.read_to {
+            self.early.insert(lsn, (committed, at_us));
+        }
     }
 
     /// Hands out resolved intents in LSN order. One that cannot be placed

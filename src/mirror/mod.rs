@@ -22,9 +22,10 @@ pub mod sync;
 pub mod writeset;
 
 use journal::{Journal, JournalError, Lsn};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Microseconds since the Unix epoch (commit times, lag).
@@ -35,11 +36,9 @@ pub fn now_us() -> i64 {
 }
 
 enum Request {
-    /// `sync`: this record needs an fsync of its own before its answer;
-    /// otherwise it is written at once and answered with a later fsync.
+    /// A record that needs an fsync before its answer.
     Append {
         record: Vec<u8>,
-        sync: bool,
         done: oneshot::Sender<Result<Lsn, String>>,
     },
     /// An fsync now; answered with the durable LSN.
@@ -54,12 +53,15 @@ pub struct JournalHandle {
     durable: watch::Receiver<Lsn>,
     written: watch::Receiver<Lsn>,
     bytes: Arc<AtomicU64>,
+    /// Deferred appends (`append_deferred`), taken by the writer with its
+    /// next batch.
+    deferred: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 /// Requests taken into one batch (one fsync) at most.
 const MAX_BATCH: usize = 4096;
-/// Lazy appends (`append_lazy`) waiting for an fsync; at this many the
-/// writer syncs without being asked.
+/// Deferred appends written since the last fsync; at this many the writer
+/// syncs without being asked.
 const MAX_UNSYNCED: usize = 1024;
 
 /// An answer owed once the records written so far are durable: the
@@ -69,38 +71,95 @@ type Waiter = (
     oneshot::Sender<Result<Lsn, String>>,
 );
 
+/// Group commit: how long the writer may hold an fsync for appends that
+/// are on their way (`migration.journal_commit_wait`).
+#[derive(Clone, Default)]
+pub struct CommitWait {
+    /// Longest hold (zero: never).
+    pub max: Duration,
+    /// How many appends are on their way: the writer holds the fsync only
+    /// while this is above zero, and stops holding when it reaches zero.
+    /// Kept by the caller (the mirror: sessions in a mirrored transaction
+    /// whose intent is not journaled yet).
+    pub expected: Arc<AtomicUsize>,
+}
+
+/// The writer thread's state between batches.
+struct Writer {
+    journal: Journal,
+    /// Answers owed after the next fsync.
+    waiting: Vec<Waiter>,
+    /// Deferred records written since the last fsync.
+    unsynced: usize,
+    deferred: Arc<Mutex<Vec<Vec<u8>>>>,
+    watches: Watches,
+}
+
 impl JournalHandle {
     /// Starts the writer thread. `queue` bounds how many appends can wait
     /// (back-pressure: appenders wait when it is full; nothing is dropped).
-    pub fn spawn(mut journal: Journal, queue: usize) -> (Self, JoinHandle<()>) {
+    pub fn spawn(journal: Journal, queue: usize) -> (Self, JoinHandle<()>) {
+        Self::spawn_with(journal, queue, CommitWait::default())
+    }
+
+    /// [`spawn`](Self::spawn) with group commit: before an fsync for
+    /// appends, the writer waits up to `wait.max` for more while
+    /// `wait.expected` says some are on their way, so one fsync covers
+    /// them all.
+    pub fn spawn_with(journal: Journal, queue: usize, wait: CommitWait) -> (Self, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Request>(queue.max(1));
         let (durable_tx, durable) = watch::channel(journal.durable_lsn());
         let (written_tx, written) = watch::channel(journal.durable_lsn());
         let bytes = Arc::new(AtomicU64::new(journal.size_bytes()));
         let size = bytes.clone();
+        let deferred = Arc::new(Mutex::new(Vec::new()));
+        let mut w = Writer {
+            journal,
+            waiting: Vec::new(),
+            unsynced: 0,
+            deferred: deferred.clone(),
+            watches: Watches {
+                durable: durable_tx,
+                written: written_tx,
+            },
+        };
         let thread = std::thread::Builder::new()
             .name("tandem-journal".into())
             .spawn(move || {
-                let watches = Watches {
-                    durable: durable_tx,
-                    written: written_tx,
-                };
+                // A runtime of its own, for waiting on the queue with a
+                // timeout (group commit).
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .expect("building the journal thread's timer");
                 let mut batch = Vec::with_capacity(64);
-                let mut unsynced: Vec<Waiter> = Vec::new();
                 while let Some(first) = rx.blocking_recv() {
                     batch.push(first);
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(r) => batch.push(r),
-                            Err(_) => break,
+                    drain(&mut rx, &mut batch);
+                    if !wait.max.is_zero()
+                        && batch.iter().any(|r| matches!(r, Request::Append { .. }))
+                    {
+                        let deadline = tokio::time::Instant::now() + wait.max;
+                        while wait.expected.load(Ordering::Acquire) > 0 && batch.len() < MAX_BATCH {
+                            let next = rt.block_on(async {
+                                tokio::time::timeout_at(deadline, rx.recv()).await
+                            });
+                            match next {
+                                Ok(Some(r)) => {
+                                    batch.push(r);
+                                    drain(&mut rx, &mut batch);
+                                }
+                                Ok(None) | Err(_) => break,
+                            }
                         }
                     }
-                    write_batch(&mut journal, &mut batch, &mut unsynced, &watches);
-                    size.store(journal.size_bytes(), Ordering::Relaxed);
+                    w.write_batch(&mut batch);
+                    size.store(w.journal.size_bytes(), Ordering::Relaxed);
                 }
                 // Every handle is gone: make the rest durable and answer.
-                let synced = journal.sync();
-                answer(&synced, &mut unsynced, &watches);
+                w.take_deferred();
+                let synced = w.journal.sync();
+                w.answer(&synced);
             })
             .expect("spawning the journal thread");
         (
@@ -109,6 +168,7 @@ impl JournalHandle {
                 durable,
                 written,
                 bytes,
+                deferred,
             },
             thread,
         )
@@ -116,24 +176,24 @@ impl JournalHandle {
 
     /// Appends a record and waits until it is on disk; returns its LSN.
     pub async fn append(&self, record: Vec<u8>) -> Result<Lsn, JournalError> {
-        self.request_append(record, true).await
+        self.request(|done| Request::Append { record, done }).await
     }
 
-    /// Appends a record that does not need an fsync of its own: it is
-    /// written (readers see it) at once and made durable by the next fsync
-    /// another append or `sync` asks for. Returns once it is durable.
-    /// For records whose loss in a crash is recovered otherwise (outcomes:
-    /// the commit marker settles them).
-    pub async fn append_lazy(&self, record: Vec<u8>) -> Result<Lsn, JournalError> {
-        self.request_append(record, false).await
+    /// Queues a record that needs no fsync of its own and returns at once:
+    /// the writer takes it with its next batch (another append, a `sync`,
+    /// a truncation) and the fsync after that makes it durable. It wakes
+    /// nobody, so it costs no thread switch. For records whose loss in a
+    /// crash is recovered otherwise (outcomes: the commit marker settles
+    /// them); a failed write is logged by the writer.
+    pub fn append_deferred(&self, record: Vec<u8>) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
     }
 
-    async fn request_append(&self, record: Vec<u8>, sync: bool) -> Result<Lsn, JournalError> {
-        self.request(|done| Request::Append { record, sync, done })
-            .await
-    }
-
-    /// Makes everything written so far durable; returns the durable LSN.
+    /// Makes everything appended so far durable (deferred appends too);
+    /// returns the durable LSN.
     pub async fn sync(&self) -> Result<Lsn, JournalError> {
         self.request(Request::Sync).await
     }
@@ -166,7 +226,7 @@ impl JournalHandle {
     }
 
     /// Watch of the highest LSN readers can see: every record up to it is
-    /// durable or a lazy append (so every intent up to it is durable).
+    /// durable or a deferred append (so every intent up to it is durable).
     pub fn written(&self) -> watch::Receiver<Lsn> {
         self.written.clone()
     }
@@ -189,65 +249,90 @@ fn closed() -> JournalError {
     ))
 }
 
-fn write_batch(
-    journal: &mut Journal,
-    batch: &mut Vec<Request>,
-    unsynced: &mut Vec<Waiter>,
-    watches: &Watches,
-) {
-    let mut need_sync = false;
-    let mut truncate = None;
-    for req in batch.drain(..) {
-        match req {
-            Request::Append { record, sync, done } => {
-                need_sync |= sync;
-                let r = journal.append(&record).map(Some).map_err(|e| e.to_string());
-                unsynced.push((r, done));
-            }
-            Request::Sync(done) => {
-                need_sync = true;
-                unsynced.push((Ok(None), done));
-            }
-            Request::TruncateBefore(lsn) => truncate = truncate.max(Some(lsn)),
-        }
-    }
-    if need_sync || unsynced.len() >= MAX_UNSYNCED {
-        // Acknowledge only after the fsync; if it fails, every record
-        // waiting for it is reported failed (the caller must not treat it
-        // as durable).
-        let synced = journal.sync();
-        answer(&synced, unsynced, watches);
-    } else {
-        match journal.write() {
-            Ok(lsn) => {
-                let _ = watches.written.send(lsn);
-            }
-            Err(e) => answer(&Err(e), unsynced, watches),
-        }
-    }
-    if let Some(lsn) = truncate {
-        if let Err(e) = journal.truncate_before(lsn) {
-            tracing::error!(error = %e, "journal truncation failed");
+/// Takes what is queued now, up to a batch.
+fn drain(rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
         }
     }
 }
 
-/// Answers every waiter after a sync (or a failed write).
-fn answer(synced: &Result<Lsn, JournalError>, waiting: &mut Vec<Waiter>, watches: &Watches) {
-    match synced {
-        Ok(lsn) => {
-            let _ = watches.durable.send(*lsn);
-            let _ = watches.written.send(*lsn);
+impl Writer {
+    /// Moves deferred records into the journal (after the records of
+    /// earlier batches, before this batch's).
+    fn take_deferred(&mut self) {
+        let records = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+        for record in records {
+            match self.journal.append(&record) {
+                Ok(_) => self.unsynced += 1,
+                Err(e) => tracing::error!(error = %e, "journal: deferred record not written"),
+            }
         }
-        Err(e) => tracing::error!(error = %e, "journal write or fsync failed"),
     }
-    for (r, done) in waiting.drain(..) {
-        let r = match (synced, r) {
-            (Ok(lsn), Ok(None)) => Ok(*lsn),
-            (Ok(_), Ok(Some(lsn))) => Ok(lsn),
-            (Ok(_), Err(e)) => Err(e),
-            (Err(e), _) => Err(e.to_string()),
-        };
-        let _ = done.send(r);
+
+    fn write_batch(&mut self, batch: &mut Vec<Request>) {
+        self.take_deferred();
+        let mut need_sync = false;
+        let mut truncate = None;
+        for req in batch.drain(..) {
+            match req {
+                Request::Append { record, done } => {
+                    need_sync = true;
+                    let r = self
+                        .journal
+                        .append(&record)
+                        .map(Some)
+                        .map_err(|e| e.to_string());
+                    self.waiting.push((r, done));
+                }
+                Request::Sync(done) => {
+                    need_sync = true;
+                    self.waiting.push((Ok(None), done));
+                }
+                Request::TruncateBefore(lsn) => truncate = truncate.max(Some(lsn)),
+            }
+        }
+        if need_sync || self.unsynced >= MAX_UNSYNCED {
+            // Acknowledge only after the fsync; if it fails, every record
+            // waiting for it is reported failed (the caller must not treat
+            // it as durable).
+            let synced = self.journal.sync();
+            self.answer(&synced);
+        } else {
+            match self.journal.write() {
+                Ok(lsn) => {
+                    let _ = self.watches.written.send(lsn);
+                }
+                Err(e) => self.answer(&Err(e)),
+            }
+        }
+        if let Some(lsn) = truncate {
+            if let Err(e) = self.journal.truncate_before(lsn) {
+                tracing::error!(error = %e, "journal truncation failed");
+            }
+        }
+    }
+
+    /// Answers every waiter after a sync (or a failed write).
+    fn answer(&mut self, synced: &Result<Lsn, JournalError>) {
+        match synced {
+            Ok(lsn) => {
+                self.unsynced = 0;
+                let _ = self.watches.durable.send(*lsn);
+                let _ = self.watches.written.send(*lsn);
+            }
+            Err(e) => tracing::error!(error = %e, "journal write or fsync failed"),
+        }
+        for (r, done) in self.waiting.drain(..) {
+            let r = match (synced, r) {
+                (Ok(lsn), Ok(None)) => Ok(*lsn),
+                (Ok(_), Ok(Some(lsn))) => Ok(lsn),
+                (Ok(_), Err(e)) => Err(e),
+                (Err(e), _) => Err(e.to_string()),
+            };
+            let _ = done.send(r);
+        }
     }
 }

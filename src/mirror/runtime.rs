@@ -20,13 +20,13 @@ use super::applier::{Applier, ApplierConfig, ApplierStats, ErrorPolicy};
 use super::guard::MirrorGuard;
 use super::journal::{Journal, JournalError, Lsn, DEFAULT_SEGMENT_BYTES};
 use super::record::{JournalRecord, MirrorTxn};
-use super::{now_us, JournalHandle};
+use super::{now_us, CommitWait, JournalHandle};
 use crate::config::{BackendConfig, Config};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -139,6 +139,14 @@ pub struct Mirror {
     applier_task: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
     journal_dir: PathBuf,
     next_token: Mutex<(u64, BTreeSet<u64>)>,
+    /// Tokens whose outcome is queued in the journal (deferred) but maybe
+    /// not durable yet: clean-up settles them after its fsync.
+    deferred_tokens: Mutex<Vec<u64>>,
+    /// Tokens of transactions whose intent is not journaled yet (their
+    /// sessions will commit soon); the count is the journal's group-commit
+    /// `expected`.
+    unjournaled: Mutex<HashSet<u64>>,
+    expected: Arc<AtomicUsize>,
     last_intent: AtomicU64,
     divergent: Mutex<BTreeMap<String, String>>,
     divergent_path: PathBuf,
@@ -155,6 +163,7 @@ pub struct Mirror {
     /// Secondary connections the applier uses.
     apply_workers: usize,
     apply_batch_wait: Duration,
+    journal_commit_wait: Duration,
     /// `migration.apply_errors`, shared with the running applier.
     apply_errors: ErrorPolicy,
 }
@@ -254,7 +263,15 @@ impl Mirror {
         let _ = conn.disconnect().await;
 
         let last_intent = journal.next_lsn().saturating_sub(1);
-        let (handle, writer) = JournalHandle::spawn(journal, JOURNAL_QUEUE);
+        let expected = Arc::new(AtomicUsize::new(0));
+        let (handle, writer) = JournalHandle::spawn_with(
+            journal,
+            JOURNAL_QUEUE,
+            CommitWait {
+                max: cfg.journal_commit_wait,
+                expected: expected.clone(),
+            },
+        );
         for o in &outcomes {
             handle.append(o.encode()).await.map_err(jerr)?;
         }
@@ -271,6 +288,9 @@ impl Mirror {
             applier_task: Mutex::new(None),
             journal_dir: dir.clone(),
             next_token: Mutex::new((first_token, BTreeSet::new())),
+            deferred_tokens: Mutex::new(Vec::new()),
+            unjournaled: Mutex::new(HashSet::new()),
+            expected,
             last_intent: AtomicU64::new(last_intent),
             divergent: Mutex::new(divergent),
             divergent_path,
@@ -280,6 +300,7 @@ impl Mirror {
             reads_time: Mutex::new(HashMap::new()),
             apply_workers: cfg.apply_workers,
             apply_batch_wait: cfg.apply_batch_wait,
+            journal_commit_wait: cfg.journal_commit_wait,
             apply_errors: ErrorPolicy::new(cfg.apply_errors),
             table_writes: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(writer)),
@@ -457,7 +478,21 @@ impl Mirror {
         let t = g.0;
         g.0 += 1;
         g.1.insert(t);
+        drop(g);
+        self.journaled(t, false);
         t
+    }
+
+    /// Keeps the set of tokens whose intent is not journaled yet, and the
+    /// journal writer's count of them.
+    fn journaled(&self, token: u64, done: bool) {
+        let mut u = self.unjournaled.lock().unwrap_or_else(|p| p.into_inner());
+        if done {
+            u.remove(&token);
+        } else {
+            u.insert(token);
+        }
+        self.expected.store(u.len(), Ordering::Release);
     }
 
     /// Cached: does writing `db.table` read the statement time?
@@ -488,6 +523,7 @@ impl Mirror {
 
     /// The token's transaction wrote no intent (its statement failed).
     pub fn abandon(&self, token: u64) {
+        self.journaled(token, true);
         self.next_token
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -551,6 +587,9 @@ impl Mirror {
 
     /// Journals an intent and waits until it is durable.
     pub async fn intent(&self, token: u64, txn: MirrorTxn) -> Result<Lsn, JournalError> {
+        // No longer on its way: the journal's group commit stops waiting
+        // for it (before it is queued, so the fsync that takes it does not).
+        self.journaled(token, true);
         let tables: Vec<String> = txn
             .statements
             .iter()
@@ -610,34 +649,37 @@ impl Mirror {
         self.applier.hurry.notify_one();
     }
 
-    /// Records the primary's answer to an intent's COMMIT. The session does
-    /// not wait for it: the marker row settles the question after a crash.
-    pub fn outcome(self: &Arc<Self>, lsn: Lsn, token: u64, committed: bool) {
-        let m = self.clone();
+    /// Records the primary's answer to an intent's COMMIT: the applier
+    /// learns it at once (in memory) and the journal takes it with its next
+    /// batch, without an fsync or a thread switch of its own. Until it is
+    /// durable its token stays in flight, so its marker row is kept and
+    /// settles the intent after a crash; clean-up's fsync ends that.
+    pub fn outcome(&self, lsn: Lsn, token: u64, committed: bool) {
         let at_us = now_us();
-        tokio::spawn(async move {
-            let rec = JournalRecord::Outcome {
-                intent: lsn,
-                committed,
-                at_us,
-            };
-            // No fsync of its own: it is visible to the applier at once and
-            // durable with the next intent's fsync (or clean-up's); until
-            // then its marker is kept, which settles it after a crash.
-            match m.journal.append_lazy(rec.encode()).await {
-                Ok(_) => m.abandon(token),
-                // The intent stays unresolved in the journal and is settled
-                // from the marker at the next start; keep the marker.
-                Err(e) => {
-                    m.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
-                    error!(lsn, error = %e, "journal: outcome not written")
-                }
-            }
-        });
+        let rec = JournalRecord::Outcome {
+            intent: lsn,
+            committed,
+            at_us,
+        };
+        self.journal.append_deferred(rec.encode());
+        self.deferred_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(token);
+        self.applier.settle(lsn, committed, at_us);
         if committed {
             self.stats.committed.fetch_add(1, Ordering::Relaxed);
         } else {
             self.stats.aborted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the in-flight state of tokens whose outcome is durable. Call
+    /// with the tokens taken before a successful `journal.sync()`.
+    fn settle_tokens(&self, tokens: &[u64]) {
+        let mut g = self.next_token.lock().unwrap_or_else(|p| p.into_inner());
+        for t in tokens {
+            g.1.remove(t);
         }
     }
 
@@ -756,6 +798,7 @@ impl Mirror {
             "applied_lsn": get(&a.applied_lsn),
             "apply_workers": self.apply_workers,
             "apply_batch_wait_ms": self.apply_batch_wait.as_millis() as u64,
+            "journal_commit_wait_us": self.journal_commit_wait.as_micros() as u64,
             "apply_errors": self.apply_errors.get(),
             "apply_parallel_peak": get(&a.parallel_peak),
             "retried": get(&a.retried),
@@ -1014,10 +1057,21 @@ async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
             _ = stop.cancelled() => return,
         }
         let Some(m) = mirror.upgrade() else { return };
-        // Outcomes become durable with the next fsync; ask for one so their
-        // markers can go (their tokens leave the in-flight set by the next
-        // round).
-        let _ = m.journal.sync().await;
+        // Outcomes become durable with the next fsync; ask for one, then
+        // the markers of those queued before it can go.
+        let settled =
+            std::mem::take(&mut *m.deferred_tokens.lock().unwrap_or_else(|p| p.into_inner()));
+        match m.journal.sync().await {
+            Ok(_) => m.settle_tokens(&settled),
+            Err(e) => {
+                m.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "journal: outcomes not made durable; their markers are kept");
+                m.deferred_tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(settled);
+            }
+        }
         let cutoff = {
             let g = m.next_token.lock().unwrap_or_else(|p| p.into_inner());
             g.1.first().copied().unwrap_or(g.0)

@@ -288,35 +288,100 @@ fn a_journal_directory_has_one_writer_at_a_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lazy_appends_are_visible_at_once_and_durable_with_the_next_sync() {
+async fn deferred_appends_go_with_the_next_batch_and_are_durable_with_its_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), 64 * 1024).unwrap();
     let (handle, thread) = JournalHandle::spawn(j, 64);
     assert_eq!(handle.append(b"intent".to_vec()).await.unwrap(), 1);
-    let h = handle.clone();
-    let lazy = tokio::spawn(async move { h.append_lazy(b"outcome".to_vec()).await });
-    let mut written = handle.written();
-    written.wait_for(|l| *l == 2).await.unwrap();
-    // Written, readable, not yet durable; its append has not returned.
-    assert_eq!(handle.durable_lsn(), 1);
+    // Queued, not written: nobody woke the writer.
+    handle.append_deferred(b"outcome".to_vec());
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(*handle.written().borrow(), 1);
     let mut r = Reader::open(dir.path(), 1).unwrap();
     assert_eq!(r.next_record().unwrap().map(|x| x.0), Some(1));
-    assert_eq!(r.next_record().unwrap(), Some((2, b"outcome".to_vec())));
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert!(!lazy.is_finished());
-    // The next durable append's fsync covers it.
+    assert_eq!(r.next_record().unwrap(), None);
+    // The next append takes it first, and its fsync covers both.
     assert_eq!(handle.append(b"intent 2".to_vec()).await.unwrap(), 3);
-    assert_eq!(lazy.await.unwrap().unwrap(), 2);
     assert_eq!(handle.durable_lsn(), 3);
+    r.drop_buffer().unwrap();
+    assert_eq!(r.next_record().unwrap(), Some((2, b"outcome".to_vec())));
+    assert_eq!(r.next_record().unwrap(), Some((3, b"intent 2".to_vec())));
     // So does an explicit sync.
-    let h = handle.clone();
-    let lazy = tokio::spawn(async move { h.append_lazy(b"outcome 2".to_vec()).await });
-    written.wait_for(|l| *l == 4).await.unwrap();
+    handle.append_deferred(b"outcome 2".to_vec());
     assert_eq!(handle.sync().await.unwrap(), 4);
-    assert_eq!(lazy.await.unwrap().unwrap(), 4);
+    // And the writer's end, when every handle is gone.
+    handle.append_deferred(b"outcome 3".to_vec());
     drop(handle);
-    drop(written);
     thread.join().unwrap();
     let j = Journal::open(dir.path(), 64 * 1024).unwrap();
-    assert_eq!(j.durable_lsn(), 4);
+    assert_eq!(j.durable_lsn(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_holds_the_fsync_while_appends_are_expected() {
+    use crate::mirror::CommitWait;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), 64 * 1024).unwrap();
+    let expected = Arc::new(AtomicUsize::new(1));
+    let (handle, thread) = JournalHandle::spawn_with(
+        j,
+        64,
+        CommitWait {
+            max: Duration::from_secs(60),
+            expected: expected.clone(),
+        },
+    );
+    // One more append is on its way: the first waits for it.
+    let h = handle.clone();
+    let first = tokio::spawn(async move { h.append(b"first".to_vec()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !first.is_finished(),
+        "answered before the expected append came"
+    );
+    assert_eq!(handle.durable_lsn(), 0);
+    // It comes (nothing else expected): one fsync answers both.
+    expected.store(0, Ordering::Release);
+    assert_eq!(handle.append(b"second".to_vec()).await.unwrap(), 2);
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert_eq!(handle.durable_lsn(), 2);
+    // Nothing expected: no wait at all (else this would take a minute).
+    tokio::time::timeout(Duration::from_secs(30), handle.append(b"third".to_vec()))
+        .await
+        .expect("an append with nothing expected is not held")
+        .unwrap();
+    drop(handle);
+    thread.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_holds_the_fsync_at_most_its_limit() {
+    use crate::mirror::CommitWait;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), 64 * 1024).unwrap();
+    // An append that is expected never comes (its session went away
+    // without telling): the wait ends at its limit.
+    let (handle, thread) = JournalHandle::spawn_with(
+        j,
+        64,
+        CommitWait {
+            max: Duration::from_millis(50),
+            expected: Arc::new(AtomicUsize::new(1)),
+        },
+    );
+    for i in 1..=3 {
+        let lsn = tokio::time::timeout(Duration::from_secs(30), handle.append(vec![i]))
+            .await
+            .expect("the hold ends at its limit")
+            .unwrap();
+        assert_eq!(lsn, u64::from(i));
+    }
+    drop(handle);
+    thread.join().unwrap();
 }
