@@ -298,6 +298,18 @@ const MAX_APPLY_BATCH_WAIT: Duration = Duration::from_secs(1);
 /// Longest `migration.journal_commit_wait` (it adds to commit latency).
 const MAX_JOURNAL_COMMIT_WAIT: Duration = Duration::from_millis(100);
 
+/// [`duration`], and an error when it is longer than `max`.
+fn duration_at_most(errors: &mut Vec<String>, key: &str, value: &str, max: Duration) -> Duration {
+    let d = duration(errors, key, value);
+    if d > max {
+        errors.push(format!(
+            "{key}: {value} is more than {}",
+            humantime::format_duration(max)
+        ));
+    }
+    d
+}
+
 fn duration(errors: &mut Vec<String>, key: &str, value: &str) -> Duration {
     match humantime::parse_duration(value) {
         Ok(d) => d,
@@ -431,30 +443,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             crate::mirror::applier::MAX_WORKERS
         ));
     }
-    let apply_batch_wait = duration(
+    let apply_batch_wait = duration_at_most(
         &mut errors,
         "migration.apply_batch_wait",
         &m.apply_batch_wait,
+        MAX_APPLY_BATCH_WAIT,
     );
-    if apply_batch_wait > MAX_APPLY_BATCH_WAIT {
-        errors.push(format!(
-            "migration.apply_batch_wait: {} is more than {}",
-            m.apply_batch_wait,
-            humantime::format_duration(MAX_APPLY_BATCH_WAIT)
-        ));
-    }
-    let journal_commit_wait = duration(
+    let journal_commit_wait = duration_at_most(
         &mut errors,
         "migration.journal_commit_wait",
         &m.journal_commit_wait,
+        MAX_JOURNAL_COMMIT_WAIT,
     );
-    if journal_commit_wait > MAX_JOURNAL_COMMIT_WAIT {
-        errors.push(format!(
-            "migration.journal_commit_wait: {} is more than {}",
-            m.journal_commit_wait,
-            humantime::format_duration(MAX_JOURNAL_COMMIT_WAIT)
-        ));
-    }
     if m.reads == Reads::Shadow && m.secondary.is_none() {
         errors.push("migration.reads: shadow needs migration.secondary".into());
     }

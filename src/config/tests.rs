@@ -154,51 +154,12 @@ fn diff_names_what_cannot_change_live() {
 
     // apply_batch_wait: default 10ms, at most 1s, read at start.
     assert_eq!(old.apply_batch_wait, Duration::from_millis(10));
-    let wait = |v: &str| {
-        parse(&EXAMPLE.replace(
-            "migration:\n",
-            &format!("migration:\n  apply_batch_wait: {v}\n"),
-        ))
-    };
-    let none = wait("0s").unwrap();
-    assert_eq!(none.apply_batch_wait, Duration::ZERO);
-    let errs = diff(&old, &none).unwrap_err().0;
-    assert!(
-        errs[0].starts_with("migration.apply_batch_wait:"),
-        "{errs:?}"
-    );
-    for bad in ["2s", "soon"] {
-        let errs = wait(bad).unwrap_err().0;
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("migration.apply_batch_wait:")),
-            "{bad}: {errs:?}"
-        );
-    }
-
+    check_restart_duration(&old, "apply_batch_wait", "2s", |c| c.apply_batch_wait);
     // journal_commit_wait: default 250us, at most 100ms, read at start.
     assert_eq!(old.journal_commit_wait, Duration::from_micros(250));
-    let cwait = |v: &str| {
-        parse(&EXAMPLE.replace(
-            "migration:\n",
-            &format!("migration:\n  journal_commit_wait: {v}\n"),
-        ))
-    };
-    let none = cwait("0s").unwrap();
-    assert_eq!(none.journal_commit_wait, Duration::ZERO);
-    let errs = diff(&old, &none).unwrap_err().0;
-    assert!(
-        errs[0].starts_with("migration.journal_commit_wait:"),
-        "{errs:?}"
-    );
-    for bad in ["101ms", "soon"] {
-        let errs = cwait(bad).unwrap_err().0;
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("migration.journal_commit_wait:")),
-            "{bad}: {errs:?}"
-        );
-    }
+    check_restart_duration(&old, "journal_commit_wait", "101ms", |c| {
+        c.journal_commit_wait
+    });
 
     // apply_errors: default continue; a change is a live setting.
     assert_eq!(old.apply_errors, ApplyErrors::Continue);
@@ -244,4 +205,23 @@ fn diff_names_what_cannot_change_live() {
     let c = diff(&old, &live).unwrap();
     assert_eq!(c.backends, vec!["legacy".to_string()]);
     assert!(c.users && !c.rules && !c.secondary);
+}
+
+/// A `migration.<key>` duration read at start: `0s` parses (and a reload
+/// refuses the change), `too_long` and a non-duration are refused.
+fn check_restart_duration(old: &Config, key: &str, too_long: &str, get: fn(&Config) -> Duration) {
+    let with =
+        |v: &str| parse(&EXAMPLE.replace("migration:\n", &format!("migration:\n  {key}: {v}\n")));
+    let prefix = format!("migration.{key}:");
+    let none = with("0s").unwrap();
+    assert_eq!(get(&none), Duration::ZERO);
+    let errs = diff(old, &none).unwrap_err().0;
+    assert!(errs[0].starts_with(&prefix), "{errs:?}");
+    for bad in [too_long, "soon"] {
+        let errs = with(bad).unwrap_err().0;
+        assert!(
+            errs.iter().any(|e| e.starts_with(&prefix)),
+            "{bad}: {errs:?}"
+        );
+    }
 }
