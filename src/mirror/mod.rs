@@ -127,18 +127,25 @@ impl JournalHandle {
             .name("tandem-journal".into())
             .spawn(move || {
                 // A runtime of its own, for waiting on the queue with a
-                // timeout (group commit).
-                let rt = tokio::runtime::Builder::new_current_thread()
+                // timeout (group commit). Without one (it could not be
+                // built) the writer does not hold fsyncs.
+                let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()
-                    .expect("building the journal thread's timer");
+                {
+                    Ok(rt) => Some(rt),
+                    Err(e) => {
+                        tracing::error!(error = %e, "journal: no timer for group commit; fsyncs are not held");
+                        None
+                    }
+                };
                 let mut batch = Vec::with_capacity(64);
                 while let Some(first) = rx.blocking_recv() {
                     batch.push(first);
                     drain(&mut rx, &mut batch);
-                    if !wait.max.is_zero()
-                        && batch.iter().any(|r| matches!(r, Request::Append { .. }))
-                    {
+                    let hold = !wait.max.is_zero()
+                        && batch.iter().any(|r| matches!(r, Request::Append { .. }));
+                    if let (Some(rt), true) = (rt.as_ref(), hold) {
                         let deadline = tokio::time::Instant::now() + wait.max;
                         while wait.expected.load(Ordering::Acquire) > 0 && batch.len() < MAX_BATCH {
                             let next = rt.block_on(async {
