@@ -87,8 +87,6 @@ pub struct CommitWait {
 /// The writer thread's state between batches.
 struct Writer {
     journal: Journal,
-    /// Answers owed after the next fsync.
-    waiting: Vec<Waiter>,
     /// Deferred records written since the last fsync.
     unsynced: usize,
     deferred: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -115,7 +113,6 @@ impl JournalHandle {
         let deferred = Arc::new(Mutex::new(Vec::new()));
         let mut w = Writer {
             journal,
-            waiting: Vec::new(),
             unsynced: 0,
             deferred: deferred.clone(),
             watches: Watches {
@@ -166,7 +163,7 @@ impl JournalHandle {
                 // Every handle is gone: make the rest durable and answer.
                 w.take_deferred();
                 let synced = w.journal.sync();
-                w.answer(&synced);
+                w.answer(&synced, Vec::new());
             })
             .expect("spawning the journal thread");
         (
@@ -283,6 +280,8 @@ impl Writer {
         self.take_deferred();
         let mut need_sync = false;
         let mut truncate = None;
+        // Answers owed after this batch's fsync.
+        let mut waiting: Vec<Waiter> = Vec::new();
         for req in batch.drain(..) {
             match req {
                 Request::Append { record, done } => {
@@ -292,11 +291,11 @@ impl Writer {
                         .append(&record)
                         .map(Some)
                         .map_err(|e| e.to_string());
-                    self.waiting.push((r, done));
+                    waiting.push((r, done));
                 }
                 Request::Sync(done) => {
                     need_sync = true;
-                    self.waiting.push((Ok(None), done));
+                    waiting.push((Ok(None), done));
                 }
                 Request::TruncateBefore(lsn) => truncate = truncate.max(Some(lsn)),
             }
@@ -306,13 +305,14 @@ impl Writer {
             // waiting for it is reported failed (the caller must not treat
             // it as durable).
             let synced = self.journal.sync();
-            self.answer(&synced);
+            self.answer(&synced, waiting);
         } else {
+            // Nothing waits for an answer (no append, no sync).
             match self.journal.write() {
                 Ok(lsn) => {
                     let _ = self.watches.written.send(lsn);
                 }
-                Err(e) => self.answer(&Err(e)),
+                Err(e) => tracing::error!(error = %e, "journal write failed"),
             }
         }
         if let Some(lsn) = truncate {
@@ -322,8 +322,8 @@ impl Writer {
         }
     }
 
-    /// Answers every waiter after a sync (or a failed write).
-    fn answer(&mut self, synced: &Result<Lsn, JournalError>) {
+    /// Answers every waiter after a sync.
+    fn answer(&mut self, synced: &Result<Lsn, JournalError>, waiting: Vec<Waiter>) {
         match synced {
             Ok(lsn) => {
                 self.unsynced = 0;
@@ -332,7 +332,7 @@ impl Writer {
             }
             Err(e) => tracing::error!(error = %e, "journal write or fsync failed"),
         }
-        for (r, done) in self.waiting.drain(..) {
+        for (r, done) in waiting {
             let r = match (synced, r) {
                 (Ok(lsn), Ok(None)) => Ok(*lsn),
                 (Ok(_), Ok(Some(lsn))) => Ok(lsn),

@@ -138,14 +138,9 @@ pub struct Mirror {
     /// restarts it towards the other backend).
     applier_task: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
     journal_dir: PathBuf,
-    next_token: Mutex<(u64, BTreeSet<u64>)>,
-    /// Tokens whose outcome is queued in the journal (deferred) but maybe
-    /// not durable yet: clean-up settles them after its fsync.
-    deferred_tokens: Mutex<Vec<u64>>,
-    /// Tokens of transactions whose intent is not journaled yet (their
-    /// sessions will commit soon); the count is the journal's group-commit
-    /// `expected`.
-    unjournaled: Mutex<HashSet<u64>>,
+    tokens: Mutex<Tokens>,
+    /// How many tokens' intents are not journaled yet: the journal's
+    /// group-commit `expected`.
     expected: Arc<AtomicUsize>,
     last_intent: AtomicU64,
     divergent: Mutex<BTreeMap<String, String>>,
@@ -166,6 +161,19 @@ pub struct Mirror {
     journal_commit_wait: Duration,
     /// `migration.apply_errors`, shared with the running applier.
     apply_errors: ErrorPolicy,
+}
+
+/// Commit-marker tokens and where each stands.
+struct Tokens {
+    next: u64,
+    /// Issued and not settled (outcome durable, or abandoned): clean-up
+    /// keeps their marker rows.
+    in_flight: BTreeSet<u64>,
+    /// Issued, intent not journaled yet: their sessions will commit soon.
+    unjournaled: HashSet<u64>,
+    /// Outcome queued in the journal (deferred), maybe not durable yet, in
+    /// the order queued.
+    deferred: Vec<u64>,
 }
 
 /// Why [`Mirror::resume_applier`] did nothing.
@@ -287,9 +295,12 @@ impl Mirror {
             roles: arc_swap::ArcSwap::from_pointee(roles),
             applier_task: Mutex::new(None),
             journal_dir: dir.clone(),
-            next_token: Mutex::new((first_token, BTreeSet::new())),
-            deferred_tokens: Mutex::new(Vec::new()),
-            unjournaled: Mutex::new(HashSet::new()),
+            tokens: Mutex::new(Tokens {
+                next: first_token,
+                in_flight: BTreeSet::new(),
+                unjournaled: HashSet::new(),
+                deferred: Vec::new(),
+            }),
             expected,
             last_intent: AtomicU64::new(last_intent),
             divergent: Mutex::new(divergent),
@@ -474,25 +485,22 @@ impl Mirror {
     /// A fresh marker token; it counts as in flight until its outcome is
     /// durable (or it is abandoned), so clean-up never deletes its row early.
     pub fn token(&self) -> u64 {
-        let mut g = self.next_token.lock().unwrap_or_else(|p| p.into_inner());
-        let t = g.0;
-        g.0 += 1;
-        g.1.insert(t);
-        drop(g);
-        self.journaled(t, false);
-        t
+        self.with_tokens(|g| {
+            let t = g.next;
+            g.next += 1;
+            g.in_flight.insert(t);
+            g.unjournaled.insert(t);
+            t
+        })
     }
 
-    /// Keeps the set of tokens whose intent is not journaled yet, and the
-    /// journal writer's count of them.
-    fn journaled(&self, token: u64, done: bool) {
-        let mut u = self.unjournaled.lock().unwrap_or_else(|p| p.into_inner());
-        if done {
-            u.remove(&token);
-        } else {
-            u.insert(token);
-        }
-        self.expected.store(u.len(), Ordering::Release);
+    /// Runs `f` on the tokens, then publishes how many intents are on
+    /// their way to the journal writer.
+    fn with_tokens<R>(&self, f: impl FnOnce(&mut Tokens) -> R) -> R {
+        let mut g = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut g);
+        self.expected.store(g.unjournaled.len(), Ordering::Release);
+        r
     }
 
     /// Cached: does writing `db.table` read the statement time?
@@ -523,12 +531,10 @@ impl Mirror {
 
     /// The token's transaction wrote no intent (its statement failed).
     pub fn abandon(&self, token: u64) {
-        self.journaled(token, true);
-        self.next_token
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .remove(&token);
+        self.with_tokens(|g| {
+            g.unjournaled.remove(&token);
+            g.in_flight.remove(&token);
+        });
     }
 
     /// `INSERT` of the marker row for `token` (run inside the transaction).
@@ -589,7 +595,7 @@ impl Mirror {
     pub async fn intent(&self, token: u64, txn: MirrorTxn) -> Result<Lsn, JournalError> {
         // No longer on its way: the journal's group commit stops waiting
         // for it (before it is queued, so the fsync that takes it does not).
-        self.journaled(token, true);
+        self.with_tokens(|g| g.unjournaled.remove(&token));
         let tables: Vec<String> = txn
             .statements
             .iter()
@@ -662,10 +668,7 @@ impl Mirror {
             at_us,
         };
         self.journal.append_deferred(rec.encode());
-        self.deferred_tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(token);
+        self.with_tokens(|g| g.deferred.push(token));
         self.applier.settle(lsn, committed, at_us);
         if committed {
             self.stats.committed.fetch_add(1, Ordering::Relaxed);
@@ -674,13 +677,24 @@ impl Mirror {
         }
     }
 
-    /// Ends the in-flight state of tokens whose outcome is durable. Call
-    /// with the tokens taken before a successful `journal.sync()`.
-    fn settle_tokens(&self, tokens: &[u64]) {
-        let mut g = self.next_token.lock().unwrap_or_else(|p| p.into_inner());
-        for t in tokens {
-            g.1.remove(t);
+    /// Makes the outcomes deferred so far durable, then lets their
+    /// tokens leave the in-flight set (those deferred during the fsync
+    /// stay for the next round). Returns the oldest token still in
+    /// flight: marker rows below it can go.
+    async fn settle_deferred(&self) -> u64 {
+        let n = self.with_tokens(|g| g.deferred.len());
+        match self.journal.sync().await {
+            Ok(_) => self.with_tokens(|g| {
+                for t in g.deferred.drain(..n) {
+                    g.in_flight.remove(&t);
+                }
+            }),
+            Err(e) => {
+                self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "journal: outcomes not made durable; their markers are kept");
+            }
         }
+        self.with_tokens(|g| g.in_flight.first().copied().unwrap_or(g.next))
     }
 
     /// The COMMIT's answer was lost with the backend connection: settle it
@@ -1057,25 +1071,7 @@ async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
             _ = stop.cancelled() => return,
         }
         let Some(m) = mirror.upgrade() else { return };
-        // Outcomes become durable with the next fsync; ask for one, then
-        // the markers of those queued before it can go.
-        let settled =
-            std::mem::take(&mut *m.deferred_tokens.lock().unwrap_or_else(|p| p.into_inner()));
-        match m.journal.sync().await {
-            Ok(_) => m.settle_tokens(&settled),
-            Err(e) => {
-                m.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
-                error!(error = %e, "journal: outcomes not made durable; their markers are kept");
-                m.deferred_tokens
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(settled);
-            }
-        }
-        let cutoff = {
-            let g = m.next_token.lock().unwrap_or_else(|p| p.into_inner());
-            g.1.first().copied().unwrap_or(g.0)
-        };
+        let cutoff = m.settle_deferred().await;
         let roles = m.roles();
         if conn.as_ref().is_some_and(|(g, _)| *g != roles.generation) {
             conn = None;
