@@ -138,6 +138,10 @@ fn config_and_records_never_panic() {
         let mut rec = vec![1u8];
         rec.extend(noise(&mut rng, 60));
         let _ = MirrorTxn::decode(&rec);
+        for version in [2u8, 3] {
+            rec[0] = version;
+            let _ = crate::mirror::record::JournalRecord::decode(&rec);
+        }
     }
 }
 

@@ -734,7 +734,7 @@ async fn intents_whose_outcome_was_lost_are_settled_from_the_markers() {
                 tables: vec!["t".to_string()],
                 ddl: false,
                 pins: Pins::default(),
-                session: Vec::new(),
+                session: Default::default(),
             }],
         },
     };

@@ -100,7 +100,7 @@ fn stmt(db: &str, sql: &str, tables: &[&str]) -> MirrorStatement {
         tables: tables.iter().map(|t| t.to_string()).collect(),
         ddl: false,
         pins: Pins::default(),
-        session: Vec::new(),
+        session: Default::default(),
     }
 }
 
@@ -151,7 +151,7 @@ async fn pinned_values_and_transactions_apply_as_on_the_primary() {
         insert_id: Some(100),
         ..Default::default()
     };
-    ins.session = vec![("time_zone".into(), "'+00:00'".into())];
+    ins.session = std::sync::Arc::new(vec![("time_zone".into(), "'+00:00'".into())]);
     f.append(txn(vec![ins])).await;
     let upd = stmt(
         &db,
@@ -385,7 +385,7 @@ async fn session_changes_inside_a_group_and_statements_a_block_refuses_apply_as_
     .await;
     let with_mode = |sql: &str, mode: &str| {
         let mut st = stmt(&db, sql, &["s"]);
-        st.session = vec![("sql_mode".into(), format!("'{mode}'"))];
+        st.session = std::sync::Arc::new(vec![("sql_mode".into(), format!("'{mode}'"))]);
         st
     };
     let mixed = f

@@ -56,6 +56,8 @@ struct Prepared {
     /// The text as prepared on the backend (the mirror renders bound values
     /// into it).
     sql: Vec<u8>,
+    /// Where its `?` placeholders are in `sql` (found once, at prepare).
+    param_spans: Vec<std::ops::Range<usize>>,
     params: u16,
     /// Parameter types from the last execute that sent them (type, unsigned).
     types: Vec<(u8, bool)>,
@@ -702,6 +704,9 @@ impl Session<'_> {
                 Some(p) => p[1..].to_vec(),
                 None => sql.to_vec(),
             };
+            let mut toks = Vec::new();
+            lexer::tokenize(&sql, &mut toks);
+            let param_spans = lexer::param_spans(&toks);
             self.stmts.insert(
                 client_id,
                 Prepared {
@@ -709,6 +714,7 @@ impl Session<'_> {
                     types_on_backend: false,
                     route,
                     sql,
+                    param_spans,
                     params,
                     types: Vec::new(),
                     long_data: HashMap::new(),

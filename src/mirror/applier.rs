@@ -989,6 +989,9 @@ struct Worker {
     /// Session state last set on `conn` (avoids re-sending unchanged SETs).
     current_db: Option<String>,
     session: Vec<(String, String)>,
+    /// The settings of the last statement prepared for `conn` (all of them
+    /// are in `session`).
+    last_session: Option<super::record::SessionVars>,
     /// The connection's TIMESTAMP may be pinned (reset before an unpinned
     /// statement).
     ts_pinned: bool,
@@ -1009,6 +1012,7 @@ impl Worker {
             conn: None,
             current_db: None,
             session: Vec::new(),
+            last_session: None,
             ts_pinned: true,
             compound: false,
             compound_refused: false,
@@ -1212,6 +1216,7 @@ impl Worker {
         if r.is_err() {
             self.current_db = None;
             self.session.clear();
+            self.last_session = None;
             self.ts_pinned = true;
         }
         r
@@ -1241,7 +1246,12 @@ impl Worker {
     ) -> Vec<u8> {
         const OPEN: &[u8] = b"BEGIN NOT ATOMIC\n";
         const START: &[u8] = b"START TRANSACTION;\n";
-        let mut script = Vec::new();
+        let text: usize = txns
+            .iter()
+            .flat_map(|t| &t.statements)
+            .map(|st| st.sql.len() + 64)
+            .sum();
+        let mut script = Vec::with_capacity(text + 256);
         let mut open = false;
         let mut started = false;
         for txn in txns {
@@ -1299,27 +1309,32 @@ impl Worker {
     fn prelude(&mut self, st: &super::record::MirrorStatement) -> Prelude {
         let mut session = Vec::new();
         // No database: the secondary URL's own (the primary URL's maps to it).
-        let target = st
-            .db
-            .clone()
-            .or_else(|| self.cfg.secondary.database.clone());
-        if target.is_some() && target != self.current_db {
-            let db = target.unwrap_or_default();
-            session.extend_from_slice(format!("USE {};\n", crate::schema::quote(&db)).as_bytes());
-            self.current_db = Some(db);
+        let target = st.db.as_ref().or(self.cfg.secondary.database.as_ref());
+        if let Some(db) = target.filter(|db| self.current_db.as_ref() != Some(*db)) {
+            session.extend_from_slice(format!("USE {};\n", crate::schema::quote(db)).as_bytes());
+            self.current_db = Some(db.clone());
         }
-        let changed: Vec<String> = st
-            .session
-            .iter()
-            .filter(|(k, v)| !self.session.iter().any(|(k2, v2)| k2 == k && v2 == v))
-            .map(|(k, v)| format!("SESSION {k} = {v}"))
-            .collect();
-        if !changed.is_empty() {
-            session.extend_from_slice(format!("SET {};\n", changed.join(", ")).as_bytes());
-        }
-        for (k, v) in &st.session {
-            self.session.retain(|(k2, _)| k2 != k);
-            self.session.push((k.clone(), v.clone()));
+        // Statements of one session share their settings (one `Arc`), and
+        // they rarely change: compared as a whole first.
+        let same = self
+            .last_session
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(l, &st.session) || **l == *st.session);
+        if !same {
+            let changed: Vec<String> = st
+                .session
+                .iter()
+                .filter(|(k, v)| !self.session.iter().any(|(k2, v2)| k2 == k && v2 == v))
+                .map(|(k, v)| format!("SESSION {k} = {v}"))
+                .collect();
+            if !changed.is_empty() {
+                session.extend_from_slice(format!("SET {};\n", changed.join(", ")).as_bytes());
+            }
+            for (k, v) in st.session.iter() {
+                self.session.retain(|(k2, _)| k2 != k);
+                self.session.push((k.clone(), v.clone()));
+            }
+            self.last_session = Some(st.session.clone());
         }
         let mut sets = Vec::new();
         let p = &st.pins;
@@ -1540,6 +1555,7 @@ impl Worker {
             self.conn = Some(conn);
             self.current_db = b.database.clone();
             self.session.clear();
+            self.last_session = None;
             self.ts_pinned = false;
         }
         Ok(self.conn.as_mut().expect("connected above"))

@@ -639,22 +639,34 @@ pub fn count_params(tokens: &[Token]) -> usize {
     tokens.iter().filter(|t| t.kind == Tok::Param).count()
 }
 
-/// Replaces the `?` placeholders, in order, with `values` (SQL literals).
-/// None when the counts differ.
-pub fn render_params(sql: &[u8], tokens: &[Token], values: &[String]) -> Option<Vec<u8>> {
-    let params: Vec<&Token> = tokens.iter().filter(|t| t.kind == Tok::Param).collect();
-    if params.len() != values.len() {
+/// Where the `?` placeholders are, in order (for [`render_params`]).
+pub fn param_spans(tokens: &[Token]) -> Vec<std::ops::Range<usize>> {
+    tokens
+        .iter()
+        .filter(|t| t.kind == Tok::Param)
+        .map(|t| t.start..t.end)
+        .collect()
+}
+
+/// Replaces the placeholders at `spans` (from [`param_spans`]), in order,
+/// with `values` (SQL literals). None when the counts differ.
+pub fn render_params(
+    sql: &[u8],
+    spans: &[std::ops::Range<usize>],
+    values: &[String],
+) -> Option<Vec<u8>> {
+    if spans.len() != values.len() {
         return None;
     }
     let extra: usize = values.iter().map(|v| v.len()).sum();
     let mut out = Vec::with_capacity(sql.len() + extra);
     let mut at = 0;
-    for (t, v) in params.iter().zip(values) {
-        out.extend_from_slice(&sql[at..t.start]);
+    for (span, v) in spans.iter().zip(values) {
+        out.extend_from_slice(sql.get(at..span.start)?);
         out.extend_from_slice(v.as_bytes());
-        at = t.end;
+        at = span.end;
     }
-    out.extend_from_slice(&sql[at..]);
+    out.extend_from_slice(sql.get(at..)?);
     Some(out)
 }
 
@@ -756,9 +768,10 @@ mod pin_tests {
         let sql = b"UPDATE t SET a = ?, b = '?' WHERE id = ?";
         let t = toks(sql);
         assert_eq!(count_params(&t), 2);
-        let out = render_params(sql, &t, &["'x'".into(), "7".into()]).unwrap();
+        let spans = param_spans(&t);
+        let out = render_params(sql, &spans, &["'x'".into(), "7".into()]).unwrap();
         assert_eq!(out, b"UPDATE t SET a = 'x', b = '?' WHERE id = 7");
-        assert!(render_params(sql, &t, &["1".into()]).is_none());
+        assert!(render_params(sql, &spans, &["1".into()]).is_none());
     }
 
     #[test]

@@ -383,9 +383,7 @@ impl Session<'_> {
         let nbe = self.capture.no_backslash_escapes;
         let p = self.stmts.get(&id?)?;
         let values = decode_params(payload, p, nbe)?;
-        let mut toks = Vec::new();
-        lexer::tokenize(&p.sql, &mut toks);
-        lexer::render_params(&p.sql, &toks, &values)
+        lexer::render_params(&p.sql, &p.param_spans, &values)
     }
 
     /// COM_STMT_SEND_LONG_DATA: keeps the chunk for rendering.
@@ -872,7 +870,7 @@ impl Session<'_> {
                 last_insert_id: lid,
                 rand_seeds: seeds,
             },
-            session: vars.as_ref().clone(),
+            session: vars.clone(),
         };
         // The first mirrored write of a transaction takes the marker row
         // along (pipelined before it), so COMMIT needs no round trip of its
@@ -1173,7 +1171,7 @@ impl Session<'_> {
             tables: route.tables.clone(),
             ddl: true,
             pins: Pins::default(),
-            session: vars.as_ref().clone(),
+            session: vars.clone(),
         };
         let txn = MirrorTxn {
             committed_at_us: now_us(),
