@@ -71,6 +71,48 @@ impl Shared {
         }
     }
 
+    /// `sql` as backend `on` should run it: names qualified with the other
+    /// role's URL database (`shop_next.t` while `shop` is the primary,
+    /// `shop.t` after a cutover to `shop_next`) name `on`'s own, as `USE`
+    /// does (`map_db`); otherwise a client that names its tables with the
+    /// database would, after a cutover, write the old database straight
+    /// past the mirror. Ok(None): nothing to rename (the usual case, found
+    /// with one substring search). Err: the other database's name also
+    /// names a table, alias or column here, so Tandem cannot tell which
+    /// to rename.
+    pub fn backend_text(&self, on: &str, sql: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        // No dot, no qualified name: most statements stop here.
+        if memchr::memchr(b'.', sql).is_none() {
+            return Ok(None);
+        }
+        let cfg = self.config.load();
+        let url_db = |name: &str| cfg.backends.get(name).and_then(|b| b.database.as_deref());
+        let Some(to) = url_db(on) else {
+            return Ok(None);
+        };
+        let Some(from) = [Some(cfg.primary.as_str()), cfg.secondary.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter_map(url_db)
+            .find(|d| *d != to)
+        else {
+            return Ok(None);
+        };
+        if memchr::memmem::find(sql, from.as_bytes()).is_none() {
+            return Ok(None);
+        }
+        let mut toks = Vec::new();
+        crate::router::lexer::tokenize(sql, &mut toks);
+        match crate::router::lexer::rename_database(sql, &toks, from, to) {
+            crate::router::lexer::Renamed::Unchanged => Ok(None),
+            crate::router::lexer::Renamed::Text(t) => Ok(Some(t)),
+            crate::router::lexer::Renamed::Ambiguous => Err(format!(
+                "the database name `{from}` qualifies a name here and also names a table, \
+                 alias or column, so Tandem cannot tell which to rename to `{to}`"
+            )),
+        }
+    }
+
     /// The pool of the current primary backend.
     pub fn primary_pool(&self) -> Arc<Pool> {
         let cfg = self.config.load();

@@ -56,6 +56,10 @@ struct Prepared {
     /// The text as prepared on the backend (the mirror renders bound values
     /// into it).
     sql: Vec<u8>,
+    /// The text as the client sent it (`CONNECTION_ID()` rewritten): a
+    /// move to another backend prepares it again, with that backend's
+    /// database names (`Shared::backend_text`).
+    client_sql: Vec<u8>,
     /// Where its `?` placeholders are in `sql` (found once, at prepare).
     param_spans: Vec<std::ops::Range<usize>>,
     params: u16,
@@ -484,6 +488,19 @@ impl Session<'_> {
         }
         let mut lost = 0;
         for p in self.stmts.values_mut() {
+            match self.shared.backend_text(to, &p.client_sql) {
+                Ok(t) => p.sql = t.unwrap_or_else(|| p.client_sql.clone()),
+                Err(reason) => {
+                    lost += 1;
+                    warn!(conn = self.id, %reason, "moving session: a prepared statement cannot be renamed for the new primary");
+                    p.backend_id = u32::MAX;
+                    p.types_on_backend = false;
+                    continue;
+                }
+            }
+            let mut toks = Vec::new();
+            lexer::tokenize(&p.sql, &mut toks);
+            p.param_spans = lexer::param_spans(&toks);
             match conn.prepare(&p.sql).await {
                 Ok(id) => p.backend_id = id,
                 Err(BackendError::Server { code, message }) => {
@@ -628,11 +645,23 @@ impl Session<'_> {
         } else {
             None
         };
-        let to_send = rewritten.as_deref().unwrap_or(&payload);
-        if let Some(m) = self.capturing() {
-            if rewritten.is_some() {
-                lexer::tokenize(&to_send[1..], &mut self.scratch.tokens);
+        let text = rewritten.as_deref().map_or(sql, |p| &p[1..]);
+        let renamed = match self.shared.backend_text(&self.backend, text) {
+            Ok(t) => t.map(|t| capture::query_packet(&t)),
+            Err(reason) => {
+                let err = ErrSpec::new(1105, "HY000", format!("Tandem: {reason}; nothing was run"));
+                return self.reply_err(seq, &err).await;
             }
+        };
+        let changed = rewritten.is_some() || renamed.is_some();
+        let to_send = renamed
+            .as_deref()
+            .or(rewritten.as_deref())
+            .unwrap_or(&payload);
+        if changed {
+            lexer::tokenize(&to_send[1..], &mut self.scratch.tokens);
+        }
+        if let Some(m) = self.capturing() {
             if self.capture_query(&m, &classified, to_send, seq).await? {
                 return Ok(());
             }
@@ -687,22 +716,35 @@ impl Session<'_> {
         } else {
             None
         };
+        let client_sql = rewritten.as_deref().map_or(sql, |p| &p[1..]).to_vec();
+        let renamed = match self.shared.backend_text(&self.backend, &client_sql) {
+            Ok(t) => t.map(|t| {
+                let mut p = vec![COM_STMT_PREPARE];
+                p.extend_from_slice(&t);
+                p
+            }),
+            Err(reason) => {
+                let err = ErrSpec::new(
+                    1105,
+                    "HY000",
+                    format!("Tandem: {reason}; nothing was prepared"),
+                );
+                return self.reply_err(seq, &err).await;
+            }
+        };
         let client_id = self.next_stmt_id.wrapping_add(1).max(1);
         self.prepare_client_id = Some(client_id);
+        let sent = renamed.or(rewritten);
         let summary = self
-            .forward(
-                rewritten.as_deref().unwrap_or(&payload),
-                seq,
-                Expect::Prepare,
-            )
+            .forward(sent.as_deref().unwrap_or(&payload), seq, Expect::Prepare)
             .await;
         self.prepare_client_id = None;
         let summary = summary?;
         if let Some((backend_id, _cols, params)) = summary.prepared {
             self.next_stmt_id = client_id;
-            let sql = match &rewritten {
+            let sql = match &sent {
                 Some(p) => p[1..].to_vec(),
-                None => sql.to_vec(),
+                None => client_sql.clone(),
             };
             let mut toks = Vec::new();
             lexer::tokenize(&sql, &mut toks);
@@ -714,6 +756,7 @@ impl Session<'_> {
                     types_on_backend: false,
                     route,
                     sql,
+                    client_sql,
                     param_spans,
                     params,
                     types: Vec::new(),

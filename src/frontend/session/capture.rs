@@ -26,7 +26,7 @@ use crate::protocol::packets::{get_lenenc, OkInfo};
 use crate::protocol::response::{Expect, Step, Tracker};
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
-use crate::router::lexer::{self, Renamed};
+use crate::router::lexer;
 use crate::router::{Class, Classified, Route, SessionOp, TxnOp, WriteKind};
 use crate::schema::sql_literal;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
@@ -760,27 +760,9 @@ impl Session<'_> {
     /// rename. Err: why that cannot be done with certainty.
     pub(super) fn secondary_text(&self, sql: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let cfg = self.shared.config.load();
-        let from = cfg.primary_backend().database.as_deref();
-        let to = cfg
-            .secondary
-            .as_ref()
-            .and_then(|s| cfg.backends.get(s))
-            .and_then(|b| b.database.as_deref());
-        let (Some(from), Some(to)) = (from, to) else {
-            return Ok(None);
-        };
-        if from == to || memchr::memmem::find(sql, from.as_bytes()).is_none() {
-            return Ok(None);
-        }
-        let mut toks = Vec::new();
-        lexer::tokenize(sql, &mut toks);
-        match lexer::rename_database(sql, &toks, from, to) {
-            Renamed::Unchanged => Ok(None),
-            Renamed::Text(renamed) => Ok(Some(renamed)),
-            Renamed::Ambiguous => Err(format!(
-                "the primary's database name `{from}` qualifies a name here and also names a table, \
-                 alias or column, so Tandem cannot tell which to rename to the secondary's `{to}`"
-            )),
+        match cfg.secondary.as_deref() {
+            Some(secondary) => self.shared.backend_text(secondary, sql),
+            None => Ok(None),
         }
     }
 
