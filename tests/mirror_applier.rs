@@ -91,6 +91,11 @@ impl Fixture {
     async fn direct(&self) -> Conn {
         Conn::new(direct_opts(&self.db)).await.unwrap()
     }
+
+    /// Drops the test's database (a failed test keeps it, to look at).
+    async fn done(self) {
+        drop_databases(&[&self.db]).await;
+    }
 }
 
 fn stmt(db: &str, sql: &str, tables: &[&str]) -> MirrorStatement {
@@ -215,6 +220,7 @@ async fn pinned_values_and_transactions_apply_as_on_the_primary() {
     assert_eq!(pos, Some(last));
     assert_eq!(stats.applied.load(Ordering::Relaxed), 3);
     d.disconnect().await.unwrap();
+    f.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,6 +271,7 @@ async fn exactly_once_across_restarts_and_killed_connections() {
         .unwrap();
     assert_eq!((count, distinct, all_updated), (300, 300, 300));
     d.disconnect().await.unwrap();
+    f.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,6 +315,7 @@ async fn secondary_cut_off_and_restored_loses_nothing() {
         .unwrap();
     assert_eq!((count, sum), (200, 200 * 201 / 2));
     d.disconnect().await.unwrap();
+    f.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,6 +376,7 @@ async fn permanent_errors_are_dead_lettered_and_marked_divergent() {
     );
     assert_eq!(stats.applied_lsn.load(Ordering::Relaxed), 2);
     d.disconnect().await.unwrap();
+    f.done().await;
 }
 
 /// Groups go to MariaDB as `BEGIN NOT ATOMIC … END` blocks, which the
@@ -445,6 +454,7 @@ async fn session_changes_inside_a_group_and_statements_a_block_refuses_apply_as_
     .collect();
     assert_eq!(rows, want);
     d.disconnect().await.unwrap();
+    f.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,6 +484,7 @@ async fn ddl_replayed_after_a_crash_is_taken_as_applied() {
     assert_eq!(ids, vec![7]);
     assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 0);
     d.disconnect().await.unwrap();
+    f.done().await;
 }
 
 /// What a crash in the middle of parallel apply leaves on the secondary:
@@ -545,6 +556,7 @@ async fn a_restart_after_out_of_order_apply_skips_what_was_applied() {
         .unwrap();
     assert_eq!(stored, Some(lsns[5]));
     d.disconnect().await.unwrap();
+    f.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,4 +612,5 @@ async fn transactions_wait_for_a_fuller_group_until_someone_waits_for_them() {
     let n: Option<i64> = d.query_first("SELECT COUNT(*) FROM b").await.unwrap();
     assert_eq!(n, Some(20));
     d.disconnect().await.unwrap();
+    f.done().await;
 }
