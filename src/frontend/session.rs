@@ -56,9 +56,8 @@ struct Prepared {
     /// The text as prepared on the backend (the mirror renders bound values
     /// into it).
     sql: Vec<u8>,
-    /// The text as the client sent it (`CONNECTION_ID()` rewritten): a
-    /// move to another backend prepares it again, with that backend's
-    /// database names (`Shared::backend_text`).
+    /// The text as the client sent it: a move to another backend prepares
+    /// it again, as that backend should get it (`backend_sql`).
     client_sql: Vec<u8>,
     /// Where its `?` placeholders are in `sql` (found once, at prepare).
     param_spans: Vec<std::ops::Range<usize>>,
@@ -488,7 +487,10 @@ impl Session<'_> {
         }
         let mut lost = 0;
         for p in self.stmts.values_mut() {
-            match self.shared.backend_text(to, &p.client_sql) {
+            let mut toks = Vec::new();
+            lexer::tokenize(&p.client_sql, &mut toks);
+            let calls_id = p.route.calls_connection_id;
+            match backend_sql(self.shared, self.id, to, &p.client_sql, &toks, calls_id) {
                 Ok(t) => p.sql = t.unwrap_or_else(|| p.client_sql.clone()),
                 Err(reason) => {
                     lost += 1;
@@ -498,9 +500,7 @@ impl Session<'_> {
                     continue;
                 }
             }
-            let mut toks = Vec::new();
-            lexer::tokenize(&p.sql, &mut toks);
-            p.param_spans = lexer::param_spans(&toks);
+            p.param_spans = lexer::param_spans(&p.sql);
             match conn.prepare(&p.sql).await {
                 Ok(id) => p.backend_id = id,
                 Err(BackendError::Server { code, message }) => {
@@ -639,26 +639,22 @@ impl Session<'_> {
                 }
             }
         }
-        let rewritten = if classified.calls_connection_id {
-            lexer::rewrite_connection_id(sql, &self.scratch.tokens, self.id)
-                .map(|new_sql| capture::query_packet(&new_sql))
-        } else {
-            None
-        };
-        let text = rewritten.as_deref().map_or(sql, |p| &p[1..]);
-        let renamed = match self.shared.backend_text(&self.backend, text) {
+        let sent = match backend_sql(
+            self.shared,
+            self.id,
+            &self.backend,
+            sql,
+            &self.scratch.tokens,
+            classified.calls_connection_id,
+        ) {
             Ok(t) => t.map(|t| capture::query_packet(&t)),
             Err(reason) => {
                 let err = ErrSpec::new(1105, "HY000", format!("Tandem: {reason}; nothing was run"));
                 return self.reply_err(seq, &err).await;
             }
         };
-        let changed = rewritten.is_some() || renamed.is_some();
-        let to_send = renamed
-            .as_deref()
-            .or(rewritten.as_deref())
-            .unwrap_or(&payload);
-        if changed {
+        let to_send = sent.as_deref().unwrap_or(&payload);
+        if sent.is_some() {
             lexer::tokenize(&to_send[1..], &mut self.scratch.tokens);
         }
         if let Some(m) = self.capturing() {
@@ -707,17 +703,14 @@ impl Session<'_> {
     async fn prepare(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
         let sql = &payload[1..];
         let route = self.shared.router.route(sql, &mut self.scratch);
-        let rewritten = if route.calls_connection_id {
-            lexer::rewrite_connection_id(sql, &self.scratch.tokens, self.id).map(|s| {
-                let mut p = vec![COM_STMT_PREPARE];
-                p.extend_from_slice(&s);
-                p
-            })
-        } else {
-            None
-        };
-        let client_sql = rewritten.as_deref().map_or(sql, |p| &p[1..]).to_vec();
-        let renamed = match self.shared.backend_text(&self.backend, &client_sql) {
+        let sent = match backend_sql(
+            self.shared,
+            self.id,
+            &self.backend,
+            sql,
+            &self.scratch.tokens,
+            route.calls_connection_id,
+        ) {
             Ok(t) => t.map(|t| {
                 let mut p = vec![COM_STMT_PREPARE];
                 p.extend_from_slice(&t);
@@ -734,7 +727,6 @@ impl Session<'_> {
         };
         let client_id = self.next_stmt_id.wrapping_add(1).max(1);
         self.prepare_client_id = Some(client_id);
-        let sent = renamed.or(rewritten);
         let summary = self
             .forward(sent.as_deref().unwrap_or(&payload), seq, Expect::Prepare)
             .await;
@@ -742,13 +734,9 @@ impl Session<'_> {
         let summary = summary?;
         if let Some((backend_id, _cols, params)) = summary.prepared {
             self.next_stmt_id = client_id;
-            let sql = match &sent {
-                Some(p) => p[1..].to_vec(),
-                None => client_sql.clone(),
-            };
-            let mut toks = Vec::new();
-            lexer::tokenize(&sql, &mut toks);
-            let param_spans = lexer::param_spans(&toks);
+            let client_sql = sql.to_vec();
+            let sql = sent.as_ref().map_or(sql, |p| &p[1..]).to_vec();
+            let param_spans = lexer::param_spans(&sql);
             self.stmts.insert(
                 client_id,
                 Prepared {
@@ -1152,6 +1140,28 @@ fn carry_param_types(payload: &mut Vec<u8>, p: &mut Prepared) {
         }
         _ => {}
     }
+}
+
+/// `sql` as backend `on` should get it: `CONNECTION_ID()` answered with
+/// the session's Tandem id (when `calls_connection_id`; `tokens` are
+/// `sql`'s), then names qualified with the other migration database
+/// renamed to `on`'s (`Shared::backend_text`). Ok(None): `sql` as it is.
+/// Err: why the rename cannot be done with certainty.
+fn backend_sql(
+    shared: &Shared,
+    id: u32,
+    on: &str,
+    sql: &[u8],
+    tokens: &[lexer::Token],
+    calls_connection_id: bool,
+) -> Result<Option<Vec<u8>>, String> {
+    let rewritten = if calls_connection_id {
+        lexer::rewrite_connection_id(sql, tokens, id)
+    } else {
+        None
+    };
+    let text = rewritten.as_deref().unwrap_or(sql);
+    Ok(shared.backend_text(on, text)?.or(rewritten))
 }
 
 /// Calls of GET_LOCK, RELEASE_LOCK and whether RELEASE_ALL_LOCKS is called,

@@ -639,8 +639,11 @@ pub fn count_params(tokens: &[Token]) -> usize {
     tokens.iter().filter(|t| t.kind == Tok::Param).count()
 }
 
-/// Where the `?` placeholders are, in order (for [`render_params`]).
-pub fn param_spans(tokens: &[Token]) -> Vec<std::ops::Range<usize>> {
+/// Where the `?` placeholders of `sql` are, in order (for
+/// [`render_params`]).
+pub fn param_spans(sql: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut tokens = Vec::new();
+    tokenize(sql, &mut tokens);
     tokens
         .iter()
         .filter(|t| t.kind == Tok::Param)
@@ -768,7 +771,7 @@ mod pin_tests {
         let sql = b"UPDATE t SET a = ?, b = '?' WHERE id = ?";
         let t = toks(sql);
         assert_eq!(count_params(&t), 2);
-        let spans = param_spans(&t);
+        let spans = param_spans(sql);
         let out = render_params(sql, &spans, &["'x'".into(), "7".into()]).unwrap();
         assert_eq!(out, b"UPDATE t SET a = 'x', b = '?' WHERE id = 7");
         assert!(render_params(sql, &spans, &["1".into()]).is_none());
