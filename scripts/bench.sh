@@ -175,6 +175,7 @@ MIRROR_DEAD=$(echo "$MSTATUS" | jq -r '.mirror.dead_lettered')
 MIRROR_RETRIED=$(echo "$MSTATUS" | jq -r '.mirror.retried')
 MIRROR_PEAK=$(echo "$MSTATUS" | jq -r '"\(.mirror.apply_parallel_peak) of \(.mirror.apply_workers)"')
 MIRROR_GROUP=$(echo "$MSTATUS" | jq -r 'if .mirror.apply_groups > 0 then "\(.mirror.applied / .mirror.apply_groups * 10 | round / 10) (apply_batch_wait \(.mirror.apply_batch_wait_ms) ms)" else "-" end')
+MIRROR_FSYNC=$(echo "$MSTATUS" | jq -r 'if (.mirror.journal_fsyncs // 0) > 0 then "\(.mirror.journaled / .mirror.journal_fsyncs * 100 | round / 100) (journal_commit_wait \(.mirror.journal_commit_wait_us) us)" else "-" end')
 
 # Cutover and rollback under oltp_read_write through the mirroring Tandem:
 # flip to next after a third of the run, back to legacy after two thirds.
@@ -239,7 +240,7 @@ my -e "DROP DATABASE tandem_bench_vp; DROP DATABASE tandem_bench_vs"
 echo
 echo "== summary (mean over $ROUNDS rounds) =="
 awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRORS:-?}" -v rss="$RSS_KB" -v vrps="$VERIFY_RPS" -v brps="$BACKFILL_RPS" \
-    -v p50="$MIRROR_P50" -v p99="$MIRROR_P99" -v applied="$MIRROR_APPLIED" -v dropped="$MIRROR_DROPPED" -v dead="$MIRROR_DEAD" -v retried="$MIRROR_RETRIED" -v peak="$MIRROR_PEAK" -v group="$MIRROR_GROUP" '
+    -v p50="$MIRROR_P50" -v p99="$MIRROR_P99" -v applied="$MIRROR_APPLIED" -v dropped="$MIRROR_DROPPED" -v dead="$MIRROR_DEAD" -v retried="$MIRROR_RETRIED" -v peak="$MIRROR_PEAK" -v group="$MIRROR_GROUP" -v fsync="$MIRROR_FSYNC" '
   { qps[$1" "$2] += $3; p95[$1" "$2] += $4; n[$1" "$2]++
     if ($5 != "-") { c[$1" "$2] += $5; cc[$1" "$2]++ }
     if ($1 == "tandem" && $5 != "-" && $2 != "oltp_write_only") { cpu[$2] += $5; cn[$2]++ }
@@ -271,6 +272,7 @@ awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRO
     for (i = 1; i <= 2; i++) if (mw[i] in lagw) printf "  during %s alone (round with the highest p99): %s\n", mw[i], lagw[mw[i]]
     printf "apply connections busy at once, at most: %s\n", peak
     printf "transactions per secondary commit: %s\n", group
+    printf "transactions per journal fsync: %s\n", fsync
     printf "mirror lag back to 0 after the load stopped: within %s ms (worst run)\n", catchup
     printf "targets: mirroring on/off >= 0.85 on oltp_read_write; lag p99 < 100 ms; back to 0 within 1000 ms; dropped 0\n"
     printf "%s\n%s\n", cut1, cut2

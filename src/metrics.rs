@@ -239,7 +239,12 @@ fn register_mirror(r: &mut Registry, m: &crate::mirror::runtime::Mirror) {
     let get = |x: &AtomicU64| x.load(Ordering::Relaxed);
     let c = &m.stats;
     let a = &m.applier;
-    let counters: [(&str, &str, u64); 17] = [
+    let counters: [(&str, &str, u64); 18] = [
+        (
+            "mirror_journal_fsyncs",
+            "fsyncs of the mirror journal (group commit: journaled transactions per fsync)",
+            m.journal.fsyncs(),
+        ),
         (
             "mirror_transactions",
             "Transactions journaled as committed on the primary",

@@ -368,6 +368,13 @@ async fn randomized_concurrent_workload_ends_identical() {
             .parallel_peak
             .load(std::sync::atomic::Ordering::Relaxed)
     );
+    // /status counts the journal's fsyncs (group commit: transactions per
+    // fsync).
+    let journaled = m.stats.committed.load(std::sync::atomic::Ordering::Relaxed);
+    let fsyncs = m.journal.fsyncs();
+    eprintln!("journal: {journaled} transactions, {fsyncs} fsyncs");
+    assert!(fsyncs > 0);
+    assert!(m.status_json()["journal_fsyncs"].as_u64().unwrap_or(0) >= fsyncs);
     env.stop().await;
 }
 

@@ -179,7 +179,7 @@ pub struct RawMigration {
     /// Group commit of the journal: how long its fsync may wait for the
     /// intents of other sessions that are in a mirrored transaction (it
     /// ends as soon as none is left). Fewer fsyncs cost less CPU; the wait
-    /// adds to those commits' latency. `0s` never waits. Default `250us`, at
+    /// adds to those commits' latency. `0s` never waits. Default `1ms`, at
     /// most `100ms`.
     #[serde(default = "default_journal_commit_wait")]
     pub journal_commit_wait: String,
@@ -228,7 +228,7 @@ fn default_apply_batch_wait() -> String {
 }
 
 fn default_journal_commit_wait() -> String {
-    "250us".into()
+    "1ms".into()
 }
 
 fn default_unsafe() -> UnsafeWrites {

@@ -155,8 +155,8 @@ fn diff_names_what_cannot_change_live() {
     // apply_batch_wait: default 10ms, at most 1s, read at start.
     assert_eq!(old.apply_batch_wait, Duration::from_millis(10));
     check_restart_duration(&old, "apply_batch_wait", "2s", |c| c.apply_batch_wait);
-    // journal_commit_wait: default 250us, at most 100ms, read at start.
-    assert_eq!(old.journal_commit_wait, Duration::from_micros(250));
+    // journal_commit_wait: default 1ms, at most 100ms, read at start.
+    assert_eq!(old.journal_commit_wait, Duration::from_millis(1));
     check_restart_duration(&old, "journal_commit_wait", "101ms", |c| {
         c.journal_commit_wait
     });

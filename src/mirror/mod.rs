@@ -22,8 +22,8 @@ pub mod sync;
 pub mod writeset;
 
 use journal::{Journal, JournalError, Lsn};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -56,6 +56,31 @@ pub struct JournalHandle {
     /// Deferred appends (`append_deferred`), taken by the writer with its
     /// next batch.
     deferred: Arc<Mutex<Vec<Vec<u8>>>>,
+    hold: Arc<Hold>,
+    /// fsyncs the writer has done (group commit: appends per fsync).
+    fsyncs: Arc<AtomicU64>,
+}
+
+/// The writer's group-commit hold, as appenders see it. While holding, the
+/// writer sleeps instead of waiting on its queue, so an append queued then
+/// wakes nobody (no futex wake for the appender, no thread switch for the
+/// writer); only the append that finds nothing more expected wakes it.
+struct Hold {
+    expected: Arc<AtomicUsize>,
+    holding: AtomicBool,
+    writer: OnceLock<std::thread::Thread>,
+}
+
+impl Hold {
+    /// After an append is queued: ends the hold if nothing more is on its
+    /// way.
+    fn queued(&self) {
+        if self.expected.load(Ordering::SeqCst) == 0 && self.holding.load(Ordering::SeqCst) {
+            if let Some(t) = self.writer.get() {
+                t.unpark();
+            }
+        }
+    }
 }
 
 /// Requests taken into one batch (one fsync) at most.
@@ -91,6 +116,7 @@ struct Writer {
     unsynced: usize,
     deferred: Arc<Mutex<Vec<Vec<u8>>>>,
     watches: Watches,
+    fsyncs: Arc<AtomicU64>,
 }
 
 impl JournalHandle {
@@ -111,51 +137,35 @@ impl JournalHandle {
         let bytes = Arc::new(AtomicU64::new(journal.size_bytes()));
         let size = bytes.clone();
         let deferred = Arc::new(Mutex::new(Vec::new()));
+        let fsyncs = Arc::new(AtomicU64::new(0));
         let mut w = Writer {
             journal,
             unsynced: 0,
             deferred: deferred.clone(),
+            fsyncs: fsyncs.clone(),
             watches: Watches {
                 durable: durable_tx,
                 written: written_tx,
             },
         };
+        let hold = Arc::new(Hold {
+            expected: wait.expected.clone(),
+            holding: AtomicBool::new(false),
+            writer: OnceLock::new(),
+        });
+        let held = hold.clone();
         let thread = std::thread::Builder::new()
             .name("tandem-journal".into())
             .spawn(move || {
-                // A runtime of its own, for waiting on the queue with a
-                // timeout (group commit). Without one (it could not be
-                // built) the writer does not hold fsyncs.
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                {
-                    Ok(rt) => Some(rt),
-                    Err(e) => {
-                        tracing::error!(error = %e, "journal: no timer for group commit; fsyncs are not held");
-                        None
-                    }
-                };
+                let _ = held.writer.set(std::thread::current());
                 let mut batch = Vec::with_capacity(64);
                 while let Some(first) = rx.blocking_recv() {
                     batch.push(first);
                     drain(&mut rx, &mut batch);
-                    let hold = !wait.max.is_zero()
-                        && batch.iter().any(|r| matches!(r, Request::Append { .. }));
-                    if let (Some(rt), true) = (rt.as_ref(), hold) {
-                        let deadline = tokio::time::Instant::now() + wait.max;
-                        while wait.expected.load(Ordering::Acquire) > 0 && batch.len() < MAX_BATCH {
-                            let next = rt.block_on(async {
-                                tokio::time::timeout_at(deadline, rx.recv()).await
-                            });
-                            match next {
-                                Ok(Some(r)) => {
-                                    batch.push(r);
-                                    drain(&mut rx, &mut batch);
-                                }
-                                Ok(None) | Err(_) => break,
-                            }
-                        }
+                    if !wait.max.is_zero()
+                        && batch.iter().any(|r| matches!(r, Request::Append { .. }))
+                    {
+                        hold_fsync(&held, wait.max, &mut rx, &mut batch);
                     }
                     w.write_batch(&mut batch);
                     size.store(w.journal.size_bytes(), Ordering::Relaxed);
@@ -173,6 +183,8 @@ impl JournalHandle {
                 written,
                 bytes,
                 deferred,
+                hold,
+                fsyncs,
             },
             thread,
         )
@@ -180,7 +192,13 @@ impl JournalHandle {
 
     /// Appends a record and waits until it is on disk; returns its LSN.
     pub async fn append(&self, record: Vec<u8>) -> Result<Lsn, JournalError> {
-        self.request(|done| Request::Append { record, done }).await
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request::Append { record, done })
+            .await
+            .map_err(|_| closed())?;
+        self.hold.queued();
+        answer(wait).await
     }
 
     /// Queues a record that needs no fsync of its own and returns at once:
@@ -209,14 +227,17 @@ impl JournalHandle {
     ) -> Result<Lsn, JournalError> {
         let (done, wait) = oneshot::channel();
         self.tx.send(make(done)).await.map_err(|_| closed())?;
-        wait.await
-            .map_err(|_| closed())?
-            .map_err(|e| JournalError::Io(std::io::Error::other(e)))
+        answer(wait).await
     }
 
     /// Lets the writer delete segments below `lsn` (applied everywhere).
     pub async fn truncate_before(&self, lsn: Lsn) {
         let _ = self.tx.send(Request::TruncateBefore(lsn)).await;
+    }
+
+    /// fsyncs the writer has done since it started.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
     }
 
     /// Bytes the journal's segments hold on disk.
@@ -251,6 +272,39 @@ fn closed() -> JournalError {
         std::io::ErrorKind::BrokenPipe,
         "journal writer stopped",
     ))
+}
+
+/// The writer's answer to one request.
+async fn answer(wait: oneshot::Receiver<Result<Lsn, String>>) -> Result<Lsn, JournalError> {
+    wait.await
+        .map_err(|_| closed())?
+        .map_err(|e| JournalError::Io(std::io::Error::other(e)))
+}
+
+/// Group commit: holds the batch's fsync up to `max` while appends are
+/// expected, taking what arrives meanwhile. The writer sleeps rather than
+/// waiting on the queue, so appends queued during the hold wake nobody;
+/// the one after which nothing more is expected ends it (`Hold::queued`).
+fn hold_fsync(
+    hold: &Hold,
+    max: Duration,
+    rx: &mut mpsc::Receiver<Request>,
+    batch: &mut Vec<Request>,
+) {
+    let deadline = std::time::Instant::now() + max;
+    hold.holding.store(true, Ordering::SeqCst);
+    loop {
+        drain(rx, batch);
+        if hold.expected.load(Ordering::SeqCst) == 0 || batch.len() >= MAX_BATCH {
+            break;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::park_timeout(deadline - now);
+    }
+    hold.holding.store(false, Ordering::SeqCst);
 }
 
 /// Takes what is queued now, up to a batch.
@@ -305,6 +359,7 @@ impl Writer {
             // waiting for it is reported failed (the caller must not treat
             // it as durable).
             let synced = self.journal.sync();
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.answer(&synced, waiting);
         } else {
             // Nothing waits for an answer (no append, no sync).

@@ -803,6 +803,7 @@ impl Mirror {
             "apply_lag_p50_ms": quantile_json(a.lag.quantile_ms(0.5)),
             "apply_lag_p99_ms": quantile_json(a.lag.quantile_ms(0.99)),
             "journal_bytes": self.journal.size_bytes(),
+            "journal_fsyncs": self.journal.fsyncs(),
             "journaled": get(&c.committed),
             "statements": get(&c.statements),
             "aborted": get(&c.aborted),

@@ -325,7 +325,7 @@ async fn group_commit_holds_the_fsync_while_appends_are_expected() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), 64 * 1024).unwrap();
-    let expected = Arc::new(AtomicUsize::new(1));
+    let expected = Arc::new(AtomicUsize::new(2));
     let (handle, thread) = JournalHandle::spawn_with(
         j,
         64,
@@ -334,7 +334,7 @@ async fn group_commit_holds_the_fsync_while_appends_are_expected() {
             expected: expected.clone(),
         },
     );
-    // One more append is on its way: the first waits for it.
+    // Two more appends are on their way: the first waits for them.
     let h = handle.clone();
     let first = tokio::spawn(async move { h.append(b"first".to_vec()).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -343,13 +343,25 @@ async fn group_commit_holds_the_fsync_while_appends_are_expected() {
         "answered before the expected append came"
     );
     assert_eq!(handle.durable_lsn(), 0);
-    // It comes (nothing else expected): one fsync answers both.
+    // One comes, one is still expected: the hold goes on.
+    expected.store(1, Ordering::Release);
+    let h = handle.clone();
+    let second = tokio::spawn(async move { h.append(b"second".to_vec()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "the hold ended while an append was still expected"
+    );
+    assert_eq!(handle.durable_lsn(), 0);
+    // The last comes (nothing else expected): one fsync answers all three.
     expected.store(0, Ordering::Release);
-    assert_eq!(handle.append(b"second".to_vec()).await.unwrap(), 2);
+    assert_eq!(handle.append(b"third".to_vec()).await.unwrap(), 3);
     assert_eq!(first.await.unwrap().unwrap(), 1);
-    assert_eq!(handle.durable_lsn(), 2);
+    assert_eq!(second.await.unwrap().unwrap(), 2);
+    assert_eq!(handle.durable_lsn(), 3);
+    assert_eq!(handle.fsyncs(), 1, "one fsync for the held batch");
     // Nothing expected: no wait at all (else this would take a minute).
-    tokio::time::timeout(Duration::from_secs(30), handle.append(b"third".to_vec()))
+    tokio::time::timeout(Duration::from_secs(30), handle.append(b"fourth".to_vec()))
         .await
         .expect("an append with nothing expected is not held")
         .unwrap();
