@@ -109,9 +109,10 @@ lag_quantiles() {
 CLK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# run TARGET WORKLOAD -> appends "target workload qps p95 cpu_us_per_query" to results
+# run TARGET WORKLOAD [LABEL] -> appends "label workload qps p95 cpu_us_per_query"
+# to results (LABEL defaults to TARGET)
 run() {
-  local target=$1 workload=$2 port user pass pid=""
+  local target=$1 workload=$2 label=${3:-$1} port user pass pid=""
   case $target in
     direct) port=$DIRECT_PORT; user=root; pass="";;
     l4relay) port=$RELAY_PORT; user=root; pass="";;
@@ -146,7 +147,7 @@ run() {
     [ "$workload" = oltp_write_only ] && [ "${writes:-0}" -gt 0 ] && \
       cpu_w=$(awk -v d=$((after - before)) -v clk="$CLK" -v w="$writes" 'BEGIN {printf "%.1f", d / clk * 1e6 / w}')
   fi
-  echo "$target $workload $qps $p95 $cpu $catchup ${cpu_w:--} $lag" >> "$WORK/results"
+  echo "$label $workload $qps $p95 $cpu $catchup ${cpu_w:--} $lag" >> "$WORK/results"
   printf '  %-8s %-18s %10s qps  p95 %7s ms  tandem cpu/query %s us  catch-up %s ms' "$target" "$workload" "$qps" "$p95" "$cpu" "$catchup"
   [ "$target" = mirror ] && printf '  apply lag p50 < %s ms, p99 < %s ms' $lag
   printf '\n'
@@ -159,10 +160,12 @@ for round in $(seq 1 "$ROUNDS"); do
       run $target $workload
     done
   done
+  # Each mirrored run between two unmirrored ones ("off"), so that the
+  # host's drift during the round cancels out of on/off.
   for workload in oltp_read_write oltp_write_only; do
-    for target in tandem mirror; do
-      run $target $workload
-    done
+    run tandem $workload off
+    run mirror $workload
+    run tandem $workload off
   done
 done
 
@@ -263,11 +266,14 @@ awk -v cut1="$CUTOVER1" -v cut2="$CUTOVER2" -v sbok="$SB_OK" -v sberr="${SB_ERRO
     printf "%-18s %12s %12s %10s %16s %16s\n", "workload", "off qps", "on qps", "on/off", "off us/query", "on us/query"
     split("oltp_read_write oltp_write_only", mw, " ")
     for (i = 1; i <= 2; i++) {
-      off = qps["tandem " mw[i]] / n["tandem " mw[i]]; on = qps["mirror " mw[i]] / n["mirror " mw[i]]
-      printf "%-18s %12.0f %12.0f %10.3f %16.1f %16.1f\n", mw[i], off, on, on / off, c["tandem " mw[i]] / cc["tandem " mw[i]], c["mirror " mw[i]] / cc["mirror " mw[i]]
+      off = qps["off " mw[i]] / n["off " mw[i]]; on = qps["mirror " mw[i]] / n["mirror " mw[i]]
+      printf "%-18s %12.0f %12.0f %10.3f %16.1f %16.1f\n", mw[i], off, on, on / off, c["off " mw[i]] / cc["off " mw[i]], c["mirror " mw[i]] / cc["mirror " mw[i]]
     }
-    if (cwn["tandem oltp_write_only"] && cwn["mirror oltp_write_only"])
-      printf "tandem CPU per write (oltp_write_only, BEGIN/COMMIT included): unmirrored %.1f us, mirrored %.1f us (applier included)\n", cw["tandem oltp_write_only"] / cwn["tandem oltp_write_only"], cw["mirror oltp_write_only"] / cwn["mirror oltp_write_only"]
+    printf "(off: the unmirrored runs just before and after each mirrored one)\n"
+    all = (qps["off oltp_read_write"] + qps["tandem oltp_read_write"]) / (n["off oltp_read_write"] + n["tandem oltp_read_write"])
+    printf "oltp_read_write on/off against every unmirrored oltp_read_write run of this bench: %.3f\n", qps["mirror oltp_read_write"] / n["mirror oltp_read_write"] / all
+    if (cwn["off oltp_write_only"] && cwn["mirror oltp_write_only"])
+      printf "tandem CPU per write (oltp_write_only, BEGIN/COMMIT included): unmirrored %.1f us, mirrored %.1f us (applier included)\n", cw["off oltp_write_only"] / cwn["off oltp_write_only"], cw["mirror oltp_write_only"] / cwn["mirror oltp_write_only"]
     printf "mirror apply lag under load: p50 < %s ms, p99 < %s ms (%s transactions applied; dropped %s, dead-lettered %s, retried %s)\n", p50, p99, applied, dropped, dead, retried
     for (i = 1; i <= 2; i++) if (mw[i] in lagw) printf "  during %s alone (round with the highest p99): %s\n", mw[i], lagw[mw[i]]
     printf "apply connections busy at once, at most: %s\n", peak
