@@ -64,7 +64,7 @@ pub struct JournalHandle {
 /// The writer's group-commit hold, as appenders see it. While holding, the
 /// writer sleeps instead of waiting on its queue, so an append queued then
 /// wakes nobody (no futex wake for the appender, no thread switch for the
-/// writer); only the append that finds nothing more expected wakes it.
+/// writer); only a request that finds nothing more expected wakes it.
 struct Hold {
     expected: Arc<AtomicUsize>,
     holding: AtomicBool,
@@ -72,7 +72,7 @@ struct Hold {
 }
 
 impl Hold {
-    /// After an append is queued: ends the hold if nothing more is on its
+    /// After a request is queued: ends the hold if no append is on its
     /// way.
     fn queued(&self) {
         if self.expected.load(Ordering::SeqCst) == 0 && self.holding.load(Ordering::SeqCst) {
@@ -192,13 +192,7 @@ impl JournalHandle {
 
     /// Appends a record and waits until it is on disk; returns its LSN.
     pub async fn append(&self, record: Vec<u8>) -> Result<Lsn, JournalError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Request::Append { record, done })
-            .await
-            .map_err(|_| closed())?;
-        self.hold.queued();
-        answer(wait).await
+        self.request(|done| Request::Append { record, done }).await
     }
 
     /// Queues a record that needs no fsync of its own and returns at once:
@@ -220,14 +214,18 @@ impl JournalHandle {
         self.request(Request::Sync).await
     }
 
-    /// Sends a request to the writer and waits for its answer.
+    /// Sends a request to the writer and waits for its answer (ending the
+    /// writer's hold if nothing more is expected: `Hold::queued`).
     async fn request(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<Lsn, String>>) -> Request,
     ) -> Result<Lsn, JournalError> {
         let (done, wait) = oneshot::channel();
         self.tx.send(make(done)).await.map_err(|_| closed())?;
-        answer(wait).await
+        self.hold.queued();
+        wait.await
+            .map_err(|_| closed())?
+            .map_err(|e| JournalError::Io(std::io::Error::other(e)))
     }
 
     /// Lets the writer delete segments below `lsn` (applied everywhere).
@@ -274,17 +272,10 @@ fn closed() -> JournalError {
     ))
 }
 
-/// The writer's answer to one request.
-async fn answer(wait: oneshot::Receiver<Result<Lsn, String>>) -> Result<Lsn, JournalError> {
-    wait.await
-        .map_err(|_| closed())?
-        .map_err(|e| JournalError::Io(std::io::Error::other(e)))
-}
-
 /// Group commit: holds the batch's fsync up to `max` while appends are
 /// expected, taking what arrives meanwhile. The writer sleeps rather than
 /// waiting on the queue, so appends queued during the hold wake nobody;
-/// the one after which nothing more is expected ends it (`Hold::queued`).
+/// a request after which nothing more is expected ends it (`Hold::queued`).
 fn hold_fsync(
     hold: &Hold,
     max: Duration,
