@@ -85,31 +85,25 @@ impl Shared {
         if memchr::memchr(b'.', sql).is_none() {
             return Ok(None);
         }
-        let cfg = self.config.load();
-        let url_db = |name: &str| cfg.backends.get(name).and_then(|b| b.database.as_deref());
-        let Some(to) = url_db(on) else {
-            return Ok(None);
-        };
-        let Some(from) = [Some(cfg.primary.as_str()), cfg.secondary.as_deref()]
-            .into_iter()
-            .flatten()
-            .filter_map(url_db)
-            .find(|d| *d != to)
-        else {
-            return Ok(None);
-        };
-        if memchr::memmem::find(sql, from.as_bytes()).is_none() {
+        renamed_for(&self.config.load(), on, sql)
+    }
+
+    /// A statement's text for the secondary: names qualified with the
+    /// primary URL's database get the secondary URL's (on a secondary in
+    /// the same server, `shop.t` would otherwise be the primary's table,
+    /// written twice; see `lexer::rename_database`). The secondary is named
+    /// by the same config snapshot the renaming reads, so that a reload in
+    /// between cannot pair one config's secondary with another's databases.
+    /// Ok(None): nothing to rename, or no secondary. Err: why that cannot
+    /// be done with certainty.
+    pub fn secondary_text(&self, sql: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        if memchr::memchr(b'.', sql).is_none() {
             return Ok(None);
         }
-        let mut toks = Vec::new();
-        crate::router::lexer::tokenize(sql, &mut toks);
-        match crate::router::lexer::rename_database(sql, &toks, from, to) {
-            crate::router::lexer::Renamed::Unchanged => Ok(None),
-            crate::router::lexer::Renamed::Text(t) => Ok(Some(t)),
-            crate::router::lexer::Renamed::Ambiguous => Err(format!(
-                "the database name `{from}` qualifies a name here and also names a table, \
-                 alias or column, so Tandem cannot tell which to rename to `{to}`"
-            )),
+        let cfg = self.config.load();
+        match cfg.secondary.as_deref() {
+            Some(secondary) => renamed_for(&cfg, secondary, sql),
+            None => Ok(None),
         }
     }
 
@@ -118,6 +112,36 @@ impl Shared {
         let cfg = self.config.load();
         // Config validation guarantees the primary has a pool.
         self.pools.load()[&cfg.primary].clone()
+    }
+}
+
+/// `sql` with the other role's URL database renamed to `on`'s, under `cfg`
+/// (see [`Shared::backend_text`]).
+fn renamed_for(cfg: &Config, on: &str, sql: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let url_db = |name: &str| cfg.backends.get(name).and_then(|b| b.database.as_deref());
+    let Some(to) = url_db(on) else {
+        return Ok(None);
+    };
+    let Some(from) = [Some(cfg.primary.as_str()), cfg.secondary.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(url_db)
+        .find(|d| *d != to)
+    else {
+        return Ok(None);
+    };
+    if memchr::memmem::find(sql, from.as_bytes()).is_none() {
+        return Ok(None);
+    }
+    let mut toks = Vec::new();
+    crate::router::lexer::tokenize(sql, &mut toks);
+    match crate::router::lexer::rename_database(sql, &toks, from, to) {
+        crate::router::lexer::Renamed::Unchanged => Ok(None),
+        crate::router::lexer::Renamed::Text(t) => Ok(Some(t)),
+        crate::router::lexer::Renamed::Ambiguous => Err(format!(
+            "the database name `{from}` qualifies a name here and also names a table, \
+             alias or column, so Tandem cannot tell which to rename to `{to}`"
+        )),
     }
 }
 

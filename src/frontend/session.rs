@@ -798,7 +798,7 @@ impl Session<'_> {
         }
         // `shop.t` on the secondary's connection would read the primary's
         // database again (same server) or none: not compared.
-        if !matches!(self.secondary_text(sql), Ok(None)) {
+        if !matches!(self.shared.secondary_text(sql), Ok(None)) {
             return None;
         }
         let m = self.capturing()?;

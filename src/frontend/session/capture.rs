@@ -753,22 +753,9 @@ impl Session<'_> {
         }
     }
 
-    /// A statement's text for the secondary: names qualified with the
-    /// primary URL's database get the secondary URL's (on a secondary in
-    /// the same server, `shop.t` would otherwise be the primary's table,
-    /// written twice; see `lexer::rename_database`). Ok(None): nothing to
-    /// rename. Err: why that cannot be done with certainty.
-    pub(super) fn secondary_text(&self, sql: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let cfg = self.shared.config.load();
-        match cfg.secondary.as_deref() {
-            Some(secondary) => self.shared.backend_text(secondary, sql),
-            None => Ok(None),
-        }
-    }
-
-    /// `sql` as the secondary should run it (see `secondary_text`).
+    /// `sql` as the secondary should run it (see `Shared::secondary_text`).
     fn for_secondary(&self, sql: Vec<u8>) -> Result<Vec<u8>, String> {
-        Ok(self.secondary_text(&sql)?.unwrap_or(sql))
+        Ok(self.shared.secondary_text(&sql)?.unwrap_or(sql))
     }
 
     /// A write that can be mirrored: pins, runs, buffers or commits.
