@@ -14,6 +14,7 @@
 # BENCH_ROUNDS (default 2), BENCH_THREADS (default 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-configs.sh
 
 TIME=${BENCH_TIME:-20}
 ROUNDS=${BENCH_ROUNDS:-2}
@@ -44,32 +45,13 @@ listen mariadb
 CFG
 haproxy -f "$WORK/haproxy.cfg" -D -p "$WORK/haproxy.pid"
 
-cat > "$WORK/tandem.yaml" <<CFG
-listen: 127.0.0.1:$TANDEM_PORT
-users: [{ name: bench, password: bench }]
-backends:
-  legacy: { kind: mysql, url: "mysql://root@127.0.0.1:$DIRECT_PORT/$DB", pool: 600 }
-migration: { primary: legacy }
-rules: ./rules
-CFG
+unmirrored_config "$WORK/tandem.yaml" $TANDEM_PORT $DB
 TANDEM_LOG=warn ./target/release/tandem serve --config "$WORK/tandem.yaml" > "$WORK/tandem.log" 2>&1 &
 echo $! > "$WORK/tandem.pid"
 TPID=$(cat "$WORK/tandem.pid")
 for _ in $(seq 1 50); do mariadb --protocol=TCP -h127.0.0.1 -P$TANDEM_PORT -ubench -pbench $DB -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 
-cat > "$WORK/mirror.yaml" <<CFG
-listen: 127.0.0.1:$MIRROR_PORT
-admin: 127.0.0.1:$MIRROR_ADMIN
-users: [{ name: bench, password: bench }]
-backends:
-  legacy: { kind: mysql, url: "mysql://root@127.0.0.1:$DIRECT_PORT/$DB", pool: 600 }
-  next: { kind: mysql, url: "mysql://root@127.0.0.1:$DIRECT_PORT/${DB}_next" }
-migration:
-  primary: legacy
-  secondary: next
-  journal: "$WORK/journal"
-rules: ./rules
-CFG
+mirrored_config "$WORK/mirror.yaml" $MIRROR_PORT $MIRROR_ADMIN $DB "$WORK/journal"
 
 SB_COMMON="--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=$DB --tables=4 --table-size=10000"
 echo "preparing 4 tables x 10000 rows..."

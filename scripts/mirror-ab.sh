@@ -19,6 +19,7 @@
 # AB_MIRROR_YAML (default empty).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-configs.sh
 
 TIME=${AB_TIME:-15}
 ROUNDS=${AB_ROUNDS:-3}
@@ -41,28 +42,8 @@ for bin in "$OFF_BIN" "$ON_BIN"; do
   [ -x "$bin" ] || { echo "mirror-ab: $bin is not an executable (make release builds ./target/release/tandem)" >&2; exit 2; }
 done
 
-cat > "$WORK/off.yaml" <<CFG
-listen: 127.0.0.1:$OFF_PORT
-users: [{ name: bench, password: bench }]
-backends:
-  legacy: { kind: mysql, url: "mysql://root@127.0.0.1:3306/$DB", pool: 600 }
-migration: { primary: legacy }
-rules: ./rules
-CFG
-cat > "$WORK/on.yaml" <<CFG
-listen: 127.0.0.1:$ON_PORT
-admin: 127.0.0.1:$ON_ADMIN
-users: [{ name: bench, password: bench }]
-backends:
-  legacy: { kind: mysql, url: "mysql://root@127.0.0.1:3306/$DB", pool: 600 }
-  next: { kind: mysql, url: "mysql://root@127.0.0.1:3306/${DB}_next" }
-migration:
-  primary: legacy
-  secondary: next
-  journal: "$WORK/journal"
-$(printf '%s\n' "${AB_MIRROR_YAML:-}" | sed 's/^/  /')
-rules: ./rules
-CFG
+unmirrored_config "$WORK/off.yaml" $OFF_PORT $DB
+mirrored_config "$WORK/on.yaml" $ON_PORT $ON_ADMIN $DB "$WORK/journal" "${AB_MIRROR_YAML:-}"
 "$ON_BIN" check-config --config "$WORK/on.yaml" >/dev/null
 my -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB; SET GLOBAL max_connections = GREATEST(@@global.max_connections, 1200)"
 SB="--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=$DB --tables=4 --table-size=10000"
