@@ -639,19 +639,9 @@ impl Session<'_> {
                 }
             }
         }
-        let sent = match backend_sql(
-            self.shared,
-            self.id,
-            &self.backend,
-            sql,
-            &self.scratch.tokens,
-            classified.calls_connection_id,
-        ) {
+        let sent = match self.sql_for_backend(sql, classified.calls_connection_id, "run") {
             Ok(t) => t.map(|t| capture::query_packet(&t)),
-            Err(reason) => {
-                let err = ErrSpec::new(1105, "HY000", format!("Tandem: {reason}; nothing was run"));
-                return self.reply_err(seq, &err).await;
-            }
+            Err(err) => return self.reply_err(seq, &err).await,
         };
         let to_send = sent.as_deref().unwrap_or(&payload);
         if sent.is_some() {
@@ -700,30 +690,43 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn prepare(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
-        let sql = &payload[1..];
-        let route = self.shared.router.route(sql, &mut self.scratch);
-        let sent = match backend_sql(
+    /// `sql` (whose tokens are in `scratch`) as this session's backend
+    /// should get it (`backend_sql`). Err: the client's error when the
+    /// rename cannot be done with certainty, saying that nothing was
+    /// `not_done` ("run", "prepared").
+    fn sql_for_backend(
+        &self,
+        sql: &[u8],
+        calls_connection_id: bool,
+        not_done: &str,
+    ) -> Result<Option<Vec<u8>>, ErrSpec> {
+        backend_sql(
             self.shared,
             self.id,
             &self.backend,
             sql,
             &self.scratch.tokens,
-            route.calls_connection_id,
-        ) {
+            calls_connection_id,
+        )
+        .map_err(|reason| {
+            ErrSpec::new(
+                1105,
+                "HY000",
+                format!("Tandem: {reason}; nothing was {not_done}"),
+            )
+        })
+    }
+
+    async fn prepare(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
+        let sql = &payload[1..];
+        let route = self.shared.router.route(sql, &mut self.scratch);
+        let sent = match self.sql_for_backend(sql, route.calls_connection_id, "prepared") {
             Ok(t) => t.map(|t| {
                 let mut p = vec![COM_STMT_PREPARE];
                 p.extend_from_slice(&t);
                 p
             }),
-            Err(reason) => {
-                let err = ErrSpec::new(
-                    1105,
-                    "HY000",
-                    format!("Tandem: {reason}; nothing was prepared"),
-                );
-                return self.reply_err(seq, &err).await;
-            }
+            Err(err) => return self.reply_err(seq, &err).await,
         };
         let client_id = self.next_stmt_id.wrapping_add(1).max(1);
         self.prepare_client_id = Some(client_id);
