@@ -57,7 +57,8 @@ pub struct JournalHandle {
     /// next batch.
     deferred: Arc<Mutex<Vec<Vec<u8>>>>,
     hold: Arc<Hold>,
-    /// fsyncs the writer has done (group commit: appends per fsync).
+    /// Successful fsyncs the writer has done (group commit: appends per
+    /// fsync).
     fsyncs: Arc<AtomicU64>,
 }
 
@@ -233,7 +234,7 @@ impl JournalHandle {
         let _ = self.tx.send(Request::TruncateBefore(lsn)).await;
     }
 
-    /// fsyncs the writer has done since it started.
+    /// Successful fsyncs the writer has done since it started.
     pub fn fsyncs(&self) -> u64 {
         self.fsyncs.load(Ordering::Relaxed)
     }
@@ -350,7 +351,9 @@ impl Writer {
             // waiting for it is reported failed (the caller must not treat
             // it as durable).
             let synced = self.journal.sync();
-            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            if synced.is_ok() {
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
             self.answer(&synced, waiting);
         } else {
             // Nothing waits for an answer (no append, no sync).
