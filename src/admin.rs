@@ -6,8 +6,8 @@
 //! (`{"to": "<backend>"}`, default the secondary) runs the fenced cutover;
 //! `POST /mirror/resume` restarts an applier that stopped (`tandem resume`).
 
-use crate::frontend::Shared;
 use crate::metrics::ScrapeExtras;
+use crate::state::Shared;
 use axum::extract::State;
 use axum::http::header;
 use axum::http::StatusCode;

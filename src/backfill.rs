@@ -23,7 +23,8 @@
 use crate::config::Config;
 use crate::mirror::runtime::table_key;
 use crate::mirror::sync::MirrorSync;
-use crate::schema::{self, quote};
+use crate::schema;
+use crate::sql::quote;
 use crate::verify::compare::{key_values, Checker, Range};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mysql_async::prelude::*;

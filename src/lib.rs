@@ -13,7 +13,10 @@ pub mod protocol;
 pub mod reload;
 pub mod router;
 pub mod schema;
+pub mod server;
 pub mod shadow;
+pub mod sql;
+pub mod state;
 pub mod verify;
 
 #[cfg(test)]

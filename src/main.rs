@@ -524,7 +524,7 @@ fn serve(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
     }
     .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let server = tandem::frontend::start(cfg)
+        let server = tandem::server::start(cfg)
             .await
             .context("starting (listen/admin address, or the mirror's recovery)")?;
         // SIGHUP reloads the config through the same path as file changes

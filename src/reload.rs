@@ -8,7 +8,7 @@
 
 use crate::backend::Pool;
 use crate::config::{self, Config, ConfigErrors};
-use crate::frontend::Shared;
+use crate::state::{ReloadStatus, Shared};
 use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -33,17 +33,6 @@ impl Trigger {
     }
 }
 
-/// The last reload attempt, for /status.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ReloadStatus {
-    pub at_unix: u64,
-    pub trigger: &'static str,
-    pub ok: bool,
-    pub errors: Vec<String>,
-    /// Config version after the attempt.
-    pub version: u64,
-}
-
 /// Reloads the config from its file. Returns the new version, or every
 /// reason it was rejected.
 pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<u64, ConfigErrors> {
@@ -52,7 +41,7 @@ pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<u64, ConfigErro
     let result = apply(shared, trigger).await;
     let version = shared.config_version.load(Ordering::Relaxed);
     let status = ReloadStatus {
-        at_unix: crate::frontend::unix_now(),
+        at_unix: crate::state::unix_now(),
         trigger: trigger.as_str(),
         ok: result.is_ok(),
         errors: result
@@ -209,7 +198,7 @@ async fn apply(shared: &Shared, trigger: Trigger) -> Result<bool, ConfigErrors> 
     shared.config_version.fetch_add(1, Ordering::Relaxed);
     shared
         .loaded_at_unix
-        .store(crate::frontend::unix_now(), Ordering::Relaxed);
+        .store(crate::state::unix_now(), Ordering::Relaxed);
     info!(?changes, "applied config changes");
     Ok(true)
 }

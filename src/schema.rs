@@ -2,6 +2,7 @@
 //! the offline tools (verify, backfill). Engine-specific by nature.
 
 use crate::config::{BackendConfig, Config};
+use crate::sql::quote;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 
@@ -69,26 +70,6 @@ impl TablePlan {
             key_positions,
         })
     }
-}
-
-/// Backquoted identifier.
-pub fn quote(ident: &str) -> String {
-    format!("`{}`", ident.replace('`', "``"))
-}
-
-/// `db`.`table`, or `table` alone without a database, quoted.
-pub fn qualified(db: Option<&str>, table: &str) -> String {
-    match db {
-        Some(db) => format!("{}.{}", quote(db), quote(table)),
-        None => quote(table),
-    }
-}
-
-/// Quoted string literal (backslashes and quotes escaped; invalid UTF-8
-/// replaced).
-pub fn sql_literal(v: &[u8]) -> String {
-    let s = String::from_utf8_lossy(v);
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// The tables to work on: `wanted` (each must exist), or every base table

@@ -6,6 +6,7 @@
 //! process's working directory.
 
 pub mod model;
+pub mod roles;
 
 use crate::protocol::auth::StoredPassword;
 pub use model::{ApplyErrors, BackendKind, JournalFull, Reads, UnsafeWrites};
@@ -14,6 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Most apply connections (`migration.apply_workers`).
+pub const MAX_APPLY_WORKERS: usize = 32;
 
 /// A validated, ready-to-use configuration snapshot.
 #[derive(Debug, Clone)]
@@ -142,10 +146,7 @@ pub fn load_for_start(path: &Path) -> Result<Config, ConfigErrors> {
     if let Some(e) = &cfg.unresolved_secondary {
         return Err(ConfigErrors(vec![e.clone()]));
     }
-    if let (Some(r), Some(s)) = (
-        crate::cutover::RolesRecord::read(&cfg.journal),
-        &cfg.secondary,
-    ) {
+    if let (Some(r), Some(s)) = (roles::RolesRecord::read(&cfg.journal), &cfg.secondary) {
         let same_pair = (r.primary == *s && r.secondary == cfg.primary)
             || (r.primary == cfg.primary && r.secondary == *s);
         if same_pair && r.primary != cfg.primary {
@@ -153,7 +154,7 @@ pub fn load_for_start(path: &Path) -> Result<Config, ConfigErrors> {
                 "migration.primary: the last cutover (recorded in {}) made {:?} the primary, but the \
                  config says {:?}; its journal and commit markers belong to {:?}. Set \
                  migration.primary to {:?} (then cut over, if that is what you want)",
-                cfg.journal.join(crate::cutover::ROLES_FILE).display(),
+                cfg.journal.join(roles::ROLES_FILE).display(),
                 r.primary,
                 cfg.primary,
                 r.primary,
@@ -411,7 +412,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut secondary = m.secondary.clone();
     let mut unresolved_secondary = None;
     if secondary.as_deref() == Some(m.primary.as_str()) {
-        let record = crate::cutover::RolesRecord::read(std::path::Path::new(&m.journal));
+        let record = roles::RolesRecord::read(std::path::Path::new(&m.journal));
         match record {
             Some(r) if r.primary == m.primary && raw.backends.contains_key(&r.secondary) => {
                 secondary = Some(r.secondary)
@@ -423,7 +424,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                      but no cutover to {:?} is recorded in {}: name the backend that receives mirrored writes",
                     m.primary,
                     m.primary,
-                    std::path::Path::new(&m.journal).join(crate::cutover::ROLES_FILE).display()
+                    std::path::Path::new(&m.journal).join(roles::ROLES_FILE).display()
                 ));
             }
         }
@@ -436,11 +437,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             m.shadow_sample_percent
         ));
     }
-    if !(1..=crate::mirror::applier::MAX_WORKERS).contains(&m.apply_workers) {
+    if !(1..=MAX_APPLY_WORKERS).contains(&m.apply_workers) {
         errors.push(format!(
             "migration.apply_workers: {} is not between 1 and {}",
-            m.apply_workers,
-            crate::mirror::applier::MAX_WORKERS
+            m.apply_workers, MAX_APPLY_WORKERS
         ));
     }
     let apply_batch_wait = duration_at_most(

@@ -1,11 +1,11 @@
 //! Handshake v10 and authentication of proxy users (mysql_native_password,
 //! with an auth switch for clients that start with another plugin).
 
-use super::Shared;
 use crate::backend::ServerInfo;
 use crate::protocol::auth::{new_salt, NATIVE_PLUGIN, SALT_LEN};
 use crate::protocol::packets::supported_client_caps;
 use crate::protocol::{ErrSpec, ProtocolError, Wire};
+use crate::state::Shared;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthSwitchRequest, HandshakePacket, HandshakeResponse};

@@ -11,14 +11,14 @@ mod capture;
 
 use super::handshake::{self, Authenticated};
 use super::registry::SessionEntry;
-use super::Shared;
 use crate::backend::{BackendError, Lease};
 use crate::protocol::command::*;
 use crate::protocol::packets::ok_packet;
 use crate::protocol::response::{Expect, Step, Summary, Tracker, INSPECT_LIMIT};
 use crate::protocol::wire::{frame_len, FLUSH_AT, HEADER, MAX_FRAME};
 use crate::protocol::{ErrSpec, ProtocolError, Wire};
-use crate::router::{lexer, Class, Classified, Scratch, SessionOp};
+use crate::router::{lexer, rename, Class, Classified, Scratch, SessionOp};
+use crate::state::Shared;
 use bytes::Buf;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use std::collections::HashMap;
@@ -231,7 +231,11 @@ async fn open(
         }
     };
     let backend = pool.config().name.clone();
-    if let Some(db) = auth.db.as_ref().map(|d| shared.map_db(d, &backend)) {
+    if let Some(db) = auth
+        .db
+        .as_ref()
+        .map(|d| rename::map_db(&shared.config.load(), d, &backend))
+    {
         let db = &db;
         if lease.conn().current_db.as_deref() != Some(db.as_str()) {
             lease.reusable = false;
@@ -333,7 +337,7 @@ impl Session<'_> {
                 }
                 COM_INIT_DB => {
                     let asked = String::from_utf8_lossy(&payload[1..]).into_owned();
-                    let db = self.shared.map_db(&asked, &self.backend);
+                    let db = rename::map_db(&self.shared.config.load(), &asked, &self.backend);
                     let payload = if db == asked {
                         payload
                     } else {
@@ -456,7 +460,7 @@ impl Session<'_> {
             .conn()
             .current_db
             .clone()
-            .map(|d| self.shared.map_db(&d, to));
+            .map(|d| rename::map_db(&self.shared.config.load(), &d, to));
         if let Some(db) = &db {
             if conn.current_db.as_deref() != Some(db.as_str()) {
                 if let Err(e) = conn.init_db(db).await {
@@ -617,15 +621,18 @@ impl Session<'_> {
         // `USE <the other role's database>` selects the current primary's.
         let use_mapped = match classified.statements.as_slice() {
             [r] => match &r.class {
-                Class::Session(SessionOp::Use(db)) => {
-                    Some(self.shared.map_db(db, &self.backend)).filter(|m| m != db)
-                }
+                Class::Session(SessionOp::Use(db)) => Some(rename::map_db(
+                    &self.shared.config.load(),
+                    db,
+                    &self.backend,
+                ))
+                .filter(|m| m != db),
                 _ => None,
             },
             _ => None,
         };
         if let Some(db) = use_mapped {
-            let p = capture::query_packet(format!("USE {}", crate::schema::quote(&db)).as_bytes());
+            let p = capture::query_packet(format!("USE {}", crate::sql::quote(&db)).as_bytes());
             let summary = self.forward(&p, seq, Expect::ResultSet).await?;
             if summary.error.is_none() {
                 self.lease.conn().current_db = Some(db);
@@ -801,7 +808,7 @@ impl Session<'_> {
         }
         // `shop.t` on the secondary's connection would read the primary's
         // database again (same server) or none: not compared.
-        if !matches!(self.shared.secondary_text(sql), Ok(None)) {
+        if rename::may_qualify(sql) && !matches!(rename::secondary_text(&cfg, sql), Ok(None)) {
             return None;
         }
         let m = self.capturing()?;
@@ -834,7 +841,7 @@ impl Session<'_> {
             .conn()
             .current_db
             .clone()
-            .map(|d| self.shared.map_db(&d, &secondary));
+            .map(|d| rename::map_db(&cfg, &d, &secondary));
         let job = crate::shadow::Job {
             packet: packet.to_vec(),
             db,
@@ -1148,7 +1155,7 @@ fn carry_param_types(payload: &mut Vec<u8>, p: &mut Prepared) {
 /// `sql` as backend `on` should get it: `CONNECTION_ID()` answered with
 /// the session's Tandem id (when `calls_connection_id`; `tokens` are
 /// `sql`'s), then names qualified with the other migration database
-/// renamed to `on`'s (`Shared::backend_text`). Ok(None): `sql` as it is.
+/// renamed to `on`'s (`rename::backend_text`). Ok(None): `sql` as it is.
 /// Err: why the rename cannot be done with certainty.
 fn backend_sql(
     shared: &Shared,
@@ -1164,7 +1171,10 @@ fn backend_sql(
         None
     };
     let text = rewritten.as_deref().unwrap_or(sql);
-    Ok(shared.backend_text(on, text)?.or(rewritten))
+    if !rename::may_qualify(text) {
+        return Ok(rewritten);
+    }
+    Ok(rename::backend_text(&shared.config.load(), on, text)?.or(rewritten))
 }
 
 /// Calls of GET_LOCK, RELEASE_LOCK and whether RELEASE_ALL_LOCKS is called,

@@ -245,9 +245,6 @@ const APPLIED_TABLE: &str = "_tandem_applied";
 /// How often the journal is asked to delete applied segments.
 const TRUNCATE_EVERY: Duration = Duration::from_millis(100);
 
-/// Most apply connections.
-pub const MAX_WORKERS: usize = 32;
-
 /// Stored-position rows of `_tandem_applied` are deleted once the stored
 /// position has moved this far past the last clean-up.
 const CLEANUP_EVERY: Lsn = 4096;
@@ -349,7 +346,7 @@ impl Applier {
             workers = self.cfg.workers,
             "applier resuming after the secondary's stored position"
         );
-        let n = self.cfg.workers.clamp(1, MAX_WORKERS);
+        let n = self.cfg.workers.clamp(1, crate::config::MAX_APPLY_WORKERS);
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
         let mut jobs = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
@@ -474,7 +471,7 @@ impl Schema {
             self.conn = Some(Conn::new(crate::backend::client_opts(b)).await?);
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let lit = |s: &str| crate::schema::sql_literal(s.as_bytes());
+        let lit = |s: &str| crate::sql::sql_literal(s.as_bytes());
         let (d, t) = (lit(db), lit(table));
         let sql = format!(
             "SELECT \
@@ -1311,7 +1308,7 @@ impl Worker {
         // No database: the secondary URL's own (the primary URL's maps to it).
         let target = st.db.as_ref().or(self.cfg.secondary.database.as_ref());
         if let Some(db) = target.filter(|db| self.current_db.as_ref() != Some(*db)) {
-            session.extend_from_slice(format!("USE {};\n", crate::schema::quote(db)).as_bytes());
+            session.extend_from_slice(format!("USE {};\n", crate::sql::quote(db)).as_bytes());
             self.current_db = Some(db.clone());
         }
         // Statements of one session share their settings (one `Arc`), and
@@ -1614,7 +1611,7 @@ fn is_replayed_ddl(code: u16) -> bool {
 
 /// `db`.`_tandem_position` on `b` (its URL's database).
 fn position_table(b: &BackendConfig) -> String {
-    crate::schema::qualified(b.database.as_deref(), POSITION_TABLE)
+    crate::sql::qualified(b.database.as_deref(), POSITION_TABLE)
 }
 
 fn create_position_sql(b: &BackendConfig) -> String {
@@ -1632,7 +1629,7 @@ fn create_position_sql(b: &BackendConfig) -> String {
 /// `db`.`_tandem_applied` on `b`: intents applied above the stored
 /// position (parallel apply commits out of journal order).
 fn applied_table(b: &BackendConfig) -> String {
-    crate::schema::qualified(b.database.as_deref(), APPLIED_TABLE)
+    crate::sql::qualified(b.database.as_deref(), APPLIED_TABLE)
 }
 
 fn create_applied_sql(b: &BackendConfig) -> String {

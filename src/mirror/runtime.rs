@@ -119,7 +119,7 @@ impl Roles {
                 primary.name
             )));
         };
-        let marker = crate::schema::qualified(Some(&db), MARKER_TABLE);
+        let marker = crate::sql::qualified(Some(&db), MARKER_TABLE);
         Ok(Roles {
             primary,
             secondary,
@@ -941,7 +941,7 @@ pub async fn ensure_marker_table(
             .into(),
         ));
     };
-    conn.query_drop(create_marker_sql(&crate::schema::qualified(
+    conn.query_drop(create_marker_sql(&crate::sql::qualified(
         Some(db),
         MARKER_TABLE,
     )))

@@ -731,7 +731,7 @@ pub fn rename_database(sql: &[u8], tokens: &[Token], from: &str, to: &str) -> Re
     let mut at = 0;
     for t in qualifiers {
         out.extend_from_slice(&sql[at..t.start]);
-        out.extend_from_slice(crate::schema::quote(to).as_bytes());
+        out.extend_from_slice(crate::sql::quote(to).as_bytes());
         at = t.end;
     }
     out.extend_from_slice(&sql[at..]);

@@ -8,6 +8,7 @@
 mod classify;
 pub mod determinism;
 pub mod lexer;
+pub mod rename;
 #[cfg(test)]
 mod tests;
 

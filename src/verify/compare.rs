@@ -15,7 +15,8 @@
 
 use super::normalize::{self, Kind};
 use crate::mirror::sync::{MirrorSync, SyncError};
-use crate::schema::{quote, TablePlan};
+use crate::schema::TablePlan;
+use crate::sql::quote;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, IsolationLevel, Row, TxOpts, Value};
 use std::collections::BTreeMap;

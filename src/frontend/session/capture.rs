@@ -28,7 +28,7 @@ use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
 use crate::router::lexer;
 use crate::router::{Class, Classified, Route, SessionOp, TxnOp, WriteKind};
-use crate::schema::sql_literal;
+use crate::sql::sql_literal;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -753,9 +753,13 @@ impl Session<'_> {
         }
     }
 
-    /// `sql` as the secondary should run it (see `Shared::secondary_text`).
+    /// `sql` as the secondary should run it (see `rename::secondary_text`).
     fn for_secondary(&self, sql: Vec<u8>) -> Result<Vec<u8>, String> {
-        Ok(self.shared.secondary_text(&sql)?.unwrap_or(sql))
+        use crate::router::rename;
+        if !rename::may_qualify(&sql) {
+            return Ok(sql);
+        }
+        Ok(rename::secondary_text(&self.shared.config.load(), &sql)?.unwrap_or(sql))
     }
 
     /// A write that can be mirrored: pins, runs, buffers or commits.

@@ -1,9 +1,7 @@
 //! Real client programs against Tandem: the `mariadb` CLI (output compared
 //! with a direct connection), sysbench, and the `tandem` binary itself.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::{Command, Output, Stdio};
 
 fn mariadb(port: u16, user: &str, password: &str, db: &str, args: &[&str], stdin: &str) -> Output {

@@ -7,11 +7,9 @@
 //!   is marked divergent, `dropped` stays 0, and `verify --repair` makes the
 //!   secondary equal and clears the mark.
 
-mod common;
-
-use common::mirror::*;
-use common::relay::Relay;
-use common::*;
+use crate::common::mirror::*;
+use crate::common::relay::Relay;
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::sync::atomic::Ordering;

@@ -8,10 +8,8 @@
 //!   (updates, deletes, inserts) ends identical: no stale row, no deleted
 //!   row brought back.
 
-mod common;
-
-use common::mirror::*;
-use common::*;
+use crate::common::mirror::*;
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use rand::{Rng, SeedableRng};

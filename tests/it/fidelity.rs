@@ -2,10 +2,8 @@
 //! directly to MariaDB and through Tandem produce the same bytes, values,
 //! metadata, OK packets and errors.
 
-mod common;
-
-use common::raw::{default_caps, RawClient};
-use common::*;
+use crate::common::raw::{default_caps, RawClient};
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Params, Row, Value};
 use tandem::protocol::response::Expect;
@@ -221,7 +219,7 @@ async fn cursor_transcript(c: &mut RawClient) -> Vec<Vec<Vec<u8>>> {
     out.push(c.command(&reset, Expect::Single).await);
     let mut close = vec![0x19];
     close.extend_from_slice(&id);
-    common::raw::write_packet(&mut c.stream, 0, &close)
+    crate::common::raw::write_packet(&mut c.stream, 0, &close)
         .await
         .unwrap();
     out.push(c.query("SELECT 'after close'").await);

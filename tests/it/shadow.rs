@@ -3,10 +3,8 @@
 //! changed behind Tandem's back on the secondary shows up as a mismatch for
 //! its table, and the client always gets the primary's answer.
 
-mod common;
-
-use common::mirror::*;
-use common::*;
+use crate::common::mirror::*;
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::sync::atomic::Ordering;

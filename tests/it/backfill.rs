@@ -2,9 +2,7 @@
 //! SIGKILL, insert-if-absent, creates missing tables, refuses tables without
 //! a primary key, and ends identical (checked with verify).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::process::{Command, Stdio};

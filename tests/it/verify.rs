@@ -3,9 +3,7 @@
 //! extra rows made behind Tandem's back are found with their keys, exit 1,
 //! and --repair fixes them; a table without a primary key is refused.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 

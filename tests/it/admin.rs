@@ -1,8 +1,6 @@
 //! The admin API: /status JSON and /metrics in Prometheus text format.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mysql_async::prelude::*;
 
 /// Checks every line against the text exposition format; returns samples.

@@ -1,14 +1,13 @@
 //! Helpers for dual-write tests: a Tandem mirroring one MariaDB database to
 //! another, catch-up waits and row-for-row comparison.
-#![allow(dead_code)]
 
 use super::*;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use tandem::frontend::RunningServer;
 use tandem::mirror::runtime::Mirror;
+use tandem::server::RunningServer;
 
 pub struct MirrorEnv {
     pub primary: String,
@@ -100,7 +99,7 @@ impl MirrorEnv {
             }
         };
         let cfg = cfg.expect("test config is valid");
-        let server = tandem::frontend::start(cfg).await.expect("tandem starts");
+        let server = tandem::server::start(cfg).await.expect("tandem starts");
         Self {
             primary,
             secondary,

@@ -8,11 +8,9 @@
 //! - a cutover whose open transaction or drain outlasts
 //!   `cutover_timeout` aborts and leaves everything as it was.
 
-mod common;
-
-use common::mirror::*;
-use common::relay::Relay;
-use common::*;
+use crate::common::mirror::*;
+use crate::common::relay::Relay;
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use rand::{Rng, SeedableRng};
@@ -419,7 +417,7 @@ async fn cutover_aborts_and_restores_when_it_cannot_finish_in_time() {
 /// the cutover (new_params_bound_flag = 0) still gets them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statement_ids_and_types_survive_a_cutover() {
-    use common::raw::{default_caps, RawClient};
+    use crate::common::raw::{default_caps, RawClient};
     use tandem::protocol::response::Expect;
     let env = MirrorEnv::launch("co_stmt", MARIADB_PORT, "", Some("")).await;
     let mut raw = RawClient::connect(
@@ -467,7 +465,7 @@ async fn prepared_statement_ids_and_types_survive_a_cutover() {
     let mut bogus = execute(true);
     bogus[1..5].copy_from_slice(&999u32.to_le_bytes());
     let e = raw.command(&bogus, Expect::ResultSet).await;
-    assert_eq!(common::raw::err_of(&e[0]).0, 1243);
+    assert_eq!(crate::common::raw::err_of(&e[0]).0, 1243);
     let q = raw.query("SELECT 1").await;
     assert_ne!(q[0][0], 0xFF);
     env.stop().await;
@@ -499,7 +497,7 @@ async fn roles_survive_a_restart_and_a_contradicting_config_is_refused() {
         (cfg.primary.as_str(), cfg.secondary.as_deref()),
         ("next", Some("legacy"))
     );
-    let server = tandem::frontend::start(cfg).await.expect("restarts");
+    let server = tandem::server::start(cfg).await.expect("restarts");
     let mut c = Conn::new(proxy_builder(server.addr, Some(&primary)))
         .await
         .unwrap();

@@ -1,10 +1,8 @@
 //! Dual-write semantics through Tandem against real MariaDB primary and
 //! secondary databases: what is mirrored, when, with which values.
 
-mod common;
-
-use common::mirror::*;
-use common::*;
+use crate::common::mirror::*;
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, TxOpts};
 
@@ -380,9 +378,10 @@ async fn randomized_concurrent_workload_ends_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secondary_cut_off_mid_run_catches_up_identical() {
-    let relay =
-        common::relay::Relay::start(format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap())
-            .await;
+    let relay = crate::common::relay::Relay::start(
+        format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap(),
+    )
+    .await;
     let env = MirrorEnv::start_via("cut", relay.addr.port(), "").await;
     for ddl in WORKLOAD_SCHEMA {
         env.create_both(ddl).await;
@@ -427,9 +426,10 @@ async fn secondary_cut_off_mid_run_catches_up_identical() {
 /// non-commutative updates needs each row's updates in the primary's order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_apply_keeps_each_rows_order() {
-    let relay =
-        common::relay::Relay::start(format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap())
-            .await;
+    let relay = crate::common::relay::Relay::start(
+        format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap(),
+    )
+    .await;
     let env = MirrorEnv::start_via("parallel", relay.addr.port(), "  apply_workers: 4").await;
     env.create_both("CREATE TABLE ord (id INT PRIMARY KEY, x BIGINT NOT NULL, n INT NOT NULL)")
         .await;
@@ -1135,9 +1135,10 @@ async fn a_silent_mirror_hosts_lock_is_released_by_the_server() {
     let (primary, secondary) = ("tandem_m_silent", "tandem_m_silent_next");
     fresh_database(primary).await;
     fresh_database(secondary).await;
-    let relay =
-        common::relay::Relay::start(format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap())
-            .await;
+    let relay = crate::common::relay::Relay::start(
+        format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap(),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let config = |port: u16, name: &str| {
         let yaml = mirror_yaml(
@@ -1154,14 +1155,14 @@ async fn a_silent_mirror_hosts_lock_is_released_by_the_server() {
         );
         tandem::config::parse(&yaml).unwrap()
     };
-    let first = tandem::frontend::start(config(relay.addr.port(), "first"))
+    let first = tandem::server::start(config(relay.addr.port(), "first"))
         .await
         .expect("first starts");
     relay.freeze();
     let frozen_at = std::time::Instant::now();
     let mut refused = 0;
     let second = loop {
-        match tandem::frontend::start(config(MARIADB_PORT, "second")).await {
+        match tandem::server::start(config(MARIADB_PORT, "second")).await {
             Ok(s) => break s,
             Err(e) => {
                 let e = e.to_string();
@@ -1216,7 +1217,7 @@ async fn a_second_tandem_cannot_mirror_the_same_databases() {
         ))
         .unwrap()
     };
-    let e = tandem::frontend::start(second(&env.primary, &env.secondary))
+    let e = tandem::server::start(second(&env.primary, &env.secondary))
         .await
         .err()
         .expect("refused");
@@ -1229,7 +1230,7 @@ async fn a_second_tandem_cannot_mirror_the_same_databases() {
     );
     // Another primary, the same secondary.
     fresh_database("tandem_m_guard_other").await;
-    let e = tandem::frontend::start(second("tandem_m_guard_other", &env.secondary))
+    let e = tandem::server::start(second("tandem_m_guard_other", &env.secondary))
         .await
         .err()
         .expect("refused")
@@ -1247,7 +1248,7 @@ async fn a_second_tandem_cannot_mirror_the_same_databases() {
         &other.path().join("rules"),
         "",
     );
-    let e = tandem::frontend::start(tandem::config::parse(&yaml).unwrap())
+    let e = tandem::server::start(tandem::config::parse(&yaml).unwrap())
         .await
         .err()
         .expect("refused")
@@ -1263,7 +1264,7 @@ async fn a_second_tandem_cannot_mirror_the_same_databases() {
 
     let (primary, secondary) = (env.primary.clone(), env.secondary.clone());
     env.server.shutdown().await;
-    let server = tandem::frontend::start(second(&primary, &secondary))
+    let server = tandem::server::start(second(&primary, &secondary))
         .await
         .expect("starts once the first one stopped");
     server.shutdown().await;

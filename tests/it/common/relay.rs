@@ -2,7 +2,6 @@
 //! `cut()` drops every relayed connection and refuses new ones until
 //! `restore()`; `freeze()` stops relaying but keeps every connection open,
 //! like a host that died without closing them (until `cut()`).
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

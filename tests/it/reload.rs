@@ -2,9 +2,7 @@
 //! (users, rules, pools) apply without dropping connections; file changes,
 //! POST /reload and SIGHUP all go through the same path.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::path::Path;
@@ -76,7 +74,7 @@ async fn reload_rejects_bad_edits_and_applies_good_ones_without_dropping_clients
         config_text(&db, "127.0.0.1:0", "127.0.0.1:0", &rules, false, 8),
     )
     .unwrap();
-    let server = tandem::frontend::start(tandem::config::load(&path).unwrap())
+    let server = tandem::server::start(tandem::config::load(&path).unwrap())
         .await
         .unwrap();
     let (addr, admin) = (server.addr, server.admin_addr.unwrap());
@@ -249,7 +247,7 @@ async fn files_beside_the_config_do_not_trigger_reloads() {
         config_text(&env.db, "127.0.0.1:0", "127.0.0.1:0", &rules, false, 8),
     )
     .unwrap();
-    let server = tandem::frontend::start(tandem::config::load(&path).unwrap())
+    let server = tandem::server::start(tandem::config::load(&path).unwrap())
         .await
         .unwrap();
     let shared = server.shared.clone();

@@ -2,10 +2,8 @@
 //! primary's, transactions apply atomically and exactly once across
 //! restarts and connection loss, permanent failures are dead-lettered.
 
-mod common;
-
-use common::relay::Relay;
-use common::*;
+use crate::common::relay::Relay;
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::sync::atomic::Ordering;

@@ -1,10 +1,8 @@
 //! Connection-level behaviour: authentication, commands, malformed input,
 //! large packets, KILL, pooling hygiene, concurrency.
 
-mod common;
-
-use common::raw::{default_caps, read_packet, write_packet, RawClient};
-use common::*;
+use crate::common::raw::{default_caps, read_packet, write_packet, RawClient};
+use crate::common::*;
 use mysql_async::prelude::*;
 use mysql_async::{ChangeUserOpts, Conn, OptsBuilder};
 use std::time::{Duration, Instant};
@@ -601,7 +599,7 @@ async fn backend_that_vanishes_gives_a_clear_error() {
     let yaml = format!(
         "listen: 127.0.0.1:0\nusers: [{{ name: app, password: x }}]\nbackends:\n  gone: {{ kind: mysql, url: \"mysql://root@{dead}/db\" }}\nmigration: {{ primary: gone }}\nlimits: {{ connect_timeout: 1s }}\n"
     );
-    let server = tandem::frontend::start(tandem::config::parse(&yaml).unwrap())
+    let server = tandem::server::start(tandem::config::parse(&yaml).unwrap())
         .await
         .unwrap();
     let opts = OptsBuilder::default()

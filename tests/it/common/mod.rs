@@ -1,7 +1,6 @@
 //! Shared helpers for wire tests: a Tandem started in-process on
 //! 127.0.0.1:0 in front of the local MariaDB, each test in its own database
 //! so tests run in parallel.
-#![allow(dead_code)]
 
 pub mod mirror;
 pub mod raw;
@@ -10,7 +9,7 @@ pub mod relay;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use std::net::SocketAddr;
-use tandem::frontend::RunningServer;
+use tandem::server::RunningServer;
 
 pub const MARIADB_HOST: &str = "127.0.0.1";
 pub const MARIADB_PORT: u16 = 3306;
@@ -82,7 +81,7 @@ rules: ./rules
 "#
         );
         let cfg = tandem::config::parse(&yaml).expect("test config is valid");
-        let server = tandem::frontend::start(cfg).await.expect("tandem starts");
+        let server = tandem::server::start(cfg).await.expect("tandem starts");
         let addr = server.addr;
         Self { db, server, addr }
     }

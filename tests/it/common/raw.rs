@@ -1,7 +1,6 @@
 //! A minimal raw MySQL client for tests that need the bytes on the wire:
 //! byte-for-byte comparison against a direct connection, auth switches,
 //! malformed packets.
-#![allow(dead_code)]
 
 use mysql_common::constants::CapabilityFlags;
 use mysql_common::scramble::{scramble_native, scramble_sha256};
@@ -13,7 +12,6 @@ use tokio::net::TcpStream;
 pub struct RawClient {
     pub stream: TcpStream,
     pub caps: CapabilityFlags,
-    pub nonce: Vec<u8>,
     pub handshake: Vec<u8>,
 }
 
@@ -145,7 +143,6 @@ impl RawClient {
         Ok(Self {
             stream,
             caps,
-            nonce,
             handshake: hs,
         })
     }

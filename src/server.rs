@@ -1,0 +1,178 @@
+//! One running Tandem: `start` builds the shared state (`crate::state`) and
+//! wires the listener, the admin API, the mirror, the reload watcher and the
+//! periodic verify around it; `RunningServer::shutdown` stops them.
+
+use crate::backend::Pool;
+use crate::config::Config;
+use crate::frontend::registry::Registry;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::state::{unix_now, Shared};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A running server. Dropping it does not stop it; call `shutdown`.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    /// Where the admin API listens, if configured.
+    pub admin_addr: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+/// How long shutdown waits for sessions to finish the command they are running.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RunningServer {
+    /// Stops accepting; idle sessions close at once, busy ones after the
+    /// command they are running (up to `SHUTDOWN_GRACE`).
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        let _ = self.task.await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while !self.shared.registry.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let left = self.shared.registry.len();
+        if left > 0 {
+            warn!(
+                sessions = left,
+                "shutdown grace period over; closing busy sessions"
+            );
+        }
+        if let Some(m) = self.shared.mirror.swap(None) {
+            m.stop().await;
+        }
+    }
+}
+
+/// Binds `config.listen` and serves until shut down.
+pub async fn start(config: Config) -> std::io::Result<RunningServer> {
+    let listener = crate::frontend::bind(config.listen)?;
+    let addr = listener.local_addr()?;
+    let pools = config
+        .backends
+        .values()
+        .filter(|b| b.kind == crate::config::BackendKind::Mysql)
+        .map(|b| (b.name.clone(), Pool::new(b.clone(), &config.limits)))
+        .collect();
+    let shared = Arc::new(Shared {
+        conn_slots: Arc::new(Semaphore::new(config.limits.max_client_connections)),
+        config: ArcSwap::from_pointee(config),
+        pools: ArcSwap::from_pointee(pools),
+        router: Router::default(),
+        registry: Registry::default(),
+        metrics: Metrics::default(),
+        shutdown: CancellationToken::new(),
+        started: std::time::Instant::now(),
+        loaded_at_unix: unix_now().into(),
+        config_version: 1.into(),
+        reload_lock: tokio::sync::Mutex::new(()),
+        last_reload: std::sync::Mutex::new(None),
+        mirror: arc_swap::ArcSwapOption::empty(),
+        last_verify: std::sync::Mutex::new(None),
+        cutover: crate::cutover::Cutover::default(),
+        shadow: Arc::default(),
+    });
+    if shared.config.load().secondary.is_some() {
+        let m = crate::mirror::runtime::Mirror::start(&shared.config.load())
+            .await
+            .map_err(std::io::Error::other)?;
+        shared.mirror.store(Some(m));
+    }
+    let admin_addr = match shared.config.load().admin {
+        Some(a) => Some(crate::admin::start(a, shared.clone()).await?),
+        None => None,
+    };
+    // Learn the primary's version early so the first client does not wait;
+    // an unreachable primary is not fatal (clients get a clear error).
+    let warm = shared.clone();
+    tokio::spawn(async move {
+        let pool = warm.primary_pool();
+        match pool.server_info().await {
+            Ok(info) => info!(
+                backend = %pool.config().name,
+                version = %String::from_utf8_lossy(&info.version),
+                "primary reachable"
+            ),
+            Err(e) => warn!(backend = %pool.config().name, error = %e, "primary not reachable yet"),
+        }
+    });
+    tokio::spawn(periodic_verify(shared.clone()));
+    info!(%addr, "listening for MySQL clients");
+    // The watcher lives as long as the accept loop.
+    let watcher = crate::reload::watch(shared.clone());
+    let accept_shared = shared.clone();
+    let task = tokio::spawn(async move {
+        crate::frontend::accept_loop(listener, accept_shared).await;
+        drop(watcher);
+    });
+    Ok(RunningServer {
+        addr,
+        admin_addr,
+        shared,
+        task,
+    })
+}
+
+/// Runs verify on the `verify.every` schedule while mirroring (read from the
+/// live config each time, so a reload changes it); keeps the latest report.
+async fn periodic_verify(shared: Arc<Shared>) {
+    use crate::mirror::sync::MirrorSync;
+    let mut last_run = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        let cfg = shared.config.load_full();
+        let Some(every) = cfg.verify.every else {
+            last_run = tokio::time::Instant::now();
+            continue;
+        };
+        let Some(mirror) = shared.mirror.load_full() else {
+            continue;
+        };
+        if last_run.elapsed() < every {
+            continue;
+        }
+        last_run = tokio::time::Instant::now();
+        let opts = crate::verify::VerifyOptions {
+            tables: cfg.verify.tables.clone(),
+            chunk_size: cfg.verify.chunk_size,
+            ..Default::default()
+        };
+        let sync = MirrorSync::InProcess(mirror);
+        let run = crate::verify::run(&cfg, &opts, &sync);
+        let report = tokio::select! {
+            r = run => r,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let json = match report {
+            Ok(r) => {
+                let divergent: Vec<&str> = r
+                    .tables
+                    .iter()
+                    .filter(|t| !t.identical())
+                    .map(|t| t.table.as_str())
+                    .collect();
+                if r.identical {
+                    info!(tables = r.tables.len(), "periodic verify: identical");
+                } else {
+                    warn!(?divergent, "periodic verify: differences (or errors) found");
+                }
+                serde_json::to_value(&r).unwrap_or_default()
+            }
+            Err(e) => {
+                warn!(error = %e, "periodic verify failed");
+                serde_json::json!({ "error": e.to_string(), "finished_at_unix": unix_now() })
+            }
+        };
+        *shared.last_verify.lock().unwrap_or_else(|p| p.into_inner()) = Some(json);
+    }
+}

@@ -1,0 +1,67 @@
+//! The state every part of one running Tandem shares (`Shared`): the
+//! config snapshot, pools, router, session registry, metrics, mirror and
+//! cutover. The listener (`frontend`), admin, reload and cutover all read
+//! it; it imports none of them back except the types it holds.
+
+use crate::backend::Pool;
+use crate::config::Config;
+use crate::frontend::registry::Registry;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// State shared by every session of one server.
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    pub pools: ArcSwap<HashMap<String, Arc<Pool>>>,
+    pub router: Router,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    pub(crate) conn_slots: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+    pub started: std::time::Instant,
+    /// When the running config was loaded (seconds since the Unix epoch).
+    pub loaded_at_unix: std::sync::atomic::AtomicU64,
+    /// Bumped by every applied reload.
+    pub config_version: std::sync::atomic::AtomicU64,
+    pub reload_lock: tokio::sync::Mutex<()>,
+    pub last_reload: std::sync::Mutex<Option<ReloadStatus>>,
+    /// The running mirror while `migration.secondary` is set.
+    pub mirror: arc_swap::ArcSwapOption<crate::mirror::runtime::Mirror>,
+    /// The latest verify report (periodic, or handed in by `tandem verify`).
+    pub last_verify: std::sync::Mutex<Option<serde_json::Value>>,
+    /// The fence and the cutover history.
+    pub cutover: crate::cutover::fence::Cutover,
+    pub shadow: Arc<crate::shadow::ShadowStats>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Shared {
+    /// The pool of the current primary backend.
+    pub fn primary_pool(&self) -> Arc<Pool> {
+        let cfg = self.config.load();
+        // Config validation guarantees the primary has a pool.
+        self.pools.load()[&cfg.primary].clone()
+    }
+}
+
+/// The last reload attempt, for /status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadStatus {
+    pub at_unix: u64,
+    pub trigger: &'static str,
+    pub ok: bool,
+    pub errors: Vec<String>,
+    /// Config version after the attempt.
+    pub version: u64,
+}

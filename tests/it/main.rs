@@ -1,0 +1,18 @@
+//! Wire and end-to-end tests: one test crate (one link, shared helpers
+//! compiled once), each module a topic, all against the real MariaDB.
+
+mod common;
+
+mod admin;
+mod backfill;
+mod clients;
+mod cutover;
+mod fidelity;
+mod inflight;
+mod journal_full;
+mod mirror;
+mod mirror_applier;
+mod protocol;
+mod reload;
+mod shadow;
+mod verify;
