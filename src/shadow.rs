@@ -15,7 +15,7 @@
 use crate::backend::{BackendError, Pool};
 use crate::mirror::journal::Lsn;
 use crate::mirror::runtime::{table_key, Mirror};
-use crate::protocol::response::{Expect, Step};
+use crate::protocol::response::{Expect, Step, INSPECT_LIMIT};
 use mysql_common::constants::CapabilityFlags;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -261,7 +261,10 @@ async fn run(job: &Job, pool: &Arc<Pool>) -> Result<RowDigest, BackendError> {
     for set in &job.sets {
         conn.run(set, Expect::ResultSet).await?;
     }
-    let digest = conn.digest_rows(&job.packet).await?;
+    let mut collector = Collector::default();
+    conn.run_into(&job.packet, Expect::ResultSet, &mut collector)
+        .await?;
+    let digest = collector.digest;
     lease.reusable = true;
     Ok(digest)
 }
@@ -283,6 +286,14 @@ impl Default for Collector {
             saw_rows: false,
             result_sets: 0,
         }
+    }
+}
+
+/// The secondary's side of a shadow read: rows are digested and dropped.
+impl crate::protocol::drive::Consumer for Collector {
+    fn head(&mut self, head: &mut [u8], len: usize, seen: crate::protocol::drive::Seen) {
+        let whole = (len <= INSPECT_LIMIT).then_some(&*head);
+        self.packet(seen.was_rows, seen.in_rows, seen.step, whole);
     }
 }
 

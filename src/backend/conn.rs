@@ -4,8 +4,9 @@
 
 use super::BackendError;
 use crate::config::BackendConfig;
-use crate::protocol::packets::{err_code, err_message, parse_ok, OkInfo};
-use crate::protocol::response::{Expect, Step, Tracker};
+use crate::protocol::drive::{drive, Consumer, Discard};
+use crate::protocol::packets::{err_code, err_message, OkInfo};
+use crate::protocol::response::Expect;
 use crate::protocol::wire::Wire;
 use crate::protocol::{command, ProtocolError};
 use mysql_common::constants::CapabilityFlags;
@@ -219,73 +220,29 @@ impl BackendConn {
         payload: &[u8],
         expect: Expect,
     ) -> Result<(OkInfo, crate::protocol::response::Summary), BackendError> {
-        let mut seq = 0u8;
-        self.wire.send_packet(&mut seq, payload).await?;
-        let mut tracker = Tracker::new(expect, self.deprecate_eof());
-        loop {
-            let p = self.wire.read_packet(Some(seq), MAX_CONTROL_PACKET).await?;
-            seq = p.last_seq.wrapping_add(1);
-            let step = tracker.feed(&p.payload, p.payload.len())?;
-            if p.payload.first() == Some(&0xFF) {
-                return Err(BackendError::Server {
-                    code: err_code(&p.payload),
-                    message: err_message(&p.payload),
-                });
-            }
-            match step {
-                Step::More => {}
-                Step::Done => {
-                    self.last_used = Instant::now();
-                    let ok = tracker
-                        .summary
-                        .last_ok
-                        .unwrap_or_else(|| parse_ok(&p.payload).unwrap_or_default());
-                    return Ok((ok, tracker.summary));
-                }
-                Step::LocalInfile => {
-                    // Tandem never sends LOAD DATA LOCAL itself; refuse politely.
-                    self.wire.send_packet(&mut seq, &[]).await?;
-                    tracker.infile_sent();
-                }
-            }
-        }
+        let summary = self.run_into(payload, expect, &mut Discard).await?;
+        Ok((summary.last_ok.unwrap_or_default(), summary))
     }
 
-    /// Runs a query and digests its rows the way the relay does for the
-    /// primary's answer (shadow reads).
-    pub async fn digest_rows(
+    /// Sends one command and drives its response into `c`; the server's
+    /// ERR becomes `BackendError::Server`.
+    pub async fn run_into<C: Consumer>(
         &mut self,
         payload: &[u8],
-    ) -> Result<crate::shadow::RowDigest, BackendError> {
+        expect: Expect,
+        c: &mut C,
+    ) -> Result<crate::protocol::response::Summary, BackendError> {
         let mut seq = 0u8;
         self.wire.send_packet(&mut seq, payload).await?;
-        let mut tracker = Tracker::new(Expect::ResultSet, self.deprecate_eof());
-        let mut collector = crate::shadow::Collector::default();
-        loop {
-            let p = self.wire.read_packet(Some(seq), 1 << 30).await?;
-            seq = p.last_seq.wrapping_add(1);
-            let was_rows = tracker.in_rows();
-            let step = tracker.feed(&p.payload, p.payload.len())?;
-            if p.payload.first() == Some(&0xFF) {
-                return Err(BackendError::Server {
-                    code: err_code(&p.payload),
-                    message: err_message(&p.payload),
-                });
-            }
-            let whole = (p.payload.len() <= crate::protocol::response::INSPECT_LIMIT)
-                .then_some(p.payload.as_slice());
-            collector.packet(was_rows, tracker.in_rows(), step, whole);
-            match step {
-                Step::More => {}
-                Step::Done => {
-                    self.last_used = Instant::now();
-                    return Ok(collector.digest);
-                }
-                Step::LocalInfile => {
-                    self.wire.send_packet(&mut seq, &[]).await?;
-                    tracker.infile_sent();
-                }
-            }
+        let deprecate_eof = self.deprecate_eof();
+        let driven = drive(&mut self.wire, expect, deprecate_eof, 1, c).await?;
+        self.last_used = Instant::now();
+        match driven.summary.error {
+            Some(code) => Err(BackendError::Server {
+                code,
+                message: driven.error_message.unwrap_or_default(),
+            }),
+            None => Ok(driven.summary),
         }
     }
 

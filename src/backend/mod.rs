@@ -38,3 +38,16 @@ pub enum BackendError {
     #[error("all {0} pooled connections are in use")]
     PoolExhausted(usize),
 }
+
+impl From<crate::protocol::drive::DriveError> for BackendError {
+    /// Tandem's own commands have no client side: either failure is the
+    /// backend connection's. An I/O error reads as one, as `Wire`'s do.
+    fn from(e: crate::protocol::drive::DriveError) -> Self {
+        use crate::protocol::drive::DriveError;
+        match e {
+            DriveError::Backend(ProtocolError::Io(e))
+            | DriveError::Client(ProtocolError::Io(e)) => BackendError::Io(e),
+            DriveError::Backend(e) | DriveError::Client(e) => BackendError::Protocol(e),
+        }
+    }
+}

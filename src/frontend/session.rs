@@ -8,19 +8,21 @@
 //! raises (unknown command, unknown KILL target, lost backend).
 
 mod capture;
+mod relay;
 
 use super::handshake::{self, Authenticated};
 use super::registry::SessionEntry;
 use crate::backend::{BackendError, Lease};
 use crate::protocol::command::*;
+use crate::protocol::drive::{drive, DriveError};
 use crate::protocol::packets::ok_packet;
-use crate::protocol::response::{Expect, Step, Summary, Tracker, INSPECT_LIMIT};
-use crate::protocol::wire::{frame_len, FLUSH_AT, HEADER, MAX_FRAME};
+use crate::protocol::response::{Expect, Summary};
 use crate::protocol::{ErrSpec, ProtocolError, Wire};
+use crate::router::plan::Target;
 use crate::router::{lexer, rename, Class, Classified, Scratch, SessionOp};
 use crate::state::Shared;
-use bytes::Buf;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use relay::Relay;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -35,6 +37,15 @@ enum SessionError {
     Client(#[from] ProtocolError),
     #[error("backend: {0}")]
     Backend(#[from] BackendError),
+}
+
+impl From<DriveError> for SessionError {
+    fn from(e: DriveError) -> Self {
+        match e {
+            DriveError::Client(e) => SessionError::Client(e),
+            e => SessionError::Backend(e.into()),
+        }
+    }
 }
 
 /// I/O errors on the client socket (backend I/O is mapped explicitly).
@@ -600,7 +611,9 @@ impl Session<'_> {
 
     async fn query(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
         let sql = &payload[1..];
-        let classified = self.shared.router.route(sql, &mut self.scratch);
+        let plan = self.shared.router.plan(sql, &mut self.scratch);
+        let classified = &plan.classified;
+        debug_assert_eq!(plan.target, Target::Primary);
         for r in &classified.statements {
             self.shared.metrics.count_route(&r.class);
         }
@@ -611,7 +624,7 @@ impl Session<'_> {
         // Named locks belong to a server connection: a session taking one
         // holds a fence ticket and stays on its backend until it releases
         // them (another server's lock of the same name excludes nobody).
-        let lock_calls = named_lock_calls(sql, &self.scratch.tokens);
+        let lock_calls = classified.named_locks;
         let needs_ticket = lock_calls.is_some()
             || classified
                 .statements
@@ -639,12 +652,8 @@ impl Session<'_> {
             }
             return Ok(());
         }
-        if let [route] = classified.statements.as_slice() {
-            if route.class == Class::Session(SessionOp::Kill) {
-                if let Some(kill) = lexer::parse_kill(sql, &self.scratch.tokens) {
-                    return self.kill(kill, seq).await;
-                }
-            }
+        if let Some(kill) = plan.kill {
+            return self.kill(kill, seq).await;
         }
         let sent = match self.sql_for_backend(sql, classified.calls_connection_id, "run") {
             Ok(t) => t.map(|t| capture::query_packet(&t)),
@@ -666,13 +675,13 @@ impl Session<'_> {
         let summary = self.forward(to_send, seq, Expect::ResultSet).await;
         let collected = self.collector.take();
         let summary = summary?;
-        if let Some((get, release, release_all)) = lock_calls {
+        if let Some(l) = lock_calls {
             // Counted whether or not GET_LOCK got the lock (conservative:
             // the session moves after its next RELEASE_LOCK or reset).
-            if release_all {
+            if l.release_all {
                 self.named_locks = 0;
             }
-            self.named_locks = self.named_locks.saturating_sub(release) + get;
+            self.named_locks = self.named_locks.saturating_sub(l.release) + l.get;
         }
         if let (Some((tables, mirror)), Some(c)) = (shadow, collected) {
             if summary.error.is_none() && c.saw_rows {
@@ -982,143 +991,29 @@ impl Session<'_> {
     ) -> Result<Summary, SessionError> {
         self.lease.reusable = false;
         let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-        {
-            let be = &mut self.lease.conn().wire;
-            let mut bseq = 0;
-            be.send_packet(&mut bseq, payload)
-                .await
-                .map_err(|e| SessionError::Backend(e.into()))?;
+        let conn = self.lease.conn();
+        let mut bseq = 0;
+        conn.wire
+            .send_packet(&mut bseq, payload)
+            .await
+            .map_err(|e| SessionError::Backend(e.into()))?;
+        let mut relay = Relay {
+            client: &mut self.client,
+            max_packet: self.max_packet,
+            collector: self.collector.as_mut(),
+            prepare_id: self.prepare_client_id.take(),
+        };
+        let summary = drive(&mut conn.wire, expect, deprecate_eof, seq, &mut relay)
+            .await?
+            .summary;
+        if let Some(ok) = summary.last_ok {
+            self.status = ok.status_flags();
         }
-        let mut tracker = Tracker::new(expect, deprecate_eof);
-        let mut seq = seq;
-        // Bytes of the current frame still to pass through, and whether the
-        // current logical packet continues in another frame.
-        let mut pass = 0usize;
-        let mut continued = false;
-        // The backend's own sequence numbering (needed to send it LOCAL
-        // INFILE data).
-        let mut bseq_next = 1u8;
-        loop {
-            let mut step = Step::More;
-            // Set when the buffered bytes are exhausted (or hold only part of
-            // a frame); cleared when the loop stops only to flush.
-            let mut need_more = true;
-            {
-                let conn = self.lease.conn();
-                let be = &mut conn.wire;
-                let out = &mut self.client.wbuf;
-                loop {
-                    if pass > 0 {
-                        let n = pass.min(be.rbuf.len());
-                        if n == 0 {
-                            break;
-                        }
-                        out.extend_from_slice(&be.rbuf[..n]);
-                        be.rbuf.advance(n);
-                        pass -= n;
-                        continue;
-                    }
-                    if step != Step::More {
-                        break;
-                    }
-                    if be.rbuf.len() < HEADER {
-                        break;
-                    }
-                    let len = frame_len(&be.rbuf);
-                    let starts_packet = !continued;
-                    if starts_packet {
-                        // Small packets are inspected whole; big ones by their
-                        // first byte, then streamed.
-                        let need = HEADER + if len <= INSPECT_LIMIT { len } else { 1 };
-                        if be.rbuf.len() < need {
-                            be.rbuf.reserve(need - be.rbuf.len());
-                            break;
-                        }
-                    }
-                    bseq_next = be.rbuf[3].wrapping_add(1);
-                    be.rbuf[3] = seq;
-                    seq = seq.wrapping_add(1);
-                    continued = len == MAX_FRAME;
-                    if starts_packet {
-                        let head_end = (HEADER + len).min(be.rbuf.len());
-                        let was_rows = tracker.in_rows();
-                        step = tracker
-                            .feed(&be.rbuf[HEADER..head_end], len)
-                            .map_err(|e| SessionError::Backend(e.into()))?;
-                        if let Some(c) = self.collector.as_mut() {
-                            let whole =
-                                (len <= INSPECT_LIMIT).then(|| &be.rbuf[HEADER..HEADER + len]);
-                            c.packet(was_rows, tracker.in_rows(), step, whole);
-                        }
-                        // PREPARE_OK: the client gets Tandem's statement id.
-                        if let Some(id) = self.prepare_client_id.take() {
-                            if be.rbuf[HEADER] == 0x00 && len >= 5 {
-                                be.rbuf[HEADER + 1..HEADER + 5].copy_from_slice(&id.to_le_bytes());
-                            }
-                        }
-                    }
-                    let take = HEADER + len.min(be.rbuf.len() - HEADER);
-                    out.extend_from_slice(&be.rbuf[..take]);
-                    be.rbuf.advance(take);
-                    pass = len - (take - HEADER);
-                    if out.len() >= FLUSH_AT && pass == 0 && step == Step::More {
-                        need_more = false;
-                        break;
-                    }
-                }
-            }
-            match step {
-                Step::Done if pass == 0 && !continued => {
-                    self.client.flush().await?;
-                    if let Some(ok) = tracker.summary.last_ok {
-                        self.status = ok.status_flags();
-                    }
-                    if tracker.summary.error.is_some() {
-                        self.capture.after_error = true;
-                    }
-                    self.lease.reusable = true;
-                    return Ok(tracker.summary);
-                }
-                Step::LocalInfile if pass == 0 => {
-                    self.client.flush().await?;
-                    seq = self.relay_infile(seq, bseq_next).await?;
-                    tracker.infile_sent();
-                    continue;
-                }
-                _ => {}
-            }
-            self.client.flush().await?;
-            if !need_more {
-                continue;
-            }
-            let be = &mut self.lease.conn().wire;
-            match be.fill().await {
-                Ok(true) => {}
-                Ok(false) => return Err(BackendError::Protocol(ProtocolError::Closed).into()),
-                Err(e) => return Err(BackendError::Io(e).into()),
-            }
+        if summary.error.is_some() {
+            self.capture.after_error = true;
         }
-    }
-
-    /// Relays the client's LOCAL INFILE data packets (up to the empty one) to
-    /// the backend. Returns the client-side sequence id for the server's answer.
-    async fn relay_infile(&mut self, seq: u8, bseq: u8) -> Result<u8, SessionError> {
-        let mut seq = seq;
-        let mut bseq = bseq;
-        loop {
-            let p = self.client.read_packet(Some(seq), self.max_packet).await?;
-            seq = p.last_seq.wrapping_add(1);
-            let be = &mut self.lease.conn().wire;
-            be.queue_packet(&mut bseq, &p.payload);
-            if be.wbuf.len() >= FLUSH_AT || p.payload.is_empty() {
-                be.flush()
-                    .await
-                    .map_err(|e| SessionError::Backend(e.into()))?;
-            }
-            if p.payload.is_empty() {
-                return Ok(seq);
-            }
-        }
+        self.lease.reusable = true;
+        Ok(summary)
     }
 }
 
@@ -1175,22 +1070,6 @@ fn backend_sql(
         return Ok(rewritten);
     }
     Ok(rename::backend_text(&shared.config.load(), on, text)?.or(rewritten))
-}
-
-/// Calls of GET_LOCK, RELEASE_LOCK and whether RELEASE_ALL_LOCKS is called,
-/// or None when the statement names none of them.
-fn named_lock_calls(sql: &[u8], tokens: &[lexer::Token]) -> Option<(u32, u32, bool)> {
-    let (mut get, mut release, mut all) = (0, 0, false);
-    for t in tokens {
-        if t.is_word(sql, "GET_LOCK") {
-            get += 1;
-        } else if t.is_word(sql, "RELEASE_LOCK") {
-            release += 1;
-        } else if t.is_word(sql, "RELEASE_ALL_LOCKS") {
-            all = true;
-        }
-    }
-    (get > 0 || release > 0 || all).then_some((get, release, all))
 }
 
 fn stmt_id(payload: &[u8]) -> Option<u32> {

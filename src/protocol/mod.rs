@@ -3,6 +3,7 @@
 //! knowledge of backends lives here.
 
 pub mod auth;
+pub mod drive;
 pub mod packets;
 pub mod response;
 pub mod wire;

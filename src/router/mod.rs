@@ -1,5 +1,6 @@
-//! The router: statement bytes in, `Route` values out. Pure: no I/O, no
-//! session state. Everything downstream reads the `Route`, never the SQL.
+//! The router: statement bytes in, a `Plan` out (`Route` per statement, and
+//! the `Target` where it runs). Pure: no I/O, no session state. Everything
+//! downstream reads the plan, never the SQL.
 //!
 //! Hot path: the lexer computes a digest (literals normalized); the digest
 //! cache answers for every shape seen before. Only a cache miss pays for a
@@ -8,6 +9,7 @@
 mod classify;
 pub mod determinism;
 pub mod lexer;
+pub mod plan;
 pub mod rename;
 #[cfg(test)]
 mod tests;
@@ -87,6 +89,8 @@ pub struct Classified {
     pub statements: Vec<Route>,
     /// Some statement calls CONNECTION_ID() (the session rewrites it).
     pub calls_connection_id: bool,
+    /// Named locks taken or released (they pin the session to its backend).
+    pub named_locks: Option<plan::NamedLocks>,
 }
 
 /// Router with its digest cache; shared by all sessions.
@@ -176,6 +180,7 @@ fn classify_tokens(sql: &[u8], tokens: &[Token]) -> Classified {
     Classified {
         statements,
         calls_connection_id: lexer::calls_connection_id(sql, tokens),
+        named_locks: plan::named_lock_calls(sql, tokens),
     }
 }
 

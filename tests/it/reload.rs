@@ -271,8 +271,12 @@ async fn files_beside_the_config_do_not_trigger_reloads() {
         &path,
         &config_text(&env.db, "127.0.0.1:0", "127.0.0.1:0", &rules, false, 4),
     );
+    // The config is published before the reload's status is recorded:
+    // wait for both.
     for _ in 0..100 {
-        if shared.config.load().backends["legacy"].pool == 4 {
+        if shared.config.load().backends["legacy"].pool == 4
+            && shared.last_reload.lock().unwrap().is_some()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -22,8 +22,9 @@ use crate::mirror::now_us;
 use crate::mirror::record::{tables_of, MirrorStatement, MirrorTxn, Pins};
 use crate::mirror::runtime::{Admit, Mirror, DDL_TOKEN};
 use crate::protocol::command::COM_QUERY;
+use crate::protocol::drive::{drive, Buffer};
 use crate::protocol::packets::{get_lenenc, OkInfo};
-use crate::protocol::response::{Expect, Step, Tracker};
+use crate::protocol::response::Expect;
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
 use crate::router::lexer;
@@ -1250,36 +1251,15 @@ impl Session<'_> {
     /// Reads one whole reply into memory.
     async fn read_reply(&mut self, expect: Expect) -> Result<Reply, SessionError> {
         let deprecate_eof = self.deprecate_eof();
-        let mut tracker = Tracker::new(expect, deprecate_eof);
-        let mut seq = 1u8;
-        let mut packets = Vec::new();
+        let mut buffer = Buffer::new(MAX_REPLY);
         let wire = &mut self.lease.conn().wire;
-        loop {
-            let p = wire
-                .read_packet(Some(seq), MAX_REPLY)
-                .await
-                .map_err(|e| SessionError::Backend(e.into()))?;
-            seq = p.last_seq.wrapping_add(1);
-            let step = tracker
-                .feed(&p.payload, p.payload.len())
-                .map_err(|e| SessionError::Backend(e.into()))?;
-            packets.push(p.payload);
-            match step {
-                Step::More => {}
-                Step::Done => break,
-                Step::LocalInfile => {
-                    // Never requested by a captured statement; refuse.
-                    wire.send_packet(&mut seq, &[])
-                        .await
-                        .map_err(|e| SessionError::Backend(e.into()))?;
-                    tracker.infile_sent();
-                }
-            }
-        }
+        let summary = drive(wire, expect, deprecate_eof, 1, &mut buffer)
+            .await?
+            .summary;
         Ok(Reply {
-            packets,
-            ok: tracker.summary.last_ok,
-            err: tracker.summary.error,
+            packets: buffer.packets,
+            ok: summary.last_ok,
+            err: summary.error,
         })
     }
 
