@@ -1,9 +1,12 @@
-//! Backends: raw MySQL connections (`conn`) and per-backend pools (`pool`).
-//! PostgreSQL backends arrive with the PostgreSQL milestone.
+//! Backends: raw MySQL connections (`conn`), per-backend pools (`pool`),
+//! and what a session is bound to (`binding`). PostgreSQL backends arrive
+//! with the PostgreSQL milestone, as a new binding variant.
 
+pub mod binding;
 pub mod conn;
 pub mod pool;
 
+pub use binding::Binding;
 pub use conn::{BackendConn, ServerInfo};
 pub use pool::{Lease, Pool};
 

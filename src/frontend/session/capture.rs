@@ -16,21 +16,20 @@
 //! - DDL: intent, DDL, outcome (DDL commits by itself; no marker).
 //! - Unsafe writes follow `migration.unsafe_writes`.
 
-use super::{Session, SessionError};
+use super::link::{query_packet, Link, Reply};
+use super::prepared::{Prepared, Statements};
+use super::SessionError;
 use crate::config::UnsafeWrites;
 use crate::mirror::now_us;
 use crate::mirror::record::{tables_of, MirrorStatement, MirrorTxn, Pins};
 use crate::mirror::runtime::{Admit, Mirror, DDL_TOKEN};
-use crate::protocol::command::COM_QUERY;
-use crate::protocol::drive::{drive, Buffer};
 use crate::protocol::packets::{get_lenenc, OkInfo};
 use crate::protocol::response::Expect;
-use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
 use crate::router::lexer;
 use crate::router::{Class, Classified, Route, SessionOp, TxnOp, WriteKind};
 use crate::sql::sql_literal;
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::StatusFlags;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::{error, warn};
@@ -47,9 +46,6 @@ const CARRIED_VARS: &[&str] = &[
     "auto_increment_offset",
 ];
 
-/// Largest reply Tandem buffers for a captured statement.
-const MAX_REPLY: usize = 1 << 30;
-
 /// Per-session capture state.
 #[derive(Default)]
 pub(super) struct Capture {
@@ -65,9 +61,6 @@ pub(super) struct Capture {
     /// again before the next write (after SET, change user, reset).
     vars: Option<Arc<Vec<(String, String)>>>,
     no_backslash_escapes: bool,
-    /// An error answered a statement since the last check: the transaction
-    /// may be gone (see `check_txn_end`).
-    pub(super) after_error: bool,
 }
 
 impl Capture {
@@ -110,13 +103,6 @@ impl Drop for Marker {
     }
 }
 
-/// One buffered backend reply.
-pub(super) struct Reply {
-    pub packets: Vec<Vec<u8>>,
-    pub ok: Option<OkInfo>,
-    pub err: Option<u16>,
-}
-
 /// Where a captured write's text comes from.
 pub(super) enum WriteSrc<'a> {
     /// COM_QUERY text (CONNECTION_ID() already rewritten).
@@ -124,37 +110,6 @@ pub(super) enum WriteSrc<'a> {
     /// COM_STMT_EXECUTE: the packet to forward and the statement with its
     /// bound values rendered as literals.
     Execute { packet: &'a [u8], rendered: Vec<u8> },
-}
-
-/// A COM_QUERY packet for `sql`.
-pub(super) fn query_packet(sql: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(sql.len() + 1);
-    p.push(COM_QUERY);
-    p.extend_from_slice(sql);
-    p
-}
-
-/// Clears SERVER_STATUS_IN_TRANS in the final OK/EOF of a reply.
-fn clear_in_trans(packet: &mut [u8], deprecate_eof: bool) {
-    let bit = StatusFlags::SERVER_STATUS_IN_TRANS.bits();
-    let at = match packet.first() {
-        Some(0x00) => ok_status_offset(packet),
-        Some(0xFE) if packet.len() < 9 && !deprecate_eof => Some(3),
-        Some(0xFE) => ok_status_offset(packet),
-        _ => None,
-    };
-    if let Some(at) = at {
-        if let Some(b) = packet.get_mut(at..at + 2) {
-            let s = u16::from_le_bytes([b[0], b[1]]) & !bit;
-            b.copy_from_slice(&s.to_le_bytes());
-        }
-    }
-}
-
-fn ok_status_offset(p: &[u8]) -> Option<usize> {
-    let (_, a) = get_lenenc(p.get(1..)?)?;
-    let (_, b) = get_lenenc(p.get(1 + a..)?)?;
-    Some(1 + a + b)
 }
 
 /// The first row of a text result set, as raw column values.
@@ -180,28 +135,12 @@ fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option<Vec<u8>>>>
     Some(out)
 }
 
-impl Session<'_> {
-    /// The running mirror, when writes are being mirrored.
-    pub(super) fn capturing(&self) -> Option<Arc<Mirror>> {
-        let m = self.shared.mirror.load_full()?;
-        if self
-            .shared
-            .config
-            .load()
-            .secondary
-            .as_deref()
-            .is_some_and(|s| m.mirrors_to(s))
-        {
-            Some(m)
-        } else {
-            None
-        }
-    }
-
+impl Capture {
     /// Handles a COM_QUERY when mirroring needs to. Returns false when the
     /// caller should forward it as usual.
-    pub(super) async fn capture_query(
+    pub(super) async fn query(
         &mut self,
+        cx: &mut Link<'_>,
         m: &Arc<Mirror>,
         classified: &Classified,
         payload: &[u8],
@@ -221,7 +160,8 @@ impl Session<'_> {
             let tables: Vec<String> = routes.iter().flat_map(|r| r.tables.clone()).collect();
             let reason =
                 "a multi-statement packet with writes cannot be pinned statement by statement";
-            self.unsafe_write(m, &tables, reason, payload, seq).await?;
+            self.unsafe_write(cx, m, &tables, reason, payload, seq)
+                .await?;
             return Ok(true);
         }
         let Some(route) = routes.first() else {
@@ -230,48 +170,46 @@ impl Session<'_> {
         let sql = &payload[1..];
         match &route.class {
             Class::Write(_) => {
-                if !self.mirrored(route) {
+                if !self.mirrored(cx, route) {
                     return Ok(false);
                 }
                 if let Some(reason) = &route.determinism.unsafe_reason {
                     let tables = route.tables.clone();
-                    self.unsafe_write(m, &tables, &reason.to_string(), payload, seq)
+                    self.unsafe_write(cx, m, &tables, &reason.to_string(), payload, seq)
                         .await?;
                     return Ok(true);
                 }
-                self.mirrored_write(m, route, WriteSrc::Query(sql), seq)
+                self.mirrored_write(cx, m, route, WriteSrc::Query(sql), seq)
                     .await?;
                 Ok(true)
             }
             Class::Ddl => {
-                if !self.commit_implicitly(m, seq).await? {
+                if !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
                 }
-                if route.tables.is_empty() || !self.mirrored(route) {
+                if route.tables.is_empty() || !self.mirrored(cx, route) {
                     return Ok(false);
                 }
-                self.mirrored_ddl(m, route, payload, sql, seq).await?;
+                self.mirrored_ddl(cx, m, route, payload, sql, seq).await?;
                 Ok(true)
             }
-            Class::Transaction(op) => self.transaction_op(m, *op, payload, sql, seq).await,
+            Class::Transaction(op) => self.transaction_op(cx, m, *op, payload, sql, seq).await,
             Class::Session(SessionOp::Set) => {
-                let mentions_autocommit = self
+                let mentions_autocommit = cx
                     .scratch
                     .tokens
                     .iter()
                     .any(|t| t.is_word(sql, "autocommit"));
-                if mentions_autocommit && !self.commit_implicitly(m, seq).await? {
+                if mentions_autocommit && !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
                 }
-                let summary = self.forward(payload, seq, Expect::ResultSet).await?;
-                if summary.error.is_none() {
-                    self.remember_set(payload);
-                }
-                self.capture.vars = None;
-                Ok(true)
+                // Carried values are read again before the next write; the
+                // session relays the SET and keeps it for a move.
+                self.vars = None;
+                Ok(false)
             }
             Class::Session(SessionOp::PreparedSql) => {
-                let executes = self
+                let executes = cx
                     .scratch
                     .tokens
                     .first()
@@ -280,12 +218,12 @@ impl Session<'_> {
                     return Ok(false);
                 }
                 let reason = "SQL-level EXECUTE runs a statement Tandem does not see; use server-side prepared statements (COM_STMT_EXECUTE)";
-                self.unsafe_write(m, &[], reason, payload, seq).await?;
+                self.unsafe_write(cx, m, &[], reason, payload, seq).await?;
                 Ok(true)
             }
             Class::Session(SessionOp::LockTables | SessionOp::UnlockTables) | Class::Other => {
                 // May commit implicitly: journal the open transaction first.
-                if !self.commit_implicitly(m, seq).await? {
+                if !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
                 }
                 Ok(false)
@@ -300,45 +238,47 @@ impl Session<'_> {
     /// the client's.
     pub(super) async fn execute(
         &mut self,
+        cx: &mut Link<'_>,
+        stmts: &mut Statements,
         id: Option<u32>,
         payload: Vec<u8>,
         seq: u8,
     ) -> Result<(), SessionError> {
         let prepared = id
-            .and_then(|id| self.stmts.get(&id))
+            .and_then(|id| stmts.get(&id))
             .map(|p| (p.route.clone(), p.sql.clone()));
-        let (Some(m), Some((route, sql))) = (self.capturing(), prepared) else {
-            self.forward(&payload, seq, Expect::ResultSet).await?;
+        let (Some(m), Some((route, sql))) = (cx.capturing(), prepared) else {
+            cx.forward(&payload, seq, Expect::ResultSet).await?;
             return Ok(());
         };
         let [r] = route.statements.as_slice() else {
-            self.forward(&payload, seq, Expect::ResultSet).await?;
+            cx.forward(&payload, seq, Expect::ResultSet).await?;
             return Ok(());
         };
         if matches!(r.class, Class::Write(_))
-            && self.mirrored(r)
+            && self.mirrored(cx, r)
             && r.determinism.unsafe_reason.is_none()
         {
             // Rendering depends on NO_BACKSLASH_ESCAPES.
-            self.ensure_vars().await?;
+            self.ensure_vars(cx).await?;
         }
         // Only mirrored writes are rendered (the parameter types an execute
         // carries were recorded by `stmt_command`). Long data is used once.
         let rendered = match &r.class {
-            Class::Write(_) if self.mirrored(r) && r.determinism.unsafe_reason.is_none() => {
-                self.render_execute(id, &payload)
+            Class::Write(_) if self.mirrored(cx, r) && r.determinism.unsafe_reason.is_none() => {
+                self.render_execute(stmts, id, &payload)
             }
             _ => None,
         };
-        if let Some(p) = id.and_then(|id| self.stmts.get_mut(&id)) {
+        if let Some(p) = id.and_then(|id| stmts.get_mut(&id)) {
             p.long_data.clear();
         }
         match &r.class {
-            Class::Write(_) if self.mirrored(r) => {
+            Class::Write(_) if self.mirrored(cx, r) => {
                 if let Some(reason) = &r.determinism.unsafe_reason {
                     let reason = reason.to_string();
                     return self
-                        .unsafe_write(&m, &r.tables, &reason, &payload, seq)
+                        .unsafe_write(cx, &m, &r.tables, &reason, &payload, seq)
                         .await;
                 }
                 match rendered {
@@ -347,32 +287,32 @@ impl Session<'_> {
                             packet: &payload,
                             rendered,
                         };
-                        self.mirrored_write(&m, r, src, seq).await
+                        self.mirrored_write(cx, &m, r, src, seq).await
                     }
                     None => {
                         let reason = "its bound values could not be decoded";
-                        self.unsafe_write(&m, &r.tables, reason, &payload, seq)
+                        self.unsafe_write(cx, &m, &r.tables, reason, &payload, seq)
                             .await
                     }
                 }
             }
-            Class::Transaction(TxnOp::Commit) if !self.capture.txn.is_empty() => {
-                let reply = self.commit_txn(&m, &payload).await?;
-                self.relay(seq, reply, false).await
+            Class::Transaction(TxnOp::Commit) if !self.txn.is_empty() => {
+                let reply = self.commit_txn(cx, &m, &payload).await?;
+                cx.relay(seq, reply, false).await
             }
             Class::Transaction(TxnOp::Rollback) => {
-                self.forward(&payload, seq, Expect::ResultSet).await?;
-                self.end_txn();
+                cx.forward(&payload, seq, Expect::ResultSet).await?;
+                self.end_txn(cx);
                 Ok(())
             }
-            Class::Ddl if !r.tables.is_empty() && self.mirrored(r) => {
-                if self.commit_implicitly(&m, seq).await? {
-                    self.mirrored_ddl(&m, r, &payload, &sql, seq).await?;
+            Class::Ddl if !r.tables.is_empty() && self.mirrored(cx, r) => {
+                if self.commit_implicitly(cx, &m, seq).await? {
+                    self.mirrored_ddl(cx, &m, r, &payload, &sql, seq).await?;
                 }
                 Ok(())
             }
             _ => {
-                self.forward(&payload, seq, Expect::ResultSet).await?;
+                cx.forward(&payload, seq, Expect::ResultSet).await?;
                 Ok(())
             }
         }
@@ -380,40 +320,27 @@ impl Session<'_> {
 
     /// The prepared statement's text with this execute's bound values
     /// rendered in.
-    fn render_execute(&self, id: Option<u32>, payload: &[u8]) -> Option<Vec<u8>> {
-        let nbe = self.capture.no_backslash_escapes;
-        let p = self.stmts.get(&id?)?;
+    fn render_execute(
+        &self,
+        stmts: &Statements,
+        id: Option<u32>,
+        payload: &[u8],
+    ) -> Option<Vec<u8>> {
+        let nbe = self.no_backslash_escapes;
+        let p = stmts.get(&id?)?;
         let values = decode_params(payload, p, nbe)?;
         lexer::render_params(&p.sql, &p.param_spans, &values)
     }
 
-    /// COM_STMT_SEND_LONG_DATA: keeps the chunk for rendering.
-    pub(super) fn long_data(&mut self, payload: &[u8]) {
-        if self.capturing().is_none() {
-            return;
-        }
-        let (Some(id), Some(param)) = (
-            super::stmt_id(payload),
-            payload.get(5..7).map(|b| u16::from_le_bytes([b[0], b[1]])),
-        ) else {
-            return;
-        };
-        if let Some(p) = self.stmts.get_mut(&id) {
-            p.long_data
-                .entry(param)
-                .or_default()
-                .extend_from_slice(&payload[7..]);
-        }
-    }
-
     /// Whether a write's tables are mirrored (`mirror: false` rules).
-    fn mirrored(&self, route: &Route) -> bool {
-        let cfg = self.shared.config.load();
+    fn mirrored(&self, cx: &Link<'_>, route: &Route) -> bool {
+        let cfg = cx.shared.config.load();
         route.tables.is_empty() || route.tables.iter().any(|t| cfg.rules.mirrored(bare(t)))
     }
 
     async fn transaction_op(
         &mut self,
+        cx: &mut Link<'_>,
         m: &Arc<Mirror>,
         op: TxnOp,
         payload: &[u8],
@@ -421,34 +348,34 @@ impl Session<'_> {
         seq: u8,
     ) -> Result<bool, SessionError> {
         match op {
-            TxnOp::Commit if !self.capture.txn.is_empty() => {
-                let reply = self.commit_txn(m, payload).await?;
-                self.relay(seq, reply, false).await?;
+            TxnOp::Commit if !self.txn.is_empty() => {
+                let reply = self.commit_txn(cx, m, payload).await?;
+                cx.relay(seq, reply, false).await?;
                 Ok(true)
             }
             TxnOp::Commit | TxnOp::Rollback => {
-                let summary = self.forward(payload, seq, Expect::ResultSet).await?;
+                let summary = cx.forward(payload, seq, Expect::ResultSet).await?;
                 if summary.error.is_none() || op == TxnOp::Rollback {
-                    self.end_txn();
+                    self.end_txn(cx);
                 }
                 Ok(true)
             }
             TxnOp::Begin => {
                 // BEGIN inside a transaction commits it.
-                if !self.commit_implicitly(m, seq).await? {
+                if !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
                 }
                 Ok(false)
             }
             TxnOp::Savepoint | TxnOp::RollbackToSavepoint | TxnOp::ReleaseSavepoint => {
-                let name = lexer::savepoint_name(sql, &self.scratch.tokens);
-                let summary = self.forward(payload, seq, Expect::ResultSet).await?;
+                let name = lexer::savepoint_name(sql, &cx.scratch.tokens);
+                let summary = cx.forward(payload, seq, Expect::ResultSet).await?;
                 if summary.error.is_some() {
                     return Ok(true);
                 }
                 let Some(name) = name else { return Ok(true) };
-                let marked = self.capture.marker.is_some();
-                let sp = &mut self.capture.savepoints;
+                let marked = self.marker.is_some();
+                let sp = &mut self.savepoints;
                 let pos = sp.iter().rposition(|(n, _, _)| *n == name);
                 match op {
                     TxnOp::Savepoint => {
@@ -456,17 +383,17 @@ impl Session<'_> {
                         if let Some(i) = pos {
                             sp.remove(i);
                         }
-                        sp.push((name, self.capture.txn.len(), marked));
+                        sp.push((name, self.txn.len(), marked));
                     }
                     TxnOp::RollbackToSavepoint => {
                         if let Some(i) = pos {
                             let (_, keep, had_marker) = sp[i];
                             sp.truncate(i + 1);
-                            self.capture.txn.truncate(keep);
+                            self.txn.truncate(keep);
                             if !had_marker {
                                 // The marker row was rolled back with the
                                 // rest; the next write inserts another.
-                                self.capture.marker = None;
+                                self.marker = None;
                             }
                         }
                     }
@@ -483,14 +410,14 @@ impl Session<'_> {
                 // connection or after a restart, outside the session that
                 // would journal it. Under primary_only it runs, and its
                 // tables are marked divergent when it ends (check_txn_end).
-                let toks = &self.scratch.tokens;
+                let toks = &cx.scratch.tokens;
                 let xa_start = toks.first().is_some_and(|t| t.is_word(sql, "XA"))
                     && toks
                         .get(1)
                         .is_some_and(|t| t.is_word(sql, "START") || t.is_word(sql, "BEGIN"));
-                if xa_start && self.shared.config.load().unsafe_writes == UnsafeWrites::Reject {
+                if xa_start && cx.shared.config.load().unsafe_writes == UnsafeWrites::Reject {
                     let reason = "XA transactions are not mirrored: a prepared one can be committed outside the session Tandem journals it from";
-                    self.unsafe_write(m, &[], reason, payload, seq).await?;
+                    self.unsafe_write(cx, m, &[], reason, payload, seq).await?;
                     return Ok(true);
                 }
                 Ok(false)
@@ -498,11 +425,11 @@ impl Session<'_> {
         }
     }
 
-    fn end_txn(&mut self) {
-        self.capture.txn.clear();
-        self.capture.marker = None;
-        self.capture.savepoints.clear();
-        self.capture.after_error = false;
+    fn end_txn(&mut self, cx: &mut Link<'_>) {
+        self.txn.clear();
+        self.marker = None;
+        self.savepoints.clear();
+        cx.after_error = false;
     }
 
     /// Called after every command: a transaction with buffered writes that
@@ -515,50 +442,55 @@ impl Session<'_> {
     /// COMMIT or BEGIN would otherwise journal them as committed). Ended
     /// without an error: a statement Tandem did not expect to commit did,
     /// and the tables are marked divergent.
-    pub(super) async fn check_txn_end(&mut self) -> Result<(), SessionError> {
-        let after_error = std::mem::take(&mut self.capture.after_error);
-        if self.capture.txn.is_empty() && self.capture.marker.is_none() {
+    pub(super) async fn check_txn_end(&mut self, cx: &mut Link<'_>) -> Result<(), SessionError> {
+        let after_error = std::mem::take(&mut cx.after_error);
+        if self.txn.is_empty() && self.marker.is_none() {
             return Ok(());
         }
         if after_error {
-            if let Some(ok) = self.run_aux(&[b"DO 0"]).await? {
-                self.status = ok.status_flags();
+            if let Some(ok) = cx.run_aux(&[b"DO 0"]).await? {
+                cx.status = ok.status_flags();
             }
         }
-        if self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS) {
+        if cx.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS) {
             return Ok(());
         }
-        if !after_error && !self.capture.txn.is_empty() {
-            let tables = tables_of(&self.capture.txn);
-            if let Some(m) = self.capturing() {
+        if !after_error && !self.txn.is_empty() {
+            let tables = tables_of(&self.txn);
+            if let Some(m) = cx.capturing() {
                 m.mark_divergent(
                     &tables,
                     "a transaction ended without a COMMIT Tandem could journal",
                 );
             }
             warn!(
-                conn = self.id,
+                conn = cx.id,
                 ?tables,
                 "transaction ended outside Tandem's commit path"
             );
         }
-        self.end_txn();
+        self.end_txn(cx);
         Ok(())
     }
 
     /// Before a statement that commits implicitly: journals and commits the
     /// open transaction. False when that failed (the client got the error).
-    async fn commit_implicitly(&mut self, m: &Arc<Mirror>, seq: u8) -> Result<bool, SessionError> {
-        if self.capture.txn.is_empty() {
+    async fn commit_implicitly(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Arc<Mirror>,
+        seq: u8,
+    ) -> Result<bool, SessionError> {
+        if self.txn.is_empty() {
             // A marker row without writes (the first write failed) commits
             // with the statement and belongs to no intent; the next
             // transaction needs its own.
-            self.capture.marker = None;
+            self.marker = None;
             return Ok(true);
         }
-        let reply = self.commit_txn(m, &query_packet(b"COMMIT")).await?;
+        let reply = self.commit_txn(cx, m, &query_packet(b"COMMIT")).await?;
         if reply.err.is_some() {
-            self.relay(seq, reply, false).await?;
+            cx.relay(seq, reply, false).await?;
             return Ok(false);
         }
         Ok(true)
@@ -566,25 +498,30 @@ impl Session<'_> {
 
     /// The commit path of a transaction with buffered writes. Returns the
     /// reply for the client (COMMIT's answer, or the error that stopped it).
-    async fn commit_txn(&mut self, m: &Arc<Mirror>, commit: &[u8]) -> Result<Reply, SessionError> {
-        let limit = self.shared.config.load().journal_limit;
-        match m.admit(&limit, &tables_of(&self.capture.txn)).await {
+    async fn commit_txn(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Arc<Mirror>,
+        commit: &[u8],
+    ) -> Result<Reply, SessionError> {
+        let limit = cx.shared.config.load().journal_limit;
+        match m.admit(&limit, &tables_of(&self.txn)).await {
             Admit::Journal => {}
             Admit::Degraded => {
                 // Committed unmirrored; the tables are marked divergent.
-                self.end_txn();
-                self.send_backend(&[commit]).await?;
-                let reply = self.read_reply(Expect::ResultSet).await?;
+                self.end_txn(cx);
+                cx.send_backend(&[commit]).await?;
+                let reply = cx.read_reply(Expect::ResultSet).await?;
                 if let Some(ok) = reply.ok {
-                    self.status = ok.status_flags();
+                    cx.status = ok.status_flags();
                 }
                 return Ok(reply);
             }
             Admit::Refused(msg) => {
                 // Nothing was committed: roll back and say why.
-                self.end_txn();
-                if let Some(ok) = self.run_aux(&[b"ROLLBACK"]).await? {
-                    self.status = ok.status_flags();
+                self.end_txn(cx);
+                if let Some(ok) = cx.run_aux(&[b"ROLLBACK"]).await? {
+                    cx.status = ok.status_flags();
                 }
                 return Ok(Reply {
                     packets: vec![ErrSpec::new(1105, "HY000", msg).encode()],
@@ -595,21 +532,21 @@ impl Session<'_> {
         }
         // Normally the marker row went in with the first write; if that
         // insert failed, it is inserted now, while the intent is fsynced.
-        let early = self.capture.marker.take().map(Marker::take);
+        let early = self.marker.take().map(Marker::take);
         let token = early.unwrap_or_else(|| m.token());
-        let statements = std::mem::take(&mut self.capture.txn);
-        self.capture.savepoints.clear();
-        self.capture.after_error = false;
+        let statements = std::mem::take(&mut self.txn);
+        self.savepoints.clear();
+        cx.after_error = false;
         let tables = tables_of(&statements);
         let n = statements.len() as u64;
         let txn = MirrorTxn {
             committed_at_us: now_us(),
-            conn_id: self.id,
+            conn_id: cx.id,
             statements,
         };
         if early.is_none() {
             let marker = query_packet(m.marker_insert(token).as_bytes());
-            if let Err(e) = self.send_backend(&[&marker]).await {
+            if let Err(e) = cx.send_backend(&[&marker]).await {
                 m.abandon(token);
                 return Err(e);
             }
@@ -617,12 +554,12 @@ impl Session<'_> {
         let lsn = match m.intent(token, txn).await {
             Ok(lsn) => Some(lsn),
             Err(e) => {
-                self.journal_failed(m, &tables, &e.to_string());
+                self.journal_failed(cx, m, &tables, &e.to_string());
                 None
             }
         };
         if early.is_none() {
-            let marker_reply = match self.read_reply(Expect::ResultSet).await {
+            let marker_reply = match cx.read_reply(Expect::ResultSet).await {
                 Ok(r) => r,
                 Err(e) => {
                     // Connection gone before COMMIT: the server rolled back.
@@ -632,16 +569,16 @@ impl Session<'_> {
             };
             if marker_reply.err.is_some() {
                 // Without its marker the transaction must not commit.
-                let _ = self.run_aux(&[b"ROLLBACK"]).await;
+                let _ = cx.run_aux(&[b"ROLLBACK"]).await;
                 self.settle(m, lsn, token, false);
                 return Ok(marker_reply);
             }
         }
-        if let Err(e) = self.send_backend(&[commit]).await {
+        if let Err(e) = cx.send_backend(&[commit]).await {
             self.settle(m, lsn, token, false);
             return Err(e);
         }
-        match self.read_reply(Expect::ResultSet).await {
+        match cx.read_reply(Expect::ResultSet).await {
             Ok(reply) => {
                 let committed = reply.err.is_none();
                 if committed {
@@ -649,13 +586,13 @@ impl Session<'_> {
                 }
                 self.settle(m, lsn, token, committed);
                 if let Some(ok) = reply.ok {
-                    self.status = ok.status_flags();
+                    cx.status = ok.status_flags();
                 }
                 Ok(reply)
             }
             Err(e) => {
                 match lsn {
-                    Some(lsn) => m.in_doubt(lsn, token, Some(self.backend_thread())),
+                    Some(lsn) => m.in_doubt(lsn, token, Some(cx.backend_thread())),
                     None => m.abandon(token),
                 }
                 Err(e)
@@ -669,21 +606,21 @@ impl Session<'_> {
     /// statement ran unmirrored), `None` to journal it as usual.
     async fn journal_room(
         &mut self,
+        cx: &mut Link<'_>,
         m: &Arc<Mirror>,
         tables: &[String],
         packet: &[u8],
         seq: u8,
     ) -> Result<Option<()>, SessionError> {
-        let limit = self.shared.config.load().journal_limit;
+        let limit = cx.shared.config.load().journal_limit;
         match m.admit(&limit, tables).await {
             Admit::Journal => Ok(None),
             Admit::Degraded => {
-                self.forward(packet, seq, Expect::ResultSet).await?;
+                cx.forward(packet, seq, Expect::ResultSet).await?;
                 Ok(Some(()))
             }
             Admit::Refused(msg) => {
-                self.reply_err(seq, &ErrSpec::new(1105, "HY000", msg))
-                    .await?;
+                cx.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await?;
                 Ok(Some(()))
             }
         }
@@ -696,19 +633,18 @@ impl Session<'_> {
         }
     }
 
-    fn journal_failed(&self, m: &Mirror, tables: &[String], e: &str) {
+    fn journal_failed(&self, cx: &Link<'_>, m: &Mirror, tables: &[String], e: &str) {
         m.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
-        error!(conn = self.id, error = %e, "journal write failed; the write is not mirrored");
+        error!(conn = cx.id, error = %e, "journal write failed; the write is not mirrored");
         m.mark_divergent(tables, "the mirror journal could not be written");
     }
 
-    fn backend_thread(&mut self) -> u32 {
-        self.lease.conn().thread_id
-    }
-
     /// Reads the carried session variables if they are not known.
-    async fn ensure_vars(&mut self) -> Result<Arc<Vec<(String, String)>>, SessionError> {
-        if let Some(v) = &self.capture.vars {
+    async fn ensure_vars(
+        &mut self,
+        cx: &mut Link<'_>,
+    ) -> Result<Arc<Vec<(String, String)>>, SessionError> {
+        if let Some(v) = &self.vars {
             return Ok(v.clone());
         }
         let sql = format!(
@@ -719,9 +655,9 @@ impl Session<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        self.send_backend(&[&query_packet(sql.as_bytes())]).await?;
-        let reply = self.read_reply(Expect::ResultSet).await?;
-        let row = first_row(&reply, self.deprecate_eof()).unwrap_or_default();
+        cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
+        let reply = cx.read_reply(Expect::ResultSet).await?;
+        let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
         let mut vars = Vec::with_capacity(CARRIED_VARS.len());
         for (name, value) in CARRIED_VARS.iter().zip(row) {
             let Some(value) = value else { continue };
@@ -731,22 +667,22 @@ impl Session<'_> {
                 sql_literal(&value)
             };
             if *name == "sql_mode" {
-                self.capture.no_backslash_escapes = String::from_utf8_lossy(&value)
+                self.no_backslash_escapes = String::from_utf8_lossy(&value)
                     .to_ascii_uppercase()
                     .contains("NO_BACKSLASH_ESCAPES");
             }
             vars.push((name.to_string(), lit));
         }
         let vars = Arc::new(vars);
-        self.capture.vars = Some(vars.clone());
+        self.vars = Some(vars.clone());
         Ok(vars)
     }
 
     /// Database the secondary should run a statement in: None means the
     /// secondary URL's own database (the primary URL's maps to it).
-    fn mirror_db(&mut self) -> Option<String> {
-        let primary_db = self.shared.config.load().primary_backend().database.clone();
-        let current = self.lease.conn().current_db.clone();
+    fn mirror_db(&mut self, cx: &mut Link<'_>) -> Option<String> {
+        let primary_db = cx.shared.config.load().primary_backend().database.clone();
+        let current = cx.binding.conn().current_db.clone();
         if current == primary_db {
             None
         } else {
@@ -755,28 +691,29 @@ impl Session<'_> {
     }
 
     /// `sql` as the secondary should run it (see `rename::secondary_text`).
-    fn for_secondary(&self, sql: Vec<u8>) -> Result<Vec<u8>, String> {
+    fn for_secondary(&self, cx: &Link<'_>, sql: Vec<u8>) -> Result<Vec<u8>, String> {
         use crate::router::rename;
         if !rename::may_qualify(&sql) {
             return Ok(sql);
         }
-        Ok(rename::secondary_text(&self.shared.config.load(), &sql)?.unwrap_or(sql))
+        Ok(rename::secondary_text(&cx.shared.config.load(), &sql)?.unwrap_or(sql))
     }
 
     /// A write that can be mirrored: pins, runs, buffers or commits.
     pub(super) async fn mirrored_write(
         &mut self,
+        cx: &mut Link<'_>,
         m: &Arc<Mirror>,
         route: &Route,
         src: WriteSrc<'_>,
         seq: u8,
     ) -> Result<(), SessionError> {
-        let vars = self.ensure_vars().await?;
+        let vars = self.ensure_vars(cx).await?;
         let uses = route.determinism.uses;
         let (packet, record_sql) = match src {
             WriteSrc::Query(sql) => {
                 let rewritten = if uses.needs_rewrite() {
-                    lexer::pin_rewrite(sql, &self.scratch.tokens, new_uuid)
+                    lexer::pin_rewrite(sql, &cx.scratch.tokens, new_uuid)
                 } else {
                     None
                 };
@@ -797,18 +734,18 @@ impl Session<'_> {
                 }
             }
         };
-        let record_sql = match self.for_secondary(record_sql) {
+        let record_sql = match self.for_secondary(cx, record_sql) {
             Ok(sql) => sql,
             Err(reason) => {
                 return self
-                    .unsafe_write(m, &route.tables, &reason, &packet, seq)
+                    .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
                     .await
             }
         };
         // Pin the statement time only where something reads it: a time
         // function in the statement or a timestamp default / trigger on
         // the table. Unpinned writes cost no extra statements.
-        let pin = uses.time || uses.rand || self.table_reads_time(m, route).await?;
+        let pin = uses.time || uses.rand || self.table_reads_time(cx, m, route).await?;
         let ts = pin.then(now_us);
         let seeds = uses.rand.then(|| {
             (
@@ -816,10 +753,13 @@ impl Session<'_> {
                 rand::random::<u32>() % 0x3FFF_FFFF,
             )
         });
-        let autocommit = self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
-            && !self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
+        let autocommit = cx.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+            && !cx.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
         if autocommit {
-            if let Some(done) = self.journal_room(m, &route.tables, &packet, seq).await? {
+            if let Some(done) = self
+                .journal_room(cx, m, &route.tables, &packet, seq)
+                .await?
+            {
                 return Ok(done);
             }
         }
@@ -849,16 +789,16 @@ impl Session<'_> {
         // The first mirrored write of a transaction takes the marker row
         // along (pipelined before it), so COMMIT needs no round trip of its
         // own for it.
-        let early = (!autocommit && self.capture.marker.is_none()).then(|| m.token());
+        let early = (!autocommit && self.marker.is_none()).then(|| m.token());
         if !autocommit && !pin && !uses.last_insert_id && early.is_none() {
             // Inside a transaction with nothing to pin: relayed as it
             // streams, like any statement; buffered for the commit if it
             // succeeded.
-            let summary = self.forward(&packet, seq, Expect::ResultSet).await?;
+            let summary = cx.forward(&packet, seq, Expect::ResultSet).await?;
             if summary.error.is_none() {
-                let db = self.mirror_db();
+                let db = self.mirror_db(cx);
                 let st = statement(db, insert_id_of(summary.last_ok), None);
-                self.capture.txn.push(st);
+                self.txn.push(st);
             }
             return Ok(());
         }
@@ -900,28 +840,28 @@ impl Session<'_> {
         }
         let has_tail = marker_p.is_some() || pin;
         let phase1 = async {
-            self.send_backend(&batch).await?;
+            cx.send_backend(&batch).await?;
             let early_r = match early_p {
-                Some(_) => Some(self.read_reply(Expect::ResultSet).await?),
+                Some(_) => Some(cx.read_reply(Expect::ResultSet).await?),
                 None => None,
             };
             let set_r = match set_p {
-                Some(_) => Some(self.read_reply(Expect::ResultSet).await?),
+                Some(_) => Some(cx.read_reply(Expect::ResultSet).await?),
                 None => None,
             };
             let lid_r = if uses.last_insert_id {
-                Some(self.read_reply(Expect::ResultSet).await?)
+                Some(cx.read_reply(Expect::ResultSet).await?)
             } else {
                 None
             };
             let begin_r = if autocommit {
-                Some(self.read_reply(Expect::ResultSet).await?)
+                Some(cx.read_reply(Expect::ResultSet).await?)
             } else {
                 None
             };
-            let stmt_r = self.read_reply(Expect::ResultSet).await?;
+            let stmt_r = cx.read_reply(Expect::ResultSet).await?;
             let tail_r = if has_tail {
-                Some(self.read_reply(Expect::ResultSet).await?)
+                Some(cx.read_reply(Expect::ResultSet).await?)
             } else {
                 None
             };
@@ -938,7 +878,7 @@ impl Session<'_> {
         };
         if let Some(t) = early {
             if early_r.is_some_and(|r| r.err.is_none()) {
-                self.capture.marker = Some(Marker {
+                self.marker = Some(Marker {
                     token: t,
                     mirror: Some(m.clone()),
                 });
@@ -948,7 +888,7 @@ impl Session<'_> {
             }
         }
         let lid = lid_r.as_ref().and_then(|r| {
-            first_row(r, self.deprecate_eof())
+            first_row(r, cx.deprecate_eof())
                 .and_then(|row| row.into_iter().next().flatten())
                 .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
         });
@@ -957,16 +897,16 @@ impl Session<'_> {
         // time, seeds or LAST_INSERT_ID(), which the record does not hold.
         let unpinned = failed(&set_r) || (uses.last_insert_id && lid.is_none());
         let aux_failed = unpinned || failed(&begin_r) || (autocommit && failed(&tail_r));
-        let db = self.mirror_db();
+        let db = self.mirror_db(cx);
         let st = statement(db, insert_id_of(stmt_r.ok), lid);
         const UNPINNED: &str = "a write ran without the values Tandem pins (its SET TIMESTAMP or SELECT LAST_INSERT_ID() failed)";
         if !autocommit {
             if let Some(ok) = tail_r.as_ref().and_then(|r| r.ok).or(stmt_r.ok) {
-                self.status = ok.status_flags();
+                cx.status = ok.status_flags();
             }
             // (A failed statement sets it in `relay`.)
             if aux_failed {
-                self.capture.after_error = true;
+                cx.after_error = true;
             }
             if stmt_r.err.is_none() {
                 // The write stands in the transaction whatever failed
@@ -974,9 +914,9 @@ impl Session<'_> {
                 if unpinned {
                     m.mark_divergent(&tables_of(std::slice::from_ref(&st)), UNPINNED);
                 }
-                self.capture.txn.push(st);
+                self.txn.push(st);
             }
-            return self.relay(seq, stmt_r, false).await;
+            return cx.relay(seq, stmt_r, false).await;
         }
         let token = token.unwrap_or_default();
         if failed(&begin_r) && stmt_r.err.is_none() {
@@ -985,16 +925,16 @@ impl Session<'_> {
             // tables are marked.
             m.abandon(token);
             if let Some(ok) = tail_r.as_ref().and_then(|r| r.ok).or(stmt_r.ok) {
-                self.status = ok.status_flags();
+                cx.status = ok.status_flags();
             }
             if pin {
-                self.run_aux(&[b"SET TIMESTAMP = DEFAULT"]).await?;
+                cx.run_aux(&[b"SET TIMESTAMP = DEFAULT"]).await?;
             }
             m.mark_divergent(
                 &tables_of(std::slice::from_ref(&st)),
                 "a write committed on the primary without the BEGIN Tandem wraps it in",
             );
-            return self.relay(seq, stmt_r, false).await;
+            return cx.relay(seq, stmt_r, false).await;
         }
         if stmt_r.err.is_some() || aux_failed {
             m.abandon(token);
@@ -1003,8 +943,8 @@ impl Session<'_> {
             } else {
                 &[b"ROLLBACK"]
             };
-            if let Some(ok) = self.run_aux(undo).await? {
-                self.status = ok.status_flags();
+            if let Some(ok) = cx.run_aux(undo).await? {
+                cx.status = ok.status_flags();
             }
             let reply = if stmt_r.err.is_some() {
                 Some(stmt_r)
@@ -1015,24 +955,24 @@ impl Session<'_> {
                     .find(|r| r.err.is_some())
             };
             return match reply {
-                Some(r) => self.relay(seq, r, false).await,
+                Some(r) => cx.relay(seq, r, false).await,
                 // LAST_INSERT_ID() answered something unreadable: the
                 // statement was rolled back, which the client must hear.
                 None => {
                     let msg = "Tandem: statement rolled back: its LAST_INSERT_ID() could not be read to mirror it";
-                    self.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await
+                    cx.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await
                 }
             };
         }
         let txn = MirrorTxn {
             committed_at_us: now_us(),
-            conn_id: self.id,
+            conn_id: cx.id,
             statements: vec![st],
         };
         let lsn = match m.intent(token, txn).await {
             Ok(lsn) => Some(lsn),
             Err(e) => {
-                self.journal_failed(m, &route.tables, &e.to_string());
+                self.journal_failed(cx, m, &route.tables, &e.to_string());
                 None
             }
         };
@@ -1043,10 +983,10 @@ impl Session<'_> {
             vec![&commit_p]
         };
         let replies = async {
-            self.send_backend(&commit_batch).await?;
-            let c = self.read_reply(Expect::ResultSet).await?;
+            cx.send_backend(&commit_batch).await?;
+            let c = cx.read_reply(Expect::ResultSet).await?;
             let r = if pin {
-                Some(self.read_reply(Expect::ResultSet).await?)
+                Some(cx.read_reply(Expect::ResultSet).await?)
             } else {
                 None
             };
@@ -1056,29 +996,34 @@ impl Session<'_> {
             Ok(x) => x,
             Err(e) => {
                 match lsn {
-                    Some(lsn) => m.in_doubt(lsn, token, Some(self.backend_thread())),
+                    Some(lsn) => m.in_doubt(lsn, token, Some(cx.backend_thread())),
                     None => m.abandon(token),
                 }
                 return Err(e);
             }
         };
         if let Some(ok) = reset_r.and_then(|r| r.ok).or(commit_r.ok) {
-            self.status = ok.status_flags();
+            cx.status = ok.status_flags();
         }
         if commit_r.err.is_some() {
             self.settle(m, lsn, token, false);
-            return self.relay(seq, commit_r, false).await;
+            return cx.relay(seq, commit_r, false).await;
         }
         m.stats.statements.fetch_add(1, Ordering::Relaxed);
         self.settle(m, lsn, token, true);
-        self.relay(seq, stmt_r, true).await
+        cx.relay(seq, stmt_r, true).await
     }
 
     /// Whether writing to the route's tables reads the statement time (a
     /// timestamp default or ON UPDATE column, or a trigger), from the
     /// primary's information_schema, cached per table until DDL passes.
-    async fn table_reads_time(&mut self, m: &Mirror, route: &Route) -> Result<bool, SessionError> {
-        let current = self.lease.conn().current_db.clone();
+    async fn table_reads_time(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Mirror,
+        route: &Route,
+    ) -> Result<bool, SessionError> {
+        let current = cx.binding.conn().current_db.clone();
         let mut unknown = Vec::new();
         for t in &route.tables {
             let (db, table) = match t.split_once('.') {
@@ -1102,10 +1047,10 @@ impl Session<'_> {
                 d = lit(&db),
                 t = lit(&table)
             );
-            self.send_backend(&[&query_packet(sql.as_bytes())]).await?;
-            let reply = self.read_reply(Expect::ResultSet).await?;
+            cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
+            let reply = cx.read_reply(Expect::ResultSet).await?;
             // When in doubt, pin.
-            let reads = first_row(&reply, self.deprecate_eof())
+            let reads = first_row(&reply, cx.deprecate_eof())
                 .and_then(|row| row.into_iter().next().flatten())
                 .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
                 .is_none_or(|n| n > 0);
@@ -1121,26 +1066,30 @@ impl Session<'_> {
     /// around it), then the DDL, then the outcome.
     async fn mirrored_ddl(
         &mut self,
+        cx: &mut Link<'_>,
         m: &Arc<Mirror>,
         route: &Route,
         payload: &[u8],
         sql: &[u8],
         seq: u8,
     ) -> Result<(), SessionError> {
-        let sql = match self.for_secondary(sql.to_vec()) {
+        let sql = match self.for_secondary(cx, sql.to_vec()) {
             Ok(sql) => sql,
             Err(reason) => {
                 return self
-                    .unsafe_write(m, &route.tables, &reason, payload, seq)
+                    .unsafe_write(cx, m, &route.tables, &reason, payload, seq)
                     .await
             }
         };
-        if let Some(done) = self.journal_room(m, &route.tables, payload, seq).await? {
+        if let Some(done) = self
+            .journal_room(cx, m, &route.tables, payload, seq)
+            .await?
+        {
             return Ok(done);
         }
-        let vars = self.ensure_vars().await?;
+        let vars = self.ensure_vars(cx).await?;
         let statement = MirrorStatement {
-            db: self.mirror_db(),
+            db: self.mirror_db(cx),
             sql,
             tables: route.tables.clone(),
             ddl: true,
@@ -1149,18 +1098,18 @@ impl Session<'_> {
         };
         let txn = MirrorTxn {
             committed_at_us: now_us(),
-            conn_id: self.id,
+            conn_id: cx.id,
             statements: vec![statement],
         };
         let lsn = match m.intent(DDL_TOKEN, txn).await {
             Ok(lsn) => Some(lsn),
             Err(e) => {
-                self.journal_failed(m, &route.tables, &e.to_string());
+                self.journal_failed(cx, m, &route.tables, &e.to_string());
                 None
             }
         };
-        let reply = match self.send_backend(&[payload]).await {
-            Ok(()) => self.read_reply(Expect::ResultSet).await,
+        let reply = match cx.send_backend(&[payload]).await {
+            Ok(()) => cx.read_reply(Expect::ResultSet).await,
             Err(e) => Err(e),
         };
         let reply = match reply {
@@ -1173,37 +1122,38 @@ impl Session<'_> {
             }
         };
         if let Some(ok) = reply.ok {
-            self.status = ok.status_flags();
+            cx.status = ok.status_flags();
         }
         if reply.err.is_none() {
             m.stats.statements.fetch_add(1, Ordering::Relaxed);
             m.schema_changed();
         }
         self.settle(m, lsn, DDL_TOKEN, reply.err.is_none());
-        self.relay(seq, reply, false).await
+        cx.relay(seq, reply, false).await
     }
 
     /// A write that cannot be mirrored deterministically.
     pub(super) async fn unsafe_write(
         &mut self,
+        cx: &mut Link<'_>,
         m: &Arc<Mirror>,
         tables: &[String],
         reason: &str,
         payload: &[u8],
         seq: u8,
     ) -> Result<(), SessionError> {
-        let policy = self.shared.config.load().unsafe_writes;
+        let policy = cx.shared.config.load().unsafe_writes;
         match policy {
             UnsafeWrites::Reject => {
                 m.stats.unsafe_rejected.fetch_add(1, Ordering::Relaxed);
-                warn!(conn = self.id, reason, "unsafe write rejected");
+                warn!(conn = cx.id, reason, "unsafe write rejected");
                 let msg = format!(
                     "Tandem: statement not executed: it cannot be mirrored deterministically ({reason}); migration.unsafe_writes is reject"
                 );
-                self.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await
+                cx.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await
             }
             UnsafeWrites::PrimaryOnly => {
-                let summary = self.forward(payload, seq, Expect::ResultSet).await?;
+                let summary = cx.forward(payload, seq, Expect::ResultSet).await?;
                 if summary.error.is_none() {
                     m.stats.unsafe_primary_only.fetch_add(1, Ordering::Relaxed);
                     let tables = if tables.is_empty() {
@@ -1220,78 +1170,6 @@ impl Session<'_> {
             }
         }
     }
-
-    /// Runs Tandem's own statements (pipelined), discarding their answers;
-    /// returns the last OK.
-    async fn run_aux(&mut self, sqls: &[&[u8]]) -> Result<Option<OkInfo>, SessionError> {
-        let packets: Vec<Vec<u8>> = sqls.iter().map(|s| query_packet(s)).collect();
-        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
-        self.send_backend(&refs).await?;
-        let mut last = None;
-        for _ in sqls {
-            let r = self.read_reply(Expect::ResultSet).await?;
-            last = r.ok.or(last);
-        }
-        Ok(last)
-    }
-
-    /// Sends commands back to back (each a fresh sequence), one flush.
-    async fn send_backend(&mut self, packets: &[&[u8]]) -> Result<(), SessionError> {
-        self.lease.reusable = false;
-        let wire = &mut self.lease.conn().wire;
-        for p in packets {
-            let mut s = 0u8;
-            wire.queue_packet(&mut s, p);
-        }
-        wire.flush()
-            .await
-            .map_err(|e| SessionError::Backend(e.into()))
-    }
-
-    /// Reads one whole reply into memory.
-    async fn read_reply(&mut self, expect: Expect) -> Result<Reply, SessionError> {
-        let deprecate_eof = self.deprecate_eof();
-        let mut buffer = Buffer::new(MAX_REPLY);
-        let wire = &mut self.lease.conn().wire;
-        let summary = drive(wire, expect, deprecate_eof, 1, &mut buffer)
-            .await?
-            .summary;
-        Ok(Reply {
-            packets: buffer.packets,
-            ok: summary.last_ok,
-            err: summary.error,
-        })
-    }
-
-    /// Sends a buffered reply to the client, optionally clearing the
-    /// in-transaction bit Tandem's own BEGIN put into it.
-    async fn relay(
-        &mut self,
-        seq: u8,
-        mut reply: Reply,
-        clear_trans: bool,
-    ) -> Result<(), SessionError> {
-        if reply.err.is_some() {
-            self.capture.after_error = true;
-        }
-        let deprecate_eof = self.deprecate_eof();
-        if clear_trans {
-            if let Some(last) = reply.packets.last_mut() {
-                clear_in_trans(last, deprecate_eof);
-            }
-        }
-        let mut s = seq;
-        for p in &reply.packets {
-            write_frames(&mut self.client.wbuf, &mut s, p);
-        }
-        self.client.flush().await?;
-        self.lease.reusable = true;
-        Ok(())
-    }
-
-    fn deprecate_eof(&self) -> bool {
-        self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
-    }
 }
 
 /// Bound values of a COM_STMT_EXECUTE as SQL literals: stmt id (4), flags
@@ -1300,7 +1178,7 @@ impl Session<'_> {
 /// Bound values of an execute as SQL literals. The parameter types are
 /// `p.types`, which `carry_param_types` (session.rs) recorded from this
 /// execute or an earlier one.
-fn decode_params(payload: &[u8], p: &super::Prepared, nbe: bool) -> Option<Vec<String>> {
+fn decode_params(payload: &[u8], p: &Prepared, nbe: bool) -> Option<Vec<String>> {
     use mysql_common::constants::{ColumnFlags, ColumnType};
     use mysql_common::io::ParseBuf;
     use mysql_common::value::{BinValue, Value, ValueDeserializer};
@@ -1370,27 +1248,6 @@ fn new_uuid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn in_trans_bit_is_cleared_in_ok_and_eof() {
-        let st =
-            (StatusFlags::SERVER_STATUS_IN_TRANS | StatusFlags::SERVER_STATUS_AUTOCOMMIT).bits();
-        let mut ok = vec![0x00, 0x01, 0xFC, 0x10, 0x27];
-        ok.extend_from_slice(&st.to_le_bytes());
-        ok.extend_from_slice(&[0, 0]);
-        clear_in_trans(&mut ok, false);
-        assert_eq!(
-            u16::from_le_bytes([ok[5], ok[6]]),
-            StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits()
-        );
-        let mut eof = vec![0xFE, 0, 0];
-        eof.extend_from_slice(&st.to_le_bytes());
-        clear_in_trans(&mut eof, false);
-        assert_eq!(
-            u16::from_le_bytes([eof[3], eof[4]]),
-            StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits()
-        );
-    }
 
     #[test]
     fn uuids_have_the_server_shape() {

@@ -1,0 +1,164 @@
+//! The cutover boundary: before a command, a statement that may open a
+//! transaction or write passes the fence; outside a transaction, a session
+//! still on a former primary moves to the current one, carrying its state.
+
+use super::query::backend_sql;
+use super::{Session, SessionError};
+use crate::backend::BackendError;
+use crate::protocol::command::COM_SET_OPTION;
+use crate::protocol::response::Expect;
+use crate::protocol::ProtocolError;
+use crate::router::{lexer, rename, Class, SessionOp};
+use mysql_common::constants::StatusFlags;
+use tracing::{debug, warn};
+
+impl Session<'_> {
+    /// In a transaction (or holding table locks): the session stays on its
+    /// backend and keeps its fence ticket.
+    pub(super) fn in_txn(&self) -> bool {
+        self.link
+            .status
+            .contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+            || self.capture.has_writes()
+            || self.replay.locked_tables
+            || self.replay.named_locks > 0
+    }
+
+    /// Before a command: a statement that may start a transaction or write
+    /// passes the cutover fence (waiting while it is closed); outside a
+    /// transaction, a session still on a former primary moves to the
+    /// current one first.
+    pub(super) async fn boundary(&mut self, needs_ticket: bool) -> Result<(), SessionError> {
+        let shared = self.link.shared;
+        if needs_ticket && self.ticket.is_none() {
+            let (ticket, waited) = shared.cutover.fence.enter().await;
+            if let Some(d) = waited {
+                shared.metrics.fence_wait.observe(d.as_secs_f64());
+            }
+            self.ticket = Some(ticket);
+        }
+        if !self.in_txn() {
+            let cfg = shared.config.load();
+            if cfg.primary != self.link.binding.backend() {
+                let to = cfg.primary.clone();
+                drop(cfg);
+                self.move_to(&to).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a statement of `class` may open a transaction or write.
+    pub(super) fn needs_ticket(&self, class: &Class) -> bool {
+        if !self
+            .link
+            .status
+            .contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+        {
+            // With autocommit off, anything but a session statement opens
+            // a transaction.
+            return !matches!(class, Class::Session(op) if *op != SessionOp::LockTables);
+        }
+        !matches!(class, Class::Read { .. } | Class::Session(_))
+            || *class == Class::Session(SessionOp::LockTables)
+    }
+
+    /// Moves the session to backend `to` (the new primary after a
+    /// cutover), carrying its state: current database (mapped to `to`'s),
+    /// the multi-statement option, the session SETs it ran, and its
+    /// prepared statements (re-prepared; client ids stay valid).
+    async fn move_to(&mut self, to: &str) -> Result<(), SessionError> {
+        let Some(pool) = self.link.shared.pools.load().get(to).cloned() else {
+            return Err(BackendError::Protocol(ProtocolError::Malformed(
+                "the new primary has no connection pool",
+            ))
+            .into());
+        };
+        let mut lease = pool.acquire(self.link.caps, self.link.collation).await?;
+        lease.reusable = false;
+        let conn = lease.conn();
+        let db = self
+            .link
+            .binding
+            .conn()
+            .current_db
+            .clone()
+            .map(|d| rename::map_db(&self.link.shared.config.load(), &d, to));
+        if let Some(db) = &db {
+            if conn.current_db.as_deref() != Some(db.as_str()) {
+                if let Err(e) = conn.init_db(db).await {
+                    warn!(conn = self.link.id, %db, error = %e, "moving session: cannot select its database");
+                }
+            }
+        }
+        let multi = self.link.binding.conn().multi_statements;
+        if conn.multi_statements != multi {
+            let option: u16 = if multi { 0 } else { 1 };
+            let mut p = vec![COM_SET_OPTION];
+            p.extend_from_slice(&option.to_le_bytes());
+            conn.run(&p, Expect::Single).await?;
+            conn.multi_statements = multi;
+        }
+        for set in &self.replay.sets {
+            match conn.run(set, Expect::ResultSet).await {
+                Ok(_) => {}
+                Err(BackendError::Server { code, message }) => warn!(
+                    conn = self.link.id,
+                    code,
+                    %message,
+                    sql = %String::from_utf8_lossy(&set[1..]),
+                    "moving session: a SET it ran fails on the new primary"
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut lost = 0;
+        for p in self.stmts.values_mut() {
+            let mut toks = Vec::new();
+            lexer::tokenize(&p.client_sql, &mut toks);
+            let calls_id = p.route.calls_connection_id;
+            match backend_sql(
+                self.link.shared,
+                self.link.id,
+                to,
+                &p.client_sql,
+                &toks,
+                calls_id,
+            ) {
+                Ok(t) => p.sql = t.unwrap_or_else(|| p.client_sql.clone()),
+                Err(reason) => {
+                    lost += 1;
+                    warn!(conn = self.link.id, %reason, "moving session: a prepared statement cannot be renamed for the new primary");
+                    p.backend_id = u32::MAX;
+                    p.types_on_backend = false;
+                    continue;
+                }
+            }
+            p.param_spans = lexer::param_spans(&p.sql);
+            match conn.prepare(&p.sql).await {
+                Ok(id) => p.backend_id = id,
+                Err(BackendError::Server { code, message }) => {
+                    lost += 1;
+                    warn!(conn = self.link.id, code, %message, "moving session: a prepared statement does not prepare on the new primary");
+                    p.backend_id = u32::MAX;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            p.types_on_backend = false;
+        }
+        lease.reusable = true;
+        // The old connection goes back to its pool (reset there).
+        let from = self.link.binding.rebind(lease, to);
+        self.capture.forget_vars();
+        debug!(
+            conn = self.link.id,
+            %from,
+            %to,
+            statements = self.stmts.len(),
+            lost,
+            sets = self.replay.sets.len(),
+            "session moved to the new primary"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! COM_QUERY: plan, pass the cutover boundary, map `USE` of the other
+//! role's database, answer KILL, rewrite the text for the backend, hand
+//! mirrored statements to capture, shadow sampled reads, relay the answer,
+//! and track session state.
+
+use super::link::query_packet;
+use super::{Session, SessionError};
+use crate::protocol::response::Expect;
+use crate::protocol::ErrSpec;
+use crate::router::plan::Target;
+use crate::router::{lexer, rename, Class, SessionOp};
+use crate::shadow::Collector;
+use crate::state::Shared;
+use std::sync::atomic::Ordering;
+
+impl Session<'_> {
+    pub(super) async fn query(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
+        let sql = &payload[1..];
+        let plan = self.link.shared.router.plan(sql, &mut self.link.scratch);
+        let classified = &plan.classified;
+        debug_assert_eq!(plan.target, Target::Primary);
+        for r in &classified.statements {
+            self.link.shared.metrics.count_route(&r.class);
+        }
+        self.last_class = classified
+            .statements
+            .first()
+            .map_or(5, |r| crate::metrics::class_index(&r.class));
+        // Named locks belong to a server connection: a session taking one
+        // holds a fence ticket and stays on its backend until it releases
+        // them (another server's lock of the same name excludes nobody).
+        let lock_calls = classified.named_locks;
+        let needs_ticket = lock_calls.is_some()
+            || classified
+                .statements
+                .iter()
+                .any(|r| self.needs_ticket(&r.class));
+        self.boundary(needs_ticket).await?;
+        // `USE <the other role's database>` selects the current primary's.
+        let use_mapped = match classified.statements.as_slice() {
+            [r] => match &r.class {
+                Class::Session(SessionOp::Use(db)) => Some(rename::map_db(
+                    &self.link.shared.config.load(),
+                    db,
+                    self.link.binding.backend(),
+                ))
+                .filter(|m| m != db),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(db) = use_mapped {
+            let p = query_packet(format!("USE {}", crate::sql::quote(&db)).as_bytes());
+            let summary = self.link.forward(&p, seq, Expect::ResultSet).await?;
+            if summary.error.is_none() {
+                self.link.binding.conn().current_db = Some(db);
+            }
+            return Ok(());
+        }
+        if let Some(kill) = plan.kill {
+            return self.kill(kill, seq).await;
+        }
+        let sent = match self.sql_for_backend(sql, classified.calls_connection_id, "run") {
+            Ok(t) => t.map(|t| query_packet(&t)),
+            Err(err) => return self.link.reply_err(seq, &err).await,
+        };
+        let to_send = sent.as_deref().unwrap_or(&payload);
+        if sent.is_some() {
+            lexer::tokenize(&to_send[1..], &mut self.link.scratch.tokens);
+        }
+        if let Some(m) = self.link.capturing() {
+            if self
+                .capture
+                .query(&mut self.link, &m, classified, to_send, seq)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        let shadow = self.shadow_plan(classified, to_send);
+        let mut collected = shadow.as_ref().map(|_| Collector::default());
+        let summary = self
+            .link
+            .forward_with(to_send, seq, Expect::ResultSet, collected.as_mut(), None)
+            .await?;
+        if let Some(l) = lock_calls {
+            // Counted whether or not GET_LOCK got the lock (conservative:
+            // the session moves after its next RELEASE_LOCK or reset).
+            if l.release_all {
+                self.replay.named_locks = 0;
+            }
+            self.replay.named_locks = self.replay.named_locks.saturating_sub(l.release) + l.get;
+        }
+        if let (Some((tables, mirror)), Some(c)) = (shadow, collected) {
+            if summary.error.is_none() && c.saw_rows {
+                self.shadow_send(to_send, tables, mirror, c.digest);
+            }
+        }
+        if summary.error.is_none() {
+            self.replay
+                .track(classified, to_send, &self.link.scratch.tokens);
+            // Track the current database for pooling and cutover.
+            if let Some(db) = classified
+                .statements
+                .iter()
+                .rev()
+                .find_map(|r| match &r.class {
+                    Class::Session(SessionOp::Use(db)) => Some(db.clone()),
+                    _ => None,
+                })
+            {
+                self.link.binding.conn().current_db = Some(db);
+            }
+        }
+        Ok(())
+    }
+
+    /// `sql` (whose tokens are in `scratch`) as this session's backend
+    /// should get it (`backend_sql`). Err: the client's error when the
+    /// rename cannot be done with certainty, saying that nothing was
+    /// `not_done` ("run", "prepared").
+    pub(super) fn sql_for_backend(
+        &self,
+        sql: &[u8],
+        calls_connection_id: bool,
+        not_done: &str,
+    ) -> Result<Option<Vec<u8>>, ErrSpec> {
+        backend_sql(
+            self.link.shared,
+            self.link.id,
+            self.link.binding.backend(),
+            sql,
+            &self.link.scratch.tokens,
+            calls_connection_id,
+        )
+        .map_err(|reason| {
+            ErrSpec::new(
+                1105,
+                "HY000",
+                format!("Tandem: {reason}; nothing was {not_done}"),
+            )
+        })
+    }
+
+    /// KILL [QUERY] <tandem id>: the id clients see is Tandem's; the backend
+    /// thread it maps to is killed through this session's own backend
+    /// connection, so the server checks privileges as it would directly.
+    pub(super) async fn kill(&mut self, kill: lexer::Kill, seq: u8) -> Result<(), SessionError> {
+        let Some(target) = self.link.shared.registry.get(kill.id) else {
+            return self
+                .link
+                .reply_err(seq, &ErrSpec::no_such_thread(kill.id))
+                .await;
+        };
+        let thread = target.backend_thread.load(Ordering::Relaxed);
+        if thread == 0 {
+            // Still logging in: nothing runs yet; closing it is the whole effect.
+            if !kill.query_only {
+                target.cancel.cancel();
+            }
+            return self.link.reply_ok(seq).await;
+        }
+        let what = if kill.query_only {
+            "QUERY"
+        } else {
+            "CONNECTION"
+        };
+        let p = query_packet(format!("KILL {what} {thread}").as_bytes());
+        let summary = self.link.forward(&p, seq, Expect::ResultSet).await?;
+        if summary.error.is_none() && !kill.query_only {
+            target.cancel.cancel();
+        }
+        Ok(())
+    }
+}
+
+/// `sql` as backend `on` should get it: `CONNECTION_ID()` answered with
+/// the session's Tandem id (when `calls_connection_id`; `tokens` are
+/// `sql`'s), then names qualified with the other migration database
+/// renamed to `on`'s (`rename::backend_text`). Ok(None): `sql` as it is.
+/// Err: why the rename cannot be done with certainty.
+pub(super) fn backend_sql(
+    shared: &Shared,
+    id: u32,
+    on: &str,
+    sql: &[u8],
+    tokens: &[lexer::Token],
+    calls_connection_id: bool,
+) -> Result<Option<Vec<u8>>, String> {
+    let rewritten = if calls_connection_id {
+        lexer::rewrite_connection_id(sql, tokens, id)
+    } else {
+        None
+    };
+    let text = rewritten.as_deref().unwrap_or(sql);
+    if !rename::may_qualify(text) {
+        return Ok(rewritten);
+    }
+    Ok(rename::backend_text(&shared.config.load(), on, text)?.or(rewritten))
+}
