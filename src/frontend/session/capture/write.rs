@@ -1,0 +1,606 @@
+//! Capture of writes that commit by themselves or join a transaction:
+//! pinning (time, seeds, LAST_INSERT_ID, UUID), the autocommit wrap with
+//! its marker row and intent, DDL, and writes that cannot be mirrored
+//! (`unsafe_writes`). The carried session variables are read here too.
+
+use super::super::link::{query_packet, Link, Reply};
+use super::super::SessionError;
+use super::{bare, Capture, Marker, WriteSrc, CARRIED_VARS};
+use crate::config::UnsafeWrites;
+use crate::mirror::now_us;
+use crate::mirror::record::{tables_of, MirrorStatement, MirrorTxn, Pins};
+use crate::mirror::runtime::{Mirror, DDL_TOKEN};
+use crate::protocol::packets::{get_lenenc, OkInfo};
+use crate::protocol::response::Expect;
+use crate::protocol::ErrSpec;
+use crate::router::lexer;
+use crate::router::{Class, Route, WriteKind};
+use crate::sql::sql_literal;
+use mysql_common::constants::StatusFlags;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tracing::warn;
+
+impl Capture {
+    /// Reads the carried session variables if they are not known.
+    pub(super) async fn ensure_vars(
+        &mut self,
+        cx: &mut Link<'_>,
+    ) -> Result<Arc<Vec<(String, String)>>, SessionError> {
+        if let Some(v) = &self.vars {
+            return Ok(v.clone());
+        }
+        let sql = format!(
+            "SELECT {}",
+            CARRIED_VARS
+                .iter()
+                .map(|v| format!("@@session.{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
+        let reply = cx.read_reply(Expect::ResultSet).await?;
+        let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
+        let mut vars = Vec::with_capacity(CARRIED_VARS.len());
+        for (name, value) in CARRIED_VARS.iter().zip(row) {
+            let Some(value) = value else { continue };
+            let lit = if value.iter().all(|b| b.is_ascii_digit()) && !value.is_empty() {
+                String::from_utf8_lossy(&value).into_owned()
+            } else {
+                sql_literal(&value)
+            };
+            if *name == "sql_mode" {
+                self.no_backslash_escapes = String::from_utf8_lossy(&value)
+                    .to_ascii_uppercase()
+                    .contains("NO_BACKSLASH_ESCAPES");
+            }
+            vars.push((name.to_string(), lit));
+        }
+        let vars = Arc::new(vars);
+        self.vars = Some(vars.clone());
+        Ok(vars)
+    }
+
+    /// Database the secondary should run a statement in: None means the
+    /// secondary URL's own database (the primary URL's maps to it).
+    pub(super) fn mirror_db(&mut self, cx: &mut Link<'_>) -> Option<String> {
+        let primary_db = cx.shared.config.load().primary_backend().database.clone();
+        let current = cx.binding.conn().current_db.clone();
+        if current == primary_db {
+            None
+        } else {
+            current
+        }
+    }
+
+    /// `sql` as the secondary should run it (see `rename::secondary_text`).
+    pub(super) fn for_secondary(&self, cx: &Link<'_>, sql: Vec<u8>) -> Result<Vec<u8>, String> {
+        use crate::router::rename;
+        if !rename::may_qualify(&sql) {
+            return Ok(sql);
+        }
+        Ok(rename::secondary_text(&cx.shared.config.load(), &sql)?.unwrap_or(sql))
+    }
+
+    /// A write that can be mirrored: pins, runs, buffers or commits.
+    pub(super) async fn mirrored_write(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Arc<Mirror>,
+        route: &Route,
+        src: WriteSrc<'_>,
+        seq: u8,
+    ) -> Result<(), SessionError> {
+        let vars = self.ensure_vars(cx).await?;
+        let uses = route.determinism.uses;
+        let (packet, record_sql) = match src {
+            WriteSrc::Query(sql) => {
+                let rewritten = if uses.needs_rewrite() {
+                    lexer::pin_rewrite(sql, &cx.scratch.tokens, new_uuid)
+                } else {
+                    None
+                };
+                let sql = rewritten.unwrap_or_else(|| sql.to_vec());
+                (query_packet(&sql), sql)
+            }
+            WriteSrc::Execute { packet, rendered } => {
+                if uses.needs_rewrite() {
+                    // The server's prepared text would evaluate UUID() and
+                    // SYSDATE() itself; run the rendered text instead (a
+                    // write's answer is the same OK packet either way).
+                    let mut toks = Vec::new();
+                    lexer::tokenize(&rendered, &mut toks);
+                    let sql = lexer::pin_rewrite(&rendered, &toks, new_uuid).unwrap_or(rendered);
+                    (query_packet(&sql), sql)
+                } else {
+                    (packet.to_vec(), rendered)
+                }
+            }
+        };
+        let record_sql = match self.for_secondary(cx, record_sql) {
+            Ok(sql) => sql,
+            Err(reason) => {
+                return self
+                    .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                    .await
+            }
+        };
+        // Pin the statement time only where something reads it: a time
+        // function in the statement or a timestamp default / trigger on
+        // the table. Unpinned writes cost no extra statements.
+        let pin = uses.time || uses.rand || self.table_reads_time(cx, m, route).await?;
+        let ts = pin.then(now_us);
+        let seeds = uses.rand.then(|| {
+            (
+                rand::random::<u32>() % 0x3FFF_FFFF,
+                rand::random::<u32>() % 0x3FFF_FFFF,
+            )
+        });
+        let autocommit = cx.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+            && !cx.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
+        if autocommit {
+            if let Some(done) = self
+                .journal_room(cx, m, &route.tables, &packet, seq)
+                .await?
+            {
+                return Ok(done);
+            }
+        }
+        let kind = match route.class {
+            Class::Write(k) => Some(k),
+            _ => None,
+        };
+        let insert_id_of = |ok: Option<OkInfo>| match (kind, ok) {
+            (Some(WriteKind::Insert | WriteKind::Replace), Some(ok)) if ok.last_insert_id != 0 => {
+                Some(ok.last_insert_id)
+            }
+            _ => None,
+        };
+        let statement = |db, insert_id, lid| MirrorStatement {
+            db,
+            sql: record_sql.clone(),
+            tables: route.tables.clone(),
+            ddl: false,
+            pins: Pins {
+                timestamp_us: ts,
+                insert_id,
+                last_insert_id: lid,
+                rand_seeds: seeds,
+            },
+            session: vars.clone(),
+        };
+        // The first mirrored write of a transaction takes the marker row
+        // along (pipelined before it), so COMMIT needs no round trip of its
+        // own for it.
+        let early = (!autocommit && self.marker.is_none()).then(|| m.token());
+        if !autocommit && !pin && !uses.last_insert_id && early.is_none() {
+            // Inside a transaction with nothing to pin: relayed as it
+            // streams, like any statement; buffered for the commit if it
+            // succeeded.
+            let summary = cx.forward(&packet, seq, Expect::ResultSet).await?;
+            if summary.error.is_none() {
+                let db = self.mirror_db(cx);
+                let st = statement(db, insert_id_of(summary.last_ok), None);
+                self.txn.push(st);
+            }
+            return Ok(());
+        }
+        let set_p = ts.map(|ts| {
+            let mut set = format!(
+                "SET TIMESTAMP = {}.{:06}",
+                ts.div_euclid(1_000_000),
+                ts.rem_euclid(1_000_000)
+            );
+            if let Some((a, b)) = seeds {
+                set.push_str(&format!(", @@rand_seed1 = {a}, @@rand_seed2 = {b}"));
+            }
+            query_packet(set.as_bytes())
+        });
+        let token = autocommit.then(|| m.token());
+        let lid_p = query_packet(b"SELECT LAST_INSERT_ID()");
+        let begin_p = query_packet(b"BEGIN");
+        let reset_p = query_packet(b"SET TIMESTAMP = DEFAULT");
+        let marker_p = token.map(|t| query_packet(m.marker_insert(t).as_bytes()));
+        let early_p = early.map(|t| query_packet(m.marker_insert(t).as_bytes()));
+        let mut batch: Vec<&[u8]> = Vec::with_capacity(6);
+        if let Some(p) = &early_p {
+            batch.push(p);
+        }
+        if let Some(p) = &set_p {
+            batch.push(p);
+        }
+        if uses.last_insert_id {
+            batch.push(&lid_p);
+        }
+        if autocommit {
+            batch.push(&begin_p);
+        }
+        batch.push(&packet);
+        match &marker_p {
+            Some(mp) => batch.push(mp),
+            None if pin => batch.push(&reset_p),
+            None => {}
+        }
+        let has_tail = marker_p.is_some() || pin;
+        let phase1 = async {
+            cx.send_backend(&batch).await?;
+            let early_r = match early_p {
+                Some(_) => Some(cx.read_reply(Expect::ResultSet).await?),
+                None => None,
+            };
+            let set_r = match set_p {
+                Some(_) => Some(cx.read_reply(Expect::ResultSet).await?),
+                None => None,
+            };
+            let lid_r = if uses.last_insert_id {
+                Some(cx.read_reply(Expect::ResultSet).await?)
+            } else {
+                None
+            };
+            let begin_r = if autocommit {
+                Some(cx.read_reply(Expect::ResultSet).await?)
+            } else {
+                None
+            };
+            let stmt_r = cx.read_reply(Expect::ResultSet).await?;
+            let tail_r = if has_tail {
+                Some(cx.read_reply(Expect::ResultSet).await?)
+            } else {
+                None
+            };
+            Ok::<_, SessionError>((early_r, set_r, lid_r, begin_r, stmt_r, tail_r))
+        };
+        let (early_r, set_r, lid_r, begin_r, stmt_r, tail_r) = match phase1.await {
+            Ok(x) => x,
+            Err(e) => {
+                for t in token.into_iter().chain(early) {
+                    m.abandon(t);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(t) = early {
+            if early_r.is_some_and(|r| r.err.is_none()) {
+                self.marker = Some(Marker {
+                    token: t,
+                    mirror: Some(m.clone()),
+                });
+            } else {
+                // No marker yet: COMMIT inserts one.
+                m.abandon(t);
+            }
+        }
+        let lid = lid_r.as_ref().and_then(|r| {
+            first_row(r, cx.deprecate_eof())
+                .and_then(|row| row.into_iter().next().flatten())
+                .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
+        });
+        let failed = |r: &Option<Reply>| r.as_ref().is_some_and(|r| r.err.is_some());
+        // A pin that did not take: the write ran with the primary's own
+        // time, seeds or LAST_INSERT_ID(), which the record does not hold.
+        let unpinned = failed(&set_r) || (uses.last_insert_id && lid.is_none());
+        let aux_failed = unpinned || failed(&begin_r) || (autocommit && failed(&tail_r));
+        let db = self.mirror_db(cx);
+        let st = statement(db, insert_id_of(stmt_r.ok), lid);
+        const UNPINNED: &str = "a write ran without the values Tandem pins (its SET TIMESTAMP or SELECT LAST_INSERT_ID() failed)";
+        if !autocommit {
+            if let Some(ok) = tail_r.as_ref().and_then(|r| r.ok).or(stmt_r.ok) {
+                cx.status = ok.status_flags();
+            }
+            // (A failed statement sets it in `relay`.)
+            if aux_failed {
+                cx.after_error = true;
+            }
+            if stmt_r.err.is_none() {
+                // The write stands in the transaction whatever failed
+                // around it: mirrored, and marked when not pinned.
+                if unpinned {
+                    m.mark_divergent(&tables_of(std::slice::from_ref(&st)), UNPINNED);
+                }
+                self.txn.push(st);
+            }
+            return cx.relay(seq, stmt_r, false).await;
+        }
+        let token = token.unwrap_or_default();
+        if failed(&begin_r) && stmt_r.err.is_none() {
+            // Without its BEGIN the statement committed on its own, with
+            // no marker and no intent: the client gets its answer, and the
+            // tables are marked.
+            m.abandon(token);
+            if let Some(ok) = tail_r.as_ref().and_then(|r| r.ok).or(stmt_r.ok) {
+                cx.status = ok.status_flags();
+            }
+            if pin {
+                cx.run_aux(&[b"SET TIMESTAMP = DEFAULT"]).await?;
+            }
+            m.mark_divergent(
+                &tables_of(std::slice::from_ref(&st)),
+                "a write committed on the primary without the BEGIN Tandem wraps it in",
+            );
+            return cx.relay(seq, stmt_r, false).await;
+        }
+        if stmt_r.err.is_some() || aux_failed {
+            m.abandon(token);
+            let undo: &[&[u8]] = if pin {
+                &[b"ROLLBACK", b"SET TIMESTAMP = DEFAULT"]
+            } else {
+                &[b"ROLLBACK"]
+            };
+            if let Some(ok) = cx.run_aux(undo).await? {
+                cx.status = ok.status_flags();
+            }
+            let reply = if stmt_r.err.is_some() {
+                Some(stmt_r)
+            } else {
+                [set_r, lid_r, begin_r, tail_r]
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r.err.is_some())
+            };
+            return match reply {
+                Some(r) => cx.relay(seq, r, false).await,
+                // LAST_INSERT_ID() answered something unreadable: the
+                // statement was rolled back, which the client must hear.
+                None => {
+                    let msg = "Tandem: statement rolled back: its LAST_INSERT_ID() could not be read to mirror it";
+                    cx.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await
+                }
+            };
+        }
+        let txn = MirrorTxn {
+            committed_at_us: now_us(),
+            conn_id: cx.id,
+            statements: vec![st],
+        };
+        let lsn = match m.intent(token, txn).await {
+            Ok(lsn) => Some(lsn),
+            Err(e) => {
+                self.journal_failed(cx, m, &route.tables, &e.to_string());
+                None
+            }
+        };
+        let commit_p = query_packet(b"COMMIT");
+        let commit_batch: Vec<&[u8]> = if pin {
+            vec![&commit_p, &reset_p]
+        } else {
+            vec![&commit_p]
+        };
+        let replies = async {
+            cx.send_backend(&commit_batch).await?;
+            let c = cx.read_reply(Expect::ResultSet).await?;
+            let r = if pin {
+                Some(cx.read_reply(Expect::ResultSet).await?)
+            } else {
+                None
+            };
+            Ok::<_, SessionError>((c, r))
+        };
+        let (commit_r, reset_r) = match replies.await {
+            Ok(x) => x,
+            Err(e) => {
+                match lsn {
+                    Some(lsn) => m.in_doubt(lsn, token, Some(cx.backend_thread())),
+                    None => m.abandon(token),
+                }
+                return Err(e);
+            }
+        };
+        if let Some(ok) = reset_r.and_then(|r| r.ok).or(commit_r.ok) {
+            cx.status = ok.status_flags();
+        }
+        if commit_r.err.is_some() {
+            self.settle(m, lsn, token, false);
+            return cx.relay(seq, commit_r, false).await;
+        }
+        m.stats.statements.fetch_add(1, Ordering::Relaxed);
+        self.settle(m, lsn, token, true);
+        cx.relay(seq, stmt_r, true).await
+    }
+
+    /// Whether writing to the route's tables reads the statement time (a
+    /// timestamp default or ON UPDATE column, or a trigger), from the
+    /// primary's information_schema, cached per table until DDL passes.
+    pub(super) async fn table_reads_time(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Mirror,
+        route: &Route,
+    ) -> Result<bool, SessionError> {
+        let current = cx.binding.conn().current_db.clone();
+        let mut unknown = Vec::new();
+        for t in &route.tables {
+            let (db, table) = match t.split_once('.') {
+                Some((d, t)) => (Some(d.to_string()), t.to_string()),
+                None => (current.clone(), t.clone()),
+            };
+            let Some(db) = db else { return Ok(true) };
+            match m.reads_time(&db, &table) {
+                Some(true) => return Ok(true),
+                Some(false) => {}
+                None => unknown.push((db, table)),
+            }
+        }
+        for (db, table) in unknown {
+            let lit = |s: &str| sql_literal(s.as_bytes());
+            let sql = format!(
+                "SELECT (SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} \
+                 AND (UPPER(COLUMN_DEFAULT) LIKE '%CURRENT_TIMESTAMP%' OR UPPER(COLUMN_DEFAULT) LIKE '%NOW(%' \
+                 OR UPPER(EXTRA) LIKE '%ON UPDATE%')) + \
+                 (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {d} AND EVENT_OBJECT_TABLE = {t})",
+                d = lit(&db),
+                t = lit(&table)
+            );
+            cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
+            let reply = cx.read_reply(Expect::ResultSet).await?;
+            // When in doubt, pin.
+            let reads = first_row(&reply, cx.deprecate_eof())
+                .and_then(|row| row.into_iter().next().flatten())
+                .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
+                .is_none_or(|n| n > 0);
+            m.set_reads_time(&db, &table, reads);
+            if reads {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// DDL: intent first (its metadata lock orders it against the writes
+    /// around it), then the DDL, then the outcome.
+    pub(super) async fn mirrored_ddl(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Arc<Mirror>,
+        route: &Route,
+        payload: &[u8],
+        sql: &[u8],
+        seq: u8,
+    ) -> Result<(), SessionError> {
+        let sql = match self.for_secondary(cx, sql.to_vec()) {
+            Ok(sql) => sql,
+            Err(reason) => {
+                return self
+                    .unsafe_write(cx, m, &route.tables, &reason, payload, seq)
+                    .await
+            }
+        };
+        if let Some(done) = self
+            .journal_room(cx, m, &route.tables, payload, seq)
+            .await?
+        {
+            return Ok(done);
+        }
+        let vars = self.ensure_vars(cx).await?;
+        let statement = MirrorStatement {
+            db: self.mirror_db(cx),
+            sql,
+            tables: route.tables.clone(),
+            ddl: true,
+            pins: Pins::default(),
+            session: vars.clone(),
+        };
+        let txn = MirrorTxn {
+            committed_at_us: now_us(),
+            conn_id: cx.id,
+            statements: vec![statement],
+        };
+        let lsn = match m.intent(DDL_TOKEN, txn).await {
+            Ok(lsn) => Some(lsn),
+            Err(e) => {
+                self.journal_failed(cx, m, &route.tables, &e.to_string());
+                None
+            }
+        };
+        let reply = match cx.send_backend(&[payload]).await {
+            Ok(()) => cx.read_reply(Expect::ResultSet).await,
+            Err(e) => Err(e),
+        };
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                // DDL carries no marker: an unknown answer is applied (a
+                // replay that finds it done is skipped by the applier).
+                self.settle(m, lsn, DDL_TOKEN, true);
+                return Err(e);
+            }
+        };
+        if let Some(ok) = reply.ok {
+            cx.status = ok.status_flags();
+        }
+        if reply.err.is_none() {
+            m.stats.statements.fetch_add(1, Ordering::Relaxed);
+            m.schema_changed();
+        }
+        self.settle(m, lsn, DDL_TOKEN, reply.err.is_none());
+        cx.relay(seq, reply, false).await
+    }
+
+    /// A write that cannot be mirrored deterministically.
+    pub(super) async fn unsafe_write(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Arc<Mirror>,
+        tables: &[String],
+        reason: &str,
+        payload: &[u8],
+        seq: u8,
+    ) -> Result<(), SessionError> {
+        let policy = cx.shared.config.load().unsafe_writes;
+        match policy {
+            UnsafeWrites::Reject => {
+                m.stats.unsafe_rejected.fetch_add(1, Ordering::Relaxed);
+                warn!(conn = cx.id, reason, "unsafe write rejected");
+                let msg = format!(
+                    "Tandem: statement not executed: it cannot be mirrored deterministically ({reason}); migration.unsafe_writes is reject"
+                );
+                cx.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await
+            }
+            UnsafeWrites::PrimaryOnly => {
+                let summary = cx.forward(payload, seq, Expect::ResultSet).await?;
+                if summary.error.is_none() {
+                    m.stats.unsafe_primary_only.fetch_add(1, Ordering::Relaxed);
+                    let tables = if tables.is_empty() {
+                        vec!["(unknown)".to_string()]
+                    } else {
+                        tables.iter().map(|t| bare(t).to_string()).collect()
+                    };
+                    m.mark_divergent(
+                        &tables,
+                        &format!("unsafe write run on the primary only: {reason}"),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The first row of a text result set, as raw column values.
+fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option<Vec<u8>>>> {
+    let (n, _) = get_lenenc(reply.packets.first()?)?;
+    let row = reply
+        .packets
+        .get(1 + n as usize + usize::from(!deprecate_eof))?;
+    let mut out = Vec::with_capacity(n as usize);
+    let mut at = 0;
+    for _ in 0..n {
+        if row.get(at) == Some(&0xFB) {
+            out.push(None);
+            at += 1;
+            continue;
+        }
+        let (len, k) = get_lenenc(row.get(at..)?)?;
+        let start = at + k;
+        let end = start.checked_add(len as usize)?;
+        out.push(Some(row.get(start..end)?.to_vec()));
+        at = end;
+    }
+    Some(out)
+}
+
+/// A UUID in MySQL's UUID() text form (version 1 layout is not needed by
+/// anything that compares them; a random v4 has the same shape).
+fn new_uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_have_the_server_shape() {
+        let u = new_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(u.matches('-').count(), 4);
+    }
+}
