@@ -1,0 +1,189 @@
+//! Start-up and recovery: the journal opened under its lock, the marker
+//! table, in-doubt intents settled from the primary's commit markers, and
+//! the periodic clean-up of marker rows.
+
+use super::*;
+
+/// Opens the journal, waiting a few seconds for its lock while it is held
+/// (a mirror of this process that is stopping, or a previous process
+/// still exiting); then `Locked` names the holder.
+pub(super) async fn open_journal(dir: &Path, segment_bytes: u64) -> Result<Journal, JournalError> {
+    let deadline = tokio::time::Instant::now() + JOURNAL_LOCK_WAIT;
+    loop {
+        match Journal::open(dir, segment_bytes) {
+            Err(JournalError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Creates the commit-marker table on `b` (a primary-to-be) if missing.
+pub async fn ensure_marker_table(
+    conn: &mut Conn,
+    b: &BackendConfig,
+) -> Result<(), mysql_async::Error> {
+    let Some(db) = &b.database else {
+        return Err(mysql_async::Error::Other(
+            format!(
+                "backend {}: the URL must name a database (Tandem keeps its commit markers there)",
+                b.name
+            )
+            .into(),
+        ));
+    };
+    conn.query_drop(create_marker_sql(&crate::sql::qualified(
+        Some(db),
+        MARKER_TABLE,
+    )))
+    .await
+}
+
+pub(super) fn create_marker_sql(marker: &str) -> String {
+    format!("CREATE TABLE IF NOT EXISTS {marker} (token BIGINT UNSIGNED NOT NULL PRIMARY KEY) ENGINE=InnoDB")
+}
+
+/// Intents in the journal without an outcome, with their tokens.
+pub(super) fn unresolved_intents(journal: &Journal) -> Result<Vec<(Lsn, u64)>, JournalError> {
+    let mut intents: BTreeMap<Lsn, u64> = BTreeMap::new();
+    let mut outcomes: HashMap<Lsn, bool> = HashMap::new();
+    let mut reader = journal.reader(journal.first_lsn())?;
+    while let Some((lsn, bytes)) = reader.next_record()? {
+        match JournalRecord::decode(&bytes) {
+            Ok(JournalRecord::Intent { token, .. }) if token != 0 => {
+                intents.insert(lsn, token);
+            }
+            Ok(JournalRecord::Outcome {
+                intent, committed, ..
+            }) => {
+                outcomes.insert(intent, committed);
+            }
+            _ => {}
+        }
+    }
+    Ok(intents
+        .into_iter()
+        .filter(|(lsn, _)| !outcomes.contains_key(lsn))
+        .collect())
+}
+
+pub(super) async fn connect_retrying(
+    b: &BackendConfig,
+    timeout: Duration,
+) -> Result<Conn, MirrorStartError> {
+    let deadline = tokio::time::Instant::now() + timeout.max(Duration::from_secs(10));
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match tokio::time::timeout(timeout, Conn::new(crate::backend::client_opts(b))).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) if tokio::time::Instant::now() >= deadline => {
+                return Err(MirrorStartError::Primary(b.name.clone(), e.to_string()))
+            }
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(MirrorStartError::Primary(
+                    b.name.clone(),
+                    "connect timed out".into(),
+                ))
+            }
+            _ => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Settles in-doubt intents, retrying until the primary answers.
+pub(super) async fn resolve_in_doubt(
+    mirror: std::sync::Weak<Mirror>,
+    mut rx: mpsc::UnboundedReceiver<InDoubt>,
+) {
+    while let Some(d) = rx.recv().await {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let Some(m) = mirror.upgrade() else { return };
+            match m.check_marker(&d).await {
+                Ok(committed) => {
+                    info!(
+                        lsn = d.lsn,
+                        token = d.token,
+                        committed,
+                        "in-doubt commit resolved from the primary's marker"
+                    );
+                    m.outcome(d.lsn, d.token, committed);
+                    break;
+                }
+                Err(e) => {
+                    warn!(lsn = d.lsn, error = %e, ?wait, "cannot resolve in-doubt commit yet");
+                    let stop = m.stop.clone();
+                    drop(m);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+impl Mirror {
+    pub(super) async fn check_marker(&self, d: &InDoubt) -> Result<bool, mysql_async::Error> {
+        let roles = self.roles();
+        let mut conn = Conn::new(crate::backend::client_opts(&roles.primary)).await?;
+        if let Some(thread) = d.thread {
+            // Ends the transaction if it is still open; 1094: already gone.
+            match conn.query_drop(format!("KILL {thread}")).await {
+                Ok(()) => {}
+                Err(mysql_async::Error::Server(e)) if e.code == 1094 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // A locking read waits for a commit still holding the row.
+        let found: Option<u64> = conn
+            .query_first(format!(
+                "SELECT token FROM {} WHERE token = {} LOCK IN SHARE MODE",
+                roles.marker, d.token
+            ))
+            .await?;
+        let _ = conn.disconnect().await;
+        Ok(found.is_some())
+    }
+}
+
+/// Deletes marker rows whose outcome is durable (every token below the
+/// oldest one still in flight).
+pub(super) async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
+    let mut conn: Option<(u64, Conn)> = None;
+    loop {
+        let stop = match mirror.upgrade() {
+            Some(m) => m.stop.clone(),
+            None => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let Some(m) = mirror.upgrade() else { return };
+        let cutoff = m.settle_deferred().await;
+        let roles = m.roles();
+        if conn.as_ref().is_some_and(|(g, _)| *g != roles.generation) {
+            conn = None;
+        }
+        if conn.is_none() {
+            conn = Conn::new(crate::backend::client_opts(&roles.primary))
+                .await
+                .ok()
+                .map(|c| (roles.generation, c));
+        }
+        if let Some((_, c)) = conn.as_mut() {
+            let sql = format!("DELETE FROM {} WHERE token < {cutoff}", roles.marker);
+            if let Err(e) = c.query_drop(sql).await {
+                warn!(error = %e, "commit-marker clean-up failed; retrying later");
+                conn = None;
+            }
+        }
+    }
+}
