@@ -6,6 +6,7 @@ pub mod auth;
 pub mod drive;
 pub mod packets;
 pub mod response;
+pub mod stream;
 pub mod wire;
 
 pub use packets::ErrSpec;

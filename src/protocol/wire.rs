@@ -1,4 +1,4 @@
-//! Framed MySQL packet I/O over one TCP stream.
+//! Framed MySQL packet I/O over one stream (plain TCP or TLS, `Stream`).
 //!
 //! A MySQL *frame* is a 3-byte little-endian length, a 1-byte sequence id and
 //! up to 0xFFFFFF bytes of payload. A *packet* (logical) is one or more frames:
@@ -9,6 +9,8 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::stream::Stream;
 
 use super::ProtocolError;
 
@@ -21,9 +23,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Flush the write buffer once it holds this much.
 pub const FLUSH_AT: usize = 64 * 1024;
 
-/// A TCP stream with a read buffer (frames in arrival order) and a write buffer.
+/// A stream with a read buffer (frames in arrival order) and a write buffer.
 pub struct Wire {
-    stream: TcpStream,
+    stream: Stream,
     pub(crate) rbuf: BytesMut,
     pub(crate) wbuf: Vec<u8>,
 }
@@ -39,9 +41,10 @@ pub struct Packet {
 }
 
 impl Wire {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: impl Into<Stream>) -> Self {
+        let stream = stream.into();
         // Latency matters more than segment count for request/response traffic.
-        let _ = stream.set_nodelay(true);
+        let _ = stream.tcp().set_nodelay(true);
         Self {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -49,8 +52,9 @@ impl Wire {
         }
     }
 
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// The TCP socket underneath (plain or TLS).
+    pub fn tcp(&self) -> &TcpStream {
+        self.stream.tcp()
     }
 
     /// Reads more bytes into the read buffer. Returns false on a clean EOF.
@@ -66,7 +70,9 @@ impl Wire {
     /// connections, which must not have anything to read).
     pub fn looks_closed(&mut self) -> bool {
         let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
+        // On a TLS stream this reads the socket under the TLS layer; any
+        // byte there means the connection is not idle, and it is closed.
+        match self.stream.tcp().try_read(&mut probe) {
             Ok(0) => true,
             Ok(_) => true, // unsolicited bytes: the connection is not in a known state
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
