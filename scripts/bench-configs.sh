@@ -1,4 +1,20 @@
-# Sourced by bench.sh and mirror-ab.sh: the two Tandem configs they compare.
+# Sourced by bench.sh, mirror-ab.sh and build-ab.sh: the two Tandem
+# configs they compare, and where each run's output is kept.
+
+# keep_output KIND: from here on, everything the script prints also goes to
+# bench/results/<UTC date>-<commit>[-KIND].txt (one file per run; a dirty
+# work tree is marked in the name), which starts with what ran.
+keep_output() {
+  local commit suffix file
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git diff --quiet HEAD 2>/dev/null || commit="$commit-dirty"
+  suffix=${1:+-$1}
+  mkdir -p bench/results
+  file="bench/results/$(date -u +%Y-%m-%d)-$commit$suffix.txt"
+  exec > >(tee "$file") 2>&1
+  echo "# $0 at $(date -u '+%Y-%m-%d %H:%M UTC') on commit $commit; $(nproc) cores; $(mariadb --version | head -1)"
+  echo "# environment: $(env | grep -E '^(BENCH|AB)_' | sort | tr '\n' ' ')"
+}
 #
 # unmirrored_config FILE PORT DB: a Tandem on 127.0.0.1:PORT in front of
 # database DB on the local MariaDB (user bench/bench).

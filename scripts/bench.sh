@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-configs.sh
+keep_output
 
 TIME=${BENCH_TIME:-20}
 ROUNDS=${BENCH_ROUNDS:-2}

@@ -20,6 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-configs.sh
+keep_output mirror-ab
 
 TIME=${AB_TIME:-15}
 ROUNDS=${AB_ROUNDS:-3}

@@ -26,7 +26,7 @@ enum Command {
         /// Runtime worker threads. Default: half the CPUs, rounded up. A
         /// proxy's work is mostly socket system calls; measured on 2 cores
         /// shared with the database, one thread gave more queries per second
-        /// at less CPU per query than two (see README, Performance).
+        /// at less CPU per query than two (see docs/benchmarks.md).
         #[arg(long)]
         workers: Option<usize>,
     },

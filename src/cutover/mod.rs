@@ -1,4 +1,4 @@
-//! Cutover: the fenced flip of primary and secondary (see ARCHITECTURE.md,
+//! Cutover: the fenced flip of primary and secondary (see docs/design.md,
 //! "Cutover"). Every trigger — an edit of `migration.primary` picked up by
 //! the reload path, `POST /cutover`, `tandem cutover --to` — ends in [`run`]:
 //!
