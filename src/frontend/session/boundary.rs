@@ -8,7 +8,7 @@ use crate::backend::BackendError;
 use crate::protocol::command::COM_SET_OPTION;
 use crate::protocol::response::Expect;
 use crate::protocol::ProtocolError;
-use crate::router::{lexer, rename, Class, SessionOp};
+use crate::router::{lexer, Class, SessionOp};
 use mysql_common::constants::StatusFlags;
 use tracing::{debug, warn};
 
@@ -77,13 +77,7 @@ impl Session<'_> {
         let mut lease = pool.acquire(self.link.caps, self.link.collation).await?;
         lease.reusable = false;
         let conn = lease.conn();
-        let db = self
-            .link
-            .binding
-            .conn()
-            .current_db
-            .clone()
-            .map(|d| rename::map_db(&self.link.shared.config.load(), &d, to));
+        let db = self.link.current_db_on(&self.link.shared.config.load(), to);
         if let Some(db) = &db {
             if conn.current_db.as_deref() != Some(db.as_str()) {
                 if let Err(e) = conn.init_db(db).await {

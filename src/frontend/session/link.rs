@@ -7,6 +7,7 @@
 use super::relay::Relay;
 use super::SessionError;
 use crate::backend::Binding;
+use crate::config::Config;
 use crate::mirror::runtime::Mirror;
 use crate::protocol::command::COM_QUERY;
 use crate::protocol::drive::{drive, Buffer};
@@ -14,7 +15,7 @@ use crate::protocol::packets::{get_lenenc, ok_packet, OkInfo};
 use crate::protocol::response::{Expect, Summary};
 use crate::protocol::wire::write_frames;
 use crate::protocol::{ErrSpec, Wire};
-use crate::router::Scratch;
+use crate::router::{rename, Scratch};
 use crate::shadow::Collector;
 use crate::state::Shared;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
@@ -212,6 +213,13 @@ impl Link<'_> {
 
     pub fn deprecate_eof(&self) -> bool {
         self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+    }
+
+    /// The session's current database as backend `on` names it (either
+    /// role's URL database is `on`'s own; see `rename::map_db`).
+    pub fn current_db_on(&mut self, cfg: &Config, on: &str) -> Option<String> {
+        let db = self.binding.conn().current_db.as_deref()?;
+        Some(rename::map_db(cfg, db, on))
     }
 
     /// The backend thread serving the session.

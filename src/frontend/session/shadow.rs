@@ -76,13 +76,7 @@ impl Session<'_> {
         let Some(pool) = self.link.shared.pools.load().get(&secondary).cloned() else {
             return;
         };
-        let db = self
-            .link
-            .binding
-            .conn()
-            .current_db
-            .clone()
-            .map(|d| rename::map_db(&cfg, &d, &secondary));
+        let db = self.link.current_db_on(&cfg, &secondary);
         let job = crate::shadow::Job {
             packet: packet.to_vec(),
             db,
