@@ -29,6 +29,7 @@ fn route(class: Class, tables: Vec<String>) -> Route {
         tables,
         parsed: true,
         determinism: Default::default(),
+        object: None,
     }
 }
 
@@ -217,6 +218,7 @@ fn keyword_route(sql: &[u8], toks: &[Token], parsed: bool) -> Route {
         tables,
         parsed,
         determinism: Default::default(),
+        object: None,
     }
 }
 

@@ -31,6 +31,19 @@ pub struct Route {
     /// For writes: values to pin on the secondary, or why it cannot be
     /// mirrored deterministically.
     pub determinism: determinism::Determinism,
+    /// For DDL on a stored object that is not a table (trigger, routine,
+    /// event): which kind. Such DDL names no table.
+    pub object: Option<SchemaObject>,
+}
+
+/// Stored objects that DDL creates, alters or drops besides tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaObject {
+    Trigger,
+    /// A stored procedure or function.
+    Routine,
+    /// A scheduled event: it runs by itself on the server that holds it.
+    Event,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +178,9 @@ fn classify_tokens(sql: &[u8], tokens: &[Token]) -> Classified {
         let text = &sql[first.start..last.end];
         let mut route = classify::classify_one(text, sql, toks);
         route.determinism = determinism::analyze(sql, toks, &route.class, route.parsed);
+        if route.class == Class::Ddl {
+            route.object = schema_object(sql, toks);
+        }
         statements.push(route);
     }
     if statements.is_empty() {
@@ -175,6 +191,7 @@ fn classify_tokens(sql: &[u8], tokens: &[Token]) -> Classified {
             tables: Vec::new(),
             parsed: true,
             determinism: Default::default(),
+            object: None,
         });
     }
     Classified {
@@ -182,6 +199,59 @@ fn classify_tokens(sql: &[u8], tokens: &[Token]) -> Classified {
         calls_connection_id: lexer::calls_connection_id(sql, tokens),
         named_locks: plan::named_lock_calls(sql, tokens),
     }
+}
+
+/// The kind of stored object a CREATE/ALTER/DROP names, when it is a
+/// trigger, routine or event: the first object keyword after the verb and
+/// its modifiers (`OR REPLACE`, `DEFINER = …`, `SQL SECURITY …`,
+/// `AGGREGATE`). Any other object keyword (TABLE, VIEW, INDEX, …) or an
+/// opening parenthesis ends the search: None.
+fn schema_object(sql: &[u8], toks: &[Token]) -> Option<SchemaObject> {
+    let verb = toks.first()?;
+    if !["CREATE", "ALTER", "DROP"]
+        .iter()
+        .any(|v| verb.is_word(sql, v))
+    {
+        return None;
+    }
+    for t in toks.iter().skip(1).take(16) {
+        if t.kind == Tok::Punct(b'(') {
+            return None;
+        }
+        if t.kind != Tok::Word {
+            continue;
+        }
+        let found = |words: &[&str]| words.iter().any(|w| t.is_word(sql, w));
+        if found(&["TRIGGER"]) {
+            return Some(SchemaObject::Trigger);
+        }
+        if found(&["PROCEDURE", "FUNCTION"]) {
+            return Some(SchemaObject::Routine);
+        }
+        if found(&["EVENT"]) {
+            return Some(SchemaObject::Event);
+        }
+        if found(&[
+            "TABLE",
+            "TABLES",
+            "VIEW",
+            "INDEX",
+            "DATABASE",
+            "SCHEMA",
+            "USER",
+            "ROLE",
+            "SERVER",
+            "SEQUENCE",
+            "TABLESPACE",
+            "LOGFILE",
+            "PACKAGE",
+            "ON",
+            "AS",
+        ]) {
+            return None;
+        }
+    }
+    None
 }
 
 /// First word of a statement, upper-cased (for keyword classification).

@@ -173,8 +173,10 @@ fn sql_to_route_table() {
             class: class.clone(),
             tables: tables.iter().map(|t| t.to_string()).collect(),
             parsed,
-            // Determinism verdicts have their own table (determinism.rs).
+            // Determinism verdicts have their own table (determinism.rs),
+            // schema objects theirs (below).
             determinism: got.statements[0].determinism.clone(),
+            object: got.statements[0].object,
         };
         if got.statements != vec![expected.clone()] {
             failures.push(format!(
@@ -231,4 +233,37 @@ fn digest_cache_serves_repeated_shapes() {
 fn connection_id_is_flagged() {
     assert!(classify(b"SELECT CONNECTION_ID()").calls_connection_id);
     assert!(!classify(b"SELECT 'CONNECTION_ID()'").calls_connection_id);
+}
+
+#[test]
+fn ddl_on_triggers_routines_and_events_names_the_object() {
+    use SchemaObject::*;
+    let cases: &[(&str, Option<SchemaObject>)] = &[
+        ("CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = 1", Some(Trigger)),
+        ("CREATE DEFINER = `root`@`localhost` TRIGGER tr AFTER UPDATE ON t FOR EACH ROW SET @x = 1", Some(Trigger)),
+        ("CREATE DEFINER=root@localhost TRIGGER tr AFTER UPDATE ON t FOR EACH ROW SET @x = 1", Some(Trigger)),
+        ("DROP TRIGGER IF EXISTS tr", Some(Trigger)),
+        ("CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END", Some(Routine)),
+        ("CREATE OR REPLACE PROCEDURE p(IN x INT) UPDATE t SET n = n + x", Some(Routine)),
+        ("CREATE FUNCTION f(x INT) RETURNS INT DETERMINISTIC RETURN x * 2", Some(Routine)),
+        ("CREATE AGGREGATE FUNCTION agg(x INT) RETURNS INT BEGIN RETURN 1; END", Some(Routine)),
+        ("ALTER PROCEDURE p COMMENT 'x'", Some(Routine)),
+        ("DROP FUNCTION IF EXISTS f", Some(Routine)),
+        ("CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t", Some(Event)),
+        ("ALTER EVENT e DISABLE", Some(Event)),
+        ("DROP EVENT IF EXISTS e", Some(Event)),
+        ("CREATE TABLE trigger_log (id INT PRIMARY KEY, trigger_name TEXT)", None),
+        ("CREATE TABLE t (event INT, `function` INT)", None),
+        ("CREATE VIEW v AS SELECT * FROM t", None),
+        ("CREATE OR REPLACE VIEW procedure_v AS SELECT 1", None),
+        ("ALTER TABLE t ADD COLUMN event INT", None),
+        ("CREATE INDEX i ON t (a)", None),
+        ("DROP TABLE t", None),
+        ("CREATE DATABASE d", None),
+    ];
+    for (sql, want) in cases {
+        let got = classify(sql.as_bytes());
+        assert_eq!(got.statements[0].class, Class::Ddl, "{sql}");
+        assert_eq!(got.statements[0].object, *want, "{sql}");
+    }
 }

@@ -7,6 +7,7 @@ mod admin;
 mod backfill;
 mod clients;
 mod cutover;
+mod exactness;
 mod fidelity;
 mod inflight;
 mod journal_full;

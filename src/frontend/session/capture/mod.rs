@@ -30,7 +30,7 @@ use crate::mirror::runtime::{Admit, Mirror};
 use crate::protocol::response::Expect;
 use crate::protocol::ErrSpec;
 use crate::router::lexer;
-use crate::router::{Class, Classified, Route, SessionOp, TxnOp};
+use crate::router::{Class, Classified, Route, SchemaObject, SessionOp, TxnOp};
 use mysql_common::constants::StatusFlags;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -46,6 +46,9 @@ const CARRIED_VARS: &[&str] = &[
     "unique_checks",
     "auto_increment_increment",
     "auto_increment_offset",
+    "div_precision_increment",
+    "group_concat_max_len",
+    "explicit_defaults_for_timestamp",
 ];
 
 /// Per-session capture state.
@@ -134,6 +137,13 @@ impl Capture {
                 )
             });
             if !changes {
+                if routes
+                    .iter()
+                    .any(|r| r.class == Class::Session(SessionOp::Set))
+                {
+                    // A SET among them may change a carried setting.
+                    self.vars = None;
+                }
                 return Ok(false);
             }
             let tables: Vec<String> = routes.iter().flat_map(|r| r.tables.clone()).collect();
@@ -163,10 +173,21 @@ impl Capture {
                 Ok(true)
             }
             Class::Ddl => {
+                if route.object == Some(SchemaObject::Event) {
+                    let reason = "an event created or changed through Tandem would be mirrored and then run on both servers; manage events on the primary directly (and on the new side at cutover)";
+                    self.unsafe_write(cx, m, &[], reason, payload, seq).await?;
+                    return Ok(true);
+                }
                 if !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
                 }
-                if route.tables.is_empty() || !self.mirrored(cx, route) {
+                // Triggers and routines name no table, and the secondary
+                // needs them as much as its tables.
+                let object = matches!(
+                    route.object,
+                    Some(SchemaObject::Trigger | SchemaObject::Routine)
+                );
+                if !object && (route.tables.is_empty() || !self.mirrored(cx, route)) {
                     return Ok(false);
                 }
                 self.mirrored_ddl(cx, m, route, payload, sql, seq).await?;
@@ -666,13 +687,69 @@ fn decode_params(payload: &[u8], p: &Prepared, nbe: bool) -> Option<Vec<String>>
         out.push(match v.0 {
             // The server widens a FLOAT parameter exactly; print that value.
             Value::Float(f) => format!("{}", f as f64),
+            // A DECIMAL parameter is an exact number on the primary; quoted,
+            // the secondary would compute with it as a string (a DOUBLE).
+            Value::Bytes(b)
+                if matches!(
+                    ct,
+                    ColumnType::MYSQL_TYPE_NEWDECIMAL | ColumnType::MYSQL_TYPE_DECIMAL
+                ) && is_decimal_literal(&b) =>
+            {
+                String::from_utf8_lossy(&b).into_owned()
+            }
             other => other.as_sql(nbe),
         });
     }
     Some(out)
 }
 
+/// `[-+]digits[.digits]` with at least one digit: safe to print unquoted as
+/// an exact DECIMAL literal.
+fn is_decimal_literal(b: &[u8]) -> bool {
+    let digits = b
+        .strip_prefix(b"-")
+        .or_else(|| b.strip_prefix(b"+"))
+        .unwrap_or(b);
+    let (int, frac) = match digits.iter().position(|c| *c == b'.') {
+        Some(i) => (&digits[..i], &digits[i + 1..]),
+        None => (digits, &digits[..0]),
+    };
+    (!int.is_empty() || !frac.is_empty()) && int.iter().chain(frac).all(u8::is_ascii_digit)
+}
+
 /// `db.t` → `t` (rules name bare tables).
 fn bare(t: &str) -> &str {
     t.rsplit('.').next().unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_decimal_literal;
+
+    #[test]
+    fn only_plain_decimal_numbers_print_unquoted() {
+        for ok in [
+            "0",
+            "-1.5",
+            "+3.25",
+            "12345678901234567890.000000000001",
+            ".5",
+            "5.",
+        ] {
+            assert!(is_decimal_literal(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-",
+            ".",
+            "1e5",
+            "1.2.3",
+            "1 ",
+            "0x10",
+            "1;DROP TABLE t",
+            "NaN",
+        ] {
+            assert!(!is_decimal_literal(bad.as_bytes()), "{bad}");
+        }
+    }
 }
