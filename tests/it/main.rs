@@ -6,6 +6,7 @@ mod common;
 mod admin;
 mod backfill;
 mod clients;
+mod clients_view;
 mod cutover;
 mod exactness;
 mod fidelity;

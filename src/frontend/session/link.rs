@@ -222,6 +222,29 @@ impl Link<'_> {
         Some(rename::map_db(cfg, db, on))
     }
 
+    /// The backend sent something, or closed, while the client was idle:
+    /// the server ended the session (wait_timeout, KILL, a restart). What
+    /// it sent (an error packet, on servers that explain) goes to the
+    /// client as it came, and the caller closes the client's connection:
+    /// the session's state is gone, as it would be for a direct client.
+    /// `filled`: the read that noticed (true: bytes arrived).
+    pub async fn backend_went_away(&mut self, filled: std::io::Result<bool>) {
+        self.binding.set_reusable(false);
+        let wire = &mut self.binding.conn().wire;
+        let sent = wire.rbuf.len();
+        self.client.wbuf.extend_from_slice(&wire.rbuf);
+        wire.rbuf.clear();
+        let _ = self.client.flush().await;
+        self.shared.metrics.backend_errors.inc();
+        tracing::info!(
+            conn = self.id,
+            backend = self.binding.backend(),
+            bytes = sent,
+            closed = !matches!(filled, Ok(true)),
+            "the backend ended an idle session; closing the client's connection"
+        );
+    }
+
     /// The backend thread serving the session.
     pub fn backend_thread(&mut self) -> u32 {
         self.binding.conn().thread_id

@@ -70,6 +70,11 @@ impl From<std::io::Error> for SessionError {
     }
 }
 
+/// How long a client is idle before its backend connection is watched for
+/// a close (short, so the client hears of it at once; not zero, so a busy
+/// client's commands pay no extra read of the backend socket).
+const IDLE_WATCH: std::time::Duration = std::time::Duration::from_millis(100);
+
 struct Session<'a> {
     /// The client and backend connections and the wire state between them.
     link: Link<'a>,
@@ -160,9 +165,32 @@ impl Session<'_> {
     async fn serve(&mut self, cancel: &CancellationToken) -> Result<(), SessionError> {
         loop {
             self.link.client.shrink();
-            let packet = tokio::select! {
-                p = self.link.client.read_packet(Some(0), self.link.max_packet) => p?,
-                _ = cancel.cancelled() => return Ok(()),
+            let packet = {
+                let read = self.link.client.read_packet(Some(0), self.link.max_packet);
+                tokio::pin!(read);
+                // Once the client has been idle a moment, the backend is
+                // watched too: a server that closes the session meanwhile
+                // (wait_timeout, KILL, restart) closes the client's
+                // connection at once, as it would close a direct one.
+                let idle = tokio::time::sleep(IDLE_WATCH);
+                tokio::pin!(idle);
+                let mut watching = false;
+                loop {
+                    tokio::select! {
+                        biased;
+                        p = &mut read => break Ok(p?),
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = &mut idle, if !watching => watching = true,
+                        gone = self.link.binding.conn().wire.fill(), if watching => break Err(gone),
+                    }
+                }
+            };
+            let packet = match packet {
+                Ok(p) => p,
+                Err(gone) => {
+                    self.link.backend_went_away(gone).await;
+                    return Ok(());
+                }
             };
             let seq = packet.last_seq.wrapping_add(1);
             let payload = packet.payload;

@@ -1,0 +1,104 @@
+//! What the application sees, compared with the same steps sent straight
+//! to MariaDB (issue 26).
+
+use crate::common::raw::{default_caps, RawClient};
+use crate::common::*;
+use mysql_async::prelude::*;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+async fn raw(addr: (&str, u16), user: &str, password: &str, db: &str) -> RawClient {
+    RawClient::connect(
+        addr,
+        user,
+        password,
+        Some(db),
+        default_caps(true),
+        "mysql_native_password",
+    )
+    .await
+    .unwrap()
+}
+
+/// Reads until the peer closes; returns what came before the close, or
+/// None when the connection is still open after `within`.
+async fn closed_within(c: &mut RawClient, within: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.ok()?;
+    Some(got)
+}
+
+/// A backend the server closes while the client is idle (here its
+/// `wait_timeout`) closes the client's connection too, as a direct
+/// connection is closed: a pool that waits for the close event must not
+/// keep a dead session forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_server_times_out_closes_as_a_direct_one_does() {
+    let env = TestEnv::start("idle_timeout").await;
+    let mut direct = raw((MARIADB_HOST, MARIADB_PORT), "root", "", &env.db).await;
+    let ip = env.addr.ip().to_string();
+    let mut proxied = raw((&ip, env.addr.port()), USER, PASSWORD, &env.db).await;
+    for c in [&mut direct, &mut proxied] {
+        let ok = c.query("SET SESSION wait_timeout = 1").await;
+        assert_eq!(ok[0][0], 0x00, "{ok:?}");
+    }
+    let limit = Duration::from_secs(20);
+    let direct_saw = closed_within(&mut direct, limit).await;
+    assert!(
+        direct_saw.is_some(),
+        "the server closes an idle session after wait_timeout"
+    );
+    let proxied_saw = closed_within(&mut proxied, limit).await;
+    assert_eq!(
+        proxied_saw, direct_saw,
+        "through Tandem the client sees the close (and whatever the server said) as directly"
+    );
+    env.stop().await;
+}
+
+/// KILL of the session's backend thread by another connection, while the
+/// client is idle: the client's connection closes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_killed_on_the_server_while_idle_closes_the_client() {
+    let env = TestEnv::start("idle_kill").await;
+    let ip = env.addr.ip().to_string();
+    let mut proxied = raw((&ip, env.addr.port()), USER, PASSWORD, &env.db).await;
+    let ok = proxied.query("SET @tandem_idle_kill = 1").await;
+    assert_eq!(ok[0][0], 0x00, "{ok:?}");
+    // Every server thread in this test's database but the killer's own:
+    // the session's backend connection among them.
+    let mut admin = env.direct().await;
+    let me: u64 = admin
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<u64> = admin
+        .exec(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> ?",
+            (&env.db, me),
+        )
+        .await
+        .unwrap();
+    assert!(!ids.is_empty());
+    for id in ids {
+        let _ = admin.query_drop(format!("KILL {id}")).await;
+    }
+    assert!(
+        closed_within(&mut proxied, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "the client's connection stays open on a killed session"
+    );
+    admin.disconnect().await.unwrap();
+    env.stop().await;
+}
