@@ -44,7 +44,9 @@ async fn settings_that_change_a_writes_result_are_carried_to_the_secondary() {
         .await
         .unwrap()
         .unwrap();
-    let mut fresh = mysql_async::Conn::new(direct_opts(&env.primary)).await.unwrap();
+    let mut fresh = mysql_async::Conn::new(direct_opts(&env.primary))
+        .await
+        .unwrap();
     let by_default: String = fresh
         .query_first("SELECT CAST(CAST(1 / 3 AS DECIMAL(40,30)) AS CHAR)")
         .await
@@ -67,7 +69,9 @@ async fn a_set_inside_a_multi_statement_packet_refreshes_the_carried_settings() 
         .await;
     let mut c = env.proxy().await;
     // The first write reads the session's settings.
-    c.query_drop("INSERT INTO t VALUES (1, NULL)").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, NULL)")
+        .await
+        .unwrap();
     c.query_drop("SET time_zone = '+05:00'; SELECT 1")
         .await
         .unwrap();
