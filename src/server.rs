@@ -104,6 +104,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         }
     });
     tokio::spawn(periodic_verify(shared.clone()));
+    tokio::spawn(idle_ticks(shared.clone()));
     info!(%addr, "listening for MySQL clients");
     // The watcher lives as long as the accept loop.
     let watcher = crate::reload::watch(shared.clone());
@@ -118,6 +119,24 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         shared,
         task,
     })
+}
+
+/// How often idle sessions are told to watch their backend for a close: a
+/// client idle longer than this hears of a server-side close within about
+/// as long again.
+pub const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One timer for the whole server, instead of one per command: every
+/// `IDLE_TICK` each session's idle tick is notified.
+async fn idle_ticks(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(IDLE_TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => shared.registry.tick(),
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Runs verify on the `verify.every` schedule while mirroring (read from the

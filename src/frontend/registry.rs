@@ -13,6 +13,10 @@ pub struct SessionEntry {
     pub backend_thread: Arc<AtomicU32>,
     /// Cancelled to close the session (KILL CONNECTION, shutdown).
     pub cancel: CancellationToken,
+    /// Notified by the server's idle tick: a session that has been waiting
+    /// for its client since the last tick starts watching its backend for
+    /// a close (one notification per tick, stored until the session waits).
+    pub idle_tick: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -60,5 +64,17 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Notifies every session's idle tick.
+    pub fn tick(&self) {
+        for e in self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            e.idle_tick.notify_one();
+        }
     }
 }

@@ -70,11 +70,6 @@ impl From<std::io::Error> for SessionError {
     }
 }
 
-/// How long a client is idle before its backend connection is watched for
-/// a close (short, so the client hears of it at once; not zero, so a busy
-/// client's commands pay no extra read of the backend socket).
-const IDLE_WATCH: std::time::Duration = std::time::Duration::from_millis(100);
-
 struct Session<'a> {
     /// The client and backend connections and the wire state between them.
     link: Link<'a>,
@@ -92,15 +87,19 @@ struct Session<'a> {
     ticket: Option<crate::cutover::Ticket<'a>>,
     /// Route class index of the last statement (latency histogram).
     last_class: usize,
+    /// The server's idle tick (see `registry::SessionEntry::idle_tick`).
+    idle_tick: Arc<tokio::sync::Notify>,
 }
 
 /// Serves one client connection to the end.
 pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
     let cancel = shared.shutdown.child_token();
     let backend_thread = Arc::new(AtomicU32::new(0));
+    let idle_tick = Arc::new(tokio::sync::Notify::new());
     let id = shared.registry.register(SessionEntry {
         backend_thread: backend_thread.clone(),
         cancel: cancel.clone(),
+        idle_tick: idle_tick.clone(),
     });
     let mut client = Wire::new(stream);
     let session = tokio::select! {
@@ -129,6 +128,7 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
             capture: capture::Capture::default(),
             ticket: None,
             last_class: 0,
+            idle_tick,
         };
         debug!(conn = id, %peer, user = %s.user, "session started");
         match s.serve(&cancel).await {
@@ -168,19 +168,20 @@ impl Session<'_> {
             let packet = {
                 let read = self.link.client.read_packet(Some(0), self.link.max_packet);
                 tokio::pin!(read);
-                // Once the client has been idle a moment, the backend is
-                // watched too: a server that closes the session meanwhile
-                // (wait_timeout, KILL, restart) closes the client's
-                // connection at once, as it would close a direct one.
-                let idle = tokio::time::sleep(IDLE_WATCH);
-                tokio::pin!(idle);
+                // Once the client has been idle through a server tick, the
+                // backend is watched too: a server that closes the session
+                // meanwhile (wait_timeout, KILL, restart) closes the
+                // client's connection, as it would close a direct one. (A
+                // timer per command cost microseconds per query.)
+                let tick = self.idle_tick.notified();
+                tokio::pin!(tick);
                 let mut watching = false;
                 loop {
                     tokio::select! {
                         biased;
                         p = &mut read => break Ok(p?),
                         _ = cancel.cancelled() => return Ok(()),
-                        _ = &mut idle, if !watching => watching = true,
+                        _ = &mut tick, if !watching => watching = true,
                         gone = self.link.binding.conn().wire.fill(), if watching => break Err(gone),
                     }
                 }
