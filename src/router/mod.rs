@@ -44,6 +44,9 @@ pub enum SchemaObject {
     Routine,
     /// A scheduled event: it runs by itself on the server that holds it.
     Event,
+    /// CREATE/DROP TEMPORARY TABLE: the session's own table, which neither
+    /// commits an open transaction nor exists for anyone else.
+    TemporaryTable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +234,9 @@ fn schema_object(sql: &[u8], toks: &[Token]) -> Option<SchemaObject> {
         if found(&["EVENT"]) {
             return Some(SchemaObject::Event);
         }
+        if found(&["TEMPORARY"]) {
+            return Some(SchemaObject::TemporaryTable);
+        }
         if found(&[
             "TABLE",
             "TABLES",
@@ -252,6 +258,56 @@ fn schema_object(sql: &[u8], toks: &[Token]) -> Option<SchemaObject> {
         }
     }
     None
+}
+
+/// Whether a statement of class `class` may commit an open transaction on
+/// the server (so capture journals the transaction before it runs). The
+/// statements MySQL documents as not committing say no: CREATE/DROP
+/// TEMPORARY TABLE, DO, HANDLER, GET DIAGNOSTICS, SIGNAL/RESIGNAL, a
+/// statement of comments only, and a SET that only turns autocommit off.
+/// Anything else that is not a read, a write or a plain SET may commit.
+pub fn may_commit_implicitly(route: &Route, sql: &[u8], toks: &[Token]) -> bool {
+    match &route.class {
+        Class::Ddl => route.object != Some(SchemaObject::TemporaryTable),
+        Class::Session(SessionOp::Set) => sets_autocommit_on(sql, toks),
+        Class::Session(SessionOp::LockTables | SessionOp::UnlockTables) => true,
+        Class::Other => {
+            let Some(first) = toks.first() else {
+                return false;
+            };
+            !["DO", "HANDLER", "GET", "SIGNAL", "RESIGNAL"]
+                .iter()
+                .any(|w| first.is_word(sql, w))
+        }
+        _ => false,
+    }
+}
+
+/// A SET that assigns autocommit anything but an explicit off (`0`, `OFF`,
+/// `FALSE`): turning it on commits an open transaction, and an expression
+/// might.
+fn sets_autocommit_on(sql: &[u8], toks: &[Token]) -> bool {
+    toks.iter().enumerate().any(|(i, t)| {
+        let names_it = t.is_word(sql, "autocommit")
+            || (t.kind == Tok::Var && t.text(sql).to_ascii_lowercase().ends_with(b"autocommit"));
+        if !names_it {
+            return false;
+        }
+        let value = match toks.get(i + 1).map(|t| t.kind) {
+            Some(Tok::Punct(b'=')) => toks.get(i + 2),
+            Some(Tok::Punct(b':')) => toks.get(i + 3),
+            _ => return true,
+        };
+        let off = value.is_some_and(|v| {
+            (v.kind == Tok::Num && v.text(sql) == b"0")
+                || v.is_word(sql, "OFF")
+                || v.is_word(sql, "FALSE")
+        });
+        let alone = toks
+            .get(i + 3 + usize::from(toks.get(i + 1).map(|t| t.kind) == Some(Tok::Punct(b':'))))
+            .is_none_or(|t| t.kind == Tok::Punct(b',') || t.kind == Tok::Punct(b';'));
+        !(off && alone)
+    })
 }
 
 /// First word of a statement, upper-cased (for keyword classification).

@@ -267,3 +267,48 @@ fn ddl_on_triggers_routines_and_events_names_the_object() {
         assert_eq!(got.statements[0].object, *want, "{sql}");
     }
 }
+
+#[test]
+fn which_statements_may_commit_an_open_transaction() {
+    let cases: &[(&str, bool)] = &[
+        ("CREATE TABLE t (a INT)", true),
+        ("ALTER TABLE t ADD COLUMN b INT", true),
+        ("CREATE TEMPORARY TABLE t (a INT)", false),
+        ("CREATE TEMPORARY TABLE IF NOT EXISTS t AS SELECT * FROM u", false),
+        ("DROP TEMPORARY TABLE IF EXISTS t", false),
+        ("DROP TABLE t", true),
+        ("LOCK TABLES t WRITE", true),
+        ("UNLOCK TABLES", true),
+        ("SET autocommit = 1", true),
+        ("SET autocommit = 0", false),
+        ("SET autocommit := OFF", false),
+        ("SET SESSION autocommit = false", false),
+        ("SET @@autocommit = 0", false),
+        ("SET @@session.autocommit = ON", true),
+        ("SET autocommit = @x", true),
+        ("SET autocommit = 0 + 1", true),
+        ("SET autocommit = 0, sql_mode = ''", false),
+        ("SET sql_mode = ''", false),
+        ("DO 1", false),
+        ("DO SLEEP(0)", false),
+        ("HANDLER t OPEN", false),
+        ("GET DIAGNOSTICS @n = NUMBER", false),
+        ("SIGNAL SQLSTATE '45000'", false),
+        ("/* only a comment */", false),
+        ("SELECT 1", false),
+        ("INSERT INTO t VALUES (1)", false),
+        ("GRANT SELECT ON t TO u", true),
+        ("OPTIMIZE TABLE t", true),
+    ];
+    for (sql, want) in cases {
+        let mut toks = Vec::new();
+        lexer::tokenize(sql.as_bytes(), &mut toks);
+        let got = classify(sql.as_bytes());
+        assert_eq!(
+            may_commit_implicitly(&got.statements[0], sql.as_bytes(), &toks),
+            *want,
+            "{sql} ({:?})",
+            got.statements[0].class
+        );
+    }
+}

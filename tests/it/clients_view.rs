@@ -102,3 +102,103 @@ async fn a_session_killed_on_the_server_while_idle_closes_the_client() {
     admin.disconnect().await.unwrap();
     env.stop().await;
 }
+
+/// Statements that do not commit in MySQL leave the open transaction open
+/// through a mirroring Tandem too: a ROLLBACK after them rolls back the
+/// write before them, as it does directly. (Tandem used to journal and
+/// commit the transaction first.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_that_do_not_commit_leave_the_transaction_open() {
+    use crate::common::mirror::*;
+    let env = MirrorEnv::start("nocommit", "").await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let steps = [
+        "CREATE TEMPORARY TABLE scratch (i INT)",
+        "DROP TEMPORARY TABLE IF EXISTS scratch",
+        "DO 1",
+        "SET autocommit = 0",
+        "SET @@autocommit = OFF",
+        "/* only a comment */",
+    ];
+    let mut direct = mysql_async::Conn::new(direct_opts(&env.primary))
+        .await
+        .unwrap();
+    direct
+        .query_drop("CREATE TABLE t_direct (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut c = env.proxy().await;
+    for (i, step) in steps.iter().enumerate() {
+        for (conn, table) in [(&mut direct, "t_direct"), (&mut c, "t")] {
+            conn.query_drop("SET autocommit = 1").await.unwrap();
+            conn.query_drop("BEGIN").await.unwrap();
+            conn.query_drop(format!("INSERT INTO {table} VALUES ({i})"))
+                .await
+                .unwrap();
+            if let Err(e) = conn.query_drop(*step).await {
+                // A comment alone is an empty query to the server.
+                assert!(e.to_string().contains("Query was empty"), "{step}: {e}");
+            }
+            conn.query_drop("ROLLBACK").await.unwrap();
+        }
+        let kept = |db: String, table: &'static str| async move {
+            let mut d = mysql_async::Conn::new(direct_opts(&db)).await.unwrap();
+            let n: u64 = d
+                .query_first(format!("SELECT COUNT(*) FROM {table}"))
+                .await
+                .unwrap()
+                .unwrap();
+            d.disconnect().await.unwrap();
+            n
+        };
+        assert_eq!(
+            kept(env.primary.clone(), "t").await,
+            kept(env.primary.clone(), "t_direct").await,
+            "after {step}: through Tandem the ROLLBACK must undo what it undoes directly"
+        );
+    }
+    env.wait_caught_up().await;
+    assert_same(&env.primary, &env.secondary, "t").await;
+    drop(c);
+    direct.disconnect().await.unwrap();
+    env.stop().await;
+}
+
+/// A temporary table lives on the primary only: writes to it are not
+/// mirrored (even when it hides a real table of the same name), and a
+/// write to a real table that reads one cannot be replayed from its text,
+/// so it follows unsafe_writes (here: refused, saying why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_tables_stay_on_the_primary_and_writes_reading_them_are_refused() {
+    use crate::common::mirror::*;
+    let env = MirrorEnv::start("temptables", "").await;
+    env.create_both("CREATE TABLE orders (id INT PRIMARY KEY, v INT)")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("CREATE TEMPORARY TABLE orders (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO orders VALUES (1, 1)")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE orders SET v = 10 WHERE id = 1")
+        .await
+        .unwrap();
+    c.query_drop("DROP TEMPORARY TABLE orders").await.unwrap();
+    c.query_drop("INSERT INTO orders VALUES (2, 2)")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TEMPORARY TABLE tmp (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO tmp VALUES (3, 3)").await.unwrap();
+    let err = c
+        .query_drop("INSERT INTO orders SELECT * FROM tmp")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("temporary table `tmp`"), "{err}");
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "orders").await, 1);
+    drop(c);
+    env.stop().await;
+}

@@ -18,6 +18,7 @@
 //! - DDL: intent, DDL, outcome (DDL commits by itself; no marker).
 //! - Unsafe writes follow `migration.unsafe_writes`.
 
+mod temporary;
 mod write;
 
 use super::link::{query_packet, Link, Reply};
@@ -30,7 +31,7 @@ use crate::mirror::runtime::{Admit, Mirror};
 use crate::protocol::response::Expect;
 use crate::protocol::ErrSpec;
 use crate::router::lexer;
-use crate::router::{Class, Classified, Route, SchemaObject, SessionOp, TxnOp};
+use crate::router::{self, Class, Classified, Route, SchemaObject, SessionOp, TxnOp};
 use mysql_common::constants::StatusFlags;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -66,6 +67,9 @@ pub(super) struct Capture {
     /// again before the next write (after SET, change user, reset).
     vars: Option<Arc<Vec<(String, String)>>>,
     no_backslash_escapes: bool,
+    /// The session's temporary tables (bare names, lower case), created
+    /// while capturing: their rows exist on the primary only.
+    temp_tables: Vec<String>,
 }
 
 impl Capture {
@@ -157,6 +161,11 @@ impl Capture {
             return Ok(false);
         };
         let sql = &payload[1..];
+        if !self.temp_tables.is_empty() {
+            if let Some(done) = self.temporary(cx, m, route, payload, seq).await? {
+                return Ok(done);
+            }
+        }
         match &route.class {
             Class::Write(_) => {
                 if !self.mirrored(cx, route) {
@@ -178,6 +187,9 @@ impl Capture {
                     self.unsafe_write(cx, m, &[], reason, payload, seq).await?;
                     return Ok(true);
                 }
+                if route.object == Some(SchemaObject::TemporaryTable) {
+                    return self.temporary_table(cx, route, payload, seq).await;
+                }
                 if !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
                 }
@@ -195,12 +207,8 @@ impl Capture {
             }
             Class::Transaction(op) => self.transaction_op(cx, m, *op, payload, sql, seq).await,
             Class::Session(SessionOp::Set) => {
-                let mentions_autocommit = cx
-                    .scratch
-                    .tokens
-                    .iter()
-                    .any(|t| t.is_word(sql, "autocommit"));
-                if mentions_autocommit && !self.commit_implicitly(cx, m, seq).await? {
+                let commits = router::may_commit_implicitly(route, sql, &cx.scratch.tokens);
+                if commits && !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
                 }
                 // Carried values are read again before the next write; the
@@ -223,7 +231,9 @@ impl Capture {
             }
             Class::Session(SessionOp::LockTables | SessionOp::UnlockTables) | Class::Other => {
                 // May commit implicitly: journal the open transaction first.
-                if !self.commit_implicitly(cx, m, seq).await? {
+                // (What does not, such as DO or a comment, leaves it open.)
+                let commits = router::may_commit_implicitly(route, sql, &cx.scratch.tokens);
+                if commits && !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
                 }
                 Ok(false)
