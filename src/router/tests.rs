@@ -274,7 +274,10 @@ fn which_statements_may_commit_an_open_transaction() {
         ("CREATE TABLE t (a INT)", true),
         ("ALTER TABLE t ADD COLUMN b INT", true),
         ("CREATE TEMPORARY TABLE t (a INT)", false),
-        ("CREATE TEMPORARY TABLE IF NOT EXISTS t AS SELECT * FROM u", false),
+        (
+            "CREATE TEMPORARY TABLE IF NOT EXISTS t AS SELECT * FROM u",
+            false,
+        ),
         ("DROP TEMPORARY TABLE IF EXISTS t", false),
         ("DROP TABLE t", true),
         ("LOCK TABLES t WRITE", true),
