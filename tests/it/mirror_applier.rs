@@ -23,6 +23,7 @@ struct Fixture {
     port: u16,
     /// `migration.apply_batch_wait`.
     batch_wait: Duration,
+    attempt_timeout: Duration,
 }
 
 async fn fixture(name: &str) -> Fixture {
@@ -37,6 +38,7 @@ async fn fixture(name: &str) -> Fixture {
         journal,
         port: MARIADB_PORT,
         batch_wait: Duration::from_millis(10),
+        attempt_timeout: Duration::from_secs(5),
     }
 }
 
@@ -58,7 +60,7 @@ impl Fixture {
                 journal_dir: self.dir.path().join("journal"),
                 dead_letter: self.dir.path().join("dead-letter.jsonl"),
                 on_permanent_error: tandem::mirror::applier::ErrorPolicy::new(policy),
-                attempt_timeout: Duration::from_secs(5),
+                attempt_timeout: self.attempt_timeout,
                 workers: 4,
                 batch_wait: self.batch_wait,
             },
@@ -610,5 +612,59 @@ async fn transactions_wait_for_a_fuller_group_until_someone_waits_for_them() {
     let n: Option<i64> = d.query_first("SELECT COUNT(*) FROM b").await.unwrap();
     assert_eq!(n, Some(20));
     d.disconnect().await.unwrap();
+    f.done().await;
+}
+
+/// An attempt that outlives `attempt_timeout` is given up, but what it sent
+/// may still be running on the secondary (here: waiting for a row lock)
+/// and commit later. The retry must not apply the transaction again: the
+/// old connection's thread is ended before the retry reads the position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_attempt_still_running_on_the_secondary_is_not_applied_twice() {
+    let mut f = fixture("apply_slow").await;
+    f.attempt_timeout = Duration::from_millis(500);
+    let mut d = f.direct().await;
+    d.query_drop("CREATE TABLE t (id INT PRIMARY KEY, n INT NOT NULL)")
+        .await
+        .unwrap();
+    d.query_drop("INSERT INTO t VALUES (1, 0)").await.unwrap();
+    // Another session holds the row the transaction updates.
+    let mut holder = f.direct().await;
+    holder.query_drop("BEGIN").await.unwrap();
+    holder
+        .query_drop("SELECT * FROM t WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let (stats, stop, task) = f.spawn(ApplyErrors::Continue);
+    let db = f.db.clone();
+    let lsn = f
+        .append(txn(vec![stmt(
+            &db,
+            "UPDATE t SET n = n + 1 WHERE id = 1",
+            &["t"],
+        )]))
+        .await;
+    // Several attempts time out while the row is held.
+    for _ in 0..400 {
+        if stats.retried.load(Ordering::Relaxed) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stats.retried.load(Ordering::Relaxed) >= 3);
+    holder.query_drop("COMMIT").await.unwrap();
+    wait_applied(&stats, lsn).await;
+    // An attempt given up on but still alive would commit now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n: i32 = d
+        .query_first("SELECT n FROM t WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1, "the transaction was applied {n} times");
+    stop.cancel();
+    let _ = task.await;
+    d.disconnect().await.unwrap();
+    holder.disconnect().await.unwrap();
     f.done().await;
 }

@@ -33,6 +33,9 @@ pub(super) struct Worker {
     /// A compound block failed where the plain statements applied: plain
     /// statements from then on.
     pub(super) compound_refused: bool,
+    /// The server thread of a connection given up on after a failed or
+    /// timed-out attempt, until it is known to have ended.
+    pub(super) abandoned: Option<u32>,
 }
 
 impl Worker {
@@ -48,6 +51,7 @@ impl Worker {
             ts_pinned: true,
             compound: false,
             compound_refused: false,
+            abandoned: None,
         }
     }
 
@@ -101,7 +105,12 @@ impl Worker {
             let timeout = self.cfg.attempt_timeout;
             let tried = match tokio::time::timeout(timeout, async {
                 // After a failure the COMMIT may have succeeded with its
-                // answer lost: the stored position says whether it did.
+                // answer lost: the stored position says whether it did,
+                // once no earlier attempt can still commit.
+                if let Some(thread) = self.abandoned {
+                    self.end_thread(thread).await?;
+                    self.abandoned = None;
+                }
                 if attempt > 0 && self.is_applied(lsn).await? {
                     return Ok(true);
                 }
@@ -579,6 +588,12 @@ impl Worker {
 
     pub(super) async fn wait_after(&mut self, attempt: u32, e: &mysql_async::Error) {
         self.stats.retried.fetch_add(1, Ordering::Relaxed);
+        // The server may still be running what the attempt sent (a
+        // statement waiting for a lock notices no closed socket): its
+        // thread is ended before the next attempt looks at the position.
+        if let Some(c) = self.conn.as_ref() {
+            self.abandoned.get_or_insert(c.id());
+        }
         self.drop_conn();
         let wait = backoff(attempt);
         warn!(attempt, error = %e, ?wait, worker = self.index, "secondary unavailable; retrying in order");
@@ -609,6 +624,30 @@ impl Worker {
 
     pub(super) fn drop_conn(&mut self) {
         self.conn = None;
+    }
+
+    /// KILLs the server thread of a connection this worker gave up on and
+    /// returns once the server lists it no more: from then on what it ran
+    /// has committed or rolled back for good.
+    pub(super) async fn end_thread(&mut self, thread: u32) -> Result<(), mysql_async::Error> {
+        let conn = self.conn().await?;
+        match conn.query_drop(format!("KILL {thread}")).await {
+            // 1094: no such thread (it ended by itself).
+            Err(mysql_async::Error::Server(e)) if e.code == 1094 => {}
+            other => other?,
+        }
+        loop {
+            let left: Option<u64> = conn
+                .exec_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?",
+                    (thread,),
+                )
+                .await?;
+            if left == Some(0) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
