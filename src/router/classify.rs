@@ -4,8 +4,8 @@
 use super::lexer::{Tok, Token};
 use super::{word_at, Class, Route, SessionOp, TxnOp, WriteKind};
 use sqlparser::ast::{
-    visit_relations, FromTable, ObjectName, ObjectType, Statement, TableFactor, TableObject,
-    TableWithJoins,
+    visit_relations, FromTable, ObjectName, ObjectType, SetExpr, Statement, TableFactor,
+    TableObject, TableWithJoins,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -36,12 +36,17 @@ fn route(class: Class, tables: Vec<String>) -> Route {
 fn from_ast(stmt: &Statement, sql: &[u8], toks: &[Token]) -> Route {
     use Statement as S;
     match stmt {
-        S::Query(q) => route(
-            Class::Read {
-                locking: !q.locks.is_empty() || has_lock_in_share_mode(sql, toks),
-            },
-            relations(stmt),
-        ),
+        // `WITH … UPDATE/DELETE/INSERT`: the write is what it runs; the
+        // common table expressions are only read.
+        S::Query(q) => match &*q.body {
+            SetExpr::Update(w) | SetExpr::Delete(w) | SetExpr::Insert(w) => from_ast(w, sql, toks),
+            _ => route(
+                Class::Read {
+                    locking: !q.locks.is_empty() || has_lock_in_share_mode(sql, toks),
+                },
+                relations(stmt),
+            ),
+        },
         S::Insert(ins) => {
             let kind = if ins.replace_into || word_at(sql, toks, 0).as_deref() == Some("REPLACE") {
                 WriteKind::Replace

@@ -315,3 +315,20 @@ fn which_statements_may_commit_an_open_transaction() {
         );
     }
 }
+
+#[test]
+fn a_with_clause_before_a_write_is_a_write() {
+    for sql in [
+        "WITH c AS (SELECT id FROM src) UPDATE t SET n = n + 1 WHERE id IN (SELECT id FROM c)",
+        "WITH c AS (SELECT id FROM src) DELETE FROM t WHERE id IN (SELECT id FROM c)",
+        "WITH RECURSIVE c (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3) DELETE FROM t WHERE id IN (SELECT n FROM c)",
+    ] {
+        let got = classify(sql.as_bytes());
+        let r = &got.statements[0];
+        assert!(r.is_write(), "{sql}: {r:?}");
+        assert!(r.tables.iter().any(|t| t == "t"), "{sql}: {r:?}");
+    }
+    // A WITH clause before a SELECT stays a read.
+    let got = classify(b"WITH c AS (SELECT id FROM t) SELECT * FROM c");
+    assert!(matches!(got.statements[0].class, Class::Read { .. }));
+}
