@@ -200,3 +200,60 @@ async fn triggers_and_routines_created_through_tandem_reach_the_secondary() {
     drop(c);
     env.stop().await;
 }
+
+/// A write to a table without transactions (MyISAM here) is not undone by
+/// its transaction's ROLLBACK, while Tandem journals writes with their
+/// transaction: such writes follow `unsafe_writes` (here: refused, saying
+/// why), and transactional tables in the same session go on as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_tables_without_transactions_follow_unsafe_writes() {
+    let env = MirrorEnv::start("myisam", "").await;
+    env.create_both("CREATE TABLE m (id INT PRIMARY KEY, v INT) ENGINE=MyISAM")
+        .await;
+    env.create_both("CREATE TABLE i (id INT PRIMARY KEY, v INT) ENGINE=InnoDB")
+        .await;
+    let mut c = env.proxy().await;
+    let err = c
+        .query_drop("INSERT INTO m VALUES (1, 1)")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("MyISAM, which has no transactions"),
+        "{err}"
+    );
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO i VALUES (1, 1)").await.unwrap();
+    let err = c
+        .query_drop("UPDATE m SET v = 2 WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("MyISAM"), "{err}");
+    c.query_drop("COMMIT").await.unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "m").await, 0);
+    assert_eq!(assert_same(&env.primary, &env.secondary, "i").await, 1);
+    drop(c);
+    env.stop().await;
+}
+
+/// A column default that calls RAND() draws the same numbers on the
+/// secondary: the session's seeds are pinned as for RAND() in the
+/// statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rand_column_default_draws_the_same_values_on_the_secondary() {
+    let env = MirrorEnv::start("randdefault", "").await;
+    env.create_both("CREATE TABLE r (id INT PRIMARY KEY, x DOUBLE DEFAULT (RAND()))")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO r (id) VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO r (id) VALUES (4)").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "r").await, 4);
+    drop(c);
+    env.stop().await;
+}

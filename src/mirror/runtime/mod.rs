@@ -53,6 +53,19 @@ const JOURNAL_QUEUE: usize = 16 * 1024;
 /// How long start-up waits for the journal directory's lock.
 const JOURNAL_LOCK_WAIT: Duration = Duration::from_secs(5);
 
+/// What capture needs to know of a table a write goes to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableFacts {
+    /// A write may read the statement time: a column default or ON UPDATE
+    /// of the clock, or a trigger (which may read anything).
+    pub reads_time: bool,
+    /// A column default calls RAND() (or a trigger may): seeds are pinned.
+    pub reads_rand: bool,
+    /// The storage engine, when it has no transactions (MyISAM, Aria,
+    /// MEMORY, …): a write there is not undone by ROLLBACK.
+    pub engine_without_transactions: Option<String>,
+}
+
 /// Counters of the capture side (sessions).
 #[derive(Debug, Default)]
 pub struct CaptureStats {
@@ -155,8 +168,9 @@ pub struct Mirror {
     in_doubt: mpsc::UnboundedSender<InDoubt>,
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// `db.table` → whether a write to it reads the statement time.
-    reads_time: Mutex<HashMap<String, bool>>,
+    /// `db.table` → what capture needs to know of it (read from the
+    /// primary's information_schema; cleared when DDL passes).
+    table_facts: Mutex<HashMap<String, TableFacts>>,
     /// Table name (unqualified, lower case) → LSN of the last intent that
     /// wrote it: lets backfill re-check only chunks of tables written while
     /// it copied them.
@@ -315,7 +329,7 @@ impl Mirror {
             in_doubt: tx,
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
-            reads_time: Mutex::new(HashMap::new()),
+            table_facts: Mutex::new(HashMap::new()),
             apply_workers: cfg.apply_workers,
             apply_batch_wait: cfg.apply_batch_wait,
             journal_commit_wait: cfg.journal_commit_wait,
@@ -462,7 +476,7 @@ impl Mirror {
                 new.secondary.name
             ));
         }
-        self.reads_time
+        self.table_facts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
@@ -510,27 +524,27 @@ impl Mirror {
         r
     }
 
-    /// Cached: does writing `db.table` read the statement time?
-    pub fn reads_time(&self, db: &str, table: &str) -> Option<bool> {
+    /// Cached facts of `db.table` (see `TableFacts`).
+    pub fn table_facts(&self, db: &str, table: &str) -> Option<TableFacts> {
         let key = format!("{db}.{table}");
-        self.reads_time
+        self.table_facts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-            .copied()
+            .cloned()
     }
 
-    pub fn set_reads_time(&self, db: &str, table: &str, reads: bool) {
+    pub fn set_table_facts(&self, db: &str, table: &str, facts: TableFacts) {
         let key = format!("{db}.{table}");
-        self.reads_time
+        self.table_facts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, reads);
+            .insert(key, facts);
     }
 
     /// DDL went through: table facts cached from the schema are stale.
     pub fn schema_changed(&self) {
-        self.reads_time
+        self.table_facts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();

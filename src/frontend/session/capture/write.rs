@@ -9,7 +9,7 @@ use super::{bare, Capture, Marker, WriteSrc, CARRIED_VARS};
 use crate::config::UnsafeWrites;
 use crate::mirror::now_us;
 use crate::mirror::record::{tables_of, MirrorStatement, MirrorTxn, Pins};
-use crate::mirror::runtime::{Mirror, DDL_TOKEN};
+use crate::mirror::runtime::{Mirror, TableFacts, DDL_TOKEN};
 use crate::protocol::packets::{get_lenenc, OkInfo};
 use crate::protocol::response::Expect;
 use crate::protocol::ErrSpec;
@@ -125,12 +125,23 @@ impl Capture {
                     .await
             }
         };
+        let facts = self.table_facts(cx, m, route).await?;
+        if let Some(engine) = &facts.engine_without_transactions {
+            let reason = format!(
+                "a table it writes uses {engine}, which has no transactions: a write there is not undone with its transaction, and Tandem journals writes with their transaction"
+            );
+            return self
+                .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                .await;
+        }
         // Pin the statement time only where something reads it: a time
-        // function in the statement or a timestamp default / trigger on
-        // the table. Unpinned writes cost no extra statements.
-        let pin = uses.time || uses.rand || self.table_reads_time(cx, m, route).await?;
+        // function in the statement or a clock default / trigger on the
+        // table; seeds likewise for RAND(). Unpinned writes cost no extra
+        // statements.
+        let rand_used = uses.rand || facts.reads_rand;
+        let pin = uses.time || rand_used || facts.reads_time;
         let ts = pin.then(now_us);
-        let seeds = uses.rand.then(|| {
+        let seeds = rand_used.then(|| {
             (
                 rand::random::<u32>() % 0x3FFF_FFFF,
                 rand::random::<u32>() % 0x3FFF_FFFF,
@@ -397,52 +408,90 @@ impl Capture {
         cx.relay(seq, stmt_r, true).await
     }
 
-    /// Whether writing to the route's tables reads the statement time (a
-    /// timestamp default or ON UPDATE column, or a trigger), from the
-    /// primary's information_schema, cached per table until DDL passes.
-    pub(super) async fn table_reads_time(
+    /// What writing to the route's tables involves (`TableFacts`, merged
+    /// over the tables), from the primary's information_schema, cached per
+    /// table until DDL passes. A table Tandem cannot name (no current
+    /// database) reads the time and RAND(), as when in doubt.
+    pub(super) async fn table_facts(
         &mut self,
         cx: &mut Link<'_>,
         m: &Mirror,
         route: &Route,
-    ) -> Result<bool, SessionError> {
+    ) -> Result<TableFacts, SessionError> {
         let current = cx.binding.conn().current_db.clone();
-        let mut unknown = Vec::new();
+        let mut all = TableFacts::default();
+        let merge = |f: TableFacts, all: &mut TableFacts| {
+            all.reads_time |= f.reads_time;
+            all.reads_rand |= f.reads_rand;
+            if all.engine_without_transactions.is_none() {
+                all.engine_without_transactions = f.engine_without_transactions;
+            }
+        };
         for t in &route.tables {
             let (db, table) = match t.split_once('.') {
                 Some((d, t)) => (Some(d.to_string()), t.to_string()),
                 None => (current.clone(), t.clone()),
             };
-            let Some(db) = db else { return Ok(true) };
-            match m.reads_time(&db, &table) {
-                Some(true) => return Ok(true),
-                Some(false) => {}
-                None => unknown.push((db, table)),
+            let Some(db) = db else {
+                all.reads_time = true;
+                all.reads_rand = true;
+                continue;
+            };
+            if let Some(f) = m.table_facts(&db, &table) {
+                merge(f, &mut all);
+                continue;
             }
-        }
-        for (db, table) in unknown {
             let lit = |s: &str| sql_literal(s.as_bytes());
+            let (d, t) = (lit(&db), lit(&table));
+            let clock = [
+                "CURRENT_TIMESTAMP",
+                "NOW(",
+                "CURDATE(",
+                "CURRENT_DATE",
+                "CURTIME(",
+                "CURRENT_TIME",
+                "UTC_",
+                "UNIX_TIMESTAMP(",
+                "SYSDATE(",
+                "LOCALTIME",
+            ]
+            .iter()
+            .map(|f| format!("UPPER(COLUMN_DEFAULT) LIKE '%{f}%'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
             let sql = format!(
                 "SELECT (SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} \
-                 AND (UPPER(COLUMN_DEFAULT) LIKE '%CURRENT_TIMESTAMP%' OR UPPER(COLUMN_DEFAULT) LIKE '%NOW(%' \
-                 OR UPPER(EXTRA) LIKE '%ON UPDATE%')) + \
-                 (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {d} AND EVENT_OBJECT_TABLE = {t})",
-                d = lit(&db),
-                t = lit(&table)
+                 AND ({clock} OR UPPER(EXTRA) LIKE '%ON UPDATE%')), \
+                 (SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} \
+                 AND UPPER(COLUMN_DEFAULT) LIKE '%RAND(%'), \
+                 (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {d} AND EVENT_OBJECT_TABLE = {t}), \
+                 (SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t})"
             );
             cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
             let reply = cx.read_reply(Expect::ResultSet).await?;
+            let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
             // When in doubt, pin.
-            let reads = first_row(&reply, cx.deprecate_eof())
-                .and_then(|row| row.into_iter().next().flatten())
-                .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
-                .is_none_or(|n| n > 0);
-            m.set_reads_time(&db, &table, reads);
-            if reads {
-                return Ok(true);
-            }
+            let count = |i: usize| {
+                row.get(i)
+                    .cloned()
+                    .flatten()
+                    .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
+            };
+            let triggers = count(2).is_none_or(|n| n > 0);
+            let engine = row
+                .get(3)
+                .cloned()
+                .flatten()
+                .map(|e| String::from_utf8_lossy(&e).into_owned());
+            let facts = TableFacts {
+                reads_time: triggers || count(0).is_none_or(|n| n > 0),
+                reads_rand: triggers || count(1).is_none_or(|n| n > 0),
+                engine_without_transactions: engine.filter(|e| !has_transactions(e)),
+            };
+            m.set_table_facts(&db, &table, facts.clone());
+            merge(facts, &mut all);
         }
-        Ok(false)
+        Ok(all)
     }
 
     /// DDL: intent first (its metadata lock orders it against the writes
@@ -576,6 +625,20 @@ fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option<Vec<u8>>>>
         at = end;
     }
     Some(out)
+}
+
+/// Storage engines whose writes a ROLLBACK undoes.
+fn has_transactions(engine: &str) -> bool {
+    [
+        "InnoDB",
+        "XtraDB",
+        "RocksDB",
+        "TokuDB",
+        "ndbcluster",
+        "SEQUENCE",
+    ]
+    .iter()
+    .any(|e| engine.eq_ignore_ascii_case(e))
 }
 
 /// A UUID in MySQL's UUID() text form (version 1 layout is not needed by
