@@ -257,3 +257,22 @@ async fn a_rand_column_default_draws_the_same_values_on_the_secondary() {
     drop(c);
     env.stop().await;
 }
+
+/// DDL runs at the statement time Tandem pins, on both sides: a column
+/// added with a clock default stamps the existing rows with the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_with_a_clock_default_stamps_existing_rows_alike() {
+    let env = MirrorEnv::start("ddltime", "").await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    env.create_both("INSERT INTO t VALUES (1), (2), (3)").await;
+    let mut c = env.proxy().await;
+    c.query_drop(
+        "ALTER TABLE t ADD COLUMN added TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)",
+    )
+    .await
+    .unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "t").await, 3);
+    drop(c);
+    env.stop().await;
+}

@@ -197,11 +197,7 @@ impl Capture {
             return Ok(());
         }
         let set_p = ts.map(|ts| {
-            let mut set = format!(
-                "SET TIMESTAMP = {}.{:06}",
-                ts.div_euclid(1_000_000),
-                ts.rem_euclid(1_000_000)
-            );
+            let mut set = set_timestamp(ts);
             if let Some((a, b)) = seeds {
                 set.push_str(&format!(", @@rand_seed1 = {a}, @@rand_seed2 = {b}"));
             }
@@ -520,12 +516,19 @@ impl Capture {
             return Ok(done);
         }
         let vars = self.ensure_vars(cx).await?;
+        // The statement time is pinned on both sides, as for writes: a
+        // column added with a clock default stamps the existing rows with
+        // it (`ADD COLUMN c TIMESTAMP DEFAULT CURRENT_TIMESTAMP`).
+        let ts = now_us();
         let statement = MirrorStatement {
             db: self.mirror_db(cx),
             sql,
             tables: route.tables.clone(),
             ddl: true,
-            pins: Pins::default(),
+            pins: Pins {
+                timestamp_us: Some(ts),
+                ..Pins::default()
+            },
             session: vars.clone(),
         };
         let txn = MirrorTxn {
@@ -540,11 +543,16 @@ impl Capture {
                 None
             }
         };
-        let reply = match cx.send_backend(&[payload]).await {
-            Ok(()) => cx.read_reply(Expect::ResultSet).await,
-            Err(e) => Err(e),
+        let set_p = query_packet(set_timestamp(ts).as_bytes());
+        let reset_p = query_packet(b"SET TIMESTAMP = DEFAULT");
+        let replies = async {
+            cx.send_backend(&[&set_p, payload, &reset_p]).await?;
+            let set = cx.read_reply(Expect::ResultSet).await?;
+            let ddl = cx.read_reply(Expect::ResultSet).await?;
+            let reset = cx.read_reply(Expect::ResultSet).await?;
+            Ok::<_, SessionError>((set, ddl, reset))
         };
-        let reply = match reply {
+        let (set_r, reply, reset_r) = match replies.await {
             Ok(r) => r,
             Err(e) => {
                 // DDL carries no marker: an unknown answer is applied (a
@@ -553,8 +561,14 @@ impl Capture {
                 return Err(e);
             }
         };
-        if let Some(ok) = reply.ok {
+        if let Some(ok) = reset_r.ok.or(reply.ok) {
             cx.status = ok.status_flags();
+        }
+        if set_r.err.is_some() && reply.err.is_none() {
+            m.mark_divergent(
+                &route.tables,
+                "a DDL ran without the statement time Tandem pins (its SET TIMESTAMP failed)",
+            );
         }
         if reply.err.is_none() {
             m.stats.statements.fetch_add(1, Ordering::Relaxed);
@@ -625,6 +639,15 @@ fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option<Vec<u8>>>>
         at = end;
     }
     Some(out)
+}
+
+/// `SET TIMESTAMP = <seconds>.<micros>` for a time in microseconds.
+fn set_timestamp(ts: i64) -> String {
+    format!(
+        "SET TIMESTAMP = {}.{:06}",
+        ts.div_euclid(1_000_000),
+        ts.rem_euclid(1_000_000)
+    )
 }
 
 /// Storage engines whose writes a ROLLBACK undoes.
