@@ -276,3 +276,62 @@ async fn a_column_added_with_a_clock_default_stamps_existing_rows_alike() {
     drop(c);
     env.stop().await;
 }
+
+/// Under READ COMMITTED an UPDATE or DELETE matches rows as other
+/// transactions' commits left them when it ran, so replay in commit order
+/// can change other rows (a queued job inserted and committed meanwhile is
+/// taken on the secondary only). Until row images, such writes follow
+/// `unsafe_writes` (here: refused, saying why) whether the level is the
+/// session's or chosen for one transaction; plain INSERTs stay mirrored,
+/// and REPEATABLE READ is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_read_rows_under_read_committed_follow_unsafe_writes() {
+    let env = MirrorEnv::start("readcommitted", "").await;
+    env.create_both("CREATE TABLE jobs (id INT PRIMARY KEY, st VARCHAR(10), KEY (st))")
+        .await;
+    env.create_both("INSERT INTO jobs VALUES (1, 'queued'), (2, 'queued')")
+        .await;
+    let mut a = env.proxy().await;
+    a.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .unwrap();
+    a.query_drop("BEGIN").await.unwrap();
+    let err = a
+        .query_drop("UPDATE jobs SET st = 'taken' WHERE st = 'queued'")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("under READ COMMITTED"), "{err}");
+    a.query_drop("INSERT INTO jobs VALUES (3, 'queued')")
+        .await
+        .unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    let err = a
+        .query_drop("DELETE FROM jobs WHERE id = 3")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("under READ COMMITTED"), "{err}");
+    // Chosen for the next transaction only.
+    let mut b = env.proxy().await;
+    b.query_drop("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .unwrap();
+    let err = b
+        .query_drop("UPDATE jobs SET st = 'x' WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("under READ COMMITTED"), "{err}");
+    b.query_drop("UPDATE jobs SET st = 'y' WHERE id = 1")
+        .await
+        .unwrap();
+    // The default level.
+    let mut c = env.proxy().await;
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("UPDATE jobs SET st = 'done' WHERE st = 'queued'")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "jobs").await, 3);
+    drop((a, b, c));
+    env.stop().await;
+}

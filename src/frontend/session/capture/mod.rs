@@ -18,6 +18,7 @@
 //! - DDL: intent, DDL, outcome (DDL commits by itself; no marker).
 //! - Unsafe writes follow `migration.unsafe_writes`.
 
+mod isolation;
 mod temporary;
 mod write;
 
@@ -70,6 +71,13 @@ pub(super) struct Capture {
     /// The session's temporary tables (bare names, lower case), created
     /// while capturing: their rows exist on the primary only.
     temp_tables: Vec<String>,
+    /// The session's isolation level, read with the carried settings.
+    isolation: Option<isolation::Isolation>,
+    /// The level `SET TRANSACTION ISOLATION LEVEL` chose for the next
+    /// transaction, until one begins.
+    next_isolation: Option<isolation::Isolation>,
+    /// The level of the open transaction, when it was chosen for it.
+    txn_isolation: Option<isolation::Isolation>,
 }
 
 impl Capture {
@@ -375,6 +383,8 @@ impl Capture {
                 if !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
                 }
+                self.txn_isolation = None;
+                self.transaction_begins();
                 Ok(false)
             }
             TxnOp::Savepoint | TxnOp::RollbackToSavepoint | TxnOp::ReleaseSavepoint => {
@@ -415,6 +425,28 @@ impl Capture {
                 }
                 Ok(true)
             }
+            TxnOp::Other
+                if cx
+                    .scratch
+                    .tokens
+                    .first()
+                    .is_some_and(|t| t.is_word(sql, "SET")) =>
+            {
+                // SET [SESSION|GLOBAL] TRANSACTION …: the isolation level of
+                // the next transaction or of the session.
+                let set = isolation::isolation_set(sql, &cx.scratch.tokens);
+                let summary = cx.forward(payload, seq, Expect::ResultSet).await?;
+                if summary.error.is_none() {
+                    match set {
+                        isolation::IsolationSet::NextTransaction(level) => {
+                            self.next_isolation = Some(level)
+                        }
+                        isolation::IsolationSet::Session => self.vars = None,
+                        isolation::IsolationSet::None => {}
+                    }
+                }
+                Ok(true)
+            }
             TxnOp::Other => {
                 // XA: a prepared transaction can be committed by another
                 // connection or after a restart, outside the session that
@@ -439,6 +471,7 @@ impl Capture {
         self.txn.clear();
         self.marker = None;
         self.savepoints.clear();
+        self.txn_isolation = None;
         cx.after_error = false;
     }
 

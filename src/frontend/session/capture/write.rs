@@ -5,6 +5,7 @@
 
 use super::super::link::{query_packet, Link, Reply};
 use super::super::SessionError;
+use super::isolation::Isolation;
 use super::{bare, Capture, Marker, WriteSrc, CARRIED_VARS};
 use crate::config::UnsafeWrites;
 use crate::mirror::now_us;
@@ -30,8 +31,16 @@ impl Capture {
         if let Some(v) = &self.vars {
             return Ok(v.clone());
         }
+        // The isolation level comes along (not carried: the applier runs
+        // its own transactions); MariaDB names it tx_isolation.
+        let mariadb = memchr::memmem::find(&cx.binding.conn().server.version, b"MariaDB").is_some();
+        let isolation_var = if mariadb {
+            "tx_isolation"
+        } else {
+            "transaction_isolation"
+        };
         let sql = format!(
-            "SELECT {}",
+            "SELECT {}, @@session.{isolation_var}",
             CARRIED_VARS
                 .iter()
                 .map(|v| format!("@@session.{v}"))
@@ -41,6 +50,11 @@ impl Capture {
         cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
         let reply = cx.read_reply(Expect::ResultSet).await?;
         let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
+        self.isolation = row
+            .get(CARRIED_VARS.len())
+            .cloned()
+            .flatten()
+            .and_then(|v| Isolation::parse(&String::from_utf8_lossy(&v)));
         let mut vars = Vec::with_capacity(CARRIED_VARS.len());
         for (name, value) in CARRIED_VARS.iter().zip(row) {
             let Some(value) = value else { continue };
@@ -125,6 +139,21 @@ impl Capture {
                     .await
             }
         };
+        let autocommit = cx.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+            && !cx.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
+        // A write runs at the level chosen for its transaction: its own
+        // under autocommit, else the one it begins or is in.
+        let own = if autocommit {
+            self.next_isolation.take()
+        } else {
+            self.transaction_begins();
+            None
+        };
+        if let Some(reason) = self.isolation_hazard(route, &record_sql, own) {
+            return self
+                .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                .await;
+        }
         let facts = self.table_facts(cx, m, route).await?;
         if let Some(engine) = &facts.engine_without_transactions {
             let reason = format!(
@@ -147,8 +176,6 @@ impl Capture {
                 rand::random::<u32>() % 0x3FFF_FFFF,
             )
         });
-        let autocommit = cx.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
-            && !cx.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
         if autocommit {
             if let Some(done) = self
                 .journal_room(cx, m, &route.tables, &packet, seq)
