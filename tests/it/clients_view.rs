@@ -202,3 +202,39 @@ async fn temporary_tables_stay_on_the_primary_and_writes_reading_them_are_refuse
     drop(c);
     env.stop().await;
 }
+
+/// Under LOCK TABLES a mirroring Tandem cannot wrap a write in the
+/// transaction its journal needs (BEGIN would release the client's table
+/// locks, as it used to do silently): the write follows unsafe_writes
+/// (here: refused, saying why), the client's locks stay held, and after
+/// UNLOCK TABLES writes are mirrored again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_under_lock_tables_keep_the_locks_and_follow_unsafe_writes() {
+    use crate::common::mirror::*;
+    let env = MirrorEnv::start("locktables", "").await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let mut c = env.proxy().await;
+    c.query_drop("LOCK TABLES t WRITE").await.unwrap();
+    let err = c.query_drop("INSERT INTO t VALUES (1)").await.unwrap_err();
+    assert!(
+        err.to_string().contains("LOCK TABLES is in effect"),
+        "{err}"
+    );
+    // The table is still locked for everyone else.
+    let mut other = mysql_async::Conn::new(direct_opts(&env.primary))
+        .await
+        .unwrap();
+    other
+        .query_drop("SET SESSION lock_wait_timeout = 1")
+        .await
+        .unwrap();
+    let blocked = other.query_drop("INSERT INTO t VALUES (9)").await;
+    assert!(blocked.is_err(), "the client's table lock was released");
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (2)").await.unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "t").await, 1);
+    other.disconnect().await.unwrap();
+    drop(c);
+    env.stop().await;
+}

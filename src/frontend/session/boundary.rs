@@ -20,7 +20,7 @@ impl Session<'_> {
             .status
             .contains(StatusFlags::SERVER_STATUS_IN_TRANS)
             || self.capture.has_writes()
-            || self.replay.locked_tables
+            || self.link.table_locks
             || self.replay.named_locks > 0
     }
 

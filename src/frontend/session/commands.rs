@@ -60,6 +60,7 @@ impl Session<'_> {
             self.stmts.clear();
             self.capture.reset();
             self.replay.reset();
+            self.link.table_locks = false;
         }
         Ok(())
     }
@@ -138,7 +139,7 @@ impl Session<'_> {
         self.stmts.clear();
         self.capture.reset();
         self.replay.sets.clear();
-        self.replay.locked_tables = false;
+        self.link.table_locks = false;
         self.replay.named_locks = 0;
         self.user = cu.user;
         self.link.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT;

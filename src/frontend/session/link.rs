@@ -40,6 +40,10 @@ pub(super) struct Link<'a> {
     /// An error answered a statement since capture last checked: the
     /// transaction may be gone (see `Capture::check_txn_end`).
     pub after_error: bool,
+    /// LOCK TABLES is in effect: the session stays on its backend and
+    /// keeps its fence ticket, and capture cannot wrap writes in a
+    /// transaction (BEGIN would release the locks).
+    pub table_locks: bool,
 }
 
 /// One buffered backend reply.

@@ -119,6 +119,7 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
                 max_packet: shared.config.load().limits.max_allowed_packet,
                 scratch: Scratch::default(),
                 after_error: false,
+                table_locks: false,
             },
             peer,
             user: auth.user,

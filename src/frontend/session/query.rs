@@ -97,8 +97,12 @@ impl Session<'_> {
             }
         }
         if summary.error.is_none() {
-            self.replay
-                .track(classified, to_send, &self.link.scratch.tokens);
+            if let Some(locked) = self
+                .replay
+                .track(classified, to_send, &self.link.scratch.tokens)
+            {
+                self.link.table_locks = locked;
+            }
             // Track the current database for pooling and cutover.
             if let Some(db) = classified
                 .statements

@@ -1,7 +1,8 @@
 //! Session state Tandem replays when the session moves to another backend
-//! (the SETs it ran), and what pins it to its backend meanwhile (LOCK
-//! TABLES, named locks). The current database and the multi-statement
-//! option live on the connection itself (`BackendConn`).
+//! (the SETs it ran), and the named locks that pin it to its backend
+//! meanwhile. The current database and the multi-statement option live on
+//! the connection itself (`BackendConn`), table locks on the `Link`
+//! (capture needs them too).
 
 use crate::router::lexer::Token;
 use crate::router::{Class, Classified, SessionOp};
@@ -13,8 +14,6 @@ const MAX_REPLAYED_SETS: usize = 256;
 pub(super) struct Replay {
     /// Session-level SET statements the client ran, replayed on a move.
     pub sets: Vec<Vec<u8>>,
-    /// LOCK TABLES is in effect (no move, fence ticket kept).
-    pub locked_tables: bool,
     /// GET_LOCK calls not yet matched by RELEASE_LOCK (no move, ticket kept).
     pub named_locks: u32,
 }
@@ -42,15 +41,22 @@ impl Replay {
     }
 
     /// After a COM_QUERY succeeded: remembers session SETs (replayed when
-    /// the session moves) and LOCK/UNLOCK TABLES.
-    pub fn track(&mut self, classified: &Classified, payload: &[u8], tokens: &[Token]) {
+    /// the session moves). Returns whether table locks are now held, when
+    /// it was LOCK or UNLOCK TABLES.
+    pub fn track(
+        &mut self,
+        classified: &Classified,
+        payload: &[u8],
+        tokens: &[Token],
+    ) -> Option<bool> {
         if let [r] = classified.statements.as_slice() {
             match r.class {
                 Class::Session(SessionOp::Set) => self.remember_set(payload, tokens),
-                Class::Session(SessionOp::LockTables) => self.locked_tables = true,
-                Class::Session(SessionOp::UnlockTables) => self.locked_tables = false,
+                Class::Session(SessionOp::LockTables) => return Some(true),
+                Class::Session(SessionOp::UnlockTables) => return Some(false),
                 _ => {}
             }
         }
+        None
     }
 }

@@ -139,6 +139,12 @@ impl Capture {
                     .await
             }
         };
+        if cx.table_locks {
+            let reason = "LOCK TABLES is in effect: Tandem journals a write with a transaction and a marker row, and opening one would release the session's table locks; write outside LOCK TABLES (transactions lock the rows they write)";
+            return self
+                .unsafe_write(cx, m, &route.tables, reason, &packet, seq)
+                .await;
+        }
         let autocommit = cx.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
             && !cx.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
         // A write runs at the level chosen for its transaction: its own
