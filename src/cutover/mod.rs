@@ -160,11 +160,30 @@ async fn fenced(
         .await
         .is_err()
     {
+        let holders: Vec<String> = shared
+            .registry
+            .holders()
+            .iter()
+            .map(|h| {
+                format!(
+                    "session {} ({}) {} for {:.1} s",
+                    h.id,
+                    h.who,
+                    h.why,
+                    h.held_for.as_secs_f64()
+                )
+            })
+            .collect();
         return Err(format!(
             "aborted: {} transaction(s) on {} were still open after {timeout:?} \
-             (migration.cutover_timeout); the fence is released and {} stays primary",
+             (migration.cutover_timeout){}; the fence is released and {} stays primary",
             c.fence.active(),
             current.primary,
+            if holders.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", holders.join("; "))
+            },
             current.primary
         ));
     }

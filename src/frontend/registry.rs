@@ -17,6 +17,28 @@ pub struct SessionEntry {
     /// for its client since the last tick starts watching its backend for
     /// a close (one notification per tick, stored until the session waits).
     pub idle_tick: Arc<tokio::sync::Notify>,
+    /// What the session holds that a cutover waits for, for the message
+    /// that names it when the cutover gives up.
+    pub holding: Arc<Mutex<Holding>>,
+}
+
+/// Who a session is and what it holds of the cutover fence.
+#[derive(Debug, Default)]
+pub struct Holding {
+    /// `user@host:port`, once logged in.
+    pub who: String,
+    /// Since when it holds a fence ticket, and why (in a transaction,
+    /// LOCK TABLES, a named lock).
+    pub since: Option<(std::time::Instant, &'static str)>,
+}
+
+/// A session a cutover waited for.
+#[derive(Debug)]
+pub struct Holder {
+    pub id: u32,
+    pub who: String,
+    pub held_for: std::time::Duration,
+    pub why: &'static str,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +86,28 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The sessions holding a fence ticket, longest first.
+    pub fn holders(&self) -> Vec<Holder> {
+        let mut out: Vec<Holder> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(id, e)| {
+                let h = e.holding.lock().unwrap_or_else(|p| p.into_inner());
+                let (since, why) = h.since?;
+                Some(Holder {
+                    id: *id,
+                    who: h.who.clone(),
+                    held_for: since.elapsed(),
+                    why,
+                })
+            })
+            .collect();
+        out.sort_by_key(|h| std::cmp::Reverse(h.held_for));
+        out
     }
 
     /// Notifies every session's idle tick.

@@ -621,3 +621,39 @@ async fn qualified_names_follow_the_primary_across_a_cutover() {
     drop(c);
     env.stop().await;
 }
+
+/// A cutover that gives up names the sessions it waited for: which
+/// session, its user and address, what it holds and for how long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutover_that_gives_up_names_the_sessions_it_waited_for() {
+    let env = MirrorEnv::launch(
+        "co_holders",
+        MARIADB_PORT,
+        "  cutover_timeout: 1s\n",
+        Some(""),
+    )
+    .await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await;
+    let mut locker = env.proxy().await;
+    let got: Option<i64> = locker
+        .query_first("SELECT GET_LOCK('tandem_holders', 5)")
+        .await
+        .unwrap();
+    assert_eq!(got, Some(1));
+    let mut writer = env.proxy().await;
+    writer.query_drop("BEGIN").await.unwrap();
+    writer.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    let (code, _, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("holds a named lock (GET_LOCK)"), "{err}");
+    assert!(err.contains("is in a transaction"), "{err}");
+    assert!(err.contains(&format!("({USER}@127.0.0.1:")), "{err}");
+    writer.query_drop("ROLLBACK").await.unwrap();
+    locker
+        .query_drop("SELECT RELEASE_LOCK('tandem_holders')")
+        .await
+        .unwrap();
+    drop((locker, writer));
+    env.stop().await;
+}

@@ -13,6 +13,32 @@ use mysql_common::constants::StatusFlags;
 use tracing::{debug, warn};
 
 impl Session<'_> {
+    /// After a command, while holding a fence ticket: releases it once no
+    /// transaction or lock is open, else says what holds it (named by a
+    /// cutover that waits too long).
+    pub(super) fn note_holding(&mut self) {
+        let why = if !self.in_txn() {
+            self.ticket = None;
+            None
+        } else if self.link.table_locks {
+            Some("holds LOCK TABLES")
+        } else if self.replay.named_locks > 0 {
+            Some("holds a named lock (GET_LOCK)")
+        } else {
+            Some("is in a transaction")
+        };
+        let mut h = self.held();
+        h.since = match (h.since, why) {
+            (_, None) => None,
+            (Some((since, _)), Some(why)) => Some((since, why)),
+            (None, Some(why)) => Some((std::time::Instant::now(), why)),
+        };
+    }
+
+    pub(super) fn held(&self) -> std::sync::MutexGuard<'_, crate::frontend::registry::Holding> {
+        self.holding.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// In a transaction (or holding table locks): the session stays on its
     /// backend and keeps its fence ticket.
     pub(super) fn in_txn(&self) -> bool {

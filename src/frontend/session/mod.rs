@@ -27,7 +27,7 @@ mod relay;
 mod shadow;
 mod state;
 
-use super::registry::SessionEntry;
+use super::registry::{Holding, SessionEntry};
 use crate::backend::{BackendError, Binding};
 use crate::protocol::command::*;
 use crate::protocol::drive::DriveError;
@@ -89,6 +89,8 @@ struct Session<'a> {
     last_class: usize,
     /// The server's idle tick (see `registry::SessionEntry::idle_tick`).
     idle_tick: Arc<tokio::sync::Notify>,
+    /// What this session holds of the fence, as the registry shows it.
+    holding: Arc<std::sync::Mutex<Holding>>,
 }
 
 /// Serves one client connection to the end.
@@ -96,10 +98,12 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
     let cancel = shared.shutdown.child_token();
     let backend_thread = Arc::new(AtomicU32::new(0));
     let idle_tick = Arc::new(tokio::sync::Notify::new());
+    let holding = Arc::new(std::sync::Mutex::new(Holding::default()));
     let id = shared.registry.register(SessionEntry {
         backend_thread: backend_thread.clone(),
         cancel: cancel.clone(),
         idle_tick: idle_tick.clone(),
+        holding: holding.clone(),
     });
     let mut client = Wire::new(stream);
     let session = tokio::select! {
@@ -130,7 +134,9 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
             ticket: None,
             last_class: 0,
             idle_tick,
+            holding,
         };
+        s.held().who = format!("{}@{peer}", s.user);
         debug!(conn = id, %peer, user = %s.user, "session started");
         match s.serve(&cancel).await {
             Ok(()) => debug!(conn = id, "session ended"),
@@ -236,8 +242,8 @@ impl Session<'_> {
                 }
             }
             self.capture.check_txn_end(&mut self.link).await?;
-            if self.ticket.is_some() && !self.in_txn() {
-                self.ticket = None;
+            if self.ticket.is_some() {
+                self.note_holding();
             }
         }
     }
