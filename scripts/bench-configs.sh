@@ -1,6 +1,18 @@
 # Sourced by bench.sh, mirror-ab.sh and build-ab.sh: the two Tandem
 # configs they compare, and where each run's output is kept.
 
+# my ARGS…: the mariadb client, as root, on the local server.
+my() { mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot "$@"; }
+
+# copy_to_next DB: DB_next gets a copy of sysbench's four tables in DB (the
+# mirror's secondary starts equal to its primary).
+copy_to_next() {
+  local i
+  for i in 1 2 3 4; do
+    my -e "CREATE TABLE ${1}_next.sbtest$i LIKE $1.sbtest$i; INSERT INTO ${1}_next.sbtest$i SELECT * FROM $1.sbtest$i"
+  done
+}
+
 # keep_output KIND: from here on, everything the script prints also goes to
 # bench/results/<UTC date>-<commit>[-KIND].txt (one file per run; a dirty
 # work tree is marked in the name), which starts with what ran.

@@ -29,7 +29,6 @@ MIRROR_ADMIN=33093
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-my() { mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot "$@"; }
 my -e "CREATE DATABASE IF NOT EXISTS $DB; SET GLOBAL max_connections = GREATEST(@@global.max_connections, 1200)"
 
 cat > "$WORK/haproxy.cfg" <<CFG
@@ -61,9 +60,7 @@ sysbench oltp_read_write $SB_COMMON --mysql-port=$DIRECT_PORT --mysql-user=root 
 
 # The secondary starts as a copy of the primary (as after a backfill).
 my -e "DROP DATABASE IF EXISTS ${DB}_next; CREATE DATABASE ${DB}_next"
-for i in 1 2 3 4; do
-  my -e "CREATE TABLE ${DB}_next.sbtest$i LIKE $DB.sbtest$i; INSERT INTO ${DB}_next.sbtest$i SELECT * FROM $DB.sbtest$i"
-done
+copy_to_next $DB
 TANDEM_LOG=info ./target/release/tandem serve --config "$WORK/mirror.yaml" > "$WORK/mirror.log" 2>&1 &
 echo $! > "$WORK/mirror.pid"
 MPID=$(cat "$WORK/mirror.pid")

@@ -25,7 +25,6 @@ TIME=${AB_TIME:-10}
 ROUNDS=${AB_ROUNDS:-3}
 THREADS=${AB_THREADS:-8}
 WORK=$(mktemp -d)
-my() { mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot "$@"; }
 cleanup() {
   kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true
   for b in a b; do
@@ -46,9 +45,7 @@ for b in a b; do
   db=tandem_bab_$b
   my -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db; DROP DATABASE IF EXISTS ${db}_next; CREATE DATABASE ${db}_next"
   sysbench oltp_read_write $SB --mysql-db=$db --mysql-port=3306 --mysql-user=root prepare >/dev/null
-  for i in 1 2 3 4; do
-    my -e "CREATE TABLE ${db}_next.sbtest$i LIKE $db.sbtest$i; INSERT INTO ${db}_next.sbtest$i SELECT * FROM $db.sbtest$i"
-  done
+  copy_to_next $db
 done
 
 # start NAME BIN CONFIG PORT

@@ -25,7 +25,6 @@ PORT=33221
 ADMIN=33231
 WORK=$(mktemp -d)
 command -v valgrind >/dev/null || { echo "instructions-ab: valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
-my() { mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot "$@"; }
 cleanup() {
   kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true
   my -e "DROP DATABASE IF EXISTS $DB; DROP DATABASE IF EXISTS ${DB}_next" 2>/dev/null || true
@@ -35,9 +34,7 @@ trap cleanup EXIT
 SB="--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=$DB --tables=4 --table-size=10000"
 my -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB; DROP DATABASE IF EXISTS ${DB}_next; CREATE DATABASE ${DB}_next"
 sysbench oltp_read_write $SB --mysql-port=3306 --mysql-user=root prepare >/dev/null
-for i in 1 2 3 4; do
-  my -e "CREATE TABLE ${DB}_next.sbtest$i LIKE $DB.sbtest$i; INSERT INTO ${DB}_next.sbtest$i SELECT * FROM $DB.sbtest$i"
-done
+copy_to_next $DB
 if [ "${AB_MIRROR:-0}" = 1 ]; then
   mirrored_config "$WORK/tandem.yaml" $PORT $ADMIN $DB "$WORK/journal"
 else

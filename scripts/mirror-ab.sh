@@ -32,7 +32,6 @@ OFF_PORT=33182
 ON_PORT=33183
 ON_ADMIN=33193
 WORK=$(mktemp -d)
-my() { mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot "$@"; }
 cleanup() {
   kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true
   my -e "DROP DATABASE IF EXISTS $DB; DROP DATABASE IF EXISTS ${DB}_next" 2>/dev/null || true
@@ -51,9 +50,7 @@ SB="--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=$DB --tables=4 --table-s
 echo "preparing 4 tables x 10000 rows..."
 sysbench oltp_read_write $SB --mysql-port=3306 --mysql-user=root prepare >/dev/null
 my -e "DROP DATABASE IF EXISTS ${DB}_next; CREATE DATABASE ${DB}_next"
-for i in 1 2 3 4; do
-  my -e "CREATE TABLE ${DB}_next.sbtest$i LIKE $DB.sbtest$i; INSERT INTO ${DB}_next.sbtest$i SELECT * FROM $DB.sbtest$i"
-done
+copy_to_next $DB
 
 TANDEM_LOG=warn "$OFF_BIN" serve --config "$WORK/off.yaml" > "$WORK/off.log" 2>&1 &
 echo $! > "$WORK/off.pid"
