@@ -1,24 +1,11 @@
 //! What the application sees, compared with the same steps sent straight
 //! to MariaDB (issue 26).
 
-use crate::common::raw::{default_caps, RawClient};
+use crate::common::raw::RawClient;
 use crate::common::*;
 use mysql_async::prelude::*;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-
-async fn raw(addr: (&str, u16), user: &str, password: &str, db: &str) -> RawClient {
-    RawClient::connect(
-        addr,
-        user,
-        password,
-        Some(db),
-        default_caps(true),
-        "mysql_native_password",
-    )
-    .await
-    .unwrap()
-}
 
 /// Reads until the peer closes; returns what came before the close, or
 /// None when the connection is still open after `within`.
@@ -44,9 +31,9 @@ async fn closed_within(c: &mut RawClient, within: Duration) -> Option<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_the_server_times_out_closes_as_a_direct_one_does() {
     let env = TestEnv::start("idle_timeout").await;
-    let mut direct = raw((MARIADB_HOST, MARIADB_PORT), "root", "", &env.db).await;
-    let ip = env.addr.ip().to_string();
-    let mut proxied = raw((&ip, env.addr.port()), USER, PASSWORD, &env.db).await;
+    let direct_addr = format!("{MARIADB_HOST}:{MARIADB_PORT}").parse().unwrap();
+    let mut direct = RawClient::login(direct_addr, "root", "", &env.db).await;
+    let mut proxied = RawClient::login(env.addr, USER, PASSWORD, &env.db).await;
     for c in [&mut direct, &mut proxied] {
         let ok = c.query("SET SESSION wait_timeout = 1").await;
         assert_eq!(ok[0][0], 0x00, "{ok:?}");
@@ -70,8 +57,7 @@ async fn a_session_the_server_times_out_closes_as_a_direct_one_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_killed_on_the_server_while_idle_closes_the_client() {
     let env = TestEnv::start("idle_kill").await;
-    let ip = env.addr.ip().to_string();
-    let mut proxied = raw((&ip, env.addr.port()), USER, PASSWORD, &env.db).await;
+    let mut proxied = RawClient::login(env.addr, USER, PASSWORD, &env.db).await;
     let ok = proxied.query("SET @tandem_idle_kill = 1").await;
     assert_eq!(ok[0][0], 0x00, "{ok:?}");
     // Every server thread in this test's database but the killer's own:

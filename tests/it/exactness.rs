@@ -3,7 +3,7 @@
 //! mirroring Tandem and compares both sides row for row.
 
 use crate::common::mirror::*;
-use crate::common::raw::{default_caps, RawClient};
+use crate::common::raw::RawClient;
 use crate::common::*;
 use mysql_async::prelude::*;
 use tandem::protocol::response::Expect;
@@ -92,17 +92,7 @@ async fn decimal_parameters_are_replayed_as_exact_numbers() {
     let env = MirrorEnv::start("decparam", "").await;
     env.create_both("CREATE TABLE t (id INT PRIMARY KEY, d DECIMAL(65,30))")
         .await;
-    let addr = env.server.addr;
-    let mut raw = RawClient::connect(
-        (&addr.ip().to_string(), addr.port()),
-        USER,
-        PASSWORD,
-        Some(&env.primary),
-        default_caps(true),
-        "mysql_native_password",
-    )
-    .await
-    .unwrap();
+    let mut raw = RawClient::login(env.server.addr, USER, PASSWORD, &env.primary).await;
     let ok = raw
         .query("INSERT INTO t VALUES (1, 1.0000000000000000000000000001)")
         .await;

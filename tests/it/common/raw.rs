@@ -147,6 +147,21 @@ impl RawClient {
         })
     }
 
+    /// Logs `user` in to `addr` with mysql_native_password and the usual
+    /// capabilities (CLIENT_DEPRECATE_EOF on), in database `db`.
+    pub async fn login(addr: std::net::SocketAddr, user: &str, password: &str, db: &str) -> Self {
+        Self::connect(
+            (&addr.ip().to_string(), addr.port()),
+            user,
+            password,
+            Some(db),
+            default_caps(true),
+            "mysql_native_password",
+        )
+        .await
+        .unwrap()
+    }
+
     /// Sends a command and returns every response frame's payload (seq ids
     /// checked to be consecutive from 1).
     pub async fn command(&mut self, payload: &[u8], expect: Expect) -> Vec<Vec<u8>> {
