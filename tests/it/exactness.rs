@@ -325,3 +325,55 @@ async fn writes_that_read_rows_under_read_committed_follow_unsafe_writes() {
     drop((a, b, c));
     env.stop().await;
 }
+
+/// With the secondary in the primary's own server (as in these tests),
+/// every database but the two URL databases is the same database on both:
+/// a write to a third one would be applied twice. It follows
+/// `unsafe_writes` (here: refused, saying why), whether the database is
+/// named or current; writes to the primary's database go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_third_database_on_a_shared_server_follow_unsafe_writes() {
+    let env = MirrorEnv::start("thirddb", "").await;
+    let third = format!("{}_third", env.primary);
+    fresh_database(&third).await;
+    let mut d = mysql_async::Conn::new(direct_opts(&third)).await.unwrap();
+    d.query_drop("CREATE TABLE t (id INT PRIMARY KEY, n INT NOT NULL)")
+        .await
+        .unwrap();
+    d.query_drop("INSERT INTO t VALUES (1, 0)").await.unwrap();
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, n INT NOT NULL)")
+        .await;
+    let mut c = env.proxy().await;
+    let err = c
+        .query_drop(format!("UPDATE {third}.t SET n = n + 1 WHERE id = 1"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("which the secondary (next) shares with the primary"),
+        "{err}"
+    );
+    c.query_drop(format!("USE {third}")).await.unwrap();
+    let err = c
+        .query_drop("UPDATE t SET n = n + 1 WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("database `{third}`")),
+        "{err}"
+    );
+    c.query_drop(format!("USE {}", env.primary)).await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1, 1)").await.unwrap();
+    env.wait_caught_up().await;
+    let n: i32 = d
+        .query_first("SELECT n FROM t WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(assert_same(&env.primary, &env.secondary, "t").await, 1);
+    d.disconnect().await.unwrap();
+    drop(c);
+    drop_databases(&[&third]).await;
+    env.stop().await;
+}

@@ -87,6 +87,40 @@ impl Capture {
         }
     }
 
+    /// A secondary in the primary's own server shares every database with
+    /// it but the two URL databases: a write to any other would be applied
+    /// to the same tables a second time. Why not, if so.
+    pub(super) fn shared_server_hazard(&self, cx: &mut Link<'_>, route: &Route) -> Option<String> {
+        let cfg = cx.shared.config.load();
+        let primary = cfg.primary_backend();
+        let secondary = cfg.secondary.as_ref().and_then(|s| cfg.backends.get(s))?;
+        if (primary.host.as_str(), primary.port) != (secondary.host.as_str(), secondary.port) {
+            return None;
+        }
+        let current = cx.binding.conn().current_db.clone();
+        let home = primary.database.as_deref();
+        let dbs: Vec<Option<String>> = if route.tables.is_empty() {
+            vec![current]
+        } else {
+            route
+                .tables
+                .iter()
+                .map(|t| match t.split_once('.') {
+                    Some((db, _)) => Some(crate::router::rename::map_db(&cfg, db, &cfg.primary)),
+                    None => current.clone(),
+                })
+                .collect()
+        };
+        let other = dbs
+            .into_iter()
+            .flatten()
+            .find(|db| Some(db.as_str()) != home)?;
+        Some(format!(
+            "it writes database `{other}`, which the secondary ({}) shares with the primary on {}:{}; applied there it would write the same tables again",
+            secondary.name, primary.host, primary.port
+        ))
+    }
+
     /// `sql` as the secondary should run it (see `rename::secondary_text`).
     pub(super) fn for_secondary(&self, cx: &Link<'_>, sql: Vec<u8>) -> Result<Vec<u8>, String> {
         use crate::router::rename;
@@ -139,6 +173,11 @@ impl Capture {
                     .await
             }
         };
+        if let Some(reason) = self.shared_server_hazard(cx, route) {
+            return self
+                .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                .await;
+        }
         if cx.table_locks {
             let reason = "LOCK TABLES is in effect: Tandem journals a write with a transaction and a marker row, and opening one would release the session's table locks; write outside LOCK TABLES (transactions lock the rows they write)";
             return self
@@ -542,6 +581,11 @@ impl Capture {
                     .await
             }
         };
+        if let Some(reason) = self.shared_server_hazard(cx, route) {
+            return self
+                .unsafe_write(cx, m, &route.tables, &reason, payload, seq)
+                .await;
+        }
         if let Some(done) = self
             .journal_room(cx, m, &route.tables, payload, seq)
             .await?
