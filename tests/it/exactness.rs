@@ -377,3 +377,34 @@ async fn writes_to_a_third_database_on_a_shared_server_follow_unsafe_writes() {
     drop_databases(&[&third]).await;
     env.stop().await;
 }
+
+/// A column default no pin reproduces (UUID()) would give the secondary
+/// another value: an INSERT that leaves such a column to its default
+/// follows `unsafe_writes` (here: refused, saying why), and one that
+/// gives it a value (UUID() in the statement is pinned) is mirrored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_that_takes_a_uuid_default_follows_unsafe_writes() {
+    let env = MirrorEnv::start("uuiddefault", "").await;
+    env.create_both("CREATE TABLE u (id CHAR(36) PRIMARY KEY DEFAULT (UUID()), v INT)")
+        .await;
+    let mut c = env.proxy().await;
+    for sql in [
+        "INSERT INTO u (v) VALUES (1)",
+        "INSERT INTO u VALUES (DEFAULT, 2)",
+    ] {
+        let err = c.query_drop(sql).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("column `id` would take its default"),
+            "{sql}: {err}"
+        );
+    }
+    c.query_drop("INSERT INTO u (id, v) VALUES (UUID(), 3)")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE u SET v = v + 1").await.unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "u").await, 1);
+    drop(c);
+    env.stop().await;
+}

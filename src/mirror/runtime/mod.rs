@@ -64,6 +64,10 @@ pub struct TableFacts {
     /// The storage engine, when it has no transactions (MyISAM, Aria,
     /// MEMORY, …): a write there is not undone by ROLLBACK.
     pub engine_without_transactions: Option<String>,
+    /// Columns whose default no pin reproduces (UUID(), UUID_SHORT(),
+    /// SYS_GUID()): a row that takes it gets another value on the
+    /// secondary.
+    pub unpinnable_defaults: Vec<String>,
 }
 
 /// Counters of the capture side (sessions).

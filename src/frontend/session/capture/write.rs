@@ -208,6 +208,14 @@ impl Capture {
                 .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
                 .await;
         }
+        if let Some(column) = defaults_taken(route, &record_sql, &facts.unpinnable_defaults) {
+            let reason = format!(
+                "column `{column}` would take its default, a value the secondary generates anew (UUID() and the like cannot be pinned); give the column a value"
+            );
+            return self
+                .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                .await;
+        }
         // Pin the statement time only where something reads it: a time
         // function in the statement or a clock default / trigger on the
         // table; seeds likewise for RAND(). Unpinned writes cost no extra
@@ -494,6 +502,7 @@ impl Capture {
             if all.engine_without_transactions.is_none() {
                 all.engine_without_transactions = f.engine_without_transactions;
             }
+            all.unpinnable_defaults.extend(f.unpinnable_defaults);
         };
         for t in &route.tables {
             let (db, table) = match t.split_once('.') {
@@ -533,7 +542,10 @@ impl Capture {
                  (SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} \
                  AND UPPER(COLUMN_DEFAULT) LIKE '%RAND(%'), \
                  (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {d} AND EVENT_OBJECT_TABLE = {t}), \
-                 (SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t})"
+                 (SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t}), \
+                 (SELECT GROUP_CONCAT(COLUMN_NAME SEPARATOR ',') FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND (UPPER(COLUMN_DEFAULT) LIKE '%UUID%' \
+                 OR UPPER(COLUMN_DEFAULT) LIKE '%SYS_GUID%'))"
             );
             cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
             let reply = cx.read_reply(Expect::ResultSet).await?;
@@ -551,10 +563,22 @@ impl Capture {
                 .cloned()
                 .flatten()
                 .map(|e| String::from_utf8_lossy(&e).into_owned());
+            let unpinnable_defaults = row
+                .get(4)
+                .cloned()
+                .flatten()
+                .map(|v| {
+                    String::from_utf8_lossy(&v)
+                        .split(',')
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
             let facts = TableFacts {
                 reads_time: triggers || count(0).is_none_or(|n| n > 0),
                 reads_rand: triggers || count(1).is_none_or(|n| n > 0),
                 engine_without_transactions: engine.filter(|e| !has_transactions(e)),
+                unpinnable_defaults,
             };
             m.set_table_facts(&db, &table, facts.clone());
             merge(facts, &mut all);
@@ -716,6 +740,28 @@ fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option<Vec<u8>>>>
         at = end;
     }
     Some(out)
+}
+
+/// Which of `columns` (defaults no pin reproduces) an INSERT or REPLACE may
+/// leave to its default: one it does not name, or any when it says
+/// DEFAULT. Other writes keep the rows' values or name what they set.
+fn defaults_taken(route: &Route, sql: &[u8], columns: &[String]) -> Option<String> {
+    if columns.is_empty()
+        || !matches!(
+            route.class,
+            Class::Write(WriteKind::Insert | WriteKind::Replace)
+        )
+    {
+        return None;
+    }
+    let mut toks = Vec::new();
+    crate::router::lexer::tokenize(sql, &mut toks);
+    let says_default = toks.iter().any(|t| t.is_word(sql, "DEFAULT"));
+    let named: Vec<String> = toks.iter().filter_map(|t| t.ident(sql)).collect();
+    columns
+        .iter()
+        .find(|c| says_default || !named.iter().any(|n| n.eq_ignore_ascii_case(c)))
+        .cloned()
 }
 
 /// `SET TIMESTAMP = <seconds>.<micros>` for a time in microseconds.
