@@ -224,3 +224,34 @@ async fn writes_under_lock_tables_keep_the_locks_and_follow_unsafe_writes() {
     drop(c);
     env.stop().await;
 }
+
+/// SQL-level prepared statements through a mirroring Tandem: EXECUTE of
+/// text that only reads works as it does directly; EXECUTE of a write
+/// (whose `USING @vars` values Tandem does not capture) follows
+/// unsafe_writes (here: refused, saying why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_level_prepared_reads_run_and_writes_follow_unsafe_writes() {
+    use crate::common::mirror::*;
+    let env = MirrorEnv::start("sqlprepare", "").await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, n INT NOT NULL)")
+        .await;
+    env.create_both("INSERT INTO t VALUES (1, 0), (2, 0), (3, 0)")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("PREPARE r FROM 'SELECT COUNT(*) FROM t WHERE id > ?'")
+        .await
+        .unwrap();
+    c.query_drop("SET @a = 1").await.unwrap();
+    let n: Option<i64> = c.query_first("EXECUTE r USING @a").await.unwrap();
+    assert_eq!(n, Some(2));
+    c.query_drop("DEALLOCATE PREPARE r").await.unwrap();
+    c.query_drop("PREPARE w FROM 'UPDATE t SET n = n + ? WHERE id = 1'")
+        .await
+        .unwrap();
+    let err = c.query_drop("EXECUTE w USING @a").await.unwrap_err();
+    assert!(err.to_string().contains("SQL-level EXECUTE"), "{err}");
+    env.wait_caught_up().await;
+    assert_same(&env.primary, &env.secondary, "t").await;
+    drop(c);
+    env.stop().await;
+}

@@ -19,6 +19,7 @@
 //! - Unsafe writes follow `migration.unsafe_writes`.
 
 mod isolation;
+mod sql_prepared;
 mod temporary;
 mod write;
 
@@ -78,6 +79,9 @@ pub(super) struct Capture {
     next_isolation: Option<isolation::Isolation>,
     /// The level of the open transaction, when it was chosen for it.
     txn_isolation: Option<isolation::Isolation>,
+    /// SQL-level prepared statements by name (lower case): whether the
+    /// text prepared only reads.
+    sql_prepared: std::collections::HashMap<String, bool>,
 }
 
 impl Capture {
@@ -225,17 +229,24 @@ impl Capture {
                 Ok(false)
             }
             Class::Session(SessionOp::PreparedSql) => {
-                let executes = cx
-                    .scratch
-                    .tokens
-                    .first()
-                    .is_some_and(|t| t.is_word(sql, "EXECUTE"));
-                if !executes {
-                    return Ok(false);
+                use sql_prepared::SqlPrepared;
+                match sql_prepared::sql_prepared(sql, &cx.scratch.tokens) {
+                    SqlPrepared::Prepare(name, reads) => {
+                        self.sql_prepared.insert(name, reads);
+                        Ok(false)
+                    }
+                    SqlPrepared::Deallocate(name) => {
+                        self.sql_prepared.remove(&name);
+                        Ok(false)
+                    }
+                    SqlPrepared::Execute(name) if self.executes_a_read(&name) => Ok(false),
+                    SqlPrepared::Execute(_) => {
+                        let reason = "SQL-level EXECUTE of a statement that may write runs with values Tandem does not capture; use server-side prepared statements (COM_STMT_EXECUTE)";
+                        self.unsafe_write(cx, m, &[], reason, payload, seq).await?;
+                        Ok(true)
+                    }
+                    SqlPrepared::Other => Ok(false),
                 }
-                let reason = "SQL-level EXECUTE runs a statement Tandem does not see; use server-side prepared statements (COM_STMT_EXECUTE)";
-                self.unsafe_write(cx, m, &[], reason, payload, seq).await?;
-                Ok(true)
             }
             Class::Session(SessionOp::LockTables | SessionOp::UnlockTables) | Class::Other => {
                 // May commit implicitly: journal the open transaction first.
