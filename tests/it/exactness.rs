@@ -408,3 +408,54 @@ async fn an_insert_that_takes_a_uuid_default_follows_unsafe_writes() {
     drop(c);
     env.stop().await;
 }
+
+/// Writers that bypass Tandem never reach the journal. What the primary
+/// shows of them at start (here: an enabled scheduled event) is in the
+/// mirror's /status, and logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_events_on_the_primary_are_listed_as_writers_outside_tandem() {
+    init_logging();
+    let primary = "tandem_m_outside".to_string();
+    let secondary = "tandem_m_outside_next".to_string();
+    fresh_database(&primary).await;
+    fresh_database(&secondary).await;
+    let mut d = mysql_async::Conn::new(direct_opts(&primary)).await.unwrap();
+    d.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    d.query_drop(
+        "CREATE EVENT nightly_purge ON SCHEDULE EVERY 1 DAY STARTS CURRENT_TIMESTAMP + INTERVAL 1 YEAR DO DELETE FROM t",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = mirror_yaml(
+        &primary,
+        &secondary,
+        MARIADB_PORT,
+        &dir.path().join("journal"),
+        &dir.path().join("rules"),
+        "",
+    );
+    let server = tandem::server::start(tandem::config::parse(&yaml).unwrap())
+        .await
+        .unwrap();
+    let status = server
+        .shared
+        .mirror
+        .load_full()
+        .expect("mirroring")
+        .status_json();
+    // (Other databases on this shared server may have events of their own.)
+    let events = status["writers_outside_tandem"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        events.contains(&serde_json::json!(format!("{primary}.nightly_purge"))),
+        "{status}"
+    );
+    server.shutdown().await;
+    d.disconnect().await.unwrap();
+    drop_databases(&[&primary, &secondary]).await;
+}

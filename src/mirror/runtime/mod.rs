@@ -172,6 +172,9 @@ pub struct Mirror {
     in_doubt: mpsc::UnboundedSender<InDoubt>,
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// What the primary showed at start that writes without Tandem
+    /// (scheduled events, other accounts' connections), for /status.
+    outside_writers: serde_json::Value,
     /// `db.table` → what capture needs to know of it (read from the
     /// primary's information_schema; cleared when DDL passes).
     table_facts: Mutex<HashMap<String, TableFacts>>,
@@ -293,6 +296,7 @@ impl Mirror {
                 });
             }
         }
+        let outside_writers = writers_outside_tandem(&mut conn).await;
         let _ = conn.disconnect().await;
 
         let last_intent = journal.next_lsn().saturating_sub(1);
@@ -340,6 +344,7 @@ impl Mirror {
             apply_errors: ErrorPolicy::new(cfg.apply_errors),
             table_writes: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(writer)),
+            outside_writers,
         });
         mirror.start_applier(secondary);
         let resolver = tokio::spawn(resolve_in_doubt(Arc::downgrade(&mirror), rx));

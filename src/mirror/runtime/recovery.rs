@@ -187,3 +187,60 @@ pub(super) async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
         }
     }
 }
+
+/// A connection in the primary's process list: id, user, host, database.
+type Connection = (u64, String, String, Option<String>);
+
+/// Writers the primary shows that do not go through Tandem, so their
+/// writes are never journaled: enabled scheduled events (and whether the
+/// scheduler runs them), and the connections of other accounts than
+/// Tandem's own. Logged at start and kept for /status; a look that fails
+/// says so instead.
+pub(super) async fn writers_outside_tandem(conn: &mut Conn) -> serde_json::Value {
+    let events: Result<Vec<(String, String)>, _> = conn
+        .query(
+            "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS \
+             WHERE STATUS = 'ENABLED' ORDER BY 1, 2",
+        )
+        .await;
+    let scheduler: Option<String> = conn
+        .query_first("SELECT @@event_scheduler")
+        .await
+        .ok()
+        .flatten();
+    let others: Result<Vec<Connection>, _> = conn
+        .query(
+            "SELECT ID, USER, HOST, DB FROM information_schema.PROCESSLIST \
+             WHERE USER NOT IN ('system user', 'event_scheduler', 'unauthenticated user') \
+             AND USER <> SUBSTRING_INDEX(CURRENT_USER(), '@', 1) ORDER BY ID",
+        )
+        .await;
+    let (events, others) = match (events, others) {
+        (Ok(e), Ok(o)) => (e, o),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "cannot list the primary's scheduled events and other connections");
+            return serde_json::json!({ "error": e.to_string() });
+        }
+    };
+    if !events.is_empty() {
+        warn!(
+            events = ?events.iter().map(|(s, n)| format!("{s}.{n}")).collect::<Vec<_>>(),
+            event_scheduler = scheduler.as_deref().unwrap_or("?"),
+            "scheduled events write on the primary without Tandem: their writes are not mirrored (verify finds what they change)"
+        );
+    }
+    if !others.is_empty() {
+        warn!(
+            connections = others.len(),
+            "other accounts are connected to the primary directly: writes they make are not mirrored"
+        );
+    }
+    serde_json::json!({
+        "events": events.iter().map(|(s, n)| format!("{s}.{n}")).collect::<Vec<_>>(),
+        "event_scheduler": scheduler,
+        "other_connections": others
+            .iter()
+            .map(|(id, user, host, db)| serde_json::json!({ "id": id, "user": user, "host": host, "db": db }))
+            .collect::<Vec<_>>(),
+    })
+}

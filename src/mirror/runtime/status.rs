@@ -80,6 +80,7 @@ impl Mirror {
         let get = |x: &AtomicU64| x.load(Ordering::Relaxed);
         serde_json::json!({
             "secondary": self.secondary_name(),
+            "writers_outside_tandem": self.outside_writers,
             "lag_transactions": lag_txns,
             "lag_seconds": lag_seconds,
             // Upper bound of the histogram bucket (ms); "over 60000" past the last.
