@@ -10,7 +10,7 @@ use super::{bare, Capture, Marker, WriteSrc, CARRIED_VARS};
 use crate::config::UnsafeWrites;
 use crate::mirror::now_us;
 use crate::mirror::record::{tables_of, MirrorStatement, MirrorTxn, Pins};
-use crate::mirror::runtime::{Mirror, TableFacts, DDL_TOKEN};
+use crate::mirror::runtime::{Mirror, DDL_TOKEN};
 use crate::protocol::packets::{get_lenenc, OkInfo};
 use crate::protocol::response::Expect;
 use crate::protocol::ErrSpec;
@@ -208,7 +208,9 @@ impl Capture {
                 .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
                 .await;
         }
-        if let Some(column) = defaults_taken(route, &record_sql, &facts.unpinnable_defaults) {
+        if let Some(column) =
+            super::facts::defaults_taken(route, &record_sql, &facts.unpinnable_defaults)
+        {
             let reason = format!(
                 "column `{column}` would take its default, a value the secondary generates anew (UUID() and the like cannot be pinned); give the column a value"
             );
@@ -484,108 +486,6 @@ impl Capture {
         cx.relay(seq, stmt_r, true).await
     }
 
-    /// What writing to the route's tables involves (`TableFacts`, merged
-    /// over the tables), from the primary's information_schema, cached per
-    /// table until DDL passes. A table Tandem cannot name (no current
-    /// database) reads the time and RAND(), as when in doubt.
-    pub(super) async fn table_facts(
-        &mut self,
-        cx: &mut Link<'_>,
-        m: &Mirror,
-        route: &Route,
-    ) -> Result<TableFacts, SessionError> {
-        let current = cx.binding.conn().current_db.clone();
-        let mut all = TableFacts::default();
-        let merge = |f: TableFacts, all: &mut TableFacts| {
-            all.reads_time |= f.reads_time;
-            all.reads_rand |= f.reads_rand;
-            if all.engine_without_transactions.is_none() {
-                all.engine_without_transactions = f.engine_without_transactions;
-            }
-            all.unpinnable_defaults.extend(f.unpinnable_defaults);
-        };
-        for t in &route.tables {
-            let (db, table) = match t.split_once('.') {
-                Some((d, t)) => (Some(d.to_string()), t.to_string()),
-                None => (current.clone(), t.clone()),
-            };
-            let Some(db) = db else {
-                all.reads_time = true;
-                all.reads_rand = true;
-                continue;
-            };
-            if let Some(f) = m.table_facts(&db, &table) {
-                merge(f, &mut all);
-                continue;
-            }
-            let lit = |s: &str| sql_literal(s.as_bytes());
-            let (d, t) = (lit(&db), lit(&table));
-            let clock = [
-                "CURRENT_TIMESTAMP",
-                "NOW(",
-                "CURDATE(",
-                "CURRENT_DATE",
-                "CURTIME(",
-                "CURRENT_TIME",
-                "UTC_",
-                "UNIX_TIMESTAMP(",
-                "SYSDATE(",
-                "LOCALTIME",
-            ]
-            .iter()
-            .map(|f| format!("UPPER(COLUMN_DEFAULT) LIKE '%{f}%'"))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-            let sql = format!(
-                "SELECT (SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} \
-                 AND ({clock} OR UPPER(EXTRA) LIKE '%ON UPDATE%')), \
-                 (SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} \
-                 AND UPPER(COLUMN_DEFAULT) LIKE '%RAND(%'), \
-                 (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {d} AND EVENT_OBJECT_TABLE = {t}), \
-                 (SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t}), \
-                 (SELECT GROUP_CONCAT(COLUMN_NAME SEPARATOR ',') FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND (UPPER(COLUMN_DEFAULT) LIKE '%UUID%' \
-                 OR UPPER(COLUMN_DEFAULT) LIKE '%SYS_GUID%'))"
-            );
-            cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
-            let reply = cx.read_reply(Expect::ResultSet).await?;
-            let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
-            // When in doubt, pin.
-            let count = |i: usize| {
-                row.get(i)
-                    .cloned()
-                    .flatten()
-                    .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
-            };
-            let triggers = count(2).is_none_or(|n| n > 0);
-            let engine = row
-                .get(3)
-                .cloned()
-                .flatten()
-                .map(|e| String::from_utf8_lossy(&e).into_owned());
-            let unpinnable_defaults = row
-                .get(4)
-                .cloned()
-                .flatten()
-                .map(|v| {
-                    String::from_utf8_lossy(&v)
-                        .split(',')
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let facts = TableFacts {
-                reads_time: triggers || count(0).is_none_or(|n| n > 0),
-                reads_rand: triggers || count(1).is_none_or(|n| n > 0),
-                engine_without_transactions: engine.filter(|e| !has_transactions(e)),
-                unpinnable_defaults,
-            };
-            m.set_table_facts(&db, &table, facts.clone());
-            merge(facts, &mut all);
-        }
-        Ok(all)
-    }
-
     /// DDL: intent first (its metadata lock orders it against the writes
     /// around it), then the DDL, then the outcome.
     pub(super) async fn mirrored_ddl(
@@ -720,7 +620,7 @@ impl Capture {
 }
 
 /// The first row of a text result set, as raw column values.
-fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option<Vec<u8>>>> {
+pub(super) fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option<Vec<u8>>>> {
     let (n, _) = get_lenenc(reply.packets.first()?)?;
     let row = reply
         .packets
@@ -742,28 +642,6 @@ fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option<Vec<u8>>>>
     Some(out)
 }
 
-/// Which of `columns` (defaults no pin reproduces) an INSERT or REPLACE may
-/// leave to its default: one it does not name, or any when it says
-/// DEFAULT. Other writes keep the rows' values or name what they set.
-fn defaults_taken(route: &Route, sql: &[u8], columns: &[String]) -> Option<String> {
-    if columns.is_empty()
-        || !matches!(
-            route.class,
-            Class::Write(WriteKind::Insert | WriteKind::Replace)
-        )
-    {
-        return None;
-    }
-    let mut toks = Vec::new();
-    crate::router::lexer::tokenize(sql, &mut toks);
-    let says_default = toks.iter().any(|t| t.is_word(sql, "DEFAULT"));
-    let named: Vec<String> = toks.iter().filter_map(|t| t.ident(sql)).collect();
-    columns
-        .iter()
-        .find(|c| says_default || !named.iter().any(|n| n.eq_ignore_ascii_case(c)))
-        .cloned()
-}
-
 /// `SET TIMESTAMP = <seconds>.<micros>` for a time in microseconds.
 fn set_timestamp(ts: i64) -> String {
     format!(
@@ -771,20 +649,6 @@ fn set_timestamp(ts: i64) -> String {
         ts.div_euclid(1_000_000),
         ts.rem_euclid(1_000_000)
     )
-}
-
-/// Storage engines whose writes a ROLLBACK undoes.
-fn has_transactions(engine: &str) -> bool {
-    [
-        "InnoDB",
-        "XtraDB",
-        "RocksDB",
-        "TokuDB",
-        "ndbcluster",
-        "SEQUENCE",
-    ]
-    .iter()
-    .any(|e| engine.eq_ignore_ascii_case(e))
 }
 
 /// A UUID in MySQL's UUID() text form (version 1 layout is not needed by

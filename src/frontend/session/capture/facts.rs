@@ -1,0 +1,154 @@
+//! What capture needs to know of the tables a write goes to
+//! (`TableFacts`): whether it reads the clock or RAND(), whether its engine
+//! has transactions, which columns have defaults no pin reproduces. Read
+//! from the primary's information_schema and cached in the `Mirror` until
+//! DDL passes.
+
+use super::super::link::{query_packet, Link};
+use super::super::SessionError;
+use super::write::first_row;
+use super::Capture;
+use crate::mirror::runtime::{Mirror, TableFacts};
+use crate::protocol::response::Expect;
+use crate::router::{Class, Route, WriteKind};
+use crate::sql::sql_literal;
+
+impl Capture {
+    /// What writing to the route's tables involves (`TableFacts`, merged
+    /// over the tables), from the primary's information_schema, cached per
+    /// table until DDL passes. A table Tandem cannot name (no current
+    /// database) reads the time and RAND(), as when in doubt.
+    pub(super) async fn table_facts(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Mirror,
+        route: &Route,
+    ) -> Result<TableFacts, SessionError> {
+        let current = cx.binding.conn().current_db.clone();
+        let mut all = TableFacts::default();
+        let merge = |f: TableFacts, all: &mut TableFacts| {
+            all.reads_time |= f.reads_time;
+            all.reads_rand |= f.reads_rand;
+            if all.engine_without_transactions.is_none() {
+                all.engine_without_transactions = f.engine_without_transactions;
+            }
+            all.unpinnable_defaults.extend(f.unpinnable_defaults);
+        };
+        for t in &route.tables {
+            let (db, table) = match t.split_once('.') {
+                Some((d, t)) => (Some(d.to_string()), t.to_string()),
+                None => (current.clone(), t.clone()),
+            };
+            let Some(db) = db else {
+                all.reads_time = true;
+                all.reads_rand = true;
+                continue;
+            };
+            if let Some(f) = m.table_facts(&db, &table) {
+                merge(f, &mut all);
+                continue;
+            }
+            let lit = |s: &str| sql_literal(s.as_bytes());
+            let (d, t) = (lit(&db), lit(&table));
+            let clock = [
+                "CURRENT_TIMESTAMP",
+                "NOW(",
+                "CURDATE(",
+                "CURRENT_DATE",
+                "CURTIME(",
+                "CURRENT_TIME",
+                "UTC_",
+                "UNIX_TIMESTAMP(",
+                "SYSDATE(",
+                "LOCALTIME",
+            ]
+            .iter()
+            .map(|f| format!("UPPER(COLUMN_DEFAULT) LIKE '%{f}%'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+            let sql = format!(
+                "SELECT (SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} \
+                 AND ({clock} OR UPPER(EXTRA) LIKE '%ON UPDATE%')), \
+                 (SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} \
+                 AND UPPER(COLUMN_DEFAULT) LIKE '%RAND(%'), \
+                 (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {d} AND EVENT_OBJECT_TABLE = {t}), \
+                 (SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t}), \
+                 (SELECT GROUP_CONCAT(COLUMN_NAME SEPARATOR ',') FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND (UPPER(COLUMN_DEFAULT) LIKE '%UUID%' \
+                 OR UPPER(COLUMN_DEFAULT) LIKE '%SYS_GUID%'))"
+            );
+            cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
+            let reply = cx.read_reply(Expect::ResultSet).await?;
+            let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
+            // When in doubt, pin.
+            let count = |i: usize| {
+                row.get(i)
+                    .cloned()
+                    .flatten()
+                    .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
+            };
+            let triggers = count(2).is_none_or(|n| n > 0);
+            let engine = row
+                .get(3)
+                .cloned()
+                .flatten()
+                .map(|e| String::from_utf8_lossy(&e).into_owned());
+            let unpinnable_defaults = row
+                .get(4)
+                .cloned()
+                .flatten()
+                .map(|v| {
+                    String::from_utf8_lossy(&v)
+                        .split(',')
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let facts = TableFacts {
+                reads_time: triggers || count(0).is_none_or(|n| n > 0),
+                reads_rand: triggers || count(1).is_none_or(|n| n > 0),
+                engine_without_transactions: engine.filter(|e| !has_transactions(e)),
+                unpinnable_defaults,
+            };
+            m.set_table_facts(&db, &table, facts.clone());
+            merge(facts, &mut all);
+        }
+        Ok(all)
+    }
+}
+
+/// Which of `columns` (defaults no pin reproduces) an INSERT or REPLACE may
+/// leave to its default: one it does not name, or any when it says
+/// DEFAULT. Other writes keep the rows' values or name what they set.
+pub(super) fn defaults_taken(route: &Route, sql: &[u8], columns: &[String]) -> Option<String> {
+    if columns.is_empty()
+        || !matches!(
+            route.class,
+            Class::Write(WriteKind::Insert | WriteKind::Replace)
+        )
+    {
+        return None;
+    }
+    let mut toks = Vec::new();
+    crate::router::lexer::tokenize(sql, &mut toks);
+    let says_default = toks.iter().any(|t| t.is_word(sql, "DEFAULT"));
+    let named: Vec<String> = toks.iter().filter_map(|t| t.ident(sql)).collect();
+    columns
+        .iter()
+        .find(|c| says_default || !named.iter().any(|n| n.eq_ignore_ascii_case(c)))
+        .cloned()
+}
+
+/// Storage engines whose writes a ROLLBACK undoes.
+fn has_transactions(engine: &str) -> bool {
+    [
+        "InnoDB",
+        "XtraDB",
+        "RocksDB",
+        "TokuDB",
+        "ndbcluster",
+        "SEQUENCE",
+    ]
+    .iter()
+    .any(|e| engine.eq_ignore_ascii_case(e))
+}
