@@ -26,9 +26,10 @@ pub struct Direct {
 }
 
 impl Binding {
-    /// Binds `lease` (on `backend`) and publishes its thread id.
-    pub fn direct(mut lease: Lease, backend: String, thread: Arc<AtomicU32>) -> Self {
-        thread.store(lease.conn().thread_id, Ordering::Relaxed);
+    /// Binds `lease` (on `backend`). `thread` already holds its thread id:
+    /// login publishes it before the client hears OK, so a KILL sent right
+    /// after login finds it.
+    pub fn direct(lease: Lease, backend: String, thread: Arc<AtomicU32>) -> Self {
         Binding::Direct(Direct {
             lease,
             backend,
