@@ -6,6 +6,8 @@
 //! - `applier`: replays committed intents on the secondary, exactly once.
 //! - `runtime`: the running mirror `serve` owns: start-up recovery of
 //!   in-doubt intents, commit markers on the primary, the applier task.
+//! - `rowkey`: how a write names exactly the rows it changed (keyed
+//!   writes; see `router::keyed`).
 //! - `guard`: the per-database lock that keeps a second Tandem from
 //!   mirroring the same databases.
 //! - `sync`: how verify and backfill wait for writes in flight (in-process
@@ -17,6 +19,7 @@ pub mod applier;
 pub mod guard;
 pub mod journal;
 pub mod record;
+pub mod rowkey;
 pub mod runtime;
 pub mod sync;
 pub mod writeset;

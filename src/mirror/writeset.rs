@@ -66,12 +66,13 @@ pub fn table_id(db: &str, table: &str) -> u64 {
 /// The shape of one statement, before the schema is known.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Shape {
-    /// `UPDATE`/`DELETE` of one table; `point` = (column, value) when the
-    /// WHERE is exactly `column = <int literal>` (LIMIT allowed);
+    /// `UPDATE`/`DELETE` of one table; `point` = (column, values) when the
+    /// WHERE is exactly `column = <int literal>` or `column IN (<int
+    /// literal>, …)` (LIMIT allowed; keyed writes have this form);
     /// `assigns` = columns an UPDATE sets.
     Single {
         table: TableName,
-        point: Option<(String, u64)>,
+        point: Option<(String, Vec<u64>)>,
         assigns: Vec<String>,
     },
     /// `INSERT`/`REPLACE … (columns) VALUES …`: the literal integer values
@@ -133,14 +134,35 @@ fn skip_words(sql: &[u8], toks: &[Token], mut i: usize, words: &[&str]) -> usize
     i
 }
 
-/// `col = <int>` [LIMIT <int>] exactly, from `i` to the end.
-fn point_where(sql: &[u8], toks: &[Token], i: usize) -> Option<(String, u64)> {
+/// `col = <int>` or `col IN (<int>, …)`, then [LIMIT <int>], exactly,
+/// from `i` to the end.
+fn point_where(sql: &[u8], toks: &[Token], i: usize) -> Option<(String, Vec<u64>)> {
     let col = column(sql, toks.get(i)?)?;
-    if !is_punct(toks.get(i + 1), b'=') {
+    let mut values = Vec::new();
+    let mut at = i + 2;
+    if is_punct(toks.get(i + 1), b'=') {
+        values.push(int_literal(sql, toks.get(at)?)?);
+        at += 1;
+    } else if toks.get(i + 1).is_some_and(|t| t.is_word(sql, "IN")) && is_punct(toks.get(at), b'(')
+    {
+        at += 1;
+        loop {
+            values.push(int_literal(sql, toks.get(at)?)?);
+            at += 1;
+            if is_punct(toks.get(at), b')') {
+                at += 1;
+                break;
+            }
+            if !is_punct(toks.get(at), b',') {
+                return None;
+            }
+            at += 1;
+        }
+    } else {
         return None;
     }
-    let v = int_literal(sql, toks.get(i + 2)?)?;
-    let rest = &toks[i + 3..];
+    let v = values;
+    let rest = &toks[at..];
     let ok = match rest {
         [] => true,
         [l, n] => l.is_word(sql, "LIMIT") && n.kind == Tok::Num,
@@ -356,7 +378,7 @@ pub fn accesses(shape: &Shape, info: &TableInfo, id: u64, out: &mut Vec<Access>)
         Shape::WholeTable(_) => out.push(Access::Table(id)),
         Shape::Single { point, assigns, .. } => match (pk, point) {
             (Some(pk), Some((col, v))) if col == pk && !assigns.iter().any(|a| a == pk) => {
-                out.push(Access::Row(id, *v))
+                out.extend(v.iter().map(|v| Access::Row(id, *v)))
             }
             _ => out.push(Access::Table(id)),
         },

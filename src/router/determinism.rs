@@ -138,6 +138,7 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
         }
     };
     let mut depth = 0i32;
+    let mut limit_without_order = false;
     let mut order_by_at_top = false;
     let mut top_select = false;
     for (i, t) in toks.iter().enumerate() {
@@ -165,7 +166,7 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
                     top_select = true;
                 }
                 if depth == 0 && is("LIMIT") && !order_by_at_top {
-                    set(UnsafeReason::LimitWithoutOrder);
+                    limit_without_order = true;
                 }
                 // Keywords usable without parentheses count as calls too.
                 let bare_ok = is("CURRENT_TIMESTAMP")
@@ -203,6 +204,11 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
     let values_only = matches!(kind, WriteKind::Insert | WriteKind::Replace) && !top_select;
     if d.uses.uuid && !values_only {
         set(UnsafeReason::Function("UUID".into()));
+    }
+    // Last: capture can key an UPDATE or DELETE with this reason, and
+    // must still see any other.
+    if limit_without_order {
+        set(UnsafeReason::LimitWithoutOrder);
     }
     d.unsafe_reason = unsafe_reason;
     d

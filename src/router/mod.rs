@@ -8,6 +8,7 @@
 
 mod classify;
 pub mod determinism;
+pub mod keyed;
 pub mod lexer;
 pub mod plan;
 pub mod rename;

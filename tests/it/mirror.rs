@@ -184,13 +184,14 @@ async fn unsafe_writes_are_rejected_with_the_reason() {
     let env = MirrorEnv::start("unsafe_reject", "").await;
     env.create_both("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
         .await;
+    env.create_both("CREATE TABLE heap (v INT)").await;
     let mut c = env.proxy().await;
     c.query_drop("INSERT INTO t VALUES (1, 1), (2, 2)")
         .await
         .unwrap();
     for (sql, needle) in [
-        ("UPDATE t SET v = 0 LIMIT 1", "LIMIT without ORDER BY"),
-        ("DELETE FROM t LIMIT 1", "LIMIT without ORDER BY"),
+        ("UPDATE heap SET v = 0 LIMIT 1", "LIMIT picks rows"),
+        ("DELETE FROM heap LIMIT 1", "no primary key"),
         ("SET @x = 5", ""),
         ("UPDATE t SET v = @x", "user variables"),
         ("INSERT INTO t VALUES (3, UUID_SHORT())", "UUID_SHORT"),
@@ -216,7 +217,8 @@ async fn unsafe_writes_are_rejected_with_the_reason() {
             "{sql}: {e}"
         );
     }
-    // Nothing was executed on the primary.
+    // Nothing was executed on the primary. (A LIMIT write on a keyed
+    // table is mirrored: `exactness::limit_writes_…`.)
     let mut d = Conn::new(direct_opts(&env.primary)).await.unwrap();
     let n: u64 = d
         .query_first("SELECT COUNT(*) FROM t")
@@ -302,7 +304,10 @@ async fn unsafe_writes_run_on_the_primary_only_and_mark_the_table() {
     c.query_drop("INSERT INTO t VALUES (1, 1), (2, 2)")
         .await
         .unwrap();
-    c.query_drop("DELETE FROM t LIMIT 1").await.unwrap();
+    c.query_drop("SET @x = 7").await.unwrap();
+    c.query_drop("UPDATE t SET v = @x WHERE id = 1")
+        .await
+        .unwrap();
     c.query_drop("INSERT INTO ok VALUES (1)").await.unwrap();
     // An XA transaction runs, unmirrored, and marks its table.
     c.query_drop("XA START 'x'").await.unwrap();

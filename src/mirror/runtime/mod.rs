@@ -68,6 +68,8 @@ pub struct TableFacts {
     /// SYS_GUID()): a row that takes it gets another value on the
     /// secondary.
     pub unpinnable_defaults: Vec<String>,
+    /// The columns that name a row (see `rowkey`), if it has such a key.
+    pub key: Option<crate::mirror::rowkey::RowKey>,
 }
 
 /// Counters of the capture side (sessions).

@@ -24,7 +24,7 @@ fn point_updates_and_deletes_are_single_rows() {
         sh("UPDATE sbtest1 SET k=k+1 WHERE id=5012"),
         Shape::Single {
             table: t("sbtest1"),
-            point: Some(("id".into(), 5012)),
+            point: Some(("id".into(), vec![5012])),
             assigns: vec!["k".into()]
         }
     );
@@ -39,11 +39,31 @@ fn point_updates_and_deletes_are_single_rows() {
         acc("DELETE FROM shop.orders WHERE id = 9", &rows_info()),
         Some(vec![Access::Row(7, 9)])
     );
+    // Keyed writes name their rows with IN.
+    assert_eq!(
+        acc(
+            "UPDATE t SET st = 'taken' WHERE `id` IN (3, 41) LIMIT 2",
+            &rows_info()
+        ),
+        Some(vec![Access::Row(7, 3), Access::Row(7, 41)])
+    );
+    for sql in [
+        "DELETE FROM t WHERE `id` IN (3, x)",
+        "DELETE FROM t WHERE `id` IN (3",
+        "DELETE FROM t WHERE `id` IN ()",
+        "DELETE FROM t WHERE `id` IN (3) OR 1",
+    ] {
+        assert_eq!(
+            acc(sql, &rows_info()),
+            Some(vec![Access::Table(7)]),
+            "{sql}"
+        );
+    }
     assert_eq!(
         sh("DELETE FROM shop.orders WHERE id = 9"),
         Shape::Single {
             table: (Some("shop".into()), "orders".into()),
-            point: Some(("id".into(), 9)),
+            point: Some(("id".into(), vec![9])),
             assigns: vec![]
         }
     );
@@ -63,7 +83,6 @@ fn anything_wider_than_one_known_row_is_the_whole_table() {
         "UPDATE t SET x = 1 WHERE id = 3 ORDER BY x LIMIT 1",
         "UPDATE t SET x = 1",
         "DELETE FROM t",
-        "DELETE FROM t WHERE id IN (1, 2)",
         "DELETE FROM t ORDER BY id LIMIT 3",
         "INSERT INTO t (x) VALUES (1)",
         "INSERT INTO t (id, x) VALUES (1 + 1, 2)",

@@ -6,8 +6,9 @@
 
 use super::super::link::{query_packet, Link};
 use super::super::SessionError;
-use super::write::first_row;
+use super::write::{first_row, rows};
 use super::Capture;
+use crate::mirror::rowkey::{IndexColumn, RowKey};
 use crate::mirror::runtime::{Mirror, TableFacts};
 use crate::protocol::response::Expect;
 use crate::router::{Class, Route, WriteKind};
@@ -33,6 +34,7 @@ impl Capture {
                 all.engine_without_transactions = f.engine_without_transactions;
             }
             all.unpinnable_defaults.extend(f.unpinnable_defaults);
+            // (The key is of one table; a keyed write asks for it alone.)
         };
         for t in &route.tables {
             let (db, table) = match t.split_once('.') {
@@ -77,9 +79,40 @@ impl Capture {
                  WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND (UPPER(COLUMN_DEFAULT) LIKE '%UUID%' \
                  OR UPPER(COLUMN_DEFAULT) LIKE '%SYS_GUID%'))"
             );
-            cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
+            // The unique indexes' columns, for keyed writes (`rowkey`).
+            let keys = format!(
+                "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.DATA_TYPE, c.CHARACTER_SET_NAME, c.IS_NULLABLE \
+                 FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c \
+                 ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME \
+                 WHERE s.TABLE_SCHEMA = {d} AND s.TABLE_NAME = {t} AND s.NON_UNIQUE = 0 AND s.SUB_PART IS NULL \
+                 ORDER BY s.INDEX_NAME <> 'PRIMARY', s.INDEX_NAME, s.SEQ_IN_INDEX"
+            );
+            cx.send_backend(&[
+                &query_packet(sql.as_bytes()),
+                &query_packet(keys.as_bytes()),
+            ])
+            .await?;
             let reply = cx.read_reply(Expect::ResultSet).await?;
+            let key_reply = cx.read_reply(Expect::ResultSet).await?;
             let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
+            let key = rows(&key_reply, cx.deprecate_eof()).and_then(|rows| {
+                let text = |v: &Option<Vec<u8>>| {
+                    v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())
+                };
+                let columns: Option<Vec<IndexColumn>> = rows
+                    .iter()
+                    .map(|r| {
+                        Some(IndexColumn {
+                            index: text(r.first()?)?,
+                            column: text(r.get(1)?)?,
+                            data_type: text(r.get(2)?)?,
+                            charset: text(r.get(3)?),
+                            nullable: text(r.get(4)?)?.eq_ignore_ascii_case("YES"),
+                        })
+                    })
+                    .collect();
+                RowKey::choose(&columns?)
+            });
             // When in doubt, pin.
             let count = |i: usize| {
                 row.get(i)
@@ -109,6 +142,7 @@ impl Capture {
                 reads_rand: triggers || count(1).is_none_or(|n| n > 0),
                 engine_without_transactions: engine.filter(|e| !has_transactions(e)),
                 unpinnable_defaults,
+                key,
             };
             m.set_table_facts(&db, &table, facts.clone());
             merge(facts, &mut all);

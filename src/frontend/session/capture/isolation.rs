@@ -6,8 +6,10 @@
 //! moment it ran, not at commit (recipe: A updates `WHERE st = 'queued'`
 //! while B inserts a queued row and commits first; replayed in commit
 //! order, A also takes B's row). MySQL refuses statement-based binary logs
-//! there for the same reason. Until row images replay the effect itself,
-//! such writes follow `unsafe_writes`.
+//! there for the same reason. A single-table UPDATE or DELETE is keyed
+//! there (`keyed`: restricted to the rows it locked, by key); other writes
+//! that read rows (joins, INSERT … SELECT, keyless tables) follow
+//! `unsafe_writes`.
 //!
 //! The level that applies to a write: the one `SET TRANSACTION ISOLATION
 //! LEVEL …` chose for the transaction it is in, else the session's
@@ -113,7 +115,7 @@ impl Capture {
         };
         reads_rows.then(|| {
             format!(
-                "under {} the rows it reads depend on other transactions' commits it took no lock against, so replaying it in commit order may change other rows; run transactions that write through a mirroring Tandem at REPEATABLE READ (the server default) until row images are mirrored",
+                "under {} the rows it reads depend on other transactions' commits it took no lock against, so replaying it in commit order may change other rows; write such statements at REPEATABLE READ (the server default)",
                 level.name()
             )
         })

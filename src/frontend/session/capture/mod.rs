@@ -20,6 +20,7 @@
 
 mod facts;
 mod isolation;
+mod keyed;
 mod params;
 mod sql_prepared;
 mod temporary;
@@ -185,7 +186,7 @@ impl Capture {
                 if !self.mirrored(cx, route) {
                     return Ok(false);
                 }
-                if let Some(reason) = &route.determinism.unsafe_reason {
+                if let Some(reason) = keyed::unsafe_reason(route) {
                     let tables = route.tables.clone();
                     self.unsafe_write(cx, m, &tables, &reason.to_string(), payload, seq)
                         .await?;
@@ -288,7 +289,7 @@ impl Capture {
         };
         if matches!(r.class, Class::Write(_))
             && self.mirrored(cx, r)
-            && r.determinism.unsafe_reason.is_none()
+            && keyed::unsafe_reason(r).is_none()
         {
             // Rendering depends on NO_BACKSLASH_ESCAPES.
             self.ensure_vars(cx).await?;
@@ -296,7 +297,7 @@ impl Capture {
         // Only mirrored writes are rendered (the parameter types an execute
         // carries were recorded by `stmt_command`). Long data is used once.
         let rendered = match &r.class {
-            Class::Write(_) if self.mirrored(cx, r) && r.determinism.unsafe_reason.is_none() => {
+            Class::Write(_) if self.mirrored(cx, r) && keyed::unsafe_reason(r).is_none() => {
                 self.render_execute(stmts, id, &payload)
             }
             _ => None,
@@ -306,7 +307,7 @@ impl Capture {
         }
         match &r.class {
             Class::Write(_) if self.mirrored(cx, r) => {
-                if let Some(reason) = &r.determinism.unsafe_reason {
+                if let Some(reason) = keyed::unsafe_reason(r) {
                     let reason = reason.to_string();
                     return self
                         .unsafe_write(cx, &m, &r.tables, &reason, &payload, seq)

@@ -141,7 +141,7 @@ impl Capture {
     ) -> Result<(), SessionError> {
         let vars = self.ensure_vars(cx).await?;
         let uses = route.determinism.uses;
-        let (packet, record_sql) = match src {
+        let (mut packet, text) = match src {
             WriteSrc::Query(sql) => {
                 let rewritten = if uses.needs_rewrite() {
                     lexer::pin_rewrite(sql, &cx.scratch.tokens, new_uuid)
@@ -165,7 +165,7 @@ impl Capture {
                 }
             }
         };
-        let record_sql = match self.for_secondary(cx, record_sql) {
+        let mut record_sql = match self.for_secondary(cx, text.clone()) {
             Ok(sql) => sql,
             Err(reason) => {
                 return self
@@ -194,9 +194,11 @@ impl Capture {
             self.transaction_begins();
             None
         };
-        if let Some(reason) = self.isolation_hazard(route, &record_sql, own) {
+        let hazard = self.isolation_hazard(route, &record_sql, own);
+        let keyed = super::keyed::needs_key(route, &text, hazard.is_some());
+        if let (Some(reason), false) = (&hazard, keyed) {
             return self
-                .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                .unsafe_write(cx, m, &route.tables, reason, &packet, seq)
                 .await;
         }
         let facts = self.table_facts(cx, m, route).await?;
@@ -237,6 +239,49 @@ impl Capture {
                 .await?
             {
                 return Ok(done);
+            }
+        }
+        // A keyed write (see `keyed`): its rows are locked and named
+        // first; an autocommit one has begun its transaction by then.
+        let mut begun = false;
+        if keyed {
+            use super::keyed::Keyed;
+            match self
+                .keyed(cx, m, route, &text, hazard.is_some(), ts, seeds, autocommit)
+                .await?
+            {
+                Keyed::Restricted(sql) => {
+                    packet = query_packet(&sql);
+                    begun = autocommit;
+                    record_sql = match self.for_secondary(cx, sql) {
+                        Ok(sql) => sql,
+                        Err(reason) => {
+                            let undo: &[&[u8]] = if autocommit {
+                                &[b"ROLLBACK", b"SET TIMESTAMP = DEFAULT"]
+                            } else {
+                                &[]
+                            };
+                            if let Some(ok) = cx.run_aux(undo).await? {
+                                cx.status = ok.status_flags();
+                            }
+                            return self
+                                .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                                .await;
+                        }
+                    };
+                }
+                Keyed::Refused(why) => {
+                    let reason = hazard.unwrap_or_else(|| {
+                        "LIMIT picks rows by storage order or among ties of ORDER BY".into()
+                    });
+                    let reason = format!(
+                        "{reason}, and it cannot be restricted to the rows it locks: {why}"
+                    );
+                    return self
+                        .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                        .await;
+                }
+                Keyed::Failed(reply) => return cx.relay(seq, reply, false).await,
             }
         }
         let kind = match route.class {
@@ -301,7 +346,7 @@ impl Capture {
         if uses.last_insert_id {
             batch.push(&lid_p);
         }
-        if autocommit {
+        if autocommit && !begun {
             batch.push(&begin_p);
         }
         batch.push(&packet);
@@ -326,7 +371,7 @@ impl Capture {
             } else {
                 None
             };
-            let begin_r = if autocommit {
+            let begin_r = if autocommit && !begun {
                 Some(cx.read_reply(Expect::ResultSet).await?)
             } else {
                 None
@@ -621,11 +666,28 @@ impl Capture {
 
 /// The first row of a text result set, as raw column values.
 pub(super) fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option<Vec<u8>>>> {
+    rows(reply, deprecate_eof)?.into_iter().next()
+}
+
+/// The rows of a text result set, as raw column values. None when the
+/// reply is not a well-formed result set.
+pub(super) fn rows(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Vec<Option<Vec<u8>>>>> {
+    if reply.err.is_some() {
+        return None;
+    }
     let (n, _) = get_lenenc(reply.packets.first()?)?;
-    let row = reply
-        .packets
-        .get(1 + n as usize + usize::from(!deprecate_eof))?;
-    let mut out = Vec::with_capacity(n as usize);
+    let first = 1 + n as usize + usize::from(!deprecate_eof);
+    // The last packet ends the rows (EOF or OK).
+    let last = reply.packets.len().checked_sub(1)?;
+    let mut out = Vec::with_capacity(last.saturating_sub(first));
+    for row in reply.packets.get(first..last)? {
+        out.push(text_row(row, n as usize)?);
+    }
+    Some(out)
+}
+
+fn text_row(row: &[u8], n: usize) -> Option<Vec<Option<Vec<u8>>>> {
+    let mut out = Vec::with_capacity(n);
     let mut at = 0;
     for _ in 0..n {
         if row.get(at) == Some(&0xFB) {
@@ -643,7 +705,7 @@ pub(super) fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option
 }
 
 /// `SET TIMESTAMP = <seconds>.<micros>` for a time in microseconds.
-fn set_timestamp(ts: i64) -> String {
+pub(super) fn set_timestamp(ts: i64) -> String {
     format!(
         "SET TIMESTAMP = {}.{:06}",
         ts.div_euclid(1_000_000),
