@@ -4,7 +4,7 @@
 //! - Insert-if-absent (`INSERT IGNORE`): a row the mirror already wrote is
 //!   never overwritten by an older copy.
 //! - Resumable: each chunk's rows and the table's checkpoint (last key copied)
-//!   are written in one secondary transaction (`_tandem_backfill`), so an
+//!   are written in one secondary transaction (`backfill_checkpoint` in Tandem's bookkeeping database), so an
 //!   interrupted run (Ctrl-C, SIGKILL) continues exactly where it stopped.
 //! - Mirror-aware: a chunk is read without locks and inserted a moment
 //!   later, so a row updated or deleted on the primary in between, with the
@@ -24,7 +24,6 @@ use crate::config::Config;
 use crate::mirror::runtime::table_key;
 use crate::mirror::sync::MirrorSync;
 use crate::schema;
-use crate::sql::quote;
 use crate::verify::compare::{key_values, Checker, Range};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mysql_async::prelude::*;
@@ -83,7 +82,12 @@ pub enum BackfillError {
     Setup(String),
 }
 
-const CHECKPOINTS: &str = "_tandem_backfill";
+/// Where backfill keeps its checkpoints: Tandem's bookkeeping table on
+/// the secondary, rows keyed by the secondary's database.
+struct Checkpoints {
+    table: String,
+    owner: String,
+}
 
 pub async fn run(
     cfg: &Config,
@@ -128,18 +132,14 @@ pub async fn run(
             )))
         }
     };
-    s.query_drop(format!(
-        "CREATE TABLE IF NOT EXISTS {} (
-           table_name VARCHAR(64) PRIMARY KEY,
-           last_key TEXT NULL,
-           rows_copied BIGINT UNSIGNED NOT NULL DEFAULT 0,
-           done BOOLEAN NOT NULL DEFAULT FALSE,
-           updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
-         ) ENGINE=InnoDB",
-        quote(CHECKPOINTS)
-    ))
-    .await
-    .map_err(setup)?;
+    let sb = &cfg.backends[&secondary];
+    crate::mirror::bookkeeping::ensure(&mut s, sb)
+        .await
+        .map_err(setup)?;
+    let checkpoints = Checkpoints {
+        table: crate::mirror::bookkeeping::table(sb, crate::mirror::bookkeeping::BACKFILL),
+        owner: crate::mirror::bookkeeping::owner(sb),
+    };
     let bars = MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
@@ -156,6 +156,7 @@ pub async fn run(
             opts,
             sync,
             bars: &bars,
+            checkpoints: &checkpoints,
         };
         if let Err(e) = copy_table(&mut p, &mut s, &table, &ctx, &mut summary).await {
             summary.error = Some(e);
@@ -173,6 +174,7 @@ struct Ctx<'a> {
     opts: &'a BackfillOptions,
     sync: &'a MirrorSync,
     bars: &'a MultiProgress,
+    checkpoints: &'a Checkpoints,
 }
 
 async fn copy_table(
@@ -182,7 +184,7 @@ async fn copy_table(
     ctx: &Ctx<'_>,
     summary: &mut TableSummary,
 ) -> Result<(), String> {
-    let (opts, bars, sync) = (ctx.opts, ctx.bars, ctx.sync);
+    let (opts, bars, sync, checkpoints) = (ctx.opts, ctx.bars, ctx.sync, ctx.checkpoints);
     let err = |e: mysql_async::Error| e.to_string();
     let sync_err = |e: crate::mirror::sync::SyncError| e.to_string();
     let plan = schema::TablePlan::load(p, table).await?;
@@ -212,8 +214,8 @@ async fn copy_table(
     let checkpoint: Option<(Option<String>, u64, bool)> = s
         .exec_first(
             format!(
-                "SELECT last_key, rows_copied, done FROM {} WHERE table_name = ?",
-                quote(CHECKPOINTS)
+                "SELECT last_key, rows_copied, done FROM {} WHERE db = {} AND table_name = ?",
+                checkpoints.table, checkpoints.owner
             ),
             (table,),
         )
@@ -321,9 +323,9 @@ async fn copy_table(
         copied += rows.len() as u64;
         tx.exec_drop(
             format!(
-                "INSERT INTO {} (table_name, last_key, rows_copied, done) VALUES (?, ?, ?, ?)
+                "INSERT INTO {} (db, table_name, last_key, rows_copied, done) VALUES ({}, ?, ?, ?, ?)
                  ON DUPLICATE KEY UPDATE last_key = VALUES(last_key), rows_copied = VALUES(rows_copied), done = VALUES(done)",
-                quote(CHECKPOINTS)
+                checkpoints.table, checkpoints.owner
             ),
             (table, last_key.clone(), copied, done),
         )

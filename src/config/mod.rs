@@ -71,6 +71,10 @@ pub struct BackendConfig {
     pub password: String,
     pub database: Option<String>,
     pub pool: usize,
+    /// The database on this backend's server where Tandem keeps its
+    /// bookkeeping (`migration.bookkeeping_database`; see
+    /// `mirror::bookkeeping`).
+    pub bookkeeping: String,
 }
 
 /// What happens when the mirror journal reaches its size limit.
@@ -246,6 +250,10 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
     if old.journal_commit_wait != new.journal_commit_wait {
         errors.push(format!("migration.journal_commit_wait: {restart}"));
     }
+    let book = |c: &Config| c.primary_backend().bookkeeping.clone();
+    if book(old) != book(new) {
+        errors.push(format!("migration.bookkeeping_database: {restart}"));
+    }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -376,8 +384,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if raw.backends.is_empty() {
         errors.push("backends: at least one backend is required".into());
     }
+    let book = raw.migration.bookkeeping_database.trim();
+    if book.is_empty()
+        || book.len() > 64
+        || !book
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+    {
+        errors.push(format!(
+            "migration.bookkeeping_database: {book:?} is not a database name (letters, digits, _ and $, at most 64)"
+        ));
+    }
     for (name, b) in &raw.backends {
-        match parse_backend(name, b) {
+        match parse_backend(name, b, book) {
             Ok(cfg) => {
                 backends.insert(name.clone(), cfg);
             }
@@ -592,7 +611,11 @@ fn known(backends: &BTreeMap<String, model::RawBackend>) -> String {
     backends.keys().cloned().collect::<Vec<_>>().join(", ")
 }
 
-fn parse_backend(name: &str, b: &model::RawBackend) -> Result<BackendConfig, Vec<String>> {
+fn parse_backend(
+    name: &str,
+    b: &model::RawBackend,
+    bookkeeping: &str,
+) -> Result<BackendConfig, Vec<String>> {
     let key = format!("backends.{name}");
     let mut errors = Vec::new();
     if b.pool == 0 {
@@ -649,6 +672,7 @@ fn parse_backend(name: &str, b: &model::RawBackend) -> Result<BackendConfig, Vec
         user,
         database,
         pool: b.pool,
+        bookkeeping: bookkeeping.to_string(),
     })
 }
 

@@ -189,6 +189,16 @@ pub struct RawMigration {
     /// before it until `tandem resume`; nothing is skipped).
     #[serde(default = "default_apply_errors")]
     pub apply_errors: ApplyErrors,
+    /// The database on each server where Tandem keeps its bookkeeping
+    /// (commit markers, apply position, backfill checkpoints), apart from
+    /// the application's schema; rows are keyed by the database they
+    /// track, so roles sharing a server share it. Default `tandem`.
+    #[serde(default = "default_bookkeeping_database")]
+    pub bookkeeping_database: String,
+}
+
+fn default_bookkeeping_database() -> String {
+    "tandem".to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

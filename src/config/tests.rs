@@ -24,6 +24,21 @@ fn operator_example_is_accepted_as_shown() {
     assert_eq!(cfg.cutover_timeout, Duration::from_secs(5));
     assert_eq!(cfg.unsafe_writes, UnsafeWrites::Reject);
     assert!(cfg.users.contains_key("app"));
+    assert_eq!(legacy.bookkeeping, "tandem", "documented default");
+    let named = EXAMPLE.replace(
+        "  # bookkeeping_database: tandem",
+        "  bookkeeping_database: ops_tandem",
+    );
+    assert_eq!(
+        parse(&named).unwrap().backends["next"].bookkeeping,
+        "ops_tandem"
+    );
+    let bad = EXAMPLE.replace(
+        "  # bookkeeping_database: tandem",
+        "  bookkeeping_database: \"a`b\"",
+    );
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("migration.bookkeeping_database"), "{e}");
     assert!(!cfg.rules.mirrored("audit_log"));
     assert!(cfg.rules.mirrored("orders"));
     assert!(cfg.rules.mirrored("not_listed"));

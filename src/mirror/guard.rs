@@ -2,9 +2,9 @@
 //!
 //! Two Tandems mirroring the same primary database (two replicas started
 //! with one config, say) would mix their commit markers in one
-//! `_tandem_commit` (each one's clean-up deleting rows the other's in-doubt
+//! `commit_marker` (each one's clean-up deleting rows the other's in-doubt
 //! resolution needs) and their applied positions in one
-//! `_tandem_position`, and nothing would order their transactions against
+//! `apply_position`, and nothing would order their transactions against
 //! each other on the secondary. So a mirror holds a named lock
 //! (`GET_LOCK`, released by the server when the connection ends, crash
 //! included) for the primary's and the secondary's database, each on a

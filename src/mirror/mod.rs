@@ -8,6 +8,8 @@
 //!   in-doubt intents, commit markers on the primary, the applier task.
 //! - `rowkey`: how a write names exactly the rows it changed (keyed
 //!   writes; see `router::keyed`).
+//! - `bookkeeping`: Tandem's own database on each server (markers,
+//!   positions, checkpoints), rows keyed by the database they track.
 //! - `guard`: the per-database lock that keeps a second Tandem from
 //!   mirroring the same databases.
 //! - `sync`: how verify and backfill wait for writes in flight (in-process
@@ -16,6 +18,7 @@
 //! Capture itself happens in the session (`frontend::session::capture`).
 
 pub mod applier;
+pub mod bookkeeping;
 pub mod guard;
 pub mod journal;
 pub mod record;

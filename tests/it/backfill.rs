@@ -58,7 +58,7 @@ async fn backfill_resumes_after_kill_and_ends_identical() {
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(25)).await;
         copied = s
-            .query_first("SELECT rows_copied FROM _tandem_backfill WHERE table_name = 'big'")
+            .query_first("SELECT rows_copied FROM tandem.backfill_checkpoint WHERE db = DATABASE() AND table_name = 'big'")
             .await
             .ok()
             .flatten()

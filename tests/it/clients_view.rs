@@ -255,3 +255,65 @@ async fn sql_level_prepared_reads_run_and_writes_follow_unsafe_writes() {
     drop(c);
     env.stop().await;
 }
+
+/// Tandem's bookkeeping lives in a database of its own: the application's
+/// schema shows only its own tables, a reset that drops every table of it
+/// loses nothing of Tandem's, and if Tandem's database is dropped anyway,
+/// writes go on (it is created again, loudly) instead of failing one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookkeeping_stays_out_of_the_schema_and_survives_being_dropped() {
+    use crate::common::mirror::*;
+    let book = "tandem_it_bookkeeping";
+    // An earlier run cut short may have left it with another journal's
+    // position.
+    drop_databases(&[book]).await;
+    let env = MirrorEnv::start("bookkeeping", &format!("  bookkeeping_database: {book}")).await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO t VALUES (1, 1)").await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (2, 2)").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    env.wait_caught_up().await;
+    let tables: Vec<String> = c.query("SHOW TABLES").await.unwrap();
+    assert_eq!(tables, vec!["t".to_string()]);
+    // A test suite's reset: drop every table of the schema, create anew.
+    for t in tables {
+        c.query_drop(format!("DROP TABLE `{t}`")).await.unwrap();
+    }
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t VALUES (3, 3)").await.unwrap();
+    // Tandem's own database dropped behind its back (same server: the
+    // primary's markers and the secondary's position both go).
+    let mut d = mysql_async::Conn::new(direct_opts(&env.primary))
+        .await
+        .unwrap();
+    d.query_drop(format!("DROP DATABASE {book}")).await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (4, 4)").await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("UPDATE t SET v = v + 10").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    d.query_drop(format!("DROP DATABASE {book}")).await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (5, 5)").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "t").await, 3);
+    let markers: u64 = d
+        .query_first(format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{book}'"
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(markers, 4, "every bookkeeping table is back");
+    assert!(env.mirror().divergent().is_empty());
+    d.query_drop(format!("DROP DATABASE IF EXISTS {book}"))
+        .await
+        .unwrap();
+    drop((c, d));
+    env.stop().await;
+}

@@ -163,7 +163,7 @@ async fn backfill_of_a_million_rows_under_writes_ends_identical() {
                 if n.is_multiple_of(20) {
                     let last: Option<Option<String>> = s
                         .query_first(
-                            "SELECT last_key FROM _tandem_backfill WHERE table_name = 'big'",
+                            "SELECT last_key FROM tandem.backfill_checkpoint WHERE db = DATABASE() AND table_name = 'big'",
                         )
                         .await
                         .unwrap_or(None);

@@ -728,7 +728,7 @@ async fn intents_whose_outcome_was_lost_are_settled_from_the_markers() {
         .await
         .unwrap();
     p.query_drop(format!(
-        "INSERT INTO _tandem_commit (token) VALUES ({token})"
+        "INSERT INTO tandem.commit_marker (db, token) VALUES (DATABASE(), {token})"
     ))
     .await
     .unwrap();
@@ -920,7 +920,7 @@ async fn a_transaction_holds_one_marker_row_from_its_first_write_to_its_commit()
         .await
         .unwrap();
     async fn markers(c: &mut Conn) -> u64 {
-        c.query_first("SELECT COUNT(*) FROM _tandem_commit")
+        c.query_first("SELECT COUNT(*) FROM tandem.commit_marker WHERE db = DATABASE()")
             .await
             .unwrap()
             .unwrap()

@@ -53,6 +53,7 @@ impl Fixture {
             password: String::new(),
             database: Some(self.db.clone()),
             pool: 4,
+            bookkeeping: "tandem".into(),
         };
         Applier::new(
             ApplierConfig {
@@ -214,7 +215,7 @@ async fn pinned_values_and_transactions_apply_as_on_the_primary() {
         "RAND() seeded as on the primary"
     );
     let pos: Option<u64> = d
-        .query_first("SELECT lsn FROM _tandem_position")
+        .query_first("SELECT lsn FROM tandem.apply_position WHERE db = DATABASE()")
         .await
         .unwrap();
     assert_eq!(pos, Some(last));
@@ -363,7 +364,7 @@ async fn permanent_errors_are_dead_lettered_and_marked_divergent() {
     );
 
     // Halt policy stops at the bad transaction.
-    d.query_drop("UPDATE _tandem_position SET lsn = 2")
+    d.query_drop("UPDATE tandem.apply_position SET lsn = 2 WHERE db = DATABASE()")
         .await
         .unwrap();
     let (stats, _stop, task) = f.spawn(ApplyErrors::Halt);
@@ -472,7 +473,7 @@ async fn ddl_replayed_after_a_crash_is_taken_as_applied() {
     task.await.unwrap().unwrap();
     // As if Tandem crashed after the DDL ran but before its position was stored.
     let mut d = f.direct().await;
-    d.query_drop("UPDATE _tandem_position SET lsn = 0")
+    d.query_drop("UPDATE tandem.apply_position SET lsn = 0 WHERE db = DATABASE()")
         .await
         .unwrap();
     d.query_drop("DELETE FROM v").await.unwrap();
@@ -489,8 +490,12 @@ async fn ddl_replayed_after_a_crash_is_taken_as_applied() {
 
 /// What a crash in the middle of parallel apply leaves on the secondary:
 /// a stored position below some intents that other connections already
-/// committed, with those LSNs in `_tandem_applied`. A restart applies the
-/// gaps and the rest, and none of the recorded ones again.
+/// committed, with those LSNs in the applied table. A restart applies the
+/// gaps and the rest, and none of the recorded ones again. The state is
+/// written in an earlier build's layout (`_tandem_position` and
+/// `_tandem_applied` in the secondary's own database), so this also shows
+/// that an upgrade adopts it into Tandem's database and drops the old
+/// tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_out_of_order_apply_skips_what_was_applied() {
     let f = fixture("apply_sparse").await;
@@ -551,10 +556,15 @@ async fn a_restart_after_out_of_order_apply_skips_what_was_applied() {
     );
     assert_eq!(stats.applied.load(Ordering::Relaxed), 3);
     let stored: Option<u64> = d
-        .query_first("SELECT MAX(lsn) FROM _tandem_position")
+        .query_first("SELECT MAX(lsn) FROM tandem.apply_position WHERE db = DATABASE()")
         .await
         .unwrap();
     assert_eq!(stored, Some(lsns[5]));
+    let left: Vec<String> = d
+        .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME LIKE '\\_tandem%'")
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
     d.disconnect().await.unwrap();
     f.done().await;
 }

@@ -2,8 +2,9 @@
 //! order, exactly once.
 //!
 //! Exactly once: every transaction is applied inside one secondary
-//! transaction that also stores its LSN in `_tandem_position` (in the
-//! secondary's database). After any crash the applier resumes after the
+//! transaction that also stores its LSN in `apply_position` (in Tandem's
+//! bookkeeping database on the secondary, keyed by the secondary's
+//! database; see `bookkeeping`). After any crash the applier resumes after the
 //! stored LSN, so nothing is lost or applied twice. DDL commits implicitly
 //! and cannot share a transaction with the position update; a DDL that is
 //! replayed right after a restart and fails with "already exists" / "does not
@@ -37,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// `migration.apply_errors` as a running applier reads it at each
 /// permanent error; shared, so a config reload changes it without a
@@ -231,12 +232,18 @@ pub enum ApplierError {
         tables: Vec<String>,
     },
     #[error(
-        "the secondary's _tandem_position says LSN {stored} was applied, but the journal ends at \
+        "the secondary's stored position says LSN {stored} was applied, but the journal ends at \
          {journal_end}: this journal is not the one that secondary was fed from (replaced or \
-         deleted). Nothing is applied. If the secondary was re-copied from the primary, clear \
-         its _tandem_position table and restart"
+         deleted), or its database was dropped and created again. Nothing is applied. If the \
+         secondary was re-copied from the primary, run on it: DELETE FROM {book}.apply_position \
+         WHERE db = {db}; DELETE FROM {book}.applied_lsn WHERE db = {db}; and restart"
     )]
-    Mismatch { stored: Lsn, journal_end: Lsn },
+    Mismatch {
+        stored: Lsn,
+        journal_end: Lsn,
+        book: String,
+        db: String,
+    },
     #[error("dead-letter file: {0}")]
     DeadLetter(std::io::Error),
 }
@@ -247,13 +254,10 @@ pub struct Applier {
     stats: Arc<ApplierStats>,
 }
 
-const POSITION_TABLE: &str = "_tandem_position";
-const APPLIED_TABLE: &str = "_tandem_applied";
-
 /// How often the journal is asked to delete applied segments.
 const TRUNCATE_EVERY: Duration = Duration::from_millis(100);
 
-/// Stored-position rows of `_tandem_applied` are deleted once the stored
+/// Rows of `applied_lsn` are deleted once the stored
 /// position has moved this far past the last clean-up.
 const CLEANUP_EVERY: Lsn = 4096;
 
@@ -273,7 +277,7 @@ enum Position {
     /// position becomes the last applied LSN.
     Contiguous,
     /// Other workers still apply earlier intents: the job's LSNs go to
-    /// `_tandem_applied`, and the stored position becomes `lwm` (below which
+    /// `applied_lsn`, and the stored position becomes `lwm` (below which
     /// everything is applied).
     Sparse { lwm: Lsn },
 }
@@ -285,7 +289,7 @@ struct Job {
     dead: Option<(Lsn, String)>,
     position: Position,
     first_after_start: bool,
-    /// Delete `_tandem_applied` rows at or below this (all below the stored
+    /// Delete `applied_lsn` rows at or below this (all below the stored
     /// position).
     cleanup: Option<Lsn>,
 }
@@ -345,6 +349,8 @@ impl Applier {
             return Err(ApplierError::Mismatch {
                 stored,
                 journal_end,
+                book: crate::sql::quote(&self.cfg.secondary.bookkeeping),
+                db: crate::mirror::bookkeeping::owner(&self.cfg.secondary),
             });
         }
         self.stats.applied_lsn.store(stored, Ordering::Relaxed);

@@ -1,36 +1,32 @@
-//! Where the applier stands on the secondary: `_tandem_position` (one row
-//! per worker, up to a low-water mark) and `_tandem_applied` (LSNs above it).
+//! Where the applier stands on the secondary: `apply_position` (one row
+//! per worker, up to a low-water mark) and `applied_lsn` (LSNs above it),
+//! in Tandem's bookkeeping database, keyed by the secondary's database.
 
 use super::*;
+use crate::mirror::bookkeeping::{self, owner, table, APPLIED, POSITION};
 
-/// `db`.`_tandem_position` on `b` (its URL's database).
+/// The position rows of `b` (its URL's database).
 pub(super) fn position_table(b: &BackendConfig) -> String {
-    crate::sql::qualified(b.database.as_deref(), POSITION_TABLE)
+    table(b, POSITION)
 }
 
-pub(super) fn create_position_sql(b: &BackendConfig) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} (
-           id TINYINT PRIMARY KEY,
-           lsn BIGINT UNSIGNED NOT NULL,
-           committed_at_us BIGINT NOT NULL,
-           applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
-         ) ENGINE=InnoDB",
-        position_table(b)
-    )
+/// `WHERE`-condition of `b`'s rows.
+pub(super) fn mine(b: &BackendConfig) -> String {
+    format!("db = {}", owner(b))
 }
 
-/// `db`.`_tandem_applied` on `b`: intents applied above the stored
-/// position (parallel apply commits out of journal order).
+/// The applied-LSN rows of `b`: intents applied above the stored position
+/// (parallel apply commits out of journal order).
 pub(super) fn applied_table(b: &BackendConfig) -> String {
-    crate::sql::qualified(b.database.as_deref(), APPLIED_TABLE)
+    table(b, APPLIED)
 }
 
-pub(super) fn create_applied_sql(b: &BackendConfig) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} (lsn BIGINT UNSIGNED PRIMARY KEY) ENGINE=InnoDB",
-        applied_table(b)
-    )
+/// Creates the bookkeeping database and tables on `b` if missing.
+pub(super) async fn ensure_tables(
+    conn: &mut Conn,
+    b: &BackendConfig,
+) -> Result<(), mysql_async::Error> {
+    bookkeeping::ensure(conn, b).await
 }
 
 /// Moves row `id` (one per apply connection) of the position table up to
@@ -42,17 +38,19 @@ pub(super) fn advance_position_sql(
     committed_at_us: i64,
 ) -> String {
     format!(
-        "INSERT INTO {} (id, lsn, committed_at_us) VALUES ({id}, {lsn}, {committed_at_us}) \
+        "INSERT INTO {} (db, id, lsn, committed_at_us) VALUES ({}, {id}, {lsn}, {committed_at_us}) \
          ON DUPLICATE KEY UPDATE lsn = GREATEST(lsn, VALUES(lsn)), committed_at_us = VALUES(committed_at_us)",
-        position_table(b)
+        position_table(b),
+        owner(b)
     )
 }
 
 pub(super) fn upsert_position_sql(b: &BackendConfig, lsn: Lsn, committed_at_us: i64) -> String {
     format!(
-        "INSERT INTO {} (id, lsn, committed_at_us) VALUES (1, {lsn}, {committed_at_us}) \
+        "INSERT INTO {} (db, id, lsn, committed_at_us) VALUES ({}, 1, {lsn}, {committed_at_us}) \
          ON DUPLICATE KEY UPDATE lsn = VALUES(lsn), committed_at_us = VALUES(committed_at_us)",
-        position_table(b)
+        position_table(b),
+        owner(b)
     )
 }
 
@@ -63,12 +61,19 @@ pub async fn seed_position(
     b: &BackendConfig,
     lsn: Lsn,
 ) -> Result<(), mysql_async::Error> {
-    conn.query_drop(create_position_sql(b)).await?;
-    conn.query_drop(create_applied_sql(b)).await?;
-    conn.query_drop(format!("DELETE FROM {} WHERE id <> 1", position_table(b)))
-        .await?;
-    conn.query_drop(format!("DELETE FROM {}", applied_table(b)))
-        .await?;
+    ensure_tables(conn, b).await?;
+    conn.query_drop(format!(
+        "DELETE FROM {} WHERE {} AND id <> 1",
+        position_table(b),
+        mine(b)
+    ))
+    .await?;
+    conn.query_drop(format!(
+        "DELETE FROM {} WHERE {}",
+        applied_table(b),
+        mine(b)
+    ))
+    .await?;
     conn.query_drop(upsert_position_sql(b, lsn, super::super::now_us()))
         .await
 }
@@ -79,7 +84,7 @@ pub async fn check_position_writable(
     conn: &mut Conn,
     b: &BackendConfig,
 ) -> Result<(), mysql_async::Error> {
-    conn.query_drop(create_position_sql(b)).await?;
+    ensure_tables(conn, b).await?;
     let ro: Option<u8> = conn.query_first("SELECT @@global.read_only").await?;
     if ro == Some(1) {
         return Err(mysql_async::Error::Other(

@@ -36,6 +36,8 @@ pub(super) struct Worker {
     /// The server thread of a connection given up on after a failed or
     /// timed-out attempt, until it is known to have ended.
     pub(super) abandoned: Option<u32>,
+    /// The bookkeeping tables were created (if missing) on this run.
+    tables_ensured: bool,
 }
 
 impl Worker {
@@ -52,6 +54,7 @@ impl Worker {
             compound: false,
             compound_refused: false,
             abandoned: None,
+            tables_ensured: false,
         }
     }
 
@@ -149,6 +152,20 @@ impl Worker {
                             .fetch_max(t.committed_at_us, Ordering::Relaxed);
                     }
                     return Ok(Outcome::Done);
+                }
+                Err(e) if self.bookkeeping_gone(&e) => {
+                    // Someone dropped Tandem's bookkeeping database or a
+                    // table of it: the attempt rolled back; the tables are
+                    // created again and the position is written afresh
+                    // (this worker knows where it stands).
+                    error!(error = %e, "the secondary's bookkeeping tables are gone; creating them again");
+                    let _ = self.rollback().await;
+                    self.tables_ensured = false;
+                    attempt += 1;
+                    tokio::select! {
+                        _ = self.wait_after(attempt, &e) => {}
+                        _ = stop.cancelled() => return Ok(Outcome::Stopped),
+                    }
                 }
                 Err(e) if is_transient(&e, self.compound) => {
                     attempt += 1;
@@ -328,8 +345,9 @@ impl Worker {
         if let Some(below) = cleanup {
             script.extend_from_slice(
                 format!(
-                    "DELETE FROM {} WHERE lsn <= {below};\n",
-                    applied_table(&self.cfg.secondary)
+                    "DELETE FROM {} WHERE {} AND lsn <= {below};\n",
+                    applied_table(&self.cfg.secondary),
+                    mine(&self.cfg.secondary)
                 )
                 .as_bytes(),
             );
@@ -417,20 +435,39 @@ impl Worker {
         &mut self,
     ) -> Result<(Lsn, HashSet<Lsn>), mysql_async::Error> {
         let b = self.cfg.secondary.clone();
+        if !self.tables_ensured {
+            ensure_tables(self.conn().await?, &b).await?;
+            self.tables_ensured = true;
+        }
         let conn = self.conn().await?;
-        conn.query_drop(create_position_sql(&b)).await?;
-        conn.query_drop(create_applied_sql(&b)).await?;
         let lsn: Option<Option<u64>> = conn
-            .query_first(format!("SELECT MAX(lsn) FROM {}", position_table(&b)))
+            .query_first(format!(
+                "SELECT MAX(lsn) FROM {} WHERE {}",
+                position_table(&b),
+                mine(&b)
+            ))
             .await?;
         let lsn = lsn.flatten().unwrap_or(0);
         let above: Vec<u64> = conn
             .query(format!(
-                "SELECT lsn FROM {} WHERE lsn > {lsn}",
-                applied_table(&b)
+                "SELECT lsn FROM {} WHERE {} AND lsn > {lsn}",
+                applied_table(&b),
+                mine(&b)
             ))
             .await?;
         Ok((lsn, above.into_iter().collect()))
+    }
+
+    /// An error that says Tandem's own bookkeeping table or database is
+    /// missing (not an application table).
+    fn bookkeeping_gone(&self, e: &mysql_async::Error) -> bool {
+        matches!(e, mysql_async::Error::Server(s)
+        if crate::mirror::bookkeeping::is_missing(s.code)
+            && {
+                let book = &self.cfg.secondary.bookkeeping;
+                s.message.contains(&format!("'{book}."))
+                    || s.message.contains(&format!("'{book}'"))
+            })
     }
 
     /// Whether the transaction at `lsn` is applied on the secondary.
@@ -456,9 +493,10 @@ impl Worker {
                 advance_position_sql(b, id, lsn, committed_at_us)
             }
             Position::Sparse { lwm } => {
-                let values: Vec<String> = lsns.iter().map(|l| format!("({l})")).collect();
+                let me = crate::mirror::bookkeeping::owner(b);
+                let values: Vec<String> = lsns.iter().map(|l| format!("({me}, {l})")).collect();
                 format!(
-                    "INSERT INTO {} (lsn) VALUES {};\n{}",
+                    "INSERT INTO {} (db, lsn) VALUES {};\n{}",
                     applied_table(b),
                     values.join(", "),
                     advance_position_sql(b, id, lwm, committed_at_us)
@@ -560,6 +598,16 @@ impl Worker {
         loop {
             match self.store_position(&[lsn], committed, position).await {
                 Ok(()) => return Ok(()),
+                Err(e) if self.bookkeeping_gone(&e) => {
+                    error!(error = %e, "the secondary's bookkeeping tables are gone; creating them again");
+                    let _ = self.rollback().await;
+                    let b = self.cfg.secondary.clone();
+                    if let Ok(conn) = self.conn().await {
+                        let _ = ensure_tables(conn, &b).await;
+                    }
+                    attempt += 1;
+                    self.wait_after(attempt, &e).await;
+                }
                 Err(e) if is_transient(&e, self.compound) => {
                     attempt += 1;
                     self.wait_after(attempt, &e).await;

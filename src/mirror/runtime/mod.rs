@@ -2,13 +2,14 @@
 //!
 //! Start-up, in this order: open the journal (a torn tail is cut), lock the
 //! primary's and secondary's databases for this mirror (`guard.rs`), make sure
-//! the commit-marker table exists on the primary, resolve every intent the
+//! the bookkeeping tables exist on the primary, resolve every intent the
 //! journal holds without an outcome (a crash between "intent durable" and
 //! "outcome written") by looking for its marker row on the primary, then
 //! start the group-commit writer, the applier and the marker clean-up.
 //!
 //! Commit markers: each mirrored transaction inserts its token into
-//! `_tandem_commit` in the primary URL's database, inside the transaction
+//! `commit_marker` in Tandem's bookkeeping database on the primary (keyed
+//! by the primary URL's database; see `bookkeeping`), inside the transaction
 //! (with its first mirrored write), before COMMIT. The row exists iff the
 //! transaction committed, which is what an in-doubt intent is resolved by.
 //! Cost: one small insert per mirrored transaction on the primary
@@ -27,7 +28,7 @@ use super::applier::{Applier, ApplierConfig, ApplierStats, ErrorPolicy};
 use super::guard::MirrorGuard;
 use super::journal::{Journal, JournalError, Lsn, DEFAULT_SEGMENT_BYTES};
 use super::record::{JournalRecord, MirrorTxn};
-use super::{now_us, CommitWait, JournalHandle};
+use super::{bookkeeping, now_us, CommitWait, JournalHandle};
 use crate::config::{BackendConfig, Config};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
@@ -40,9 +41,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-
-/// Name of the marker table on the primary.
-pub const MARKER_TABLE: &str = "_tandem_commit";
 
 /// Token of a DDL intent: DDL commits by itself, so it has no marker row; an
 /// in-doubt DDL is applied (a replay that finds it done is skipped).
@@ -127,8 +125,11 @@ struct InDoubt {
 pub struct Roles {
     pub primary: BackendConfig,
     pub secondary: BackendConfig,
-    /// `db`.`_tandem_commit` on the primary.
+    /// `tandem`.`commit_marker` on the primary (see `bookkeeping`).
     pub marker: String,
+    /// The key of this mirror's marker rows (the primary's database), as
+    /// an SQL literal.
+    pub marker_owner: String,
     /// Bumped by every swap (connections to the old primary are dropped).
     pub generation: u64,
 }
@@ -139,17 +140,19 @@ impl Roles {
         secondary: BackendConfig,
         generation: u64,
     ) -> Result<Self, MirrorStartError> {
-        let Some(db) = primary.database.clone() else {
+        if primary.database.is_none() {
             return Err(MirrorStartError::Config(format!(
-                "backend {}: the URL must name a database (Tandem keeps its commit markers there)",
+                "backend {}: the URL must name a database (Tandem's commit markers are kept per database)",
                 primary.name
             )));
-        };
-        let marker = crate::sql::qualified(Some(&db), MARKER_TABLE);
+        }
+        let marker = bookkeeping::table(&primary, bookkeeping::MARKERS);
+        let marker_owner = bookkeeping::owner(&primary);
         Ok(Roles {
             primary,
             secondary,
             marker,
+            marker_owner,
             generation,
         })
     }
@@ -191,6 +194,8 @@ pub struct Mirror {
     journal_commit_wait: Duration,
     /// `migration.apply_errors`, shared with the running applier.
     apply_errors: ErrorPolicy,
+    /// One re-creation of the primary's bookkeeping tables at a time.
+    restoring: tokio::sync::Mutex<()>,
 }
 
 /// Commit-marker tokens and where each stands.
@@ -235,6 +240,7 @@ impl Mirror {
         let primary = cfg.primary_backend().clone();
         let roles = Roles::new(primary.clone(), secondary.clone(), 0)?;
         let marker = roles.marker.clone();
+        let owner = roles.marker_owner.clone();
         let dir = cfg.journal.clone();
         let jerr = |e| MirrorStartError::Journal(dir.display().to_string(), e);
         // Segments small against the size limit, so truncation after apply
@@ -255,11 +261,13 @@ impl Mirror {
             .map_err(|e| MirrorStartError::Config(e.to_string()))?;
         let perr =
             |e: mysql_async::Error| MirrorStartError::Primary(primary.name.clone(), e.to_string());
-        conn.query_drop(create_marker_sql(&marker))
+        bookkeeping::ensure(&mut conn, &primary)
             .await
             .map_err(perr)?;
         let max: Option<u64> = conn
-            .query_first::<Option<u64>, _>(format!("SELECT MAX(token) FROM {marker}"))
+            .query_first::<Option<u64>, _>(format!(
+                "SELECT MAX(token) FROM {marker} WHERE db = {owner}"
+            ))
             .await
             .map_err(perr)?
             .flatten();
@@ -281,7 +289,7 @@ impl Mirror {
             // connection the crash cut.
             let found: Vec<u64> = conn
                 .query(format!(
-                    "SELECT token FROM {marker} WHERE token IN ({list}) LOCK IN SHARE MODE"
+                    "SELECT token FROM {marker} WHERE db = {owner} AND token IN ({list}) LOCK IN SHARE MODE"
                 ))
                 .await
                 .map_err(perr)?;
@@ -347,6 +355,7 @@ impl Mirror {
             table_writes: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(writer)),
             outside_writers,
+            restoring: tokio::sync::Mutex::new(()),
         });
         mirror.start_applier(secondary);
         let resolver = tokio::spawn(resolve_in_doubt(Arc::downgrade(&mirror), rx));
@@ -571,9 +580,10 @@ impl Mirror {
 
     /// `INSERT` of the marker row for `token` (run inside the transaction).
     pub fn marker_insert(&self, token: u64) -> String {
+        let roles = self.roles.load();
         format!(
-            "INSERT INTO {} (token) VALUES ({token})",
-            self.roles.load().marker
+            "INSERT INTO {} (db, token) VALUES ({}, {token})",
+            roles.marker, roles.marker_owner
         )
     }
 

@@ -19,29 +19,22 @@ pub(super) async fn open_journal(dir: &Path, segment_bytes: u64) -> Result<Journ
     }
 }
 
-/// Creates the commit-marker table on `b` (a primary-to-be) if missing.
+/// Creates Tandem's bookkeeping database and tables on `b` (a
+/// primary-to-be) if missing; its URL must name a database.
 pub async fn ensure_marker_table(
     conn: &mut Conn,
     b: &BackendConfig,
 ) -> Result<(), mysql_async::Error> {
-    let Some(db) = &b.database else {
+    if b.database.is_none() {
         return Err(mysql_async::Error::Other(
             format!(
-                "backend {}: the URL must name a database (Tandem keeps its commit markers there)",
+                "backend {}: the URL must name a database (Tandem's commit markers are kept per database)",
                 b.name
             )
             .into(),
         ));
-    };
-    conn.query_drop(create_marker_sql(&crate::sql::qualified(
-        Some(db),
-        MARKER_TABLE,
-    )))
-    .await
-}
-
-pub(super) fn create_marker_sql(marker: &str) -> String {
-    format!("CREATE TABLE IF NOT EXISTS {marker} (token BIGINT UNSIGNED NOT NULL PRIMARY KEY) ENGINE=InnoDB")
+    }
+    super::bookkeeping::ensure(conn, b).await
 }
 
 /// Intents in the journal without an outcome, with their tokens.
@@ -130,6 +123,35 @@ pub(super) async fn resolve_in_doubt(
 }
 
 impl Mirror {
+    /// The primary's bookkeeping table or database is gone (a marker
+    /// insert said 1146/1049: someone dropped it). Creates it again on a
+    /// connection of its own — DDL on the session's would commit the
+    /// application's transaction — so the write that found it missing can
+    /// insert its marker and go on, instead of every write failing.
+    pub async fn restore_bookkeeping(&self) -> Result<(), String> {
+        let _one = self.restoring.lock().await;
+        let roles = self.roles();
+        let mut conn = Conn::new(crate::backend::client_opts(&roles.primary))
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = super::bookkeeping::ensure(&mut conn, &roles.primary).await;
+        let _ = conn.disconnect().await;
+        match r {
+            Ok(()) => {
+                error!(
+                    backend = roles.primary.name,
+                    database = roles.primary.bookkeeping,
+                    "Tandem's bookkeeping tables on the primary were gone (dropped?); created them again"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "Tandem's bookkeeping tables on the primary are gone and cannot be created");
+                Err(e.to_string())
+            }
+        }
+    }
+
     pub(super) async fn check_marker(&self, d: &InDoubt) -> Result<bool, mysql_async::Error> {
         let roles = self.roles();
         let mut conn = Conn::new(crate::backend::client_opts(&roles.primary)).await?;
@@ -144,8 +166,8 @@ impl Mirror {
         // A locking read waits for a commit still holding the row.
         let found: Option<u64> = conn
             .query_first(format!(
-                "SELECT token FROM {} WHERE token = {} LOCK IN SHARE MODE",
-                roles.marker, d.token
+                "SELECT token FROM {} WHERE db = {} AND token = {} LOCK IN SHARE MODE",
+                roles.marker, roles.marker_owner, d.token
             ))
             .await?;
         let _ = conn.disconnect().await;
@@ -179,7 +201,10 @@ pub(super) async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
                 .map(|c| (roles.generation, c));
         }
         if let Some((_, c)) = conn.as_mut() {
-            let sql = format!("DELETE FROM {} WHERE token < {cutoff}", roles.marker);
+            let sql = format!(
+                "DELETE FROM {} WHERE db = {} AND token < {cutoff}",
+                roles.marker, roles.marker_owner
+            );
             if let Err(e) = c.query_drop(sql).await {
                 warn!(error = %e, "commit-marker clean-up failed; retrying later");
                 conn = None;

@@ -140,7 +140,9 @@ pub fn init_logging() {
     }
 }
 
-/// Drops and recreates database `name` on the local MariaDB.
+/// Drops and recreates database `name` on the local MariaDB, with its
+/// rows in Tandem's bookkeeping database (an earlier run's position would
+/// belong to another journal).
 pub async fn fresh_database(name: &str) {
     let mut root = Conn::new(direct_opts("mysql"))
         .await
@@ -148,6 +150,7 @@ pub async fn fresh_database(name: &str) {
     root.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
         .await
         .unwrap();
+    forget_bookkeeping(&mut root, name).await;
     root.query_drop(format!("CREATE DATABASE `{name}`"))
         .await
         .unwrap();
@@ -216,8 +219,29 @@ pub async fn drop_databases(names: &[&str]) {
         root.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
             .await
             .unwrap();
+        forget_bookkeeping(&mut root, db).await;
     }
     root.disconnect().await.unwrap();
+}
+
+/// Deletes database `name`'s rows from Tandem's bookkeeping tables (the
+/// default `tandem` database), if there are any.
+async fn forget_bookkeeping(root: &mut Conn, name: &str) {
+    for t in [
+        "commit_marker",
+        "apply_position",
+        "applied_lsn",
+        "backfill_checkpoint",
+    ] {
+        match root
+            .query_drop(format!("DELETE FROM tandem.{t} WHERE db = '{name}'"))
+            .await
+        {
+            Ok(()) => {}
+            Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// A local address nothing listens on right now (for a child `tandem serve`).

@@ -30,9 +30,9 @@ use super::link::{query_packet, Link, Reply};
 use super::prepared::Statements;
 use super::SessionError;
 use crate::config::UnsafeWrites;
-use crate::mirror::now_us;
 use crate::mirror::record::{tables_of, MirrorStatement, MirrorTxn};
 use crate::mirror::runtime::{Admit, Mirror};
+use crate::mirror::{bookkeeping, now_us};
 use crate::protocol::response::Expect;
 use crate::protocol::ErrSpec;
 use crate::router::lexer;
@@ -623,6 +623,25 @@ impl Capture {
                     self.settle(m, lsn, token, false);
                     return Err(e);
                 }
+            };
+            let marker_reply = match marker_reply.err {
+                Some(code)
+                    if bookkeeping::is_missing(code) && m.restore_bookkeeping().await.is_ok() =>
+                {
+                    let marker = query_packet(m.marker_insert(token).as_bytes());
+                    let again = async {
+                        cx.send_backend(&[&marker]).await?;
+                        cx.read_reply(Expect::ResultSet).await
+                    };
+                    match again.await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            self.settle(m, lsn, token, false);
+                            return Err(e);
+                        }
+                    }
+                }
+                _ => marker_reply,
             };
             if marker_reply.err.is_some() {
                 // Without its marker the transaction must not commit.

@@ -409,6 +409,28 @@ impl Capture {
                 .and_then(|row| row.into_iter().next().flatten())
                 .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
         });
+        // The marker table was dropped under us: created again, the
+        // marker goes in now (the statement's transaction is still open).
+        let mut tail_r = tail_r;
+        let marker_missing = tail_r
+            .as_ref()
+            .and_then(|r| r.err)
+            .is_some_and(crate::mirror::bookkeeping::is_missing);
+        if let (true, Some(mp), None) = (marker_missing, &marker_p, stmt_r.err) {
+            if m.restore_bookkeeping().await.is_ok() {
+                let again = async {
+                    cx.send_backend(&[mp]).await?;
+                    cx.read_reply(Expect::ResultSet).await
+                };
+                match again.await {
+                    Ok(r) => tail_r = Some(r),
+                    Err(e) => {
+                        m.abandon(token.unwrap_or_default());
+                        return Err(e);
+                    }
+                }
+            }
+        }
         let failed = |r: &Option<Reply>| r.as_ref().is_some_and(|r| r.err.is_some());
         // A pin that did not take: the write ran with the primary's own
         // time, seeds or LAST_INSERT_ID(), which the record does not hold.
