@@ -317,3 +317,81 @@ async fn bookkeeping_stays_out_of_the_schema_and_survives_being_dropped() {
     drop((c, d));
     env.stop().await;
 }
+
+/// The client's own diagnostics after mirrored writes: `ROW_COUNT()` and
+/// `SHOW WARNINGS` answer for the client's statement, not for the
+/// statements Tandem runs around it (its marker insert, COMMIT, `SET
+/// TIMESTAMP = DEFAULT`). Compared step by step with a direct connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_count_and_warnings_after_mirrored_writes_are_the_clients() {
+    use crate::common::mirror::*;
+    let env = MirrorEnv::start("diagnostics", "").await;
+    let direct_db = format!("{}_direct", env.primary);
+    fresh_database(&direct_db).await;
+    let ddl = "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL, at DATETIME NULL)";
+    env.create_both(ddl).await;
+    let mut d = mysql_async::Conn::new(direct_opts(&direct_db))
+        .await
+        .unwrap();
+    d.query_drop(ddl).await.unwrap();
+    let mut c = env.proxy().await;
+    let steps: &[(&str, bool)] = &[
+        ("INSERT INTO t (id, v) VALUES (1, 1), (2, 2), (3, 3)", false),
+        ("SELECT ROW_COUNT()", true),
+        ("INSERT IGNORE INTO t (id, v) VALUES (1, 9), (4, 4)", false),
+        ("SHOW WARNINGS", true),
+        ("SELECT ROW_COUNT() AS rc", true),
+        ("UPDATE t SET v = v + 1 WHERE id < 3", false),
+        ("SELECT ROW_COUNT()", true),
+        ("UPDATE t SET v = v WHERE id = 1", false),
+        ("SELECT ROW_COUNT()", true),
+        ("BEGIN", false),
+        ("UPDATE t SET at = NOW() WHERE id <= 2", false),
+        ("SELECT ROW_COUNT()", true),
+        ("INSERT IGNORE INTO t (id, v) VALUES (2, 0)", false),
+        ("SHOW WARNINGS", true),
+        ("COMMIT", false),
+        ("DELETE FROM t WHERE id = 4", false),
+        ("SELECT ROW_COUNT(), 1 + ROW_COUNT() AS b", true),
+        ("SELECT ROW_COUNT()", true),
+    ];
+    for (sql, compare) in steps {
+        let got = read_all(&mut c, sql).await;
+        let want = read_all(&mut d, sql).await;
+        if *compare {
+            assert_eq!(got, want, "{sql}");
+        }
+    }
+    // A failed autocommit write: ROW_COUNT() is -1, as directly.
+    for conn in [&mut c, &mut d] {
+        conn.query_drop("INSERT INTO t (id, v) VALUES (1, 1)")
+            .await
+            .unwrap_err();
+        let rc: i64 = conn
+            .query_first("SELECT ROW_COUNT()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rc, -1);
+    }
+    env.wait_caught_up().await;
+    assert_same(&env.primary, &env.secondary, "t").await;
+    drop((c, d));
+    drop_databases(&[&direct_db]).await;
+    env.stop().await;
+}
+
+/// Column names and rows of a statement's result, as text.
+async fn read_all(c: &mut mysql_async::Conn, sql: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = c.query_iter(sql).await.unwrap();
+    let names = r
+        .columns()
+        .map(|cs| cs.iter().map(|c| c.name_str().into_owned()).collect())
+        .unwrap_or_default();
+    let rows: Vec<mysql_async::Row> = r.collect().await.unwrap();
+    let rows = rows
+        .into_iter()
+        .map(|row| row.unwrap().into_iter().map(|v| v.as_sql(false)).collect())
+        .collect();
+    (names, rows)
+}

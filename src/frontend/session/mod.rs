@@ -206,6 +206,7 @@ impl Session<'_> {
                 return Err(ProtocolError::Malformed("empty command packet").into());
             };
             let started = std::time::Instant::now();
+            self.capture.next_command();
             if !matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_QUIT) {
                 self.boundary(false).await?;
             }

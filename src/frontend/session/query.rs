@@ -60,10 +60,23 @@ impl Session<'_> {
         if let Some(kill) = plan.kill {
             return self.kill(kill, seq).await;
         }
-        let sent = match self.sql_for_backend(sql, classified.calls_connection_id, "run") {
+        let mut sent = match self.sql_for_backend(sql, classified.calls_connection_id, "run") {
             Ok(t) => t.map(|t| query_packet(&t)),
             Err(err) => return self.link.reply_err(seq, &err).await,
         };
+        if let Some(n) = self.capture.row_count() {
+            // Tandem's own statements after the client's last one reset
+            // ROW_COUNT(): it is answered with the client's count.
+            let text: &[u8] = sent.as_deref().map_or(sql, |p| &p[1..]);
+            if sent.is_some() {
+                lexer::tokenize(text, &mut self.link.scratch.tokens);
+            }
+            let t =
+                lexer::rewrite_calls(text, &self.link.scratch.tokens, "ROW_COUNT", &n.to_string());
+            if let Some(t) = t {
+                sent = Some(query_packet(&t));
+            }
+        }
         let to_send = sent.as_deref().unwrap_or(&payload);
         if sent.is_some() {
             lexer::tokenize(&to_send[1..], &mut self.link.scratch.tokens);

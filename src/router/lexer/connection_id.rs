@@ -12,8 +12,17 @@ pub(super) fn connection_id_calls<'a>(
     sql: &'a [u8],
     tokens: &'a [Token],
 ) -> impl Iterator<Item = usize> + 'a {
+    calls_of(sql, tokens, "CONNECTION_ID")
+}
+
+/// Token positions of `name()` calls without arguments.
+fn calls_of<'a>(
+    sql: &'a [u8],
+    tokens: &'a [Token],
+    name: &'a str,
+) -> impl Iterator<Item = usize> + 'a {
     (0..tokens.len()).filter(move |&i| {
-        tokens[i].is_word(sql, "CONNECTION_ID")
+        tokens[i].is_word(sql, name)
             && tokens
                 .get(i + 1)
                 .is_some_and(|t| t.kind == Tok::Punct(b'('))
@@ -28,7 +37,14 @@ pub(super) fn connection_id_calls<'a>(
 /// exactly as on a direct connection. A bare select item keeps its column
 /// name through an alias of the original text.
 pub fn rewrite_connection_id(sql: &[u8], tokens: &[Token], id: u32) -> Option<Vec<u8>> {
-    let calls: Vec<usize> = connection_id_calls(sql, tokens).collect();
+    rewrite_calls(sql, tokens, "CONNECTION_ID", &id.to_string())
+}
+
+/// Replaces every argument-less call of `name` (`ROW_COUNT()`) with
+/// `literal`; a bare select item keeps its column name through an alias of
+/// the original text. None when there is no such call.
+pub fn rewrite_calls(sql: &[u8], tokens: &[Token], name: &str, literal: &str) -> Option<Vec<u8>> {
+    let calls: Vec<usize> = calls_of(sql, tokens, name).collect();
     if calls.is_empty() {
         return None;
     }
@@ -37,7 +53,7 @@ pub fn rewrite_connection_id(sql: &[u8], tokens: &[Token], id: u32) -> Option<Ve
     for i in calls {
         let (start, end) = (tokens[i].start, tokens[i + 2].end);
         out.extend_from_slice(&sql[at..start]);
-        out.extend_from_slice(id.to_string().as_bytes());
+        out.extend_from_slice(literal.as_bytes());
         if is_bare_select_item(sql, tokens, i, i + 2) {
             out.extend_from_slice(b" AS `");
             for &b in &sql[start..end] {

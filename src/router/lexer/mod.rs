@@ -5,7 +5,7 @@
 
 mod connection_id;
 mod rewrite;
-pub use connection_id::{calls_connection_id, rewrite_connection_id};
+pub use connection_id::{calls_connection_id, rewrite_calls, rewrite_connection_id};
 pub use rewrite::{
     count_params, param_spans, pin_rewrite, rename_database, render_params, savepoint_name, Renamed,
 };

@@ -12,7 +12,7 @@
 //!   (fsync; the marker insert runs meanwhile if the transaction has none
 //!   yet), then COMMIT is forwarded and its answer journaled as the
 //!   outcome.
-//! - An autocommit write is wrapped: `[SET…] BEGIN stmt marker`, intent,
+//! - An autocommit write is wrapped: `[SET…] BEGIN marker stmt`, intent,
 //!   `COMMIT [SET TIMESTAMP = DEFAULT]`; the client gets the statement's own
 //!   answer with the in-transaction status bit cleared.
 //! - DDL: intent, DDL, outcome (DDL commits by itself; no marker).
@@ -85,6 +85,12 @@ pub(super) struct Capture {
     /// SQL-level prepared statements by name (lower case): whether the
     /// text prepared only reads.
     sql_prepared: std::collections::HashMap<String, bool>,
+    /// What `ROW_COUNT()` answers right after the client's last statement,
+    /// when Tandem ran statements of its own after it (COMMIT of the
+    /// autocommit wrap, `SET TIMESTAMP = DEFAULT`), which reset it. Set
+    /// during a command, valid for the next one only (`next_command`).
+    row_count_next: Option<i64>,
+    row_count_now: Option<i64>,
 }
 
 impl Capture {
@@ -95,6 +101,18 @@ impl Capture {
     /// Writes of an open transaction are buffered.
     pub(super) fn has_writes(&self) -> bool {
         !self.txn.is_empty()
+    }
+
+    /// A new client command begins: the row count the previous one left
+    /// applies to this one only.
+    pub(super) fn next_command(&mut self) {
+        self.row_count_now = self.row_count_next.take();
+    }
+
+    /// What `ROW_COUNT()` must answer in this command, when Tandem's own
+    /// statements changed it (see `row_count_next`).
+    pub(super) fn row_count(&self) -> Option<i64> {
+        self.row_count_now
     }
 
     /// Read the carried session variables again before the next write.

@@ -349,13 +349,18 @@ impl Capture {
         if autocommit && !begun {
             batch.push(&begin_p);
         }
-        batch.push(&packet);
-        match &marker_p {
-            Some(mp) => batch.push(mp),
-            None if pin => batch.push(&reset_p),
-            None => {}
+        // The marker goes before the statement, so nothing of Tandem's
+        // that reads a table runs after it: SHOW WARNINGS still shows the
+        // statement's warnings (COMMIT and SET do not clear them).
+        if let Some(mp) = &marker_p {
+            batch.push(mp);
         }
-        let has_tail = marker_p.is_some() || pin;
+        batch.push(&packet);
+        if marker_p.is_none() && pin {
+            batch.push(&reset_p);
+        }
+        let marker_first = marker_p.is_some();
+        let has_tail = marker_first || pin;
         let phase1 = async {
             cx.send_backend(&batch).await?;
             let early_r = match early_p {
@@ -376,11 +381,16 @@ impl Capture {
             } else {
                 None
             };
-            let stmt_r = cx.read_reply(Expect::ResultSet).await?;
-            let tail_r = if has_tail {
+            let marker_r = if marker_first {
                 Some(cx.read_reply(Expect::ResultSet).await?)
             } else {
                 None
+            };
+            let stmt_r = cx.read_reply(Expect::ResultSet).await?;
+            let tail_r = if has_tail && !marker_first {
+                Some(cx.read_reply(Expect::ResultSet).await?)
+            } else {
+                marker_r
             };
             Ok::<_, SessionError>((early_r, set_r, lid_r, begin_r, stmt_r, tail_r))
         };
@@ -447,6 +457,10 @@ impl Capture {
             if aux_failed {
                 cx.after_error = true;
             }
+            if has_tail {
+                // `SET TIMESTAMP = DEFAULT` ran after it.
+                self.row_count_next = row_count_of(&stmt_r);
+            }
             if stmt_r.err.is_none() {
                 // The write stands in the transaction whatever failed
                 // around it: mirrored, and marked when not pinned.
@@ -485,6 +499,7 @@ impl Capture {
             if let Some(ok) = cx.run_aux(undo).await? {
                 cx.status = ok.status_flags();
             }
+            self.row_count_next = row_count_of(&stmt_r);
             let reply = if stmt_r.err.is_some() {
                 Some(stmt_r)
             } else {
@@ -550,6 +565,7 @@ impl Capture {
         }
         m.stats.statements.fetch_add(1, Ordering::Relaxed);
         self.settle(m, lsn, token, true);
+        self.row_count_next = row_count_of(&stmt_r);
         cx.relay(seq, stmt_r, true).await
     }
 
@@ -724,6 +740,15 @@ fn text_row(row: &[u8], n: usize) -> Option<Vec<Option<Vec<u8>>>> {
         at = end;
     }
     Some(out)
+}
+
+/// What `ROW_COUNT()` says after a statement with this reply: its
+/// affected rows, -1 after an error; None after a result set.
+fn row_count_of(reply: &Reply) -> Option<i64> {
+    if reply.err.is_some() {
+        return Some(-1);
+    }
+    reply.ok.map(|ok| ok.affected_rows as i64)
 }
 
 /// `SET TIMESTAMP = <seconds>.<micros>` for a time in microseconds.
