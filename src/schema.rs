@@ -15,8 +15,13 @@ pub struct ConnectError {
 }
 
 /// Opens a plain mysql_async connection to a backend (offline tools).
+///
+/// The session is pinned to UTC: TIMESTAMP values are read, copied and
+/// compared as the instants they are, whatever each server's default zone
+/// (two servers in different zones would otherwise shift copied values,
+/// and verify, rendering each side in its own zone, could not see it).
 pub async fn connect(b: &BackendConfig) -> Result<Conn, ConnectError> {
-    Conn::new(crate::backend::client_opts(b))
+    Conn::new(crate::backend::client_opts(b).setup(vec!["SET time_zone = '+00:00'"]))
         .await
         .map_err(|source| ConnectError {
             backend: b.name.clone(),

@@ -17,4 +17,5 @@ mod mirror_applier;
 mod protocol;
 mod reload;
 mod shadow;
+mod two_servers;
 mod verify;

@@ -12,6 +12,8 @@ use tandem::server::RunningServer;
 pub struct MirrorEnv {
     pub primary: String,
     pub secondary: String,
+    /// The port of the server that holds the secondary database.
+    pub secondary_port: u16,
     pub dir: tempfile::TempDir,
     pub server: RunningServer,
     /// The config file, when started from one (`start_with_admin`).
@@ -70,9 +72,41 @@ impl MirrorEnv {
         Self::launch(name, MARIADB_PORT, "", Some(top_extra)).await
     }
 
+    /// Mirrors to a secondary database on another server (the test's own
+    /// `mariadbd`), with an admin address like `start_with_admin`.
+    pub async fn start_on(name: &str, server: &super::server::OwnServer, top_extra: &str) -> Self {
+        let mut root = Conn::new(server.opts("mysql")).await.unwrap();
+        root.query_drop(format!(
+            "CREATE DATABASE IF NOT EXISTS `tandem_m_{name}_next`"
+        ))
+        .await
+        .unwrap();
+        root.disconnect().await.unwrap();
+        Self::launch_full(name, server.port, server.port, "", Some(top_extra)).await
+    }
+
     pub async fn launch(
         name: &str,
         secondary_port: u16,
+        migration_extra: &str,
+        admin_file: Option<&str>,
+    ) -> Self {
+        Self::launch_full(
+            name,
+            secondary_port,
+            MARIADB_PORT,
+            migration_extra,
+            admin_file,
+        )
+        .await
+    }
+
+    /// `secondary_port`: where Tandem reaches the secondary (maybe a
+    /// relay); `secondary_server`: the server that holds its database.
+    pub async fn launch_full(
+        name: &str,
+        secondary_port: u16,
+        secondary_server: u16,
         migration_extra: &str,
         admin_file: Option<&str>,
     ) -> Self {
@@ -80,7 +114,9 @@ impl MirrorEnv {
         let primary = format!("tandem_m_{name}");
         let secondary = format!("tandem_m_{name}_next");
         fresh_database(&primary).await;
-        fresh_database(&secondary).await;
+        if secondary_server == MARIADB_PORT {
+            fresh_database(&secondary).await;
+        }
         let dir = tempfile::tempdir().unwrap();
         let yaml = mirror_yaml(
             &primary,
@@ -103,6 +139,7 @@ impl MirrorEnv {
         Self {
             primary,
             secondary,
+            secondary_port: secondary_server,
             dir,
             server,
             cfg: file,
@@ -135,8 +172,11 @@ impl MirrorEnv {
     /// Runs `ddl` (or any statement) directly on both sides, e.g. creating
     /// a table as a backfill would have.
     pub async fn create_both(&self, ddl: &str) {
-        for db in [&self.primary, &self.secondary] {
-            let mut c = Conn::new(direct_opts(db)).await.unwrap();
+        for (port, db) in [
+            (MARIADB_PORT, &self.primary),
+            (self.secondary_port, &self.secondary),
+        ] {
+            let mut c = Conn::new(direct_opts_at(port, db)).await.unwrap();
             c.query_drop(ddl).await.unwrap();
             c.disconnect().await.unwrap();
         }
@@ -144,6 +184,13 @@ impl MirrorEnv {
 
     pub async fn wait_caught_up(&self) {
         wait_caught_up(&self.mirror()).await
+    }
+
+    /// `assert_same` for this env's two servers.
+    pub async fn assert_same(&self, table: &str) -> usize {
+        let a = rows_at(MARIADB_PORT, &self.primary, table).await;
+        let b = rows_at(self.secondary_port, &self.secondary, table).await;
+        same_rows(table, a, b)
     }
 
     pub async fn stop(self) {
@@ -170,7 +217,14 @@ pub async fn wait_caught_up(m: &Mirror) {
 
 /// All rows of `table` ordered by its first column, as comparable values.
 pub async fn rows(db: &str, table: &str) -> Vec<Vec<Value>> {
-    let mut c = Conn::new(direct_opts(db)).await.unwrap();
+    rows_at(MARIADB_PORT, db, table).await
+}
+
+/// `rows` on the server at `port`, read in UTC (TIMESTAMP columns compare
+/// as the instants they are, whatever the servers' zones).
+pub async fn rows_at(port: u16, db: &str, table: &str) -> Vec<Vec<Value>> {
+    let mut c = Conn::new(direct_opts_at(port, db)).await.unwrap();
+    c.query_drop("SET time_zone = '+00:00'").await.unwrap();
     let rows: Vec<Row> = c
         .query(format!("SELECT * FROM `{table}` ORDER BY 1"))
         .await
@@ -183,6 +237,10 @@ pub async fn rows(db: &str, table: &str) -> Vec<Vec<Value>> {
 pub async fn assert_same(env_primary: &str, env_secondary: &str, table: &str) -> usize {
     let a = rows(env_primary, table).await;
     let b = rows(env_secondary, table).await;
+    same_rows(table, a, b)
+}
+
+fn same_rows(table: &str, a: Vec<Vec<Value>>, b: Vec<Vec<Value>>) -> usize {
     if a != b {
         let only_a: Vec<_> = a.iter().filter(|r| !b.contains(r)).take(5).collect();
         let only_b: Vec<_> = b.iter().filter(|r| !a.contains(r)).take(5).collect();

@@ -5,6 +5,7 @@
 pub mod mirror;
 pub mod raw;
 pub mod relay;
+pub mod server;
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder};
@@ -18,9 +19,14 @@ pub const PASSWORD: &str = "app-secret";
 
 /// Options for a direct connection to MariaDB (root).
 pub fn direct_opts(db: &str) -> Opts {
+    direct_opts_at(MARIADB_PORT, db)
+}
+
+/// Options for a direct connection (root) to the local server on `port`.
+pub fn direct_opts_at(port: u16, db: &str) -> Opts {
     OptsBuilder::default()
         .ip_or_hostname(MARIADB_HOST)
-        .tcp_port(MARIADB_PORT)
+        .tcp_port(port)
         .user(Some("root"))
         .db_name(Some(db))
         .prefer_socket(false)

@@ -39,8 +39,10 @@ impl Capture {
         } else {
             "transaction_isolation"
         };
+        // The zone's offset now, for a session whose time_zone is SYSTEM
+        // (the server's own zone, which the secondary's need not be).
         let sql = format!(
-            "SELECT {}, @@session.{isolation_var}",
+            "SELECT {}, @@session.{isolation_var}, TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), NOW())",
             CARRIED_VARS
                 .iter()
                 .map(|v| format!("@@session.{v}"))
@@ -55,11 +57,19 @@ impl Capture {
             .cloned()
             .flatten()
             .and_then(|v| Isolation::parse(&String::from_utf8_lossy(&v)));
+        let system_offset = row
+            .get(CARRIED_VARS.len() + 1)
+            .cloned()
+            .flatten()
+            .and_then(|v| String::from_utf8_lossy(&v).parse::<i64>().ok())
+            .map(offset_literal);
         let mut vars = Vec::with_capacity(CARRIED_VARS.len());
         for (name, value) in CARRIED_VARS.iter().zip(row) {
             let Some(value) = value else { continue };
             let lit = if value.iter().all(|b| b.is_ascii_digit()) && !value.is_empty() {
                 String::from_utf8_lossy(&value).into_owned()
+            } else if *name == "time_zone" && value.eq_ignore_ascii_case(b"SYSTEM") {
+                system_offset.clone().unwrap_or_else(|| sql_literal(&value))
             } else {
                 sql_literal(&value)
             };
@@ -742,6 +752,13 @@ fn text_row(row: &[u8], n: usize) -> Option<Vec<Option<Vec<u8>>>> {
     Some(out)
 }
 
+/// A zone offset in seconds as a `time_zone` value: `'+05:30'`.
+fn offset_literal(seconds: i64) -> String {
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let m = seconds.abs() / 60;
+    format!("'{sign}{:02}:{:02}'", m / 60, m % 60)
+}
+
 /// What `ROW_COUNT()` says after a statement with this reply: its
 /// affected rows, -1 after an error; None after a result set.
 fn row_count_of(reply: &Reply) -> Option<i64> {
@@ -778,6 +795,13 @@ fn new_uuid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_zone_offsets_render_as_time_zone_values() {
+        assert_eq!(offset_literal(0), "'+00:00'");
+        assert_eq!(offset_literal(19800), "'+05:30'");
+        assert_eq!(offset_literal(-12600), "'-03:30'");
+    }
 
     #[test]
     fn uuids_have_the_server_shape() {
