@@ -68,6 +68,8 @@ pub struct TableFacts {
     pub unpinnable_defaults: Vec<String>,
     /// The columns that name a row (see `rowkey`), if it has such a key.
     pub key: Option<crate::mirror::rowkey::RowKey>,
+    /// Its AUTO_INCREMENT column, if any.
+    pub auto_increment: Option<String>,
 }
 
 /// Counters of the capture side (sessions).

@@ -14,6 +14,8 @@ pub struct MirrorEnv {
     pub secondary: String,
     /// The port of the server that holds the secondary database.
     pub secondary_port: u16,
+    /// The port of the server that holds the primary database.
+    pub primary_port: u16,
     pub dir: tempfile::TempDir,
     pub server: RunningServer,
     /// The config file, when started from one (`start_with_admin`).
@@ -85,6 +87,31 @@ impl MirrorEnv {
         Self::launch_full(name, server.port, server.port, "", Some(top_extra)).await
     }
 
+    /// Mirrors from a primary database on the test's own `mariadbd` (its
+    /// settings are the point) to one on the local server.
+    pub async fn start_from(
+        name: &str,
+        server: &super::server::OwnServer,
+        migration_extra: &str,
+    ) -> Self {
+        let mut root = Conn::new(server.opts("mysql")).await.unwrap();
+        root.query_drop(format!("CREATE DATABASE IF NOT EXISTS `tandem_m_{name}`"))
+            .await
+            .unwrap();
+        root.disconnect().await.unwrap();
+        let mut env = Self::launch_inner(
+            name,
+            server.port,
+            MARIADB_PORT,
+            MARIADB_PORT,
+            migration_extra,
+            None,
+        )
+        .await;
+        env.primary_port = server.port;
+        env
+    }
+
     pub async fn launch(
         name: &str,
         secondary_port: u16,
@@ -110,10 +137,31 @@ impl MirrorEnv {
         migration_extra: &str,
         admin_file: Option<&str>,
     ) -> Self {
+        Self::launch_inner(
+            name,
+            MARIADB_PORT,
+            secondary_port,
+            secondary_server,
+            migration_extra,
+            admin_file,
+        )
+        .await
+    }
+
+    async fn launch_inner(
+        name: &str,
+        primary_server: u16,
+        secondary_port: u16,
+        secondary_server: u16,
+        migration_extra: &str,
+        admin_file: Option<&str>,
+    ) -> Self {
         init_logging();
         let primary = format!("tandem_m_{name}");
         let secondary = format!("tandem_m_{name}_next");
-        fresh_database(&primary).await;
+        if primary_server == MARIADB_PORT {
+            fresh_database(&primary).await;
+        }
         if secondary_server == MARIADB_PORT {
             fresh_database(&secondary).await;
         }
@@ -125,6 +173,10 @@ impl MirrorEnv {
             &dir.path().join("journal"),
             &dir.path().join("rules"),
             migration_extra,
+        )
+        .replace(
+            &format!("{MARIADB_HOST}:{MARIADB_PORT}/{primary}\n"),
+            &format!("{MARIADB_HOST}:{primary_server}/{primary}\n"),
         );
         let (cfg, file) = match admin_file {
             None => (tandem::config::parse(&yaml), None),
@@ -140,6 +192,7 @@ impl MirrorEnv {
             primary,
             secondary,
             secondary_port: secondary_server,
+            primary_port: primary_server,
             dir,
             server,
             cfg: file,
@@ -173,7 +226,7 @@ impl MirrorEnv {
     /// a table as a backfill would have.
     pub async fn create_both(&self, ddl: &str) {
         for (port, db) in [
-            (MARIADB_PORT, &self.primary),
+            (self.primary_port, &self.primary),
             (self.secondary_port, &self.secondary),
         ] {
             let mut c = Conn::new(direct_opts_at(port, db)).await.unwrap();
@@ -188,7 +241,7 @@ impl MirrorEnv {
 
     /// `assert_same` for this env's two servers.
     pub async fn assert_same(&self, table: &str) -> usize {
-        let a = rows_at(MARIADB_PORT, &self.primary, table).await;
+        let a = rows_at(self.primary_port, &self.primary, table).await;
         let b = rows_at(self.secondary_port, &self.secondary, table).await;
         same_rows(table, a, b)
     }

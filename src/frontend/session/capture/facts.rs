@@ -34,6 +34,7 @@ impl Capture {
                 all.engine_without_transactions = f.engine_without_transactions;
             }
             all.unpinnable_defaults.extend(f.unpinnable_defaults);
+            all.auto_increment = all.auto_increment.take().or(f.auto_increment);
             // (The key is of one table; a keyed write asks for it alone.)
         };
         for t in &route.tables {
@@ -77,7 +78,9 @@ impl Capture {
                  (SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t}), \
                  (SELECT GROUP_CONCAT(COLUMN_NAME SEPARATOR ',') FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND (UPPER(COLUMN_DEFAULT) LIKE '%UUID%' \
-                 OR UPPER(COLUMN_DEFAULT) LIKE '%SYS_GUID%'))"
+                 OR UPPER(COLUMN_DEFAULT) LIKE '%SYS_GUID%')), \
+                 (SELECT MIN(COLUMN_NAME) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND EXTRA LIKE '%auto_increment%')"
             );
             // The unique indexes' columns, for keyed writes (`rowkey`).
             let keys = format!(
@@ -143,6 +146,11 @@ impl Capture {
                 engine_without_transactions: engine.filter(|e| !has_transactions(e)),
                 unpinnable_defaults,
                 key,
+                auto_increment: row
+                    .get(5)
+                    .cloned()
+                    .flatten()
+                    .map(|c| String::from_utf8_lossy(&c).into_owned()),
             };
             m.set_table_facts(&db, &table, facts.clone());
             merge(facts, &mut all);
@@ -171,6 +179,35 @@ pub(super) fn defaults_taken(route: &Route, sql: &[u8], columns: &[String]) -> O
         .iter()
         .find(|c| says_default || !named.iter().any(|n| n.eq_ignore_ascii_case(c)))
         .cloned()
+}
+
+/// Under `innodb_autoinc_lock_mode = 2` (interleaved) the ids an INSERT …
+/// SELECT (or REPLACE … SELECT) takes may interleave with other sessions'
+/// inserts, while replay with `SET INSERT_ID` gives it consecutive ones.
+/// Why not, if the write leaves the auto-increment column `column` to the
+/// server (does not name it).
+pub(super) fn interleaved_ids(route: &Route, sql: &[u8], column: Option<&str>) -> Option<String> {
+    let column = column?;
+    if !matches!(
+        route.class,
+        Class::Write(WriteKind::Insert | WriteKind::Replace)
+    ) {
+        return None;
+    }
+    let mut toks = Vec::new();
+    crate::router::lexer::tokenize(sql, &mut toks);
+    if !toks.iter().any(|t| t.is_word(sql, "SELECT")) {
+        return None;
+    }
+    let named = toks
+        .iter()
+        .filter_map(|t| t.ident(sql))
+        .any(|n| n.eq_ignore_ascii_case(column));
+    (!named).then(|| {
+        format!(
+            "the primary runs innodb_autoinc_lock_mode = 2, where the `{column}` values an INSERT … SELECT takes may interleave with other sessions' inserts, and replay would assign consecutive ones; name `{column}` in the column list with values from the SELECT"
+        )
+    })
 }
 
 /// Storage engines whose writes a ROLLBACK undoes.

@@ -91,6 +91,9 @@ pub(super) struct Capture {
     /// during a command, valid for the next one only (`next_command`).
     row_count_next: Option<i64>,
     row_count_now: Option<i64>,
+    /// The primary runs `innodb_autoinc_lock_mode = 2` (read with the
+    /// carried settings): see `facts::interleaved_ids`.
+    interleaved_autoinc: bool,
 }
 
 impl Capture {

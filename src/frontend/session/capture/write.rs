@@ -42,7 +42,7 @@ impl Capture {
         // The zone's offset now, for a session whose time_zone is SYSTEM
         // (the server's own zone, which the secondary's need not be).
         let sql = format!(
-            "SELECT {}, @@session.{isolation_var}, TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), NOW())",
+            "SELECT {}, @@session.{isolation_var}, TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), NOW()), @@global.innodb_autoinc_lock_mode",
             CARRIED_VARS
                 .iter()
                 .map(|v| format!("@@session.{v}"))
@@ -57,6 +57,9 @@ impl Capture {
             .cloned()
             .flatten()
             .and_then(|v| Isolation::parse(&String::from_utf8_lossy(&v)));
+        self.interleaved_autoinc = row
+            .get(CARRIED_VARS.len() + 2)
+            .is_some_and(|v| v.as_deref() == Some(b"2".as_slice()));
         let system_offset = row
             .get(CARRIED_VARS.len() + 1)
             .cloned()
@@ -216,6 +219,17 @@ impl Capture {
             let reason = format!(
                 "a table it writes uses {engine}, which has no transactions: a write there is not undone with its transaction, and Tandem journals writes with their transaction"
             );
+            return self
+                .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                .await;
+        }
+        if let Some(reason) = self
+            .interleaved_autoinc
+            .then(|| {
+                super::facts::interleaved_ids(route, &record_sql, facts.auto_increment.as_deref())
+            })
+            .flatten()
+        {
             return self
                 .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
                 .await;
