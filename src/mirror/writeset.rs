@@ -84,6 +84,9 @@ pub enum Shape {
     },
     /// A single-table write of another form.
     WholeTable(TableName),
+    /// `SET @x = <literal>, …` (user variables capture journals before a
+    /// write that reads them): touches no table.
+    UserVars,
     /// Anything else.
     Unknown,
 }
@@ -191,6 +194,14 @@ pub fn shape(sql: &[u8], toks: &[Token]) -> Shape {
     let Some(first) = toks.first() else {
         return Shape::Unknown;
     };
+    if first.is_word(sql, "SET")
+        && toks.iter().all(|t| match t.kind {
+            Tok::Var => !t.text(sql).starts_with(b"@@"),
+            kind => kind != Tok::Punct(b'('),
+        })
+    {
+        return Shape::UserVars;
+    }
     if first.is_word(sql, "UPDATE") {
         let i = skip_words(sql, toks, 1, &["LOW_PRIORITY", "IGNORE"]);
         let Some((table, i)) = table_name(sql, toks, i) else {
@@ -375,6 +386,7 @@ pub fn accesses(shape: &Shape, info: &TableInfo, id: u64, out: &mut Vec<Access>)
     };
     match shape {
         Shape::Unknown => return None,
+        Shape::UserVars => {}
         Shape::WholeTable(_) => out.push(Access::Table(id)),
         Shape::Single { point, assigns, .. } => match (pk, point) {
             (Some(pk), Some((col, v))) if col == pk && !assigns.iter().any(|a| a == pk) => {
@@ -400,7 +412,7 @@ pub fn shape_table(shape: &Shape) -> Option<&TableName> {
         Shape::Single { table, .. } | Shape::Insert { table, .. } | Shape::WholeTable(table) => {
             Some(table)
         }
-        Shape::Unknown => None,
+        Shape::Unknown | Shape::UserVars => None,
     }
 }
 

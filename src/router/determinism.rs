@@ -42,7 +42,9 @@ pub enum UnsafeReason {
     LoadData,
     /// CALL runs a procedure whose statements Tandem does not see.
     Call,
-    /// Uses a user variable (its value may come from a read).
+    /// Assigns a user variable (`@x := …`): its value would be computed
+    /// again on the secondary, and a keyed write's locking read would
+    /// assign it too. (Reading one is carried: `Determinism::user_vars`.)
     UserVariable,
     /// Reads a server/system variable that may differ on the secondary.
     SystemVariable,
@@ -62,9 +64,7 @@ impl std::fmt::Display for UnsafeReason {
             }
             Self::LoadData => f.write_str("LOAD DATA reads a file the secondary cannot see"),
             Self::Call => f.write_str("CALL runs statements Tandem cannot see"),
-            Self::UserVariable => {
-                f.write_str("user variables may hold values read from the primary")
-            }
+            Self::UserVariable => f.write_str("it assigns a user variable (@x := …) as it runs"),
             Self::SystemVariable => f.write_str("system variables may differ on the secondary"),
             Self::Function(name) => write!(f, "{name}() cannot be made deterministic"),
         }
@@ -75,6 +75,9 @@ impl std::fmt::Display for UnsafeReason {
 pub struct Determinism {
     pub uses: Uses,
     pub unsafe_reason: Option<UnsafeReason>,
+    /// User variables the write reads (`@x`, as written): capture reads
+    /// their values on the primary and sets them on the secondary first.
+    pub user_vars: Vec<String>,
 }
 
 const TIME_FUNCS: &[&str] = &[
@@ -138,6 +141,7 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
         }
     };
     let mut depth = 0i32;
+    let mut user_vars: Vec<String> = Vec::new();
     let mut limit_without_order = false;
     let mut order_by_at_top = false;
     let mut top_select = false;
@@ -147,10 +151,20 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
             Tok::Punct(b'(') => depth += 1,
             Tok::Punct(b')') => depth -= 1,
             Tok::Var => {
+                let assigned = toks.get(i + 1).is_some_and(|n| n.kind == Tok::Punct(b':'))
+                    && toks.get(i + 2).is_some_and(|n| n.kind == Tok::Punct(b'='));
                 if t.text(sql).starts_with(b"@@") {
                     set(UnsafeReason::SystemVariable);
-                } else {
+                } else if assigned {
                     set(UnsafeReason::UserVariable);
+                } else {
+                    let name = String::from_utf8_lossy(t.text(sql)).into_owned();
+                    if !user_vars
+                        .iter()
+                        .any(|v: &String| v.eq_ignore_ascii_case(&name))
+                    {
+                        user_vars.push(name);
+                    }
                 }
             }
             Tok::Word => {
@@ -211,6 +225,7 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
         set(UnsafeReason::LimitWithoutOrder);
     }
     d.unsafe_reason = unsafe_reason;
+    d.user_vars = user_vars;
     d
 }
 
@@ -245,7 +260,8 @@ mod tests {
             ("INSERT INTO t SELECT * FROM u ORDER BY id", None),
             ("INSERT INTO t SELECT * FROM u ORDER BY id LIMIT 5", None),
             ("INSERT INTO t (a) VALUES ((SELECT MAX(a) FROM u))", None),
-            ("INSERT INTO t (a) VALUES (@x)", Some("UserVariable")),
+            ("INSERT INTO t (a) VALUES (@x)", None),
+            ("UPDATE t SET a = (@x := @x + 1)", Some("UserVariable")),
             ("UPDATE t SET a = @@hostname", Some("SystemVariable")),
             ("INSERT INTO t (a) VALUES (SYSDATE())", None),
             (

@@ -395,3 +395,60 @@ async fn read_all(c: &mut mysql_async::Conn, sql: &str) -> (Vec<String>, Vec<Vec
         .collect();
     (names, rows)
 }
+
+/// User variables in writes, as applications use them: set by SET or by
+/// `SELECT … INTO`, read by later writes (autocommit, in a transaction,
+/// prepared), of every type a variable holds. The secondary gets the
+/// primary's values. A DOUBLE (no exact text form) and an assignment
+/// inside a write still follow `unsafe_writes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reading_user_variables_are_mirrored_with_their_values() {
+    use crate::common::mirror::*;
+    let env = MirrorEnv::start("uservars", "").await;
+    env.create_both(
+        "CREATE TABLE t (id INT PRIMARY KEY, n BIGINT, d DECIMAL(20,6), s VARCHAR(20), b VARBINARY(8), at DATETIME(6))",
+    )
+    .await;
+    let mut c = env.proxy().await;
+    c.query_drop("SET @x := 41, @d := 1.5, @s := 'Zoë', @b := X'00FF', @nothing := NULL")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t VALUES (@x + 1, @x, @d * 3, @s, @b, @nothing)")
+        .await
+        .unwrap();
+    c.query_drop("SELECT MAX(id) INTO @m FROM t").await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t (id, n) VALUES (@m + 1, @m)")
+        .await
+        .unwrap();
+    c.query_drop("SET @s = CONCAT(@s, '!')").await.unwrap();
+    c.query_drop("UPDATE t SET s = @s WHERE id = @m + 1")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    c.exec_drop("UPDATE t SET n = n + @x + ? WHERE id = @m", (1,))
+        .await
+        .unwrap();
+    c.query_drop("SET @f = 0.1e0").await.unwrap();
+    for (sql, needle) in [
+        ("UPDATE t SET d = @f WHERE id = 42", "DOUBLE"),
+        ("UPDATE t SET n = (@k := @k + 1)", "assigns a user variable"),
+    ] {
+        let e = c.query_drop(sql).await.unwrap_err().to_string();
+        assert!(
+            e.contains(needle) && e.contains("unsafe_writes"),
+            "{sql}: {e}"
+        );
+    }
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "t").await, 2);
+    let s: String = c
+        .query_first("SELECT s FROM t WHERE id = 43")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s, "Zoë!");
+    assert!(env.mirror().divergent().is_empty());
+    drop(c);
+    env.stop().await;
+}

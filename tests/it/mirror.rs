@@ -193,7 +193,7 @@ async fn unsafe_writes_are_rejected_with_the_reason() {
         ("UPDATE heap SET v = 0 LIMIT 1", "LIMIT picks rows"),
         ("DELETE FROM heap LIMIT 1", "no primary key"),
         ("SET @x = 5", ""),
-        ("UPDATE t SET v = @x", "user variables"),
+        ("UPDATE t SET v = (@x := 1)", "assigns a user variable"),
         ("INSERT INTO t VALUES (3, UUID_SHORT())", "UUID_SHORT"),
         (
             "INSERT INTO t SELECT id + 10, v FROM t",
@@ -305,7 +305,7 @@ async fn unsafe_writes_run_on_the_primary_only_and_mark_the_table() {
         .await
         .unwrap();
     c.query_drop("SET @x = 7").await.unwrap();
-    c.query_drop("UPDATE t SET v = @x WHERE id = 1")
+    c.query_drop("UPDATE t SET v = (@x := 8) WHERE id = 1")
         .await
         .unwrap();
     c.query_drop("INSERT INTO ok VALUES (1)").await.unwrap();

@@ -518,6 +518,9 @@ impl Coordinator {
         let mut acc = Vec::new();
         for st in &txn.statements {
             let shape = writeset::shape_of(&st.sql, &mut self.toks);
+            if shape == writeset::Shape::UserVars {
+                continue;
+            }
             let Some((db, table)) = writeset::shape_table(&shape) else {
                 return Some(WriteSet::Barrier);
             };

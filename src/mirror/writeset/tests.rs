@@ -39,6 +39,14 @@ fn point_updates_and_deletes_are_single_rows() {
         acc("DELETE FROM shop.orders WHERE id = 9", &rows_info()),
         Some(vec![Access::Row(7, 9)])
     );
+    // The user variables a write reads, set before it: no table.
+    assert_eq!(
+        sh("SET @x = 41, @`y z` = _utf8mb4 X'C3A9' COLLATE utf8mb4_general_ci, @n = NULL"),
+        Shape::UserVars
+    );
+    for sql in ["SET @x = @@hostname", "SET @x = f()", "SET @x = (SELECT 1)"] {
+        assert_eq!(sh(sql), Shape::Unknown, "{sql}");
+    }
     // Keyed writes name their rows with IN.
     assert_eq!(
         acc(

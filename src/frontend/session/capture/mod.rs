@@ -24,6 +24,7 @@ mod keyed;
 mod params;
 mod sql_prepared;
 mod temporary;
+mod uservars;
 mod write;
 
 use super::link::{query_packet, Link, Reply};

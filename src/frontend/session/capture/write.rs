@@ -244,6 +244,27 @@ impl Capture {
                 .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
                 .await;
         }
+        // User variables it reads: their primary values travel as a SET
+        // journaled just before it (see `uservars`).
+        let user_set = if route.determinism.user_vars.is_empty() {
+            None
+        } else {
+            match self.user_vars(cx, &route.determinism.user_vars).await? {
+                Ok(sql) => Some(MirrorStatement {
+                    db: self.mirror_db(cx),
+                    sql,
+                    tables: Vec::new(),
+                    ddl: false,
+                    pins: Pins::default(),
+                    session: vars.clone(),
+                }),
+                Err(reason) => {
+                    return self
+                        .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                        .await
+                }
+            }
+        };
         // Pin the statement time only where something reads it: a time
         // function in the statement or a clock default / trigger on the
         // table; seeds likewise for RAND(). Unpinned writes cost no extra
@@ -343,6 +364,7 @@ impl Capture {
             if summary.error.is_none() {
                 let db = self.mirror_db(cx);
                 let st = statement(db, insert_id_of(summary.last_ok), None);
+                self.txn.extend(user_set);
                 self.txn.push(st);
             }
             return Ok(());
@@ -491,6 +513,7 @@ impl Capture {
                 if unpinned {
                     m.mark_divergent(&tables_of(std::slice::from_ref(&st)), UNPINNED);
                 }
+                self.txn.extend(user_set);
                 self.txn.push(st);
             }
             return cx.relay(seq, stmt_r, false).await;
@@ -545,7 +568,7 @@ impl Capture {
         let txn = MirrorTxn {
             committed_at_us: now_us(),
             conn_id: cx.id,
-            statements: vec![st],
+            statements: user_set.into_iter().chain([st]).collect(),
         };
         let lsn = match m.intent(token, txn).await {
             Ok(lsn) => Some(lsn),
