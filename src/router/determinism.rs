@@ -19,6 +19,9 @@ pub struct Uses {
     pub last_insert_id: bool,
     /// SYSDATE() ignores SET TIMESTAMP; the session rewrites it to NOW().
     pub sysdate: bool,
+    /// A top-level LIMIT (which rows it takes may depend on storage order
+    /// or ties in ORDER BY: capture keys such UPDATEs and DELETEs).
+    pub limit: bool,
 }
 
 impl Uses {
@@ -179,8 +182,9 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
                 if depth == 0 && is("SELECT") {
                     top_select = true;
                 }
-                if depth == 0 && is("LIMIT") && !order_by_at_top {
-                    limit_without_order = true;
+                if depth == 0 && is("LIMIT") {
+                    d.uses.limit = true;
+                    limit_without_order |= !order_by_at_top;
                 }
                 // Keywords usable without parentheses count as calls too.
                 let bare_ok = is("CURRENT_TIMESTAMP")

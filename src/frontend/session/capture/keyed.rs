@@ -39,28 +39,12 @@ pub(super) enum Keyed {
 
 /// Whether `route` must be keyed to replay exactly, given the isolation
 /// hazard found for it: an UPDATE or DELETE under that hazard, or with a
-/// LIMIT.
-pub(super) fn needs_key(route: &Route, sql: &[u8], hazard: bool) -> bool {
-    if !matches!(
+/// LIMIT (known from the route, so plain writes pay nothing).
+pub(super) fn needs_key(route: &Route, hazard: bool) -> bool {
+    matches!(
         route.class,
         Class::Write(WriteKind::Update | WriteKind::Delete)
-    ) {
-        return false;
-    }
-    if hazard || route.determinism.unsafe_reason == Some(UnsafeReason::LimitWithoutOrder) {
-        return true;
-    }
-    let mut toks = Vec::new();
-    lexer::tokenize(sql, &mut toks);
-    let mut depth = 0i32;
-    toks.iter().any(|t| {
-        match t.kind {
-            lexer::Tok::Punct(b'(') => depth += 1,
-            lexer::Tok::Punct(b')') => depth -= 1,
-            _ => {}
-        }
-        depth == 0 && t.is_word(sql, "LIMIT")
-    })
+    ) && (hazard || route.determinism.uses.limit)
 }
 
 /// The route's unsafe reason, except what keying the write removes.

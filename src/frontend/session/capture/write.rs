@@ -208,7 +208,7 @@ impl Capture {
             None
         };
         let hazard = self.isolation_hazard(route, &record_sql, own);
-        let keyed = super::keyed::needs_key(route, &text, hazard.is_some());
+        let keyed = super::keyed::needs_key(route, hazard.is_some());
         if let (Some(reason), false) = (&hazard, keyed) {
             return self
                 .unsafe_write(cx, m, &route.tables, reason, &packet, seq)
