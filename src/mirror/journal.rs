@@ -494,6 +494,16 @@ fn create_segment(dir: &Path, first_lsn: Lsn) -> Result<Segment, JournalError> {
     })
 }
 
+/// The first LSN the journal in `dir` holds (1 for a journal never
+/// truncated, such as a new one).
+pub fn first_lsn_in(dir: &Path) -> Result<Lsn, JournalError> {
+    Ok(list_segments(dir)?
+        .iter()
+        .map(|s| s.first_lsn)
+        .min()
+        .unwrap_or(1))
+}
+
 fn list_segments(dir: &Path) -> Result<Vec<Segment>, JournalError> {
     let mut segs = Vec::new();
     for entry in fs::read_dir(dir)? {

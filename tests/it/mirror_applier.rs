@@ -43,8 +43,9 @@ async fn fixture(name: &str) -> Fixture {
 }
 
 impl Fixture {
-    fn applier(&self, policy: ApplyErrors) -> Applier {
-        let secondary = BackendConfig {
+    /// The secondary's backend as the applier sees it.
+    fn backend(&self) -> BackendConfig {
+        BackendConfig {
             name: "next".into(),
             kind: BackendKind::Mysql,
             host: "127.0.0.1".into(),
@@ -54,7 +55,11 @@ impl Fixture {
             database: Some(self.db.clone()),
             pool: 4,
             bookkeeping: "tandem".into(),
-        };
+        }
+    }
+
+    fn applier(&self, policy: ApplyErrors) -> Applier {
+        let secondary = self.backend();
         Applier::new(
             ApplierConfig {
                 secondary,
@@ -676,5 +681,47 @@ async fn a_timed_out_attempt_still_running_on_the_secondary_is_not_applied_twice
     let _ = task.await;
     d.disconnect().await.unwrap();
     holder.disconnect().await.unwrap();
+    f.done().await;
+}
+
+/// A secondary whose stored position is above the end of a journal that
+/// starts at LSN 1 (a new journal: the migration started over, its
+/// database dropped and created again, which no longer takes Tandem's rows
+/// with it) is applied from the journal's start, not refused and not
+/// skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_journal_is_applied_from_its_start_whatever_an_earlier_one_stored() {
+    let f = fixture("apply_new_journal").await;
+    let db = f.db.clone();
+    let mut d = f.direct().await;
+    d.query_drop("CREATE TABLE n (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    // An earlier journal's position, far above this one's end.
+    tandem::mirror::bookkeeping::ensure(&mut d, &f.backend())
+        .await
+        .unwrap();
+    d.query_drop(
+        "INSERT INTO tandem.apply_position (db, id, lsn, committed_at_us) VALUES (DATABASE(), 1, 100000, 0)",
+    )
+    .await
+    .unwrap();
+    let mut last = 0;
+    for id in 1..=3 {
+        let sql = format!("INSERT INTO n VALUES ({id})");
+        last = f.append(txn(vec![stmt(&db, &sql, &["n"])])).await;
+    }
+    let (stats, stop, task) = f.spawn(ApplyErrors::Halt);
+    wait_applied(&stats, last).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let ids: Vec<i32> = d.query("SELECT id FROM n ORDER BY id").await.unwrap();
+    assert_eq!(ids, vec![1, 2, 3]);
+    let stored: Option<u64> = d
+        .query_first("SELECT MAX(lsn) FROM tandem.apply_position WHERE db = DATABASE()")
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(last));
+    d.disconnect().await.unwrap();
     f.done().await;
 }

@@ -343,8 +343,26 @@ impl Applier {
         // position stored below is one a restart finds in the journal.
         let visible = self.journal.written();
         let mut first = Worker::new(0, self.cfg.clone(), self.stats.clone());
-        let (stored, applied) = first.load_position_retrying(&stop).await?;
+        let (mut stored, mut applied) = first.load_position_retrying(&stop).await?;
         let journal_end = *visible.borrow();
+        let fresh = super::journal::first_lsn_in(&self.cfg.journal_dir).is_ok_and(|l| l == 1);
+        if stored > journal_end && fresh {
+            // A journal that starts at LSN 1 is new (started over, its
+            // directory emptied): the stored position counts another
+            // journal's records, and every record of this one is still to
+            // apply. (Its database was likely dropped and created again,
+            // which no longer takes Tandem's rows with it.)
+            warn!(
+                stored,
+                journal_end,
+                "the secondary's stored position belongs to an earlier journal; this journal is new, so it is applied from its start"
+            );
+            first
+                .forget_position()
+                .await
+                .map_err(|e| ApplierError::Secondary(e.to_string()))?;
+            (stored, applied) = (0, HashSet::new());
+        }
         if stored > journal_end {
             return Err(ApplierError::Mismatch {
                 stored,

@@ -458,6 +458,25 @@ impl Worker {
         Ok((lsn, above.into_iter().collect()))
     }
 
+    /// Deletes the secondary's stored position (see `Applier::run`: it
+    /// belonged to an earlier journal).
+    pub(super) async fn forget_position(&mut self) -> Result<(), mysql_async::Error> {
+        let b = self.cfg.secondary.clone();
+        let conn = self.conn().await?;
+        conn.query_drop(format!(
+            "DELETE FROM {} WHERE {}",
+            position_table(&b),
+            mine(&b)
+        ))
+        .await?;
+        conn.query_drop(format!(
+            "DELETE FROM {} WHERE {}",
+            applied_table(&b),
+            mine(&b)
+        ))
+        .await
+    }
+
     /// An error that says Tandem's own bookkeeping table or database is
     /// missing (not an application table).
     fn bookkeeping_gone(&self, e: &mysql_async::Error) -> bool {
