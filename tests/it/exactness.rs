@@ -621,3 +621,61 @@ async fn scheduled_events_on_the_primary_are_listed_as_writers_outside_tandem() 
     d.disconnect().await.unwrap();
     drop_databases(&[&primary, &secondary]).await;
 }
+
+/// A statement that is not a write but calls a stored function whose body
+/// writes (`SELECT f()`, `DO f()`, `SET @x = f()`) would write on the
+/// primary only: it follows `unsafe_writes` (here: refused, saying why),
+/// whatever the function declares (READS SQL DATA is advisory). Pure
+/// functions run, and a write that calls a writing function is replayed
+/// with it, so both sides agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_call_writing_functions_follow_unsafe_writes() {
+    let env = MirrorEnv::start("writingfn", "").await;
+    env.create_both("CREATE TABLE c (id INT PRIMARY KEY, n INT NOT NULL)")
+        .await;
+    env.create_both("INSERT INTO c VALUES (1, 0)").await;
+    env.create_both("CREATE TABLE other (id INT PRIMARY KEY)")
+        .await;
+    env.create_both(
+        "CREATE FUNCTION bump() RETURNS INT MODIFIES SQL DATA BEGIN UPDATE c SET n = n + 1 WHERE id = 1; RETURN 1; END",
+    )
+    .await;
+    env.create_both("CREATE FUNCTION liar() RETURNS INT READS SQL DATA BEGIN RETURN bump(); END")
+        .await;
+    env.create_both("CREATE FUNCTION dbl(x INT) RETURNS INT DETERMINISTIC RETURN x * 2")
+        .await;
+    let mut c = env.proxy().await;
+    for sql in [
+        "SELECT bump()",
+        "SELECT n, Liar() FROM c",
+        "DO bump()",
+        "SET @x = bump()",
+        &format!("SELECT {}.bump()", env.primary),
+    ] {
+        let e = c.query_drop(sql).await.unwrap_err().to_string();
+        assert!(e.contains("bump") || e.contains("liar"), "{sql}: {e}");
+        assert!(e.contains("unsafe_writes"), "{sql}: {e}");
+    }
+    let e = c
+        .exec_drop("SELECT bump() + ?", (1,))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bump") && e.contains("unsafe_writes"), "{e}");
+    let four: i32 = c.query_first("SELECT dbl(2)").await.unwrap().unwrap();
+    assert_eq!(four, 4);
+    c.query_drop("INSERT INTO other VALUES (bump())")
+        .await
+        .unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "c").await, 1);
+    assert_eq!(assert_same(&env.primary, &env.secondary, "other").await, 1);
+    let n: i32 = c
+        .query_first("SELECT n FROM c WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1, "only the mirrored write ran bump()");
+    drop(c);
+    env.stop().await;
+}

@@ -18,6 +18,7 @@
 //! the journal.
 
 mod recovery;
+pub mod routines;
 mod status;
 pub use recovery::ensure_marker_table;
 use recovery::*;
@@ -198,6 +199,9 @@ pub struct Mirror {
     apply_errors: ErrorPolicy,
     /// One re-creation of the primary's bookkeeping tables at a time.
     restoring: tokio::sync::Mutex<()>,
+    /// Database → (when read, its stored functions that may write): see
+    /// `routines`.
+    routines: Mutex<HashMap<String, routines::Cached>>,
 }
 
 /// Commit-marker tokens and where each stands.
@@ -358,6 +362,7 @@ impl Mirror {
             writer: Mutex::new(Some(writer)),
             outside_writers,
             restoring: tokio::sync::Mutex::new(()),
+            routines: Mutex::new(HashMap::new()),
         });
         mirror.start_applier(secondary);
         let resolver = tokio::spawn(resolve_in_doubt(Arc::downgrade(&mirror), rx));
@@ -567,6 +572,10 @@ impl Mirror {
     /// DDL went through: table facts cached from the schema are stale.
     pub fn schema_changed(&self) {
         self.table_facts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.routines
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();

@@ -6,7 +6,7 @@
 
 use super::super::link::{query_packet, Link};
 use super::super::SessionError;
-use super::write::{first_row, rows};
+use super::vars::{first_row, rows};
 use super::Capture;
 use crate::mirror::rowkey::{IndexColumn, RowKey};
 use crate::mirror::runtime::{Mirror, TableFacts};

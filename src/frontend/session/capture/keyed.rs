@@ -16,7 +16,8 @@
 
 use super::super::link::{query_packet, Link, Reply};
 use super::super::SessionError;
-use super::write::{rows, set_timestamp};
+use super::vars::rows;
+use super::write::set_timestamp;
 use super::Capture;
 use crate::mirror::rowkey::MAX_KEYS;
 use crate::mirror::runtime::Mirror;

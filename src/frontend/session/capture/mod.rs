@@ -22,9 +22,11 @@ mod facts;
 mod isolation;
 mod keyed;
 mod params;
+mod routines;
 mod sql_prepared;
 mod temporary;
 mod uservars;
+mod vars;
 mod write;
 
 use super::link::{query_packet, Link, Reply};
@@ -170,6 +172,19 @@ impl Capture {
         seq: u8,
     ) -> Result<bool, SessionError> {
         let routes = &classified.statements;
+        // Not a write, but it may call a stored function that writes.
+        let writes = routes
+            .iter()
+            .any(|r| matches!(r.class, Class::Write(_) | Class::Ddl));
+        if !writes {
+            if let Some(f) = self.writing_call(cx, m, &payload[1..]).await? {
+                let reason = format!(
+                    "it calls stored function `{f}`, whose body writes, from a statement that is not a write, so its writes would not be journaled; run them as statements of their own"
+                );
+                self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
+                return Ok(true);
+            }
+        }
         if routes.len() > 1 {
             let changes = routes.iter().any(|r| {
                 matches!(
@@ -309,6 +324,16 @@ impl Capture {
             cx.forward(&payload, seq, Expect::ResultSet).await?;
             return Ok(());
         };
+        if !matches!(r.class, Class::Write(_) | Class::Ddl) {
+            // A prepared read may call a stored function that writes.
+            lexer::tokenize(&sql, &mut cx.scratch.tokens);
+            if let Some(f) = self.writing_call(cx, &m, &sql).await? {
+                let reason = format!(
+                    "it calls stored function `{f}`, whose body writes, from a statement that is not a write, so its writes would not be journaled; run them as statements of their own"
+                );
+                return self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await;
+            }
+        }
         if matches!(r.class, Class::Write(_))
             && self.mirrored(cx, r)
             && keyed::unsafe_reason(r).is_none()

@@ -15,7 +15,7 @@
 
 use super::super::link::{query_packet, Link, Reply};
 use super::super::SessionError;
-use super::write::rows;
+use super::vars::rows;
 use super::Capture;
 use crate::protocol::packets::get_lenenc;
 use crate::protocol::response::Expect;
