@@ -178,9 +178,7 @@ impl Capture {
             .any(|r| matches!(r.class, Class::Write(_) | Class::Ddl));
         if !writes {
             if let Some(f) = self.writing_call(cx, m, &payload[1..]).await? {
-                let reason = format!(
-                    "it calls stored function `{f}`, whose body writes, from a statement that is not a write, so its writes would not be journaled; run them as statements of their own"
-                );
+                let reason = routines::reason(&f);
                 self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
                 return Ok(true);
             }
@@ -328,9 +326,7 @@ impl Capture {
             // A prepared read may call a stored function that writes.
             lexer::tokenize(&sql, &mut cx.scratch.tokens);
             if let Some(f) = self.writing_call(cx, &m, &sql).await? {
-                let reason = format!(
-                    "it calls stored function `{f}`, whose body writes, from a statement that is not a write, so its writes would not be journaled; run them as statements of their own"
-                );
+                let reason = routines::reason(&f);
                 return self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await;
             }
         }

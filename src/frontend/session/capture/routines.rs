@@ -14,6 +14,63 @@ use crate::router::lexer::Tok;
 use crate::sql::sql_literal;
 use std::sync::Arc;
 
+/// Built-in functions a read commonly calls: an unqualified call of one
+/// never runs a stored function, so it needs no look-up.
+const BUILTINS: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "concat",
+    "concat_ws",
+    "coalesce",
+    "ifnull",
+    "if",
+    "nullif",
+    "now",
+    "date",
+    "lower",
+    "upper",
+    "length",
+    "substring",
+    "substr",
+    "round",
+    "abs",
+    "cast",
+    "convert",
+    "group_concat",
+    "date_format",
+    "unix_timestamp",
+    "from_unixtime",
+    "json_extract",
+    "json_unquote",
+    "in",
+    "exists",
+    "values",
+    "trim",
+    "replace",
+    "left",
+    "right",
+    "floor",
+    "ceil",
+    "greatest",
+    "least",
+    "char_length",
+    "found_rows",
+    "last_insert_id",
+    "database",
+    "version",
+    "connection_id",
+];
+
+/// Why a statement calling writing function `f` cannot be mirrored.
+pub(super) fn reason(f: &str) -> String {
+    format!(
+        "it calls stored function `{f}`, whose body writes, from a statement that is not a write, so its writes would not be journaled; run them as statements of their own"
+    )
+}
+
 impl Capture {
     /// The stored function (`db.f` or `f`) the statement whose tokens are
     /// in the session's scratch calls and that may write, if any.
@@ -35,7 +92,11 @@ impl Capture {
             let db = (i >= 2 && toks[i - 1].kind == Tok::Punct(b'.'))
                 .then(|| toks[i - 2].ident(sql))
                 .flatten();
-            calls.push((db, name.to_lowercase()));
+            let name = name.to_lowercase();
+            if db.is_none() && BUILTINS.contains(&name.as_str()) {
+                continue;
+            }
+            calls.push((db, name));
         }
         if calls.is_empty() {
             return Ok(None);
