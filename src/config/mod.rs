@@ -397,6 +397,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     for (name, b) in &raw.backends {
         match parse_backend(name, b, book) {
+            Ok(cfg) if cfg.database.as_deref() == Some(book) => errors.push(format!(
+                "migration.bookkeeping_database: {book:?} is backend {name}'s own database; Tandem's bookkeeping must stay out of the application's schema (name another database)"
+            )),
             Ok(cfg) => {
                 backends.insert(name.clone(), cfg);
             }

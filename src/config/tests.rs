@@ -39,6 +39,12 @@ fn operator_example_is_accepted_as_shown() {
     );
     let e = parse(&bad).unwrap_err().to_string();
     assert!(e.contains("migration.bookkeeping_database"), "{e}");
+    let clash = EXAMPLE.replace(
+        "  # bookkeeping_database: tandem",
+        "  bookkeeping_database: shop_next",
+    );
+    let e = parse(&clash).unwrap_err().to_string();
+    assert!(e.contains("backend next's own database"), "{e}");
     assert!(!cfg.rules.mirrored("audit_log"));
     assert!(cfg.rules.mirrored("orders"));
     assert!(cfg.rules.mirrored("not_listed"));
