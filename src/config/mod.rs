@@ -83,6 +83,9 @@ pub struct JournalLimit {
     pub max_bytes: u64,
     pub when_full: JournalFull,
     pub timeout: Duration,
+    /// Free space the journal's file system keeps (`journal_min_free`):
+    /// below it the journal counts as full. 0: not checked.
+    pub min_free: u64,
 }
 
 /// Periodic verify (`verify:`).
@@ -496,6 +499,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             }
         },
         when_full: m.journal_full,
+        min_free: match parse_size(&m.journal_min_free) {
+            Some(n) => n,
+            None => {
+                errors.push(format!(
+                    "migration.journal_min_free: {:?} is not a size (e.g. 256MiB, 0 to not check)",
+                    m.journal_min_free
+                ));
+                0
+            }
+        },
         timeout: duration(
             &mut errors,
             "migration.journal_full_timeout",

@@ -165,6 +165,12 @@ pub struct RawMigration {
     /// How long a write waits for room under `block`. Default `5s`.
     #[serde(default = "default_journal_full_timeout")]
     pub journal_full_timeout: String,
+    /// Free space the journal's file system must keep; below it the
+    /// journal counts as full (`journal_full` applies), so a filling disk
+    /// refuses writes before an fsync can fail. `0` does not check.
+    /// Default `256MiB`.
+    #[serde(default = "default_journal_min_free")]
+    pub journal_min_free: String,
     /// Connections that apply mirrored writes on the secondary in parallel
     /// (transactions touching the same rows stay in order on one of them).
     /// `1` applies strictly one after another. Default `4`, at most 32.
@@ -227,6 +233,9 @@ fn default_journal_full() -> JournalFull {
 }
 fn default_journal_full_timeout() -> String {
     "5s".into()
+}
+fn default_journal_min_free() -> String {
+    "256MiB".into()
 }
 
 fn default_apply_workers() -> usize {

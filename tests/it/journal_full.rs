@@ -138,3 +138,41 @@ async fn full_journal_degrades_marks_divergent_and_verify_repairs() {
     c.disconnect().await.unwrap();
     env.stop().await;
 }
+
+/// A journal whose disk is short of `journal_min_free` counts as full
+/// before an fsync can fail: under `block` an autocommit write and a
+/// COMMIT are refused, saying so, and nothing of them runs on the primary;
+/// under `degrade` they run and the table is marked. (The minimum here is
+/// far above any disk, which is the same to Tandem as a disk filling up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_short_of_journal_min_free_counts_as_full() {
+    let env = MirrorEnv::start(
+        "jdisk_b",
+        "  journal_min_free: 100000TiB\n  journal_full: block\n  journal_full_timeout: 100ms\n",
+    )
+    .await;
+    env.create_both(TABLE).await;
+    let mut c = env.proxy().await;
+    let e = c.query_drop(insert()).await.unwrap_err().to_string();
+    assert!(e.contains("journal_min_free"), "{e}");
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(insert()).await.unwrap();
+    let e = c.query_drop("COMMIT").await.unwrap_err().to_string();
+    assert!(e.contains("journal_min_free"), "{e}");
+    assert_eq!(count(&env.primary).await, 0, "nothing ran");
+    drop(c);
+    env.stop().await;
+
+    let env = MirrorEnv::start(
+        "jdisk_d",
+        "  journal_min_free: 100000TiB\n  journal_full: degrade\n",
+    )
+    .await;
+    env.create_both(TABLE).await;
+    let mut c = env.proxy().await;
+    c.query_drop(insert()).await.unwrap();
+    assert_eq!(count(&env.primary).await, 1);
+    assert!(env.mirror().divergent().contains_key("t"));
+    drop(c);
+    env.stop().await;
+}

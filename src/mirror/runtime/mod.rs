@@ -17,6 +17,7 @@
 //! periodic range delete. Rows are deleted once their outcome is durable in
 //! the journal.
 
+mod admission;
 mod recovery;
 pub mod routines;
 mod status;
@@ -202,6 +203,11 @@ pub struct Mirror {
     /// Database → (when read, its stored functions that may write): see
     /// `routines`.
     routines: Mutex<HashMap<String, routines::Cached>>,
+    /// Free space on the journal's file system, and when it was read
+    /// (milliseconds after `started`; 0: never): see `admission`.
+    disk_free: AtomicU64,
+    disk_checked_ms: AtomicU64,
+    started: std::time::Instant,
 }
 
 /// Commit-marker tokens and where each stands.
@@ -363,6 +369,9 @@ impl Mirror {
             outside_writers,
             restoring: tokio::sync::Mutex::new(()),
             routines: Mutex::new(HashMap::new()),
+            disk_free: AtomicU64::new(0),
+            disk_checked_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         });
         mirror.start_applier(secondary);
         let resolver = tokio::spawn(resolve_in_doubt(Arc::downgrade(&mirror), rx));
@@ -596,52 +605,6 @@ impl Mirror {
             "INSERT INTO {} (db, token) VALUES ({}, {token})",
             roles.marker, roles.marker_owner
         )
-    }
-
-    /// Applies the journal size limit before a write is journaled (and
-    /// before it runs, where the caller can still refuse it). Under `block`
-    /// the caller waits for the applier to free room, up to the timeout;
-    /// under `degrade` the write runs unmirrored and its tables are marked
-    /// divergent (mirroring of them resumes once there is room; the mark
-    /// stays until `tandem verify --repair`). Nothing is dropped silently.
-    pub async fn admit(&self, limit: &crate::config::JournalLimit, tables: &[String]) -> Admit {
-        let full = || self.journal.size_bytes() >= limit.max_bytes;
-        if !full() {
-            return Admit::Journal;
-        }
-        match limit.when_full {
-            crate::config::JournalFull::Degrade => {
-                self.stats
-                    .journal_full_degraded
-                    .fetch_add(1, Ordering::Relaxed);
-                self.mark_divergent(
-                    tables,
-                    "the mirror journal was full (journal_full: degrade)",
-                );
-                Admit::Degraded
-            }
-            crate::config::JournalFull::Block => {
-                self.stats
-                    .journal_full_waits
-                    .fetch_add(1, Ordering::Relaxed);
-                let deadline = tokio::time::Instant::now() + limit.timeout;
-                while full() {
-                    if tokio::time::Instant::now() >= deadline {
-                        self.stats
-                            .journal_full_refused
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Admit::Refused(format!(
-                            "Tandem: the mirror journal is full ({} bytes, limit {}) and the secondary did not catch up within {:?}; the write was not run",
-                            self.journal.size_bytes(),
-                            limit.max_bytes,
-                            limit.timeout
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Admit::Journal
-            }
-        }
     }
 
     /// Journals an intent and waits until it is durable.
