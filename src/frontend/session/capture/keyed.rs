@@ -17,7 +17,7 @@
 use super::super::link::{query_packet, Link, Reply};
 use super::super::SessionError;
 use super::vars::rows;
-use super::write::set_timestamp;
+use super::write::pin_packet;
 use super::Capture;
 use crate::mirror::rowkey::MAX_KEYS;
 use crate::mirror::runtime::Mirror;
@@ -105,13 +105,7 @@ impl Capture {
                 shape.table.1
             )));
         };
-        let set_p = ts.map(|ts| {
-            let mut set = set_timestamp(ts);
-            if let Some((a, b)) = seeds {
-                set.push_str(&format!(", @@rand_seed1 = {a}, @@rand_seed2 = {b}"));
-            }
-            query_packet(set.as_bytes())
-        });
+        let set_p = pin_packet(ts, seeds);
         let begin_p = query_packet(b"BEGIN");
         let read_p = query_packet(&shape.lock_read(sql, &key.select_list()));
         let mut batch: Vec<&[u8]> = Vec::with_capacity(3);

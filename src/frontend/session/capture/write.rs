@@ -303,13 +303,7 @@ impl Capture {
             }
             return Ok(());
         }
-        let set_p = ts.map(|ts| {
-            let mut set = set_timestamp(ts);
-            if let Some((a, b)) = seeds {
-                set.push_str(&format!(", @@rand_seed1 = {a}, @@rand_seed2 = {b}"));
-            }
-            query_packet(set.as_bytes())
-        });
+        let set_p = pin_packet(ts, seeds);
         let token = autocommit.then(|| m.token());
         let lid_p = query_packet(b"SELECT LAST_INSERT_ID()");
         let begin_p = query_packet(b"BEGIN");
@@ -692,8 +686,20 @@ fn row_count_of(reply: &Reply) -> Option<i64> {
     reply.ok.map(|ok| ok.affected_rows as i64)
 }
 
+/// The packet that pins a write's statement time and RAND() seeds, when
+/// it has a pinned time.
+pub(super) fn pin_packet(ts: Option<i64>, seeds: Option<(u32, u32)>) -> Option<Vec<u8>> {
+    ts.map(|ts| {
+        let mut set = set_timestamp(ts);
+        if let Some((a, b)) = seeds {
+            set.push_str(&format!(", @@rand_seed1 = {a}, @@rand_seed2 = {b}"));
+        }
+        query_packet(set.as_bytes())
+    })
+}
+
 /// `SET TIMESTAMP = <seconds>.<micros>` for a time in microseconds.
-pub(super) fn set_timestamp(ts: i64) -> String {
+fn set_timestamp(ts: i64) -> String {
     format!(
         "SET TIMESTAMP = {}.{:06}",
         ts.div_euclid(1_000_000),
