@@ -10,6 +10,8 @@
 //!   writes; see `router::keyed`).
 //! - `bookkeeping`: Tandem's own database on each server (markers,
 //!   positions, checkpoints), rows keyed by the database they track.
+//! - `ddl`: how an in-doubt DDL is settled: the named tables' definitions
+//!   before it ran (in the intent's token) against the primary's now.
 //! - `guard`: the per-database lock that keeps a second Tandem from
 //!   mirroring the same databases.
 //! - `sync`: how verify and backfill wait for writes in flight (in-process
@@ -19,6 +21,7 @@
 
 pub mod applier;
 pub mod bookkeeping;
+pub mod ddl;
 pub mod guard;
 pub mod journal;
 pub mod record;

@@ -8,6 +8,7 @@ mod backfill;
 mod clients;
 mod clients_view;
 mod cutover;
+mod ddl;
 mod exactness;
 mod fidelity;
 mod inflight;

@@ -1,6 +1,7 @@
 //! Dual-write semantics through Tandem against real MariaDB primary and
 //! secondary databases: what is mirrored, when, with which values.
 
+use crate::common::child::*;
 use crate::common::mirror::*;
 use crate::common::*;
 use mysql_async::prelude::*;
@@ -520,37 +521,6 @@ async fn parallel_apply_keeps_each_rows_order() {
     env.stop().await;
 }
 
-/// `tandem serve` as a child process (so it can be SIGKILLed).
-fn spawn_tandem(cfg: &std::path::Path, log: &std::path::Path) -> std::process::Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["serve", "--config"])
-        .arg(cfg)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-/// Polls /status until the mirror has applied everything journaled.
-async fn wait_caught_up_http(admin: std::net::SocketAddr) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let (code, _, body) = http(admin, "GET", "/status").await;
-        assert_eq!(code, 200);
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if v["mirror"]["lag_transactions"] == 0 {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no catch-up: {v}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 /// Polls /status until this process has journaled `n` transactions.
 async fn wait_journaled(admin: std::net::SocketAddr, n: u64) {
     wait_listening(admin).await;
@@ -563,80 +533,6 @@ async fn wait_journaled(admin: std::net::SocketAddr, n: u64) {
         }
         assert!(tokio::time::Instant::now() < deadline, "no progress: {v}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-/// A mirroring `tandem serve` child process (so it can be SIGKILLed) over
-/// fresh `primary` and `secondary` databases that both hold `schema`.
-struct ChildTandem {
-    dir: tempfile::TempDir,
-    cfg: std::path::PathBuf,
-    log: std::path::PathBuf,
-    listen: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-    child: std::process::Child,
-}
-
-impl ChildTandem {
-    async fn start(primary: &str, secondary: &str, schema: &[&str]) -> Self {
-        fresh_database(primary).await;
-        fresh_database(secondary).await;
-        for db in [primary, secondary] {
-            let mut c = Conn::new(direct_opts(db)).await.unwrap();
-            for ddl in schema {
-                c.query_drop(*ddl).await.unwrap();
-            }
-            c.disconnect().await.unwrap();
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let (listen, admin) = (free_addr(), free_addr());
-        let yaml = mirror_yaml(
-            primary,
-            secondary,
-            MARIADB_PORT,
-            &dir.path().join("journal"),
-            &dir.path().join("rules"),
-            "",
-        )
-        .replace(
-            "listen: 127.0.0.1:0",
-            &format!("listen: {listen}\nadmin: {admin}"),
-        );
-        let cfg = dir.path().join("tandem.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let log = dir.path().join("tandem.log");
-        let child = spawn_tandem(&cfg, &log);
-        wait_listening(listen).await;
-        Self {
-            dir,
-            cfg,
-            log,
-            listen,
-            admin,
-            child,
-        }
-    }
-
-    fn journal(&self) -> std::path::PathBuf {
-        self.dir.path().join("journal")
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-
-    async fn restart(&mut self) {
-        self.child = spawn_tandem(&self.cfg, &self.log);
-        wait_listening(self.listen).await;
-    }
-}
-
-impl Drop for ChildTandem {
-    /// A failed assertion must not leave the server running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

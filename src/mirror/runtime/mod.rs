@@ -30,7 +30,7 @@ use super::applier::{Applier, ApplierConfig, ApplierStats, ErrorPolicy};
 use super::guard::MirrorGuard;
 use super::journal::{Journal, JournalError, Lsn, DEFAULT_SEGMENT_BYTES};
 use super::record::{JournalRecord, MirrorTxn};
-use super::{bookkeeping, now_us, CommitWait, JournalHandle};
+use super::{bookkeeping, ddl, now_us, CommitWait, JournalHandle};
 use crate::config::{BackendConfig, Config};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
@@ -43,10 +43,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-
-/// Token of a DDL intent: DDL commits by itself, so it has no marker row; an
-/// in-doubt DDL is applied (a replay that finds it done is skipped).
-pub const DDL_TOKEN: u64 = u64::MAX;
 
 /// Appends that may wait for the writer thread at once.
 const JOURNAL_QUEUE: usize = 16 * 1024;
@@ -121,6 +117,9 @@ struct InDoubt {
     /// Backend thread that ran the transaction (killed first, so the answer
     /// cannot race with a commit still in progress).
     thread: Option<u32>,
+    /// A DDL: its database (None: the primary URL's) and named tables,
+    /// whose definitions settle it instead of a marker.
+    ddl: Option<(Option<String>, Vec<String>)>,
 }
 
 /// Which backend is primary (markers, in-doubt resolution) and which one
@@ -263,7 +262,7 @@ impl Mirror {
         let (ddl, unresolved): (Vec<_>, Vec<_>) = unresolved_intents(&journal)
             .map_err(jerr)?
             .into_iter()
-            .partition(|(_, t)| *t == DDL_TOKEN);
+            .partition(|u| ddl::is_ddl_token(u.token));
 
         let mut conn = connect_retrying(&primary, cfg.limits.connect_timeout).await?;
         // Before anything touches the markers: no other Tandem mirrors
@@ -283,18 +282,30 @@ impl Mirror {
             .await
             .map_err(perr)?
             .flatten();
-        let mut outcomes: Vec<JournalRecord> = ddl
-            .iter()
-            .map(|(lsn, _)| JournalRecord::Outcome {
-                intent: *lsn,
-                committed: true,
+        let mut outcomes: Vec<JournalRecord> = Vec::with_capacity(ddl.len());
+        for u in &ddl {
+            let (db, tables) = u.ddl.clone().unwrap_or_default();
+            let db = db.or_else(|| primary.database.clone());
+            let took = ddl::took_effect(&mut conn, u.token, db.as_deref(), &tables)
+                .await
+                .map_err(perr)?;
+            let committed = took.unwrap_or(true);
+            info!(
+                lsn = u.lsn,
+                committed,
+                checked = took.is_some(),
+                "in-doubt DDL resolved from the primary's table definitions"
+            );
+            outcomes.push(JournalRecord::Outcome {
+                intent: u.lsn,
+                committed,
                 at_us: 0,
-            })
-            .collect();
+            });
+        }
         for chunk in unresolved.chunks(1000) {
             let list = chunk
                 .iter()
-                .map(|(_, t)| t.to_string())
+                .map(|u| u.token.to_string())
                 .collect::<Vec<_>>()
                 .join(",");
             // Locking read: waits for a commit still in progress on a
@@ -305,7 +316,7 @@ impl Mirror {
                 ))
                 .await
                 .map_err(perr)?;
-            for (lsn, token) in chunk {
+            for Unresolved { lsn, token, .. } in chunk {
                 let committed = found.contains(token);
                 info!(
                     lsn,
@@ -717,7 +728,31 @@ impl Mirror {
     /// from the marker in the background (the applier waits for it).
     pub fn in_doubt(&self, lsn: Lsn, token: u64, thread: Option<u32>) {
         self.stats.in_doubt.fetch_add(1, Ordering::Relaxed);
-        let _ = self.in_doubt.send(InDoubt { lsn, token, thread });
+        let _ = self.in_doubt.send(InDoubt {
+            lsn,
+            token,
+            thread,
+            ddl: None,
+        });
+    }
+
+    /// A DDL's answer was lost with the backend connection: settle it from
+    /// the named tables' definitions in the background (see `mirror::ddl`).
+    pub fn in_doubt_ddl(
+        &self,
+        lsn: Lsn,
+        token: u64,
+        thread: u32,
+        db: Option<String>,
+        tables: Vec<String>,
+    ) {
+        self.stats.in_doubt.fetch_add(1, Ordering::Relaxed);
+        let _ = self.in_doubt.send(InDoubt {
+            lsn,
+            token,
+            thread: Some(thread),
+            ddl: Some((db, tables)),
+        });
     }
 
     /// Lag: journaled-but-unapplied LSNs and seconds since the primary

@@ -37,15 +37,28 @@ pub async fn ensure_marker_table(
     super::bookkeeping::ensure(conn, b).await
 }
 
+/// An intent in the journal without an outcome.
+pub(super) struct Unresolved {
+    pub(super) lsn: Lsn,
+    pub(super) token: u64,
+    /// A DDL's database (None: the primary URL's) and the tables it names,
+    /// whose definitions say whether it took effect.
+    pub(super) ddl: Option<(Option<String>, Vec<String>)>,
+}
+
 /// Intents in the journal without an outcome, with their tokens.
-pub(super) fn unresolved_intents(journal: &Journal) -> Result<Vec<(Lsn, u64)>, JournalError> {
-    let mut intents: BTreeMap<Lsn, u64> = BTreeMap::new();
+pub(super) fn unresolved_intents(journal: &Journal) -> Result<Vec<Unresolved>, JournalError> {
+    let mut intents: BTreeMap<Lsn, Unresolved> = BTreeMap::new();
     let mut outcomes: HashMap<Lsn, bool> = HashMap::new();
     let mut reader = journal.reader(journal.first_lsn())?;
     while let Some((lsn, bytes)) = reader.next_record()? {
         match JournalRecord::decode(&bytes) {
-            Ok(JournalRecord::Intent { token, .. }) if token != 0 => {
-                intents.insert(lsn, token);
+            Ok(JournalRecord::Intent { token, txn }) if token != 0 => {
+                let ddl = ddl::is_ddl_token(token)
+                    .then(|| txn.statements.first())
+                    .flatten()
+                    .map(|s| (s.db.clone(), s.tables.clone()));
+                intents.insert(lsn, Unresolved { lsn, token, ddl });
             }
             Ok(JournalRecord::Outcome {
                 intent, committed, ..
@@ -56,8 +69,8 @@ pub(super) fn unresolved_intents(journal: &Journal) -> Result<Vec<(Lsn, u64)>, J
         }
     }
     Ok(intents
-        .into_iter()
-        .filter(|(lsn, _)| !outcomes.contains_key(lsn))
+        .into_values()
+        .filter(|u| !outcomes.contains_key(&u.lsn))
         .collect())
 }
 
@@ -162,6 +175,12 @@ impl Mirror {
                 Err(mysql_async::Error::Server(e)) if e.code == 1094 => {}
                 Err(e) => return Err(e),
             }
+        }
+        if let Some((db, tables)) = &d.ddl {
+            let db = db.clone().or_else(|| roles.primary.database.clone());
+            let took = ddl::took_effect(&mut conn, d.token, db.as_deref(), tables).await;
+            let _ = conn.disconnect().await;
+            return Ok(took?.unwrap_or(true));
         }
         // A locking read waits for a commit still holding the row.
         let found: Option<u64> = conn

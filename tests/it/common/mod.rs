@@ -2,6 +2,7 @@
 //! 127.0.0.1:0 in front of the local MariaDB, each test in its own database
 //! so tests run in parallel.
 
+pub mod child;
 pub mod mirror;
 pub mod raw;
 pub mod relay;

@@ -18,6 +18,7 @@
 //! - DDL: intent, DDL, outcome (DDL commits by itself; no marker).
 //! - Unsafe writes follow `migration.unsafe_writes`.
 
+mod ddl;
 mod facts;
 mod isolation;
 mod keyed;

@@ -1,7 +1,7 @@
 //! Capture of writes that commit by themselves or join a transaction:
 //! pinning (time, seeds, LAST_INSERT_ID, UUID), the autocommit wrap with
-//! its marker row and intent, DDL, and writes that cannot be mirrored
-//! (`unsafe_writes`).
+//! its marker row and intent, and writes that cannot be mirrored
+//! (`unsafe_writes`). DDL is in `ddl`.
 
 use super::super::link::{query_packet, Link, Reply};
 use super::super::SessionError;
@@ -10,7 +10,7 @@ use super::{bare, Capture, Marker, WriteSrc};
 use crate::config::UnsafeWrites;
 use crate::mirror::now_us;
 use crate::mirror::record::{tables_of, MirrorStatement, MirrorTxn, Pins};
-use crate::mirror::runtime::{Mirror, DDL_TOKEN};
+use crate::mirror::runtime::Mirror;
 use crate::protocol::packets::OkInfo;
 use crate::protocol::response::Expect;
 use crate::protocol::ErrSpec;
@@ -544,99 +544,6 @@ impl Capture {
         cx.relay(seq, stmt_r, true).await
     }
 
-    /// DDL: intent first (its metadata lock orders it against the writes
-    /// around it), then the DDL, then the outcome.
-    pub(super) async fn mirrored_ddl(
-        &mut self,
-        cx: &mut Link<'_>,
-        m: &Arc<Mirror>,
-        route: &Route,
-        payload: &[u8],
-        sql: &[u8],
-        seq: u8,
-    ) -> Result<(), SessionError> {
-        let sql = match self.for_secondary(cx, sql.to_vec()) {
-            Ok(sql) => sql,
-            Err(reason) => {
-                return self
-                    .unsafe_write(cx, m, &route.tables, &reason, payload, seq)
-                    .await
-            }
-        };
-        if let Some(reason) = self.shared_server_hazard(cx, route) {
-            return self
-                .unsafe_write(cx, m, &route.tables, &reason, payload, seq)
-                .await;
-        }
-        if let Some(done) = self
-            .journal_room(cx, m, &route.tables, payload, seq)
-            .await?
-        {
-            return Ok(done);
-        }
-        let vars = self.ensure_vars(cx).await?;
-        // The statement time is pinned on both sides, as for writes: a
-        // column added with a clock default stamps the existing rows with
-        // it (`ADD COLUMN c TIMESTAMP DEFAULT CURRENT_TIMESTAMP`).
-        let ts = now_us();
-        let statement = MirrorStatement {
-            db: self.mirror_db(cx),
-            sql,
-            tables: route.tables.clone(),
-            ddl: true,
-            pins: Pins {
-                timestamp_us: Some(ts),
-                ..Pins::default()
-            },
-            session: vars.clone(),
-        };
-        let txn = MirrorTxn {
-            committed_at_us: now_us(),
-            conn_id: cx.id,
-            statements: vec![statement],
-        };
-        let lsn = match m.intent(DDL_TOKEN, txn).await {
-            Ok(lsn) => Some(lsn),
-            Err(e) => {
-                self.journal_failed(cx, m, &route.tables, &e.to_string());
-                None
-            }
-        };
-        let set_p = query_packet(set_timestamp(ts).as_bytes());
-        let reset_p = query_packet(b"SET TIMESTAMP = DEFAULT");
-        let replies = async {
-            cx.send_backend(&[&set_p, payload, &reset_p]).await?;
-            let set = cx.read_reply(Expect::ResultSet).await?;
-            let ddl = cx.read_reply(Expect::ResultSet).await?;
-            let reset = cx.read_reply(Expect::ResultSet).await?;
-            Ok::<_, SessionError>((set, ddl, reset))
-        };
-        let (set_r, reply, reset_r) = match replies.await {
-            Ok(r) => r,
-            Err(e) => {
-                // DDL carries no marker: an unknown answer is applied (a
-                // replay that finds it done is skipped by the applier).
-                self.settle(m, lsn, DDL_TOKEN, true);
-                return Err(e);
-            }
-        };
-        if let Some(ok) = reset_r.ok.or(reply.ok) {
-            cx.status = ok.status_flags();
-        }
-        if set_r.err.is_some() && reply.err.is_none() {
-            m.mark_divergent(
-                &route.tables,
-                "a DDL ran without the statement time Tandem pins (its SET TIMESTAMP failed)",
-            );
-        }
-        if reply.err.is_none() {
-            m.stats.statements.fetch_add(1, Ordering::Relaxed);
-            m.schema_changed();
-        }
-        self.settle(m, lsn, DDL_TOKEN, reply.err.is_none());
-        cx.relay(seq, reply, false).await
-    }
-
     /// A write that cannot be mirrored deterministically.
     pub(super) async fn unsafe_write(
         &mut self,
@@ -699,7 +606,7 @@ pub(super) fn pin_packet(ts: Option<i64>, seeds: Option<(u32, u32)>) -> Option<V
 }
 
 /// `SET TIMESTAMP = <seconds>.<micros>` for a time in microseconds.
-fn set_timestamp(ts: i64) -> String {
+pub(super) fn set_timestamp(ts: i64) -> String {
     format!(
         "SET TIMESTAMP = {}.{:06}",
         ts.div_euclid(1_000_000),

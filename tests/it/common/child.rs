@@ -1,0 +1,111 @@
+//! A mirroring `tandem serve` child process, for tests that SIGKILL it.
+
+use super::mirror::mirror_yaml;
+use super::*;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+
+/// A mirroring `tandem serve` child process (so it can be SIGKILLed) over
+/// fresh `primary` and `secondary` databases that both hold `schema`.
+pub struct ChildTandem {
+    pub dir: tempfile::TempDir,
+    pub cfg: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+    pub listen: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub child: std::process::Child,
+}
+
+impl ChildTandem {
+    pub async fn start(primary: &str, secondary: &str, schema: &[&str]) -> Self {
+        fresh_database(primary).await;
+        fresh_database(secondary).await;
+        for db in [primary, secondary] {
+            let mut c = Conn::new(direct_opts(db)).await.unwrap();
+            for ddl in schema {
+                c.query_drop(*ddl).await.unwrap();
+            }
+            c.disconnect().await.unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (listen, admin) = (free_addr(), free_addr());
+        let yaml = mirror_yaml(
+            primary,
+            secondary,
+            MARIADB_PORT,
+            &dir.path().join("journal"),
+            &dir.path().join("rules"),
+            "",
+        )
+        .replace(
+            "listen: 127.0.0.1:0",
+            &format!("listen: {listen}\nadmin: {admin}"),
+        );
+        let cfg = dir.path().join("tandem.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let log = dir.path().join("tandem.log");
+        let child = spawn_tandem(&cfg, &log);
+        wait_listening(listen).await;
+        Self {
+            dir,
+            cfg,
+            log,
+            listen,
+            admin,
+            child,
+        }
+    }
+
+    pub fn journal(&self) -> std::path::PathBuf {
+        self.dir.path().join("journal")
+    }
+
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    pub async fn restart(&mut self) {
+        self.child = spawn_tandem(&self.cfg, &self.log);
+        wait_listening(self.listen).await;
+    }
+}
+
+impl Drop for ChildTandem {
+    /// A failed assertion must not leave the server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tandem serve` as a child process (so it can be SIGKILLed).
+pub fn spawn_tandem(cfg: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Polls /status until the mirror has applied everything journaled.
+pub async fn wait_caught_up_http(admin: std::net::SocketAddr) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (code, _, body) = http(admin, "GET", "/status").await;
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["mirror"]["lag_transactions"] == 0 {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no catch-up: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
