@@ -348,10 +348,84 @@ fn ddl_tables(stmt: &Statement) -> Vec<String> {
         Statement::Drop { table: Some(t), .. } => vec![name(t)],
         Statement::Drop { names, .. } => names.iter().map(name).collect(),
         Statement::CreateIndex(c) => vec![name(&c.table_name)],
+        Statement::CreateSequence { name: n, .. } => vec![name(n)],
         Statement::RenameTable(r) => r
             .iter()
             .flat_map(|r| [name(&r.old_name), name(&r.new_name)])
             .collect(),
         _ => relations(stmt),
+    }
+}
+
+/// The tables a DDL sqlparser could not parse names, from its tokens:
+/// `ALTER|CREATE [OR REPLACE] TABLE [IF [NOT] EXISTS] t`, `DROP TABLE a, b`,
+/// `TRUNCATE [TABLE] t`, `RENAME TABLE a TO b, …`, `… INDEX i ON t`,
+/// `… SEQUENCE s`, `… VIEW v`. Some(empty) for a DDL on a database; None
+/// when the target cannot be told (capture then refuses to guess).
+pub(super) fn ddl_keyword_tables(sql: &[u8], toks: &[Token]) -> Option<Vec<String>> {
+    let name_at = |i: usize| -> Option<(String, usize)> {
+        let first = toks.get(i)?.ident(sql)?;
+        if toks.get(i + 1).is_some_and(|t| t.kind == Tok::Punct(b'.')) {
+            let second = toks.get(i + 2)?.ident(sql)?;
+            return Some((format!("{first}.{second}"), i + 3));
+        }
+        Some((first, i + 1))
+    };
+    let skip_if_exists = |mut i: usize| {
+        if toks.get(i).is_some_and(|t| t.is_word(sql, "IF")) {
+            i += 1;
+            if toks.get(i).is_some_and(|t| t.is_word(sql, "NOT")) {
+                i += 1;
+            }
+            if toks.get(i).is_some_and(|t| t.is_word(sql, "EXISTS")) {
+                i += 1;
+            }
+        }
+        i
+    };
+    let verb = toks.first()?;
+    if verb.is_word(sql, "TRUNCATE") {
+        let at = usize::from(toks.get(1).is_some_and(|t| t.is_word(sql, "TABLE"))) + 1;
+        return Some(vec![name_at(at)?.0]);
+    }
+    let rename = verb.is_word(sql, "RENAME");
+    let (at, object) = toks
+        .iter()
+        .enumerate()
+        .skip(1)
+        .take(12)
+        .find_map(|(i, t)| {
+            ["TABLE", "SEQUENCE", "VIEW", "INDEX", "DATABASE", "SCHEMA"]
+                .into_iter()
+                .find(|w| t.is_word(sql, w))
+                .map(|w| (i, w))
+        })?;
+    match object {
+        "DATABASE" | "SCHEMA" => Some(Vec::new()),
+        "INDEX" => {
+            let on = toks.iter().skip(at).position(|t| t.is_word(sql, "ON"))?;
+            Some(vec![name_at(at + on + 1)?.0])
+        }
+        _ => {
+            let mut out = Vec::new();
+            let mut i = skip_if_exists(at + 1);
+            loop {
+                let (n, next) = name_at(i)?;
+                out.push(n);
+                i = next;
+                if rename && toks.get(i).is_some_and(|t| t.is_word(sql, "TO")) {
+                    let (n, next) = name_at(i + 1)?;
+                    out.push(n);
+                    i = next;
+                }
+                let more = verb.is_word(sql, "DROP") || rename;
+                if more && toks.get(i).is_some_and(|t| t.kind == Tok::Punct(b',')) {
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            Some(out)
+        }
     }
 }

@@ -69,6 +69,9 @@ impl std::fmt::Display for UnsafeReason {
             Self::Call => f.write_str("CALL runs statements Tandem cannot see"),
             Self::UserVariable => f.write_str("it assigns a user variable (@x := …) as it runs"),
             Self::SystemVariable => f.write_str("system variables may differ on the secondary"),
+            Self::Function(name) if name.contains(' ') => {
+                write!(f, "{name} cannot be made deterministic")
+            }
             Self::Function(name) => write!(f, "{name}() cannot be made deterministic"),
         }
     }
@@ -181,6 +184,12 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
                 }
                 if depth == 0 && is("SELECT") {
                     top_select = true;
+                }
+                if is("NEXT")
+                    && toks.get(i + 1).is_some_and(|n| n.is_word(sql, "VALUE"))
+                    && toks.get(i + 2).is_some_and(|n| n.is_word(sql, "FOR"))
+                {
+                    set(UnsafeReason::Function("NEXT VALUE FOR".into()));
                 }
                 if depth == 0 && is("LIMIT") {
                     d.uses.limit = true;

@@ -184,6 +184,15 @@ fn classify_tokens(sql: &[u8], tokens: &[Token]) -> Classified {
         route.determinism = determinism::analyze(sql, toks, &route.class, route.parsed);
         if route.class == Class::Ddl {
             route.object = schema_object(sql, toks);
+            if !route.parsed && route.tables.is_empty() && route.object.is_none() {
+                match classify::ddl_keyword_tables(sql, toks) {
+                    Some(tables) => route.tables = tables,
+                    // Mirroring it blind could miss the tables it changes.
+                    None => {
+                        route.determinism.unsafe_reason = Some(determinism::UnsafeReason::Unparsed)
+                    }
+                }
+            }
         }
         statements.push(route);
     }

@@ -332,3 +332,35 @@ fn a_with_clause_before_a_write_is_a_write() {
     let got = classify(b"WITH c AS (SELECT id FROM t) SELECT * FROM c");
     assert!(matches!(got.statements[0].class, Class::Read { .. }));
 }
+
+/// DDL sqlparser cannot parse still names its tables (from its tokens),
+/// or says it cannot tell.
+#[test]
+fn unparsed_ddl_names_its_tables_from_tokens() {
+    let cases: &[(&str, Option<&[&str]>)] = &[
+        ("ALTER TABLE shop.t ADD COLUMN c INT", Some(&["shop.t"])),
+        (
+            "ALTER ONLINE IGNORE TABLE `my t` ENGINE=InnoDB",
+            Some(&["my t"]),
+        ),
+        (
+            "CREATE OR REPLACE TABLE IF NOT EXISTS t (id INT)",
+            Some(&["t"]),
+        ),
+        ("DROP TABLE IF EXISTS a, db.b", Some(&["a", "db.b"])),
+        ("TRUNCATE t", Some(&["t"])),
+        ("TRUNCATE TABLE db.t", Some(&["db.t"])),
+        ("RENAME TABLE a TO b, c TO d", Some(&["a", "b", "c", "d"])),
+        ("CREATE UNIQUE INDEX i ON t (c)", Some(&["t"])),
+        ("ALTER SEQUENCE s RESTART 5", Some(&["s"])),
+        ("DROP DATABASE x", Some(&[])),
+        ("ALTER SERVER s OPTIONS (HOST 'h')", None),
+    ];
+    for (sql, want) in cases {
+        let mut toks = Vec::new();
+        lexer::tokenize(sql.as_bytes(), &mut toks);
+        let got = classify::ddl_keyword_tables(sql.as_bytes(), &toks);
+        let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(got, want, "{sql}");
+    }
+}

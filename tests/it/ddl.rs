@@ -242,3 +242,49 @@ async fn an_in_doubt_ddl_is_settled_from_the_primarys_table_definitions() {
     tandem.kill();
     drop_databases(&[primary, secondary]).await;
 }
+
+/// MariaDB DDL that sqlparser does not parse was forwarded without being
+/// journaled when its tables could not be named: the secondary silently
+/// kept the old schema. Its tables now come from its tokens; one whose
+/// target cannot be told follows `unsafe_writes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_sqlparser_cannot_parse_reaches_the_secondary() {
+    let env = MirrorEnv::start("ddlunparsed", "").await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let mut c = env.proxy().await;
+    for sql in [
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS c INT DEFAULT 7",
+        "ALTER ONLINE TABLE t ADD COLUMN d INT",
+        "ALTER TABLE t ALGORITHM=INPLACE, LOCK=NONE, ADD INDEX ic (c)",
+        "CREATE OR REPLACE TABLE u (id INT PRIMARY KEY, v VARCHAR(3))",
+        "CREATE SEQUENCE s START WITH 10",
+        "ALTER SEQUENCE s RESTART 50",
+    ] {
+        c.query_drop(sql).await.unwrap();
+    }
+    c.query_drop("INSERT INTO t (id) VALUES (1)").await.unwrap();
+    env.wait_caught_up().await;
+    let defs = |db: String| async move {
+        let mut d = Conn::new(direct_opts(&db)).await.unwrap();
+        let mut out = Vec::new();
+        for t in ["t", "u", "s"] {
+            let row: Option<(String, String)> = d
+                .query_first(format!("SHOW CREATE TABLE {t}"))
+                .await
+                .unwrap();
+            out.push(row.unwrap().1);
+        }
+        let next: Option<i64> = d.query_first("SELECT NEXTVAL(s)").await.unwrap();
+        d.disconnect().await.unwrap();
+        (out, next)
+    };
+    let (p, s) = (
+        defs(env.primary.clone()).await,
+        defs(env.secondary.clone()).await,
+    );
+    assert_eq!(p, s);
+    assert_eq!(s.1, Some(50));
+    assert_eq!(assert_same(&env.primary, &env.secondary, "t").await, 1);
+    drop(c);
+    env.stop().await;
+}

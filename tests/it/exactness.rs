@@ -571,6 +571,54 @@ async fn an_insert_that_takes_a_uuid_default_follows_unsafe_writes() {
     env.stop().await;
 }
 
+/// A MariaDB sequence advances outside transactions: `SELECT NEXTVAL(s)`
+/// moved it on the primary only, and after a cutover the secondary's
+/// sequence would hand out the same ids again. Every statement that
+/// advances one (a read, DO, or a write, in any of its spellings; text or
+/// prepared) follows `unsafe_writes` (here: refused, saying why); LASTVAL
+/// only reads and CREATE SEQUENCE is mirrored as DDL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_that_advance_a_sequence_follow_unsafe_writes() {
+    let env = MirrorEnv::start("sequences", "").await;
+    env.create_both("CREATE TABLE t (id BIGINT PRIMARY KEY, v INT)")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("CREATE SEQUENCE s").await.unwrap();
+    for sql in [
+        "SELECT NEXTVAL(s)",
+        "SELECT NEXT VALUE FOR s",
+        "DO SETVAL(s, 100)",
+        "INSERT INTO t VALUES (NEXTVAL(s), 1)",
+        "INSERT INTO t VALUES (NEXT VALUE FOR s, 2)",
+    ] {
+        let err = c.query_drop(sql).await.unwrap_err();
+        assert!(
+            err.to_string().contains("cannot be mirrored"),
+            "{sql}: {err}"
+        );
+    }
+    let err = c
+        .exec_drop("SELECT NEXTVAL(s) + ?", (1,))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("sequence"), "{err}");
+    let last: Option<Option<i64>> = c.query_first("SELECT LASTVAL(s)").await.unwrap();
+    assert_eq!(last, Some(None));
+    env.wait_caught_up().await;
+    let mut d = mysql_async::Conn::new(direct_opts(&env.secondary))
+        .await
+        .unwrap();
+    let next: Option<i64> = d.query_first("SELECT NEXTVAL(s)").await.unwrap();
+    assert_eq!(
+        next,
+        Some(1),
+        "the sequence reached the secondary untouched"
+    );
+    d.disconnect().await.unwrap();
+    drop(c);
+    env.stop().await;
+}
+
 /// Writers that bypass Tandem never reach the journal. What the primary
 /// shows of them at start (here: an enabled scheduled event) is in the
 /// mirror's /status, and logged.

@@ -178,6 +178,10 @@ impl Capture {
             .iter()
             .any(|r| matches!(r.class, Class::Write(_) | Class::Ddl));
         if !writes {
+            if let Some(reason) = routines::sequence_reason(&payload[1..], &cx.scratch.tokens) {
+                self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
+                return Ok(true);
+            }
             if let Some(f) = self.writing_call(cx, m, &payload[1..]).await? {
                 let reason = routines::reason(&f);
                 self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
@@ -240,6 +244,19 @@ impl Capture {
                 }
                 if route.object == Some(SchemaObject::TemporaryTable) {
                     return self.temporary_table(cx, route, payload, seq).await;
+                }
+                if let Some(reason) = &route.determinism.unsafe_reason {
+                    // A DDL Tandem cannot tell the tables of: run (if at
+                    // all) after the open transaction is journaled.
+                    let run = cx.shared.config.load().unsafe_writes == UnsafeWrites::PrimaryOnly;
+                    if run && !self.commit_implicitly(cx, m, seq).await? {
+                        return Ok(true);
+                    }
+                    let reason =
+                        format!("{reason}, so Tandem cannot tell which tables this DDL changes");
+                    self.unsafe_write(cx, m, &route.tables, &reason, payload, seq)
+                        .await?;
+                    return Ok(true);
                 }
                 if !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
@@ -326,6 +343,9 @@ impl Capture {
         if !matches!(r.class, Class::Write(_) | Class::Ddl) {
             // A prepared read may call a stored function that writes.
             lexer::tokenize(&sql, &mut cx.scratch.tokens);
+            if let Some(reason) = routines::sequence_reason(&sql, &cx.scratch.tokens) {
+                return self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await;
+            }
             if let Some(f) = self.writing_call(cx, &m, &sql).await? {
                 let reason = routines::reason(&f);
                 return self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await;
