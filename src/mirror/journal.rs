@@ -240,7 +240,9 @@ impl Journal {
                 std::os::unix::fs::FileExt::write_all_at(&self.active, &zeros, end)?;
                 self.allocated = upto;
             }
-            self.active.write_all(&self.pending)?;
+            // At the segment's length, not the file cursor: a write that
+            // failed part way (disk full) is redone over the same bytes.
+            std::os::unix::fs::FileExt::write_all_at(&self.active, &self.pending, len)?;
             if let Some(s) = self.segments.last_mut() {
                 s.len = end;
             }

@@ -69,6 +69,8 @@ pub struct JournalHandle {
     /// Successful fsyncs the writer has done (group commit: appends per
     /// fsync).
     fsyncs: Arc<AtomicU64>,
+    /// LSNs whose append was answered with an error (see `Writer::void`).
+    void: Arc<Mutex<Vec<Lsn>>>,
 }
 
 /// The writer's group-commit hold, as appenders see it. While holding, the
@@ -127,6 +129,12 @@ struct Writer {
     deferred: Arc<Mutex<Vec<Vec<u8>>>>,
     watches: Watches,
     fsyncs: Arc<AtomicU64>,
+    /// LSNs of appends answered with an error although the record was
+    /// queued (its write or the fsync failed): the bytes stay queued and
+    /// reach the file with a later batch, so readers must take them as
+    /// void, never as intents waiting for an outcome. (After a restart
+    /// the commit marker settles them like any intent without outcome.)
+    void: Arc<Mutex<Vec<Lsn>>>,
 }
 
 impl JournalHandle {
@@ -148,11 +156,13 @@ impl JournalHandle {
         let size = bytes.clone();
         let deferred = Arc::new(Mutex::new(Vec::new()));
         let fsyncs = Arc::new(AtomicU64::new(0));
+        let void = Arc::new(Mutex::new(Vec::new()));
         let mut w = Writer {
             journal,
             unsynced: 0,
             deferred: deferred.clone(),
             fsyncs: fsyncs.clone(),
+            void: void.clone(),
             watches: Watches {
                 durable: durable_tx,
                 written: written_tx,
@@ -195,6 +205,7 @@ impl JournalHandle {
                 deferred,
                 hold,
                 fsyncs,
+                void,
             },
             thread,
         )
@@ -241,6 +252,12 @@ impl JournalHandle {
     /// Lets the writer delete segments below `lsn` (applied everywhere).
     pub async fn truncate_before(&self, lsn: Lsn) {
         let _ = self.tx.send(Request::TruncateBefore(lsn)).await;
+    }
+
+    /// LSNs appended but answered with an error since the last call:
+    /// the applier takes them as aborted when it reads them.
+    pub fn take_void(&self) -> Vec<Lsn> {
+        std::mem::take(&mut *self.void.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Successful fsyncs the writer has done since it started.
@@ -388,7 +405,17 @@ impl Writer {
                 let _ = self.watches.durable.send(*lsn);
                 let _ = self.watches.written.send(*lsn);
             }
-            Err(e) => tracing::error!(error = %e, "journal write or fsync failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "journal write or fsync failed");
+                let failed = waiting.iter().filter_map(|(r, _)| match r {
+                    Ok(Some(lsn)) => Some(*lsn),
+                    _ => None,
+                });
+                self.void
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(failed);
+            }
         }
         for (r, done) in waiting {
             let r = match (synced, r) {

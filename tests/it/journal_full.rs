@@ -176,3 +176,94 @@ async fn a_disk_short_of_journal_min_free_counts_as_full() {
     drop(c);
     env.stop().await;
 }
+
+/// The journal's disk really fills up (a 1 MiB tmpfs; the free-space
+/// check is off, so nothing stops writes before the disk does) while the
+/// secondary is locked, so nothing is applied or truncated. Before, an
+/// intent whose write failed was still committed on the primary, and its
+/// bytes, queued in the writer, reached the journal later as an intent
+/// without an outcome: the applier waited for it forever. Now under
+/// `block` the write is rolled back and the client hears why; the failed
+/// records are void to the applier, which catches up once the secondary
+/// is unlocked; and once applied segments are deleted, writes succeed
+/// again and both sides are identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_whose_disk_fills_refuses_writes_and_never_hangs_the_applier() {
+    use crate::common::child::*;
+    let primary = "tandem_m_diskfull";
+    let secondary = "tandem_m_diskfull_next";
+    let tandem = ChildTandem::start_with(
+        primary,
+        secondary,
+        &["CREATE TABLE t (id INT PRIMARY KEY, body MEDIUMTEXT NOT NULL)"],
+        "  journal_max_size: 2MiB\n  journal_min_free: 0\n  journal_full: block\n",
+        Some(1024),
+    )
+    .await;
+    wait_listening(tandem.admin).await;
+    let mut s = Conn::new(direct_opts(secondary)).await.unwrap();
+    s.query_drop("LOCK TABLES t WRITE").await.unwrap();
+    let mut c = Conn::new(proxy_builder(tandem.listen, Some(primary)))
+        .await
+        .unwrap();
+    let body = "y".repeat(16_000);
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    for id in 1..=400 {
+        let sql = format!("INSERT INTO t VALUES ({id}, '{body}')");
+        let r = if id % 2 == 0 {
+            c.query_drop(&sql).await
+        } else {
+            c.query_drop("BEGIN").await.unwrap();
+            c.query_drop(&sql).await.unwrap();
+            c.query_drop("COMMIT").await
+        };
+        match r {
+            Ok(()) => ok.push(id),
+            Err(e) => {
+                assert!(
+                    e.to_string().contains("journal could not be written"),
+                    "{id}: {e}"
+                );
+                failed.push(id);
+                if failed.len() >= 6 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        !ok.is_empty() && failed.len() >= 6,
+        "ok {ok:?} failed {failed:?}"
+    );
+    let on_primary: Vec<i32> = Conn::new(direct_opts(primary))
+        .await
+        .unwrap()
+        .query("SELECT id FROM t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(on_primary, ok, "a refused write committed on the primary");
+    s.query_drop("UNLOCK TABLES").await.unwrap();
+    let status = wait_caught_up_http(tandem.admin).await;
+    assert_eq!(status["mirror"]["dead_lettered"], 0);
+    // Applied segments are deleted; then the journal takes writes again.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let next = failed.last().unwrap() + 1000;
+    loop {
+        let sql = format!("INSERT INTO t VALUES ({next}, 'after')");
+        match c.query_drop(&sql).await {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("journal"), "{e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!(
+                "the journal never took writes again: {e}\nlog:\n{}",
+                std::fs::read_to_string(&tandem.log).unwrap_or_default()
+            ),
+        }
+    }
+    wait_caught_up_http(tandem.admin).await;
+    assert_same(primary, secondary, "t").await;
+    drop((c, s, tandem));
+    drop_databases(&[primary, secondary]).await;
+}

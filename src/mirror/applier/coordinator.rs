@@ -156,6 +156,11 @@ impl Coordinator {
             for (lsn, committed, at_us) in self.stats.take_settled() {
                 self.resolve(lsn, committed, at_us);
             }
+            // Appends the journal answered with an error: their callers
+            // went on without them.
+            for lsn in self.journal.take_void() {
+                self.resolve(lsn, false, 0);
+            }
             while let Ok((w, r)) = self.done.try_recv() {
                 self.finished(w, r)?;
             }
@@ -179,6 +184,10 @@ impl Coordinator {
                 // Written but not readable yet (should not happen): do not spin.
                 _ = tokio::time::sleep(Duration::from_millis(5)), if stalled => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)), if self.schema_retry => {}
+                // A truncation held back by TRUNCATE_EVERY still happens
+                // when nothing else wakes the loop (a full disk waits
+                // for exactly that).
+                _ = tokio::time::sleep(TRUNCATE_EVERY), if self.stored > self.truncated => {}
                 _ = stop.cancelled() => return Ok(()),
             }
         }

@@ -18,6 +18,20 @@ pub struct ChildTandem {
 
 impl ChildTandem {
     pub async fn start(primary: &str, secondary: &str, schema: &[&str]) -> Self {
+        Self::start_with(primary, secondary, schema, "", None).await
+    }
+
+    /// `migration_extra`: more keys of the `migration:` block, indented.
+    /// `journal_fs_kib`: the journal directory is a tmpfs of that size,
+    /// mounted in a mount namespace of the child's own (`unshare -m`), so
+    /// the journal's disk fills up for real.
+    pub async fn start_with(
+        primary: &str,
+        secondary: &str,
+        schema: &[&str],
+        migration_extra: &str,
+        journal_fs_kib: Option<u32>,
+    ) -> Self {
         fresh_database(primary).await;
         fresh_database(secondary).await;
         for db in [primary, secondary] {
@@ -35,7 +49,7 @@ impl ChildTandem {
             MARIADB_PORT,
             &dir.path().join("journal"),
             &dir.path().join("rules"),
-            "",
+            migration_extra,
         )
         .replace(
             "listen: 127.0.0.1:0",
@@ -44,7 +58,14 @@ impl ChildTandem {
         let cfg = dir.path().join("tandem.yaml");
         std::fs::write(&cfg, yaml).unwrap();
         let log = dir.path().join("tandem.log");
-        let child = spawn_tandem(&cfg, &log);
+        let child = match journal_fs_kib {
+            None => spawn_tandem(&cfg, &log),
+            Some(kib) => {
+                let journal = dir.path().join("journal");
+                std::fs::create_dir_all(&journal).unwrap();
+                spawn_in_tmpfs(&cfg, &log, &journal, kib)
+            }
+        };
         wait_listening(listen).await;
         Self {
             dir,
@@ -108,4 +129,34 @@ pub async fn wait_caught_up_http(admin: std::net::SocketAddr) -> serde_json::Val
         assert!(tokio::time::Instant::now() < deadline, "no catch-up: {v}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// `tandem serve` in a mount namespace of its own where `dir` is a tmpfs
+/// of `kib` KiB.
+pub fn spawn_in_tmpfs(
+    cfg: &std::path::Path,
+    log: &std::path::Path,
+    dir: &std::path::Path,
+    kib: u32,
+) -> std::process::Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            &format!("mount -t tmpfs -o size={kib}k tandem-journal \"$1\" && exec \"$2\" serve --config \"$3\""),
+            "sh",
+        ])
+        .arg(dir)
+        .arg(env!("CARGO_BIN_EXE_tandem"))
+        .arg(cfg)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap()
 }

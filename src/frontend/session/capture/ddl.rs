@@ -30,6 +30,7 @@ use crate::mirror::now_us;
 use crate::mirror::record::{MirrorStatement, MirrorTxn, Pins, SessionVars};
 use crate::mirror::runtime::Mirror;
 use crate::protocol::response::Expect;
+use crate::protocol::ErrSpec;
 use crate::router::{lexer, Route};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -110,7 +111,12 @@ impl Capture {
             let lsn = match m.intent(token, txn).await {
                 Ok(lsn) => Some(lsn),
                 Err(e) => {
-                    self.journal_failed(cx, m, &route.tables, &e.to_string());
+                    if let Some(msg) = self.journal_failed(cx, m, &route.tables, &e.to_string()) {
+                        if lock {
+                            cx.run_aux(&[b"UNLOCK TABLES"]).await?;
+                        }
+                        return cx.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await;
+                    }
                     None
                 }
             };
@@ -307,7 +313,12 @@ impl Capture {
                 m.schema_changed();
                 self.settle(m, Some(lsn), token, true);
             }
-            Err(e) => self.journal_failed(cx, m, &dropped, &e.to_string()),
+            Err(e) => {
+                m.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                let reason =
+                    format!("the tables a failed DROP dropped could not be journaled ({e})");
+                m.mark_divergent(&dropped, &reason);
+            }
         }
         Ok(())
     }

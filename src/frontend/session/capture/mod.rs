@@ -33,7 +33,7 @@ mod write;
 use super::link::{query_packet, Link, Reply};
 use super::prepared::Statements;
 use super::SessionError;
-use crate::config::UnsafeWrites;
+use crate::config::{JournalFull, UnsafeWrites};
 use crate::mirror::record::{tables_of, MirrorStatement, MirrorTxn};
 use crate::mirror::runtime::{Admit, Mirror};
 use crate::mirror::{bookkeeping, now_us};
@@ -675,7 +675,21 @@ impl Capture {
         let lsn = match m.intent(token, txn).await {
             Ok(lsn) => Some(lsn),
             Err(e) => {
-                self.journal_failed(cx, m, &tables, &e.to_string());
+                if let Some(msg) = self.journal_failed(cx, m, &tables, &e.to_string()) {
+                    m.abandon(token);
+                    if early.is_none() {
+                        // The marker insert's answer.
+                        cx.read_reply(Expect::ResultSet).await?;
+                    }
+                    if let Some(ok) = cx.run_aux(&[b"ROLLBACK"]).await? {
+                        cx.status = ok.status_flags();
+                    }
+                    return Ok(Reply {
+                        packets: vec![ErrSpec::new(1105, "HY000", msg).encode()],
+                        ok: None,
+                        err: Some(1105),
+                    });
+                }
                 None
             }
         };
@@ -773,10 +787,31 @@ impl Capture {
         }
     }
 
-    fn journal_failed(&self, cx: &Link<'_>, m: &Mirror, tables: &[String], e: &str) {
+    /// An intent could not be journaled (its write or fsync failed: disk
+    /// full, I/O error). Under `journal_full: block` the write must not
+    /// commit: the error to answer with (the caller rolls back). Under
+    /// `degrade` it commits unmirrored and its tables are marked divergent.
+    fn journal_failed(
+        &self,
+        cx: &Link<'_>,
+        m: &Mirror,
+        tables: &[String],
+        e: &str,
+    ) -> Option<String> {
         m.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
-        error!(conn = cx.id, error = %e, "journal write failed; the write is not mirrored");
-        m.mark_divergent(tables, "the mirror journal could not be written");
+        match cx.shared.config.load().journal_limit.when_full {
+            JournalFull::Block => {
+                error!(conn = cx.id, error = %e, "journal write failed; the write is refused");
+                Some(format!(
+                    "Tandem: not committed: the mirror journal could not be written ({e}); migration.journal_full is block"
+                ))
+            }
+            JournalFull::Degrade => {
+                error!(conn = cx.id, error = %e, "journal write failed; the write is not mirrored");
+                m.mark_divergent(tables, "the mirror journal could not be written");
+                None
+            }
+        }
     }
 }
 

@@ -501,7 +501,18 @@ impl Capture {
         let lsn = match m.intent(token, txn).await {
             Ok(lsn) => Some(lsn),
             Err(e) => {
-                self.journal_failed(cx, m, &route.tables, &e.to_string());
+                if let Some(msg) = self.journal_failed(cx, m, &route.tables, &e.to_string()) {
+                    m.abandon(token);
+                    let undo: &[&[u8]] = if pin {
+                        &[b"ROLLBACK", b"SET TIMESTAMP = DEFAULT"]
+                    } else {
+                        &[b"ROLLBACK"]
+                    };
+                    if let Some(ok) = cx.run_aux(undo).await? {
+                        cx.status = ok.status_flags();
+                    }
+                    return cx.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await;
+                }
                 None
             }
         };
