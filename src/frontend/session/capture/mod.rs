@@ -737,8 +737,10 @@ impl Capture {
                 let committed = reply.err.is_none();
                 if committed {
                     m.stats.statements.fetch_add(n, Ordering::Relaxed);
+                    self.settle(m, lsn, token, true);
+                } else {
+                    self.commit_failed(m, lsn, token);
                 }
-                self.settle(m, lsn, token, committed);
                 if let Some(ok) = reply.ok {
                     cx.status = ok.status_flags();
                 }
@@ -777,6 +779,17 @@ impl Capture {
                 cx.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await?;
                 Ok(Some(()))
             }
+        }
+    }
+
+    /// A COMMIT answered with an error need not have rolled back (an
+    /// interruption that lands after the engine committed): its marker row
+    /// decides, read in the background by the in-doubt resolver (a locking
+    /// read, so it waits for a transaction still open).
+    fn commit_failed(&self, m: &Arc<Mirror>, lsn: Option<u64>, token: u64) {
+        match lsn {
+            Some(lsn) => m.in_doubt(lsn, token, None),
+            None => m.abandon(token),
         }
     }
 

@@ -546,7 +546,7 @@ impl Capture {
             cx.status = ok.status_flags();
         }
         if commit_r.err.is_some() {
-            self.settle(m, lsn, token, false);
+            self.commit_failed(m, lsn, token);
             return cx.relay(seq, commit_r, false).await;
         }
         m.stats.statements.fetch_add(1, Ordering::Relaxed);
