@@ -55,12 +55,16 @@ impl Schema {
         let conn = self.conn.as_mut().expect("connected above");
         let lit = |s: &str| crate::sql::sql_literal(s.as_bytes());
         let (d, t) = (lit(db), lit(table));
+        // Every subquery names the schema as a constant, so
+        // information_schema opens one table or one database's tables,
+        // never every table of the server (foreign keys from another
+        // database into this table are not seen).
         let sql = format!(
             "SELECT \
                (SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t}), \
                (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {d} AND EVENT_OBJECT_TABLE = {t}), \
-               (SELECT COUNT(*) FROM information_schema.KEY_COLUMN_USAGE WHERE REFERENCED_TABLE_NAME IS NOT NULL \
-                  AND ((TABLE_SCHEMA = {d} AND TABLE_NAME = {t}) OR (REFERENCED_TABLE_SCHEMA = {d} AND REFERENCED_TABLE_NAME = {t}))), \
+               (SELECT COUNT(*) FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = {d} AND REFERENCED_TABLE_NAME IS NOT NULL \
+                  AND (TABLE_NAME = {t} OR (REFERENCED_TABLE_SCHEMA = {d} AND REFERENCED_TABLE_NAME = {t}))), \
                (SELECT GROUP_CONCAT(CONCAT(INDEX_NAME, '/', COLUMN_NAME) SEPARATOR '\\n') FROM information_schema.STATISTICS \
                   WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND NON_UNIQUE = 0), \
                (SELECT GROUP_CONCAT(DATA_TYPE) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND COLUMN_KEY = 'PRI')"

@@ -186,6 +186,9 @@ pub struct Mirror {
     /// `db.table` → what capture needs to know of it (read from the
     /// primary's information_schema; cleared when DDL passes).
     table_facts: Mutex<HashMap<String, TableFacts>>,
+    /// Moves on with every DDL, when it starts and when it ends: facts
+    /// read across one are not cached.
+    schema_generation: AtomicU64,
     /// Table name (unqualified, lower case) → LSN of the last intent that
     /// wrote it: lets backfill re-check only chunks of tables written while
     /// it copied them.
@@ -371,6 +374,7 @@ impl Mirror {
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
             table_facts: Mutex::new(HashMap::new()),
+            schema_generation: AtomicU64::new(0),
             apply_workers: cfg.apply_workers,
             apply_batch_wait: cfg.apply_batch_wait,
             journal_commit_wait: cfg.journal_commit_wait,
@@ -581,16 +585,25 @@ impl Mirror {
             .cloned()
     }
 
-    pub fn set_table_facts(&self, db: &str, table: &str, facts: TableFacts) {
+    /// Caches facts read while the schema generation was `generation`
+    /// (`schema_generation` before the look-up); not if a DDL started or
+    /// ended since, since they may describe either side of it.
+    pub fn set_table_facts(&self, db: &str, table: &str, facts: TableFacts, generation: u64) {
         let key = format!("{db}.{table}");
-        self.table_facts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, facts);
+        let mut cache = self.table_facts.lock().unwrap_or_else(|p| p.into_inner());
+        if self.schema_generation.load(Ordering::SeqCst) == generation {
+            cache.insert(key, facts);
+        }
     }
 
-    /// DDL went through: table facts cached from the schema are stale.
+    pub fn schema_generation(&self) -> u64 {
+        self.schema_generation.load(Ordering::SeqCst)
+    }
+
+    /// A DDL is about to run, or went through: table facts cached from the
+    /// schema are stale, and any being read now too.
     pub fn schema_changed(&self) {
+        self.schema_generation.fetch_add(1, Ordering::SeqCst);
         self.table_facts
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -120,6 +120,8 @@ impl Capture {
                     None
                 }
             };
+            // Facts being read now may describe either side of the DDL.
+            m.schema_changed();
             let (set_r, reply) = match self.run_pinned(cx, payload, ts).await {
                 Ok(r) => r,
                 Err(e) => {

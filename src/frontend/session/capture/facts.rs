@@ -83,13 +83,26 @@ impl Capture {
                  WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND EXTRA LIKE '%auto_increment%')"
             );
             // The unique indexes' columns, for keyed writes (`rowkey`).
+            // Every part names the table as constants, so
+            // information_schema opens that one table, not every table of
+            // the server (a join on COLUMNS would: slow, and racing every
+            // DDL anywhere).
+            let col = |what: &str| {
+                format!(
+                    "(SELECT c.{what} FROM information_schema.COLUMNS c WHERE c.TABLE_SCHEMA = {d} \
+                     AND c.TABLE_NAME = {t} AND c.COLUMN_NAME = s.COLUMN_NAME)"
+                )
+            };
             let keys = format!(
-                "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.DATA_TYPE, c.CHARACTER_SET_NAME, c.IS_NULLABLE \
-                 FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c \
-                 ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME \
+                "SELECT s.INDEX_NAME, s.COLUMN_NAME, {}, {}, {} \
+                 FROM information_schema.STATISTICS s \
                  WHERE s.TABLE_SCHEMA = {d} AND s.TABLE_NAME = {t} AND s.NON_UNIQUE = 0 AND s.SUB_PART IS NULL \
-                 ORDER BY s.INDEX_NAME <> 'PRIMARY', s.INDEX_NAME, s.SEQ_IN_INDEX"
+                 ORDER BY s.INDEX_NAME <> 'PRIMARY', s.INDEX_NAME, s.SEQ_IN_INDEX",
+                col("DATA_TYPE"),
+                col("CHARACTER_SET_NAME"),
+                col("IS_NULLABLE")
             );
+            let generation = m.schema_generation();
             cx.send_backend(&[
                 &query_packet(sql.as_bytes()),
                 &query_packet(keys.as_bytes()),
@@ -140,6 +153,15 @@ impl Capture {
                         .collect()
                 })
                 .unwrap_or_default();
+            if engine.is_none() {
+                // Not in information_schema: no such table (the write will
+                // fail), or one it could not open just now (a DDL holds
+                // it; its columns then count 0). Pin everything, refuse to
+                // key, and ask again next time.
+                all.reads_time = true;
+                all.reads_rand = true;
+                continue;
+            }
             let facts = TableFacts {
                 reads_time: triggers || count(0).is_none_or(|n| n > 0),
                 reads_rand: triggers || count(1).is_none_or(|n| n > 0),
@@ -152,7 +174,7 @@ impl Capture {
                     .flatten()
                     .map(|c| String::from_utf8_lossy(&c).into_owned()),
             };
-            m.set_table_facts(&db, &table, facts.clone());
+            m.set_table_facts(&db, &table, facts.clone(), generation);
             merge(facts, &mut all);
         }
         Ok(all)
