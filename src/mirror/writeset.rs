@@ -429,6 +429,9 @@ pub struct InFlight {
     load: Vec<usize>,
     /// Per worker: barriers among them.
     barriers: Vec<usize>,
+    /// Per worker: DDL among them (a barrier for its tables only, which
+    /// may run long): independent transactions go elsewhere.
+    ddl: Vec<usize>,
     rows: HashMap<(u64, u64), (usize, usize)>,
     /// Table id → per worker: (row accesses, whole-table accesses).
     tables: HashMap<u64, Vec<(usize, usize)>>,
@@ -457,6 +460,7 @@ impl InFlight {
         Self {
             load: vec![0; workers.max(1)],
             barriers: vec![0; workers.max(1)],
+            ddl: vec![0; workers.max(1)],
             rows: HashMap::new(),
             tables: HashMap::new(),
         }
@@ -550,15 +554,24 @@ impl InFlight {
                 // secondary commit for many transactions) instead of every
                 // transaction becoming a group of its own; past `FILL`,
                 // the least loaded one, so waiting stays short.
+                // Never behind a DDL when another worker has none.
                 let n = self.load.len();
+                let free = |w: &usize| self.ddl[*w] == 0 || self.ddl.iter().all(|d| *d > 0);
                 let w = (0..n)
-                    .filter(|w| self.load[*w] < FILL)
+                    .filter(|w| self.load[*w] < FILL && free(w))
                     .max_by_key(|w| (self.load[*w], n - w))
-                    .or_else(|| (0..n).min_by_key(|w| self.load[*w]))
+                    .or_else(|| (0..n).filter(free).min_by_key(|w| self.load[*w]))
                     .unwrap_or(0);
                 Placement::Worker(w)
             }
             _ => Placement::Wait,
+        }
+    }
+
+    /// Counts a DDL on worker `w` (`held`) or its end.
+    pub fn hold_ddl(&mut self, w: usize, held: bool) {
+        if let Some(d) = self.ddl.get_mut(w) {
+            *d = if held { *d + 1 } else { d.saturating_sub(1) };
         }
     }
 

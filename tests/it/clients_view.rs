@@ -263,6 +263,7 @@ async fn sql_level_prepared_reads_run_and_writes_follow_unsafe_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookkeeping_stays_out_of_the_schema_and_survives_being_dropped() {
     use crate::common::mirror::*;
+    init_logging();
     let book = "tandem_it_bookkeeping";
     // An earlier run cut short may have left it with another journal's
     // position.
@@ -310,7 +311,11 @@ async fn bookkeeping_stays_out_of_the_schema_and_survives_being_dropped() {
         .unwrap()
         .unwrap();
     assert_eq!(markers, 4, "every bookkeeping table is back");
-    assert!(env.mirror().divergent().is_empty());
+    assert!(
+        env.mirror().divergent().is_empty(),
+        "{:?}",
+        env.mirror().divergent()
+    );
     d.query_drop(format!("DROP DATABASE IF EXISTS {book}"))
         .await
         .unwrap();
@@ -448,7 +453,11 @@ async fn writes_reading_user_variables_are_mirrored_with_their_values() {
         .unwrap()
         .unwrap();
     assert_eq!(s, "Zoë!");
-    assert!(env.mirror().divergent().is_empty());
+    assert!(
+        env.mirror().divergent().is_empty(),
+        "{:?}",
+        env.mirror().divergent()
+    );
     drop(c);
     env.stop().await;
 }

@@ -288,3 +288,59 @@ async fn ddl_sqlparser_cannot_parse_reaches_the_secondary() {
     drop(c);
     env.stop().await;
 }
+
+/// An ALTER that cannot finish on the secondary (its table is locked
+/// there) stalled the whole applier: every table's writes waited behind
+/// it, and under `journal_full: block` the application's writes with them.
+/// A DDL on a table is a barrier for that table only: another table's
+/// writes reach the secondary meanwhile, and the table's own writes wait
+/// for the ALTER and land after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_alter_holds_up_only_its_own_table() {
+    let env = MirrorEnv::start("ddlbarrier", "").await;
+    env.create_both("CREATE TABLE big (id INT PRIMARY KEY, v INT)")
+        .await;
+    env.create_both("CREATE TABLE other (id INT PRIMARY KEY)")
+        .await;
+    let mut s = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+    s.query_drop("LOCK TABLES big READ").await.unwrap();
+    let mut c = env.proxy().await;
+    c.query_drop("ALTER TABLE big ADD COLUMN w INT NOT NULL DEFAULT 7")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO big (id, v) VALUES (1, 1)")
+        .await
+        .unwrap();
+    for id in 1..=20 {
+        c.query_drop(format!("INSERT INTO other VALUES ({id})"))
+            .await
+            .unwrap();
+    }
+    let mut d = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: Option<u64> = d.query_first("SELECT COUNT(*) FROM other").await.unwrap();
+        if n == Some(20) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "other's writes waited behind big's ALTER ({n:?} of 20 applied)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cols: Option<u64> = d
+        .query_first(
+            "SELECT COUNT(*) FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'big'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(cols, Some(2), "the ALTER ran although big was locked");
+    s.query_drop("UNLOCK TABLES").await.unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "big").await, 1);
+    assert_eq!(assert_same(&env.primary, &env.secondary, "other").await, 20);
+    drop((c, d, s));
+    env.stop().await;
+}

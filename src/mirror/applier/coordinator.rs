@@ -135,6 +135,17 @@ pub(super) struct Coordinator {
     /// The head waits for a schema lookup to be retried.
     pub(super) schema_retry: bool,
     pub(super) toks: Vec<crate::router::lexer::Token>,
+    /// Tables (ids) with a DDL handed out and not finished, and how many:
+    /// transactions on them take the whole table in their write-set (the
+    /// schema facts of it are stale until the DDL is applied).
+    pub(super) ddl_tables: HashMap<u64, usize>,
+    /// DDL handed out as a barrier for its tables only, by LSN.
+    pub(super) table_ddl: HashMap<Lsn, Vec<u64>>,
+    /// The last LSN visible when this applier started: a DDL at or below
+    /// it may have been applied by the previous process just before its
+    /// position was stored (its replay's "already done" error is taken as
+    /// done, as for the first job after a start).
+    pub(super) start_end: Lsn,
 }
 
 impl Coordinator {
@@ -279,6 +290,24 @@ impl Coordinator {
                 Err(_) => true,
                 Ok(txn) => txn.statements.iter().any(|s| s.ddl),
             };
+            if let (true, Ok(txn)) = (alone, entry) {
+                let txn = txn.clone();
+                let Some(ws) = self.table_ddl_write_set(&txn).await else {
+                    // Asked again shortly; the intent keeps its place.
+                    self.schema_retry = true;
+                    break;
+                };
+                if let Some((ids, ws)) = ws {
+                    self.pending.pop_first();
+                    self.outcomes.remove(&lsn);
+                    for id in &ids {
+                        *self.ddl_tables.entry(*id).or_default() += 1;
+                    }
+                    self.table_ddl.insert(lsn, ids);
+                    self.place(lsn, txn, ws);
+                    continue;
+                }
+            }
             if alone {
                 if !self.inflight.is_idle() || !self.blocked.is_empty() {
                     break;
@@ -346,6 +375,9 @@ impl Coordinator {
         match w {
             Some(w) => {
                 self.inflight.add(w, &ws);
+                if self.table_ddl.contains_key(&lsn) {
+                    self.inflight.hold_ddl(w, true);
+                }
                 // In LSN order: a waiting intent placed now may be older
                 // than what the worker already holds (it overlaps none of
                 // those, or they would have waited behind it). Positions
@@ -404,8 +436,13 @@ impl Coordinator {
         let mut txns = Vec::new();
         let mut keys = Vec::new();
         let mut bytes = 0usize;
-        while let Some((_, txn, _)) = self.queued[w].front() {
+        while let Some((lsn, txn, _)) = self.queued[w].front() {
             if !txns.is_empty() && (txns.len() >= MAX_GROUP || bytes >= MAX_GROUP_BYTES) {
+                break;
+            }
+            // A DDL is applied as a group of its own.
+            let ddl = self.table_ddl.contains_key(lsn);
+            if !txns.is_empty() && ddl {
                 break;
             }
             bytes += txn.statements.iter().map(|s| s.sql.len()).sum::<usize>();
@@ -414,6 +451,9 @@ impl Coordinator {
             };
             txns.push((lsn, txn));
             keys.push((lsn, ws));
+            if ddl {
+                break;
+            }
         }
         if self.queued[w].is_empty() {
             self.since[w] = None;
@@ -433,6 +473,8 @@ impl Coordinator {
             Some(m) if m < last => Position::Sparse { lwm: self.lwm() },
             _ => Position::Contiguous,
         };
+        let replayed_ddl =
+            txns.len() == 1 && self.table_ddl.contains_key(&last) && last <= self.start_end;
         let cleanup = (self.stored >= self.cleaned + CLEANUP_EVERY).then(|| {
             self.cleaned = self.stored;
             self.stored
@@ -443,7 +485,7 @@ impl Coordinator {
                 txns,
                 dead: None,
                 position,
-                first_after_start: self.first_after_start,
+                first_after_start: self.first_after_start || replayed_ddl,
                 cleanup,
             },
         );
@@ -492,8 +534,21 @@ impl Coordinator {
             return Ok(());
         }
         if let Some(keys) = self.running[w].take() {
-            for (_, ws) in &keys {
+            for (lsn, ws) in &keys {
                 self.inflight.remove(w, ws);
+                if let Some(ids) = self.table_ddl.remove(lsn) {
+                    self.inflight.hold_ddl(w, false);
+                    // DDL changes what tables look like.
+                    self.schema.tables.clear();
+                    for id in ids {
+                        if let Some(n) = self.ddl_tables.get_mut(&id) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.ddl_tables.remove(&id);
+                            }
+                        }
+                    }
+                }
             }
         }
         if self.exclusive {
@@ -544,6 +599,11 @@ impl Coordinator {
             else {
                 return Some(WriteSet::Barrier);
             };
+            let id = writeset::table_id(&db, table);
+            if self.ddl_tables.contains_key(&id) {
+                acc.push(Access::Table(id));
+                continue;
+            }
             let info = self
                 .schema
                 .info(
@@ -553,7 +613,6 @@ impl Coordinator {
                     self.cfg.attempt_timeout.min(Duration::from_secs(5)),
                 )
                 .await?;
-            let id = writeset::table_id(&db, table);
             if writeset::accesses(&shape, &info, id, &mut acc).is_none() {
                 return Some(WriteSet::Barrier);
             }
@@ -565,4 +624,97 @@ impl Coordinator {
         acc.dedup();
         Some(WriteSet::Accesses(acc))
     }
+}
+
+impl Coordinator {
+    /// A DDL that changes only the tables it names (ALTER TABLE, CREATE or
+    /// DROP INDEX, TRUNCATE, DROP TABLE) on tables without triggers or
+    /// foreign keys: a barrier for those tables only, so one long ALTER
+    /// does not stall the apply of every other table. Some((ids, write-set))
+    /// then; Some(None) when it must run alone; None when the secondary's
+    /// schema could not be read (asked again).
+    pub(super) async fn table_ddl_write_set(
+        &mut self,
+        txn: &MirrorTxn,
+    ) -> Option<Option<(Vec<u64>, WriteSet)>> {
+        let [st] = txn.statements.as_slice() else {
+            return Some(None);
+        };
+        if !st.ddl || st.tables.is_empty() || !table_only_ddl(&st.sql, &mut self.toks) {
+            return Some(None);
+        }
+        let Some(db) = st
+            .db
+            .clone()
+            .or_else(|| self.cfg.secondary.database.clone())
+        else {
+            return Some(None);
+        };
+        let mut ids = Vec::with_capacity(st.tables.len());
+        for t in &st.tables {
+            if t.contains('.') {
+                // Named with the primary's database: its secondary name is
+                // not at hand here.
+                return Some(None);
+            }
+            let id = writeset::table_id(&db, t);
+            // A table with a DDL in flight is not looked up while that DDL
+            // runs (information_schema against a table being altered is
+            // where MariaDB 10.11 was seen to crash); it had neither
+            // triggers nor foreign keys when that DDL was placed, and only
+            // such DDL has been placed on it since.
+            if !self.ddl_tables.contains_key(&id) {
+                let info = self
+                    .schema
+                    .info(
+                        &self.cfg.secondary,
+                        &db,
+                        t,
+                        self.cfg.attempt_timeout.min(Duration::from_secs(5)),
+                    )
+                    .await?;
+                if info == TableInfo::Barrier {
+                    return Some(None);
+                }
+            }
+            ids.push(id);
+        }
+        let mut acc: Vec<Access> = ids.iter().map(|id| Access::Table(*id)).collect();
+        acc.sort_unstable_by_key(|a| match a {
+            Access::Table(t) => *t,
+            Access::Row(t, _) => *t,
+        });
+        acc.dedup();
+        Some(Some((ids, WriteSet::Accesses(acc))))
+    }
+}
+
+/// ALTER TABLE, CREATE/DROP INDEX, TRUNCATE or DROP TABLE, naming no other
+/// table (no foreign key, rename or partition exchange).
+fn table_only_ddl(sql: &[u8], toks: &mut Vec<crate::router::lexer::Token>) -> bool {
+    crate::router::lexer::tokenize(sql, toks);
+    let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(sql, w));
+    let head = if word(0, "TRUNCATE") {
+        true
+    } else if word(0, "ALTER") {
+        (1..4).any(|i| word(i, "TABLE"))
+    } else if word(0, "DROP") {
+        word(1, "TABLE") || word(1, "INDEX")
+    } else if word(0, "CREATE") {
+        (1..4).any(|i| word(i, "INDEX"))
+    } else {
+        false
+    };
+    let others = [
+        "REFERENCES",
+        "FOREIGN",
+        "RENAME",
+        "EXCHANGE",
+        "SELECT",
+        "LIKE",
+        "TEMPORARY",
+    ];
+    head && !toks
+        .iter()
+        .any(|t| others.iter().any(|w| t.is_word(sql, w)))
 }

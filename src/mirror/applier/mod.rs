@@ -405,7 +405,9 @@ impl Applier {
             jobs.push(tx);
         }
         drop(done_tx);
+        let start_end = *visible.borrow();
         let mut c = Coordinator {
+            start_end,
             cfg: self.cfg.clone(),
             journal: self.journal.clone(),
             stats: self.stats.clone(),
@@ -432,6 +434,8 @@ impl Applier {
             schema: Schema::default(),
             schema_retry: false,
             toks: Vec::new(),
+            ddl_tables: HashMap::new(),
+            table_ddl: HashMap::new(),
         };
         let result = c.run(&stop).await;
         // Workers finish the job in hand (or give it up if waiting to

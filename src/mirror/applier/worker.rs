@@ -40,6 +40,9 @@ pub(super) struct Worker {
     tables_ensured: bool,
 }
 
+/// How long one attempt to apply a DDL may take.
+const DDL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl Worker {
     pub(super) fn new(index: usize, cfg: Arc<ApplierConfig>, stats: Arc<ApplierStats>) -> Self {
         Self {
@@ -104,8 +107,15 @@ impl Worker {
         let txns: Vec<&MirrorTxn> = group.iter().map(|(_, t)| t).collect();
         let lsns: Vec<Lsn> = group.iter().map(|(l, _)| *l).collect();
         let mut attempt = 0u32;
+        // A DDL may run for hours on a big table: giving it up after
+        // `attempt_timeout` would restart it for ever.
+        let ddl = txns.len() == 1 && txns[0].statements.iter().all(|s| s.ddl);
         loop {
-            let timeout = self.cfg.attempt_timeout;
+            let timeout = if ddl {
+                DDL_ATTEMPT_TIMEOUT
+            } else {
+                self.cfg.attempt_timeout
+            };
             let tried = match tokio::time::timeout(timeout, async {
                 // After a failure the COMMIT may have succeeded with its
                 // answer lost: the stored position says whether it did,
@@ -117,7 +127,10 @@ impl Worker {
                 if attempt > 0 && self.is_applied(lsn).await? {
                     return Ok(true);
                 }
-                self.try_apply(&lsns, &txns, position, first_after_start, cleanup)
+                // A DDL an earlier attempt ran (its position write then
+                // failed) finds itself done: taken as applied.
+                let maybe_done = first_after_start || attempt > 0;
+                self.try_apply(&lsns, &txns, position, maybe_done, cleanup)
                     .await
                     .map(|_| false)
             })
