@@ -1,6 +1,6 @@
 # The two commands a newcomer needs are `make run` and `make test`.
 SHELL := /bin/bash
-.PHONY: run test bench setup build release check
+.PHONY: run test soak bench setup build release check
 
 CONFIG ?= config/tandem.yaml
 
@@ -15,6 +15,13 @@ test: setup
 	set -o pipefail; cargo test --all-targets 2>&1 | tee target/test-output.log || status=$$?; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log; \
 	exit $$status
+
+## The randomized mirror test, long: 8 sessions x 3000 transactions, 12 kills and cuts
+## (SOAK_SEED=<n> replays a seed's choices; the test prints the seed it used).
+soak: setup
+	TANDEM_SOAK_TXNS=$${SOAK_TXNS:-3000} TANDEM_SOAK_ROUNDS=$${SOAK_ROUNDS:-12} \
+	  $${SOAK_SEED:+TANDEM_SOAK_SEED=$$SOAK_SEED} \
+	  cargo test --test it soak:: -- --nocapture
 
 ## sysbench through Tandem vs an L4 relay vs direct, in one run (see scripts/bench.sh for knobs).
 bench: setup release

@@ -18,5 +18,6 @@ mod mirror_applier;
 mod protocol;
 mod reload;
 mod shadow;
+mod soak;
 mod two_servers;
 mod verify;

@@ -21,6 +21,16 @@ impl ChildTandem {
         Self::start_with(primary, secondary, schema, "", None).await
     }
 
+    /// Mirrors to the secondary through `secondary_port` (e.g. a relay).
+    pub async fn start_via(
+        primary: &str,
+        secondary: &str,
+        schema: &[&str],
+        secondary_port: u16,
+    ) -> Self {
+        Self::start_full(primary, secondary, schema, "", None, secondary_port).await
+    }
+
     /// `migration_extra`: more keys of the `migration:` block, indented.
     /// `journal_fs_kib`: the journal directory is a tmpfs of that size,
     /// mounted in a mount namespace of the child's own (`unshare -m`), so
@@ -31,6 +41,25 @@ impl ChildTandem {
         schema: &[&str],
         migration_extra: &str,
         journal_fs_kib: Option<u32>,
+    ) -> Self {
+        Self::start_full(
+            primary,
+            secondary,
+            schema,
+            migration_extra,
+            journal_fs_kib,
+            MARIADB_PORT,
+        )
+        .await
+    }
+
+    async fn start_full(
+        primary: &str,
+        secondary: &str,
+        schema: &[&str],
+        migration_extra: &str,
+        journal_fs_kib: Option<u32>,
+        secondary_port: u16,
     ) -> Self {
         fresh_database(primary).await;
         fresh_database(secondary).await;
@@ -46,7 +75,7 @@ impl ChildTandem {
         let yaml = mirror_yaml(
             primary,
             secondary,
-            MARIADB_PORT,
+            secondary_port,
             &dir.path().join("journal"),
             &dir.path().join("rules"),
             migration_extra,

@@ -381,7 +381,7 @@ pub async fn run_workload(
     total
 }
 
-async fn connect(addr: std::net::SocketAddr, db: &str, reconnect: bool) -> Conn {
+pub async fn connect(addr: std::net::SocketAddr, db: &str, reconnect: bool) -> Conn {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match Conn::new(proxy_builder(addr, Some(db))).await {
@@ -395,7 +395,7 @@ async fn connect(addr: std::net::SocketAddr, db: &str, reconnect: bool) -> Conn 
     }
 }
 
-fn is_disconnect(e: &mysql_async::Error) -> bool {
+pub fn is_disconnect(e: &mysql_async::Error) -> bool {
     !matches!(e, mysql_async::Error::Server(_))
 }
 
@@ -439,7 +439,10 @@ async fn worker(
 }
 
 /// One transaction; Ok(true) committed, Ok(false) rolled back.
-async fn one_txn(c: &mut Conn, rng: &mut rand::rngs::StdRng) -> Result<bool, mysql_async::Error> {
+pub async fn one_txn(
+    c: &mut Conn,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<bool, mysql_async::Error> {
     use rand::Rng;
     let id = rng.random_range(1..400u64);
     let k = rng.random_range(1..200u32);
