@@ -573,20 +573,33 @@ async fn an_insert_that_takes_a_uuid_default_follows_unsafe_writes() {
 
 /// A MariaDB sequence advances outside transactions: `SELECT NEXTVAL(s)`
 /// moved it on the primary only, and after a cutover the secondary's
-/// sequence would hand out the same ids again. Every statement that
-/// advances one (a read, DO, or a write, in any of its spellings; text or
-/// prepared) follows `unsafe_writes` (here: refused, saying why); LASTVAL
-/// only reads and CREATE SEQUENCE is mirrored as DDL.
+/// sequence would hand out the same ids again. Reads, DO, SET and prepared
+/// reads that advance one now carry its position to the secondary (also
+/// inside a transaction that rolls back: the primary's advance stays);
+/// SETVAL and writes that call NEXTVAL follow `unsafe_writes` (here:
+/// refused, saying why). CREATE SEQUENCE is mirrored as DDL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statements_that_advance_a_sequence_follow_unsafe_writes() {
+async fn sequences_advanced_by_reads_reach_the_secondary_and_the_rest_is_refused() {
     let env = MirrorEnv::start("sequences", "").await;
     env.create_both("CREATE TABLE t (id BIGINT PRIMARY KEY, v INT)")
         .await;
     let mut c = env.proxy().await;
     c.query_drop("CREATE SEQUENCE s").await.unwrap();
+    c.query_drop("CREATE SEQUENCE s2 INCREMENT BY 5")
+        .await
+        .unwrap();
+    let first: Option<i64> = c.query_first("SELECT NEXTVAL(s)").await.unwrap();
+    assert_eq!(first, Some(1));
+    c.query_drop("SELECT NEXT VALUE FOR s, NEXTVAL(s2)")
+        .await
+        .unwrap();
+    c.query_drop("SET @id = NEXTVAL(s)").await.unwrap();
+    c.query_drop("DO NEXTVAL(s2)").await.unwrap();
+    c.exec_drop("SELECT NEXTVAL(s) + ?", (1,)).await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("SELECT NEXTVAL(s)").await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
     for sql in [
-        "SELECT NEXTVAL(s)",
-        "SELECT NEXT VALUE FOR s",
         "DO SETVAL(s, 100)",
         "INSERT INTO t VALUES (NEXTVAL(s), 1)",
         "INSERT INTO t VALUES (NEXT VALUE FOR s, 2)",
@@ -597,24 +610,19 @@ async fn statements_that_advance_a_sequence_follow_unsafe_writes() {
             "{sql}: {err}"
         );
     }
-    let err = c
-        .exec_drop("SELECT NEXTVAL(s) + ?", (1,))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("sequence"), "{err}");
-    let last: Option<Option<i64>> = c.query_first("SELECT LASTVAL(s)").await.unwrap();
-    assert_eq!(last, Some(None));
+    let last: Option<i64> = c.query_first("SELECT LASTVAL(s)").await.unwrap();
+    assert_eq!(last, Some(5));
     env.wait_caught_up().await;
-    let mut d = mysql_async::Conn::new(direct_opts(&env.secondary))
-        .await
-        .unwrap();
-    let next: Option<i64> = d.query_first("SELECT NEXTVAL(s)").await.unwrap();
-    assert_eq!(
-        next,
-        Some(1),
-        "the sequence reached the secondary untouched"
-    );
-    d.disconnect().await.unwrap();
+    for db in [&env.primary, &env.secondary] {
+        let mut d = mysql_async::Conn::new(direct_opts(db)).await.unwrap();
+        let next: Option<(i64, i64)> = d
+            .query_first("SELECT NEXTVAL(s), NEXTVAL(s2)")
+            .await
+            .unwrap();
+        assert_eq!(next, Some((6, 11)), "{db}: the next values after 5 and 6");
+        d.disconnect().await.unwrap();
+    }
+    assert!(env.mirror().divergent().is_empty());
     drop(c);
     env.stop().await;
 }

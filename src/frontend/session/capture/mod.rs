@@ -24,6 +24,7 @@ mod isolation;
 mod keyed;
 mod params;
 mod routines;
+mod sequences;
 mod sql_prepared;
 mod temporary;
 mod uservars;
@@ -178,12 +179,19 @@ impl Capture {
             .iter()
             .any(|r| matches!(r.class, Class::Write(_) | Class::Ddl));
         if !writes {
-            if let Some(reason) = routines::sequence_reason(&payload[1..], &cx.scratch.tokens) {
+            if let Some(f) = self.writing_call(cx, m, &payload[1..]).await? {
+                let reason = routines::reason(&f);
                 self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
                 return Ok(true);
             }
-            if let Some(f) = self.writing_call(cx, m, &payload[1..]).await? {
-                let reason = routines::reason(&f);
+            let names = (routes.len() == 1)
+                .then(|| sequences::advanced(&payload[1..], &cx.scratch.tokens))
+                .flatten();
+            if let Some(names) = names {
+                self.advance_sequences(cx, m, &names, payload, seq).await?;
+                return Ok(true);
+            }
+            if let Some(reason) = routines::sequence_reason(&payload[1..], &cx.scratch.tokens) {
                 self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
                 return Ok(true);
             }
@@ -343,11 +351,15 @@ impl Capture {
         if !matches!(r.class, Class::Write(_) | Class::Ddl) {
             // A prepared read may call a stored function that writes.
             lexer::tokenize(&sql, &mut cx.scratch.tokens);
-            if let Some(reason) = routines::sequence_reason(&sql, &cx.scratch.tokens) {
-                return self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await;
-            }
             if let Some(f) = self.writing_call(cx, &m, &sql).await? {
                 let reason = routines::reason(&f);
+                return self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await;
+            }
+            lexer::tokenize(&sql, &mut cx.scratch.tokens);
+            if let Some(names) = sequences::advanced(&sql, &cx.scratch.tokens) {
+                return self.advance_sequences(cx, &m, &names, &payload, seq).await;
+            }
+            if let Some(reason) = routines::sequence_reason(&sql, &cx.scratch.tokens) {
                 return self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await;
             }
         }

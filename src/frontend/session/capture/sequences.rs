@@ -1,0 +1,178 @@
+//! MariaDB sequences. `NEXTVAL(s)` (`NEXT VALUE FOR s`) advances a
+//! sequence outside any transaction, and only on the server it runs on: a
+//! read that calls it would leave the secondary's sequence behind, and
+//! after a cutover it would hand out the same values again.
+//!
+//! A statement that is not a write and advances sequences (`SELECT
+//! NEXTVAL(s)`, `DO`, `SET @id = NEXTVAL(s)`, text or prepared) runs as
+//! sent; then the session asks the primary `LASTVAL(s)` — the value it
+//! just got — and journals `DO SETVAL(s, v)`, settled at once, applied
+//! outside any transaction (as the primary's advance was, even inside a
+//! transaction that later rolls back). SETVAL only ever moves a sequence
+//! forward, so concurrent sessions' records may apply in any order and the
+//! secondary ends where the primary's highest value handed out is. A
+//! primary's cache (`CACHE n`) is not mirrored: the secondary continues
+//! from the last value actually handed out, never one handed out before.
+//! `SETVAL` called by the application, and writes that call NEXTVAL, still
+//! follow `unsafe_writes` (`routines::sequence_reason`).
+
+use super::super::link::{query_packet, Link};
+use super::super::SessionError;
+use super::vars::first_row;
+use super::Capture;
+use crate::mirror::ddl::{quoted_name, UNCHECKED_DDL_TOKEN};
+use crate::mirror::now_us;
+use crate::mirror::record::{MirrorStatement, MirrorTxn, Pins};
+use crate::mirror::runtime::Mirror;
+use crate::protocol::response::Expect;
+use crate::router::lexer::{Tok, Token};
+use std::sync::Arc;
+
+/// The sequences the statement advances with NEXTVAL, as written (`s` or
+/// `db.s`, unquoted); None when it also calls SETVAL or names one in a way
+/// this does not read (then `sequence_reason` decides).
+pub(super) fn advanced(sql: &[u8], toks: &[Token]) -> Option<Vec<String>> {
+    let name_at = |i: usize| -> Option<String> {
+        let first = toks.get(i)?.ident(sql)?;
+        if toks.get(i + 1).is_some_and(|t| t.kind == Tok::Punct(b'.')) {
+            return Some(format!("{first}.{}", toks.get(i + 2)?.ident(sql)?));
+        }
+        Some(first)
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (i, t) in toks.iter().enumerate() {
+        if t.kind != Tok::Word {
+            continue;
+        }
+        let call = toks.get(i + 1).is_some_and(|n| n.kind == Tok::Punct(b'('));
+        let name = if call && t.is_word(sql, "SETVAL") {
+            return None;
+        } else if call && t.is_word(sql, "NEXTVAL") {
+            name_at(i + 2)?
+        } else if t.is_word(sql, "NEXT")
+            && toks.get(i + 1).is_some_and(|n| n.is_word(sql, "VALUE"))
+            && toks.get(i + 2).is_some_and(|n| n.is_word(sql, "FOR"))
+        {
+            name_at(i + 3)?
+        } else {
+            continue;
+        };
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+impl Capture {
+    /// Runs `payload` (a statement that advances `names` and writes
+    /// nothing else), then journals where each sequence now stands.
+    pub(super) async fn advance_sequences(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Arc<Mirror>,
+        names: &[String],
+        payload: &[u8],
+        seq: u8,
+    ) -> Result<(), SessionError> {
+        let summary = cx.forward(payload, seq, Expect::ResultSet).await?;
+        let sql = format!(
+            "SELECT {}",
+            names
+                .iter()
+                .map(|n| format!("LASTVAL({})", quoted_name(n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
+        let reply = cx.read_reply(Expect::ResultSet).await?;
+        let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
+        let vars = self.ensure_vars(cx).await?;
+        let mut lost = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let value = row
+                .get(i)
+                .cloned()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .filter(|v| {
+                    !v.is_empty()
+                        && v.trim_start_matches('-')
+                            .bytes()
+                            .all(|b| b.is_ascii_digit())
+                });
+            let Some(value) = value else {
+                // Not advanced by this session (the statement failed
+                // before calling it), or not readable.
+                if summary.error.is_none() {
+                    lost.push(name.clone());
+                }
+                continue;
+            };
+            let text = format!("DO SETVAL({}, {value})", quoted_name(name)).into_bytes();
+            let text = match self.for_secondary(cx, text) {
+                Ok(t) => t,
+                Err(reason) => {
+                    m.mark_divergent(std::slice::from_ref(name), &reason);
+                    continue;
+                }
+            };
+            let txn = MirrorTxn {
+                committed_at_us: now_us(),
+                conn_id: cx.id,
+                statements: vec![MirrorStatement {
+                    db: self.mirror_db(cx),
+                    sql: text,
+                    tables: vec![name.clone()],
+                    // Outside any transaction, as on the primary.
+                    ddl: true,
+                    pins: Pins::default(),
+                    session: vars.clone(),
+                }],
+            };
+            match m.intent(UNCHECKED_DDL_TOKEN, txn).await {
+                Ok(lsn) => m.outcome(lsn, UNCHECKED_DDL_TOKEN, true),
+                Err(e) => {
+                    m.stats
+                        .journal_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    m.mark_divergent(
+                        std::slice::from_ref(name),
+                        &format!("a sequence's position could not be journaled ({e})"),
+                    );
+                }
+            }
+        }
+        if !lost.is_empty() {
+            m.mark_divergent(
+                &lost,
+                "a sequence advanced on the primary and its position could not be read",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::lexer;
+
+    fn names(sql: &str) -> Option<Vec<String>> {
+        let mut toks = Vec::new();
+        lexer::tokenize(sql.as_bytes(), &mut toks);
+        advanced(sql.as_bytes(), &toks)
+    }
+
+    #[test]
+    fn reads_the_sequences_a_statement_advances() {
+        assert_eq!(names("SELECT NEXTVAL(s)"), Some(vec!["s".into()]));
+        assert_eq!(
+            names("SELECT next value for shop.`my s`, NEXTVAL(s), nextval(shop.`my s`)"),
+            Some(vec!["shop.my s".into(), "s".into()])
+        );
+        assert_eq!(names("SELECT LASTVAL(s)"), None);
+        assert_eq!(names("DO SETVAL(s, 5), NEXTVAL(s)"), None);
+        assert_eq!(names("SELECT 1"), None);
+    }
+}
