@@ -138,7 +138,7 @@ async fn ddl_session(
     let mut c = connect(addr, &db, true).await;
     let mut ran = 0;
     while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await;
         let n = rng.random_range(1..6u32);
         let sql = match rng.random_range(0..5u32) {
             0 => format!("ALTER TABLE kv ALTER COLUMN hits SET DEFAULT {n}"),

@@ -186,9 +186,11 @@ pub struct Mirror {
     /// `db.table` → what capture needs to know of it (read from the
     /// primary's information_schema; cleared when DDL passes).
     table_facts: Mutex<HashMap<String, TableFacts>>,
-    /// Moves on with every DDL, when it starts and when it ends: facts
-    /// read across one are not cached.
+    /// Moves on with every DDL that names no table, when it starts and
+    /// when it ends: facts read across one are not cached.
     schema_generation: AtomicU64,
+    /// The same per table (`db.table`), for DDL that names its tables.
+    table_generations: Mutex<HashMap<String, u64>>,
     /// Table name (unqualified, lower case) → LSN of the last intent that
     /// wrote it: lets backfill re-check only chunks of tables written while
     /// it copied them.
@@ -375,6 +377,7 @@ impl Mirror {
             tasks: Mutex::new(Vec::new()),
             table_facts: Mutex::new(HashMap::new()),
             schema_generation: AtomicU64::new(0),
+            table_generations: Mutex::new(HashMap::new()),
             apply_workers: cfg.apply_workers,
             apply_batch_wait: cfg.apply_batch_wait,
             journal_commit_wait: cfg.journal_commit_wait,
@@ -585,19 +588,47 @@ impl Mirror {
             .cloned()
     }
 
-    /// Caches facts read while the schema generation was `generation`
-    /// (`schema_generation` before the look-up); not if a DDL started or
-    /// ended since, since they may describe either side of it.
+    /// Caches facts read while the table's schema generation was
+    /// `generation` (`schema_generation` before the look-up); not if a DDL
+    /// on it started or ended since, since they may describe either side.
     pub fn set_table_facts(&self, db: &str, table: &str, facts: TableFacts, generation: u64) {
         let key = format!("{db}.{table}");
         let mut cache = self.table_facts.lock().unwrap_or_else(|p| p.into_inner());
-        if self.schema_generation.load(Ordering::SeqCst) == generation {
+        if self.schema_generation(db, table) == generation {
             cache.insert(key, facts);
         }
     }
 
-    pub fn schema_generation(&self) -> u64 {
-        self.schema_generation.load(Ordering::SeqCst)
+    pub fn schema_generation(&self, db: &str, table: &str) -> u64 {
+        let own = self
+            .table_generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&format!("{db}.{table}"))
+            .copied()
+            .unwrap_or(0);
+        self.schema_generation.load(Ordering::SeqCst) + own
+    }
+
+    /// A DDL on these tables (`db`, `table`) is about to run, or went
+    /// through: their cached facts are stale, and any being read now too.
+    /// Other tables' facts stay.
+    pub fn tables_changed(&self, tables: &[(String, String)]) {
+        let mut gens = self
+            .table_generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.table_facts.lock().unwrap_or_else(|p| p.into_inner());
+        for (db, t) in tables {
+            let key = format!("{db}.{t}");
+            *gens.entry(key.clone()).or_default() += 1;
+            cache.remove(&key);
+        }
+        drop((gens, cache));
+        self.routines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// A DDL is about to run, or went through: table facts cached from the

@@ -38,11 +38,15 @@ impl OwnServer {
         );
         let port = super::free_addr().port();
         let log = dir.path().join("error.log");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let mut cmd = Command::new("mariadbd");
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--port={port}"))
             .arg(format!("--socket={}", dir.path().join("sock").display()))
+            // Temporary tables of its own: the shared server's are in /tmp.
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--bind-address=127.0.0.1")
             .arg("--user=root")
             .arg("--skip-log-bin")

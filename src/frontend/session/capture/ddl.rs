@@ -121,7 +121,7 @@ impl Capture {
                 }
             };
             // Facts being read now may describe either side of the DDL.
-            m.schema_changed();
+            self.invalidate(cx, m, route);
             let (set_r, reply) = match self.run_pinned(cx, payload, ts).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -160,7 +160,7 @@ impl Capture {
             self.settle(m, lsn, token, committed);
             if committed {
                 m.stats.statements.fetch_add(1, Ordering::Relaxed);
-                m.schema_changed();
+                self.invalidate(cx, m, route);
             } else if let Some(before) = &before {
                 if let Err(e) = self.partial_effect(cx, m, route, before, &vars).await {
                     m.mark_divergent(
@@ -175,6 +175,28 @@ impl Capture {
                 cx.run_aux(&[b"UNLOCK TABLES"]).await?;
             }
             return cx.relay(seq, reply, false).await;
+        }
+    }
+
+    /// Cached facts of the DDL's tables (of every table, for a DDL that
+    /// names none: a trigger or routine may change any write) are stale.
+    fn invalidate(&mut self, cx: &mut Link<'_>, m: &Mirror, route: &Route) {
+        let current = cx.binding.conn().current_db.clone();
+        let tables: Option<Vec<(String, String)>> = (route.object.is_none())
+            .then(|| {
+                route
+                    .tables
+                    .iter()
+                    .map(|t| match t.split_once('.') {
+                        Some((d, t)) => Some((d.to_string(), t.to_string())),
+                        None => current.clone().map(|d| (d, t.clone())),
+                    })
+                    .collect()
+            })
+            .flatten();
+        match tables {
+            Some(t) if !t.is_empty() => m.tables_changed(&t),
+            _ => m.schema_changed(),
         }
     }
 

@@ -82,48 +82,49 @@ impl Capture {
                  (SELECT MIN(COLUMN_NAME) FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND EXTRA LIKE '%auto_increment%')"
             );
-            // The unique indexes' columns, for keyed writes (`rowkey`).
-            // Every part names the table as constants, so
-            // information_schema opens that one table, not every table of
-            // the server (a join on COLUMNS would: slow, and racing every
-            // DDL anywhere).
-            let col = |what: &str| {
-                format!(
-                    "(SELECT c.{what} FROM information_schema.COLUMNS c WHERE c.TABLE_SCHEMA = {d} \
-                     AND c.TABLE_NAME = {t} AND c.COLUMN_NAME = s.COLUMN_NAME)"
-                )
-            };
+            // The unique indexes' columns, for keyed writes (`rowkey`):
+            // the indexes and the columns' types in two plain queries that
+            // name the table as constants, so information_schema opens that
+            // one table (a join or a correlated subquery would open every
+            // table of the server, or the one table once per row: slow,
+            // and each a temporary table racing the DDL around it).
             let keys = format!(
-                "SELECT s.INDEX_NAME, s.COLUMN_NAME, {}, {}, {} \
-                 FROM information_schema.STATISTICS s \
-                 WHERE s.TABLE_SCHEMA = {d} AND s.TABLE_NAME = {t} AND s.NON_UNIQUE = 0 AND s.SUB_PART IS NULL \
-                 ORDER BY s.INDEX_NAME <> 'PRIMARY', s.INDEX_NAME, s.SEQ_IN_INDEX",
-                col("DATA_TYPE"),
-                col("CHARACTER_SET_NAME"),
-                col("IS_NULLABLE")
+                "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
+                 WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND NON_UNIQUE = 0 AND SUB_PART IS NULL \
+                 ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX"
             );
-            let generation = m.schema_generation();
+            let types = format!(
+                "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, IS_NULLABLE FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t}"
+            );
+            let generation = m.schema_generation(&db, &table);
             cx.send_backend(&[
                 &query_packet(sql.as_bytes()),
                 &query_packet(keys.as_bytes()),
+                &query_packet(types.as_bytes()),
             ])
             .await?;
             let reply = cx.read_reply(Expect::ResultSet).await?;
             let key_reply = cx.read_reply(Expect::ResultSet).await?;
+            let type_reply = cx.read_reply(Expect::ResultSet).await?;
             let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
+            let text =
+                |v: &Option<Vec<u8>>| v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
+            let types = rows(&type_reply, cx.deprecate_eof()).unwrap_or_default();
             let key = rows(&key_reply, cx.deprecate_eof()).and_then(|rows| {
-                let text = |v: &Option<Vec<u8>>| {
-                    v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())
-                };
                 let columns: Option<Vec<IndexColumn>> = rows
                     .iter()
                     .map(|r| {
+                        let column = text(r.get(1)?)?;
+                        let ty = types.iter().find(|c| {
+                            c.first().and_then(text).as_deref() == Some(column.as_str())
+                        })?;
                         Some(IndexColumn {
                             index: text(r.first()?)?,
-                            column: text(r.get(1)?)?,
-                            data_type: text(r.get(2)?)?,
-                            charset: text(r.get(3)?),
-                            nullable: text(r.get(4)?)?.eq_ignore_ascii_case("YES"),
+                            data_type: text(ty.get(1)?)?,
+                            charset: text(ty.get(2)?),
+                            nullable: text(ty.get(3)?)?.eq_ignore_ascii_case("YES"),
+                            column,
                         })
                     })
                     .collect();
