@@ -154,6 +154,13 @@ pub struct CutoverReport {
     pub fence_wait_p50_ms: Option<f64>,
     pub fence_wait_p99_ms: Option<f64>,
     pub fence_wait_max_ms: Option<f64>,
+    /// Scheduled events moved with the primary (enabled on the new one,
+    /// `DISABLE ON SLAVE` on the old one), and events enabled on the old
+    /// primary only, left running there.
+    pub events_moved: Vec<String>,
+    pub events_left: Vec<String>,
+    /// Why events could not be swapped (the cutover itself stands).
+    pub events_error: Option<String>,
 }
 
 /// Cutover state owned by the server.

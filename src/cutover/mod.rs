@@ -70,6 +70,9 @@ pub async fn run(shared: &Shared, new: Config, trigger: &str) -> Result<CutoverR
         fence_wait_p50_ms: None,
         fence_wait_p99_ms: None,
         fence_wait_max_ms: None,
+        events_moved: Vec::new(),
+        events_left: Vec::new(),
+        events_error: None,
     };
     info!(from = %report.from, to = %report.to, trigger, "cutover starting");
     let c = &shared.cutover;
@@ -139,6 +142,11 @@ async fn steps(
     let outcome = fenced(shared, &mirror, &new, deadline, report, &mut end_phase).await;
     *waits = closed.open();
     report.fenced_ms = ms(fenced_at.elapsed());
+    if outcome.is_ok() {
+        c.set_phase(Some("events"));
+        swap_events(current, &new, report).await;
+        end_phase(report, "events");
+    }
     // On success the new config was published before the fence opened, so
     // released sessions see the new primary.
     outcome
@@ -368,6 +376,42 @@ fn edit_primary(text: &str, from: &str, to: &str) -> Option<String> {
         out.push_str(line);
     }
     done.then_some(out)
+}
+
+/// After the roles moved: scheduled events follow the primary
+/// (`mirror::events::swap`). A failure is reported, not undone: the
+/// cutover stands, and the operator fixes the events by hand.
+async fn swap_events(old_cfg: &Config, new_cfg: &Config, report: &mut CutoverReport) {
+    let old = old_cfg.primary_backend();
+    let new = new_cfg.primary_backend();
+    let (Some(old_db), Some(new_db)) = (old.database.clone(), new.database.clone()) else {
+        return;
+    };
+    let r = async {
+        let mut o = mysql_async::Conn::new(crate::backend::client_opts(old)).await?;
+        let mut n = mysql_async::Conn::new(crate::backend::client_opts(new)).await?;
+        let r = crate::mirror::events::swap(&mut o, &old_db, &mut n, &new_db).await;
+        let _ = o.disconnect().await;
+        let _ = n.disconnect().await;
+        r
+    }
+    .await;
+    match r {
+        Ok(s) => {
+            if !s.moved.is_empty() {
+                info!(events = ?s.moved, "scheduled events moved to the new primary");
+            }
+            if !s.left.is_empty() {
+                warn!(events = ?s.left, "scheduled events enabled on the old primary only keep running there (created outside Tandem; their writes are not mirrored)");
+            }
+            report.events_moved = s.moved;
+            report.events_left = s.left;
+        }
+        Err(e) => {
+            warn!(error = %e, "scheduled events could not be swapped; check them on both servers");
+            report.events_error = Some(e.to_string());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //!   positions, checkpoints), rows keyed by the database they track.
 //! - `ddl`: how an in-doubt DDL is settled: the named tables' definitions
 //!   before it ran (in the intent's token) against the primary's now.
+//! - `events`: scheduled events, mirrored disabled and swapped at cutover.
 //! - `guard`: the per-database lock that keeps a second Tandem from
 //!   mirroring the same databases.
 //! - `sync`: how verify and backfill wait for writes in flight (in-process
@@ -22,6 +23,7 @@
 pub mod applier;
 pub mod bookkeeping;
 pub mod ddl;
+pub mod events;
 pub mod guard;
 pub mod journal;
 pub mod record;

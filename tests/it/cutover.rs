@@ -657,3 +657,107 @@ async fn a_cutover_that_gives_up_names_the_sessions_it_waited_for() {
     drop((locker, writer));
     env.stop().await;
 }
+
+/// Events created through Tandem were refused while mirroring. Now they
+/// reach the secondary disabled there (`DISABLE ON SLAVE`: they must not
+/// run on both servers), and a cutover moves them with the primary:
+/// enabled on the new one, disabled the same way on the old one. A
+/// disabled event stays disabled on both; one created directly on the
+/// primary only is left running there and named in the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_events_are_mirrored_disabled_and_move_with_the_primary() {
+    let env = MirrorEnv::launch("co_events", MARIADB_PORT, "", Some("")).await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, n INT)")
+        .await;
+    let (p, s) = (env.primary.clone(), env.secondary.clone());
+    let mut c = env.proxy().await;
+    // Far in the future: they never fire during the test.
+    for sql in [
+        "CREATE EVENT tick ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' DO UPDATE t SET n = n + 1",
+        "CREATE EVENT tock ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01' ENABLE COMMENT 'do' DO UPDATE t SET n = n + 2",
+        "CREATE EVENT off ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01' DISABLE DO DELETE FROM t",
+    ] {
+        c.query_drop(sql).await.unwrap();
+    }
+    Conn::new(direct_opts(&p))
+        .await
+        .unwrap()
+        .query_drop(
+            "CREATE EVENT only_here ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01' DO DELETE FROM t",
+        )
+        .await
+        .unwrap();
+    env.wait_caught_up().await;
+    let statuses = |db: String| async move {
+        let mut d = Conn::new(direct_opts(&db)).await.unwrap();
+        let v: Vec<(String, String)> = d
+            .query("SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE() ORDER BY 1")
+            .await
+            .unwrap();
+        d.disconnect().await.unwrap();
+        v.into_iter()
+            .map(|(e, st)| format!("{e}:{st}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        statuses(p.clone()).await,
+        [
+            "off:DISABLED",
+            "only_here:ENABLED",
+            "tick:ENABLED",
+            "tock:ENABLED"
+        ]
+    );
+    assert_eq!(
+        statuses(s.clone()).await,
+        [
+            "off:DISABLED",
+            "tick:SLAVESIDE_DISABLED",
+            "tock:SLAVESIDE_DISABLED"
+        ]
+    );
+
+    let (code, out, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        statuses(s.clone()).await,
+        ["off:DISABLED", "tick:ENABLED", "tock:ENABLED"]
+    );
+    assert_eq!(
+        statuses(p.clone()).await,
+        [
+            "off:DISABLED",
+            "only_here:ENABLED",
+            "tick:SLAVESIDE_DISABLED",
+            "tock:SLAVESIDE_DISABLED"
+        ]
+    );
+    let status = env.server.shared.cutover.status_json().to_string();
+    assert!(
+        status.contains(r#""events_moved":["tick","tock"]"#)
+            && status.contains(r#""events_left":["only_here"]"#),
+        "{status}"
+    );
+    // Rollback moves them back.
+    let (code, out, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        statuses(p.clone()).await,
+        [
+            "off:DISABLED",
+            "only_here:ENABLED",
+            "tick:ENABLED",
+            "tock:ENABLED"
+        ]
+    );
+    assert_eq!(
+        statuses(s.clone()).await,
+        [
+            "off:DISABLED",
+            "tick:SLAVESIDE_DISABLED",
+            "tock:SLAVESIDE_DISABLED"
+        ]
+    );
+    drop(c);
+    env.stop().await;
+}

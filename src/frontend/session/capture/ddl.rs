@@ -31,7 +31,7 @@ use crate::mirror::record::{MirrorStatement, MirrorTxn, Pins, SessionVars};
 use crate::mirror::runtime::Mirror;
 use crate::protocol::response::Expect;
 use crate::protocol::ErrSpec;
-use crate::router::{lexer, Route};
+use crate::router::{lexer, Route, SchemaObject};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -60,6 +60,20 @@ impl Capture {
                     .unsafe_write(cx, m, &route.tables, &reason, payload, seq)
                     .await
             }
+        };
+        // An event must not run on both servers: disabled on the secondary.
+        let secondary_sql = if route.object == Some(SchemaObject::Event) {
+            match crate::mirror::events::disabled_on_secondary(&secondary_sql) {
+                Some(sql) => sql,
+                None => {
+                    let reason = "Tandem cannot tell where this event statement's status goes, to keep the event disabled on the secondary";
+                    return self
+                        .unsafe_write(cx, m, &route.tables, reason, payload, seq)
+                        .await;
+                }
+            }
+        } else {
+            secondary_sql
         };
         if let Some(reason) = self.shared_server_hazard(cx, route) {
             return self

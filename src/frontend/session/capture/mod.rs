@@ -245,11 +245,6 @@ impl Capture {
                 Ok(true)
             }
             Class::Ddl => {
-                if route.object == Some(SchemaObject::Event) {
-                    let reason = "an event created or changed through Tandem would be mirrored and then run on both servers; manage events on the primary directly (and on the new side at cutover)";
-                    self.unsafe_write(cx, m, &[], reason, payload, seq).await?;
-                    return Ok(true);
-                }
                 if route.object == Some(SchemaObject::TemporaryTable) {
                     return self.temporary_table(cx, route, payload, seq).await;
                 }
@@ -269,11 +264,12 @@ impl Capture {
                 if !self.commit_implicitly(cx, m, seq).await? {
                     return Ok(true);
                 }
-                // Triggers and routines name no table, and the secondary
-                // needs them as much as its tables.
+                // Triggers, routines and events name no table, and the
+                // secondary needs them as much as its tables (events
+                // disabled there until a cutover: `mirror::events`).
                 let object = matches!(
                     route.object,
-                    Some(SchemaObject::Trigger | SchemaObject::Routine)
+                    Some(SchemaObject::Trigger | SchemaObject::Routine | SchemaObject::Event)
                 );
                 if !object && (route.tables.is_empty() || !self.mirrored(cx, route)) {
                     return Ok(false);
