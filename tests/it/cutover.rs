@@ -261,7 +261,10 @@ async fn cutover_and_rollback_under_load_lose_nothing() {
             .iter()
             .map(|p| p[0].as_str().unwrap())
             .collect();
-        assert_eq!(phases, ["preflight", "wait_transactions", "drain", "swap"]);
+        assert_eq!(
+            phases,
+            ["preflight", "wait_transactions", "drain", "swap", "events"]
+        );
     }
     assert_eq!(v["primary"], "legacy");
     assert_eq!(v["secondary"], "next");
