@@ -5,7 +5,13 @@
 //! and `POST /verify/report` (kept for `/status`); `POST /cutover`
 //! (`{"to": "<backend>"}`, default the secondary) runs the fenced cutover;
 //! `POST /mirror/resume` restarts an applier that stopped (`tandem resume`).
+//!
+//! With a token (`admin_token_file` or `TANDEM_ADMIN_TOKEN`) every POST
+//! needs `Authorization: Bearer <token>`, and GETs as `admin_token_scope`
+//! says; the comparison takes the same time however much of it matches.
+//! Refusals are logged and counted (`tandem_admin_refused_total`).
 
+use crate::config::AdminTokenScope;
 use crate::metrics::ScrapeExtras;
 use crate::state::Shared;
 use axum::extract::State;
@@ -17,6 +23,7 @@ use axum::{Json, Router};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 /// Binds the admin listener; serves until `shared.shutdown` is cancelled.
 pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
@@ -31,6 +38,10 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
         .route("/mirror/divergent/clear", post(clear_divergent))
         .route("/mirror/resume", post(resume_applier))
         .route("/verify/report", post(verify_report))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            authorize,
+        ))
         .with_state(shared.clone());
     tokio::spawn(async move {
         let stop = shared.shutdown.clone();
@@ -43,6 +54,49 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
     });
     tracing::info!(addr = %bound, "admin API listening");
     Ok(bound)
+}
+
+/// Lets a request through if it needs no token or carries the right one.
+async fn authorize(
+    State(shared): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let cfg = shared.config.load();
+    let Some(token) = cfg.admin_token.as_ref() else {
+        return next.run(req).await;
+    };
+    let needs = req.method() != axum::http::Method::GET
+        || match cfg.admin_token_scope {
+            AdminTokenScope::Posts => false,
+            AdminTokenScope::Status => req.uri().path() != "/metrics",
+            AdminTokenScope::All => true,
+        };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim();
+    if !needs || bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        return next.run(req).await;
+    }
+    shared.metrics.admin_refused.inc();
+    tracing::warn!(
+        method = %req.method(),
+        path = req.uri().path(),
+        "admin request refused: missing or wrong bearer token"
+    );
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(serde_json::json!({
+            "ok": false,
+            "error": "this admin request needs the admin token (Authorization: Bearer <token>; admin_token_file in the config)"
+        })),
+    )
+        .into_response()
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -311,6 +311,7 @@ fn admin_call(
     let (addr, runtime, cfg) = admin_of(path)?;
     let answer = runtime.block_on(tandem::mirror::sync::admin_request(
         addr,
+        cfg.admin_token.as_ref(),
         method,
         route,
         body,

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub client_connections: Gauge,
     pub client_connections_total: Counter,
     pub auth_failures: Counter,
+    /// Admin requests refused for a missing or wrong token.
+    pub admin_refused: Counter,
     pub protocol_errors: Counter,
     pub backend_errors: Counter,
     pub rejected_connections: Counter,
@@ -79,6 +81,7 @@ impl Default for Metrics {
             client_connections: Gauge::default(),
             client_connections_total: Counter::default(),
             auth_failures: Counter::default(),
+            admin_refused: Counter::default(),
             protocol_errors: Counter::default(),
             backend_errors: Counter::default(),
             rejected_connections: Counter::default(),
@@ -152,6 +155,11 @@ impl Metrics {
             self.rejected_connections.clone(),
         );
         r.register("auth_failures", "Failed logins", self.auth_failures.clone());
+        r.register(
+            "admin_refused",
+            "Admin API requests refused for a missing or wrong token",
+            self.admin_refused.clone(),
+        );
         r.register(
             "protocol_errors",
             "Client connections closed for malformed input",

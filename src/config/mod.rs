@@ -9,7 +9,7 @@ pub mod model;
 pub mod roles;
 
 use crate::protocol::auth::StoredPassword;
-pub use model::{ApplyErrors, BackendKind, JournalFull, Reads, UnsafeWrites};
+pub use model::{AdminTokenScope, ApplyErrors, BackendKind, JournalFull, Reads, UnsafeWrites};
 use model::{RawConfig, RawRulesFile, RawTableRule};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -24,6 +24,10 @@ pub const MAX_APPLY_WORKERS: usize = 32;
 pub struct Config {
     pub listen: SocketAddr,
     pub admin: Option<SocketAddr>,
+    /// The admin API's bearer token (`admin_token_file` or
+    /// `TANDEM_ADMIN_TOKEN`), and which requests need it.
+    pub admin_token: Option<Secret>,
+    pub admin_token_scope: AdminTokenScope,
     pub users: HashMap<String, StoredPassword>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub primary: String,
@@ -351,6 +355,33 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         .admin
         .as_deref()
         .and_then(|a| socket_addr(&mut errors, "admin", a));
+    let admin_token = match &raw.admin_token_file {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(text) => {
+                let t = text.lines().next().unwrap_or_default().trim();
+                if t.is_empty() {
+                    errors.push(format!("admin_token_file: {p} is empty"));
+                }
+                (!t.is_empty()).then(|| Secret::new(t))
+            }
+            Err(e) => {
+                errors.push(format!("admin_token_file: cannot read {p}: {e}"));
+                None
+            }
+        },
+        None => std::env::var("TANDEM_ADMIN_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .map(|t| Secret::new(&t)),
+    };
+    if let (Some(a), None) = (admin, &admin_token) {
+        if !a.ip().is_loopback() {
+            errors.push(format!(
+                "admin: {a} can be reached from other hosts and no admin token is set: anyone who reaches it could reload the config or cut over; set admin_token_file (or TANDEM_ADMIN_TOKEN), or bind 127.0.0.1"
+            ));
+        }
+    }
 
     let mut users = HashMap::new();
     for (i, u) in raw.users.iter().enumerate() {
@@ -576,6 +607,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         (true, Some(listen)) => Ok(Config {
             listen,
             admin,
+            admin_token,
+            admin_token_scope: raw.admin_token_scope,
             users,
             backends,
             primary: m.primary.clone(),
@@ -756,3 +789,24 @@ pub fn load_rules(dir: &Path) -> Result<Rules, Vec<String>> {
 
 #[cfg(test)]
 mod tests;
+
+/// A secret from the config (a token): compared, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(std::sync::Arc<str>);
+
+impl Secret {
+    pub fn new(s: &str) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for comparing it or sending it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}

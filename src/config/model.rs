@@ -40,6 +40,16 @@ pub struct RawConfig {
     /// (admin API off).
     #[serde(default)]
     pub admin: Option<String>,
+    /// File holding the bearer token the admin API requires (its first
+    /// line, trimmed). Default: none, then `TANDEM_ADMIN_TOKEN` from the
+    /// environment if set. Required when `admin` is not a loopback address.
+    #[serde(default)]
+    pub admin_token_file: Option<String>,
+    /// Which admin requests need the token: `posts` (default: every POST),
+    /// `status` (also GET /status and /mirror/position), `all` (also
+    /// GET /metrics).
+    #[serde(default)]
+    pub admin_token_scope: AdminTokenScope,
     /// Users allowed to connect to the proxy. Default: none (nobody can log in).
     #[serde(default)]
     pub users: Vec<RawUser>,
@@ -113,6 +123,16 @@ pub enum Reads {
     /// A sampled share of reads also runs on the secondary, in the
     /// background; result checksums are compared.
     Shadow,
+}
+
+/// Which admin requests need the bearer token (`admin_token_scope`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminTokenScope {
+    #[default]
+    Posts,
+    Status,
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

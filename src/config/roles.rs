@@ -27,9 +27,23 @@ impl RolesRecord {
     /// directory).
     pub fn write(&self, journal: &Path) -> std::io::Result<()> {
         use std::io::Write;
-        std::fs::create_dir_all(journal)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(journal)?;
+        }
         let tmp = journal.join(format!("{ROLES_FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
         f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, journal.join(ROLES_FILE))?;

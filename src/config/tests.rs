@@ -246,3 +246,36 @@ fn check_restart_duration(old: &Config, key: &str, too_long: &str, get: fn(&Conf
         );
     }
 }
+
+#[test]
+fn an_admin_address_reachable_from_other_hosts_needs_a_token() {
+    let open = EXAMPLE.replace("admin: 127.0.0.1:9307", "admin: 0.0.0.0:9307");
+    if std::env::var("TANDEM_ADMIN_TOKEN").is_err() {
+        let e = parse(&open).unwrap_err().to_string();
+        assert!(e.contains("no admin token is set"), "{e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "t0ken-123\n").unwrap();
+    let with = open.replace(
+        "admin: 0.0.0.0:9307",
+        &format!(
+            "admin_token_file: {}\nadmin_token_scope: status\nadmin: 0.0.0.0:9307",
+            token.display()
+        ),
+    );
+    let cfg = parse(&with).unwrap();
+    assert_eq!(cfg.admin_token.as_ref().unwrap().expose(), "t0ken-123");
+    assert_eq!(cfg.admin_token_scope, AdminTokenScope::Status);
+    // Never printed.
+    assert!(!format!("{cfg:?}").contains("t0ken"));
+    let missing = with.replace(&token.display().to_string(), "/nonexistent/admin.token");
+    let e = parse(&missing).unwrap_err().to_string();
+    assert!(
+        e.contains("admin_token_file: cannot read /nonexistent/admin.token"),
+        "{e}"
+    );
+    std::fs::write(&token, "\n").unwrap();
+    let e = parse(&with).unwrap_err().to_string();
+    assert!(e.contains("is empty"), "{e}");
+}

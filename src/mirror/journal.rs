@@ -24,12 +24,31 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// Options for a file only its owner may read: the journal and the files
+/// beside it hold every mirrored value.
+pub fn private_file() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = OpenOptions::new();
+    o.mode(0o600);
+    o
+}
+
+/// Creates `dir` (and missing parents) for its owner only; an existing
+/// directory keeps its mode (start-up warns if others can read it).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Takes the directory's lock (an exclusive `flock`, released by the
 /// kernel when the process ends, however it ends) and writes this
 /// process's id into the lock file, for the error another one gets.
 fn lock_dir(dir: &Path) -> Result<File, JournalError> {
     let path = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
+    let mut file = private_file()
         .read(true)
         .write(true)
         .create(true)
@@ -131,7 +150,7 @@ impl Journal {
     /// another) has the directory open: two writers would interleave
     /// records with the same LSNs.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, JournalError> {
-        fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let lock = lock_dir(dir)?;
         let mut segments = list_segments(dir)?;
         if segments.is_empty() {
@@ -482,10 +501,7 @@ fn segment_path(dir: &Path, first_lsn: Lsn) -> PathBuf {
 
 fn create_segment(dir: &Path, first_lsn: Lsn) -> Result<Segment, JournalError> {
     let path = segment_path(dir, first_lsn);
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(&path)?;
+    let mut f = private_file().create_new(true).write(true).open(&path)?;
     f.write_all(MAGIC)?;
     f.write_all(&first_lsn.to_le_bytes())?;
     f.sync_all()?;

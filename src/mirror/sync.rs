@@ -11,6 +11,7 @@
 
 use super::runtime::{Mirror, Position};
 use crate::config::Config;
+use crate::config::Secret;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use std::net::SocketAddr;
@@ -30,8 +31,8 @@ pub enum MirrorSync {
     Unknown,
     /// Inside the server (periodic verify).
     InProcess(Arc<Mirror>),
-    /// A running server's admin API.
-    Admin(SocketAddr),
+    /// A running server's admin API (and its token, from the same config).
+    Admin(SocketAddr, Option<Secret>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +51,9 @@ impl MirrorSync {
         let Some(addr) = cfg.admin else {
             return MirrorSync::Unknown;
         };
-        match http(addr, "GET", "/mirror/position", None).await {
-            Ok((200, _)) => MirrorSync::Admin(addr),
+        let token = cfg.admin_token.clone();
+        match http(addr, token.as_ref(), "GET", "/mirror/position", None).await {
+            Ok((200, _)) => MirrorSync::Admin(addr, token),
             // Running, not mirroring: nothing in flight.
             Ok((404, _)) => MirrorSync::Idle,
             Ok((code, _)) => {
@@ -72,7 +74,7 @@ impl MirrorSync {
             MirrorSync::Idle => "no running Tandem mirrors this config: nothing in flight".into(),
             MirrorSync::Unknown => "cannot see Tandem's mirror (no reachable `admin` address): differences re-checked 3 times, not proven".into(),
             MirrorSync::InProcess(_) => "in-flight writes settled with the running mirror".into(),
-            MirrorSync::Admin(a) => format!("in-flight writes settled with the running mirror (admin {a})"),
+            MirrorSync::Admin(a, _) => format!("in-flight writes settled with the running mirror (admin {a})"),
         }
     }
 
@@ -87,8 +89,8 @@ impl MirrorSync {
         match self {
             MirrorSync::Idle | MirrorSync::Unknown => Ok(None),
             MirrorSync::InProcess(m) => Ok(Some(m.position_to_wait_on())),
-            MirrorSync::Admin(addr) => {
-                let (code, body) = http(*addr, "GET", "/mirror/position", None)
+            MirrorSync::Admin(addr, token) => {
+                let (code, body) = http(*addr, token.as_ref(), "GET", "/mirror/position", None)
                     .await
                     .map_err(|e| SyncError::Http(*addr, e.to_string()))?;
                 match code {
@@ -137,9 +139,10 @@ impl MirrorSync {
             MirrorSync::InProcess(m) => {
                 m.clear_divergent(tables);
             }
-            MirrorSync::Admin(addr) => {
+            MirrorSync::Admin(addr, token) => {
                 let body = serde_json::json!({ "tables": tables }).to_string();
-                if let Err(e) = http(*addr, "POST", "/mirror/divergent/clear", Some(body)).await {
+                let path = "/mirror/divergent/clear";
+                if let Err(e) = http(*addr, token.as_ref(), "POST", path, Some(body)).await {
                     tracing::warn!(error = %e, "could not clear divergent marks in the server");
                 }
             }
@@ -151,8 +154,9 @@ impl MirrorSync {
 
     /// Hands a verify report to the running server for `/status`.
     pub async fn publish_verify(&self, report: &serde_json::Value) {
-        if let MirrorSync::Admin(addr) = self {
-            let _ = http(*addr, "POST", "/verify/report", Some(report.to_string())).await;
+        if let MirrorSync::Admin(addr, token) = self {
+            let body = Some(report.to_string());
+            let _ = http(*addr, token.as_ref(), "POST", "/verify/report", body).await;
         }
     }
 }
@@ -160,17 +164,19 @@ impl MirrorSync {
 /// A one-shot HTTP/1.1 request to the admin API (loopback, small bodies).
 async fn http(
     addr: SocketAddr,
+    token: Option<&Secret>,
     method: &str,
     path: &str,
     body: Option<String>,
 ) -> std::io::Result<(u16, Bytes)> {
-    admin_request(addr, method, path, body, Duration::from_secs(10)).await
+    admin_request(addr, token, method, path, body, Duration::from_secs(10)).await
 }
 
 /// A one-shot HTTP/1.1 request to a running Tandem's admin API, answered
 /// within `timeout` (for `tandem status`, `tandem cutover` and the tools).
 pub async fn admin_request(
     addr: SocketAddr,
+    token: Option<&Secret>,
     method: &str,
     path: &str,
     body: Option<String>,
@@ -185,11 +191,18 @@ pub async fn admin_request(
             .await
             .map_err(other)?;
     tokio::spawn(conn);
-    let req = hyper::Request::builder()
+    let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
         .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        req = req.header(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", t.expose()),
+        );
+    }
+    let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let fut = async {

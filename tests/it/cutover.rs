@@ -764,3 +764,30 @@ async fn scheduled_events_are_mirrored_disabled_and_move_with_the_primary() {
     drop(c);
     env.stop().await;
 }
+
+/// The CLI reads the admin token from the same config: `tandem cutover`
+/// and `tandem verify` (which asks the running mirror where it stands)
+/// work against a server that requires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sends_the_admin_token_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.token");
+    std::fs::write(&file, "cli-token-42\n").unwrap();
+    let env =
+        MirrorEnv::start_with_admin("co_token", &format!("admin_token_file: {}", file.display()))
+            .await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    let (code, out, err) = env.tool("verify", &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("settled with the running mirror"),
+        "verify did not reach the mirror: {out}{err}"
+    );
+    let (code, out, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(env.server.shared.config.load().primary, "next");
+    drop(c);
+    env.stop().await;
+}

@@ -590,9 +590,10 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if let Some(dir) = self.cfg.dead_letter.parent() {
-                std::fs::create_dir_all(dir).map_err(ApplierError::DeadLetter)?;
+                crate::mirror::journal::create_private_dir(dir)
+                    .map_err(ApplierError::DeadLetter)?;
             }
-            let mut f = std::fs::OpenOptions::new()
+            let mut f = crate::mirror::journal::private_file()
                 .create(true)
                 .append(true)
                 .open(&self.cfg.dead_letter)

@@ -397,3 +397,21 @@ async fn group_commit_holds_the_fsync_at_most_its_limit() {
     drop(handle);
     thread.join().unwrap();
 }
+
+/// The journal holds every mirrored value: its directory and files are
+/// created for their owner only.
+#[test]
+fn journal_files_are_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("journal").join("deeper");
+    let mut j = Journal::open(&dir, 64 * 1024).unwrap();
+    j.append(b"secret row").unwrap();
+    j.sync().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}

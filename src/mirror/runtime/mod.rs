@@ -264,6 +264,7 @@ impl Mirror {
         let segment_bytes =
             (cfg.journal_limit.max_bytes / 8).clamp(64 * 1024, DEFAULT_SEGMENT_BYTES);
         let journal = open_journal(&dir, segment_bytes).await.map_err(jerr)?;
+        warn_if_readable(&dir);
         let (ddl, unresolved): (Vec<_>, Vec<_>) = unresolved_intents(&journal)
             .map_err(jerr)?
             .into_iter()

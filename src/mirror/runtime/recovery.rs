@@ -46,6 +46,23 @@ pub(super) struct Unresolved {
     pub(super) ddl: Option<(Option<String>, Vec<String>)>,
 }
 
+/// The journal holds every mirrored value: says so at start when other
+/// users may read its directory (Tandem creates it owner-only; one made
+/// beforehand keeps its mode).
+pub(super) fn warn_if_readable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            warn!(
+                dir = %dir.display(),
+                mode = format!("{mode:o}"),
+                "the journal directory can be read by other users, and the journal holds every mirrored value: chmod 700 it"
+            );
+        }
+    }
+}
+
 /// Intents in the journal without an outcome, with their tokens.
 pub(super) fn unresolved_intents(journal: &Journal) -> Result<Vec<Unresolved>, JournalError> {
     let mut intents: BTreeMap<Lsn, Unresolved> = BTreeMap::new();

@@ -176,7 +176,13 @@ pub fn clear_divergent_file(journal: &std::path::Path, tables: &[String]) {
 pub(super) fn persist_divergent(path: &std::path::Path, d: &BTreeMap<String, String>) {
     if let Ok(json) = serde_json::to_vec_pretty(d) {
         let tmp = path.with_extension("json.tmp");
-        let r = std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, path));
+        let r = crate::mirror::journal::private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &json))
+            .and_then(|_| std::fs::rename(&tmp, path));
         if let Err(e) = r {
             error!(error = %e, "cannot persist the divergent-table list");
         }
