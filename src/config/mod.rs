@@ -28,7 +28,11 @@ pub struct Config {
     /// `TANDEM_ADMIN_TOKEN`), and which requests need it.
     pub admin_token: Option<Secret>,
     pub admin_token_scope: AdminTokenScope,
+    /// TLS for application connections (`tls:`).
+    pub tls: Option<ClientTls>,
     pub users: HashMap<String, StoredPassword>,
+    /// Users whose plain-text logins are refused (`require_tls: true`).
+    pub users_require_tls: std::collections::HashSet<String>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub primary: String,
     pub secondary: Option<String>,
@@ -291,6 +295,8 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
             (old.reads, old.shadow_sample_percent.to_bits()),
             &old.verify,
             (old.journal_limit, old.apply_errors),
+            (&old.admin_token, old.admin_token_scope),
+            (old.tls.as_ref().map(|t| t.digest), &old.users_require_tls),
         ) != (
             new.unsafe_writes,
             new.cutover_timeout,
@@ -298,6 +304,8 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
             (new.reads, new.shadow_sample_percent.to_bits()),
             &new.verify,
             (new.journal_limit, new.apply_errors),
+            (&new.admin_token, new.admin_token_scope),
+            (new.tls.as_ref().map(|t| t.digest), &new.users_require_tls),
         ),
     })
 }
@@ -383,6 +391,25 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
 
+    let tls = raw.tls.as_ref().and_then(|t| match ClientTls::load(t) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(format!("tls: {e}"));
+            None
+        }
+    });
+    let users_require_tls: std::collections::HashSet<String> = raw
+        .users
+        .iter()
+        .filter(|u| u.require_tls)
+        .map(|u| u.name.clone())
+        .collect();
+    if !users_require_tls.is_empty() && raw.tls.is_none() {
+        errors.push(
+            "users[].require_tls: set, but no tls: section (certificate and key) to log in with"
+                .to_string(),
+        );
+    }
     let mut users = HashMap::new();
     for (i, u) in raw.users.iter().enumerate() {
         let key = format!("users[{i}]");
@@ -609,6 +636,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             admin,
             admin_token,
             admin_token_scope: raw.admin_token_scope,
+            tls,
+            users_require_tls,
             users,
             backends,
             primary: m.primary.clone(),
@@ -808,5 +837,62 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+/// TLS for application connections: the rustls server config built from
+/// `tls.cert` and `tls.key` (TLS 1.2 and 1.3 only), and whether plain-text
+/// logins are refused.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    pub require: bool,
+    pub cert: PathBuf,
+    /// Of the certificate and key files and `require`: a reload that
+    /// changes none of them is no change (a certificate swap is one).
+    pub digest: u64,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("cert", &self.cert)
+            .field("require", &self.require)
+            .finish()
+    }
+}
+
+impl ClientTls {
+    fn load(raw: &model::RawTls) -> Result<Self, String> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let read = |p: &str| std::fs::read(p).map_err(|e| format!("{p}: {e}"));
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&read(&raw.cert)?);
+        h.update(&read(&raw.key)?);
+        h.update(&[u8::from(raw.require)]);
+        let digest = h.digest();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&raw.cert)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| format!("cert {}: {e}", raw.cert))?;
+        if certs.is_empty() {
+            return Err(format!("cert {}: no certificate in it", raw.cert));
+        }
+        let key =
+            PrivateKeyDer::from_pem_file(&raw.key).map_err(|e| format!("key {}: {e}", raw.key))?;
+        let config = rustls::ServerConfig::builder_with_protocol_versions(&[
+            &rustls::version::TLS13,
+            &rustls::version::TLS12,
+        ])
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("cert {} with key {}: {e}", raw.cert, raw.key))?;
+        Ok(ClientTls {
+            config: std::sync::Arc::new(config),
+            require: raw.require,
+            cert: PathBuf::from(&raw.cert),
+            digest,
+        })
     }
 }

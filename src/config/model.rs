@@ -50,6 +50,10 @@ pub struct RawConfig {
     /// GET /metrics).
     #[serde(default)]
     pub admin_token_scope: AdminTokenScope,
+    /// TLS for application connections (reloaded with the config, so a
+    /// certificate swap is a reload). Default: none (plain text only).
+    #[serde(default)]
+    pub tls: Option<RawTls>,
     /// Users allowed to connect to the proxy. Default: none (nobody can log in).
     #[serde(default)]
     pub users: Vec<RawUser>,
@@ -92,6 +96,22 @@ pub struct RawUser {
     /// `*` + 40 hex digits: SHA1(SHA1(password)), as in mysql.user.
     #[serde(default)]
     pub password_hash: Option<String>,
+    /// Refuse this user's plain-text logins (needs `tls`). Default false.
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+/// `tls:`: TLS for application connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain (the server's certificate first).
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// Refuse every plain-text login. Default false.
+    #[serde(default)]
+    pub require: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

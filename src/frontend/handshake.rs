@@ -56,7 +56,11 @@ pub(super) async fn greet_and_auth(
     peer: SocketAddr,
 ) -> Result<Option<Authenticated>, ProtocolError> {
     let salt = new_salt();
-    let offered = offered_caps(server);
+    let tls = shared.config.load().tls.clone();
+    let mut offered = offered_caps(server);
+    if tls.is_some() {
+        offered |= CapabilityFlags::CLIENT_SSL;
+    }
     let mut scramble_2 = salt[8..].to_vec();
     scramble_2.push(0);
     let greeting = HandshakePacket::new(
@@ -75,19 +79,31 @@ pub(super) async fn greet_and_auth(
     let mut seq = 0;
     client.send_packet(&mut seq, &buf).await?;
 
-    let resp = client.read_packet(Some(seq), MAX_AUTH_PACKET).await?;
+    let mut resp = client.read_packet(Some(seq), MAX_AUTH_PACKET).await?;
     seq = resp.last_seq.wrapping_add(1);
-    let caps_raw = resp
-        .payload
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or(ProtocolError::Malformed("short handshake response"))?;
-    let client_caps = CapabilityFlags::from_bits_truncate(caps_raw);
+    let caps_of = |p: &[u8]| {
+        p.get(..4)
+            .map(|b| {
+                CapabilityFlags::from_bits_truncate(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            })
+            .ok_or(ProtocolError::Malformed("short handshake response"))
+    };
+    let mut client_caps = caps_of(&resp.payload)?;
     if client_caps.contains(CapabilityFlags::CLIENT_SSL) {
-        // Not offered; a client asking anyway cannot be served in clear text.
-        let err = ErrSpec::new(1043, "08S01", "Tandem does not offer TLS on this listener");
-        client.send_packet(&mut seq, &err.encode()).await?;
-        return Ok(None);
+        let Some(tls) = tls.as_ref() else {
+            // Not offered; a client asking anyway cannot be served in clear text.
+            let err = ErrSpec::new(1043, "08S01", "Tandem does not offer TLS on this listener");
+            client.send_packet(&mut seq, &err.encode()).await?;
+            return Ok(None);
+        };
+        // An SSLRequest: TLS, then the real handshake response inside it.
+        client
+            .accept_tls(tls.config.clone())
+            .await
+            .map_err(ProtocolError::Io)?;
+        resp = client.read_packet(Some(seq), MAX_AUTH_PACKET).await?;
+        seq = resp.last_seq.wrapping_add(1);
+        client_caps = caps_of(&resp.payload)?;
     }
     if !client_caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
         let err = ErrSpec::new(1043, "08S01", "Bad handshake: protocol 4.1 is required");
@@ -124,6 +140,32 @@ pub(super) async fn greet_and_auth(
         let err = ErrSpec::access_denied(&user, &peer.ip().to_string(), using_password);
         client.send_packet(&mut seq, &err.encode()).await?;
         return Ok(None);
+    }
+    if !client.is_tls() {
+        let cfg = shared.config.load();
+        let refused = if cfg.tls.as_ref().is_some_and(|t| t.require) {
+            // As MySQL answers under require_secure_transport.
+            Some(ErrSpec::new(
+                3159,
+                "HY000",
+                "Connections using insecure transport are prohibited while --require_secure_transport=ON.",
+            ))
+        } else if cfg.users_require_tls.contains(&user) {
+            // As the server answers a user created with REQUIRE SSL.
+            let using_password = !hs.scramble_buf().is_empty();
+            Some(ErrSpec::access_denied(
+                &user,
+                &peer.ip().to_string(),
+                using_password,
+            ))
+        } else {
+            None
+        };
+        if let Some(err) = refused {
+            shared.metrics.auth_failures.inc();
+            client.send_packet(&mut seq, &err.encode()).await?;
+            return Ok(None);
+        }
     }
     Ok(Some(Authenticated {
         user,

@@ -44,7 +44,9 @@ impl Wire {
     pub fn new(stream: impl Into<Stream>) -> Self {
         let stream = stream.into();
         // Latency matters more than segment count for request/response traffic.
-        let _ = stream.tcp().set_nodelay(true);
+        if let Some(tcp) = stream.tcp() {
+            let _ = tcp.set_nodelay(true);
+        }
         Self {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -53,8 +55,49 @@ impl Wire {
     }
 
     /// The TCP socket underneath (plain or TLS).
-    pub fn tcp(&self) -> &TcpStream {
+    pub fn tcp(&self) -> Option<&TcpStream> {
         self.stream.tcp()
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    /// Turns a plain client connection into TLS with Tandem as the server
+    /// (after the client's SSLRequest). Bytes the client sent after that
+    /// request, already read, are the start of its TLS hello and go to the
+    /// TLS layer first.
+    pub async fn accept_tls(
+        &mut self,
+        config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> std::io::Result<()> {
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Detached) else {
+            return Err(std::io::Error::other(
+                "TLS requested on a connection that is not plain TCP",
+            ));
+        };
+        let early = self.rbuf.split().freeze();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tls = acceptor
+            .accept_with(tcp, |conn| {
+                let mut rest: &[u8] = &early;
+                while !rest.is_empty() {
+                    match conn.read_tls(&mut rest) {
+                        Ok(0) | Err(_) => break,
+                        // Processed now: the handshake then has its
+                        // answer to write instead of waiting to read.
+                        Ok(_) => {
+                            if conn.process_new_packets().is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .await?;
+        self.stream = Stream::TlsServer(Box::new(tls));
+        Ok(())
     }
 
     /// Reads more bytes into the read buffer. Returns false on a clean EOF.
@@ -72,7 +115,10 @@ impl Wire {
         let mut probe = [0u8; 1];
         // On a TLS stream this reads the socket under the TLS layer; any
         // byte there means the connection is not idle, and it is closed.
-        match self.stream.tcp().try_read(&mut probe) {
+        let Some(tcp) = self.stream.tcp() else {
+            return true;
+        };
+        match tcp.try_read(&mut probe) {
             Ok(0) => true,
             Ok(_) => true, // unsolicited bytes: the connection is not in a known state
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,

@@ -19,5 +19,6 @@ mod protocol;
 mod reload;
 mod shadow;
 mod soak;
+mod tls;
 mod two_servers;
 mod verify;
