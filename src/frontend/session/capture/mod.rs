@@ -649,14 +649,7 @@ impl Capture {
             Admit::Refused(msg) => {
                 // Nothing was committed: roll back and say why.
                 self.end_txn(cx);
-                if let Some(ok) = cx.run_aux(&[b"ROLLBACK"]).await? {
-                    cx.status = ok.status_flags();
-                }
-                return Ok(Reply {
-                    packets: vec![ErrSpec::new(1105, "HY000", msg).encode()],
-                    ok: None,
-                    err: Some(1105),
-                });
+                return rolled_back(cx, msg).await;
             }
         }
         // Normally the marker row went in with the first write; if that
@@ -689,14 +682,7 @@ impl Capture {
                         // The marker insert's answer.
                         cx.read_reply(Expect::ResultSet).await?;
                     }
-                    if let Some(ok) = cx.run_aux(&[b"ROLLBACK"]).await? {
-                        cx.status = ok.status_flags();
-                    }
-                    return Ok(Reply {
-                        packets: vec![ErrSpec::new(1105, "HY000", msg).encode()],
-                        ok: None,
-                        err: Some(1105),
-                    });
+                    return rolled_back(cx, msg).await;
                 }
                 None
             }
@@ -834,6 +820,18 @@ impl Capture {
             }
         }
     }
+}
+
+/// Rolls the session's transaction back and answers the COMMIT with why.
+async fn rolled_back(cx: &mut Link<'_>, msg: String) -> Result<Reply, SessionError> {
+    if let Some(ok) = cx.run_aux(&[b"ROLLBACK"]).await? {
+        cx.status = ok.status_flags();
+    }
+    Ok(Reply {
+        packets: vec![ErrSpec::new(1105, "HY000", msg).encode()],
+        ok: None,
+        err: Some(1105),
+    })
 }
 
 /// `db.t` → `t` (rules name bare tables).
