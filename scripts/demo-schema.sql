@@ -21,3 +21,15 @@ CREATE TABLE IF NOT EXISTS shop.audit_log (
 -- `tandem backfill --create-tables`; audit_log is not mirrored (rules/shop.yaml).
 CREATE TABLE IF NOT EXISTS shop_next.orders LIKE shop.orders;
 CREATE TABLE IF NOT EXISTS shop_next.order_items LIKE shop.order_items;
+-- The account the demo's proxy user `app` acts as (`backend_user` in
+-- config/tandem.yaml): its GRANTs, not root's, apply to the application.
+-- INSERT on Tandem's own database: mirrored transactions write their
+-- commit marker there, in the application's own transaction.
+CREATE USER IF NOT EXISTS 'shop_app'@'localhost' IDENTIFIED BY 'shop-app-pw';
+CREATE USER IF NOT EXISTS 'shop_app'@'127.0.0.1' IDENTIFIED BY 'shop-app-pw';
+CREATE USER IF NOT EXISTS 'shop_app'@'%' IDENTIFIED BY 'shop-app-pw';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, CREATE TEMPORARY TABLES,
+  LOCK TABLES, CREATE VIEW, SHOW VIEW, TRIGGER, EXECUTE ON shop.* TO 'shop_app'@'localhost', 'shop_app'@'127.0.0.1', 'shop_app'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, CREATE TEMPORARY TABLES,
+  LOCK TABLES, CREATE VIEW, SHOW VIEW, TRIGGER, EXECUTE ON shop_next.* TO 'shop_app'@'localhost', 'shop_app'@'127.0.0.1', 'shop_app'@'%';
+GRANT SELECT, INSERT ON tandem.* TO 'shop_app'@'localhost', 'shop_app'@'127.0.0.1', 'shop_app'@'%';

@@ -102,6 +102,20 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
             ),
             Err(e) => warn!(backend = %pool.config().name, error = %e, "primary not reachable yet"),
         }
+        let cfg = warm.config.load();
+        let mut shared_account: Vec<&String> = cfg
+            .users
+            .keys()
+            .filter(|u| !cfg.accounts.contains_key(*u))
+            .collect();
+        shared_account.sort();
+        if !shared_account.is_empty() {
+            warn!(
+                users = ?shared_account,
+                account = %pool.config().user,
+                "these proxy users act on the backends as the URL's account (no backend_user): its GRANTs, not theirs, apply"
+            );
+        }
     });
     tokio::spawn(periodic_verify(shared.clone()));
     tokio::spawn(idle_ticks(shared.clone()));

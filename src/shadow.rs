@@ -250,7 +250,8 @@ pub fn spawn(job: Job, pool: Arc<Pool>, mirror: Arc<Mirror>, stats: Arc<ShadowSt
 }
 
 async fn run(job: &Job, pool: &Arc<Pool>) -> Result<RowDigest, BackendError> {
-    let mut lease = pool.acquire(job.caps, job.collation).await?;
+    // Shadow reads compare answers: the secondary URL's account reads.
+    let mut lease = pool.acquire(job.caps, job.collation, None).await?;
     lease.reusable = false;
     let conn = lease.conn();
     if let Some(db) = &job.db {

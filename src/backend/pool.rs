@@ -9,7 +9,7 @@
 
 use super::conn::{BackendConn, ServerInfo};
 use super::BackendError;
-use crate::config::{BackendConfig, Limits};
+use crate::config::{Account, BackendConfig, Limits};
 use crate::protocol::packets::backend_key_caps;
 use mysql_common::constants::CapabilityFlags;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,13 +22,24 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct PoolKey {
     pub caps: u32,
     pub collation: u8,
+    /// The database account (hash of its credentials; 0: the URL's).
+    pub account: u64,
 }
 
 impl PoolKey {
-    pub fn new(client_caps: CapabilityFlags, collation: u8) -> Self {
+    pub fn new(client_caps: CapabilityFlags, collation: u8, account: Option<&Account>) -> Self {
         Self {
             caps: (client_caps & backend_key_caps()).bits(),
             collation,
+            // The password too: a connection another login's credentials
+            // opened never serves one configured with others.
+            account: account.map_or(0, |a| {
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                h.update(a.user.as_bytes());
+                h.update(&[0]);
+                h.update(a.password.expose().as_bytes());
+                h.digest() | 1
+            }),
         }
     }
 }
@@ -93,25 +104,28 @@ impl Pool {
         if let Some(i) = lock(&self.info).clone() {
             return Ok(i);
         }
-        let key = PoolKey::new(CapabilityFlags::empty(), 0);
-        let lease = self.acquire_with(key, None).await?;
+        let key = PoolKey::new(CapabilityFlags::empty(), 0, None);
+        let lease = self.acquire_with(key, None, None).await?;
         Ok(lease.server().clone())
     }
 
-    /// Leases a connection matching the client's flags and collation.
+    /// Leases a connection matching the client's flags and collation,
+    /// logged in as `account` (None: the URL's account).
     pub async fn acquire(
         self: &Arc<Self>,
         client_caps: CapabilityFlags,
         collation: u8,
+        account: Option<&Account>,
     ) -> Result<Lease, BackendError> {
-        self.acquire_with(PoolKey::new(client_caps, collation), Some(collation))
-            .await
+        let key = PoolKey::new(client_caps, collation, account);
+        self.acquire_with(key, Some(collation), account).await
     }
 
     async fn acquire_with(
         self: &Arc<Self>,
         key: PoolKey,
         collation: Option<u8>,
+        account: Option<&Account>,
     ) -> Result<Lease, BackendError> {
         let permit = tokio::time::timeout(self.wait_timeout, self.slots.clone().acquire_owned())
             .await
@@ -164,8 +178,9 @@ impl Pool {
                         .await
                         .map_err(|_| BackendError::Timeout(self.connect_timeout))?
                         .map_err(|_| BackendError::Timeout(self.connect_timeout))?;
-                let c =
-                    BackendConn::connect(&self.cfg, caps, collation, self.connect_timeout).await?;
+                let as_account = account.map(|a| a.on(&self.cfg));
+                let cfg = as_account.as_ref().unwrap_or(&self.cfg);
+                let c = BackendConn::connect(cfg, caps, collation, self.connect_timeout).await?;
                 slot.armed = false;
                 *lock(&self.info) = Some(c.server.clone());
                 c

@@ -33,6 +33,9 @@ pub struct Config {
     pub users: HashMap<String, StoredPassword>,
     /// Users whose plain-text logins are refused (`require_tls: true`).
     pub users_require_tls: std::collections::HashSet<String>,
+    /// Proxy user → the database account it acts as (`backend_user`).
+    /// Users without one act as the backend URL's account.
+    pub accounts: HashMap<String, Account>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub primary: String,
     pub secondary: Option<String>,
@@ -284,7 +287,7 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
     backends.dedup();
     Ok(Changes {
         backends,
-        users: old.users != new.users,
+        users: old.users != new.users || old.accounts != new.accounts,
         rules: old.rules != new.rules,
         secondary: old.secondary != new.secondary && cutover.is_none(),
         cutover,
@@ -408,6 +411,55 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         errors.push(
             "users[].require_tls: set, but no tls: section (certificate and key) to log in with"
                 .to_string(),
+        );
+    }
+    let mut accounts = HashMap::new();
+    for (i, u) in raw.users.iter().enumerate() {
+        let key = format!("users[{i}]");
+        let sources = [
+            u.backend_password.is_some(),
+            u.backend_password_file.is_some(),
+            u.backend_password_env.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            errors.push(format!(
+                "{key}: set at most one of backend_password, backend_password_file, backend_password_env"
+            ));
+            continue;
+        }
+        let Some(user) = &u.backend_user else {
+            if sources.iter().any(|s| *s) {
+                errors.push(format!("{key}: a backend password without backend_user"));
+            }
+            continue;
+        };
+        let password = if let Some(p) = &u.backend_password {
+            p.clone()
+        } else if let Some(f) = &u.backend_password_file {
+            match std::fs::read_to_string(f) {
+                Ok(t) => t.lines().next().unwrap_or_default().to_string(),
+                Err(e) => {
+                    errors.push(format!("{key}.backend_password_file: cannot read {f}: {e}"));
+                    continue;
+                }
+            }
+        } else if let Some(v) = &u.backend_password_env {
+            match std::env::var(v) {
+                Ok(p) => p,
+                Err(_) => {
+                    errors.push(format!("{key}.backend_password_env: {v} is not set"));
+                    continue;
+                }
+            }
+        } else {
+            String::new()
+        };
+        accounts.insert(
+            u.name.clone(),
+            Account {
+                user: user.clone(),
+                password: Secret::new(&password),
+            },
         );
     }
     let mut users = HashMap::new();
@@ -638,6 +690,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             admin_token_scope: raw.admin_token_scope,
             tls,
             users_require_tls,
+            accounts,
             users,
             backends,
             primary: m.primary.clone(),
@@ -894,5 +947,22 @@ impl ClientTls {
             cert: PathBuf::from(&raw.cert),
             digest,
         })
+    }
+}
+
+/// A database account a proxy user acts as on the backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub user: String,
+    pub password: Secret,
+}
+
+impl Account {
+    /// `b` with this account's credentials instead of the URL's.
+    pub fn on(&self, b: &BackendConfig) -> BackendConfig {
+        let mut b = b.clone();
+        b.user = self.user.clone();
+        b.password = self.password.expose().to_string();
+        b
     }
 }

@@ -99,6 +99,18 @@ pub struct RawUser {
     /// Refuse this user's plain-text logins (needs `tls`). Default false.
     #[serde(default)]
     pub require_tls: bool,
+    /// The database account this user acts as on the backends (its GRANTs
+    /// apply). Default: none, the backend URL's account (start-up warns).
+    #[serde(default)]
+    pub backend_user: Option<String>,
+    /// That account's password: inline (local use), from a file (its first
+    /// line), or from an environment variable. At most one.
+    #[serde(default)]
+    pub backend_password: Option<String>,
+    #[serde(default)]
+    pub backend_password_file: Option<String>,
+    #[serde(default)]
+    pub backend_password_env: Option<String>,
 }
 
 /// `tls:`: TLS for application connections.

@@ -15,6 +15,7 @@ mod inflight;
 mod journal_full;
 mod mirror;
 mod mirror_applier;
+mod privileges;
 mod protocol;
 mod reload;
 mod shadow;

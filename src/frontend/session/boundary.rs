@@ -100,7 +100,17 @@ impl Session<'_> {
             ))
             .into());
         };
-        let mut lease = pool.acquire(self.link.caps, self.link.collation).await?;
+        let account = self
+            .link
+            .shared
+            .config
+            .load()
+            .accounts
+            .get(&self.user)
+            .cloned();
+        let mut lease = pool
+            .acquire(self.link.caps, self.link.collation, account.as_ref())
+            .await?;
         lease.reusable = false;
         let conn = lease.conn();
         let db = self.link.current_db_on(&self.link.shared.config.load(), to);

@@ -111,6 +111,40 @@ impl Session<'_> {
             // As MySQL does: a failed change of user ends the connection.
             return Err(ProtocolError::Closed.into());
         }
+        // Another database account: a connection logged in as it.
+        let cfg = self.link.shared.config.load_full();
+        let account = cfg.accounts.get(&cu.user);
+        if cfg.accounts.get(&self.user) != account {
+            let backend = self.link.binding.backend().to_string();
+            let pool = self.link.shared.pools.load().get(&backend).cloned();
+            let lease = match pool {
+                Some(pool) => {
+                    pool.acquire(self.link.caps, self.link.collation, account)
+                        .await
+                }
+                None => Err(BackendError::Protocol(ProtocolError::Malformed(
+                    "the backend has no connection pool",
+                ))),
+            };
+            match lease {
+                Ok(lease) => {
+                    self.link.binding.rebind(lease, &backend);
+                }
+                Err(e) => {
+                    let err = match e {
+                        BackendError::Server { code, message } => {
+                            ErrSpec::new(code, "28000", message)
+                        }
+                        e => ErrSpec::backend_unavailable(&backend, e),
+                    };
+                    self.link
+                        .client
+                        .send_packet(&mut seq, &err.encode())
+                        .await?;
+                    return Err(ProtocolError::Closed.into());
+                }
+            }
+        }
         // A new user starts with a fresh session, as on a direct connection.
         self.link.binding.set_reusable(false);
         let conn = self.link.binding.conn();

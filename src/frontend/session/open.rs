@@ -55,13 +55,21 @@ pub(super) async fn open(
             return None;
         }
     };
-    let mut lease = match pool.acquire(auth.caps, auth.collation).await {
+    let account = shared.config.load().accounts.get(&auth.user).cloned();
+    let mut lease = match pool
+        .acquire(auth.caps, auth.collation, account.as_ref())
+        .await
+    {
         Ok(l) => l,
         Err(e) => {
             warn!(%peer, error = %e, "no backend connection for client");
             let err = match e {
                 BackendError::PoolExhausted(_) => ErrSpec::too_many_connections(),
                 BackendError::Server { code: 1040, .. } => ErrSpec::too_many_connections(),
+                // The database refused the user's own account: its answer.
+                BackendError::Server { code, message } if account.is_some() => {
+                    ErrSpec::new(code, "28000", message)
+                }
                 e => ErrSpec::backend_unavailable(&pool.config().name, e),
             };
             let _ = client.send_packet(&mut auth.seq, &err.encode()).await;
