@@ -2,6 +2,7 @@
 //! and what a session is bound to (`binding`). PostgreSQL backends arrive
 //! with the PostgreSQL milestone, as a new binding variant.
 
+pub mod accounts;
 pub mod binding;
 pub mod conn;
 pub mod pool;

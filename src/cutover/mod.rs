@@ -297,6 +297,17 @@ async fn preflight(
         Ok(Err(e)) => return Err(refused(format!("{to} is not usable as the primary: {e}"))),
         Err(_) => return Err(refused(format!("{to} did not answer within {t:?}"))),
     }
+    // The accounts users act as must work on the target, markers included.
+    let markers = crate::mirror::bookkeeping::table(&target, crate::mirror::bookkeeping::MARKERS);
+    let problems =
+        crate::backend::accounts::check_all(&target, new.accounts.values(), Some(&markers), t)
+            .await;
+    if !problems.is_empty() {
+        return Err(refused(format!(
+            "users could not work on {to}: {}",
+            problems.join("; ")
+        )));
+    }
     // The way back: the old primary must take mirrored writes.
     let check_reverse = async {
         let mut conn = mysql_async::Conn::new(crate::backend::client_opts(&old)).await?;

@@ -155,5 +155,51 @@ rules: ./rules
     );
     drop((via, c));
     server.shutdown().await;
+
+    // What start-up and the cutover preflight check: the account logs in
+    // but cannot write Tandem's commit markers; the GRANT to run is named.
+    let backend = tandem::config::parse(&yaml)
+        .unwrap()
+        .primary_backend()
+        .clone();
+    let mut r = root().await;
+    r.query_drop("CREATE DATABASE IF NOT EXISTS tandem")
+        .await
+        .unwrap();
+    r.query_drop(
+        "CREATE TABLE IF NOT EXISTS tandem.commit_marker (db VARCHAR(64) NOT NULL, \
+         token BIGINT UNSIGNED NOT NULL, PRIMARY KEY (db, token)) ENGINE=InnoDB",
+    )
+    .await
+    .unwrap();
+    r.disconnect().await.unwrap();
+    let account = tandem::config::Account {
+        user: ACCOUNT.into(),
+        password: tandem::config::Secret::new(ACCOUNT_PW),
+    };
+    let t = std::time::Duration::from_secs(5);
+    let markers = "`tandem`.`commit_marker`";
+    let problem = tandem::backend::accounts::check(&backend, &account, Some(markers), t)
+        .await
+        .expect("a problem");
+    assert!(
+        problem.contains("cannot write Tandem's commit markers")
+            && problem.contains(&format!(
+                "GRANT SELECT, INSERT ON `tandem`.* TO '{ACCOUNT}'"
+            )),
+        "{problem}"
+    );
+    assert_eq!(
+        tandem::backend::accounts::check(&backend, &account, None, t).await,
+        None
+    );
+    let wrong = tandem::config::Account {
+        user: ACCOUNT.into(),
+        password: tandem::config::Secret::new("nope"),
+    };
+    let problem = tandem::backend::accounts::check(&backend, &wrong, None, t)
+        .await
+        .expect("a problem");
+    assert!(problem.contains("cannot be used"), "{problem}");
     drop_account().await;
 }
