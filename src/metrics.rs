@@ -51,6 +51,9 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// Admin requests refused for a missing or wrong token.
     pub admin_refused: Counter,
+    /// Connections closed in their handshake to make room
+    /// (`limits.max_unauthenticated`).
+    pub handshakes_evicted: Counter,
     pub protocol_errors: Counter,
     pub backend_errors: Counter,
     pub rejected_connections: Counter,
@@ -82,6 +85,7 @@ impl Default for Metrics {
             client_connections_total: Counter::default(),
             auth_failures: Counter::default(),
             admin_refused: Counter::default(),
+            handshakes_evicted: Counter::default(),
             protocol_errors: Counter::default(),
             backend_errors: Counter::default(),
             rejected_connections: Counter::default(),
@@ -155,6 +159,11 @@ impl Metrics {
             self.rejected_connections.clone(),
         );
         r.register("auth_failures", "Failed logins", self.auth_failures.clone());
+        r.register(
+            "handshakes_evicted",
+            "Connections closed in their handshake to make room for new ones",
+            self.handshakes_evicted.clone(),
+        );
         r.register(
             "admin_refused",
             "Admin API requests refused for a missing or wrong token",

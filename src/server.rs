@@ -78,6 +78,8 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         last_verify: std::sync::Mutex::new(None),
         cutover: crate::cutover::Cutover::default(),
         shadow: Arc::default(),
+        pending: std::sync::Mutex::default(),
+        user_sessions: std::sync::Mutex::default(),
     });
     if shared.config.load().secondary.is_some() {
         let m = crate::mirror::runtime::Mirror::start(&shared.config.load())

@@ -37,6 +37,34 @@ pub struct Shared {
     /// The fence and the cutover history.
     pub cutover: crate::cutover::fence::Cutover,
     pub shadow: Arc<crate::shadow::ShadowStats>,
+    /// Connections still in their handshake, oldest first (session id and
+    /// its cancel token): past `limits.max_unauthenticated` the oldest is
+    /// closed.
+    pub(crate) pending: std::sync::Mutex<std::collections::VecDeque<(u32, CancellationToken)>>,
+    /// Sessions per proxy user, for `users[].max_connections`.
+    pub(crate) user_sessions: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+/// A session counted against its user's `max_connections` until dropped.
+pub struct UserSlot<'a> {
+    shared: &'a Shared,
+    user: String,
+}
+
+impl Drop for UserSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .shared
+            .user_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Seconds since the Unix epoch.
@@ -47,6 +75,43 @@ pub fn unix_now() -> u64 {
 }
 
 impl Shared {
+    /// Counts a connection in its handshake; closes the oldest one (its
+    /// token cancelled) when more than `max_unauthenticated` are.
+    pub(crate) fn handshake_started(&self, id: u32, cancel: CancellationToken) {
+        let max = self.config.load().limits.max_unauthenticated;
+        let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back((id, cancel));
+        while q.len() > max {
+            if let Some((_, oldest)) = q.pop_front() {
+                self.metrics.handshakes_evicted.inc();
+                oldest.cancel();
+            }
+        }
+    }
+
+    /// The connection's handshake ended (logged in, refused or gone).
+    pub(crate) fn handshake_ended(&self, id: u32) {
+        let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = q.iter().position(|(i, _)| *i == id) {
+            q.remove(at);
+        }
+    }
+
+    /// A session of `user`, if its `max_connections` allows one more.
+    pub fn user_slot(&self, user: &str) -> Option<UserSlot<'_>> {
+        let limit = self.config.load().user_limits.get(user).copied();
+        let mut m = self.user_sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(user.to_string()).or_default();
+        if limit.is_some_and(|l| *n >= l) {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            shared: self,
+            user: user.to_string(),
+        })
+    }
+
     /// The pool of the current primary backend.
     pub fn primary_pool(&self) -> Arc<Pool> {
         let cfg = self.config.load();

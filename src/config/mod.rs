@@ -33,6 +33,8 @@ pub struct Config {
     pub users: HashMap<String, StoredPassword>,
     /// Users whose plain-text logins are refused (`require_tls: true`).
     pub users_require_tls: std::collections::HashSet<String>,
+    /// Proxy user → its own cap on sessions (`max_connections`).
+    pub user_limits: HashMap<String, usize>,
     /// Proxy user → the database account it acts as (`backend_user`).
     /// Users without one act as the backend URL's account.
     pub accounts: HashMap<String, Account>,
@@ -110,6 +112,7 @@ pub struct VerifySchedule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_client_connections: usize,
+    pub max_unauthenticated: usize,
     pub max_allowed_packet: usize,
     pub connect_timeout: Duration,
     pub pool_wait_timeout: Duration,
@@ -287,7 +290,9 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
     backends.dedup();
     Ok(Changes {
         backends,
-        users: old.users != new.users || old.accounts != new.accounts,
+        users: old.users != new.users
+            || old.accounts != new.accounts
+            || old.user_limits != new.user_limits,
         rules: old.rules != new.rules,
         secondary: old.secondary != new.secondary && cutover.is_none(),
         cutover,
@@ -633,8 +638,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if l.max_allowed_packet < 1024 || l.max_allowed_packet > 1 << 30 {
         errors.push("limits.max_allowed_packet: must be between 1024 and 1073741824".into());
     }
+    if l.max_unauthenticated == 0 || l.max_unauthenticated > l.max_client_connections {
+        errors.push(
+            "limits.max_unauthenticated: must be between 1 and limits.max_client_connections"
+                .into(),
+        );
+    }
     let limits = Limits {
         max_client_connections: l.max_client_connections,
+        max_unauthenticated: l.max_unauthenticated,
         max_allowed_packet: l.max_allowed_packet,
         connect_timeout: duration(&mut errors, "limits.connect_timeout", &l.connect_timeout),
         pool_wait_timeout: duration(
@@ -691,6 +703,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             tls,
             users_require_tls,
             accounts,
+            user_limits: raw
+                .users
+                .iter()
+                .filter_map(|u| u.max_connections.map(|n| (u.name.clone(), n)))
+                .collect(),
             users,
             backends,
             primary: m.primary.clone(),

@@ -99,6 +99,10 @@ pub struct RawUser {
     /// Refuse this user's plain-text logins (needs `tls`). Default false.
     #[serde(default)]
     pub require_tls: bool,
+    /// This user's sessions at once (ERR 1203 past it, as MySQL's
+    /// max_user_connections). Default: no limit of its own.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
     /// The database account this user acts as on the backends (its GRANTs
     /// apply). Default: none, the backend URL's account (start-up warns).
     #[serde(default)]
@@ -324,6 +328,10 @@ pub struct RawLimits {
     pub pool_idle_timeout: String,
     /// A client must finish its handshake within this. Default `10s`.
     pub handshake_timeout: String,
+    /// Connections still in their handshake at once. Past it the oldest
+    /// such connection is closed, so sockets that never log in cannot
+    /// keep real clients out. Default 1024; at most max_client_connections.
+    pub max_unauthenticated: usize,
 }
 
 impl Default for RawLimits {
@@ -335,6 +343,7 @@ impl Default for RawLimits {
             pool_wait_timeout: "10s".into(),
             pool_idle_timeout: "5m".into(),
             handshake_timeout: "10s".into(),
+            max_unauthenticated: 1024,
         }
     }
 }

@@ -641,3 +641,81 @@ async fn backend_that_vanishes_gives_a_clear_error() {
     d.disconnect().await.unwrap();
     env.stop().await;
 }
+
+/// 1,000 sockets that connect and never answer the greeting used to hold
+/// client slots until their handshake timed out, so a real client got
+/// "Too many connections". Past `limits.max_unauthenticated` the oldest
+/// pending handshake is closed: the real client logs in (and the time it
+/// took is printed, not judged). A user's own `max_connections` refuses
+/// the next session with MySQL's 1203.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_do_not_keep_clients_out_and_users_have_limits() {
+    let env = TestEnv::start_with(
+        "stalled",
+        "limits:\n  max_client_connections: 512\n  max_unauthenticated: 128\n  handshake_timeout: 60s",
+    )
+    .await;
+    let mut stalled = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        match tokio::net::TcpStream::connect(env.addr).await {
+            Ok(s) => stalled.push(s),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    // Let the server accept them all.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let mut c = env.proxy().await;
+    eprintln!(
+        "logged in beside 1,000 stalled handshakes in {:?}",
+        started.elapsed()
+    );
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    drop(c);
+    drop(stalled);
+    env.stop().await;
+
+    // A user with max_connections: 2.
+    let db = "tandem_userlimit";
+    fresh_database(db).await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nusers:\n  - {{ name: capped, password: capped-pw, max_connections: 2 }}\n\
+         backends:\n  legacy: {{ kind: mysql, url: \"mysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{db}\" }}\n\
+         migration: {{ primary: legacy }}\nrules: ./rules\n"
+    );
+    let server = tandem::server::start(tandem::config::parse(&yaml).unwrap())
+        .await
+        .unwrap();
+    let login = || {
+        Conn::new(
+            proxy_builder(server.addr, Some(db))
+                .user(Some("capped"))
+                .pass(Some("capped-pw")),
+        )
+    };
+    let a = login().await.unwrap();
+    let b = login().await.unwrap();
+    let e = login().await.unwrap_err();
+    assert!(
+        matches!(&e, mysql_async::Error::Server(s) if s.code == 1203),
+        "{e}"
+    );
+    drop(a);
+    // A closed session frees its place.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match login().await {
+            Ok(c) => {
+                drop(c);
+                break;
+            }
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(b);
+    server.shutdown().await;
+}

@@ -106,11 +106,13 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
         holding: holding.clone(),
     });
     let mut client = Wire::new(stream);
+    shared.handshake_started(id, cancel.clone());
     let session = tokio::select! {
         s = open::open(&mut client, shared, id, peer, backend_thread.clone()) => s,
         _ = cancel.cancelled() => None,
     };
-    if let Some((auth, lease, backend)) = session {
+    shared.handshake_ended(id);
+    if let Some((auth, lease, backend, _user_slot)) = session {
         let mut s = Session {
             link: Link {
                 shared,

@@ -17,13 +17,13 @@ use tracing::{info, warn};
 /// Handshake, authentication and backend lease (with the backend's name).
 /// None: the client was answered with an error (or vanished) and the
 /// connection should close.
-pub(super) async fn open(
+pub(super) async fn open<'s>(
     client: &mut Wire,
-    shared: &Shared,
+    shared: &'s Shared,
     id: u32,
     peer: SocketAddr,
     backend_thread: Arc<AtomicU32>,
-) -> Option<(Authenticated, Lease, String)> {
+) -> Option<(Authenticated, Lease, String, crate::state::UserSlot<'s>)> {
     let pool = shared.primary_pool();
     let server = match pool.server_info().await {
         Ok(s) => s,
@@ -39,7 +39,11 @@ pub(super) async fn open(
     // connection afterwards is bounded by pool_wait_timeout (then ERR 1040).
     let timeout = shared.config.load().limits.handshake_timeout;
     let login = handshake::greet_and_auth(client, shared, id, &server, peer);
-    let mut auth = match tokio::time::timeout(timeout, login).await {
+    let logged_in = tokio::time::timeout(timeout, login).await;
+    // Past its handshake: no longer a candidate for eviction
+    // (`limits.max_unauthenticated`), whatever waits for a backend next.
+    shared.handshake_ended(id);
+    let mut auth = match logged_in {
         Ok(Ok(Some(a))) => a,
         Ok(Ok(None)) => {
             info!(%peer, "authentication failed");
@@ -54,6 +58,21 @@ pub(super) async fn open(
             info!(%peer, "handshake timed out");
             return None;
         }
+    };
+    let Some(user_slot) = shared.user_slot(&auth.user) else {
+        // As MySQL answers past max_user_connections.
+        let limit = shared.config.load().user_limits.get(&auth.user).copied();
+        let err = ErrSpec::new(
+            1203,
+            "42000",
+            format!(
+                "User {} already has more than 'max_user_connections' active connections ({})",
+                auth.user,
+                limit.unwrap_or_default()
+            ),
+        );
+        let _ = client.send_packet(&mut auth.seq, &err.encode()).await;
+        return None;
     };
     let account = shared.config.load().accounts.get(&auth.user).cloned();
     let mut lease = match pool
@@ -109,5 +128,5 @@ pub(super) async fn open(
     if client.send_packet(&mut auth.seq, &ok).await.is_err() {
         return None;
     }
-    Some((auth, lease, backend))
+    Some((auth, lease, backend, user_slot))
 }
