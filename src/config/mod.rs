@@ -74,7 +74,7 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     pub name: String,
     pub kind: BackendKind,
@@ -88,6 +88,27 @@ pub struct BackendConfig {
     /// bookkeeping (`migration.bookkeeping_database`; see
     /// `mirror::bookkeeping`).
     pub bookkeeping: String,
+}
+
+/// Everything but the password, which prints as `***`: configs are
+/// logged and shown in errors.
+impl std::fmt::Debug for BackendConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field(
+                "password",
+                &if self.password.is_empty() { "" } else { "***" },
+            )
+            .field("database", &self.database)
+            .field("pool", &self.pool)
+            .field("bookkeeping", &self.bookkeeping)
+            .finish()
+    }
 }
 
 /// What happens when the mirror journal reaches its size limit.

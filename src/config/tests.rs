@@ -279,3 +279,16 @@ fn an_admin_address_reachable_from_other_hosts_needs_a_token() {
     let e = parse(&with).unwrap_err().to_string();
     assert!(e.contains("is empty"), "{e}");
 }
+
+#[test]
+fn backend_passwords_never_print() {
+    let with = EXAMPLE.replace(
+        "mysql://root@127.0.0.1:3306/shop",
+        "mysql://root:hunter2-secret@127.0.0.1:3306/shop",
+    );
+    let cfg = parse(&with).unwrap();
+    assert_eq!(cfg.backends["legacy"].password, "hunter2-secret");
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains(r#"password: "***""#));
+}
