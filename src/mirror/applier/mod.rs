@@ -16,9 +16,11 @@
 //! marked divergent, and the applier moves on (or halts, per policy).
 
 mod coordinator;
+mod errors;
 mod position;
 mod worker;
 use coordinator::*;
+use errors::*;
 use position::*;
 pub use position::{check_position_writable, seed_position};
 use worker::*;

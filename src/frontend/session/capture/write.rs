@@ -466,14 +466,7 @@ impl Capture {
         }
         if stmt_r.err.is_some() || aux_failed {
             m.abandon(token);
-            let undo: &[&[u8]] = if pin {
-                &[b"ROLLBACK", b"SET TIMESTAMP = DEFAULT"]
-            } else {
-                &[b"ROLLBACK"]
-            };
-            if let Some(ok) = cx.run_aux(undo).await? {
-                cx.status = ok.status_flags();
-            }
+            undo_wrap(cx, pin).await?;
             self.row_count_next = row_count_of(&stmt_r);
             let reply = if stmt_r.err.is_some() {
                 Some(stmt_r)
@@ -503,14 +496,7 @@ impl Capture {
             Err(e) => {
                 if let Some(msg) = self.journal_failed(cx, m, &route.tables, &e.to_string()) {
                     m.abandon(token);
-                    let undo: &[&[u8]] = if pin {
-                        &[b"ROLLBACK", b"SET TIMESTAMP = DEFAULT"]
-                    } else {
-                        &[b"ROLLBACK"]
-                    };
-                    if let Some(ok) = cx.run_aux(undo).await? {
-                        cx.status = ok.status_flags();
-                    }
+                    undo_wrap(cx, pin).await?;
                     return cx.reply_err(seq, &ErrSpec::new(1105, "HY000", msg)).await;
                 }
                 None
@@ -614,6 +600,20 @@ pub(super) fn pin_packet(ts: Option<i64>, seeds: Option<(u32, u32)>) -> Option<V
         }
         query_packet(set.as_bytes())
     })
+}
+
+/// Rolls back the transaction an autocommit write was wrapped in (and the
+/// pinned time, when there was one); the client's status follows.
+async fn undo_wrap(cx: &mut Link<'_>, pin: bool) -> Result<(), SessionError> {
+    let undo: &[&[u8]] = if pin {
+        &[b"ROLLBACK", b"SET TIMESTAMP = DEFAULT"]
+    } else {
+        &[b"ROLLBACK"]
+    };
+    if let Some(ok) = cx.run_aux(undo).await? {
+        cx.status = ok.status_flags();
+    }
+    Ok(())
 }
 
 /// `SET TIMESTAMP = <seconds>.<micros>` for a time in microseconds.
