@@ -184,16 +184,21 @@ impl Capture {
                 self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
                 return Ok(true);
             }
-            let names = (routes.len() == 1)
-                .then(|| sequences::advanced(&payload[1..], &cx.scratch.tokens))
-                .flatten();
-            if let Some(names) = names {
-                self.advance_sequences(cx, m, &names, payload, seq).await?;
-                return Ok(true);
-            }
-            if let Some(reason) = routines::sequence_reason(&payload[1..], &cx.scratch.tokens) {
-                self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
-                return Ok(true);
+            match sequences::usage(&payload[1..], &cx.scratch.tokens) {
+                sequences::Usage::None => {}
+                sequences::Usage::Advances(names) if routes.len() == 1 => {
+                    self.advance_sequences(cx, m, &names, payload, seq).await?;
+                    return Ok(true);
+                }
+                sequences::Usage::Advances(_) => {
+                    let reason = "a multi-statement packet advances a sequence; send the statement that calls NEXTVAL on its own";
+                    self.unsafe_write(cx, m, &[], reason, payload, seq).await?;
+                    return Ok(true);
+                }
+                sequences::Usage::Refused(reason) => {
+                    self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
+                    return Ok(true);
+                }
             }
         }
         if routes.len() > 1 {
@@ -351,12 +356,14 @@ impl Capture {
                 let reason = routines::reason(&f);
                 return self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await;
             }
-            lexer::tokenize(&sql, &mut cx.scratch.tokens);
-            if let Some(names) = sequences::advanced(&sql, &cx.scratch.tokens) {
-                return self.advance_sequences(cx, &m, &names, &payload, seq).await;
-            }
-            if let Some(reason) = routines::sequence_reason(&sql, &cx.scratch.tokens) {
-                return self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await;
+            match sequences::usage(&sql, &cx.scratch.tokens) {
+                sequences::Usage::None => {}
+                sequences::Usage::Advances(names) => {
+                    return self.advance_sequences(cx, &m, &names, &payload, seq).await;
+                }
+                sequences::Usage::Refused(reason) => {
+                    return self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await;
+                }
             }
         }
         if matches!(r.class, Class::Write(_))

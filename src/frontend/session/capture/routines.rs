@@ -71,36 +71,6 @@ pub(super) fn reason(f: &str) -> String {
     )
 }
 
-/// Why a statement that is not a write but advances a sequence
-/// (`NEXTVAL(s)`, `SETVAL(s, …)`, `NEXT VALUE FOR s`) cannot be mirrored:
-/// a sequence moves outside transactions, on the primary only, and a
-/// secondary left behind would hand out the same values again after a
-/// cutover. None when it does not.
-pub(super) fn sequence_reason(sql: &[u8], toks: &[crate::router::lexer::Token]) -> Option<String> {
-    for (i, t) in toks.iter().enumerate() {
-        if t.kind != Tok::Word {
-            continue;
-        }
-        let call = toks.get(i + 1).is_some_and(|n| n.kind == Tok::Punct(b'('));
-        let named = if call && (t.is_word(sql, "NEXTVAL") || t.is_word(sql, "SETVAL")) {
-            Some(String::from_utf8_lossy(t.text(sql)).to_uppercase())
-        } else if t.is_word(sql, "NEXT")
-            && toks.get(i + 1).is_some_and(|n| n.is_word(sql, "VALUE"))
-            && toks.get(i + 2).is_some_and(|n| n.is_word(sql, "FOR"))
-        {
-            Some("NEXT VALUE FOR".to_string())
-        } else {
-            None
-        };
-        if let Some(f) = named {
-            return Some(format!(
-                "{f} advances a sequence outside any transaction, on the primary only; Tandem does not mirror sequence positions, so the secondary's sequence would hand out the same values again"
-            ));
-        }
-    }
-    None
-}
-
 impl Capture {
     /// The stored function (`db.f` or `f`) the statement whose tokens are
     /// in the session's scratch calls and that may write, if any.

@@ -13,8 +13,9 @@
 //! secondary ends where the primary's highest value handed out is. A
 //! primary's cache (`CACHE n`) is not mirrored: the secondary continues
 //! from the last value actually handed out, never one handed out before.
-//! `SETVAL` called by the application, and writes that call NEXTVAL, still
-//! follow `unsafe_writes` (`routines::sequence_reason`).
+//! `SETVAL` called by the application, a NEXTVAL this does not read, and
+//! writes that call NEXTVAL still follow `unsafe_writes` (`Usage::Refused`
+//! here; writes in `router::determinism`).
 
 use super::super::link::{query_packet, Link};
 use super::super::SessionError;
@@ -28,10 +29,28 @@ use crate::protocol::response::Expect;
 use crate::router::lexer::{Tok, Token};
 use std::sync::Arc;
 
-/// The sequences the statement advances with NEXTVAL, as written (`s` or
-/// `db.s`, unquoted); None when it also calls SETVAL or names one in a way
-/// this does not read (then `sequence_reason` decides).
-pub(super) fn advanced(sql: &[u8], toks: &[Token]) -> Option<Vec<String>> {
+/// What a statement that is not a write does to sequences.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Usage {
+    None,
+    /// Advances these with NEXTVAL (as written: `s` or `db.s`, unquoted).
+    Advances(Vec<String>),
+    /// SETVAL, or a NEXTVAL whose sequence this does not read: follows
+    /// `unsafe_writes`, for this reason.
+    Refused(String),
+}
+
+/// Why a sequence call cannot be mirrored: a sequence moves outside
+/// transactions, on the primary only, and a secondary left behind would
+/// hand out the same values again after a cutover.
+fn refused(call: &str) -> Usage {
+    Usage::Refused(format!(
+        "{call} advances a sequence outside any transaction, on the primary only; Tandem does not mirror this sequence position, so the secondary's sequence would hand out the same values again"
+    ))
+}
+
+/// One pass over the statement's tokens.
+pub(super) fn usage(sql: &[u8], toks: &[Token]) -> Usage {
     let name_at = |i: usize| -> Option<String> {
         let first = toks.get(i)?.ident(sql)?;
         if toks.get(i + 1).is_some_and(|t| t.kind == Tok::Punct(b'.')) {
@@ -46,22 +65,29 @@ pub(super) fn advanced(sql: &[u8], toks: &[Token]) -> Option<Vec<String>> {
         }
         let call = toks.get(i + 1).is_some_and(|n| n.kind == Tok::Punct(b'('));
         let name = if call && t.is_word(sql, "SETVAL") {
-            return None;
+            return refused("SETVAL");
         } else if call && t.is_word(sql, "NEXTVAL") {
-            name_at(i + 2)?
+            name_at(i + 2)
         } else if t.is_word(sql, "NEXT")
             && toks.get(i + 1).is_some_and(|n| n.is_word(sql, "VALUE"))
             && toks.get(i + 2).is_some_and(|n| n.is_word(sql, "FOR"))
         {
-            name_at(i + 3)?
+            name_at(i + 3)
         } else {
             continue;
+        };
+        let Some(name) = name else {
+            return refused("NEXTVAL");
         };
         if !out.contains(&name) {
             out.push(name);
         }
     }
-    (!out.is_empty()).then_some(out)
+    if out.is_empty() {
+        Usage::None
+    } else {
+        Usage::Advances(out)
+    }
 }
 
 impl Capture {
@@ -161,7 +187,10 @@ mod tests {
     fn names(sql: &str) -> Option<Vec<String>> {
         let mut toks = Vec::new();
         lexer::tokenize(sql.as_bytes(), &mut toks);
-        advanced(sql.as_bytes(), &toks)
+        match usage(sql.as_bytes(), &toks) {
+            Usage::Advances(n) => Some(n),
+            _ => None,
+        }
     }
 
     #[test]
@@ -173,6 +202,10 @@ mod tests {
         );
         assert_eq!(names("SELECT LASTVAL(s)"), None);
         assert_eq!(names("DO SETVAL(s, 5), NEXTVAL(s)"), None);
+        let mut toks = Vec::new();
+        let sql = b"DO SETVAL(s, 5)";
+        lexer::tokenize(sql, &mut toks);
+        assert!(matches!(usage(sql, &toks), Usage::Refused(r) if r.contains("SETVAL")));
         assert_eq!(names("SELECT 1"), None);
     }
 }
