@@ -344,3 +344,40 @@ async fn a_blocked_alter_holds_up_only_its_own_table() {
     drop((c, d, s));
     env.stop().await;
 }
+
+/// A view whose table is gone cannot be locked (ER_VIEW_INVALID), so
+/// dropping or replacing it runs without the lock, as directly: a test
+/// suite's teardown drops such views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_whose_table_is_gone_can_be_dropped() {
+    let env = MirrorEnv::start("ddlbrokenview", "").await;
+    let mut c = env.proxy().await;
+    for sql in [
+        "CREATE TABLE t (id INT PRIMARY KEY)",
+        "CREATE VIEW v AS SELECT id FROM t",
+        "CREATE VIEW w AS SELECT id FROM t",
+        "DROP TABLE t",
+        "DROP VIEW IF EXISTS v",
+        "CREATE OR REPLACE VIEW w AS SELECT 1 AS one",
+    ] {
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    env.wait_caught_up().await;
+    for db in [&env.primary, &env.secondary] {
+        let mut d = Conn::new(direct_opts(db)).await.unwrap();
+        let views: Vec<String> = d
+            .query(
+                "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE()",
+            )
+            .await
+            .unwrap();
+        assert_eq!(views, vec!["w".to_string()], "{db}");
+        let one: Option<i32> = d.query_first("SELECT one FROM w").await.unwrap();
+        assert_eq!(one, Some(1));
+        d.disconnect().await.unwrap();
+    }
+    drop(c);
+    env.stop().await;
+}

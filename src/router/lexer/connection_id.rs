@@ -41,20 +41,35 @@ pub fn rewrite_connection_id(sql: &[u8], tokens: &[Token], id: u32) -> Option<Ve
 }
 
 /// Replaces every argument-less call of `name` (`ROW_COUNT()`) with
-/// `literal`; a bare select item keeps its column name through an alias of
-/// the original text. None when there is no such call.
+/// `literal`. A select item without an alias keeps its column name (the
+/// item's text as written) through an alias of the original text. None
+/// when there is no such call.
 pub fn rewrite_calls(sql: &[u8], tokens: &[Token], name: &str, literal: &str) -> Option<Vec<u8>> {
     let calls: Vec<usize> = calls_of(sql, tokens, name).collect();
     if calls.is_empty() {
         return None;
     }
+    // After which token each alias goes, and the item's text.
+    let mut aliases: Vec<(usize, (usize, usize))> = Vec::new();
+    for &i in &calls {
+        if let Some((first, last)) = unaliased_item(sql, tokens, i) {
+            if !aliases.iter().any(|&(l, _)| l == last) {
+                aliases.push((last, (tokens[first].start, tokens[last].end)));
+            }
+        }
+    }
     let mut out = Vec::with_capacity(sql.len() + 32);
     let mut at = 0;
-    for i in calls {
-        let (start, end) = (tokens[i].start, tokens[i + 2].end);
-        out.extend_from_slice(&sql[at..start]);
-        out.extend_from_slice(literal.as_bytes());
-        if is_bare_select_item(sql, tokens, i, i + 2) {
+    let mut ci = calls.iter().peekable();
+    for (t, tok) in tokens.iter().enumerate() {
+        if ci.peek() == Some(&&t) {
+            ci.next();
+            out.extend_from_slice(&sql[at..tok.start]);
+            out.extend_from_slice(literal.as_bytes());
+            at = tokens[t + 2].end;
+        }
+        if let Some(&(_, (start, end))) = aliases.iter().find(|&&(l, _)| l == t) {
+            out.extend_from_slice(&sql[at..tok.end.max(at)]);
             out.extend_from_slice(b" AS `");
             for &b in &sql[start..end] {
                 if b == b'`' {
@@ -63,60 +78,134 @@ pub fn rewrite_calls(sql: &[u8], tokens: &[Token], name: &str, literal: &str) ->
                 out.push(b);
             }
             out.push(b'`');
+            at = tok.end.max(at);
         }
-        at = end;
     }
     out.extend_from_slice(&sql[at..]);
     Some(out)
 }
 
-pub(super) fn is_bare_select_item(sql: &[u8], tokens: &[Token], first: usize, last: usize) -> bool {
-    // Find the innermost open parenthesis before `first`.
-    let mut depth = 0i32;
-    let mut ctx_start = 0;
-    for j in (0..first).rev() {
-        match tokens[j].kind {
-            Tok::Punct(b')') => depth += 1,
-            Tok::Punct(b'(') if depth == 0 => {
-                ctx_start = j + 1;
-                break;
+/// Words that end a select list (or show the token is not in one).
+const LIST_ENDS: &[&str] = &[
+    "FROM",
+    "INTO",
+    "WHERE",
+    "UNION",
+    "LIMIT",
+    "ORDER",
+    "GROUP",
+    "HAVING",
+    "FOR",
+    "LOCK",
+    "WINDOW",
+    "EXCEPT",
+    "INTERSECT",
+    "SET",
+    "VALUES",
+    "VALUE",
+    "ON",
+    "USING",
+    "JOIN",
+];
+
+/// Select modifiers that come before the first item.
+const MODIFIERS: &[&str] = &[
+    "ALL",
+    "DISTINCT",
+    "DISTINCTROW",
+    "HIGH_PRIORITY",
+    "STRAIGHT_JOIN",
+    "SQL_SMALL_RESULT",
+    "SQL_BIG_RESULT",
+    "SQL_BUFFER_RESULT",
+    "SQL_CACHE",
+    "SQL_NO_CACHE",
+    "SQL_CALC_FOUND_ROWS",
+];
+
+/// Longest item text given as an alias (MariaDB's limit is 256).
+const MAX_ALIAS: usize = 250;
+
+/// The select item (first and last token) around token `at`, when it is
+/// in a select list and has no alias of its own; None when it is not in
+/// a select list, has an alias, or may have one (`expr word`).
+fn unaliased_item(sql: &[u8], tokens: &[Token], at: usize) -> Option<(usize, usize)> {
+    // Backwards to the SELECT whose list holds the token, at the lowest
+    // parenthesis level met on the way.
+    let (mut level, mut min) = (0i32, 0i32);
+    let mut commas: Vec<(usize, i32)> = Vec::new();
+    let mut select = None;
+    for j in (0..at).rev() {
+        let t = &tokens[j];
+        match t.kind {
+            Tok::Punct(b')') => level += 1,
+            Tok::Punct(b'(') => {
+                level -= 1;
+                min = min.min(level);
             }
-            Tok::Punct(b'(') => depth -= 1,
+            Tok::Punct(b';') => return None,
+            Tok::Punct(b',') => commas.push((j, level)),
             _ => {}
         }
-    }
-    let in_select = tokens
-        .get(ctx_start)
-        .is_some_and(|t| t.is_word(sql, "SELECT"));
-    let prev_ok = first > 0
-        && (tokens[first - 1].kind == Tok::Punct(b',')
-            || ["SELECT", "DISTINCT", "ALL"]
-                .iter()
-                .any(|w| tokens[first - 1].is_word(sql, w)));
-    let next_ok = match tokens.get(last + 1) {
-        None => true,
-        Some(t) => {
-            matches!(
-                t.kind,
-                Tok::Punct(b',') | Tok::Punct(b';') | Tok::Punct(b')')
-            ) || [
-                "FROM",
-                "INTO",
-                "WHERE",
-                "UNION",
-                "LIMIT",
-                "ORDER",
-                "GROUP",
-                "HAVING",
-                "FOR",
-                "LOCK",
-                "WINDOW",
-                "EXCEPT",
-                "INTERSECT",
-            ]
-            .iter()
-            .any(|w| t.is_word(sql, w))
+        if level == min && t.kind == Tok::Word {
+            if t.is_word(sql, "SELECT") {
+                select = Some((j, level));
+                break;
+            }
+            if LIST_ENDS.iter().any(|w| t.is_word(sql, w)) {
+                return None;
+            }
         }
+    }
+    let (sel, item_level) = select?;
+    let mut first = commas
+        .iter()
+        .filter(|&&(_, l)| l == item_level)
+        .map(|&(j, _)| j + 1)
+        .next()
+        .unwrap_or(sel + 1);
+    if first == sel + 1 {
+        while first < at && MODIFIERS.iter().any(|w| tokens[first].is_word(sql, w)) {
+            first += 1;
+        }
+    }
+    // Forwards to the item's end.
+    let mut level = 0i32;
+    let mut last = at;
+    for (j, t) in tokens.iter().enumerate().skip(at) {
+        match t.kind {
+            Tok::Punct(b'(') => level += 1,
+            Tok::Punct(b')') if level == item_level => break,
+            Tok::Punct(b')') => level -= 1,
+            Tok::Punct(b',' | b';') if level == item_level => break,
+            Tok::Word if level == item_level && LIST_ENDS.iter().any(|w| t.is_word(sql, w)) => {
+                break
+            }
+            _ => {}
+        }
+        last = j;
+    }
+    let item = &tokens[first..=last];
+    let has_as = {
+        let mut l = item_level;
+        item.iter().any(|t| {
+            match t.kind {
+                Tok::Punct(b'(') => l += 1,
+                Tok::Punct(b')') => l -= 1,
+                _ => {}
+            }
+            l == item_level && t.is_word(sql, "AS")
+        })
     };
-    in_select && prev_ok && next_ok
+    if has_as || tokens[last].end - tokens[first].start > MAX_ALIAS {
+        return None;
+    }
+    let plain_end = match tokens[last].kind {
+        Tok::Punct(b')') | Tok::Num | Tok::Str => true,
+        Tok::Word | Tok::Quoted => {
+            last > first && matches!(tokens[last - 1].kind, Tok::Punct(p) if p != b')')
+        }
+        _ => false,
+    };
+    plain_end.then_some((first, last))
 }

@@ -468,16 +468,40 @@ mod tests {
         );
         assert_eq!(
             rw("SELECT CONCAT('a', CONNECTION_ID())"),
-            "SELECT CONCAT('a', 77)"
+            "SELECT CONCAT('a', 77) AS `CONCAT('a', CONNECTION_ID())`"
+        );
+        assert_eq!(
+            rw("SELECT CONNECTION_ID() + 1, 2 * CONNECTION_ID() AS two, CONNECTION_ID() + t.x FROM t"),
+            "SELECT 77 + 1 AS `CONNECTION_ID() + 1`, 2 * 77 AS two, 77 + t.x AS `CONNECTION_ID() + t.x` FROM t"
+        );
+        assert_eq!(
+            rw("SELECT DISTINCT CONNECTION_ID() cid"),
+            "SELECT DISTINCT 77 cid"
+        );
+        assert_eq!(
+            rw("SELECT IF(CONNECTION_ID() > 0, 'y', 'n') FROM t WHERE a = CONNECTION_ID()"),
+            "SELECT IF(77 > 0, 'y', 'n') AS `IF(CONNECTION_ID() > 0, 'y', 'n')` FROM t WHERE a = 77"
+        );
+        assert_eq!(
+            rw("INSERT INTO t VALUES (CONNECTION_ID())"),
+            "INSERT INTO t VALUES (77)"
+        );
+        assert_eq!(
+            rw("SELECT a FROM t ORDER BY CONNECTION_ID()"),
+            "SELECT a FROM t ORDER BY 77"
         );
         assert_eq!(rw("SELECT CONNECTION_ID() AS cid"), "SELECT 77 AS cid");
         assert_eq!(
             rw("SELECT x IN (1, CONNECTION_ID(), 2)"),
-            "SELECT x IN (1, 77, 2)"
+            "SELECT x IN (1, 77, 2) AS `x IN (1, CONNECTION_ID(), 2)`"
         );
         assert_eq!(
             rw("SELECT (SELECT CONNECTION_ID())"),
             "SELECT (SELECT 77 AS `CONNECTION_ID()`)"
+        );
+        assert_eq!(
+            rw("SELECT * FROM (SELECT 1 + CONNECTION_ID()) d"),
+            "SELECT * FROM (SELECT 1 + 77 AS `1 + CONNECTION_ID()`) d"
         );
         let s = "SELECT 'CONNECTION_ID()'";
         assert!(rewrite_connection_id(s.as_bytes(), &toks(s), 1).is_none());

@@ -39,7 +39,10 @@ use std::sync::Arc;
 /// a table missing or not lockable, a statement not allowed under LOCK
 /// TABLES. Nothing was changed; the DDL runs without the lock.
 fn not_under_lock(code: u16) -> bool {
-    matches!(code, 1100 | 1192 | 1146 | 1049 | 1102 | 1103 | 1099 | 1347)
+    matches!(
+        code,
+        1100 | 1192 | 1146 | 1049 | 1102 | 1103 | 1099 | 1347 | 1356
+    )
 }
 
 impl Capture {
