@@ -461,3 +461,97 @@ async fn writes_reading_user_variables_are_mirrored_with_their_values() {
     drop(c);
     env.stop().await;
 }
+
+/// `FOUND_ROWS()` after Tandem's own reads on the session (the settings a
+/// first write carries, a keyed write's locking read, LAST_INSERT_ID(),
+/// user variables) answers what it answers directly: rewritten in
+/// statements that keep the server's value, given back to the server
+/// before statements Tandem cannot rewrite (a subquery, a prepared
+/// statement); a write reading it through a variable is mirrored with the
+/// client's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn found_rows_after_mirrored_writes_is_the_clients() {
+    use crate::common::mirror::*;
+    let env = MirrorEnv::start("found_rows", "").await;
+    let direct_db = format!("{}_direct", env.primary);
+    fresh_database(&direct_db).await;
+    let ddl = [
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL)",
+        "CREATE TABLE log (id INT AUTO_INCREMENT PRIMARY KEY, n BIGINT)",
+    ];
+    let mut d = mysql_async::Conn::new(direct_opts(&direct_db))
+        .await
+        .unwrap();
+    for s in ddl {
+        env.create_both(s).await;
+        d.query_drop(s).await.unwrap();
+    }
+    let mut c = env.proxy().await;
+    let steps: &[(&str, bool)] = &[
+        (
+            "INSERT INTO t (v) VALUES (1), (2), (3), (4), (5), (6), (7)",
+            false,
+        ),
+        (
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t ORDER BY id LIMIT 2",
+            true,
+        ),
+        // The first write of the session reads its settings.
+        ("UPDATE t SET v = v + 1 WHERE id = 1", false),
+        ("SELECT FOUND_ROWS()", true),
+        (
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t ORDER BY id LIMIT 3",
+            true,
+        ),
+        // A keyed write (LIMIT) reads the keys it locks.
+        ("UPDATE t SET v = v + 1 ORDER BY id LIMIT 2", false),
+        ("SET @n = FOUND_ROWS()", false),
+        ("INSERT INTO log (n) VALUES (@n)", false),
+        ("SELECT FOUND_ROWS() AS f, 1 + FOUND_ROWS()", true),
+        (
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t WHERE id > 2 LIMIT 1",
+            true,
+        ),
+        ("INSERT INTO t (v) VALUES (LAST_INSERT_ID())", false),
+        ("BEGIN", false),
+        ("SET @x := 5", false),
+        ("INSERT INTO t (v) VALUES (@x)", false),
+        ("SET @f = FOUND_ROWS()", false),
+        ("COMMIT", false),
+        ("SELECT @f", true),
+        ("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 0", true),
+        ("UPDATE t SET v = v + 1 ORDER BY id LIMIT 1", false),
+        // A subquery: the server is given the value back first.
+        ("SET @g = (SELECT FOUND_ROWS())", false),
+        ("SELECT @g", true),
+        ("SELECT FOUND_ROWS()", true),
+    ];
+    for (sql, compare) in steps {
+        let got = read_all(&mut c, sql).await;
+        let want = read_all(&mut d, sql).await;
+        if *compare {
+            assert_eq!(got, want, "{sql}");
+        }
+    }
+    // A prepared statement reads the server's value, which is given back.
+    for conn in [&mut c, &mut d] {
+        conn.query_drop("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1")
+            .await
+            .unwrap();
+        conn.query_drop("UPDATE t SET v = v + 1 ORDER BY id LIMIT 1")
+            .await
+            .unwrap();
+    }
+    let want: Option<u64> = d.exec_first("SELECT FOUND_ROWS()", ()).await.unwrap();
+    let got: Option<u64> = c.exec_first("SELECT FOUND_ROWS()", ()).await.unwrap();
+    assert_eq!(got, want);
+    env.wait_caught_up().await;
+    assert_same(&env.primary, &env.secondary, "t").await;
+    assert_same(&env.primary, &env.secondary, "log").await;
+    let logged: Vec<u64> = c.query("SELECT n FROM log ORDER BY id").await.unwrap();
+    let direct: Vec<u64> = d.query("SELECT n FROM log ORDER BY id").await.unwrap();
+    assert_eq!(logged, direct);
+    drop((c, d));
+    drop_databases(&[&direct_db]).await;
+    env.stop().await;
+}

@@ -35,6 +35,7 @@ use crate::protocol::response::Expect;
 use crate::protocol::{ErrSpec, ProtocolError, Wire};
 use crate::router::Scratch;
 use crate::state::Shared;
+use capture::found_rows::Effect;
 use link::Link;
 use mysql_common::constants::StatusFlags;
 use prepared::Statements;
@@ -231,6 +232,7 @@ impl Session<'_> {
                     self.link.forward(&payload, seq, Expect::Single).await?;
                 }
                 COM_FIELD_LIST => {
+                    self.settle_found_rows(Effect::Unknown).await?;
                     self.link.forward(&payload, seq, Expect::FieldList).await?;
                 }
                 COM_SET_OPTION => self.set_option(payload, seq).await?,

@@ -3,6 +3,7 @@
 //! backend's id (and, with shards, will map to one id per shard). Here are
 //! the map and the COM_STMT_* commands.
 
+use super::capture::found_rows::{self, Effect};
 use super::{Session, SessionError};
 use crate::protocol::command::*;
 use crate::protocol::response::Expect;
@@ -196,6 +197,21 @@ impl Session<'_> {
         let Some(payload) = self.stmt_command(payload, seq).await? else {
             return Ok(false);
         };
+        if self.capture.held_found_rows().is_some() {
+            // FOUND_ROWS() in a prepared statement cannot be rewritten:
+            // the server is given the client's value back instead.
+            let effect = id
+                .and_then(|id| self.stmts.get_mut(&id))
+                .map_or(Effect::Unknown, |p| {
+                    let mut toks = Vec::new();
+                    lexer::tokenize(&p.sql, &mut toks);
+                    match found_rows::effect(&p.sql, &toks) {
+                        _ if found_rows::calls(&p.sql, &toks) => Effect::Unknown,
+                        e => e,
+                    }
+                });
+            self.settle_found_rows(effect).await?;
+        }
         if self.link.capturing().is_some() {
             self.capture
                 .execute(&mut self.link, &mut self.stmts, id, payload, seq)

@@ -3,6 +3,7 @@
 //! mirrored statements to capture, shadow sampled reads, relay the answer,
 //! and track session state.
 
+use super::capture::found_rows::{self, Effect};
 use super::link::query_packet;
 use super::{Session, SessionError};
 use crate::protocol::response::Expect;
@@ -14,6 +15,30 @@ use crate::state::Shared;
 use std::sync::atomic::Ordering;
 
 impl Session<'_> {
+    /// Before a command with `effect` on the server's `FOUND_ROWS()`,
+    /// while Tandem's reads hold the client's value (see
+    /// `capture::found_rows`).
+    pub(super) async fn settle_found_rows(
+        &mut self,
+        effect: Effect,
+    ) -> Result<Option<u64>, SessionError> {
+        if self.capture.held_found_rows().is_none() {
+            return Ok(None);
+        }
+        let db = self.bookkeeping_db();
+        self.capture
+            .settle_found_rows(&mut self.link, effect, &db)
+            .await
+    }
+
+    /// The bookkeeping database on the session's backend's server.
+    pub(super) fn bookkeeping_db(&self) -> String {
+        let cfg = self.link.shared.config.load();
+        cfg.backends
+            .get(self.link.binding.backend())
+            .map_or_else(|| "tandem".into(), |b| b.bookkeeping.clone())
+    }
+
     pub(super) async fn query(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
         let sql = &payload[1..];
         let plan = self.link.shared.router.plan(sql, &mut self.link.scratch);
@@ -77,6 +102,27 @@ impl Session<'_> {
                 sent = Some(query_packet(&t));
             }
         }
+        let mut found_rows_back = None;
+        if let Some(n) = self.capture.held_found_rows() {
+            // Tandem's own reads replaced the server's FOUND_ROWS().
+            let text: &[u8] = sent.as_deref().map_or(sql, |p| &p[1..]);
+            if sent.is_some() {
+                lexer::tokenize(text, &mut self.link.scratch.tokens);
+            }
+            let effect = found_rows::effect(text, &self.link.scratch.tokens);
+            if effect != Effect::Unknown {
+                let t = lexer::rewrite_calls(
+                    text,
+                    &self.link.scratch.tokens,
+                    "FOUND_ROWS",
+                    &n.to_string(),
+                );
+                if let Some(t) = t {
+                    sent = Some(query_packet(&t));
+                }
+            }
+            found_rows_back = self.settle_found_rows(effect).await?;
+        }
         let to_send = sent.as_deref().unwrap_or(&payload);
         if sent.is_some() {
             lexer::tokenize(&to_send[1..], &mut self.link.scratch.tokens);
@@ -96,6 +142,9 @@ impl Session<'_> {
             .link
             .forward_with(to_send, seq, Expect::ResultSet, collected.as_mut(), None)
             .await?;
+        if let (Some(n), Some(_)) = (found_rows_back, &summary.error) {
+            self.capture.found_rows_failed(n);
+        }
         if let Some(l) = lock_calls {
             // Counted whether or not GET_LOCK got the lock (conservative:
             // the session moves after its next RELEASE_LOCK or reset).

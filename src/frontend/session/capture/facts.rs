@@ -10,7 +10,6 @@ use super::vars::{first_row, rows};
 use super::Capture;
 use crate::mirror::rowkey::{IndexColumn, RowKey};
 use crate::mirror::runtime::{Mirror, TableFacts};
-use crate::protocol::response::Expect;
 use crate::router::{Class, Route, WriteKind};
 use crate::sql::sql_literal;
 
@@ -98,15 +97,22 @@ impl Capture {
                  WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t}"
             );
             let generation = m.schema_generation(&db, &table);
-            cx.send_backend(&[
-                &query_packet(sql.as_bytes()),
-                &query_packet(keys.as_bytes()),
-                &query_packet(types.as_bytes()),
-            ])
-            .await?;
-            let reply = cx.read_reply(Expect::ResultSet).await?;
-            let key_reply = cx.read_reply(Expect::ResultSet).await?;
-            let type_reply = cx.read_reply(Expect::ResultSet).await?;
+            let mut replies = self
+                .own_reads(
+                    cx,
+                    &[
+                        &query_packet(sql.as_bytes()),
+                        &query_packet(keys.as_bytes()),
+                        &query_packet(types.as_bytes()),
+                    ],
+                )
+                .await?
+                .into_iter();
+            let (Some(reply), Some(key_reply), Some(type_reply)) =
+                (replies.next(), replies.next(), replies.next())
+            else {
+                unreachable!("own_reads answers every packet")
+            };
             let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
             let text =
                 |v: &Option<Vec<u8>>| v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());

@@ -108,15 +108,20 @@ impl Capture {
         let set_p = pin_packet(ts, seeds);
         let begin_p = query_packet(b"BEGIN");
         let read_p = query_packet(&shape.lock_read(sql, &key.select_list()));
-        let mut batch: Vec<&[u8]> = Vec::with_capacity(3);
+        let probe = self.probe();
+        let mut batch: Vec<&[u8]> = Vec::with_capacity(4);
+        batch.extend(probe.as_deref());
         batch.extend(set_p.as_deref());
         if begin {
             batch.push(&begin_p);
         }
         batch.push(&read_p);
         cx.send_backend(&batch).await?;
+        if probe.is_some() {
+            self.read_probe(cx).await?;
+        }
         let mut failed: Option<Reply> = None;
-        for _ in 0..batch.len() - 1 {
+        for _ in 0..batch.len() - 1 - usize::from(probe.is_some()) {
             let r = cx.read_reply(Expect::ResultSet).await?;
             if r.err.is_some() && failed.is_none() {
                 failed = Some(r);

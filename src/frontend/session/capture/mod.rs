@@ -21,6 +21,7 @@
 mod commit;
 mod ddl;
 mod facts;
+pub(super) mod found_rows;
 mod isolation;
 mod keyed;
 mod params;
@@ -96,6 +97,9 @@ pub(super) struct Capture {
     /// during a command, valid for the next one only (`next_command`).
     row_count_next: Option<i64>,
     row_count_now: Option<i64>,
+    /// The client's `FOUND_ROWS()` while Tandem's own reads replaced the
+    /// server's value (see `found_rows`).
+    found_rows: Option<u64>,
     /// The primary runs `innodb_autoinc_lock_mode = 2` (read with the
     /// carried settings): see `facts::interleaved_ids`.
     interleaved_autoinc: bool,

@@ -3,13 +3,12 @@
 //! primary only and no write path journals them. Such a call follows
 //! `unsafe_writes`. Which functions may write: `mirror::runtime::routines`.
 
-use super::super::link::{query_packet, Link};
+use super::super::link::Link;
 use super::super::SessionError;
 use super::vars::rows;
 use super::Capture;
 use crate::mirror::runtime::routines::writers;
 use crate::mirror::runtime::Mirror;
-use crate::protocol::response::Expect;
 use crate::router::lexer::Tok;
 use crate::sql::sql_literal;
 use std::sync::Arc;
@@ -132,8 +131,7 @@ impl Capture {
              WHERE ROUTINE_SCHEMA = {} AND ROUTINE_TYPE = 'FUNCTION'",
             sql_literal(db.as_bytes())
         );
-        cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
-        let reply = cx.read_reply(Expect::ResultSet).await?;
+        let reply = self.own_read(cx, sql.as_bytes()).await?;
         let text =
             |v: &Option<Vec<u8>>| v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
         let functions: Vec<(String, Option<String>)> = rows(&reply, cx.deprecate_eof())

@@ -17,7 +17,7 @@
 //! writes that call NEXTVAL still follow `unsafe_writes` (`Usage::Refused`
 //! here; writes in `router::determinism`).
 
-use super::super::link::{query_packet, Link};
+use super::super::link::Link;
 use super::super::SessionError;
 use super::vars::first_row;
 use super::Capture;
@@ -110,8 +110,7 @@ impl Capture {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
-        let reply = cx.read_reply(Expect::ResultSet).await?;
+        let reply = self.own_read(cx, sql.as_bytes()).await?;
         let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
         let vars = self.ensure_vars(cx).await?;
         let mut lost = Vec::new();

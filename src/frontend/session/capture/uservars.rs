@@ -13,12 +13,11 @@
 //! so a write reading one follows `unsafe_writes`, as does any value the
 //! rules above do not cover.
 
-use super::super::link::{query_packet, Link, Reply};
+use super::super::link::{Link, Reply};
 use super::super::SessionError;
 use super::vars::rows;
 use super::Capture;
 use crate::protocol::packets::get_lenenc;
-use crate::protocol::response::Expect;
 use mysql_common::collations::{Collation, CollationId};
 
 impl Capture {
@@ -31,8 +30,7 @@ impl Capture {
         names: &[String],
     ) -> Result<Result<Vec<u8>, String>, SessionError> {
         let sql = format!("SELECT {}", names.join(", "));
-        cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
-        let reply = cx.read_reply(Expect::ResultSet).await?;
+        let reply = self.own_read(cx, sql.as_bytes()).await?;
         let Some(literals) = literals(&reply, cx.deprecate_eof()) else {
             return Ok(Err(
                 "it reads a user variable whose value (a DOUBLE, or of a type Tandem cannot write back exactly) the secondary cannot be given".into(),

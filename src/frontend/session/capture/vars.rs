@@ -4,12 +4,11 @@
 //! the primary's auto-increment lock mode. Also the reading of text result
 //! rows that capture's own queries need.
 
-use super::super::link::{query_packet, Link, Reply};
+use super::super::link::{Link, Reply};
 use super::super::SessionError;
 use super::isolation::Isolation;
 use super::{Capture, CARRIED_VARS};
 use crate::protocol::packets::get_lenenc;
-use crate::protocol::response::Expect;
 use crate::sql::sql_literal;
 use std::sync::Arc;
 
@@ -40,8 +39,7 @@ impl Capture {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        cx.send_backend(&[&query_packet(sql.as_bytes())]).await?;
-        let reply = cx.read_reply(Expect::ResultSet).await?;
+        let reply = self.own_read(cx, sql.as_bytes()).await?;
         let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
         self.isolation = row
             .get(CARRIED_VARS.len())

@@ -317,7 +317,9 @@ impl Capture {
         if let Some(p) = &set_p {
             batch.push(p);
         }
+        let probe_p = uses.last_insert_id.then(|| self.probe()).flatten();
         if uses.last_insert_id {
+            batch.extend(probe_p.as_deref());
             batch.push(&lid_p);
         }
         if autocommit && !begun {
@@ -345,6 +347,10 @@ impl Capture {
                 Some(_) => Some(cx.read_reply(Expect::ResultSet).await?),
                 None => None,
             };
+            let probe_r = match probe_p {
+                Some(_) => Some(cx.read_reply(Expect::ResultSet).await?),
+                None => None,
+            };
             let lid_r = if uses.last_insert_id {
                 Some(cx.read_reply(Expect::ResultSet).await?)
             } else {
@@ -366,9 +372,9 @@ impl Capture {
             } else {
                 marker_r
             };
-            Ok::<_, SessionError>((early_r, set_r, lid_r, begin_r, stmt_r, tail_r))
+            Ok::<_, SessionError>((early_r, set_r, probe_r, lid_r, begin_r, stmt_r, tail_r))
         };
-        let (early_r, set_r, lid_r, begin_r, stmt_r, tail_r) = match phase1.await {
+        let (early_r, set_r, probe_r, lid_r, begin_r, stmt_r, tail_r) = match phase1.await {
             Ok(x) => x,
             Err(e) => {
                 for t in token.into_iter().chain(early) {
@@ -387,6 +393,9 @@ impl Capture {
                 // No marker yet: COMMIT inserts one.
                 m.abandon(t);
             }
+        }
+        if let Some(r) = &probe_r {
+            self.hold_probe(r, cx.deprecate_eof());
         }
         let lid = lid_r.as_ref().and_then(|r| {
             first_row(r, cx.deprecate_eof())
