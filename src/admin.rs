@@ -3,7 +3,8 @@
 //! `tandem backfill`: `GET /mirror/position` (journaled/applied LSNs, lag,
 //! last LSN per table), `POST /mirror/divergent/clear` (`{"tables": […]}`)
 //! and `POST /verify/report` (kept for `/status`); `POST /cutover`
-//! (`{"to": "<backend>"}`, default the secondary) runs the fenced cutover;
+//! (`{"to": "<backend>", "wait": "30s", "end_holders_after": "10s"}`, each
+//! optional; default target the secondary) runs the fenced cutover;
 //! `POST /mirror/resume` restarts an applier that stopped (`tandem resume`).
 //!
 //! With a token (`admin_token_file` or `TANDEM_ADMIN_TOKEN`) every POST
@@ -230,26 +231,48 @@ async fn reload(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn cutover(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> impl IntoResponse {
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
     struct Body {
         to: Option<String>,
+        /// How long the cutover may take (default migration.cutover_timeout).
+        wait: Option<String>,
+        /// End sessions still holding the fence after this grace period.
+        end_holders_after: Option<String>,
     }
-    let to = if body.iter().all(u8::is_ascii_whitespace) {
-        None
+    let bad = |e: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "ok": false, "error": format!(
+                "body: {e} (expected {{\"to\": \"<backend>\", \"wait\": \"30s\", \"end_holders_after\": \"10s\"}}, each optional)"
+            ) })),
+        )
+    };
+    let b = if body.iter().all(u8::is_ascii_whitespace) {
+        Body::default()
     } else {
         match serde_json::from_slice::<Body>(&body) {
-            Ok(b) => b.to,
-            Err(e) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    Json(
-                        serde_json::json!({ "ok": false, "error": format!("body: {e} (expected {{\"to\": \"<backend>\"}})") }),
-                    ),
-                )
-            }
+            Ok(b) => b,
+            Err(e) => return bad(e.to_string()),
         }
     };
-    let done = detached(async move { crate::reload::cutover(&shared, to).await }).await;
+    let dur = |key: &str, v: &Option<String>| -> Result<Option<std::time::Duration>, String> {
+        v.as_deref()
+            .map(|v| humantime::parse_duration(v).map_err(|e| format!("{key}: {v:?}: {e}")))
+            .transpose()
+    };
+    let opts = match (
+        dur("wait", &b.wait),
+        dur("end_holders_after", &b.end_holders_after),
+    ) {
+        (Ok(wait), Ok(end_holders_after)) => crate::cutover::CutoverOptions {
+            wait,
+            end_holders_after,
+        },
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    let to = b.to;
+    let done = detached(async move { crate::reload::cutover(&shared, to, opts).await }).await;
     let done = done.unwrap_or_else(|| Err("the cutover task failed".into()));
     match done {
         Ok(report) => (

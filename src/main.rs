@@ -66,6 +66,16 @@ enum Command {
         /// The backend to make primary (default: the current secondary).
         #[arg(long)]
         to: Option<String>,
+        /// How long this cutover may take, open transactions included
+        /// (default: migration.cutover_timeout).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<std::time::Duration>,
+        /// End sessions still holding the fence (a transaction, LOCK TABLES,
+        /// a named lock) after this grace period: their backend connection
+        /// is killed and their client disconnected. Default: never; the
+        /// cutover aborts naming them.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        end_holders_after: Option<std::time::Duration>,
     },
     /// Restart the running Tandem's mirror applier after it stopped (e.g.
     /// halted under `migration.apply_errors: halt`), from the secondary's
@@ -112,7 +122,12 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Cutover { config, to } => cutover_cmd(&config, to),
+        Command::Cutover {
+            config,
+            to,
+            wait,
+            end_holders_after,
+        } => cutover_cmd(&config, to, wait, end_holders_after),
         Command::Status { config, json } => status_cmd(&config, json),
         Command::Resume { config } => resume_cmd(&config),
         Command::CheckConfig { config } => match tandem::config::load_for_start(&config) {
@@ -338,11 +353,25 @@ fn error_text(v: &serde_json::Value, bytes: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
-fn cutover_cmd(path: &std::path::Path, to: Option<String>) -> ExitCode {
-    let body = serde_json::json!({ "to": to }).to_string();
+fn cutover_cmd(
+    path: &std::path::Path,
+    to: Option<String>,
+    wait: Option<std::time::Duration>,
+    end_holders_after: Option<std::time::Duration>,
+) -> ExitCode {
+    let text =
+        |d: Option<std::time::Duration>| d.map(|d| humantime::format_duration(d).to_string());
+    let body = serde_json::json!({
+        "to": to,
+        "wait": text(wait),
+        "end_holders_after": text(end_holders_after),
+    })
+    .to_string();
     // Preflight (connect timeouts) + the fenced part + slack.
-    let timeout = |cfg: &tandem::config::Config| {
-        cfg.cutover_timeout + cfg.limits.connect_timeout * 2 + std::time::Duration::from_secs(30)
+    let timeout = move |cfg: &tandem::config::Config| {
+        wait.unwrap_or(cfg.cutover_timeout)
+            + cfg.limits.connect_timeout * 2
+            + std::time::Duration::from_secs(30)
     };
     let (code, v, bytes) =
         match admin_call("cutover", path, "POST", "/cutover", Some(body), timeout) {
@@ -357,6 +386,12 @@ fn cutover_cmd(path: &std::path::Path, to: Option<String>) -> ExitCode {
             r["from"].as_str().unwrap_or("?")
         );
         print_phases(r);
+        for s in r["ended_sessions"].as_array().into_iter().flatten() {
+            println!(
+                "ended after the grace period: {}",
+                s.as_str().unwrap_or("?")
+            );
+        }
         ExitCode::SUCCESS
     } else {
         eprintln!("tandem cutover: {}", error_text(&v, &bytes));

@@ -75,6 +75,7 @@ pub async fn reload(shared: &Shared, trigger: Trigger) -> Result<u64, ConfigErro
 pub async fn cutover(
     shared: &Shared,
     to: Option<String>,
+    opts: crate::cutover::CutoverOptions,
 ) -> Result<crate::cutover::CutoverReport, String> {
     let _guard = shared.reload_lock.lock().await;
     let current = shared.config.load_full();
@@ -82,7 +83,7 @@ pub async fn cutover(
         return Err("refused: no migration.secondary to cut over to".into());
     };
     let new = crate::cutover::flipped(&current, &to).map_err(|e| format!("refused: {e}"))?;
-    let report = crate::cutover::run(shared, new, "api").await?;
+    let report = crate::cutover::run(shared, new, "api", opts).await?;
     if let Some(path) = &current.source {
         if let Err(e) = crate::cutover::record_in_file(path, &current.primary, &to) {
             warn!(
@@ -182,7 +183,7 @@ async fn apply(shared: &Shared, trigger: Trigger) -> Result<bool, ConfigErrors> 
         // The cutover publishes `new` at its swap, or leaves everything as
         // it was.
         let apply_errors = new.apply_errors;
-        crate::cutover::run(shared, new, trigger.as_str())
+        crate::cutover::run(shared, new, trigger.as_str(), Default::default())
             .await
             .map_err(|e| ConfigErrors(vec![format!("migration.primary: cutover to {to} {e}")]))?;
         if let Some(m) = shared.mirror.load_full() {

@@ -161,6 +161,23 @@ pub struct CutoverReport {
     pub events_left: Vec<String>,
     /// Why events could not be swapped (the cutover itself stands).
     pub events_error: Option<String>,
+    /// Sessions ended after the grace period (`end_holders_after`): who
+    /// they were and what they held.
+    pub ended_sessions: Vec<String>,
+}
+
+/// How one cutover treats sessions that hold the fence (an open
+/// transaction, LOCK TABLES, a named lock).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CutoverOptions {
+    /// How long the whole cutover may take instead of
+    /// `migration.cutover_timeout`.
+    pub wait: Option<std::time::Duration>,
+    /// After this, sessions still holding are ended: their backend
+    /// connection is killed (the server rolls their transaction back and
+    /// frees their locks) and their client connection closed, as a KILL
+    /// on the server would. None: never; the cutover aborts naming them.
+    pub end_holders_after: Option<std::time::Duration>,
 }
 
 /// Cutover state owned by the server.

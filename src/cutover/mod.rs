@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 pub mod fence;
+mod holders;
 use fence::{ms, quantile};
-pub use fence::{Cutover, CutoverReport, Fence, Ticket};
+pub use fence::{Cutover, CutoverOptions, CutoverReport, Fence, Ticket};
 
 /// The running config with the roles flipped towards `to` (for the API and
 /// CLI triggers; a file edit brings its own).
@@ -54,7 +55,12 @@ pub fn flipped(current: &Config, to: &str) -> Result<Config, String> {
 /// Runs a cutover to `new.primary` (the caller holds the reload lock).
 /// On success `new` is the published config; on error nothing changed and
 /// the reason says why.
-pub async fn run(shared: &Shared, new: Config, trigger: &str) -> Result<CutoverReport, String> {
+pub async fn run(
+    shared: &Shared,
+    new: Config,
+    trigger: &str,
+    opts: CutoverOptions,
+) -> Result<CutoverReport, String> {
     let current = shared.config.load_full();
     let mut report = CutoverReport {
         from: current.primary.clone(),
@@ -73,12 +79,13 @@ pub async fn run(shared: &Shared, new: Config, trigger: &str) -> Result<CutoverR
         events_moved: Vec::new(),
         events_left: Vec::new(),
         events_error: None,
+        ended_sessions: Vec::new(),
     };
     info!(from = %report.from, to = %report.to, trigger, "cutover starting");
     let c = &shared.cutover;
     let started = Instant::now();
     let mut waits = Vec::new();
-    let result = steps(shared, &current, new, &mut report, &mut waits).await;
+    let result = steps(shared, &current, new, opts, &mut report, &mut waits).await;
     c.set_phase(None);
     report.total_ms = ms(started.elapsed());
     waits.sort();
@@ -118,6 +125,7 @@ async fn steps(
     shared: &Shared,
     current: &Arc<Config>,
     new: Config,
+    opts: CutoverOptions,
     report: &mut CutoverReport,
     waits: &mut Vec<Duration>,
 ) -> Result<(), String> {
@@ -135,11 +143,21 @@ async fn steps(
     end_phase(report, "preflight");
 
     let fenced_at = Instant::now();
-    let deadline = tokio::time::Instant::now() + current.cutover_timeout;
+    let timeout = opts.wait.unwrap_or(current.cutover_timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
     c.set_phase(Some("fence"));
     c.fence.clear_arrivals();
     let closed = c.fence.close();
-    let outcome = fenced(shared, &mirror, &new, deadline, report, &mut end_phase).await;
+    let outcome = fenced(
+        shared,
+        &mirror,
+        &new,
+        (deadline, timeout),
+        opts,
+        report,
+        &mut end_phase,
+    )
+    .await;
     *waits = closed.open();
     report.fenced_ms = ms(fenced_at.elapsed());
     if outcome.is_ok() {
@@ -156,17 +174,28 @@ async fn fenced(
     shared: &Shared,
     mirror: &Arc<crate::mirror::runtime::Mirror>,
     new: &Config,
-    deadline: tokio::time::Instant,
+    (deadline, timeout): (tokio::time::Instant, Duration),
+    opts: CutoverOptions,
     report: &mut CutoverReport,
     end_phase: &mut impl FnMut(&mut CutoverReport, &str),
 ) -> Result<(), String> {
     let c = &shared.cutover;
     let current = shared.config.load_full();
-    let timeout = current.cutover_timeout;
     c.set_phase(Some("wait_transactions"));
-    if tokio::time::timeout_at(deadline, c.fence.idle())
-        .await
-        .is_err()
+    let mut idle = false;
+    if let Some(grace) = opts.end_holders_after {
+        let until = (tokio::time::Instant::now() + grace).min(deadline);
+        idle = tokio::time::timeout_at(until, c.fence.idle()).await.is_ok();
+        if !idle && tokio::time::Instant::now() < deadline {
+            c.set_phase(Some("end_holders"));
+            report.ended_sessions = holders::end(shared, &current).await;
+            c.set_phase(Some("wait_transactions"));
+        }
+    }
+    if !idle
+        && tokio::time::timeout_at(deadline, c.fence.idle())
+            .await
+            .is_err()
     {
         let holders: Vec<String> = shared
             .registry
@@ -184,7 +213,7 @@ async fn fenced(
             .collect();
         return Err(format!(
             "aborted: {} transaction(s) on {} were still open after {timeout:?} \
-             (migration.cutover_timeout){}; the fence is released and {} stays primary",
+             (migration.cutover_timeout, or the cutover's wait){}; the fence is released and {} stays primary",
             c.fence.active(),
             current.primary,
             if holders.is_empty() {

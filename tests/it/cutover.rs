@@ -661,6 +661,89 @@ async fn a_cutover_that_gives_up_names_the_sessions_it_waited_for() {
     env.stop().await;
 }
 
+/// With a grace period (`tandem cutover --end-holders-after`), sessions
+/// still holding the fence after it are ended: their backend connection
+/// is killed (the server rolls their transaction back and frees their
+/// locks) and their client is disconnected; the cutover then completes
+/// and names them. Their uncommitted writes exist on neither side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutover_ends_sessions_still_holding_after_the_grace_period() {
+    let env = MirrorEnv::launch(
+        "co_endholders",
+        MARIADB_PORT,
+        "  cutover_timeout: 1s\n",
+        Some(""),
+    )
+    .await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await;
+    env.create_both("CREATE TABLE u (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await;
+    let (p, s) = (env.primary.clone(), env.secondary.clone());
+    let mut locker = env.proxy().await;
+    let got: Option<i64> = locker
+        .query_first("SELECT GET_LOCK('tandem_endholders', 5)")
+        .await
+        .unwrap();
+    assert_eq!(got, Some(1));
+    let mut writer = env.proxy().await;
+    writer.query_drop("BEGIN").await.unwrap();
+    writer.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    let mut tables = env.proxy().await;
+    tables.query_drop("LOCK TABLES u WRITE").await.unwrap();
+    let mut committed = env.proxy().await;
+    committed
+        .query_drop("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    let (code, out, err) = env
+        .tool(
+            "cutover",
+            &["--wait", "10s", "--end-holders-after", "300ms"],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.matches("ended after the grace period").count(),
+        3,
+        "{out}"
+    );
+    assert!(out.contains("holds a named lock (GET_LOCK)"), "{out}");
+    for (name, c) in [
+        ("locker", &mut locker),
+        ("writer", &mut writer),
+        ("tables", &mut tables),
+    ] {
+        let r = c.query_drop("SELECT 1").await;
+        assert!(r.is_err(), "{name}'s connection was closed");
+    }
+    // The lock is free on the old primary, the row never committed.
+    let mut old = Conn::new(direct_opts(&p)).await.unwrap();
+    let free: Option<i64> = old
+        .query_first("SELECT IS_FREE_LOCK('tandem_endholders')")
+        .await
+        .unwrap();
+    assert_eq!(free, Some(1));
+    old.disconnect().await.unwrap();
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO t VALUES (3)").await.unwrap();
+    for db in [&p, &s] {
+        let ids: Vec<i32> = Conn::new(direct_opts(db))
+            .await
+            .unwrap()
+            .query("SELECT id FROM t ORDER BY id")
+            .await
+            .unwrap();
+        if db == &s {
+            assert_eq!(ids, vec![2, 3], "the new primary has the new write");
+        } else {
+            assert_eq!(ids[0], 2, "the ended transaction's row is on neither side");
+        }
+    }
+    drop((c, committed));
+    env.stop().await;
+}
+
 /// Events created through Tandem were refused while mirroring. Now they
 /// reach the secondary disabled there (`DISABLE ON SLAVE`: they must not
 /// run on both servers), and a cutover moves them with the primary:
