@@ -99,7 +99,7 @@ EOF
 }
 
 run() { # mode port
-  (cd "$SRC" && python3 -m pytest "${PATHS[@]}" -p no:cacheprovider -q -rfE \
+  (cd "$SRC" && python3 -m pytest "${PATHS[@]}" -p no:cacheprovider -q -rfE --maxfail=100000 \
       --dburi "mysql+pymysql://sqla:sqla@127.0.0.1:$2/sqla?charset=utf8mb4" \
       >"$OUT/$1.log" 2>&1) || true
   echo "$1: $(tail -n1 "$OUT/$1.log")"

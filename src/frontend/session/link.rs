@@ -44,6 +44,21 @@ pub(super) struct Link<'a> {
     /// keeps its fence ticket, and capture cannot wrap writes in a
     /// transaction (BEGIN would release the locks).
     pub table_locks: bool,
+    /// Set while the statements of one multi-statement packet run one by
+    /// one (`multi.rs`): every answer continues the packet's response.
+    pub multi: Option<MultiOut>,
+}
+
+/// Where one statement's answer stands in a multi-statement response.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MultiOut {
+    /// More results follow: the answer's final OK/EOF carries
+    /// SERVER_MORE_RESULTS_EXISTS, as the server's own would.
+    pub more: bool,
+    /// The client sequence id after the answer.
+    pub next_seq: u8,
+    /// The answer was an error: the server stops at it, so does Tandem.
+    pub errored: bool,
 }
 
 /// One buffered backend reply.
@@ -113,10 +128,18 @@ impl Link<'_> {
             max_packet: self.max_packet,
             collector,
             prepare_id,
+            more_results: self.multi.is_some_and(|m| m.more),
+            deprecate_eof,
+            last_seq: seq.wrapping_sub(1),
         };
         let summary = drive(&mut conn.wire, expect, deprecate_eof, seq, &mut relay)
             .await?
             .summary;
+        let next_seq = relay.last_seq.wrapping_add(1);
+        if let Some(m) = &mut self.multi {
+            m.next_seq = next_seq;
+            m.errored = summary.error.is_some();
+        }
         if let Some(ok) = summary.last_ok {
             self.status = ok.status_flags();
         }
@@ -129,12 +152,24 @@ impl Link<'_> {
 
     pub async fn reply_err(&mut self, mut seq: u8, err: &ErrSpec) -> Result<(), SessionError> {
         self.client.send_packet(&mut seq, &err.encode()).await?;
+        if let Some(m) = &mut self.multi {
+            m.next_seq = seq;
+            m.errored = true;
+        }
         Ok(())
     }
 
     pub async fn reply_ok(&mut self, mut seq: u8) -> Result<(), SessionError> {
-        let p = ok_packet(0, 0, self.status, 0);
+        let mut status = self.status;
+        if self.multi.is_some_and(|m| m.more) {
+            status |= StatusFlags::SERVER_MORE_RESULTS_EXISTS;
+        }
+        let p = ok_packet(0, 0, status, 0);
         self.client.send_packet(&mut seq, &p).await?;
+        if let Some(m) = &mut self.multi {
+            m.next_seq = seq;
+            m.errored = false;
+        }
         Ok(())
     }
 
@@ -201,9 +236,17 @@ impl Link<'_> {
             self.after_error = true;
         }
         let deprecate_eof = self.deprecate_eof();
-        if clear_trans {
-            if let Some(last) = reply.packets.last_mut() {
-                clear_in_trans(last, deprecate_eof);
+        let more = self.multi.is_some_and(|m| m.more);
+        if let Some(last) = reply.packets.last_mut() {
+            if clear_trans {
+                edit_status(last, deprecate_eof, |s| {
+                    s & !StatusFlags::SERVER_STATUS_IN_TRANS.bits()
+                });
+            }
+            if more {
+                edit_status(last, deprecate_eof, |s| {
+                    s | StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits()
+                });
             }
         }
         let mut s = seq;
@@ -211,6 +254,10 @@ impl Link<'_> {
             write_frames(&mut self.client.wbuf, &mut s, p);
         }
         self.client.flush().await?;
+        if let Some(m) = &mut self.multi {
+            m.next_seq = s;
+            m.errored = reply.err.is_some();
+        }
         self.binding.set_reusable(true);
         Ok(())
     }
@@ -256,8 +303,9 @@ impl Link<'_> {
 }
 
 /// Clears SERVER_STATUS_IN_TRANS in the final OK/EOF of a reply.
-fn clear_in_trans(packet: &mut [u8], deprecate_eof: bool) {
-    let bit = StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+/// Rewrites the status flags of an OK or EOF packet (other packets are
+/// left alone).
+pub(super) fn edit_status(packet: &mut [u8], deprecate_eof: bool, f: impl Fn(u16) -> u16) {
     let at = match packet.first() {
         Some(0x00) => ok_status_offset(packet),
         Some(0xFE) if packet.len() < 9 && !deprecate_eof => Some(3),
@@ -266,7 +314,7 @@ fn clear_in_trans(packet: &mut [u8], deprecate_eof: bool) {
     };
     if let Some(at) = at {
         if let Some(b) = packet.get_mut(at..at + 2) {
-            let s = u16::from_le_bytes([b[0], b[1]]) & !bit;
+            let s = f(u16::from_le_bytes([b[0], b[1]]));
             b.copy_from_slice(&s.to_le_bytes());
         }
     }
@@ -281,6 +329,12 @@ fn ok_status_offset(p: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn clear_in_trans(p: &mut [u8], deprecate_eof: bool) {
+        edit_status(p, deprecate_eof, |s| {
+            s & !StatusFlags::SERVER_STATUS_IN_TRANS.bits()
+        });
+    }
 
     #[test]
     fn in_trans_bit_is_cleared_in_ok_and_eof() {

@@ -20,6 +20,7 @@ mod boundary;
 mod capture;
 mod commands;
 mod link;
+mod multi;
 mod open;
 mod prepared;
 mod query;
@@ -127,6 +128,7 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
                 scratch: Scratch::default(),
                 after_error: false,
                 table_locks: false,
+                multi: None,
             },
             peer,
             user: auth.user,

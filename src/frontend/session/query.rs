@@ -44,6 +44,9 @@ impl Session<'_> {
         let plan = self.link.shared.router.plan(sql, &mut self.link.scratch);
         let classified = &plan.classified;
         debug_assert_eq!(plan.target, Target::Primary);
+        if self.must_split(classified) {
+            return Box::pin(self.split_query(&payload, seq)).await;
+        }
         for r in &classified.statements {
             self.link.shared.metrics.count_route(&r.class);
         }

@@ -4,10 +4,11 @@
 //! shadow read and PREPARE_OK's statement id becomes the client's.
 
 use crate::protocol::drive::{Consumer, DriveError, Seen};
-use crate::protocol::response::INSPECT_LIMIT;
+use crate::protocol::response::{Step, INSPECT_LIMIT};
 use crate::protocol::wire::FLUSH_AT;
 use crate::protocol::Wire;
 use crate::shadow::Collector;
+use mysql_common::constants::StatusFlags;
 use std::future::Future;
 
 pub(super) struct Relay<'a> {
@@ -18,6 +19,12 @@ pub(super) struct Relay<'a> {
     pub collector: Option<&'a mut Collector>,
     /// The client's id for the statement a PREPARE_OK announces.
     pub prepare_id: Option<u32>,
+    /// More results follow this answer (a multi-statement packet run
+    /// statement by statement): its final OK/EOF says so.
+    pub more_results: bool,
+    pub deprecate_eof: bool,
+    /// The sequence id of the last frame written.
+    pub last_seq: u8,
 }
 
 impl Consumer for Relay<'_> {
@@ -26,6 +33,11 @@ impl Consumer for Relay<'_> {
         if let Some(c) = self.collector.as_deref_mut() {
             let whole = (len <= INSPECT_LIMIT).then_some(&*head);
             c.packet(seen.was_rows, seen.in_rows, seen.step, whole);
+        }
+        if self.more_results && seen.step == Step::Done && len == head.len() {
+            super::link::edit_status(head, self.deprecate_eof, |s| {
+                s | StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits()
+            });
         }
         // PREPARE_OK: the client gets Tandem's statement id.
         if let Some(id) = self.prepare_id.take() {
@@ -42,6 +54,9 @@ impl Consumer for Relay<'_> {
         _starts_packet: bool,
     ) -> Result<(), crate::protocol::ProtocolError> {
         self.client.wbuf.extend_from_slice(header);
+        if let Some(&s) = header.get(3) {
+            self.last_seq = s;
+        }
         Ok(())
     }
 
