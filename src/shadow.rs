@@ -176,6 +176,7 @@ pub struct Job {
     /// The session's SETs, replayed first.
     pub sets: Vec<Vec<u8>>,
     pub caps: CapabilityFlags,
+    pub ext_caps: u32,
     pub collation: u8,
     /// Table keys the read touches and their last-write LSN when the
     /// primary read started.
@@ -251,7 +252,9 @@ pub fn spawn(job: Job, pool: Arc<Pool>, mirror: Arc<Mirror>, stats: Arc<ShadowSt
 
 async fn run(job: &Job, pool: &Arc<Pool>) -> Result<RowDigest, BackendError> {
     // Shadow reads compare answers: the secondary URL's account reads.
-    let mut lease = pool.acquire(job.caps, job.collation, None).await?;
+    let mut lease = pool
+        .acquire(job.caps, job.ext_caps, job.collation, None)
+        .await?;
     lease.reusable = false;
     let conn = lease.conn();
     if let Some(db) = &job.db {

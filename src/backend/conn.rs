@@ -25,7 +25,13 @@ pub struct ServerInfo {
     pub version: Vec<u8>,
     pub caps: CapabilityFlags,
     pub collation: u8,
+    /// MariaDB's extended capabilities (0 from a MySQL server).
+    pub ext_caps: u32,
 }
+
+/// MariaDB's extended capability: column definitions carry the type's
+/// extended metadata (`json` format, geometry type).
+pub const MARIADB_EXTENDED_METADATA: u32 = 1 << 3;
 
 /// An authenticated backend connection.
 pub struct BackendConn {
@@ -34,6 +40,8 @@ pub struct BackendConn {
     pub thread_id: u32,
     /// Capability flags in effect on this connection.
     pub caps: CapabilityFlags,
+    /// MariaDB extended capabilities in effect on this connection.
+    pub ext_caps: u32,
     pub collation: u8,
     pub server: ServerInfo,
     /// Database currently selected, as far as Tandem knows.
@@ -49,10 +57,11 @@ impl BackendConn {
     pub async fn connect(
         cfg: &BackendConfig,
         want: CapabilityFlags,
+        want_ext: u32,
         collation: Option<u8>,
         timeout: Duration,
     ) -> Result<Self, BackendError> {
-        tokio::time::timeout(timeout, Self::connect_inner(cfg, want, collation))
+        tokio::time::timeout(timeout, Self::connect_inner(cfg, want, want_ext, collation))
             .await
             .map_err(|_| BackendError::Timeout(timeout))?
     }
@@ -60,6 +69,7 @@ impl BackendConn {
     async fn connect_inner(
         cfg: &BackendConfig,
         want: CapabilityFlags,
+        want_ext: u32,
         collation: Option<u8>,
     ) -> Result<Self, BackendError> {
         let stream = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
@@ -76,6 +86,7 @@ impl BackendConn {
             version: hs.server_version_ref().to_vec(),
             caps: hs.capabilities(),
             collation: hs.default_collation(),
+            ext_caps: greeting_ext_caps(&hello.payload),
         };
         if !server.caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
             return Err(BackendError::Unsupported(
@@ -109,7 +120,15 @@ impl BackendConn {
         resp.extend_from_slice(&caps.bits().to_le_bytes());
         resp.extend_from_slice(&(MAX_CONTROL_PACKET as u32).to_le_bytes());
         resp.push(collation);
-        resp.extend_from_slice(&[0u8; 23]);
+        // MariaDB: the filler's last 4 bytes carry the extended
+        // capabilities, when the client does not claim to be MySQL.
+        let ext_caps = if caps.contains(C::CLIENT_LONG_PASSWORD) {
+            0
+        } else {
+            want_ext & server.ext_caps
+        };
+        resp.extend_from_slice(&[0u8; 19]);
+        resp.extend_from_slice(&ext_caps.to_le_bytes());
         resp.extend_from_slice(cfg.user.as_bytes());
         resp.push(0);
         let data = auth_data(&plugin, &nonce, password)?;
@@ -181,6 +200,7 @@ impl BackendConn {
             wire,
             thread_id,
             caps,
+            ext_caps,
             collation,
             server,
             current_db: cfg.database.clone(),
@@ -287,6 +307,29 @@ pub fn parse_greeting(payload: &[u8]) -> Result<HandshakePacket<'_>, ProtocolErr
         return Err(bad);
     }
     HandshakePacket::deserialize((), &mut ParseBuf(payload)).map_err(|_| bad)
+}
+
+/// Where a v10 greeting's reserved bytes start (after the auth-data
+/// length): MariaDB puts its extended capabilities in the last 4 of them.
+pub fn greeting_reserved_at(payload: &[u8]) -> Option<usize> {
+    let version_end = payload.get(1..)?.iter().position(|b| *b == 0)?;
+    Some(1 + version_end + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1)
+}
+
+/// MariaDB's extended capabilities from a greeting: present when the
+/// server does not set CLIENT_MYSQL (CLIENT_LONG_PASSWORD); else 0.
+fn greeting_ext_caps(payload: &[u8]) -> u32 {
+    let Some(at) = greeting_reserved_at(payload) else {
+        return 0;
+    };
+    let caps_at = at - 1 - 2 - 2 - 1 - 2;
+    let mysql = payload
+        .get(caps_at..caps_at + 2)
+        .is_some_and(|b| b[0] & 1 == 1);
+    match payload.get(at + 6..at + 10) {
+        Some(b) if !mysql => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        _ => 0,
+    }
 }
 
 fn auth_data(plugin: &str, nonce: &[u8], password: &[u8]) -> Result<Vec<u8>, BackendError> {

@@ -8,7 +8,7 @@ pub mod conn;
 pub mod pool;
 
 pub use binding::Binding;
-pub use conn::{BackendConn, ServerInfo};
+pub use conn::{greeting_reserved_at, BackendConn, ServerInfo, MARIADB_EXTENDED_METADATA};
 pub use pool::{Lease, Pool};
 
 use crate::config::BackendConfig;

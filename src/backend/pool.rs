@@ -21,15 +21,23 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub caps: u32,
+    /// MariaDB extended capabilities (they shape column definitions).
+    pub ext: u32,
     pub collation: u8,
     /// The database account (hash of its credentials; 0: the URL's).
     pub account: u64,
 }
 
 impl PoolKey {
-    pub fn new(client_caps: CapabilityFlags, collation: u8, account: Option<&Account>) -> Self {
+    pub fn new(
+        client_caps: CapabilityFlags,
+        ext: u32,
+        collation: u8,
+        account: Option<&Account>,
+    ) -> Self {
         Self {
             caps: (client_caps & backend_key_caps()).bits(),
+            ext,
             collation,
             // The password too: a connection another login's credentials
             // opened never serves one configured with others.
@@ -104,7 +112,7 @@ impl Pool {
         if let Some(i) = lock(&self.info).clone() {
             return Ok(i);
         }
-        let key = PoolKey::new(CapabilityFlags::empty(), 0, None);
+        let key = PoolKey::new(CapabilityFlags::empty(), 0, 0, None);
         let lease = self.acquire_with(key, None, None).await?;
         Ok(lease.server().clone())
     }
@@ -114,10 +122,11 @@ impl Pool {
     pub async fn acquire(
         self: &Arc<Self>,
         client_caps: CapabilityFlags,
+        ext: u32,
         collation: u8,
         account: Option<&Account>,
     ) -> Result<Lease, BackendError> {
-        let key = PoolKey::new(client_caps, collation, account);
+        let key = PoolKey::new(client_caps, ext, collation, account);
         self.acquire_with(key, Some(collation), account).await
     }
 
@@ -180,7 +189,8 @@ impl Pool {
                         .map_err(|_| BackendError::Timeout(self.connect_timeout))?;
                 let as_account = account.map(|a| a.on(&self.cfg));
                 let cfg = as_account.as_ref().unwrap_or(&self.cfg);
-                let c = BackendConn::connect(cfg, caps, collation, self.connect_timeout).await?;
+                let c = BackendConn::connect(cfg, caps, key.ext, collation, self.connect_timeout)
+                    .await?;
                 slot.armed = false;
                 *lock(&self.info) = Some(c.server.clone());
                 c

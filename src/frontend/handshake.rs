@@ -19,6 +19,8 @@ const MAX_AUTH_PACKET: usize = 64 * 1024;
 pub(super) struct Authenticated {
     pub user: String,
     pub caps: CapabilityFlags,
+    /// MariaDB extended capabilities the client chose (of those offered).
+    pub ext_caps: u32,
     pub collation: u8,
     pub db: Option<String>,
     pub salt: [u8; SALT_LEN],
@@ -35,6 +37,18 @@ pub(super) fn offered_caps(server: &ServerInfo) -> CapabilityFlags {
         | C::CLIENT_SECURE_CONNECTION
         | C::CLIENT_PLUGIN_AUTH
         | C::CLIENT_CONNECT_WITH_DB
+}
+
+/// MariaDB extended capabilities Tandem can relay: extended metadata
+/// (column definitions carry `format=json`, the geometry type), relayed
+/// byte for byte, when the primary offers it. Progress reports, bulk
+/// execute and metadata caching change the commands or responses in ways
+/// the relay and the mirror do not decode, so they are not offered.
+pub(super) fn offered_ext_caps(server: &ServerInfo, offered: CapabilityFlags) -> u32 {
+    if offered.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+        return 0;
+    }
+    server.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA
 }
 
 /// Sends an ERR instead of a greeting (as servers do when they refuse a
@@ -76,6 +90,14 @@ pub(super) async fn greet_and_auth(
     );
     let mut buf = Vec::with_capacity(128);
     greeting.serialize(&mut buf);
+    // MariaDB's extended capabilities, in the reserved bytes' last 4 (the
+    // primary is MariaDB: it does not set CLIENT_MYSQL, nor does Tandem).
+    let offered_ext = offered_ext_caps(server, offered);
+    if let Some(at) = crate::backend::greeting_reserved_at(&buf) {
+        if let Some(b) = buf.get_mut(at + 6..at + 10) {
+            b.copy_from_slice(&offered_ext.to_le_bytes());
+        }
+    }
     let mut seq = 0;
     client.send_packet(&mut seq, &buf).await?;
 
@@ -123,6 +145,14 @@ pub(super) async fn greet_and_auth(
         .map(|d| String::from_utf8_lossy(d).into_owned());
     let collation = hs.collation();
     let caps = client_caps & offered;
+    let ext_caps = if client_caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+        0
+    } else {
+        resp.payload
+            .get(28..32)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            & offered_ext
+    };
 
     let ok = verify(
         client,
@@ -170,6 +200,7 @@ pub(super) async fn greet_and_auth(
     Ok(Some(Authenticated {
         user,
         caps,
+        ext_caps,
         collation,
         db,
         salt,

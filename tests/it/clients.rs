@@ -300,3 +300,73 @@ async fn results_stream_through_bounded_memory() {
     );
     env.stop().await;
 }
+
+/// MariaDB's extended metadata (`format=json`, the geometry type), which
+/// drivers use to turn JSON columns into objects, reaches the client as
+/// directly: Tandem offers the capability when the primary does and
+/// relays the column definitions byte for byte. With mirroring on, a
+/// write reading a user variable (whose value Tandem reads back through
+/// such a column definition) is mirrored as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_extended_metadata_reaches_the_client() {
+    use crate::common::mirror::*;
+    use mysql_async::prelude::Queryable;
+    let env = MirrorEnv::start("cli_extmeta", "").await;
+    let ddl = "CREATE TABLE t (id INT PRIMARY KEY, j JSON, p POINT, n INT)";
+    env.create_both(ddl).await;
+    let port = env.server.addr.port();
+    let db = env.primary.clone();
+    let script = "INSERT INTO t VALUES (1, '{\"a\": 1}', POINT(1, 2), 7);\n\
+                  SET @n := (SELECT n FROM t WHERE id = 1);\n\
+                  INSERT INTO t VALUES (2, NULL, NULL, @n + 1);\n\
+                  SELECT id, j, p FROM t WHERE id = 1;\n";
+    let proxied = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            mariadb(
+                port,
+                USER,
+                PASSWORD,
+                &db,
+                &["--column-type-info", "-t"],
+                script,
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let out_p = String::from_utf8_lossy(&proxied.stdout).into_owned();
+    assert!(
+        proxied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&proxied.stderr)
+    );
+    let mut d = mysql_async::Conn::new(direct_opts(&db)).await.unwrap();
+    d.query_drop("DELETE FROM t").await.unwrap();
+    d.disconnect().await.unwrap();
+    let direct = tokio::task::spawn_blocking(move || {
+        mariadb(
+            MARIADB_PORT,
+            "root",
+            "",
+            &db,
+            &["--column-type-info", "-t"],
+            script,
+        )
+    })
+    .await
+    .unwrap();
+    let out_d = String::from_utf8_lossy(&direct.stdout);
+    assert!(out_d.contains("BLOB (format=json)"), "{out_d}");
+    assert!(out_d.contains("GEOMETRY (type=point)"), "{out_d}");
+    assert_eq!(out_p, out_d);
+    env.wait_caught_up().await;
+    let n: Option<i32> = mysql_async::Conn::new(direct_opts(&env.secondary))
+        .await
+        .unwrap()
+        .query_first("SELECT n FROM t WHERE id = 2")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(8));
+    env.stop().await;
+}

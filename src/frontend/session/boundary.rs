@@ -109,7 +109,12 @@ impl Session<'_> {
             .get(&self.user)
             .cloned();
         let mut lease = pool
-            .acquire(self.link.caps, self.link.collation, account.as_ref())
+            .acquire(
+                self.link.caps,
+                self.link.ext_caps,
+                self.link.collation,
+                account.as_ref(),
+            )
             .await?;
         lease.reusable = false;
         let conn = lease.conn();

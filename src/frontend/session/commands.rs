@@ -119,8 +119,13 @@ impl Session<'_> {
             let pool = self.link.shared.pools.load().get(&backend).cloned();
             let lease = match pool {
                 Some(pool) => {
-                    pool.acquire(self.link.caps, self.link.collation, account)
-                        .await
+                    pool.acquire(
+                        self.link.caps,
+                        self.link.ext_caps,
+                        self.link.collation,
+                        account,
+                    )
+                    .await
                 }
                 None => Err(BackendError::Protocol(ProtocolError::Malformed(
                     "the backend has no connection pool",

@@ -31,6 +31,8 @@ pub(super) struct Link<'a> {
     pub client: Wire,
     pub binding: Binding,
     pub caps: CapabilityFlags,
+    /// MariaDB extended capabilities the client chose.
+    pub ext_caps: u32,
     pub collation: u8,
     /// Status flags of the last OK/EOF the client got.
     pub status: StatusFlags,

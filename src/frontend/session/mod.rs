@@ -122,6 +122,7 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
                 client,
                 binding: Binding::direct(lease, backend, backend_thread),
                 caps: auth.caps,
+                ext_caps: auth.ext_caps,
                 collation: auth.collation,
                 status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
                 max_packet: shared.config.load().limits.max_allowed_packet,

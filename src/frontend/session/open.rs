@@ -76,7 +76,7 @@ pub(super) async fn open<'s>(
     };
     let account = shared.config.load().accounts.get(&auth.user).cloned();
     let mut lease = match pool
-        .acquire(auth.caps, auth.collation, account.as_ref())
+        .acquire(auth.caps, auth.ext_caps, auth.collation, account.as_ref())
         .await
     {
         Ok(l) => l,

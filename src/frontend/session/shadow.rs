@@ -82,6 +82,7 @@ impl Session<'_> {
             db,
             sets: self.replay.sets.clone(),
             caps: self.link.caps,
+            ext_caps: self.link.ext_caps,
             collation: self.link.collation,
             tables,
             primary,

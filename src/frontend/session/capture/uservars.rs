@@ -31,7 +31,8 @@ impl Capture {
     ) -> Result<Result<Vec<u8>, String>, SessionError> {
         let sql = format!("SELECT {}", names.join(", "));
         let reply = self.own_read(cx, sql.as_bytes()).await?;
-        let Some(literals) = literals(&reply, cx.deprecate_eof()) else {
+        let extended = cx.binding.conn().ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
+        let Some(literals) = literals(&reply, cx.deprecate_eof(), extended) else {
             return Ok(Err(
                 "it reads a user variable whose value (a DOUBLE, or of a type Tandem cannot write back exactly) the secondary cannot be given".into(),
             ));
@@ -46,13 +47,13 @@ impl Capture {
 }
 
 /// One literal per column of a one-row text result.
-fn literals(reply: &Reply, deprecate_eof: bool) -> Option<Vec<String>> {
+fn literals(reply: &Reply, deprecate_eof: bool, extended: bool) -> Option<Vec<String>> {
     let (n, _) = get_lenenc(reply.packets.first()?)?;
     let defs: Vec<(u16, u8)> = reply
         .packets
         .get(1..=n as usize)?
         .iter()
-        .map(|p| column_type(p))
+        .map(|p| column_type(p, extended))
         .collect::<Option<_>>()?;
     let row = rows(reply, deprecate_eof)?.into_iter().next()?;
     defs.iter()
@@ -62,10 +63,12 @@ fn literals(reply: &Reply, deprecate_eof: bool) -> Option<Vec<String>> {
 }
 
 /// (collation id, type) of a column definition packet.
-fn column_type(p: &[u8]) -> Option<(u16, u8)> {
+/// A column definition's collation and type; `extended`: it carries
+/// MariaDB's extended metadata (a string after org_name).
+fn column_type(p: &[u8], extended: bool) -> Option<(u16, u8)> {
     let mut at = 0;
-    // catalog, schema, table, org_table, name, org_name
-    for _ in 0..6 {
+    // catalog, schema, table, org_table, name, org_name[, extended]
+    for _ in 0..6 + usize::from(extended) {
         let (len, k) = get_lenenc(p.get(at..)?)?;
         at = at.checked_add(k)?.checked_add(len as usize)?;
     }
