@@ -139,7 +139,7 @@ fn main() -> std::process::ExitCode {
                     cfg.backends.len(),
                     cfg.rules.tables.len()
                 );
-                std::process::ExitCode::SUCCESS
+                check_accounts(&cfg)
             }
             Err(errors) => {
                 eprintln!("{}: {} error(s)", config.display(), errors.0.len());
@@ -595,5 +595,62 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// With the primary reachable, whether the accounts proxy users act as
+/// (`backend_user`) can log in and, while mirroring, write Tandem's commit
+/// markers (the GRANT to run is printed). Unreachable: said, not failed.
+fn check_accounts(cfg: &tandem::config::Config) -> ExitCode {
+    if cfg.accounts.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::SUCCESS;
+    };
+    let primary = cfg.primary_backend();
+    let problems = runtime.block_on(async {
+        let addr = (primary.host.as_str(), primary.port);
+        let reachable = tokio::time::timeout(
+            cfg.limits.connect_timeout,
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if !reachable {
+            return None;
+        }
+        let markers = cfg.secondary.is_some().then(|| {
+            tandem::mirror::bookkeeping::table(primary, tandem::mirror::bookkeeping::MARKERS)
+        });
+        Some(
+            tandem::backend::accounts::check_all(
+                primary,
+                cfg.accounts.values(),
+                markers.as_deref(),
+                cfg.limits.connect_timeout,
+            )
+            .await,
+        )
+    });
+    match problems {
+        None => {
+            println!(
+                "  (backend accounts not checked: the primary {} is not reachable)",
+                primary.name
+            );
+            ExitCode::SUCCESS
+        }
+        Some(p) if p.is_empty() => ExitCode::SUCCESS,
+        Some(p) => {
+            eprintln!("backend accounts: {} problem(s)", p.len());
+            for e in &p {
+                eprintln!("  - {e}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }

@@ -201,5 +201,27 @@ rules: ./rules
         .await
         .expect("a problem");
     assert!(problem.contains("cannot be used"), "{problem}");
+    // `tandem check-config` says the same, with the primary reachable.
+    let mirrored = yaml.replace(
+        "  primary: legacy\n",
+        &format!(
+            "  primary: legacy\n  secondary: next\n  journal: {}\n",
+            dir.path().join("journal").display()
+        ),
+    ).replace(
+        "backends:\n",
+        &format!("backends:\n  next:\n    kind: mysql\n    url: mysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{db}_next\n"),
+    );
+    let cfg = dir.path().join("tandem.yaml");
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(&cfg, &mirrored).unwrap();
+    let (code, out, err) = tandem_tool("check-config", &cfg, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "GRANT SELECT, INSERT ON `tandem`.* TO '{ACCOUNT}'"
+        )),
+        "{err}"
+    );
     drop_account().await;
 }
