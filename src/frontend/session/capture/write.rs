@@ -273,6 +273,14 @@ impl Capture {
             }
             _ => None,
         };
+        // INSERT … RETURNING answers with rows: without CLIENT_DEPRECATE_EOF
+        // they end with an EOF, which carries no generated id, so it is
+        // read with LAST_INSERT_ID() after the statement.
+        let returning = matches!(kind, Some(WriteKind::Insert | WriteKind::Replace)) && {
+            let mut toks = Vec::new();
+            lexer::tokenize(&record_sql, &mut toks);
+            toks.iter().any(|t| t.is_word(&record_sql, "RETURNING"))
+        };
         let statement = |db, insert_id, lid| MirrorStatement {
             db,
             sql: record_sql.clone(),
@@ -296,8 +304,12 @@ impl Capture {
             // succeeded.
             let summary = cx.forward(&packet, seq, Expect::ResultSet).await?;
             if summary.error.is_none() {
+                let generated = match returning {
+                    true => self.generated_id(cx).await?,
+                    false => insert_id_of(summary.last_ok),
+                };
                 let db = self.mirror_db(cx);
-                let st = statement(db, insert_id_of(summary.last_ok), None);
+                let st = statement(db, generated, None);
                 self.txn.extend(user_set);
                 self.txn.push(st);
             }
@@ -429,8 +441,12 @@ impl Capture {
         // time, seeds or LAST_INSERT_ID(), which the record does not hold.
         let unpinned = failed(&set_r) || (uses.last_insert_id && lid.is_none());
         let aux_failed = unpinned || failed(&begin_r) || (autocommit && failed(&tail_r));
+        let generated = match returning && stmt_r.err.is_none() {
+            true => self.generated_id(cx).await?,
+            false => insert_id_of(stmt_r.ok),
+        };
         let db = self.mirror_db(cx);
-        let st = statement(db, insert_id_of(stmt_r.ok), lid);
+        let st = statement(db, generated, lid);
         const UNPINNED: &str = "a write ran without the values Tandem pins (its SET TIMESTAMP or SELECT LAST_INSERT_ID() failed)";
         if !autocommit {
             if let Some(ok) = tail_r.as_ref().and_then(|r| r.ok).or(stmt_r.ok) {
@@ -647,6 +663,19 @@ fn new_uuid() -> String {
         h(8..10),
         h(10..16)
     )
+}
+
+impl Capture {
+    /// The first id the statement just run generated (LAST_INSERT_ID(),
+    /// which a statement that generated none leaves as it was; pinned as
+    /// INSERT_ID, an unused value changes nothing on replay).
+    async fn generated_id(&mut self, cx: &mut Link<'_>) -> Result<Option<u64>, SessionError> {
+        let r = self.own_read(cx, b"SELECT LAST_INSERT_ID()").await?;
+        Ok(first_row(&r, cx.deprecate_eof())
+            .and_then(|row| row.into_iter().next().flatten())
+            .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
+            .filter(|&id| id != 0))
+    }
 }
 
 #[cfg(test)]
