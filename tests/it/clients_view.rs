@@ -360,13 +360,7 @@ async fn row_count_and_warnings_after_mirrored_writes_are_the_clients() {
         ("SELECT ROW_COUNT(), 1 + ROW_COUNT() AS b", true),
         ("SELECT ROW_COUNT()", true),
     ];
-    for (sql, compare) in steps {
-        let got = read_all(&mut c, sql).await;
-        let want = read_all(&mut d, sql).await;
-        if *compare {
-            assert_eq!(got, want, "{sql}");
-        }
-    }
+    run_compared(&mut c, &mut d, steps).await;
     // A failed autocommit write: ROW_COUNT() is -1, as directly.
     for conn in [&mut c, &mut d] {
         conn.query_drop("INSERT INTO t (id, v) VALUES (1, 1)")
@@ -384,6 +378,22 @@ async fn row_count_and_warnings_after_mirrored_writes_are_the_clients() {
     drop((c, d));
     drop_databases(&[&direct_db]).await;
     env.stop().await;
+}
+
+/// Runs each step through Tandem (`c`) and directly (`d`); where a step
+/// says so, both answers (column names and rows) must be equal.
+async fn run_compared(
+    c: &mut mysql_async::Conn,
+    d: &mut mysql_async::Conn,
+    steps: &[(&str, bool)],
+) {
+    for (sql, compare) in steps {
+        let got = read_all(c, sql).await;
+        let want = read_all(d, sql).await;
+        if *compare {
+            assert_eq!(got, want, "{sql}");
+        }
+    }
 }
 
 /// Column names and rows of a statement's result, as text.
@@ -526,13 +536,7 @@ async fn found_rows_after_mirrored_writes_is_the_clients() {
         ("SELECT @g", true),
         ("SELECT FOUND_ROWS()", true),
     ];
-    for (sql, compare) in steps {
-        let got = read_all(&mut c, sql).await;
-        let want = read_all(&mut d, sql).await;
-        if *compare {
-            assert_eq!(got, want, "{sql}");
-        }
-    }
+    run_compared(&mut c, &mut d, steps).await;
     // A prepared statement reads the server's value, which is given back.
     for conn in [&mut c, &mut d] {
         conn.query_drop("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1")
