@@ -19,8 +19,46 @@ pub(super) fn classify_one(text: &[u8], sql: &[u8], toks: &[Token]) -> Route {
     let text = String::from_utf8_lossy(text);
     match Parser::parse_sql(&MySqlDialect {}, &text) {
         Ok(stmts) if stmts.len() == 1 => from_ast(&stmts[0], sql, toks),
-        _ => fallback(sql, toks),
+        _ => match comma_update_as_joins(sql, toks)
+            .and_then(|t| Parser::parse_sql(&MySqlDialect {}, &t).ok())
+        {
+            Some(stmts) if stmts.len() == 1 => from_ast(&stmts[0], sql, toks),
+            _ => fallback(sql, toks),
+        },
     }
+}
+
+/// MySQL's multi-table `UPDATE a, b SET …`, which sqlparser does not
+/// read, as `UPDATE a CROSS JOIN b SET …` (the same join), for
+/// classification only: the server gets the statement as sent.
+fn comma_update_as_joins(sql: &[u8], toks: &[Token]) -> Option<String> {
+    if !toks.first()?.is_word(sql, "UPDATE") {
+        return None;
+    }
+    let mut depth = 0i32;
+    let mut commas = Vec::new();
+    for (i, t) in toks.iter().enumerate().skip(1) {
+        match t.kind {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth -= 1,
+            Tok::Punct(b',') if depth == 0 => commas.push(i),
+            Tok::Word if depth == 0 && t.is_word(sql, "SET") => break,
+            _ => {}
+        }
+    }
+    if commas.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(sql.len() + 16 * commas.len());
+    let mut at = toks.first()?.start;
+    for i in commas {
+        out.extend_from_slice(&sql[at..toks[i].start]);
+        out.extend_from_slice(b" CROSS JOIN ");
+        at = toks[i].end;
+    }
+    let end = toks.last()?.end;
+    out.extend_from_slice(&sql[at..end]);
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn route(class: Class, tables: Vec<String>) -> Route {

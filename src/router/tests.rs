@@ -81,6 +81,8 @@ fn cases() -> Vec<(&'static str, Class, &'static [&'static str], bool)> {
         ("REPLACE t SET id = 1", w(Replace), &["t"], true),
         ("UPDATE orders SET total = total + 1 WHERE id = 3", w(Update), &["orders"], true),
         ("UPDATE t1 JOIN t2 ON t1.id = t2.id SET t1.a = t2.b", w(Update), &["t1", "t2"], true),
+        ("UPDATE a, b SET a.x = b.y WHERE a.id = b.a_id", w(Update), &["a", "b"], true),
+        ("UPDATE a, b, a AS a1 SET a.x = (SELECT 1, 2) WHERE a1.id = a.id", w(Update), &["a", "b"], true),
         ("UPDATE t SET a = 1 ORDER BY id LIMIT 10", w(Update), &["t"], true),
         ("UPDATE LOW_PRIORITY IGNORE t SET a = 1", w(Update), &["t"], false),
         ("UPDATE t SET a = ? WHERE id = ?", w(Update), &["t"], true),

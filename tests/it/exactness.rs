@@ -315,6 +315,48 @@ async fn insert_returning_replays_with_the_primarys_generated_ids() {
     env.stop().await;
 }
 
+/// MySQL's multi-table `UPDATE a, b SET …` (which SQLAlchemy emits for
+/// UPDATE … FROM on MariaDB) was refused as unparsable while mirroring;
+/// it is read as the join it is and mirrored, in autocommit and in a
+/// transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_table_updates_with_comma_joins_are_mirrored() {
+    let env = MirrorEnv::start("commaupdate", "").await;
+    env.create_both("CREATE TABLE users (id INT PRIMARY KEY, name VARCHAR(20))")
+        .await;
+    env.create_both("CREATE TABLE addresses (id INT PRIMARY KEY, user_id INT, email VARCHAR(40))")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO users VALUES (1, 'jack'), (2, 'ed')")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO addresses VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 2, 'c')")
+        .await
+        .unwrap();
+    c.query_drop(
+        "UPDATE addresses, users SET addresses.email = users.name, users.name = 'x' \
+         WHERE users.id = addresses.user_id AND users.name = 'ed'",
+    )
+    .await
+    .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(
+        "UPDATE addresses, users, addresses AS a1 SET addresses.email = CONCAT(users.name, a1.id) \
+         WHERE users.id = a1.user_id AND a1.id = addresses.id AND users.id = 1",
+    )
+    .await
+    .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "users").await, 2);
+    assert_eq!(
+        assert_same(&env.primary, &env.secondary, "addresses").await,
+        3
+    );
+    drop(c);
+    env.stop().await;
+}
+
 /// DDL runs at the statement time Tandem pins, on both sides: a column
 /// added with a clock default stamps the existing rows with the same time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
