@@ -474,6 +474,38 @@ async fn prepared_statement_ids_and_types_survive_a_cutover() {
     env.stop().await;
 }
 
+/// `LAST_INSERT_ID()` and `FOUND_ROWS()` answer after a session moved to
+/// the new primary what they answered before it: the values are read on
+/// the connection the session leaves and given to the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_insert_id_and_found_rows_survive_a_session_move() {
+    let env = MirrorEnv::launch("co_lastid", MARIADB_PORT, "", Some("")).await;
+    env.create_both("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO t (v) VALUES (1), (2), (3), (4), (5)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t (v) VALUES (6)").await.unwrap();
+    let _: Vec<i32> = c
+        .query("SELECT SQL_CALC_FOUND_ROWS id FROM t ORDER BY id LIMIT 2")
+        .await
+        .unwrap();
+    let (code, out, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let got: Option<(u64, u64, String)> = c
+        .query_first("SELECT LAST_INSERT_ID(), FOUND_ROWS(), DATABASE()")
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Some((6, 6, env.secondary.clone())),
+        "moved, with its values"
+    );
+    drop(c);
+    env.stop().await;
+}
+
 /// After a cutover the roles survive a restart (the config says
 /// `primary: next`, `secondary: next`; `roles.json` names the previous
 /// primary), and a config reverted by hand while Tandem was down is refused

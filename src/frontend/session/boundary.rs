@@ -108,6 +108,13 @@ impl Session<'_> {
             .accounts
             .get(&self.user)
             .cloned();
+        // What the session's next statements may ask of the connection it
+        // leaves; the new one is given the same.
+        let (last_insert_id, found_rows) = self
+            .capture
+            .session_values(&mut self.link)
+            .await
+            .unwrap_or((0, 0));
         let mut lease = pool
             .acquire(
                 self.link.caps,
@@ -145,6 +152,14 @@ impl Session<'_> {
                     "moving session: a SET it ran fails on the new primary"
                 ),
                 Err(e) => return Err(e.into()),
+            }
+        }
+        if last_insert_id != 0 {
+            let p = super::link::query_packet(
+                format!("SELECT LAST_INSERT_ID({last_insert_id})").as_bytes(),
+            );
+            if let Err(e) = conn.run(&p, Expect::ResultSet).await {
+                warn!(conn = self.link.id, error = %e, "moving session: cannot carry LAST_INSERT_ID() over");
             }
         }
         let mut lost = 0;
@@ -185,6 +200,7 @@ impl Session<'_> {
         // The old connection goes back to its pool (reset there).
         let from = self.link.binding.rebind(lease, to);
         self.capture.forget_vars();
+        self.capture.hold_found_rows(found_rows);
         debug!(
             conn = self.link.id,
             %from,

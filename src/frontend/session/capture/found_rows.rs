@@ -175,6 +175,32 @@ impl Capture {
         }
     }
 
+    /// Before a session moves to another backend: its `LAST_INSERT_ID()`
+    /// and `FOUND_ROWS()` on the one it leaves (the held value, if any).
+    pub(in super::super) async fn session_values(
+        &mut self,
+        cx: &mut Link<'_>,
+    ) -> Result<(u64, u64), SessionError> {
+        cx.send_backend(&[&query_packet(b"SELECT LAST_INSERT_ID(), FOUND_ROWS()")])
+            .await?;
+        let r = cx.read_reply(Expect::ResultSet).await?;
+        let row = first_row(&r, cx.deprecate_eof()).unwrap_or_default();
+        let num = |i: usize| {
+            row.get(i)
+                .cloned()
+                .flatten()
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((num(0), self.found_rows.unwrap_or_else(|| num(1))))
+    }
+
+    /// After a move: the client's `FOUND_ROWS()` is `n`, whatever the new
+    /// connection says, until a statement sets it.
+    pub(in super::super) fn hold_found_rows(&mut self, n: u64) {
+        self.found_rows = Some(n);
+    }
+
     /// A statement that would have set the server's value failed, so the
     /// value the client had still holds (unless Tandem probed since).
     pub(in super::super) fn found_rows_failed(&mut self, n: u64) {
