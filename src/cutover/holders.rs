@@ -42,13 +42,7 @@ pub async fn end(shared: &Shared, current: &Config) -> Vec<String> {
             (Err(e), _) => Err(e.clone()),
         };
         entry.cancel.cancel();
-        let line = format!(
-            "session {} ({}) {} for {:.1} s",
-            h.id,
-            h.who,
-            h.why,
-            h.held_for.as_secs_f64()
-        );
+        let line = h.to_string();
         match killed {
             Ok(()) => {
                 warn!(session = h.id, who = %h.who, why = h.why, "cutover: ended a session holding the fence after the grace period");

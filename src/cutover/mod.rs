@@ -201,15 +201,7 @@ async fn fenced(
             .registry
             .holders()
             .iter()
-            .map(|h| {
-                format!(
-                    "session {} ({}) {} for {:.1} s",
-                    h.id,
-                    h.who,
-                    h.why,
-                    h.held_for.as_secs_f64()
-                )
-            })
+            .map(ToString::to_string)
             .collect();
         return Err(format!(
             "aborted: {} transaction(s) on {} were still open after {timeout:?} \

@@ -41,6 +41,21 @@ pub struct Holder {
     pub why: &'static str,
 }
 
+/// As a cutover names it: `session 7 (app@10.0.0.5:51234) is in a
+/// transaction for 12.0 s`.
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "session {} ({}) {} for {:.1} s",
+            self.id,
+            self.who,
+            self.why,
+            self.held_for.as_secs_f64()
+        )
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     next: AtomicU32,
