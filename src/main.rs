@@ -623,18 +623,7 @@ fn check_accounts(cfg: &tandem::config::Config) -> ExitCode {
         if !reachable {
             return None;
         }
-        let markers = cfg.secondary.is_some().then(|| {
-            tandem::mirror::bookkeeping::table(primary, tandem::mirror::bookkeeping::MARKERS)
-        });
-        Some(
-            tandem::backend::accounts::check_all(
-                primary,
-                cfg.accounts.values(),
-                markers.as_deref(),
-                cfg.limits.connect_timeout,
-            )
-            .await,
-        )
+        Some(tandem::backend::accounts::check_primary(cfg).await)
     });
     match problems {
         None => {

@@ -107,18 +107,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         let cfg = warm.config.load();
         // The accounts users act as: can they log in, and write the commit
         // markers mirrored transactions insert?
-        let primary = cfg.primary_backend();
-        let markers = cfg.secondary.is_some().then(|| {
-            crate::mirror::bookkeeping::table(primary, crate::mirror::bookkeeping::MARKERS)
-        });
-        for problem in crate::backend::accounts::check_all(
-            primary,
-            cfg.accounts.values(),
-            markers.as_deref(),
-            cfg.limits.connect_timeout,
-        )
-        .await
-        {
+        for problem in crate::backend::accounts::check_primary(&cfg).await {
             warn!("{problem}");
         }
         let mut shared_account: Vec<&String> = cfg

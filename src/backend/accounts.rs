@@ -71,6 +71,23 @@ pub async fn check(
     }
 }
 
+/// `check_all` of `cfg`'s accounts on its primary, with the commit markers
+/// when it mirrors: what start-up warns of and `check-config` reports.
+pub async fn check_primary(cfg: &crate::config::Config) -> Vec<String> {
+    let primary = cfg.primary_backend();
+    let markers = cfg
+        .secondary
+        .is_some()
+        .then(|| crate::mirror::bookkeeping::table(primary, crate::mirror::bookkeeping::MARKERS));
+    check_all(
+        primary,
+        cfg.accounts.values(),
+        markers.as_deref(),
+        cfg.limits.connect_timeout,
+    )
+    .await
+}
+
 /// `check` for every distinct account of `accounts`.
 pub async fn check_all<'a>(
     b: &BackendConfig,
