@@ -138,10 +138,7 @@ impl Link<'_> {
             .await?
             .summary;
         let next_seq = relay.last_seq.wrapping_add(1);
-        if let Some(m) = &mut self.multi {
-            m.next_seq = next_seq;
-            m.errored = summary.error.is_some();
-        }
+        self.answered(next_seq, summary.error.is_some());
         if let Some(ok) = summary.last_ok {
             self.status = ok.status_flags();
         }
@@ -152,12 +149,18 @@ impl Link<'_> {
         Ok(summary)
     }
 
+    /// An answer was sent whole: inside a multi-statement packet, where the
+    /// next one starts and whether the packet stops here.
+    fn answered(&mut self, next_seq: u8, errored: bool) {
+        if let Some(m) = &mut self.multi {
+            m.next_seq = next_seq;
+            m.errored = errored;
+        }
+    }
+
     pub async fn reply_err(&mut self, mut seq: u8, err: &ErrSpec) -> Result<(), SessionError> {
         self.client.send_packet(&mut seq, &err.encode()).await?;
-        if let Some(m) = &mut self.multi {
-            m.next_seq = seq;
-            m.errored = true;
-        }
+        self.answered(seq, true);
         Ok(())
     }
 
@@ -168,10 +171,7 @@ impl Link<'_> {
         }
         let p = ok_packet(0, 0, status, 0);
         self.client.send_packet(&mut seq, &p).await?;
-        if let Some(m) = &mut self.multi {
-            m.next_seq = seq;
-            m.errored = false;
-        }
+        self.answered(seq, false);
         Ok(())
     }
 
@@ -246,9 +246,7 @@ impl Link<'_> {
                 });
             }
             if more {
-                edit_status(last, deprecate_eof, |s| {
-                    s | StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits()
-                });
+                mark_more_results(last, deprecate_eof);
             }
         }
         let mut s = seq;
@@ -256,10 +254,7 @@ impl Link<'_> {
             write_frames(&mut self.client.wbuf, &mut s, p);
         }
         self.client.flush().await?;
-        if let Some(m) = &mut self.multi {
-            m.next_seq = s;
-            m.errored = reply.err.is_some();
-        }
+        self.answered(s, reply.err.is_some());
         self.binding.set_reusable(true);
         Ok(())
     }
@@ -305,6 +300,13 @@ impl Link<'_> {
 }
 
 /// Clears SERVER_STATUS_IN_TRANS in the final OK/EOF of a reply.
+/// Sets SERVER_MORE_RESULTS_EXISTS in an answer's final OK or EOF.
+pub(super) fn mark_more_results(packet: &mut [u8], deprecate_eof: bool) {
+    edit_status(packet, deprecate_eof, |s| {
+        s | StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits()
+    });
+}
+
 /// Rewrites the status flags of an OK or EOF packet (other packets are
 /// left alone).
 pub(super) fn edit_status(packet: &mut [u8], deprecate_eof: bool, f: impl Fn(u16) -> u16) {

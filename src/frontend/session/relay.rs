@@ -8,7 +8,6 @@ use crate::protocol::response::{Step, INSPECT_LIMIT};
 use crate::protocol::wire::FLUSH_AT;
 use crate::protocol::Wire;
 use crate::shadow::Collector;
-use mysql_common::constants::StatusFlags;
 use std::future::Future;
 
 pub(super) struct Relay<'a> {
@@ -35,9 +34,7 @@ impl Consumer for Relay<'_> {
             c.packet(seen.was_rows, seen.in_rows, seen.step, whole);
         }
         if self.more_results && seen.step == Step::Done && len == head.len() {
-            super::link::edit_status(head, self.deprecate_eof, |s| {
-                s | StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits()
-            });
+            super::link::mark_more_results(head, self.deprecate_eof);
         }
         // PREPARE_OK: the client gets Tandem's statement id.
         if let Some(id) = self.prepare_id.take() {
