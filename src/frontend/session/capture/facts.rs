@@ -6,7 +6,7 @@
 
 use super::super::link::{query_packet, Link};
 use super::super::SessionError;
-use super::vars::{first_row, rows};
+use super::vars::{first_row, number, rows};
 use super::Capture;
 use crate::mirror::rowkey::{IndexColumn, RowKey};
 use crate::mirror::runtime::{Mirror, TableFacts};
@@ -137,12 +137,7 @@ impl Capture {
                 RowKey::choose(&columns?)
             });
             // When in doubt, pin.
-            let count = |i: usize| {
-                row.get(i)
-                    .cloned()
-                    .flatten()
-                    .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
-            };
+            let count = |i: usize| row.get(i).and_then(number);
             let triggers = count(2).is_none_or(|n| n > 0);
             let engine = row
                 .get(3)

@@ -20,7 +20,7 @@
 
 use super::super::link::{query_packet, Link, Reply};
 use super::super::SessionError;
-use super::vars::first_row;
+use super::vars::{first_number, first_row, number};
 use super::Capture;
 use crate::protocol::response::Expect;
 use crate::router::lexer::{Tok, Token};
@@ -87,22 +87,14 @@ fn restore_sql(n: u64, bookkeeping_db: &str) -> String {
 
 impl Capture {
     /// The packet to pipeline before Tandem's own SELECT when the client's
-    /// `FOUND_ROWS()` is not held yet; its reply goes to `read_probe`.
+    /// `FOUND_ROWS()` is not held yet; its reply goes to `hold_probe`.
     pub(super) fn probe(&self) -> Option<Vec<u8>> {
         self.found_rows.is_none().then(|| query_packet(PROBE))
     }
 
-    /// Reads the probe's reply and holds the client's value.
-    pub(super) async fn read_probe(&mut self, cx: &mut Link<'_>) -> Result<(), SessionError> {
-        let reply = cx.read_reply(Expect::ResultSet).await?;
-        self.hold_probe(&reply, cx.deprecate_eof());
-        Ok(())
-    }
-
+    /// Holds the client's value from the probe's reply.
     pub(super) fn hold_probe(&mut self, reply: &Reply, deprecate_eof: bool) {
-        self.found_rows = first_row(reply, deprecate_eof)
-            .and_then(|r| r.into_iter().next().flatten())
-            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
+        self.found_rows = first_number(reply, deprecate_eof);
     }
 
     /// Runs Tandem's own reads (`packets`, pipelined), first probing the
@@ -118,7 +110,8 @@ impl Capture {
         batch.extend_from_slice(packets);
         cx.send_backend(&batch).await?;
         if probe.is_some() {
-            self.read_probe(cx).await?;
+            let r = cx.read_reply(Expect::ResultSet).await?;
+            self.hold_probe(&r, cx.deprecate_eof());
         }
         let mut out = Vec::with_capacity(packets.len());
         for _ in packets {
@@ -185,13 +178,7 @@ impl Capture {
             .await?;
         let r = cx.read_reply(Expect::ResultSet).await?;
         let row = first_row(&r, cx.deprecate_eof()).unwrap_or_default();
-        let num = |i: usize| {
-            row.get(i)
-                .cloned()
-                .flatten()
-                .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
-                .unwrap_or(0)
-        };
+        let num = |i: usize| row.get(i).and_then(number).unwrap_or(0);
         Ok((num(0), self.found_rows.unwrap_or_else(|| num(1))))
     }
 

@@ -21,7 +21,6 @@ use super::write::pin_packet;
 use super::Capture;
 use crate::mirror::rowkey::MAX_KEYS;
 use crate::mirror::runtime::Mirror;
-use crate::protocol::response::Expect;
 use crate::router::determinism::UnsafeReason;
 use crate::router::keyed::keyed_shape;
 use crate::router::lexer;
@@ -108,26 +107,15 @@ impl Capture {
         let set_p = pin_packet(ts, seeds);
         let begin_p = query_packet(b"BEGIN");
         let read_p = query_packet(&shape.lock_read(sql, &key.select_list()));
-        let probe = self.probe();
-        let mut batch: Vec<&[u8]> = Vec::with_capacity(4);
-        batch.extend(probe.as_deref());
+        let mut batch: Vec<&[u8]> = Vec::with_capacity(3);
         batch.extend(set_p.as_deref());
         if begin {
             batch.push(&begin_p);
         }
         batch.push(&read_p);
-        cx.send_backend(&batch).await?;
-        if probe.is_some() {
-            self.read_probe(cx).await?;
-        }
-        let mut failed: Option<Reply> = None;
-        for _ in 0..batch.len() - 1 - usize::from(probe.is_some()) {
-            let r = cx.read_reply(Expect::ResultSet).await?;
-            if r.err.is_some() && failed.is_none() {
-                failed = Some(r);
-            }
-        }
-        let read = cx.read_reply(Expect::ResultSet).await?;
+        let mut replies = self.own_reads(cx, &batch).await?;
+        let read = replies.pop().expect("own_reads answers every packet");
+        let failed = replies.into_iter().find(|r| r.err.is_some());
         let outcome = match failed {
             Some(r) => Keyed::Failed(r),
             None if read.err.is_some() => Keyed::Failed(read),

@@ -79,6 +79,16 @@ impl Capture {
 }
 
 /// The first row of a text result set, as raw column values.
+/// A text-result cell as an unsigned number (None: NULL or not one).
+pub(super) fn number(cell: &Option<Vec<u8>>) -> Option<u64> {
+    std::str::from_utf8(cell.as_deref()?).ok()?.parse().ok()
+}
+
+/// The first cell of a one-row text result as an unsigned number.
+pub(super) fn first_number(reply: &Reply, deprecate_eof: bool) -> Option<u64> {
+    number(first_row(reply, deprecate_eof)?.first()?)
+}
+
 pub(super) fn first_row(reply: &Reply, deprecate_eof: bool) -> Option<Vec<Option<Vec<u8>>>> {
     rows(reply, deprecate_eof)?.into_iter().next()
 }

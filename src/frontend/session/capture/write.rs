@@ -5,7 +5,7 @@
 
 use super::super::link::{query_packet, Link, Reply};
 use super::super::SessionError;
-use super::vars::first_row;
+use super::vars::first_number;
 use super::{bare, Capture, Marker, WriteSrc};
 use crate::config::UnsafeWrites;
 use crate::mirror::now_us;
@@ -409,11 +409,9 @@ impl Capture {
         if let Some(r) = &probe_r {
             self.hold_probe(r, cx.deprecate_eof());
         }
-        let lid = lid_r.as_ref().and_then(|r| {
-            first_row(r, cx.deprecate_eof())
-                .and_then(|row| row.into_iter().next().flatten())
-                .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
-        });
+        let lid = lid_r
+            .as_ref()
+            .and_then(|r| first_number(r, cx.deprecate_eof()));
         // The marker table was dropped under us: created again, the
         // marker goes in now (the statement's transaction is still open).
         let mut tail_r = tail_r;
@@ -671,10 +669,7 @@ impl Capture {
     /// INSERT_ID, an unused value changes nothing on replay).
     async fn generated_id(&mut self, cx: &mut Link<'_>) -> Result<Option<u64>, SessionError> {
         let r = self.own_read(cx, b"SELECT LAST_INSERT_ID()").await?;
-        Ok(first_row(&r, cx.deprecate_eof())
-            .and_then(|row| row.into_iter().next().flatten())
-            .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
-            .filter(|&id| id != 0))
+        Ok(first_number(&r, cx.deprecate_eof()).filter(|&id| id != 0))
     }
 }
 
