@@ -331,14 +331,11 @@ async fn bookkeeping_stays_out_of_the_schema_and_survives_being_dropped() {
 async fn row_count_and_warnings_after_mirrored_writes_are_the_clients() {
     use crate::common::mirror::*;
     let env = MirrorEnv::start("diagnostics", "").await;
-    let direct_db = format!("{}_direct", env.primary);
-    fresh_database(&direct_db).await;
-    let ddl = "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL, at DATETIME NULL)";
-    env.create_both(ddl).await;
-    let mut d = mysql_async::Conn::new(direct_opts(&direct_db))
-        .await
-        .unwrap();
-    d.query_drop(ddl).await.unwrap();
+    let (direct_db, mut d) = direct_twin(
+        &env,
+        &["CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL, at DATETIME NULL)"],
+    )
+    .await;
     let mut c = env.proxy().await;
     let steps: &[(&str, bool)] = &[
         ("INSERT INTO t (id, v) VALUES (1, 1), (2, 2), (3, 3)", false),
@@ -378,6 +375,24 @@ async fn row_count_and_warnings_after_mirrored_writes_are_the_clients() {
     drop((c, d));
     drop_databases(&[&direct_db]).await;
     env.stop().await;
+}
+
+/// A database beside the mirror's for the same steps sent directly:
+/// `ddl` runs on both mirror sides and on it; its name and a connection.
+async fn direct_twin(
+    env: &crate::common::mirror::MirrorEnv,
+    ddl: &[&str],
+) -> (String, mysql_async::Conn) {
+    let direct_db = format!("{}_direct", env.primary);
+    fresh_database(&direct_db).await;
+    let mut d = mysql_async::Conn::new(direct_opts(&direct_db))
+        .await
+        .unwrap();
+    for s in ddl {
+        env.create_both(s).await;
+        d.query_drop(*s).await.unwrap();
+    }
+    (direct_db, d)
 }
 
 /// Runs each step through Tandem (`c`) and directly (`d`); where a step
@@ -483,19 +498,14 @@ async fn writes_reading_user_variables_are_mirrored_with_their_values() {
 async fn found_rows_after_mirrored_writes_is_the_clients() {
     use crate::common::mirror::*;
     let env = MirrorEnv::start("found_rows", "").await;
-    let direct_db = format!("{}_direct", env.primary);
-    fresh_database(&direct_db).await;
-    let ddl = [
-        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL)",
-        "CREATE TABLE log (id INT AUTO_INCREMENT PRIMARY KEY, n BIGINT)",
-    ];
-    let mut d = mysql_async::Conn::new(direct_opts(&direct_db))
-        .await
-        .unwrap();
-    for s in ddl {
-        env.create_both(s).await;
-        d.query_drop(s).await.unwrap();
-    }
+    let (direct_db, mut d) = direct_twin(
+        &env,
+        &[
+            "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL)",
+            "CREATE TABLE log (id INT AUTO_INCREMENT PRIMARY KEY, n BIGINT)",
+        ],
+    )
+    .await;
     let mut c = env.proxy().await;
     let steps: &[(&str, bool)] = &[
         (
@@ -590,15 +600,11 @@ async fn read_results(
 async fn multi_statement_packets_with_writes_are_mirrored() {
     use crate::common::mirror::*;
     let env = MirrorEnv::start("multi", "").await;
-    let direct_db = format!("{}_direct", env.primary);
-    fresh_database(&direct_db).await;
-    let ddl =
-        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL, at DATETIME(6) NULL)";
-    env.create_both(ddl).await;
-    let mut d = mysql_async::Conn::new(direct_opts(&direct_db))
-        .await
-        .unwrap();
-    d.query_drop(ddl).await.unwrap();
+    let (direct_db, mut d) = direct_twin(
+        &env,
+        &["CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL, at DATETIME(6) NULL)"],
+    )
+    .await;
     let mut c = env.proxy().await;
     let packets = [
         "INSERT INTO t (v) VALUES (1), (2); INSERT INTO t (v) VALUES (3); SELECT LAST_INSERT_ID(), ROW_COUNT()",
