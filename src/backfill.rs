@@ -2,7 +2,11 @@
 //! from the primary to the secondary, in primary-key chunks.
 //!
 //! - Insert-if-absent (`INSERT IGNORE`): a row the mirror already wrote is
-//!   never overwritten by an older copy.
+//!   never overwritten by an older copy; a chunk whose range already held
+//!   rows on the secondary is compared with verify's exact re-check (the
+//!   mirror may have written such a row from a partial state: an upsert of
+//!   a row not copied yet). Any warning but a duplicate (a value truncated
+//!   or clipped by a different column type) stops the copy.
 //! - Resumable: each chunk's rows and the table's checkpoint (last key copied)
 //!   are written in one secondary transaction (`backfill_checkpoint` in Tandem's bookkeeping database), so an
 //!   interrupted run (Ctrl-C, SIGKILL) continues exactly where it stopped.
@@ -13,6 +17,8 @@
 //!   (the running server's `GET /mirror/position` says so), the chunk's key
 //!   range is compared again with verify's exact re-check (primary rows
 //!   locked, mirror settled) and fixed. Tables nobody writes cost nothing.
+//! - Closing comparison (`close`): tables that writes carrying other rows'
+//!   values reached during the run are compared again, whole.
 //! - Pauses while mirror lag is above `--max-lag`, so cutover readiness is
 //!   not hurt; throttled by an optional rows/s limit; progress bars on a
 //!   TTY, log lines otherwise; a summary at the end.
@@ -70,6 +76,12 @@ pub struct TableSummary {
     pub rows_repaired: u64,
     /// Time spent paused for mirror lag.
     pub paused_seconds: f64,
+    /// Whole-table comparisons after the copy (see `close`).
+    pub closing_passes: u32,
+    /// The copy continued an interrupted run's (rows copied then may have
+    /// been changed by writes this run cannot see).
+    #[serde(skip)]
+    pub continued: bool,
     pub seconds: f64,
     pub error: Option<String>,
 }
@@ -111,7 +123,9 @@ pub async fn run(
     p.query_drop("SET SESSION innodb_lock_wait_timeout = 10")
         .await
         .map_err(setup)?;
-    s.query_drop("SET SESSION foreign_key_checks = 0")
+    // foreign_key_checks: see the module doc; max_error_count: every
+    // warning of a chunk's insert is read (`lossy_copy`).
+    s.query_drop("SET SESSION foreign_key_checks = 0, max_error_count = 65535")
         .await
         .map_err(setup)?;
     if matches!(sync, MirrorSync::Unknown) {
@@ -120,6 +134,12 @@ pub async fn run(
              during the copy are not re-checked; run `tandem verify --repair` afterwards"
         );
     }
+    // Writes applied after this may meet rows not copied yet.
+    let run_start = sync
+        .position()
+        .await
+        .map_err(|e| BackfillError::Setup(e.to_string()))?
+        .map(|p| p.applied_lsn);
     let tables = match schema::select_tables(&mut p, cfg, opts.tables.as_deref())
         .await
         .map_err(setup)?
@@ -164,9 +184,97 @@ pub async fn run(
         summary.seconds = started.elapsed().as_secs_f64();
         out.push(summary);
     }
+    if let Err(e) = close(&mut p, &mut s, opts, sync, run_start, &mut out).await {
+        for t in out.iter_mut().filter(|t| t.error.is_none()) {
+            t.error = Some(format!("closing comparison: {e}"));
+        }
+    }
     let _ = p.disconnect().await;
     let _ = s.disconnect().await;
     Ok(out)
+}
+
+/// Passes of the closing comparison per table, at most.
+const CLOSING_PASSES: u32 = 5;
+
+/// The closing comparison. A mirrored write that changes each row from
+/// that row alone is exact on a partly copied table: a row not copied yet
+/// is either absent (the write does nothing; the copy brings the newer
+/// row) or was written by the mirror first (the copy finds it present and
+/// compares the chunk). A write that may carry other rows' values (moves a
+/// key, reads other rows, decides by a unique-key conflict:
+/// `writeset::spans`) may read a row not copied yet and leave a wrong row
+/// in a range already copied. Every table such a write reached during the
+/// run (or whose copy continued an interrupted run, or when the server
+/// restarted meanwhile) is compared again, whole, with verify's exact
+/// re-check and repaired; a pass during which no such write reached the
+/// table, or which found nothing, ends it (every row equal when its chunk
+/// was compared, and only row-local writes since). After
+/// `CLOSING_PASSES` the table is reported, never silently left.
+async fn close(
+    p: &mut Conn,
+    s: &mut Conn,
+    opts: &BackfillOptions,
+    sync: &MirrorSync,
+    run_start: Option<u64>,
+    out: &mut [TableSummary],
+) -> Result<(), String> {
+    let Some(run_start) = run_start else {
+        // No mirror to ask (none running, or not reachable: warned).
+        return Ok(());
+    };
+    let sync_err = |e: crate::mirror::sync::SyncError| e.to_string();
+    let vopts = crate::verify::VerifyOptions {
+        chunk_size: opts.chunk_size.max(1000),
+        ..Default::default()
+    };
+    // Tables a previous run finished were whole before this run began.
+    for t in out
+        .iter_mut()
+        .filter(|t| t.error.is_none() && (t.continued || !t.resumed))
+    {
+        let key = table_key(&t.table);
+        let mut since = run_start;
+        let mut continued = t.continued;
+        loop {
+            sync.settle(vopts.settle_timeout).await.map_err(sync_err)?;
+            let Some(pos) = sync.position().await.map_err(sync_err)? else {
+                return Ok(());
+            };
+            let spanned = pos.spanning_since > since
+                || pos
+                    .spanning_writes
+                    .get(&key)
+                    .is_some_and(|lsn| *lsn > since);
+            if !spanned && !continued {
+                break;
+            }
+            if t.closing_passes >= CLOSING_PASSES {
+                t.error = Some(format!(
+                    "writes that carry other rows' values kept changing rows during {CLOSING_PASSES} \
+                     closing comparisons; run `tandem verify --repair --tables {}` when they calm down",
+                    t.table
+                ));
+                break;
+            }
+            since = pos.applied_lsn;
+            continued = false;
+            let started = Instant::now();
+            let r = crate::verify::verify_table(p, s, &t.table, &vopts, sync, true).await?;
+            t.closing_passes += 1;
+            t.rows_repaired += r.repaired;
+            t.seconds += started.elapsed().as_secs_f64();
+            tracing::info!(
+                table = t.table,
+                repaired = r.repaired,
+                "backfill closing comparison"
+            );
+            if r.repaired == 0 && r.identical() {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What every table's copy shares.
@@ -229,6 +337,7 @@ async fn copy_table(
         }
         Some((k, n, false)) => {
             summary.resumed = k.is_some();
+            summary.continued = k.is_some();
             (k, n)
         }
         None => (None, 0),
@@ -250,6 +359,9 @@ async fn copy_table(
     let started = Instant::now();
     let mut last_log = Instant::now();
     let key = table_key(table);
+    // The previous chunk's last key, as values (None after a resume: the
+    // checkpoint keeps it as SQL text).
+    let mut prev_vals: Option<Vec<Value>> = None;
     loop {
         // Pause while the mirror is behind; note what it has applied before
         // the chunk is read: a later write to this table means the chunk
@@ -294,6 +406,7 @@ async fn copy_table(
             .map_err(err)?;
         let done = rows.len() < opts.chunk_size;
         let mut inserted = 0;
+        let prev_key = last_key.clone();
         let mut tx = s.start_transaction(Default::default()).await.map_err(err)?;
         if let Some(last) = rows.last() {
             let mut sql = format!("INSERT IGNORE INTO {t} ({col_list}) VALUES ");
@@ -312,6 +425,11 @@ async fn copy_table(
             }
             tx.query_drop(sql).await.map_err(err)?;
             inserted = tx.affected_rows();
+            // One duplicate warning per row already present; any other
+            // warning is a value the secondary did not take as it was.
+            if u64::from(tx.get_warnings()) > rows.len() as u64 - inserted {
+                return Err(lossy_copy(&mut tx, table).await);
+            }
             last_key = Some(
                 pk_pos
                     .iter()
@@ -320,6 +438,27 @@ async fn copy_table(
                     .join(", "),
             );
         }
+        // What the secondary holds in the chunk's key range now: anything
+        // but exactly the rows just inserted means rows were there before
+        // (written by the mirror before their copy, or by an earlier run)
+        // and may differ from the primary's.
+        let mut bounds = Vec::new();
+        if let Some(k) = &prev_key {
+            bounds.push(format!("({pk_list}) > ({k})"));
+        }
+        if let (false, Some(k)) = (done, &last_key) {
+            bounds.push(format!("({pk_list}) <= ({k})"));
+        }
+        let held: u64 = tx
+            .query_first(format!(
+                "SELECT COUNT(*) FROM {t}{}{}",
+                if bounds.is_empty() { "" } else { " WHERE " },
+                bounds.join(" AND ")
+            ))
+            .await
+            .map_err(err)?
+            .unwrap_or(0);
+        let present = inserted < rows.len() as u64 || held != rows.len() as u64;
         copied += rows.len() as u64;
         tx.exec_drop(
             format!(
@@ -332,32 +471,45 @@ async fn copy_table(
         .await
         .map_err(err)?;
         tx.commit().await.map_err(err)?;
-        if let (Some(applied), Some(first), Some(last)) =
-            (applied_before, rows.first(), rows.last())
-        {
-            let written = sync
+        // A write not yet applied when the chunk was read may have raced
+        // the copy (applied before the insert, or after it on the copied
+        // row).
+        let raced = match applied_before {
+            Some(applied) => sync
                 .position()
                 .await
                 .map_err(sync_err)?
                 .and_then(|pos| pos.table_writes.get(&key).copied())
-                .is_some_and(|lsn| lsn > applied);
-            if written {
-                let mut checker = Checker {
-                    p: &mut *p,
-                    s: &mut *s,
-                    plan: &plan,
-                    sync,
-                    repair: true,
-                    settle_timeout: Duration::from_secs(60),
-                };
-                let range = Range {
-                    lo: Some((key_values(&plan, first), true)),
-                    hi: Some(key_values(&plan, last)),
-                };
-                let r = checker.range(&range, None).await?;
-                summary.chunks_rechecked += 1;
-                summary.rows_repaired += r.diff.repaired;
-            }
+                .is_some_and(|lsn| lsn > applied),
+            None => false,
+        };
+        if raced || present {
+            let mut checker = Checker {
+                p: &mut *p,
+                s: &mut *s,
+                plan: &plan,
+                sync,
+                repair: true,
+                settle_timeout: Duration::from_secs(60),
+            };
+            // From just after the previous chunk (rows only the secondary
+            // holds between two chunks are in this one), to the end of the
+            // table for the last chunk.
+            let lo = match (&prev_vals, rows.first()) {
+                (Some(v), _) => Some((v.clone(), false)),
+                (None, Some(first)) if prev_key.is_some() => Some((key_values(&plan, first), true)),
+                _ => None,
+            };
+            let hi = match (done, rows.last()) {
+                (false, Some(last)) => Some(key_values(&plan, last)),
+                _ => None,
+            };
+            let r = checker.range(&Range { lo, hi }, None).await?;
+            summary.chunks_rechecked += 1;
+            summary.rows_repaired += r.diff.repaired;
+        }
+        if let Some(last) = rows.last() {
+            prev_vals = Some(key_values(&plan, last));
         }
         summary.rows_read += rows.len() as u64;
         summary.rows_inserted += inserted;
@@ -381,6 +533,24 @@ async fn copy_table(
     Ok(())
 }
 
+/// `INSERT IGNORE` turns every error into a warning: duplicates are what
+/// it is for (rows the mirror wrote first), anything else (a value
+/// truncated, clipped or converted because the secondary's column differs)
+/// would be a silent difference, so the chunk is refused and the copy stops
+/// with the server's words.
+async fn lossy_copy(tx: &mut mysql_async::Transaction<'_>, table: &str) -> String {
+    let warnings: Vec<(String, u32, String)> = tx.query("SHOW WARNINGS").await.unwrap_or_default();
+    let why = warnings
+        .iter()
+        .find(|(_, code, _)| *code != 1062)
+        .map(|(level, code, message)| format!("{level} {code}: {message}"))
+        .unwrap_or_else(|| "the server warned about a value".into());
+    format!(
+        "the secondary cannot hold {table}'s rows as they are on the primary ({why}); \
+         make the secondary's column types match the primary's and run backfill again"
+    )
+}
+
 /// Human-readable summary.
 pub fn render(summaries: &[TableSummary]) -> String {
     let mut out = String::from("backfill summary\n");
@@ -395,7 +565,7 @@ pub fn render(summaries: &[TableSummary]) -> String {
             0.0
         };
         out.push_str(&format!(
-            "  {:<30} {state}\n    read {} rows, inserted {} (rows already present kept){}{}, {:.2}s ({:.0} rows/s)\n",
+            "  {:<30} {state}\n    read {} rows, inserted {} (rows already present compared){}{}, {:.2}s ({:.0} rows/s)\n",
             s.table,
             s.rows_read,
             s.rows_inserted,
@@ -408,6 +578,12 @@ pub fn render(summaries: &[TableSummary]) -> String {
             out.push_str(&format!(
                 "    {} chunks re-checked against mirrored writes ({} rows fixed), paused {:.1}s for mirror lag\n",
                 s.chunks_rechecked, s.rows_repaired, s.paused_seconds
+            ));
+        }
+        if s.closing_passes > 0 {
+            out.push_str(&format!(
+                "    compared again whole {} time(s) after the copy: writes that carry other rows' values reached it\n",
+                s.closing_passes
             ));
         }
     }

@@ -406,6 +406,34 @@ pub fn accesses(shape: &Shape, info: &TableInfo, id: u64, out: &mut Vec<Access>)
     Some(())
 }
 
+/// Whether a statement's effect on its table may depend on rows other
+/// than the ones it writes, so that replaying it on a secondary where some
+/// rows are still missing or wrong (during a backfill) can leave a wrong
+/// row where a right one was: anything that reads (`SELECT`, joins,
+/// triggers, foreign keys), moves rows (an `UPDATE` of the primary key, or
+/// of a table whose other unique keys are not known here), decides by a
+/// unique-key conflict on a key other than the one integer primary key
+/// (`INSERT … ON DUPLICATE KEY UPDATE`, `REPLACE`, `INSERT IGNORE`), or
+/// is not understood. The rest (`UPDATE` of non-key columns and `DELETE`
+/// with any WHERE, inserts into a table keyed by one integer column only)
+/// change each row from that row alone.
+pub fn spans(shape: &Shape, info: &TableInfo) -> bool {
+    let pk = match info {
+        TableInfo::Barrier => return true,
+        TableInfo::Whole => None,
+        TableInfo::Rows { pk } => Some(pk.as_str()),
+    };
+    match shape {
+        Shape::UserVars => false,
+        Shape::Unknown | Shape::WholeTable(_) => true,
+        Shape::Single { assigns, .. } => match pk {
+            Some(pk) => assigns.iter().any(|a| a == pk),
+            None => !assigns.is_empty(),
+        },
+        Shape::Insert { .. } => pk.is_none(),
+    }
+}
+
 /// The table a shape writes.
 pub fn shape_table(shape: &Shape) -> Option<&TableName> {
     match shape {

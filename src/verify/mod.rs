@@ -192,7 +192,7 @@ pub async fn run(
     })
 }
 
-async fn verify_table(
+pub(crate) async fn verify_table(
     p: &mut Conn,
     s: &mut Conn,
     table: &str,

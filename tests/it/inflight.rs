@@ -167,7 +167,7 @@ async fn backfill_of_a_million_rows_under_writes_ends_identical() {
                         )
                         .await
                         .unwrap_or(None);
-                    frontier = last.flatten().and_then(|k| k.parse().ok()).unwrap_or(0);
+                    frontier = last.flatten().and_then(|k| k.trim_matches('\'').parse().ok()).unwrap_or(0);
                 }
                 let id = frontier + rng.random_range(1..8000i64);
                 let sql = match rng.random_range(0..10) {

@@ -5,6 +5,7 @@ mod common;
 
 mod admin;
 mod backfill;
+mod backfill_live;
 mod clients;
 mod clients_view;
 mod cutover;

@@ -292,6 +292,13 @@ impl Coordinator {
             };
             if let (true, Ok(txn)) = (alone, entry) {
                 let txn = txn.clone();
+                // A DDL rewrites its tables' rows from their old ones.
+                self.note_spanning(
+                    lsn,
+                    txn.statements
+                        .iter()
+                        .flat_map(|s| s.tables.iter().map(String::as_str)),
+                );
                 let Some(ws) = self.table_ddl_write_set(&txn).await else {
                     // Asked again shortly; the intent keeps its place.
                     self.schema_retry = true;
@@ -344,7 +351,7 @@ impl Coordinator {
             let Some((_, Ok(txn))) = self.pending.pop_first() else {
                 break;
             };
-            let Some(ws) = self.write_set(&txn).await else {
+            let Some(ws) = self.write_set(lsn, &txn).await else {
                 // Asked again shortly; the intent keeps its place.
                 self.pending.insert(lsn, Ok(txn));
                 self.schema_retry = true;
@@ -581,27 +588,36 @@ impl Coordinator {
     }
 
     /// What `txn` writes (see `writeset`); None when the secondary's schema
-    /// could not be read.
-    pub(super) async fn write_set(&mut self, txn: &MirrorTxn) -> Option<WriteSet> {
+    /// could not be read. Notes, at `lsn`, the tables it writes in ways
+    /// that may carry other rows' values (`writeset::spans`).
+    pub(super) async fn write_set(&mut self, lsn: Lsn, txn: &MirrorTxn) -> Option<WriteSet> {
         let mut acc = Vec::new();
+        let mut spanning: Vec<&str> = Vec::new();
+        let mut barrier = false;
         for st in &txn.statements {
+            if barrier {
+                spanning.extend(st.tables.iter().map(String::as_str));
+                continue;
+            }
             let shape = writeset::shape_of(&st.sql, &mut self.toks);
             if shape == writeset::Shape::UserVars {
                 continue;
             }
-            let Some((db, table)) = writeset::shape_table(&shape) else {
-                return Some(WriteSet::Barrier);
+            let db_table = writeset::shape_table(&shape).and_then(|(db, table)| {
+                db.clone()
+                    .or_else(|| st.db.clone())
+                    .or_else(|| self.cfg.secondary.database.clone())
+                    .map(|db| (db, table.clone()))
+            });
+            let Some((db, table)) = db_table else {
+                barrier = true;
+                spanning.extend(st.tables.iter().map(String::as_str));
+                continue;
             };
-            let Some(db) = db
-                .clone()
-                .or_else(|| st.db.clone())
-                .or_else(|| self.cfg.secondary.database.clone())
-            else {
-                return Some(WriteSet::Barrier);
-            };
-            let id = writeset::table_id(&db, table);
+            let id = writeset::table_id(&db, &table);
             if self.ddl_tables.contains_key(&id) {
                 acc.push(Access::Table(id));
+                spanning.extend(st.tables.iter().map(String::as_str));
                 continue;
             }
             let info = self
@@ -609,13 +625,20 @@ impl Coordinator {
                 .info(
                     &self.cfg.secondary,
                     &db,
-                    table,
+                    &table,
                     self.cfg.attempt_timeout.min(Duration::from_secs(5)),
                 )
                 .await?;
-            if writeset::accesses(&shape, &info, id, &mut acc).is_none() {
-                return Some(WriteSet::Barrier);
+            if writeset::spans(&shape, &info) {
+                spanning.extend(st.tables.iter().map(String::as_str));
             }
+            if writeset::accesses(&shape, &info, id, &mut acc).is_none() {
+                barrier = true;
+            }
+        }
+        self.note_spanning(lsn, spanning);
+        if barrier {
+            return Some(WriteSet::Barrier);
         }
         acc.sort_unstable_by_key(|a| match a {
             Access::Row(t, k) => (*t, 1, *k),
@@ -623,6 +646,24 @@ impl Coordinator {
         });
         acc.dedup();
         Some(WriteSet::Accesses(acc))
+    }
+
+    /// Records that the transaction at `lsn` wrote `tables` in a way that
+    /// may carry other rows' values (read by backfill through `/mirror/position`).
+    pub(super) fn note_spanning<'t>(&self, lsn: Lsn, tables: impl IntoIterator<Item = &'t str>) {
+        let mut tables = tables.into_iter().peekable();
+        if tables.peek().is_none() {
+            return;
+        }
+        let mut w = self
+            .stats
+            .spanning_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for t in tables {
+            let at = w.entry(crate::mirror::runtime::table_key(t)).or_default();
+            *at = (*at).max(lsn);
+        }
     }
 }
 

@@ -124,6 +124,14 @@ pub struct ApplierStats {
     /// Groups applied as plain statements after the secondary refused
     /// their compound (`BEGIN NOT ATOMIC`) form.
     pub plain_fallbacks: AtomicU64,
+    /// Per table (`table_key`): the LSN of the last transaction handed to
+    /// a worker whose effect on the table may depend on rows other than
+    /// the ones it writes (see `writeset::spans`). Backfill compares a
+    /// table again after its copy when such a write was applied meanwhile.
+    pub spanning_writes: Mutex<std::collections::HashMap<String, u64>>,
+    /// `spanning_writes` covers every transaction above this LSN (the
+    /// position the applier started from).
+    pub spanning_since: AtomicU64,
 }
 
 impl ApplierStats {
@@ -374,6 +382,7 @@ impl Applier {
             });
         }
         self.stats.applied_lsn.store(stored, Ordering::Relaxed);
+        self.stats.spanning_since.store(stored, Ordering::Relaxed);
         info!(
             lsn = stored,
             above = applied.len(),

@@ -642,6 +642,13 @@ impl Mirror {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            spanning_writes: self
+                .applier
+                .spanning_writes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            spanning_since: self.applier.spanning_since.load(Ordering::Relaxed),
         }
     }
 

@@ -125,6 +125,18 @@ pub struct Position {
     pub lag_seconds: f64,
     pub applier_stopped: Option<String>,
     pub table_writes: HashMap<String, Lsn>,
+    /// Per table: the last LSN handed to the applier that wrote it in a
+    /// way that may carry other rows' values (`writeset::spans`).
+    #[serde(default)]
+    pub spanning_writes: HashMap<String, Lsn>,
+    /// `spanning_writes` covers the transactions above this LSN only (the
+    /// applier's start); `u64::MAX` from a server that does not track them.
+    #[serde(default = "untracked")]
+    pub spanning_since: Lsn,
+}
+
+fn untracked() -> Lsn {
+    Lsn::MAX
 }
 
 /// How table names are compared across the mirror, verify and backfill:

@@ -228,3 +228,42 @@ fn one_worker_takes_everything_in_order() {
     }
     assert_eq!(f.place(&WriteSet::Barrier), Placement::Worker(0));
 }
+
+#[test]
+fn writes_that_may_carry_other_rows_values_span() {
+    let rows = rows_info();
+    let local = [
+        "UPDATE t SET v = v + 1 WHERE id = 5",
+        "UPDATE t SET v = 0 WHERE v > 10",
+        "DELETE FROM t WHERE v > 10",
+        "INSERT INTO t (id, v) VALUES (1, 2) ON DUPLICATE KEY UPDATE v = v + 1",
+        "INSERT INTO t (v) VALUES (7)",
+    ];
+    for sql in local {
+        assert!(!spans(&sh(sql), &rows), "{sql}");
+    }
+    let spanning = [
+        "UPDATE t SET id = -id WHERE id > 10",
+        "INSERT INTO t (id, v) SELECT id + 100, v FROM t",
+        "UPDATE t SET v = (SELECT MAX(v) FROM u) WHERE id = 1",
+        "UPDATE t JOIN u USING (id) SET t.v = u.v",
+    ];
+    for sql in spanning {
+        assert!(spans(&sh(sql), &rows), "{sql}");
+    }
+    // Other unique keys are not known here: an update or an upsert may
+    // meet them; a delete only removes rows.
+    assert!(spans(
+        &sh("UPDATE t SET v = 1 WHERE id = 5"),
+        &TableInfo::Whole
+    ));
+    assert!(spans(
+        &sh("INSERT INTO t (id, v) VALUES (1, 2)"),
+        &TableInfo::Whole
+    ));
+    assert!(!spans(&sh("DELETE FROM t WHERE id = 5"), &TableInfo::Whole));
+    assert!(spans(
+        &sh("DELETE FROM t WHERE id = 5"),
+        &TableInfo::Barrier
+    ));
+}
