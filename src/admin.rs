@@ -164,6 +164,9 @@ async fn mirror_position(State(shared): State<Arc<Shared>>) -> axum::response::R
 #[derive(serde::Deserialize)]
 struct TableList {
     tables: Vec<String>,
+    /// Keep marks made after this `mark_seq` (see `Mirror::clear_divergent`).
+    #[serde(default)]
+    before: Option<u64>,
 }
 
 async fn clear_divergent(
@@ -172,7 +175,8 @@ async fn clear_divergent(
 ) -> axum::response::Response {
     match shared.mirror.load_full() {
         Some(m) => {
-            Json(serde_json::json!({ "cleared": m.clear_divergent(&body.tables) })).into_response()
+            Json(serde_json::json!({ "cleared": m.clear_divergent(&body.tables, body.before) }))
+                .into_response()
         }
         None => (StatusCode::NOT_FOUND, "not mirroring").into_response(),
     }

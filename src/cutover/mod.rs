@@ -9,7 +9,9 @@
 //!    (reads keep going to the old primary);
 //! 3. open transactions finish (their sessions hold a fence ticket until
 //!    COMMIT/ROLLBACK);
-//! 4. the journal drains (everything committed is applied on the target);
+//! 4. the journal drains (everything committed is applied on the target),
+//!    and no table was marked divergent meanwhile (a dead-lettered
+//!    transaction is not on the target);
 //! 5. swap: the mirror turns around, the roles are recorded beside the
 //!    journal, the new config is published;
 //! 6. release: fenced sessions move to the new primary at their next
@@ -230,6 +232,23 @@ async fn fenced(
                 new.primary, current.primary
             )
         })?;
+    // Preflight found no table divergent: a mark now was made while the
+    // cutover waited or drained (a transaction dead-lettered, a write run
+    // on the primary only). Its write is not on the target.
+    let divergent = mirror.divergent();
+    if !divergent.is_empty() {
+        let marks: Vec<String> = divergent
+            .iter()
+            .map(|(t, why)| format!("{t} ({why})"))
+            .collect();
+        return Err(format!(
+            "aborted: tables were marked divergent during the cutover: {}; {} would miss those \
+             writes, so {} stays primary; run `tandem verify --repair` and cut over again",
+            marks.join(", "),
+            new.primary,
+            current.primary
+        ));
+    }
     end_phase(report, "drain");
 
     c.set_phase(Some("swap"));

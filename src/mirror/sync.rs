@@ -133,14 +133,17 @@ impl MirrorSync {
     }
 
     /// Clears the divergent mark of repaired tables: in the running server,
-    /// or in `divergent.json` beside the journal when none runs.
-    pub async fn clear_divergent(&self, tables: &[String], journal: &Path) {
+    /// or in `divergent.json` beside the journal when none runs (then
+    /// nothing marks meanwhile).
+    /// `before`: the position's `mark_seq` read before the pass that
+    /// covered the tables began (marks made later stay).
+    pub async fn clear_divergent(&self, tables: &[String], journal: &Path, before: Option<u64>) {
         match self {
             MirrorSync::InProcess(m) => {
-                m.clear_divergent(tables);
+                m.clear_divergent(tables, before);
             }
             MirrorSync::Admin(addr, token) => {
-                let body = serde_json::json!({ "tables": tables }).to_string();
+                let body = serde_json::json!({ "tables": tables, "before": before }).to_string();
                 let path = "/mirror/divergent/clear";
                 if let Err(e) = http(*addr, token.as_ref(), "POST", path, Some(body)).await {
                     tracing::warn!(error = %e, "could not clear divergent marks in the server");

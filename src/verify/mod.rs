@@ -145,6 +145,8 @@ pub async fn run(
     let mut reports = Vec::new();
     for table in tables {
         let started = Instant::now();
+        // Marks made from here on may not be covered by this pass.
+        let marks_before = sync.position().await.ok().flatten().map(|p| p.mark_seq);
         let mut r = match verify_table(&mut p, &mut s, &table, opts, sync, opts.repair).await {
             Ok(r) => r,
             Err(e) => TableReport {
@@ -168,7 +170,7 @@ pub async fn run(
                 }
             }
             if r.identical() {
-                sync.clear_divergent(std::slice::from_ref(&table), &cfg.journal)
+                sync.clear_divergent(std::slice::from_ref(&table), &cfg.journal, marks_before)
                     .await;
             }
         }

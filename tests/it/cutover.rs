@@ -906,3 +906,55 @@ async fn the_cli_sends_the_admin_token_from_the_config() {
     drop(c);
     env.stop().await;
 }
+
+/// A transaction that commits while the cutover waits for it and is then
+/// refused by the target (dead-lettered: a row someone wrote there
+/// directly) is not on the target: the cutover aborts after its drain,
+/// names the table, and the old primary stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_dead_lettered_during_the_cutover_aborts_it() {
+    let env = MirrorEnv::launch("co_dead", MARIADB_PORT, "", Some("")).await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB")
+        .await;
+    let mut s = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+    s.query_drop("INSERT INTO t VALUES (1, -1)").await.unwrap();
+    let mut writer = env.proxy().await;
+    writer.query_drop("BEGIN").await.unwrap();
+    writer
+        .query_drop("INSERT INTO t VALUES (1, 1)")
+        .await
+        .unwrap();
+    let cutover = {
+        let cfg = env.cfg.clone().unwrap();
+        tokio::task::spawn_blocking(move || tandem_tool("cutover", &cfg, &["--wait", "20s"]))
+    };
+    let mut phase = String::new();
+    for _ in 0..500 {
+        phase = env.server.shared.cutover.status_json()["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if phase == "wait_transactions" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(phase, "wait_transactions");
+    writer.query_drop("COMMIT").await.unwrap();
+    let (code, out, err) = cutover.await.unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("marked divergent during the cutover") && err.contains("t (dead-lettered"),
+        "{err}"
+    );
+    assert_eq!(env.server.shared.config.load().primary, "legacy");
+    // The session goes on on the old primary, where its row is.
+    let v: Option<i64> = writer
+        .query_first("SELECT v FROM t WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(1));
+    writer.disconnect().await.unwrap();
+    s.disconnect().await.unwrap();
+    env.stop().await;
+}

@@ -261,3 +261,82 @@ async fn server_verifies_periodically() {
     s.disconnect().await.unwrap();
     env.stop().await;
 }
+
+/// `verify --repair` clears a table's divergent mark only when the mark
+/// was made before the table's pass began: a mark made during the pass
+/// (here an unmirrorable write run on the primary only while the pass
+/// waits for the secondary's table) may name rows the pass already read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_repair_keeps_marks_made_during_its_pass() {
+    let env = MirrorEnv::launch(
+        "if_marks",
+        MARIADB_PORT,
+        "  unsafe_writes: primary_only",
+        Some(""),
+    )
+    .await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .await;
+    env.create_both("INSERT INTO t SELECT seq, seq FROM seq_1_to_1000")
+        .await;
+    let mut c = env.proxy().await;
+    // Assigning a variable as it runs cannot be replayed: primary only.
+    c.query_drop("UPDATE t SET v = (@x := 8) WHERE id = 1")
+        .await
+        .unwrap();
+    env.wait_caught_up().await;
+    let m = env.mirror();
+    assert!(m.divergent().contains_key("t"));
+
+    // A repair with nothing marked meanwhile clears the mark.
+    let (code, out, _) = env.tool("verify", &["--repair", "--tables", "t"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(!m.divergent().contains_key("t"), "{out}");
+
+    c.query_drop("UPDATE t SET v = (@x := 9) WHERE id = 2")
+        .await
+        .unwrap();
+    assert!(m.divergent().contains_key("t"));
+    // The next pass waits for the secondary's table (another session
+    // holds it with LOCK TABLES … WRITE); meanwhile the table is marked
+    // again.
+    let mut s = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+    s.query_drop("LOCK TABLES t WRITE").await.unwrap();
+    let cfg = env.cfg.clone().unwrap();
+    let verify = tokio::task::spawn_blocking(move || {
+        tandem_tool("verify", &cfg, &["--repair", "--tables", "t"])
+    });
+    let mut p = Conn::new(direct_opts(&env.primary)).await.unwrap();
+    let mut waiting = 0;
+    for _ in 0..500 {
+        waiting = p
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST
+                 WHERE STATE LIKE 'Waiting for table metadata lock' AND INFO LIKE 'SELECT COUNT(*)%'",
+            )
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting, 1, "verify's pass waits for the secondary's table");
+    let before = m.position().mark_seq;
+    c.query_drop("UPDATE t SET v = (@x := 10) WHERE id = 3")
+        .await
+        .unwrap();
+    assert!(m.position().mark_seq > before, "marked during the pass");
+    s.query_drop("UNLOCK TABLES").await.unwrap();
+    let (code, out, err) = verify.await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        m.divergent().contains_key("t"),
+        "a mark made during the pass stays:\n{out}"
+    );
+    c.disconnect().await.unwrap();
+    s.disconnect().await.unwrap();
+    p.disconnect().await.unwrap();
+    env.stop().await;
+}

@@ -99,6 +99,11 @@ pub struct ApplierStats {
     /// Primary commit time of the last applied transaction (µs).
     pub last_committed_at_us: AtomicI64,
     pub divergent_tables: Mutex<BTreeSet<String>>,
+    /// Counts divergent marks (capture's and the applier's): a verify
+    /// clears only the marks made before its pass began.
+    pub mark_seq: AtomicU64,
+    /// Per table marked: the `mark_seq` of its latest mark.
+    pub marked_at: Mutex<std::collections::HashMap<String, u64>>,
     /// Intents whose primary commit failed (nothing to apply).
     pub skipped: AtomicU64,
     /// Intents read but not yet applied (waiting for their outcome or turn).
@@ -135,6 +140,17 @@ pub struct ApplierStats {
 }
 
 impl ApplierStats {
+    /// Notes a new divergent mark of `tables` (a later mark of a table
+    /// already marked counts too: it happened after a pass that began
+    /// before it).
+    pub fn note_marked<'t>(&self, tables: impl IntoIterator<Item = &'t String>) {
+        let seq = self.mark_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut m = self.marked_at.lock().unwrap_or_else(|p| p.into_inner());
+        for t in tables {
+            m.insert(t.clone(), seq);
+        }
+    }
+
     /// Tells the applier the primary's answer to an intent's COMMIT without
     /// waiting for its journal record (which the journal writes later).
     /// Safe because the intent itself is durable: a crash before the record

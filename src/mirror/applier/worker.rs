@@ -620,6 +620,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(tables.iter().cloned());
+        self.stats.note_marked(tables.iter());
         warn!(
             lsn,
             reason,

@@ -649,6 +649,7 @@ impl Mirror {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             spanning_since: self.applier.spanning_since.load(Ordering::Relaxed),
+            mark_seq: self.applier.mark_seq.load(Ordering::Relaxed),
         }
     }
 

@@ -9,6 +9,7 @@ impl Mirror {
     /// Marks tables whose secondary copy can no longer be trusted (they need
     /// a backfill/verify). Persisted next to the journal.
     pub fn mark_divergent(&self, tables: &[String], reason: &str) {
+        self.applier.note_marked(tables);
         let mut d = self.divergent.lock().unwrap_or_else(|p| p.into_inner());
         let mut changed = false;
         for t in tables {
@@ -24,9 +25,27 @@ impl Mirror {
     }
 
     /// Clears the divergent mark of tables a verify repaired (or found
-    /// identical). Names match qualified or not. Returns what was cleared.
-    pub fn clear_divergent(&self, tables: &[String]) -> Vec<String> {
-        let wanted: HashSet<String> = tables.iter().map(|t| table_key(t)).collect();
+    /// identical). Names match qualified or not. With `before` (the
+    /// `mark_seq` read when the verify's pass began), a mark made after it
+    /// stays: the pass may not have covered what it marks. Returns what
+    /// was cleared.
+    pub fn clear_divergent(&self, tables: &[String], before: Option<u64>) -> Vec<String> {
+        let mut wanted: HashSet<String> = tables.iter().map(|t| table_key(t)).collect();
+        {
+            let mut at = self
+                .applier
+                .marked_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(before) = before {
+                for (t, seq) in at.iter() {
+                    if *seq > before && wanted.remove(&table_key(t)) {
+                        info!(table = %t, "divergent mark kept: made after the verify began");
+                    }
+                }
+            }
+            at.retain(|t, _| !wanted.contains(&table_key(t)));
+        }
         let mut d = self.divergent.lock().unwrap_or_else(|p| p.into_inner());
         let mut cleared = remove_tables(&mut d, &wanted);
         if !cleared.is_empty() {
@@ -133,6 +152,9 @@ pub struct Position {
     /// applier's start); `u64::MAX` from a server that does not track them.
     #[serde(default = "untracked")]
     pub spanning_since: Lsn,
+    /// Divergent marks made so far (see `Mirror::clear_divergent`).
+    #[serde(default)]
+    pub mark_seq: u64,
 }
 
 fn untracked() -> Lsn {

@@ -443,9 +443,19 @@ pub async fn one_txn(
     c: &mut Conn,
     rng: &mut rand::rngs::StdRng,
 ) -> Result<bool, mysql_async::Error> {
+    one_txn_over(c, rng, 400, 200).await
+}
+
+/// `one_txn` on `acct` ids below `ids` and `kv` keys below `keys`.
+pub async fn one_txn_over(
+    c: &mut Conn,
+    rng: &mut rand::rngs::StdRng,
+    ids: u64,
+    keys: u32,
+) -> Result<bool, mysql_async::Error> {
     use rand::Rng;
-    let id = rng.random_range(1..400u64);
-    let k = rng.random_range(1..200u32);
+    let id = rng.random_range(1..ids);
+    let k = rng.random_range(1..keys);
     match rng.random_range(0..100u32) {
         0..=14 => {
             c.query_drop("INSERT INTO acct (x, u, r, t) VALUES (1, UUID(), RAND(), NOW(6))")
