@@ -132,6 +132,34 @@ impl MirrorSync {
         }
     }
 
+    /// Waits, holding nothing, until every DDL journaled so far is applied
+    /// on the secondary; Ok(true) when none was pending. A re-check calls
+    /// it before taking primary locks and again after (a DDL journaled in
+    /// between: the locks are let go and it waits again), so it never
+    /// holds the primary's rows (and, through them, the table's metadata
+    /// lock, on which the next DDL and then every session would queue)
+    /// while a secondary ALTER runs.
+    pub async fn wait_for_ddl(&self, timeout: Duration) -> Result<bool, SyncError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut first = true;
+        loop {
+            let Some(pos) = self.position().await? else {
+                return Ok(true);
+            };
+            if let Some(why) = pos.applier_stopped {
+                return Err(SyncError::Stopped(why));
+            }
+            if pos.applied_lsn >= pos.ddl_lsn {
+                return Ok(first);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SyncError::Timeout(timeout, pos.lag_seconds));
+            }
+            first = false;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Clears the divergent mark of repaired tables: in the running server,
     /// or in `divergent.json` beside the journal when none runs (then
     /// nothing marks meanwhile).

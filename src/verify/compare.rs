@@ -165,10 +165,28 @@ impl Checker<'_> {
         let opts = TxOpts::default()
             .with_isolation_level(IsolationLevel::RepeatableRead)
             .clone();
-        let mut ptx = p.start_transaction(opts).await.map_err(err)?;
-        let prows = select_keys(&mut ptx, plan, keys, " LOCK IN SHARE MODE")
-            .await
-            .map_err(err)?;
+        // No primary lock is held while a DDL is applied (see
+        // `MirrorSync::wait_for_ddl`): wait first, lock, and if a DDL was
+        // journaled meanwhile, let go and wait again.
+        let deadline = tokio::time::Instant::now() + *settle_timeout;
+        let (ptx, prows) = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            sync.wait_for_ddl(left).await.map_err(settle_error)?;
+            let mut ptx = p.start_transaction(opts.clone()).await.map_err(err)?;
+            let prows = select_keys(&mut ptx, plan, keys, " LOCK IN SHARE MODE")
+                .await
+                .map_err(err)?;
+            match sync.wait_for_ddl(Duration::ZERO).await {
+                Ok(true) => break (ptx, prows),
+                Ok(false) | Err(crate::mirror::sync::SyncError::Timeout(..)) => {
+                    ptx.rollback().await.map_err(err)?;
+                }
+                Err(e) => {
+                    let _ = ptx.rollback().await;
+                    return Err(settle_error(e));
+                }
+            }
+        };
         if let Err(e) = sync.settle(*settle_timeout).await {
             let _ = ptx.rollback().await;
             return Err(settle_error(e));

@@ -340,3 +340,58 @@ async fn verify_repair_keeps_marks_made_during_its_pass() {
     p.disconnect().await.unwrap();
     env.stop().await;
 }
+
+/// A re-check never holds the primary's rows while the secondary applies
+/// a DDL: with a table rebuild running on the secondary (slow there, the
+/// secondary's copy is large), `verify --repair` of another table waits
+/// for it before locking, so the primary's rows stay free (a session
+/// updating them with a 1 s lock wait never times out) and the repair
+/// still happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_holds_no_primary_lock_while_a_ddl_applies() {
+    let env = MirrorEnv::start_with_admin("if_ddl", "").await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .await;
+    env.create_both("INSERT INTO t SELECT seq, seq FROM seq_1_to_100")
+        .await;
+    env.create_both("CREATE TABLE big (id INT PRIMARY KEY, c CHAR(100) NOT NULL DEFAULT '')")
+        .await;
+    let mut s = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+    s.query_drop("INSERT INTO big (id) SELECT seq FROM seq_1_to_600000")
+        .await
+        .unwrap();
+    s.query_drop("UPDATE t SET v = -5 WHERE id = 5")
+        .await
+        .unwrap();
+    let mut c = env.proxy().await;
+    c.query_drop("ALTER TABLE big FORCE").await.unwrap();
+    let cfg = env.cfg.clone().unwrap();
+    let verify = tokio::task::spawn_blocking(move || {
+        tandem_tool("verify", &cfg, &["--repair", "--tables", "t"])
+    });
+    let mut p = Conn::new(direct_opts(&env.primary)).await.unwrap();
+    p.query_drop("SET SESSION innodb_lock_wait_timeout = 1")
+        .await
+        .unwrap();
+    let mut updates = 0;
+    while !verify.is_finished() {
+        p.query_drop("UPDATE t SET v = v WHERE id = 5")
+            .await
+            .unwrap_or_else(|e| panic!("the primary's row was held: {e}"));
+        updates += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, out, err) = verify.await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("repaired (1 rows)"), "{out}");
+    assert!(updates > 0);
+    env.wait_caught_up().await;
+    for c in [&mut p, &mut s] {
+        let v: Option<i64> = c.query_first("SELECT v FROM t WHERE id = 5").await.unwrap();
+        assert_eq!(v, Some(5));
+    }
+    c.disconnect().await.unwrap();
+    s.disconnect().await.unwrap();
+    p.disconnect().await.unwrap();
+    env.stop().await;
+}

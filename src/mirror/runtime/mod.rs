@@ -176,6 +176,9 @@ pub struct Mirror {
     /// group-commit `expected`.
     expected: Arc<AtomicUsize>,
     last_intent: AtomicU64,
+    /// The last LSN journaled for a DDL (at start: the journal's end, as
+    /// what it holds is not read here).
+    last_ddl: AtomicU64,
     divergent: Mutex<BTreeMap<String, String>>,
     divergent_path: PathBuf,
     in_doubt: mpsc::UnboundedSender<InDoubt>,
@@ -372,6 +375,7 @@ impl Mirror {
             }),
             expected,
             last_intent: AtomicU64::new(last_intent),
+            last_ddl: AtomicU64::new(last_intent),
             divergent: Mutex::new(divergent),
             divergent_path,
             in_doubt: tx,
@@ -607,6 +611,7 @@ impl Mirror {
             .iter()
             .flat_map(|s| s.tables.iter().map(|t| table_key(t)))
             .collect();
+        let ddl = txn.statements.iter().any(|s| s.ddl);
         let lsn = self
             .journal
             .append(JournalRecord::Intent { token, txn }.encode())
@@ -618,6 +623,9 @@ impl Mirror {
             }
         }
         self.last_intent.fetch_max(lsn, Ordering::Relaxed);
+        if ddl {
+            self.last_ddl.fetch_max(lsn, Ordering::Relaxed);
+        }
         Ok(lsn)
     }
 
@@ -650,6 +658,7 @@ impl Mirror {
                 .clone(),
             spanning_since: self.applier.spanning_since.load(Ordering::Relaxed),
             mark_seq: self.applier.mark_seq.load(Ordering::Relaxed),
+            ddl_lsn: self.last_ddl.load(Ordering::Relaxed),
         }
     }
 

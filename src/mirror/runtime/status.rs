@@ -155,6 +155,10 @@ pub struct Position {
     /// Divergent marks made so far (see `Mirror::clear_divergent`).
     #[serde(default)]
     pub mark_seq: u64,
+    /// The last LSN journaled for a DDL: until it is applied, a tool that
+    /// waits for the mirror may wait as long as the secondary's DDL takes.
+    #[serde(default)]
+    pub ddl_lsn: Lsn,
 }
 
 fn untracked() -> Lsn {
