@@ -19,6 +19,7 @@ mod mirror_applier;
 mod privileges;
 mod protocol;
 mod reload;
+mod session_move;
 mod shadow;
 mod soak;
 mod tls;

@@ -24,6 +24,8 @@ impl Session<'_> {
             Some("holds LOCK TABLES")
         } else if self.replay.named_locks > 0 {
             Some("holds a named lock (GET_LOCK)")
+        } else if !self.stmts.long_data_pending.is_empty() {
+            Some("has sent long data for a prepared statement it has not executed")
         } else {
             Some("is in a transaction")
         };
@@ -48,6 +50,7 @@ impl Session<'_> {
             || self.capture.has_writes()
             || self.link.table_locks
             || self.replay.named_locks > 0
+            || !self.stmts.long_data_pending.is_empty()
     }
 
     /// Before a command: a statement that may start a transaction or write
@@ -63,7 +66,12 @@ impl Session<'_> {
             }
             self.ticket = Some(ticket);
         }
-        if !self.in_txn() {
+        // An open cursor keeps a session that only reads (fetches, other
+        // reads) where the cursor is; anything that needs the primary
+        // moves it, and the cursor is gone (the server answers a later
+        // fetch with its own error).
+        let cursor_pins = !needs_ticket && !self.stmts.cursors.is_empty();
+        if !self.in_txn() && !cursor_pins {
             let cfg = shared.config.load();
             if cfg.primary != self.link.binding.backend() {
                 let to = cfg.primary.clone();
@@ -115,6 +123,33 @@ impl Session<'_> {
             .session_values(&mut self.link)
             .await
             .unwrap_or((0, 0));
+        // SETs that only assign variables are carried by value (their
+        // expressions must not run again); the others are replayed.
+        let (mut users, mut system, mut verbatim) = (Vec::new(), Vec::new(), Vec::new());
+        let mut toks = Vec::new();
+        for set in &self.replay.sets {
+            lexer::tokenize(&set[1..], &mut toks);
+            match super::state::assigned(&set[1..], &toks) {
+                Some((u, s)) => {
+                    users.extend(u);
+                    system.extend(s);
+                }
+                None => verbatim.push(set.clone()),
+            }
+        }
+        system.sort();
+        system.dedup();
+        let (carried, lost) = self
+            .capture
+            .carried_vars(&mut self.link, &users, &system)
+            .await?;
+        if !lost.is_empty() {
+            warn!(
+                conn = self.link.id,
+                ?lost,
+                "moving session: variables whose value cannot be written back are not carried"
+            );
+        }
         let mut lease = pool
             .acquire(
                 self.link.caps,
@@ -128,8 +163,22 @@ impl Session<'_> {
         let db = self.link.current_db_on(&self.link.shared.config.load(), to);
         if let Some(db) = &db {
             if conn.current_db.as_deref() != Some(db.as_str()) {
+                // Never leave the session in another database than its
+                // own: the move fails, the client gets the reason and its
+                // connection closes (a reconnect starts afresh).
                 if let Err(e) = conn.init_db(db).await {
                     warn!(conn = self.link.id, %db, error = %e, "moving session: cannot select its database");
+                    let (code, message) = match e {
+                        BackendError::Server { code, message } => (code, message),
+                        e => (2013, e.to_string()),
+                    };
+                    return Err(BackendError::Server {
+                        code,
+                        message: format!(
+                            "the session cannot move to the new primary {to}: selecting its database {db} failed there: {message}"
+                        ),
+                    }
+                    .into());
                 }
             }
         }
@@ -141,8 +190,9 @@ impl Session<'_> {
             conn.run(&p, Expect::Single).await?;
             conn.multi_statements = multi;
         }
-        for set in &self.replay.sets {
-            match conn.run(set, Expect::ResultSet).await {
+        let carried = carried.iter().map(|sql| super::link::query_packet(sql));
+        for set in verbatim.into_iter().chain(carried) {
+            match conn.run(&set, Expect::ResultSet).await {
                 Ok(_) => {}
                 Err(BackendError::Server { code, message }) => warn!(
                     conn = self.link.id,
@@ -199,6 +249,7 @@ impl Session<'_> {
         lease.reusable = true;
         // The old connection goes back to its pool (reset there).
         let from = self.link.binding.rebind(lease, to);
+        self.stmts.cursors.clear();
         self.capture.forget_vars();
         self.capture.hold_found_rows(found_rows);
         debug!(

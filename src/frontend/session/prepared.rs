@@ -9,7 +9,8 @@ use crate::protocol::command::*;
 use crate::protocol::response::Expect;
 use crate::protocol::{ErrSpec, ProtocolError};
 use crate::router::{lexer, Classified};
-use std::collections::HashMap;
+use mysql_common::constants::StatusFlags;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// A statement prepared through this session.
@@ -42,6 +43,14 @@ pub(super) struct Statements {
     map: HashMap<u32, Prepared>,
     /// The last id handed out.
     pub next_id: u32,
+    /// Statements given long data (COM_STMT_SEND_LONG_DATA) not yet
+    /// executed: the data is on the session's backend connection, so the
+    /// session stays there (and holds its fence ticket) until the execute.
+    pub long_data_pending: HashSet<u32>,
+    /// Statements with an open cursor on the session's backend connection
+    /// (executed with a cursor, not fetched to the end): a fetch stays on
+    /// that connection.
+    pub cursors: HashSet<u32>,
 }
 
 impl Statements {
@@ -67,6 +76,14 @@ impl Statements {
 
     pub fn clear(&mut self) {
         self.map.clear();
+        self.long_data_pending.clear();
+        self.cursors.clear();
+    }
+
+    /// A statement is done with (closed or reset): no long data, no cursor.
+    fn settle(&mut self, id: u32) {
+        self.long_data_pending.remove(&id);
+        self.cursors.remove(&id);
     }
 
     /// COM_STMT_SEND_LONG_DATA: keeps the chunk for rendering (only the
@@ -212,12 +229,25 @@ impl Session<'_> {
                 });
             self.settle_found_rows(effect).await?;
         }
+        // CURSOR_TYPE_READ_ONLY in the execute's flags byte.
+        let cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
         if self.link.capturing().is_some() {
             self.capture
                 .execute(&mut self.link, &mut self.stmts, id, payload, seq)
                 .await?;
         } else {
             self.link.forward(&payload, seq, Expect::ResultSet).await?;
+        }
+        if let Some(id) = id {
+            self.stmts.settle(id);
+            if cursor
+                && self
+                    .link
+                    .status
+                    .contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS)
+            {
+                self.stmts.cursors.insert(id);
+            }
         }
         Ok(true)
     }
@@ -229,8 +259,9 @@ impl Session<'_> {
         seq: u8,
     ) -> Result<(), SessionError> {
         let cmd = payload[0];
+        let id = stmt_id(&payload);
         if cmd == COM_STMT_RESET {
-            if let Some(p) = stmt_id(&payload).and_then(|id| self.stmts.get_mut(&id)) {
+            if let Some(p) = id.and_then(|id| self.stmts.get_mut(&id)) {
                 p.long_data.clear();
             }
         }
@@ -241,19 +272,51 @@ impl Session<'_> {
         let Some(payload) = self.stmt_command(payload, seq).await? else {
             return Ok(());
         };
-        self.link.forward(&payload, seq, expect).await?;
+        let summary = self.link.forward(&payload, seq, expect).await?;
+        if let Some(id) = id {
+            let ended = cmd == COM_STMT_RESET
+                || summary.error.is_none()
+                    && !self
+                        .link
+                        .status
+                        .contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS)
+                || self
+                    .link
+                    .status
+                    .contains(StatusFlags::SERVER_STATUS_LAST_ROW_SENT);
+            if ended {
+                self.stmts.settle(id);
+            }
+        }
         Ok(())
     }
 
     /// COM_STMT_SEND_LONG_DATA and COM_STMT_CLOSE, which get no answer: an
     /// unknown id is dropped here, as the server would ignore it.
     pub(super) async fn unanswered(&mut self, payload: Vec<u8>) -> Result<(), SessionError> {
+        let id = stmt_id(&payload);
         if payload[0] == COM_STMT_CLOSE {
-            if let Some(id) = stmt_id(&payload) {
+            if let Some(id) = id {
                 self.stmts.map.remove(&id);
+                self.stmts.settle(id);
             }
-        } else if self.link.capturing().is_some() {
-            self.stmts.long_data(&payload);
+        } else if let Some(id) = id.filter(|id| self.stmts.get(id).is_some()) {
+            // The data goes to the connection the execute will run on: the
+            // boundary first (a write takes its fence ticket now and keeps
+            // it until the execute, so a cutover waits for it), then the
+            // session stays put until the execute.
+            if !self.stmts.long_data_pending.contains(&id) {
+                let class = self
+                    .stmts
+                    .get(&id)
+                    .and_then(|p| p.route.statements.first().map(|r| r.class.clone()));
+                let needs = class.as_ref().is_none_or(|c| self.needs_ticket(c));
+                self.boundary(needs).await?;
+                self.stmts.long_data_pending.insert(id);
+            }
+            if self.link.capturing().is_some() {
+                self.stmts.long_data(&payload);
+            }
         }
         if let Some(payload) = self.map_stmt_id(payload)? {
             self.link.send_to_backend(&payload).await?;

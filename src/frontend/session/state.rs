@@ -4,7 +4,7 @@
 //! the connection itself (`BackendConn`), table locks on the `Link`
 //! (capture needs them too).
 
-use crate::router::lexer::Token;
+use crate::router::lexer::{Tok, Token};
 use crate::router::{Class, Classified, SessionOp};
 
 /// SET statements kept for replay on a move (oldest dropped beyond this).
@@ -58,5 +58,131 @@ impl Replay {
             }
         }
         None
+    }
+}
+
+/// The variables a session `SET` assigns, when it is nothing but
+/// assignments (`SET @a = …, sql_mode = …, @@session.x := …`): (user
+/// variable names, session variable names, lower case). A move carries
+/// those by value. None for every other form (`SET NAMES`, `SET
+/// TRANSACTION …`, `SET ROLE`, a `@@global.` name), which is replayed as
+/// sent. `sql` without the command byte.
+pub(super) fn assigned(sql: &[u8], toks: &[Token]) -> Option<(Vec<String>, Vec<String>)> {
+    if !toks.first()?.is_word(sql, "SET") {
+        return None;
+    }
+    let (mut users, mut system) = (Vec::new(), Vec::new());
+    let punct = |i: usize, c: u8| toks.get(i).is_some_and(|t| t.kind == Tok::Punct(c));
+    let mut i = 1;
+    loop {
+        if toks
+            .get(i)
+            .is_some_and(|t| t.is_word(sql, "SESSION") || t.is_word(sql, "LOCAL"))
+        {
+            i += 1;
+        }
+        let t = toks.get(i)?;
+        let text = std::str::from_utf8(t.text(sql)).ok()?;
+        match t.kind {
+            Tok::Var => match text.strip_prefix("@@") {
+                Some(name) => {
+                    let lower = name.to_ascii_lowercase();
+                    let name = lower
+                        .strip_prefix("session.")
+                        .or_else(|| lower.strip_prefix("local."))
+                        .unwrap_or(&lower);
+                    if name.is_empty() || name.contains(['.', '`', '\'', '"']) {
+                        return None;
+                    }
+                    system.push(name.to_string());
+                }
+                None => {
+                    let name = &text[1..];
+                    let name = match name.as_bytes().first() {
+                        Some(q @ (b'`' | b'\'' | b'"')) if name.len() >= 2 => {
+                            let q = *q as char;
+                            name[1..name.len() - 1].replace(&format!("{q}{q}"), &q.to_string())
+                        }
+                        _ => name.to_string(),
+                    };
+                    users.push(name);
+                }
+            },
+            // Statements of their own that look like an assignment.
+            Tok::Word
+                if [
+                    "PASSWORD",
+                    "NAMES",
+                    "CHARSET",
+                    "ROLE",
+                    "DEFAULT",
+                    "STATEMENT",
+                ]
+                .iter()
+                .any(|w| text.eq_ignore_ascii_case(w)) =>
+            {
+                return None
+            }
+            Tok::Word => system.push(text.to_ascii_lowercase()),
+            _ => return None,
+        }
+        i += 1;
+        if punct(i, b'=') {
+            i += 1;
+        } else if punct(i, b':') && punct(i + 1, b'=') {
+            i += 2;
+        } else {
+            return None;
+        }
+        let mut depth = 0i32;
+        while let Some(t) = toks.get(i) {
+            match t.kind {
+                Tok::Punct(b'(') => depth += 1,
+                Tok::Punct(b')') => depth -= 1,
+                Tok::Punct(b',') if depth == 0 => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        if toks.get(i).is_none() {
+            return Some((users, system));
+        }
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assigned;
+    use crate::router::lexer;
+
+    fn parse(sql: &str) -> Option<(Vec<String>, Vec<String>)> {
+        let mut toks = Vec::new();
+        lexer::tokenize(sql.as_bytes(), &mut toks);
+        assigned(sql.as_bytes(), &toks)
+    }
+
+    #[test]
+    fn assignments_are_carried_by_value_and_other_sets_replayed() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse("SET @id = LAST_INSERT_ID(), @`a b` := CONCAT('x', ','), sql_mode = 'ANSI'"),
+            Some((s(&["id", "a b"]), s(&["sql_mode"])))
+        );
+        assert_eq!(
+            parse("SET SESSION time_zone = '+00:00', @@session.autocommit = 0, @@SQL_MODE = ''"),
+            Some((s(&[]), s(&["time_zone", "autocommit", "sql_mode"])))
+        );
+        for verbatim in [
+            "SET NAMES utf8mb4",
+            "SET CHARACTER SET latin1",
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET SESSION TRANSACTION READ ONLY",
+            "SET ROLE r",
+            "SET @@global.x = 1",
+            "SET PASSWORD = PASSWORD('x')",
+        ] {
+            assert_eq!(parse(verbatim), None, "{verbatim}");
+        }
     }
 }
