@@ -405,6 +405,16 @@ async fn copy_table(
             .await
             .map_err(err)?;
         let done = rows.len() < opts.chunk_size;
+        // Every write that committed before the read is applied before
+        // the copy: a row the chunk holds because a mirrored insert put it
+        // on the primary is on the secondary already and the copy skips
+        // it; copying it first would make that insert fail there (a
+        // duplicate key) and dead-letter its transaction.
+        if !rows.is_empty() {
+            sync.settle(Duration::from_secs(60))
+                .await
+                .map_err(sync_err)?;
+        }
         let mut inserted = 0;
         let prev_key = last_key.clone();
         let mut tx = s.start_transaction(Default::default()).await.map_err(err)?;

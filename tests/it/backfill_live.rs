@@ -195,6 +195,11 @@ async fn backfill_under_a_mixed_workload_needs_no_repair() {
     );
     assert!(committed.load(Ordering::Relaxed) > 100, "writes flowed");
     env.wait_caught_up().await;
+    let status = env.mirror().status_json();
+    assert_eq!(
+        status["dead_lettered"], 0,
+        "no mirrored write met a row the copy put there first: {status}"
+    );
     let (code, out, _) = env.tool("verify", &[]).await;
     assert_eq!(code, 0, "identical without a repair:\n{out}");
     for t in WORKLOAD_TABLES {
