@@ -101,11 +101,34 @@ struct Checkpoints {
     owner: String,
 }
 
+/// What a run did: per table, and for the other schema objects.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Backfill {
+    pub tables: Vec<TableSummary>,
+    /// Views, routines, triggers and events missing on the secondary or
+    /// different there (looked at when no `--tables` is given).
+    pub objects: Vec<crate::schema_objects::ObjectDiff>,
+    /// With `--create-tables`: one line per missing object created, or why
+    /// it was not.
+    pub objects_created: Vec<String>,
+}
+
+impl Backfill {
+    /// Something could not be copied.
+    pub fn failed(&self) -> bool {
+        self.tables.iter().any(|s| s.error.is_some())
+            || self
+                .objects_created
+                .iter()
+                .any(|l| l.contains("NOT created"))
+    }
+}
+
 pub async fn run(
     cfg: &Config,
     opts: &BackfillOptions,
     sync: &MirrorSync,
-) -> Result<Vec<TableSummary>, BackfillError> {
+) -> Result<Backfill, BackfillError> {
     let secondary = cfg
         .secondary
         .clone()
@@ -189,9 +212,30 @@ pub async fn run(
             t.error = Some(format!("closing comparison: {e}"));
         }
     }
+    let mut run = Backfill {
+        tables: out,
+        ..Default::default()
+    };
+    if opts.tables.is_none() {
+        // The schema's other objects, once its tables are there (a view
+        // or trigger names them).
+        s.query_drop("SET SESSION foreign_key_checks = 1")
+            .await
+            .map_err(setup)?;
+        let mut objects = crate::schema_objects::diff(cfg, &mut p, &mut s)
+            .await
+            .map_err(setup)?;
+        if opts.create_tables {
+            run.objects_created = crate::schema_objects::create_missing(&mut s, &objects).await;
+            objects = crate::schema_objects::diff(cfg, &mut p, &mut s)
+                .await
+                .map_err(setup)?;
+        }
+        run.objects = objects;
+    }
     let _ = p.disconnect().await;
     let _ = s.disconnect().await;
-    Ok(out)
+    Ok(run)
 }
 
 /// Passes of the closing comparison per table, at most.
@@ -296,8 +340,8 @@ async fn copy_table(
     let err = |e: mysql_async::Error| e.to_string();
     let sync_err = |e: crate::mirror::sync::SyncError| e.to_string();
     let plan = schema::TablePlan::load(p, table).await?;
-    let (t, cols) = (&plan.quoted, &plan.columns);
-    let (col_list, pk_list, pk_pos) = (&plan.column_list, &plan.key_list, &plan.key_positions);
+    let t = &plan.quoted;
+    let (col_list, pk_list) = (&plan.column_list, &plan.key_list);
     let exists: Option<String> = s
         .exec_first(
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
@@ -362,6 +406,7 @@ async fn copy_table(
     // The previous chunk's last key, as values (None after a resume: the
     // checkpoint keeps it as SQL text).
     let mut prev_vals: Option<Vec<Value>> = None;
+    let mut deadlock_retries = 0u32;
     loop {
         // Pause while the mirror is behind; note what it has applied before
         // the chunk is read: a later write to this table means the chunk
@@ -415,72 +460,33 @@ async fn copy_table(
                 .await
                 .map_err(sync_err)?;
         }
-        let mut inserted = 0;
         let prev_key = last_key.clone();
-        let mut tx = s.start_transaction(Default::default()).await.map_err(err)?;
-        if let Some(last) = rows.last() {
-            let mut sql = format!("INSERT IGNORE INTO {t} ({col_list}) VALUES ");
-            for (i, r) in rows.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
+        let chunk = Chunk {
+            rows: &rows,
+            prev_key: prev_key.as_deref(),
+            done,
+            copied: copied + rows.len() as u64,
+        };
+        let (inserted, held, new_last) =
+            match copy_chunk(s, &plan, table, checkpoints, &chunk).await {
+                Ok(Ok(x)) => x,
+                // A deadlock or lock wait with the applier rolled the chunk
+                // back: read it again.
+                Ok(Err(e)) if deadlock_retries < CHUNK_RETRIES => {
+                    deadlock_retries += 1;
+                    tracing::debug!(table, error = %e, "chunk rolled back; read again");
+                    tokio::time::sleep(Duration::from_millis(20 << deadlock_retries.min(5))).await;
+                    continue;
                 }
-                sql.push('(');
-                for c in 0..cols.len() {
-                    if c > 0 {
-                        sql.push(',');
-                    }
-                    sql.push_str(&r.as_ref(c).unwrap_or(&Value::NULL).as_sql(false));
-                }
-                sql.push(')');
-            }
-            tx.query_drop(sql).await.map_err(err)?;
-            inserted = tx.affected_rows();
-            // One duplicate warning per row already present; any other
-            // warning is a value the secondary did not take as it was.
-            if u64::from(tx.get_warnings()) > rows.len() as u64 - inserted {
-                return Err(lossy_copy(&mut tx, table).await);
-            }
-            last_key = Some(
-                pk_pos
-                    .iter()
-                    .map(|i| last.as_ref(*i).unwrap_or(&Value::NULL).as_sql(false))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            );
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(e),
+            };
+        deadlock_retries = 0;
+        if new_last.is_some() {
+            last_key = new_last;
         }
-        // What the secondary holds in the chunk's key range now: anything
-        // but exactly the rows just inserted means rows were there before
-        // (written by the mirror before their copy, or by an earlier run)
-        // and may differ from the primary's.
-        let mut bounds = Vec::new();
-        if let Some(k) = &prev_key {
-            bounds.push(format!("({pk_list}) > ({k})"));
-        }
-        if let (false, Some(k)) = (done, &last_key) {
-            bounds.push(format!("({pk_list}) <= ({k})"));
-        }
-        let held: u64 = tx
-            .query_first(format!(
-                "SELECT COUNT(*) FROM {t}{}{}",
-                if bounds.is_empty() { "" } else { " WHERE " },
-                bounds.join(" AND ")
-            ))
-            .await
-            .map_err(err)?
-            .unwrap_or(0);
         let present = inserted < rows.len() as u64 || held != rows.len() as u64;
         copied += rows.len() as u64;
-        tx.exec_drop(
-            format!(
-                "INSERT INTO {} (db, table_name, last_key, rows_copied, done) VALUES ({}, ?, ?, ?, ?)
-                 ON DUPLICATE KEY UPDATE last_key = VALUES(last_key), rows_copied = VALUES(rows_copied), done = VALUES(done)",
-                checkpoints.table, checkpoints.owner
-            ),
-            (table, last_key.clone(), copied, done),
-        )
-        .await
-        .map_err(err)?;
-        tx.commit().await.map_err(err)?;
         // A write not yet applied when the chunk was read may have raced
         // the copy (applied before the insert, or after it on the copied
         // row).
@@ -543,6 +549,124 @@ async fn copy_table(
     Ok(())
 }
 
+/// Times a chunk rolled back by a deadlock or lock wait is read again.
+const CHUNK_RETRIES: u32 = 10;
+
+/// One chunk to copy.
+struct Chunk<'a> {
+    rows: &'a [Row],
+    /// The last key copied before it (SQL literals), None at the start.
+    prev_key: Option<&'a str>,
+    /// The table's last chunk (its range is open above).
+    done: bool,
+    /// Rows copied with it, for the checkpoint.
+    copied: u64,
+}
+
+/// Copies one chunk and its checkpoint in one secondary transaction:
+/// (rows inserted, rows the secondary holds in the chunk's range, the
+/// chunk's last key). `Ok(Err)`: the server rolled it back (a deadlock or
+/// lock wait with the applier), to be read again; `Err`: the copy stops.
+async fn copy_chunk(
+    s: &mut Conn,
+    plan: &schema::TablePlan,
+    table: &str,
+    checkpoints: &Checkpoints,
+    chunk: &Chunk<'_>,
+) -> Result<Result<(u64, u64, Option<String>), mysql_async::Error>, String> {
+    let retry = |e: mysql_async::Error| match &e {
+        mysql_async::Error::Server(se) if se.code == 1213 || se.code == 1205 => Ok(e),
+        _ => Err(e.to_string()),
+    };
+    let (t, cols, col_list, pk_list) = (
+        &plan.quoted,
+        &plan.columns,
+        &plan.column_list,
+        &plan.key_list,
+    );
+    let rows = chunk.rows;
+    let mut tx = match s.start_transaction(Default::default()).await {
+        Ok(tx) => tx,
+        Err(e) => return retry(e).map(Err),
+    };
+    let mut inserted = 0;
+    let mut last_key = None;
+    if let Some(last) = rows.last() {
+        let mut sql = format!("INSERT IGNORE INTO {t} ({col_list}) VALUES ");
+        for (i, r) in rows.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for c in 0..cols.len() {
+                if c > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&r.as_ref(c).unwrap_or(&Value::NULL).as_sql(false));
+            }
+            sql.push(')');
+        }
+        if let Err(e) = tx.query_drop(sql).await {
+            return retry(e).map(Err);
+        }
+        inserted = tx.affected_rows();
+        // One duplicate warning per row already present; any other
+        // warning is a value the secondary did not take as it was.
+        if u64::from(tx.get_warnings()) > rows.len() as u64 - inserted {
+            return Err(lossy_copy(&mut tx, table).await);
+        }
+        last_key = Some(
+            plan.key_positions
+                .iter()
+                .map(|i| last.as_ref(*i).unwrap_or(&Value::NULL).as_sql(false))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    // What the secondary holds in the chunk's key range now: anything but
+    // exactly the rows just inserted means rows were there before (written
+    // by the mirror before their copy, or by an earlier run) and may differ
+    // from the primary's.
+    let mut bounds = Vec::new();
+    if let Some(k) = chunk.prev_key {
+        bounds.push(format!("({pk_list}) > ({k})"));
+    }
+    if let (false, Some(k)) = (chunk.done, &last_key) {
+        bounds.push(format!("({pk_list}) <= ({k})"));
+    }
+    let held: u64 = match tx
+        .query_first(format!(
+            "SELECT COUNT(*) FROM {t}{}{}",
+            if bounds.is_empty() { "" } else { " WHERE " },
+            bounds.join(" AND ")
+        ))
+        .await
+    {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return retry(e).map(Err),
+    };
+    let checkpoint = last_key
+        .clone()
+        .or_else(|| chunk.prev_key.map(str::to_string));
+    let r = tx
+        .exec_drop(
+            format!(
+                "INSERT INTO {} (db, table_name, last_key, rows_copied, done) VALUES ({}, ?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE last_key = VALUES(last_key), rows_copied = VALUES(rows_copied), done = VALUES(done)",
+                checkpoints.table, checkpoints.owner
+            ),
+            (table, checkpoint, chunk.copied, chunk.done),
+        )
+        .await;
+    if let Err(e) = r {
+        return retry(e).map(Err);
+    }
+    if let Err(e) = tx.commit().await {
+        return retry(e).map(Err);
+    }
+    Ok(Ok((inserted, held, last_key)))
+}
+
 /// `INSERT IGNORE` turns every error into a warning: duplicates are what
 /// it is for (rows the mirror wrote first), anything else (a value
 /// truncated, clipped or converted because the secondary's column differs)
@@ -562,9 +686,9 @@ async fn lossy_copy(tx: &mut mysql_async::Transaction<'_>, table: &str) -> Strin
 }
 
 /// Human-readable summary.
-pub fn render(summaries: &[TableSummary]) -> String {
+pub fn render(run: &Backfill) -> String {
     let mut out = String::from("backfill summary\n");
-    for s in summaries {
+    for s in &run.tables {
         let state = match &s.error {
             Some(e) => format!("ERROR: {e}"),
             None => "done".into(),
@@ -596,6 +720,19 @@ pub fn render(summaries: &[TableSummary]) -> String {
                 s.closing_passes
             ));
         }
+    }
+    if !run.objects_created.is_empty() {
+        out.push_str("  schema objects created on the secondary\n");
+        for l in &run.objects_created {
+            out.push_str(&format!("    {l}\n"));
+        }
+    }
+    if !run.objects.is_empty() {
+        out.push_str(
+            "  schema objects (views, routines, triggers, events) that differ; \
+             --create-tables creates the missing ones\n",
+        );
+        out.push_str(&crate::schema_objects::render(&run.objects));
     }
     out
 }

@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod reload;
 pub mod router;
 pub mod schema;
+pub mod schema_objects;
 pub mod server;
 pub mod shadow;
 pub mod sql;

@@ -213,9 +213,9 @@ fn backfill(path: PathBuf, opts: tandem::backfill::BackfillOptions) -> std::proc
         tandem::backfill::run(&cfg, &opts, &sync).await
     });
     match result {
-        Ok(summaries) => {
-            print!("{}", tandem::backfill::render(&summaries));
-            if summaries.iter().any(|s| s.error.is_some()) {
+        Ok(run) => {
+            print!("{}", tandem::backfill::render(&run));
+            if run.failed() {
                 ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS

@@ -4,7 +4,8 @@
 //!
 //! 1. preflight: the target is the current secondary, reachable and
 //!    writable; the old primary can take the mirror position (the rollback
-//!    path); lag is under `cutover_max_lag`; no table is divergent;
+//!    path); lag is under `cutover_max_lag`; no table is divergent; the
+//!    target has the old primary's views, routines and triggers;
 //! 2. fence: new transactions and autocommit writes wait in their sessions
 //!    (reads keep going to the old primary);
 //! 3. open transactions finish (their sessions hold a fence ticket until
@@ -347,6 +348,34 @@ async fn preflight(
             "users could not work on {to}: {}",
             problems.join("; ")
         )));
+    }
+    // The application's views, routines and triggers must be there as on
+    // the old primary (events move with the cutover: `swap_events`).
+    let compare = async {
+        let mut p = mysql_async::Conn::new(crate::backend::client_opts(&old)).await?;
+        let mut s = mysql_async::Conn::new(crate::backend::client_opts(&target)).await?;
+        let d = crate::schema_objects::diff(current, &mut p, &mut s).await;
+        let _ = p.disconnect().await;
+        let _ = s.disconnect().await;
+        d
+    };
+    match tokio::time::timeout(t, compare).await {
+        Ok(Ok(diffs)) => {
+            let differ: Vec<String> = diffs
+                .iter()
+                .filter(|d| d.kind != "EVENT")
+                .map(|d| format!("{} {} ({})", d.kind.to_lowercase(), d.name, d.state))
+                .collect();
+            if !differ.is_empty() {
+                return Err(refused(format!(
+                    "schema objects differ on {to}: {}; `tandem backfill --create-tables` creates \
+                     missing ones, `tandem verify` prints the statements",
+                    differ.join(", ")
+                )));
+            }
+        }
+        Ok(Err(e)) => return Err(refused(format!("cannot compare schema objects: {e}"))),
+        Err(_) => return Err(refused(format!("comparing schema objects took over {t:?}"))),
     }
     // The way back: the old primary must take mirrored writes.
     let check_reverse = async {

@@ -135,7 +135,20 @@ impl Checker<'_> {
             if round > 0 {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            diff = self.recheck_once(&keys).await?;
+            // A deadlock or lock wait with the application's transactions
+            // (or the applier's) rolls the attempt back: try again.
+            let mut attempt = 0;
+            diff = loop {
+                match self.recheck_once(&keys).await {
+                    Ok(d) => break d,
+                    Err(Attempt::Again(e)) if attempt < LOCK_RETRIES => {
+                        attempt += 1;
+                        tracing::debug!(error = %e, attempt, "re-check rolled back; trying again");
+                        tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
+                    }
+                    Err(Attempt::Again(e) | Attempt::Fail(e)) => return Err(e),
+                }
+            };
             if diff.is_empty() {
                 break;
             }
@@ -151,8 +164,8 @@ impl Checker<'_> {
         Ok(diff)
     }
 
-    async fn recheck_once(&mut self, keys: &[Vec<Value>]) -> Result<Diff, String> {
-        let err = |e: mysql_async::Error| e.to_string();
+    async fn recheck_once(&mut self, keys: &[Vec<Value>]) -> Result<Diff, Attempt> {
+        let err = Attempt::from;
         let Checker {
             p,
             s,
@@ -171,7 +184,9 @@ impl Checker<'_> {
         let deadline = tokio::time::Instant::now() + *settle_timeout;
         let (ptx, prows) = loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            sync.wait_for_ddl(left).await.map_err(settle_error)?;
+            sync.wait_for_ddl(left)
+                .await
+                .map_err(|e| Attempt::Fail(settle_error(e)))?;
             let mut ptx = p.start_transaction(opts.clone()).await.map_err(err)?;
             let prows = select_keys(&mut ptx, plan, keys, " LOCK IN SHARE MODE")
                 .await
@@ -183,13 +198,13 @@ impl Checker<'_> {
                 }
                 Err(e) => {
                     let _ = ptx.rollback().await;
-                    return Err(settle_error(e));
+                    return Err(Attempt::Fail(settle_error(e)));
                 }
             }
         };
         if let Err(e) = sync.settle(*settle_timeout).await {
             let _ = ptx.rollback().await;
-            return Err(settle_error(e));
+            return Err(Attempt::Fail(settle_error(e)));
         }
         let mut diff = Diff::default();
         let result = async {
@@ -296,6 +311,27 @@ pub fn key_values(plan: &TablePlan, r: &Row) -> Vec<Value> {
         .iter()
         .map(|i| r.as_ref(*i).cloned().unwrap_or(Value::NULL))
         .collect()
+}
+
+/// Attempts of a re-check rolled back by a deadlock or lock wait timeout.
+const LOCK_RETRIES: u32 = 10;
+
+/// How a re-check attempt failed.
+enum Attempt {
+    /// Rolled back by the server (deadlock, lock wait timeout): try again.
+    Again(String),
+    Fail(String),
+}
+
+impl From<mysql_async::Error> for Attempt {
+    fn from(e: mysql_async::Error) -> Self {
+        match &e {
+            mysql_async::Error::Server(s) if s.code == 1213 || s.code == 1205 => {
+                Attempt::Again(e.to_string())
+            }
+            _ => Attempt::Fail(e.to_string()),
+        }
+    }
 }
 
 fn settle_error(e: SyncError) -> String {

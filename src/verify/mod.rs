@@ -95,6 +95,9 @@ pub struct Report {
     /// How writes in flight were ruled out (see `mirror::sync`).
     pub in_flight: String,
     pub finished_at_unix: u64,
+    /// Views, routines, triggers and events that are missing on the
+    /// secondary or differ there (compared when no `--tables` is given).
+    pub objects: Vec<crate::schema_objects::ObjectDiff>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +180,14 @@ pub async fn run(
         r.seconds = started.elapsed().as_secs_f64();
         reports.push(r);
     }
-    let identical = reports.iter().all(|r| r.identical());
+    let objects = if opts.tables.is_none() {
+        crate::schema_objects::diff(cfg, &mut p, &mut s)
+            .await
+            .map_err(be(&pcfg.name))?
+    } else {
+        Vec::new()
+    };
+    let identical = reports.iter().all(|r| r.identical()) && objects.is_empty();
     let errors = reports.iter().any(|r| r.error.is_some());
     let _ = p.disconnect().await;
     let _ = s.disconnect().await;
@@ -191,6 +201,7 @@ pub async fn run(
         finished_at_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        objects,
     })
 }
 
@@ -292,6 +303,10 @@ pub fn render(report: &Report) -> String {
                 ));
             }
         }
+    }
+    if !report.objects.is_empty() {
+        out.push_str("  schema objects (views, routines, triggers, events)\n");
+        out.push_str(&crate::schema_objects::render(&report.objects));
     }
     out.push_str(if report.errors {
         "result: ERROR\n"

@@ -142,16 +142,24 @@ async fn backfill_under_a_mixed_workload_needs_no_repair() {
     use rand::SeedableRng;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
-    const ROWS: u64 = 300_000;
+    // Knobs for `scripts/backfill-under-load.sh` (throughput in release).
+    let knob = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rows = knob("TANDEM_BACKFILL_ROWS", 300_000);
+    let pause = Duration::from_millis(knob("TANDEM_BACKFILL_LOAD_PAUSE_MS", 0));
     let env = MirrorEnv::start_with_admin("bf_mixed", "").await;
     for ddl in WORKLOAD_SCHEMA {
         env.create_both(ddl).await;
     }
     let mut p = Conn::new(direct_opts(&env.primary)).await.unwrap();
     for sql in [
-        format!("INSERT INTO acct (id, x, u, r, t) SELECT seq, seq % 1000, UUID(), RAND(seq), NOW(6) FROM seq_1_to_{ROWS}"),
+        format!("INSERT INTO acct (id, x, u, r, t) SELECT seq, seq % 1000, UUID(), RAND(seq), NOW(6) FROM seq_1_to_{rows}"),
         "INSERT INTO kv (k, v) SELECT seq, seq FROM seq_1_to_20000".to_string(),
-        format!("INSERT INTO child (parent, note) SELECT seq % {ROWS} + 1, CONCAT('pre ', seq) FROM seq_1_to_50000"),
+        format!("INSERT INTO child (parent, note) SELECT seq % {rows} + 1, CONCAT('pre ', seq) FROM seq_1_to_50000"),
     ] {
         p.query_drop(sql).await.unwrap();
     }
@@ -166,7 +174,10 @@ async fn backfill_under_a_mixed_workload_needs_no_repair() {
         writers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(100 + w);
             while !stop.load(Ordering::Relaxed) {
-                match one_txn_over(&mut c, &mut rng, ROWS, 20_000).await {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                match one_txn_over(&mut c, &mut rng, rows, 20_000).await {
                     Ok(_) => {
                         committed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -205,5 +216,88 @@ async fn backfill_under_a_mixed_workload_needs_no_repair() {
     for t in WORKLOAD_TABLES {
         env.assert_same(t).await;
     }
+    env.stop().await;
+}
+
+/// Views, routines, triggers and events that exist only on the primary:
+/// `tandem verify` lists each with the statement to run, a cutover is
+/// refused naming them, `tandem backfill --create-tables` creates them on
+/// the secondary (with the secondary's database in their text, the event
+/// disabled there), and then verify is identical and the cutover goes
+/// through, moving the event with the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_copies_views_routines_triggers_and_events() {
+    let env = MirrorEnv::start_with_admin("bf_objects", "").await;
+    let mut p = Conn::new(direct_opts(&env.primary)).await.unwrap();
+    for sql in [
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL, seen INT NOT NULL DEFAULT 0)",
+        "INSERT INTO t (id, v) SELECT seq, seq FROM seq_1_to_100",
+        "CREATE FUNCTION f_double(x INT) RETURNS INT DETERMINISTIC RETURN x * 2",
+        "CREATE VIEW v_t AS SELECT id, f_double(v) AS w FROM t",
+        "CREATE VIEW v_top AS SELECT id FROM v_t WHERE w > 190",
+        "CREATE PROCEDURE p_bump(n INT) UPDATE t SET v = v + n WHERE id = 1",
+        "CREATE TRIGGER t_bi BEFORE INSERT ON t FOR EACH ROW SET NEW.seen = 1",
+        "CREATE EVENT e_tick ON SCHEDULE EVERY 1 HOUR DO UPDATE t SET seen = seen + 1 WHERE id = 2",
+    ] {
+        p.query_drop(sql).await.unwrap();
+    }
+    let (code, out, _) = env.tool("verify", &[]).await;
+    assert_ne!(code, 0, "{out}");
+    for line in [
+        "view v_t: missing on the secondary",
+        "function f_double: missing on the secondary",
+        "procedure p_bump: missing on the secondary",
+        "trigger t_bi: missing on the secondary",
+        "event e_tick: missing on the secondary",
+        "on the secondary run: CREATE",
+    ] {
+        assert!(out.contains(line), "{line}:\n{out}");
+    }
+    let (code, _, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("schema objects differ") && err.contains("trigger t_bi"),
+        "{err}"
+    );
+
+    let (code, out, err) = env.tool("backfill", &["--create-tables"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("view v_top: created"), "{out}");
+    let mut s = Conn::new(direct_opts(&env.secondary)).await.unwrap();
+    let (_, view): (String, String) = s
+        .query_first("SHOW CREATE VIEW v_t")
+        .await
+        .unwrap()
+        .map(|r: mysql_async::Row| (r.get(0).unwrap(), r.get(1).unwrap()))
+        .unwrap();
+    assert!(!view.contains(&format!("`{}`.", env.primary)), "{view}");
+    let status: Option<String> = s
+        .query_first("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE()")
+        .await
+        .unwrap();
+    assert_eq!(status.as_deref(), Some("SLAVESIDE_DISABLED"));
+    let n: Option<i64> = s.query_first("SELECT COUNT(*) FROM v_top").await.unwrap();
+    assert_eq!(n, Some(5));
+
+    let (code, out, _) = env.tool("verify", &[]).await;
+    assert_eq!(code, 0, "{out}");
+    // Mirrored writes fire the secondary's trigger as the primary's.
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO t (id, v) VALUES (101, 1)")
+        .await
+        .unwrap();
+    c.query_drop("CALL p_bump(5)").await.ok();
+    env.wait_caught_up().await;
+    env.assert_same("t").await;
+    let (code, out, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let status: Option<String> = s
+        .query_first("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE()")
+        .await
+        .unwrap();
+    assert_eq!(status.as_deref(), Some("ENABLED"), "the event moved");
+    drop(c);
+    p.disconnect().await.unwrap();
+    s.disconnect().await.unwrap();
     env.stop().await;
 }
