@@ -924,22 +924,7 @@ async fn a_transaction_dead_lettered_during_the_cutover_aborts_it() {
         .query_drop("INSERT INTO t VALUES (1, 1)")
         .await
         .unwrap();
-    let cutover = {
-        let cfg = env.cfg.clone().unwrap();
-        tokio::task::spawn_blocking(move || tandem_tool("cutover", &cfg, &["--wait", "20s"]))
-    };
-    let mut phase = String::new();
-    for _ in 0..500 {
-        phase = env.server.shared.cutover.status_json()["state"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if phase == "wait_transactions" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(phase, "wait_transactions");
+    let cutover = env.cutover_waiting(&["--wait", "20s"]).await;
     writer.query_drop("COMMIT").await.unwrap();
     let (code, out, err) = cutover.await.unwrap();
     assert_eq!(code, 1, "{out}{err}");

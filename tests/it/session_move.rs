@@ -136,23 +136,8 @@ async fn long_data_holds_the_cutover_until_its_execute() {
         .await
         .unwrap();
 
-    let cutover = {
-        let cfg = env.cfg.clone().unwrap();
-        tokio::task::spawn_blocking(move || tandem_tool("cutover", &cfg, &["--wait", "20s"]))
-    };
-    let mut state = String::new();
-    for _ in 0..500 {
-        let s = env.server.shared.cutover.status_json();
-        state = s["state"].as_str().unwrap_or_default().to_string();
-        if state == "wait_transactions" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        state, "wait_transactions",
-        "the cutover waits for the statement"
-    );
+    // The cutover waits for the statement.
+    let cutover = env.cutover_waiting(&["--wait", "20s"]).await;
     let mut exec = vec![0x17];
     exec.extend_from_slice(&id.to_le_bytes());
     exec.push(0x00);

@@ -239,6 +239,24 @@ impl MirrorEnv {
         wait_caught_up(&self.mirror()).await
     }
 
+    /// Starts `tandem cutover <args>` (off the async threads) and returns
+    /// once the cutover waits for open transactions (panics if it never
+    /// does): its (exit code, stdout, stderr) come from the handle.
+    pub async fn cutover_waiting(
+        &self,
+        args: &'static [&'static str],
+    ) -> tokio::task::JoinHandle<(i32, String, String)> {
+        let cfg = self.cfg.clone().expect("started with an admin address");
+        let cutover = tokio::task::spawn_blocking(move || tandem_tool("cutover", &cfg, args));
+        for _ in 0..500 {
+            if self.server.shared.cutover.status_json()["state"] == "wait_transactions" {
+                return cutover;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the cutover never waited for open transactions");
+    }
+
     /// `assert_same` for this env's two servers.
     pub async fn assert_same(&self, table: &str) -> usize {
         let a = rows_at(self.primary_port, &self.primary, table).await;
