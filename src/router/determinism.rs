@@ -22,6 +22,10 @@ pub struct Uses {
     /// A top-level LIMIT (which rows it takes may depend on storage order
     /// or ties in ORDER BY: capture keys such UPDATEs and DELETEs).
     pub limit: bool,
+    /// `NEXTVAL(s)` / `NEXT VALUE FOR s` in the rows of an `INSERT` or
+    /// `REPLACE … VALUES`: capture takes the values first and writes them
+    /// in as literals (anywhere else such a call is unsafe).
+    pub nextval: bool,
 }
 
 impl Uses {
@@ -189,7 +193,7 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
                     && toks.get(i + 1).is_some_and(|n| n.is_word(sql, "VALUE"))
                     && toks.get(i + 2).is_some_and(|n| n.is_word(sql, "FOR"))
                 {
-                    set(UnsafeReason::Function("NEXT VALUE FOR".into()));
+                    d.uses.nextval = true;
                 }
                 if depth == 0 && is("LIMIT") {
                     d.uses.limit = true;
@@ -216,6 +220,8 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
                     d.uses.sysdate = true;
                 } else if is("LAST_INSERT_ID") {
                     d.uses.last_insert_id = true;
+                } else if is("NEXTVAL") {
+                    d.uses.nextval = true;
                 } else if let Some(f) = UNSAFE_FUNCS.iter().find(|f| is(f)) {
                     set(UnsafeReason::Function(f.to_string()));
                 }
@@ -231,6 +237,11 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
     let values_only = matches!(kind, WriteKind::Insert | WriteKind::Replace) && !top_select;
     if d.uses.uuid && !values_only {
         set(UnsafeReason::Function("UUID".into()));
+    }
+    // NEXTVAL likewise: its values are taken first, one per call site,
+    // which only a row of VALUES evaluates once.
+    if d.uses.nextval && !values_only {
+        set(UnsafeReason::Function("NEXTVAL".into()));
     }
     // Last: capture can key an UPDATE or DELETE with this reason, and
     // must still see any other.

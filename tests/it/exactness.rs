@@ -685,10 +685,12 @@ async fn an_insert_that_takes_a_uuid_default_follows_unsafe_writes() {
 /// sequence would hand out the same ids again. Reads, DO, SET and prepared
 /// reads that advance one now carry its position to the secondary (also
 /// inside a transaction that rolls back: the primary's advance stays);
-/// SETVAL and writes that call NEXTVAL follow `unsafe_writes` (here:
-/// refused, saying why). CREATE SEQUENCE is mirrored as DDL.
+/// rows of INSERT … VALUES that call NEXTVAL get the primary's values
+/// (taken first, written in); SETVAL, NEXTVAL anywhere else and a column
+/// defaulting to NEXTVAL follow `unsafe_writes` (here: refused, saying
+/// why). CREATE SEQUENCE is mirrored as DDL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequences_advanced_by_reads_reach_the_secondary_and_the_rest_is_refused() {
+async fn sequences_advanced_by_reads_and_inserts_reach_the_secondary() {
     let env = MirrorEnv::start("sequences", "").await;
     env.create_both("CREATE TABLE t (id BIGINT PRIMARY KEY, v INT)")
         .await;
@@ -708,10 +710,33 @@ async fn sequences_advanced_by_reads_reach_the_secondary_and_the_rest_is_refused
     c.query_drop("BEGIN").await.unwrap();
     c.query_drop("SELECT NEXTVAL(s)").await.unwrap();
     c.query_drop("ROLLBACK").await.unwrap();
+    // Writes whose rows of VALUES call NEXTVAL: the values are taken
+    // first and written in, on both sides.
+    c.query_drop("INSERT INTO t VALUES (NEXTVAL(s), 1)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t VALUES (NEXTVAL(s), 2), (NEXTVAL(s2) + 1000, 3)")
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO t VALUES (NEXTVAL(s), ?)", (4,))
+        .await
+        .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (NEXTVAL(s), 5)")
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    c.query_drop("CREATE TABLE d (id BIGINT NOT NULL DEFAULT NEXTVAL(s) PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
     for sql in [
         "DO SETVAL(s, 100)",
-        "INSERT INTO t VALUES (NEXTVAL(s), 1)",
-        "INSERT INTO t VALUES (NEXT VALUE FOR s, 2)",
+        "INSERT INTO t VALUES (1, 1) ON DUPLICATE KEY UPDATE v = NEXTVAL(s)",
+        "INSERT INTO t (id, v) SELECT NEXTVAL(s), 5 ORDER BY 1",
+        "UPDATE t SET v = NEXTVAL(s) WHERE id = 6",
+        "INSERT INTO d (v) VALUES (1)",
+        // sqlparser does not parse this spelling in a write.
+        "INSERT INTO t VALUES (NEXT VALUE FOR s, 6)",
     ] {
         let err = c.query_drop(sql).await.unwrap_err();
         assert!(
@@ -720,7 +745,7 @@ async fn sequences_advanced_by_reads_reach_the_secondary_and_the_rest_is_refused
         );
     }
     let last: Option<i64> = c.query_first("SELECT LASTVAL(s)").await.unwrap();
-    assert_eq!(last, Some(5));
+    assert_eq!(last, Some(9), "the rolled-back insert still took 9");
     env.wait_caught_up().await;
     for db in [&env.primary, &env.secondary] {
         let mut d = mysql_async::Conn::new(direct_opts(db)).await.unwrap();
@@ -728,7 +753,9 @@ async fn sequences_advanced_by_reads_reach_the_secondary_and_the_rest_is_refused
             .query_first("SELECT NEXTVAL(s), NEXTVAL(s2)")
             .await
             .unwrap();
-        assert_eq!(next, Some((6, 11)), "{db}: the next values after 5 and 6");
+        assert_eq!(next, Some((10, 16)), "{db}: the next values after 9 and 11");
+        let ids: Vec<(i64, i64)> = d.query("SELECT id, v FROM t ORDER BY v").await.unwrap();
+        assert_eq!(ids, [(6, 1), (7, 2), (1011, 3), (8, 4)], "{db}");
         d.disconnect().await.unwrap();
     }
     assert!(env.mirror().divergent().is_empty());

@@ -77,7 +77,7 @@ impl Capture {
                  (SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t}), \
                  (SELECT GROUP_CONCAT(COLUMN_NAME SEPARATOR ',') FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND (UPPER(COLUMN_DEFAULT) LIKE '%UUID%' \
-                 OR UPPER(COLUMN_DEFAULT) LIKE '%SYS_GUID%')), \
+                 OR UPPER(COLUMN_DEFAULT) LIKE '%SYS_GUID%' OR UPPER(COLUMN_DEFAULT) LIKE '%NEXTVAL(%')), \
                  (SELECT MIN(COLUMN_NAME) FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND EXTRA LIKE '%auto_increment%')"
             );

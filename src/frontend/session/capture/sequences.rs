@@ -90,7 +90,176 @@ pub(super) fn usage(sql: &[u8], toks: &[Token]) -> Usage {
     }
 }
 
+/// The `NEXTVAL(s)` / `NEXT VALUE FOR s` calls of an `INSERT`/`REPLACE …
+/// VALUES`, in the order the server evaluates them (text order, row by
+/// row): each call's byte span and sequence name. Err: one this cannot
+/// take in advance (in `ON DUPLICATE KEY UPDATE`, evaluated only on a
+/// conflict; a name it cannot read).
+pub(super) fn nextval_sites(
+    sql: &[u8],
+    toks: &[Token],
+) -> Result<Vec<(std::ops::Range<usize>, String)>, String> {
+    let name_at = |i: usize| -> Option<(String, usize)> {
+        let first = toks.get(i)?.ident(sql)?;
+        if toks.get(i + 1).is_some_and(|t| t.kind == Tok::Punct(b'.')) {
+            return Some((format!("{first}.{}", toks.get(i + 2)?.ident(sql)?), i + 2));
+        }
+        Some((first, i))
+    };
+    let mut out = Vec::new();
+    let mut on_duplicate = false;
+    for (i, t) in toks.iter().enumerate() {
+        if t.is_word(sql, "DUPLICATE") {
+            on_duplicate = true;
+        }
+        let call = toks.get(i + 1).is_some_and(|n| n.kind == Tok::Punct(b'('));
+        let site = if call && t.is_word(sql, "NEXTVAL") {
+            name_at(i + 2).and_then(|(name, last)| {
+                let close = toks.get(last + 1).filter(|c| c.kind == Tok::Punct(b')'))?;
+                Some((t.start..close.end, name))
+            })
+        } else if t.is_word(sql, "NEXT")
+            && toks.get(i + 1).is_some_and(|n| n.is_word(sql, "VALUE"))
+            && toks.get(i + 2).is_some_and(|n| n.is_word(sql, "FOR"))
+        {
+            name_at(i + 3).map(|(name, last)| (t.start..toks[last].end, name))
+        } else {
+            continue;
+        };
+        let Some(site) = site else {
+            return Err("a NEXTVAL call whose sequence Tandem cannot read".into());
+        };
+        if on_duplicate {
+            return Err("NEXTVAL in ON DUPLICATE KEY UPDATE runs only on a conflict; Tandem cannot take its value in advance".into());
+        }
+        out.push(site);
+    }
+    Ok(out)
+}
+
 impl Capture {
+    /// A write's NEXTVAL calls (rows of VALUES, `nextval_sites`) taken in
+    /// advance: one `SELECT NEXTVAL(s), …` on the primary, in the calls'
+    /// order, whose values replace the calls in the text the primary runs
+    /// and the mirror replays; each sequence's last value is journaled as
+    /// `DO SETVAL` (as after a read that advances it). To the client the
+    /// sequence moves as the statement would have moved it, and `LASTVAL`
+    /// answers the same. Ok(Err(why)) when it cannot be done: the write
+    /// follows `unsafe_writes`.
+    pub(super) async fn pin_nextval(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Arc<Mirror>,
+        sql: &[u8],
+    ) -> Result<Result<Vec<u8>, String>, SessionError> {
+        let mut toks = Vec::new();
+        crate::router::lexer::tokenize(sql, &mut toks);
+        let sites = match nextval_sites(sql, &toks) {
+            Ok(s) if !s.is_empty() => s,
+            Ok(_) => return Ok(Ok(sql.to_vec())),
+            Err(why) => return Ok(Err(why)),
+        };
+        let select = format!(
+            "SELECT {}",
+            sites
+                .iter()
+                .map(|(_, n)| format!("NEXTVAL({})", quoted_name(n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let reply = self.own_read(cx, select.as_bytes()).await?;
+        if reply.err.is_some() {
+            return Ok(Err(
+                "its sequence could not be advanced in advance (the server refused NEXTVAL)".into(),
+            ));
+        }
+        let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
+        let mut values = Vec::with_capacity(sites.len());
+        for i in 0..sites.len() {
+            let v = row
+                .get(i)
+                .cloned()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .filter(|v| {
+                    !v.is_empty()
+                        && v.trim_start_matches('-')
+                            .bytes()
+                            .all(|b| b.is_ascii_digit())
+                });
+            match v {
+                Some(v) => values.push(v),
+                None => return Ok(Err("a sequence's next value could not be read".into())),
+            }
+        }
+        // Each sequence stands at its last call's value.
+        let mut last: Vec<(String, String)> = Vec::new();
+        for ((_, name), v) in sites.iter().zip(&values) {
+            match last.iter_mut().find(|(n, _)| n == name) {
+                Some(e) => e.1 = v.clone(),
+                None => last.push((name.clone(), v.clone())),
+            }
+        }
+        let vars = self.ensure_vars(cx).await?;
+        for (name, value) in &last {
+            self.journal_setval(cx, m, name, value, &vars).await;
+        }
+        let mut out = Vec::with_capacity(sql.len());
+        let mut at = 0;
+        for ((span, _), v) in sites.iter().zip(&values) {
+            out.extend_from_slice(&sql[at..span.start]);
+            out.extend_from_slice(v.as_bytes());
+            at = span.end;
+        }
+        out.extend_from_slice(&sql[at..]);
+        Ok(Ok(out))
+    }
+
+    /// Journals `DO SETVAL(name, value)`, applied at once and outside any
+    /// transaction (a sequence moves outside transactions on the primary).
+    async fn journal_setval(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Arc<Mirror>,
+        name: &str,
+        value: &str,
+        vars: &crate::mirror::record::SessionVars,
+    ) {
+        let text = format!("DO SETVAL({}, {value})", quoted_name(name)).into_bytes();
+        let text = match self.for_secondary(cx, text) {
+            Ok(t) => t,
+            Err(reason) => {
+                m.mark_divergent(&[name.to_string()], &reason);
+                return;
+            }
+        };
+        let txn = MirrorTxn {
+            committed_at_us: now_us(),
+            conn_id: cx.id,
+            statements: vec![MirrorStatement {
+                db: self.mirror_db(cx),
+                sql: text,
+                tables: vec![name.to_string()],
+                // Outside any transaction, as on the primary.
+                ddl: true,
+                pins: Pins::default(),
+                session: vars.clone(),
+            }],
+        };
+        match m.intent(UNCHECKED_DDL_TOKEN, txn).await {
+            Ok(lsn) => m.outcome(lsn, UNCHECKED_DDL_TOKEN, true),
+            Err(e) => {
+                m.stats
+                    .journal_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                m.mark_divergent(
+                    &[name.to_string()],
+                    &format!("a sequence's position could not be journaled ({e})"),
+                );
+            }
+        }
+    }
+
     /// Runs `payload` (a statement that advances `names` and writes
     /// nothing else), then journals where each sequence now stands.
     pub(super) async fn advance_sequences(
@@ -134,39 +303,7 @@ impl Capture {
                 }
                 continue;
             };
-            let text = format!("DO SETVAL({}, {value})", quoted_name(name)).into_bytes();
-            let text = match self.for_secondary(cx, text) {
-                Ok(t) => t,
-                Err(reason) => {
-                    m.mark_divergent(std::slice::from_ref(name), &reason);
-                    continue;
-                }
-            };
-            let txn = MirrorTxn {
-                committed_at_us: now_us(),
-                conn_id: cx.id,
-                statements: vec![MirrorStatement {
-                    db: self.mirror_db(cx),
-                    sql: text,
-                    tables: vec![name.clone()],
-                    // Outside any transaction, as on the primary.
-                    ddl: true,
-                    pins: Pins::default(),
-                    session: vars.clone(),
-                }],
-            };
-            match m.intent(UNCHECKED_DDL_TOKEN, txn).await {
-                Ok(lsn) => m.outcome(lsn, UNCHECKED_DDL_TOKEN, true),
-                Err(e) => {
-                    m.stats
-                        .journal_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    m.mark_divergent(
-                        std::slice::from_ref(name),
-                        &format!("a sequence's position could not be journaled ({e})"),
-                    );
-                }
-            }
+            self.journal_setval(cx, m, name, &value, &vars).await;
         }
         if !lost.is_empty() {
             m.mark_divergent(

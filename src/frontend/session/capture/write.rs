@@ -88,7 +88,40 @@ impl Capture {
     ) -> Result<(), SessionError> {
         let vars = self.ensure_vars(cx).await?;
         let uses = route.determinism.uses;
+        // NEXTVAL calls become the values the primary hands out, taken
+        // first; the text (not the prepared statement) then runs.
+        let src = if uses.nextval {
+            let sql = match &src {
+                WriteSrc::Query(sql) => sql.to_vec(),
+                WriteSrc::Execute { rendered, .. } | WriteSrc::Pinned(rendered) => rendered.clone(),
+            };
+            match self.pin_nextval(cx, m, &sql).await? {
+                Ok(pinned) => {
+                    let mut toks = Vec::new();
+                    lexer::tokenize(&pinned, &mut toks);
+                    let pinned = if uses.needs_rewrite() {
+                        lexer::pin_rewrite(&pinned, &toks, new_uuid).unwrap_or(pinned)
+                    } else {
+                        pinned
+                    };
+                    WriteSrc::Pinned(pinned)
+                }
+                Err(reason) => {
+                    let packet = match &src {
+                        WriteSrc::Query(sql) => query_packet(sql),
+                        WriteSrc::Execute { packet, .. } => packet.to_vec(),
+                        WriteSrc::Pinned(sql) => query_packet(sql),
+                    };
+                    return self
+                        .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                        .await;
+                }
+            }
+        } else {
+            src
+        };
         let (mut packet, text) = match src {
+            WriteSrc::Pinned(sql) => (query_packet(&sql), sql),
             WriteSrc::Query(sql) => {
                 let rewritten = if uses.needs_rewrite() {
                     lexer::pin_rewrite(sql, &cx.scratch.tokens, new_uuid)
