@@ -229,9 +229,8 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
             _ => {}
         }
     }
-    if matches!(kind, WriteKind::Insert | WriteKind::Replace) && top_select && !order_by_at_top {
-        set(UnsafeReason::InsertSelectWithoutOrder);
-    }
+    let unordered_insert_select =
+        matches!(kind, WriteKind::Insert | WriteKind::Replace) && top_select && !order_by_at_top;
     // UUID() is spliced in as one literal per call site: right for a row of
     // VALUES, wrong for a statement that evaluates it once per matched row.
     let values_only = matches!(kind, WriteKind::Insert | WriteKind::Replace) && !top_select;
@@ -247,6 +246,11 @@ pub fn analyze(sql: &[u8], toks: &[Token], class: &Class, parsed: bool) -> Deter
     // must still see any other.
     if limit_without_order {
         set(UnsafeReason::LimitWithoutOrder);
+    }
+    // Also last: capture mirrors it anyway where row order cannot matter
+    // (`order_free_insert`), and must still see any other reason.
+    if unordered_insert_select {
+        set(UnsafeReason::InsertSelectWithoutOrder);
     }
     d.unsafe_reason = unsafe_reason;
     d.user_vars = user_vars;

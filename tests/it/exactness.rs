@@ -871,3 +871,44 @@ async fn reads_that_call_writing_functions_follow_unsafe_writes() {
     drop(c);
     env.stop().await;
 }
+
+/// `INSERT … SELECT` without ORDER BY is refused where row order decides
+/// the rows' ids or which duplicate wins; into a table with no
+/// AUTO_INCREMENT column and no triggers, a plain INSERT (a duplicate
+/// fails it whole) inserts the same rows in any order, and is mirrored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_select_into_a_table_without_ids_is_mirrored() {
+    let env = MirrorEnv::start("ins_sel", "").await;
+    env.create_both("CREATE TABLE src (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await;
+    env.create_both("INSERT INTO src (v) SELECT seq FROM seq_1_to_20")
+        .await;
+    env.create_both("CREATE TABLE archive (id INT PRIMARY KEY, v INT)")
+        .await;
+    env.create_both("CREATE TABLE numbered (n INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await;
+    let mut c = env.proxy().await;
+    c.query_drop("INSERT INTO archive SELECT id, v * 10 FROM src WHERE v > 5")
+        .await
+        .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO archive (id, v) SELECT id + 100, v FROM src WHERE v <= 5")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    for sql in [
+        "INSERT IGNORE INTO archive SELECT id, v FROM src",
+        "INSERT INTO archive SELECT id + 1000, v FROM src ON DUPLICATE KEY UPDATE v = 0",
+        "INSERT INTO numbered (v) SELECT v FROM src",
+    ] {
+        let err = c.query_drop(sql).await.unwrap_err();
+        assert!(
+            err.to_string().contains("cannot be mirrored"),
+            "{sql}: {err}"
+        );
+    }
+    env.wait_caught_up().await;
+    assert_eq!(env.assert_same("archive").await, 20);
+    drop(c);
+    env.stop().await;
+}

@@ -69,6 +69,8 @@ pub struct TableFacts {
     pub key: Option<crate::mirror::rowkey::RowKey>,
     /// Its AUTO_INCREMENT column, if any.
     pub auto_increment: Option<String>,
+    /// It has triggers.
+    pub triggers: bool,
 }
 
 /// Counters of the capture side (sessions).

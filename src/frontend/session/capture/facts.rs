@@ -34,6 +34,7 @@ impl Capture {
             }
             all.unpinnable_defaults.extend(f.unpinnable_defaults);
             all.auto_increment = all.auto_increment.take().or(f.auto_increment);
+            all.triggers |= f.triggers;
             // (The key is of one table; a keyed write asks for it alone.)
         };
         for t in &route.tables {
@@ -44,6 +45,7 @@ impl Capture {
             let Some(db) = db else {
                 all.reads_time = true;
                 all.reads_rand = true;
+                all.triggers = true;
                 continue;
             };
             if let Some(f) = m.table_facts(&db, &table) {
@@ -162,6 +164,7 @@ impl Capture {
                 // key, and ask again next time.
                 all.reads_time = true;
                 all.reads_rand = true;
+                all.triggers = true;
                 continue;
             }
             let facts = TableFacts {
@@ -175,6 +178,7 @@ impl Capture {
                     .cloned()
                     .flatten()
                     .map(|c| String::from_utf8_lossy(&c).into_owned()),
+                triggers,
             };
             m.set_table_facts(&db, &table, facts.clone(), generation);
             merge(facts, &mut all);
@@ -246,4 +250,36 @@ fn has_transactions(engine: &str) -> bool {
     ]
     .iter()
     .any(|e| engine.eq_ignore_ascii_case(e))
+}
+
+impl Capture {
+    /// Whether an `INSERT … SELECT` without ORDER BY (refused by the
+    /// router: row order decides ids) is exact anyway: a plain INSERT (no
+    /// IGNORE, no ON DUPLICATE KEY UPDATE: a duplicate fails the whole
+    /// statement) into a table with no AUTO_INCREMENT column and no
+    /// triggers inserts the same rows in any order.
+    pub(super) async fn order_free_insert(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Mirror,
+        route: &Route,
+        sql: &[u8],
+    ) -> Result<bool, SessionError> {
+        if route.class != Class::Write(WriteKind::Insert)
+            || route.determinism.unsafe_reason
+                != Some(crate::router::determinism::UnsafeReason::InsertSelectWithoutOrder)
+        {
+            return Ok(false);
+        }
+        let mut toks = Vec::new();
+        crate::router::lexer::tokenize(sql, &mut toks);
+        if toks
+            .iter()
+            .any(|t| t.is_word(sql, "IGNORE") || t.is_word(sql, "DUPLICATE"))
+        {
+            return Ok(false);
+        }
+        let facts = self.table_facts(cx, m, route).await?;
+        Ok(facts.auto_increment.is_none() && !facts.triggers)
+    }
 }

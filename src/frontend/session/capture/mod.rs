@@ -247,10 +247,12 @@ impl Capture {
                     return Ok(false);
                 }
                 if let Some(reason) = keyed::unsafe_reason(route) {
-                    let tables = route.tables.clone();
-                    self.unsafe_write(cx, m, &tables, &reason.to_string(), payload, seq)
-                        .await?;
-                    return Ok(true);
+                    if !self.order_free_insert(cx, m, route, sql).await? {
+                        let tables = route.tables.clone();
+                        self.unsafe_write(cx, m, &tables, &reason.to_string(), payload, seq)
+                            .await?;
+                        return Ok(true);
+                    }
                 }
                 self.mirrored_write(cx, m, route, WriteSrc::Query(sql), seq)
                     .await?;
