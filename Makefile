@@ -1,6 +1,6 @@
 # The two commands a newcomer needs are `make run` and `make test`.
 SHELL := /bin/bash
-.PHONY: run test soak bench setup build release check
+.PHONY: run test soak bench fuzz setup build release check
 
 CONFIG ?= config/tandem.yaml
 
@@ -26,6 +26,15 @@ soak: setup
 ## sysbench through Tandem vs an L4 relay vs direct, in one run (see scripts/bench.sh for knobs).
 bench: setup release
 	./scripts/bench.sh
+
+## Coverage-guided fuzzing of every parser fed by a socket or a file (nightly + cargo-fuzz):
+## each target in fuzz/ for FUZZ_SECONDS (default 60); inputs that add coverage join
+## fuzz/corpus/<target>/ (commit them: `make test` replays the corpus on stable).
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	for t in client_command backend_response journal_record config_text; do \
+	  cargo +nightly fuzz run -O $$t fuzz/corpus/$$t -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 || exit 1; \
+	done
 
 ## Formatting and lints, as CI expects them.
 check:

@@ -7,6 +7,8 @@ pub mod backfill;
 pub mod config;
 pub mod cutover;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod mirror;
 pub mod protocol;

@@ -12,6 +12,7 @@ mod cutover;
 mod ddl;
 mod exactness;
 mod fidelity;
+mod fuzz_corpus;
 mod inflight;
 mod journal_full;
 mod mirror;
