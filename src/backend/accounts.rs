@@ -71,6 +71,79 @@ pub async fn check(
     }
 }
 
+/// What `account` may do on `from` and may not on `to` (the cutover's
+/// target), as `SHOW GRANTS` lists it logged in as the account on each:
+/// the `GRANT` statements `from` has and `to` lacks, with `from`'s URL
+/// database named as `to`'s (the name the application's database has
+/// there), password clauses and the account's host left out. A problem
+/// line naming them, or None.
+pub async fn compare_grants(
+    from: &BackendConfig,
+    to: &BackendConfig,
+    account: &Account,
+    timeout: Duration,
+) -> Option<String> {
+    let grants = |b: BackendConfig| async move {
+        let mut conn = mysql_async::Conn::new(crate::backend::client_opts(&account.on(&b))).await?;
+        let rows: Vec<String> = conn.query("SHOW GRANTS").await?;
+        let _ = conn.disconnect().await;
+        Ok::<_, mysql_async::Error>(rows)
+    };
+    let read = async {
+        Ok::<_, mysql_async::Error>((grants(from.clone()).await?, grants(to.clone()).await?))
+    };
+    let (on_from, on_to) = match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(g)) => g,
+        // Logging in is `check`'s to report.
+        Ok(Err(_)) | Err(_) => return None,
+    };
+    let rename = |g: &str| match (from.database.as_deref(), to.database.as_deref()) {
+        (Some(f), Some(t)) if f != t => g
+            .replace(
+                &format!("`{}`.", f.replace('_', "\\_")),
+                &format!("`{}`.", t.replace('_', "\\_")),
+            )
+            .replace(&format!("`{f}`."), &format!("`{t}`.")),
+        _ => g.to_string(),
+    };
+    let have: std::collections::HashSet<String> =
+        on_to.iter().map(|g| normalized_grant(g)).collect();
+    let missing: Vec<String> = on_from
+        .iter()
+        .map(|g| normalized_grant(&rename(g)))
+        .filter(|g| !have.contains(g))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "account {} has on {} what it lacks on {}: {}",
+            account.user,
+            from.name,
+            to.name,
+            missing.join("; ")
+        )
+    })
+}
+
+/// A `SHOW GRANTS` line without what differs per server and account
+/// naming: the password clause and the `TO 'user'@'host'` part.
+fn normalized_grant(g: &str) -> String {
+    let g = g.split(" IDENTIFIED BY ").next().unwrap_or(g);
+    let g = g.split(" IDENTIFIED VIA ").next().unwrap_or(g);
+    match g.rfind(" TO ") {
+        Some(at) => {
+            let (head, tail) = g.split_at(at);
+            // `WITH GRANT OPTION` and the like after the account stay.
+            let after = tail
+                .trim_start_matches(" TO ")
+                .split_once(' ')
+                .map(|(_, rest)| format!(" {rest}"))
+                .unwrap_or_default();
+            format!("{head}{after}")
+        }
+        None => g.to_string(),
+    }
+}
+
 /// `check_all` of `cfg`'s accounts on its primary, with the commit markers
 /// when it mirrors: what start-up warns of and `check-config` reports.
 pub async fn check_primary(cfg: &crate::config::Config) -> Vec<String> {
@@ -107,4 +180,23 @@ pub async fn check_all<'a>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalized_grant;
+
+    #[test]
+    fn grants_compare_without_password_and_host() {
+        assert_eq!(
+            normalized_grant("GRANT USAGE ON *.* TO `app`@`%` IDENTIFIED BY PASSWORD '*ABC'"),
+            "GRANT USAGE ON *.*"
+        );
+        assert_eq!(
+            normalized_grant(
+                "GRANT SELECT, INSERT ON `shop`.* TO `app`@`localhost` WITH GRANT OPTION"
+            ),
+            "GRANT SELECT, INSERT ON `shop`.* WITH GRANT OPTION"
+        );
+    }
 }

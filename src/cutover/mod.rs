@@ -340,9 +340,20 @@ async fn preflight(
     }
     // The accounts users act as must work on the target, markers included.
     let markers = crate::mirror::bookkeeping::table(&target, crate::mirror::bookkeeping::MARKERS);
-    let problems =
+    let mut problems =
         crate::backend::accounts::check_all(&target, new.accounts.values(), Some(&markers), t)
             .await;
+    // …with the grants they have on the current primary.
+    let mut seen = Vec::new();
+    for a in new.accounts.values() {
+        if seen.contains(&a) {
+            continue;
+        }
+        seen.push(a);
+        if let Some(p) = crate::backend::accounts::compare_grants(&old, &target, a, t).await {
+            problems.push(p);
+        }
+    }
     if !problems.is_empty() {
         return Err(refused(format!(
             "users could not work on {to}: {}",

@@ -225,3 +225,68 @@ rules: ./rules
     );
     drop_account().await;
 }
+
+/// The cutover preflight compares each backend account's grants on the
+/// current primary with those on the target (the primary's database named
+/// as the target's): what the target lacks is named, and the cutover is
+/// refused until it is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_missing_on_the_cutover_target_are_named() {
+    const USER_GR: &str = "tandem_it_gr";
+    let (p, s) = ("tandem_it_gr_p", "tandem_it_gr_p_next");
+    fresh_database(p).await;
+    fresh_database(s).await;
+    let mut r = root().await;
+    for host in ["%", "localhost", "127.0.0.1"] {
+        for sql in [
+            format!("DROP USER IF EXISTS '{USER_GR}'@'{host}'"),
+            format!("CREATE USER '{USER_GR}'@'{host}' IDENTIFIED BY 'gr-pass'"),
+            format!("GRANT SELECT, INSERT, UPDATE ON `{p}`.* TO '{USER_GR}'@'{host}'"),
+            format!("GRANT SELECT ON `{s}`.* TO '{USER_GR}'@'{host}'"),
+        ] {
+            r.query_drop(sql).await.unwrap();
+        }
+    }
+    let backend = |db: &str| {
+        let yaml = format!(
+            "backends:\n  b:\n    kind: mysql\n    url: mysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{db}\nmigration:\n  primary: b\nrules: /nonexistent\n"
+        );
+        tandem::config::parse(&yaml)
+            .unwrap()
+            .primary_backend()
+            .clone()
+    };
+    let (from, mut to) = (backend(p), backend(s));
+    to.name = "next".into();
+    let account = tandem::config::Account {
+        user: USER_GR.into(),
+        password: tandem::config::Secret::new("gr-pass"),
+    };
+    let t = std::time::Duration::from_secs(5);
+    let problem = tandem::backend::accounts::compare_grants(&from, &to, &account, t)
+        .await
+        .expect("grants differ");
+    assert!(
+        problem.contains(&format!("GRANT SELECT, INSERT, UPDATE ON `{s}`.*"))
+            && problem.contains("lacks on next"),
+        "{problem}"
+    );
+    for host in ["%", "localhost", "127.0.0.1"] {
+        r.query_drop(format!(
+            "GRANT INSERT, UPDATE ON `{s}`.* TO '{USER_GR}'@'{host}'"
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        tandem::backend::accounts::compare_grants(&from, &to, &account, t).await,
+        None
+    );
+    for host in ["%", "localhost", "127.0.0.1"] {
+        let _ = r
+            .query_drop(format!("DROP USER IF EXISTS '{USER_GR}'@'{host}'"))
+            .await;
+    }
+    r.disconnect().await.unwrap();
+    drop_databases(&[p, s]).await;
+}
