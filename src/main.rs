@@ -555,6 +555,9 @@ fn serve(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
+            // As the main thread's: the parsers recurse (bounded, see
+            // `router::classify::MAX_JOINS`).
+            .thread_stack_size(8 << 20)
             .enable_all()
             .build()
     }

@@ -16,6 +16,9 @@ use std::ops::ControlFlow;
 pub(super) fn classify_one(text: &[u8], sql: &[u8], toks: &[Token]) -> Route {
     // Classification only: non-UTF-8 bytes (e.g. inside _binary'…') are
     // replaced for parsing; the original bytes are what reaches the server.
+    if too_deep_for_the_parser(sql, toks) {
+        return fallback(sql, toks);
+    }
     let text = String::from_utf8_lossy(text);
     match Parser::parse_sql(&MySqlDialect {}, &text) {
         Ok(stmts) if stmts.len() == 1 => from_ast(&stmts[0], sql, toks),
@@ -26,6 +29,48 @@ pub(super) fn classify_one(text: &[u8], sql: &[u8], toks: &[Token]) -> Route {
             _ => fallback(sql, toks),
         },
     }
+}
+
+/// Joins per statement beyond which sqlparser is not asked: it parses a
+/// `JOIN` without `ON` by recursion, one frame of a few KB per join (tens of
+/// KB unoptimized), and a few hundred of them overflow a 2 MB thread stack,
+/// which aborts the whole process (found by `make fuzz`). MySQL joins at
+/// most 61 tables, and a statement past this is still answered by the
+/// server (only Tandem's reading of it falls back to its keywords); the
+/// runtime's threads have 8 MB stacks (`main.rs`), a wide margin over this.
+pub const MAX_JOINS: usize = 40;
+
+/// Whether the statement has more joins than `MAX_JOINS` (`JOIN` words,
+/// and the commas of `UPDATE a, b` that `comma_update_as_joins` makes
+/// joins). Such a statement takes the keyword fallback (`parsed: false`):
+/// a read reaches the server, which answers it; a write follows
+/// `unsafe_writes`.
+fn too_deep_for_the_parser(sql: &[u8], toks: &[Token]) -> bool {
+    toks.iter()
+        .filter(|t| t.is_word(sql, "JOIN") || t.kind == Tok::Punct(b','))
+        .count()
+        > MAX_JOINS
+        && toks.iter().filter(|t| t.is_word(sql, "JOIN")).count() + comma_update_commas(sql, toks)
+            > MAX_JOINS
+}
+
+/// The commas between the tables of `UPDATE a, b, … SET`.
+fn comma_update_commas(sql: &[u8], toks: &[Token]) -> usize {
+    if !toks.first().is_some_and(|t| t.is_word(sql, "UPDATE")) {
+        return 0;
+    }
+    let mut depth = 0i32;
+    let mut n = 0;
+    for t in toks.iter().skip(1) {
+        match t.kind {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth -= 1,
+            Tok::Punct(b',') if depth == 0 => n += 1,
+            Tok::Word if depth == 0 && t.is_word(sql, "SET") => break,
+            _ => {}
+        }
+    }
+    n
 }
 
 /// MySQL's multi-table `UPDATE a, b SET …`, which sqlparser does not

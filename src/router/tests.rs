@@ -366,3 +366,35 @@ fn unparsed_ddl_names_its_tables_from_tokens() {
         assert_eq!(got, want, "{sql}");
     }
 }
+
+/// Thousands of `JOIN`s without `ON` made sqlparser recurse until the
+/// stack overflowed, which aborts the process: one client statement of
+/// 40 KB (found by `make fuzz`) could stop Tandem. Past `MAX_JOINS` the
+/// statement is classified from its keywords, as one sqlparser refuses.
+#[test]
+fn statements_with_thousands_of_joins_do_not_reach_the_parser() {
+    let mut select = String::from("SELECT * FROM t0");
+    let mut update = String::from("UPDATE ");
+    for i in 1..50_000 {
+        select.push_str(&format!(" JOIN t{i}"));
+        update.push(',');
+    }
+    update.push_str("*t SET v = 1");
+    // A thread with a runtime worker's stack.
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(move || {
+            let c = classify(select.as_bytes());
+            assert!(matches!(c.statements[0].class, Class::Read { .. }));
+            assert!(!c.statements[0].parsed);
+            let c = classify(update.as_bytes());
+            assert_eq!(c.statements[0].class, Class::Write(WriteKind::Update));
+            assert!(!c.statements[0].parsed);
+            // Ordinary joins still parse.
+            let c = classify(b"SELECT * FROM a JOIN b ON a.id = b.id JOIN c");
+            assert!(c.statements[0].parsed);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -719,3 +719,32 @@ async fn stalled_handshakes_do_not_keep_clients_out_and_users_have_limits() {
     drop(b);
     server.shutdown().await;
 }
+
+/// A statement with thousands of `JOIN`s without `ON` (40 KB) made the
+/// parser recurse until the stack overflowed, which aborts the process:
+/// one client could stop Tandem for everyone. It now reaches the server,
+/// whose answer the client gets (the same as directly), and the session
+/// and Tandem go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_with_thousands_of_joins_gets_the_servers_answer() {
+    let env = TestEnv::start("proto_joins").await;
+    let mut sql = String::from("SELECT * FROM t0");
+    for i in 1..5000 {
+        sql.push_str(&format!(" JOIN t{i}"));
+    }
+    let mut direct = env.direct().await;
+    let want = match direct.query_drop(&sql).await {
+        Err(mysql_async::Error::Server(e)) => (e.code, e.message),
+        other => panic!("directly: {other:?}"),
+    };
+    let mut c = env.proxy().await;
+    let got = match c.query_drop(&sql).await {
+        Err(mysql_async::Error::Server(e)) => (e.code, e.message),
+        other => panic!("through Tandem: {other:?}"),
+    };
+    assert_eq!(got, want);
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    drop((c, direct));
+    env.stop().await;
+}
