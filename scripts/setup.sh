@@ -17,6 +17,8 @@ command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pymysql)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
@@ -49,6 +51,14 @@ if ! pg_up; then
   for _ in $(seq 1 40); do pg_up && break; sleep 0.5; done
 fi
 pg_up || echo "setup: warning: PostgreSQL is not answering on 127.0.0.1:5432 (not needed by this milestone)"
+
+# PyMySQL, a second real client library the tests drive (TLS logins).
+if ! python3 -c 'import pymysql' >/dev/null 2>&1; then
+  echo "setup: installing PyMySQL"
+  python3 -m pip install --quiet PyMySQL 2>/dev/null \
+    || $SUDO apt-get install -y -qq python3-pymysql >/dev/null \
+    || { echo "setup: cannot install PyMySQL (pip or the python3-pymysql package)" >&2; exit 1; }
+fi
 
 # Demo databases for `make run`.
 mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot < "$(dirname "$0")/demo-schema.sql"

@@ -222,3 +222,63 @@ async fn a_certificate_swap_reaches_new_logins_and_spares_open_sessions() {
     assert!(text.contains("before") && text.contains("after"), "{text}");
     server.shutdown().await;
 }
+
+/// PyMySQL (a pure-Python driver on Python's own TLS) logs in over TLS
+/// with the certificate verified, negotiates TLS 1.2 or later, and runs
+/// queries; asked for nothing newer than TLS 1.1 it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymysql_logs_in_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path(), "tandem");
+    let tls = format!(
+        "tls:\n  cert: {}\n  key: {}\n  require: true\n",
+        cert.display(),
+        key.display()
+    );
+    let (server, db) = start("tls_pymysql", &tls).await;
+    let script = r#"
+import pymysql, ssl, sys
+port, ca, user, password, db = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+c = pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, database=db, ssl={"ca": ca})
+print("version", c._sock.version())
+cur = c.cursor()
+cur.execute("SELECT 6*7")
+print("answer", cur.fetchone()[0])
+c.close()
+ctx = ssl.create_default_context(cafile=ca)
+ctx.minimum_version = ssl.TLSVersion.TLSv1
+ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+try:
+    pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, ssl=ctx)
+    print("old TLS accepted")
+except Exception as e:
+    print("old TLS refused")
+"#;
+    let port = server.addr.port().to_string();
+    let out = tokio::task::spawn_blocking({
+        let cert = cert.clone();
+        move || {
+            std::process::Command::new("python3")
+                .args(["-c", script, &port])
+                .arg(&cert)
+                .args([USER, PASSWORD, &db])
+                .output()
+                .expect("python3 runs")
+        }
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("version TLSv1.2") || text.contains("version TLSv1.3"),
+        "{text}"
+    );
+    assert!(text.contains("answer 42"), "{text}");
+    assert!(text.contains("old TLS refused"), "{text}");
+    server.shutdown().await;
+}
