@@ -137,6 +137,13 @@ pub(super) fn nextval_sites(
     Ok(out)
 }
 
+/// Column `i` of a text row when it is an integer (a sequence value).
+fn integer_cell(row: &[Option<Vec<u8>>], i: usize) -> Option<String> {
+    let v = String::from_utf8_lossy(row.get(i)?.as_ref()?).into_owned();
+    let digits = v.trim_start_matches('-');
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(v)
+}
+
 impl Capture {
     /// A write's NEXTVAL calls (rows of VALUES, `nextval_sites`) taken in
     /// advance: one `SELECT NEXTVAL(s), …` on the primary, in the calls'
@@ -176,18 +183,7 @@ impl Capture {
         let row = first_row(&reply, cx.deprecate_eof()).unwrap_or_default();
         let mut values = Vec::with_capacity(sites.len());
         for i in 0..sites.len() {
-            let v = row
-                .get(i)
-                .cloned()
-                .flatten()
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .filter(|v| {
-                    !v.is_empty()
-                        && v.trim_start_matches('-')
-                            .bytes()
-                            .all(|b| b.is_ascii_digit())
-                });
-            match v {
+            match integer_cell(&row, i) {
                 Some(v) => values.push(v),
                 None => return Ok(Err("a sequence's next value could not be read".into())),
             }
@@ -284,18 +280,7 @@ impl Capture {
         let vars = self.ensure_vars(cx).await?;
         let mut lost = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            let value = row
-                .get(i)
-                .cloned()
-                .flatten()
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .filter(|v| {
-                    !v.is_empty()
-                        && v.trim_start_matches('-')
-                            .bytes()
-                            .all(|b| b.is_ascii_digit())
-                });
-            let Some(value) = value else {
+            let Some(value) = integer_cell(&row, i) else {
                 // Not advanced by this session (the statement failed
                 // before calling it), or not readable.
                 if summary.error.is_none() {
