@@ -23,6 +23,7 @@ pub(super) fn classify_one(text: &[u8], sql: &[u8], toks: &[Token]) -> Route {
     match Parser::parse_sql(&MySqlDialect {}, &text) {
         Ok(stmts) if stmts.len() == 1 => from_ast(&stmts[0], sql, toks),
         _ => match comma_update_as_joins(sql, toks)
+            .or_else(|| next_value_for_as_nextval(sql, toks))
             .and_then(|t| Parser::parse_sql(&MySqlDialect {}, &t).ok())
         {
             Some(stmts) if stmts.len() == 1 => from_ast(&stmts[0], sql, toks),
@@ -103,6 +104,47 @@ fn comma_update_as_joins(sql: &[u8], toks: &[Token]) -> Option<String> {
     }
     let end = toks.last()?.end;
     out.extend_from_slice(&sql[at..end]);
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// MariaDB's `NEXT VALUE FOR s`, which sqlparser does not read in every
+/// place, as the same call `NEXTVAL(s)`, for classification only (the
+/// server gets the statement as sent).
+fn next_value_for_as_nextval(sql: &[u8], toks: &[Token]) -> Option<String> {
+    let mut out = Vec::with_capacity(sql.len());
+    let mut at = toks.first()?.start;
+    let mut i = 0;
+    let mut changed = false;
+    while i < toks.len() {
+        let t = &toks[i];
+        if t.is_word(sql, "NEXT")
+            && toks.get(i + 1).is_some_and(|n| n.is_word(sql, "VALUE"))
+            && toks.get(i + 2).is_some_and(|n| n.is_word(sql, "FOR"))
+        {
+            let mut last = i + 3;
+            toks.get(last)?;
+            if toks
+                .get(last + 1)
+                .is_some_and(|d| d.kind == Tok::Punct(b'.'))
+            {
+                last += 2;
+                toks.get(last)?;
+            }
+            out.extend_from_slice(&sql[at..t.start]);
+            out.extend_from_slice(b"NEXTVAL(");
+            out.extend_from_slice(&sql[toks[i + 3].start..toks[last].end]);
+            out.push(b')');
+            at = toks[last].end;
+            i = last + 1;
+            changed = true;
+            continue;
+        }
+        i += 1;
+    }
+    if !changed {
+        return None;
+    }
+    out.extend_from_slice(&sql[at..toks.last()?.end]);
     Some(String::from_utf8_lossy(&out).into_owned())
 }
 

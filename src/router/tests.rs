@@ -398,3 +398,14 @@ fn statements_with_thousands_of_joins_do_not_reach_the_parser() {
         .join()
         .unwrap();
 }
+
+#[test]
+fn next_value_for_in_a_write_is_read_as_nextval() {
+    let c = classify(b"INSERT INTO t VALUES (NEXT VALUE FOR shop.s, 1), (NEXT VALUE FOR s, 2)");
+    let r = &c.statements[0];
+    assert!(r.parsed);
+    assert_eq!(r.class, Class::Write(WriteKind::Insert));
+    assert_eq!(r.tables, vec!["t".to_string()]);
+    assert!(r.determinism.uses.nextval);
+    assert_eq!(r.determinism.unsafe_reason, None);
+}
