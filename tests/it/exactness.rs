@@ -880,7 +880,8 @@ async fn reads_that_call_writing_functions_follow_unsafe_writes() {
 /// `INSERT … SELECT` without ORDER BY is refused where row order decides
 /// the rows' ids or which duplicate wins; into a table with no
 /// AUTO_INCREMENT column and no triggers, a plain INSERT (a duplicate
-/// fails it whole) inserts the same rows in any order, and is mirrored.
+/// fails it whole) inserts the same rows in any order, and is mirrored
+/// (text or prepared).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_select_into_a_table_without_ids_is_mirrored() {
     let env = MirrorEnv::start("ins_sel", "").await;
@@ -901,6 +902,12 @@ async fn insert_select_into_a_table_without_ids_is_mirrored() {
         .await
         .unwrap();
     c.query_drop("COMMIT").await.unwrap();
+    c.exec_drop(
+        "INSERT INTO archive SELECT id + 200, v FROM src WHERE v > ?",
+        (18,),
+    )
+    .await
+    .unwrap();
     for sql in [
         "INSERT IGNORE INTO archive SELECT id, v FROM src",
         "INSERT INTO archive SELECT id + 1000, v FROM src ON DUPLICATE KEY UPDATE v = 0",
@@ -913,7 +920,7 @@ async fn insert_select_into_a_table_without_ids_is_mirrored() {
         );
     }
     env.wait_caught_up().await;
-    assert_eq!(env.assert_same("archive").await, 20);
+    assert_eq!(env.assert_same("archive").await, 22);
     drop(c);
     env.stop().await;
 }

@@ -375,17 +375,20 @@ impl Capture {
                 }
             }
         }
-        if matches!(r.class, Class::Write(_))
+        // An unsafe reason that does not hold here (`order_free_insert`)
+        // is no reason.
+        let order_free = matches!(r.class, Class::Write(_))
             && self.mirrored(cx, r)
-            && keyed::unsafe_reason(r).is_none()
-        {
+            && self.order_free_insert(cx, &m, r, &sql).await?;
+        let safe = order_free || keyed::unsafe_reason(r).is_none();
+        if matches!(r.class, Class::Write(_)) && self.mirrored(cx, r) && safe {
             // Rendering depends on NO_BACKSLASH_ESCAPES.
             self.ensure_vars(cx).await?;
         }
         // Only mirrored writes are rendered (the parameter types an execute
         // carries were recorded by `stmt_command`). Long data is used once.
         let rendered = match &r.class {
-            Class::Write(_) if self.mirrored(cx, r) && keyed::unsafe_reason(r).is_none() => {
+            Class::Write(_) if self.mirrored(cx, r) && safe => {
                 self.render_execute(stmts, id, &payload)
             }
             _ => None,
@@ -395,7 +398,7 @@ impl Capture {
         }
         match &r.class {
             Class::Write(_) if self.mirrored(cx, r) => {
-                if let Some(reason) = keyed::unsafe_reason(r) {
+                if let Some(reason) = keyed::unsafe_reason(r).filter(|_| !safe) {
                     let reason = reason.to_string();
                     return self
                         .unsafe_write(cx, &m, &r.tables, &reason, &payload, seq)
