@@ -160,3 +160,151 @@ async fn admin_posts_need_the_token() {
     assert_eq!(call(admin, "GET", "/metrics", None).await, 200);
     env.stop().await;
 }
+
+/// Secrets never leave Tandem: a backend URL's password, a user's own and
+/// backend passwords and the admin token appear in none of `/status`,
+/// `/metrics`, the config's debug form, what `tandem check-config` prints,
+/// or a running `tandem serve`'s logs at debug level, nor in what
+/// `check-config` and `serve` say of a primary that refuses connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_status_metrics_logs_and_errors() {
+    const ACCOUNT: &str = "tandem_it_secret";
+    let secrets = [
+        "url-pw-7f3a9",
+        "user-pw-5c1e2",
+        "backend-pw-9d4b6",
+        "admin-token-2e8f1",
+    ];
+    let db = "tandem_it_secrets";
+    fresh_database(db).await;
+    fresh_database(&format!("{db}_next")).await;
+    let mut root = mysql_async::Conn::new(direct_opts("mysql")).await.unwrap();
+    for host in ["%", "localhost", "127.0.0.1"] {
+        for (user, pw) in [(ACCOUNT, secrets[0]), ("tandem_it_secret_app", secrets[2])] {
+            root.query_drop(format!("DROP USER IF EXISTS '{user}'@'{host}'"))
+                .await
+                .unwrap();
+            root.query_drop(format!(
+                "CREATE USER '{user}'@'{host}' IDENTIFIED BY '{pw}'"
+            ))
+            .await
+            .unwrap();
+            root.query_drop(format!("GRANT ALL ON *.* TO '{user}'@'{host}'"))
+                .await
+                .unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{}\n", secrets[3])).unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    let yaml = |admin: std::net::SocketAddr, port: u16| {
+        format!(
+            r#"
+listen: 127.0.0.1:0
+admin: {admin}
+admin_token_file: {}
+users:
+  - name: app
+    password: {}
+    backend_user: tandem_it_secret_app
+    backend_password: {}
+backends:
+  legacy:
+    kind: mysql
+    url: mysql://{ACCOUNT}:{}@{MARIADB_HOST}:{port}/{db}
+  next:
+    kind: mysql
+    url: mysql://{ACCOUNT}:{}@{MARIADB_HOST}:{MARIADB_PORT}/{db}_next
+migration:
+  primary: legacy
+  secondary: next
+  journal: {}
+rules: {}
+"#,
+            token.display(),
+            secrets[1],
+            secrets[2],
+            secrets[0],
+            secrets[0],
+            dir.path().join("journal").display(),
+            dir.path().join("rules").display()
+        )
+    };
+    let clean = |what: &str, text: &str| {
+        for s in secrets {
+            assert!(!text.contains(s), "{what} shows a secret:\n{text}");
+        }
+    };
+    let run = |args: &[&str], cfg: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(args)
+            .arg("--config")
+            .arg(cfg)
+            .env("TANDEM_LOG", "debug")
+            .output()
+            .unwrap()
+    };
+    let text_of = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // A primary that refuses the connection: check-config and serve fail
+    // saying so, without the passwords.
+    let refused = dir.path().join("refused.yaml");
+    std::fs::write(&refused, yaml(free_addr(), 1)).unwrap();
+    let cfg = tandem::config::parse(&std::fs::read_to_string(&refused).unwrap()).unwrap();
+    clean("the config's debug form", &format!("{cfg:?}"));
+    for (args, fails) in [(&["check-config"][..], false), (&["serve"][..], true)] {
+        let out = run(args, &refused);
+        let text = text_of(&out);
+        assert_eq!(!out.status.success(), fails, "{args:?}: {text}");
+        assert!(text.contains("legacy"), "{args:?}: {text}");
+        clean(&format!("{args:?}"), &text);
+    }
+
+    // A running server: /status, /metrics and its debug logs.
+    let admin = free_addr();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, yaml(admin, MARIADB_PORT)).unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--config"])
+        .arg(&good)
+        .env("TANDEM_LOG", "debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut pages = String::new();
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if tokio::net::TcpStream::connect(admin).await.is_ok() {
+            for path in ["/status", "/metrics"] {
+                let (code, _, body) = http(admin, "GET", path).await;
+                assert_eq!(code, 200, "{path}: {body}");
+                pages.push_str(&body);
+            }
+            break;
+        }
+    }
+    assert!(pages.contains("legacy"), "{pages}");
+    clean("/status and /metrics", &pages);
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("DEBUG") || logs.contains("INFO"), "{logs}");
+    clean("serve's logs", &logs);
+    for host in ["%", "localhost", "127.0.0.1"] {
+        for user in [ACCOUNT, "tandem_it_secret_app"] {
+            let _ = root
+                .query_drop(format!("DROP USER IF EXISTS '{user}'@'{host}'"))
+                .await;
+        }
+    }
+    root.disconnect().await.unwrap();
+    drop_databases(&[db, &format!("{db}_next")]).await;
+}
