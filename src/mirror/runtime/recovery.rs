@@ -95,10 +95,27 @@ pub(super) async fn connect_retrying(
     b: &BackendConfig,
     timeout: Duration,
 ) -> Result<Conn, MirrorStartError> {
-    let deadline = tokio::time::Instant::now() + timeout.max(Duration::from_secs(10));
+    let patience = timeout.max(Duration::from_secs(10));
+    let deadline = tokio::time::Instant::now() + patience;
     let mut wait = Duration::from_millis(100);
+    let mut said = false;
     loop {
-        match tokio::time::timeout(timeout, Conn::new(crate::backend::client_opts(b))).await {
+        let attempt =
+            tokio::time::timeout(timeout, Conn::new(crate::backend::client_opts(b))).await;
+        if !said && !matches!(attempt, Ok(Ok(_))) {
+            // Say it once, at once: the wait is not silent.
+            said = true;
+            let why = match &attempt {
+                Ok(Err(e)) => e.to_string(),
+                _ => "connect timed out".into(),
+            };
+            tracing::warn!(
+                backend = %b.name,
+                error = %why,
+                "the primary does not answer; mirror recovery keeps trying for up to {patience:?}"
+            );
+        }
+        match attempt {
             Ok(Ok(c)) => return Ok(c),
             Ok(Err(e)) if tokio::time::Instant::now() >= deadline => {
                 return Err(MirrorStartError::Primary(b.name.clone(), e.to_string()))
