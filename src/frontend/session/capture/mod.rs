@@ -164,9 +164,6 @@ pub(super) enum WriteSrc<'a> {
     /// COM_STMT_EXECUTE: the packet to forward and the statement with its
     /// bound values rendered as literals.
     Execute { packet: &'a [u8], rendered: Vec<u8> },
-    /// Either of them with its NEXTVAL calls replaced by their values
-    /// (`pin_nextval`): the text runs as a query.
-    Pinned(Vec<u8>),
 }
 
 impl Capture {

@@ -89,28 +89,18 @@ impl Capture {
         let vars = self.ensure_vars(cx).await?;
         let uses = route.determinism.uses;
         // NEXTVAL calls become the values the primary hands out, taken
-        // first; the text (not the prepared statement) then runs.
-        let src = if uses.nextval {
+        // first.
+        let pinned = if uses.nextval {
             let sql = match &src {
                 WriteSrc::Query(sql) => sql.to_vec(),
-                WriteSrc::Execute { rendered, .. } | WriteSrc::Pinned(rendered) => rendered.clone(),
+                WriteSrc::Execute { rendered, .. } => rendered.clone(),
             };
             match self.pin_nextval(cx, m, &sql).await? {
-                Ok(pinned) => {
-                    let mut toks = Vec::new();
-                    lexer::tokenize(&pinned, &mut toks);
-                    let pinned = if uses.needs_rewrite() {
-                        lexer::pin_rewrite(&pinned, &toks, new_uuid).unwrap_or(pinned)
-                    } else {
-                        pinned
-                    };
-                    WriteSrc::Pinned(pinned)
-                }
+                Ok(pinned) => Some(pinned),
                 Err(reason) => {
                     let packet = match &src {
                         WriteSrc::Query(sql) => query_packet(sql),
                         WriteSrc::Execute { packet, .. } => packet.to_vec(),
-                        WriteSrc::Pinned(sql) => query_packet(sql),
                     };
                     return self
                         .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
@@ -118,11 +108,10 @@ impl Capture {
                 }
             }
         } else {
-            src
+            None
         };
-        let (mut packet, text) = match src {
-            WriteSrc::Pinned(sql) => (query_packet(&sql), sql),
-            WriteSrc::Query(sql) => {
+        let (mut packet, text) = match (src, pinned) {
+            (WriteSrc::Query(sql), None) => {
                 let rewritten = if uses.needs_rewrite() {
                     lexer::pin_rewrite(sql, &cx.scratch.tokens, new_uuid)
                 } else {
@@ -131,18 +120,22 @@ impl Capture {
                 let sql = rewritten.unwrap_or_else(|| sql.to_vec());
                 (query_packet(&sql), sql)
             }
-            WriteSrc::Execute { packet, rendered } => {
-                if uses.needs_rewrite() {
-                    // The server's prepared text would evaluate UUID() and
-                    // SYSDATE() itself; run the rendered text instead (a
-                    // write's answer is the same OK packet either way).
+            (WriteSrc::Execute { packet, rendered }, None) if !uses.needs_rewrite() => {
+                (packet.to_vec(), rendered)
+            }
+            // A text with its NEXTVAL values, or a prepared write whose
+            // server-side text would evaluate UUID() and SYSDATE() itself:
+            // the text runs instead (a write's answer is the same OK packet
+            // either way).
+            (_, Some(sql)) | (WriteSrc::Execute { rendered: sql, .. }, None) => {
+                let sql = if uses.needs_rewrite() {
                     let mut toks = Vec::new();
-                    lexer::tokenize(&rendered, &mut toks);
-                    let sql = lexer::pin_rewrite(&rendered, &toks, new_uuid).unwrap_or(rendered);
-                    (query_packet(&sql), sql)
+                    lexer::tokenize(&sql, &mut toks);
+                    lexer::pin_rewrite(&sql, &toks, new_uuid).unwrap_or(sql)
                 } else {
-                    (packet.to_vec(), rendered)
-                }
+                    sql
+                };
+                (query_packet(&sql), sql)
             }
         };
         let mut record_sql = match self.for_secondary(cx, text.clone()) {
