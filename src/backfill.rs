@@ -475,7 +475,8 @@ async fn copy_table(
                 Ok(Err(e)) if deadlock_retries < CHUNK_RETRIES => {
                     deadlock_retries += 1;
                     tracing::debug!(table, error = %e, "chunk rolled back; read again");
-                    tokio::time::sleep(Duration::from_millis(20 << deadlock_retries.min(5))).await;
+                    tokio::time::sleep(crate::verify::compare::lock_retry_pause(deadlock_retries))
+                        .await;
                     continue;
                 }
                 Ok(Err(e)) => return Err(e.to_string()),
@@ -574,9 +575,12 @@ async fn copy_chunk(
     checkpoints: &Checkpoints,
     chunk: &Chunk<'_>,
 ) -> Result<Result<(u64, u64, Option<String>), mysql_async::Error>, String> {
-    let retry = |e: mysql_async::Error| match &e {
-        mysql_async::Error::Server(se) if se.code == 1213 || se.code == 1205 => Ok(e),
-        _ => Err(e.to_string()),
+    let retry = |e: mysql_async::Error| {
+        if crate::verify::compare::rolled_back_by_locks(&e) {
+            Ok(e)
+        } else {
+            Err(e.to_string())
+        }
     };
     let (t, cols, col_list, pk_list) = (
         &plan.quoted,

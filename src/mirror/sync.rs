@@ -132,32 +132,35 @@ impl MirrorSync {
         }
     }
 
+    /// Whether a DDL journaled so far is not applied on the secondary yet
+    /// (false where there is no mirror to ask).
+    pub async fn ddl_pending(&self) -> Result<bool, SyncError> {
+        let Some(pos) = self.position().await? else {
+            return Ok(false);
+        };
+        if let Some(why) = pos.applier_stopped {
+            return Err(SyncError::Stopped(why));
+        }
+        Ok(pos.applied_lsn < pos.ddl_lsn)
+    }
+
     /// Waits, holding nothing, until every DDL journaled so far is applied
-    /// on the secondary; Ok(true) when none was pending. A re-check calls
-    /// it before taking primary locks and again after (a DDL journaled in
-    /// between: the locks are let go and it waits again), so it never
+    /// on the secondary. A re-check calls it before taking primary locks,
+    /// and asks [`ddl_pending`](Self::ddl_pending) after (a DDL journaled
+    /// in between: the locks are let go and it waits again), so it never
     /// holds the primary's rows (and, through them, the table's metadata
     /// lock, on which the next DDL and then every session would queue)
     /// while a secondary ALTER runs.
-    pub async fn wait_for_ddl(&self, timeout: Duration) -> Result<bool, SyncError> {
+    pub async fn wait_for_ddl(&self, timeout: Duration) -> Result<(), SyncError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut first = true;
-        loop {
-            let Some(pos) = self.position().await? else {
-                return Ok(true);
-            };
-            if let Some(why) = pos.applier_stopped {
-                return Err(SyncError::Stopped(why));
-            }
-            if pos.applied_lsn >= pos.ddl_lsn {
-                return Ok(first);
-            }
+        while self.ddl_pending().await? {
             if tokio::time::Instant::now() >= deadline {
-                return Err(SyncError::Timeout(timeout, pos.lag_seconds));
+                let lag = self.position().await?.map_or(0.0, |p| p.lag_seconds);
+                return Err(SyncError::Timeout(timeout, lag));
             }
-            first = false;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        Ok(())
     }
 
     /// Clears the divergent mark of repaired tables: in the running server,

@@ -144,7 +144,7 @@ impl Checker<'_> {
                     Err(Attempt::Again(e)) if attempt < LOCK_RETRIES => {
                         attempt += 1;
                         tracing::debug!(error = %e, attempt, "re-check rolled back; trying again");
-                        tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
+                        tokio::time::sleep(lock_retry_pause(attempt)).await;
                     }
                     Err(Attempt::Again(e) | Attempt::Fail(e)) => return Err(e),
                 }
@@ -191,11 +191,9 @@ impl Checker<'_> {
             let prows = select_keys(&mut ptx, plan, keys, " LOCK IN SHARE MODE")
                 .await
                 .map_err(err)?;
-            match sync.wait_for_ddl(Duration::ZERO).await {
-                Ok(true) => break (ptx, prows),
-                Ok(false) | Err(crate::mirror::sync::SyncError::Timeout(..)) => {
-                    ptx.rollback().await.map_err(err)?;
-                }
+            match sync.ddl_pending().await {
+                Ok(false) => break (ptx, prows),
+                Ok(true) => ptx.rollback().await.map_err(err)?,
                 Err(e) => {
                     let _ = ptx.rollback().await;
                     return Err(Attempt::Fail(settle_error(e)));
@@ -325,13 +323,23 @@ enum Attempt {
 
 impl From<mysql_async::Error> for Attempt {
     fn from(e: mysql_async::Error) -> Self {
-        match &e {
-            mysql_async::Error::Server(s) if s.code == 1213 || s.code == 1205 => {
-                Attempt::Again(e.to_string())
-            }
-            _ => Attempt::Fail(e.to_string()),
+        if rolled_back_by_locks(&e) {
+            Attempt::Again(e.to_string())
+        } else {
+            Attempt::Fail(e.to_string())
         }
     }
+}
+
+/// The server rolled the statement's transaction back for a deadlock or a
+/// lock wait timeout: the same work can simply be tried again.
+pub(crate) fn rolled_back_by_locks(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == 1213 || s.code == 1205)
+}
+
+/// How long to wait before the `attempt`th try after such a rollback.
+pub(crate) fn lock_retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(20 << attempt.min(5))
 }
 
 fn settle_error(e: SyncError) -> String {
