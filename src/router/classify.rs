@@ -47,42 +47,18 @@ pub const MAX_JOINS: usize = 40;
 /// a read reaches the server, which answers it; a write follows
 /// `unsafe_writes`.
 fn too_deep_for_the_parser(sql: &[u8], toks: &[Token]) -> bool {
-    toks.iter()
-        .filter(|t| t.is_word(sql, "JOIN") || t.kind == Tok::Punct(b','))
-        .count()
+    toks.iter().filter(|t| t.is_word(sql, "JOIN")).count() + update_table_commas(sql, toks).len()
         > MAX_JOINS
-        && toks.iter().filter(|t| t.is_word(sql, "JOIN")).count() + comma_update_commas(sql, toks)
-            > MAX_JOINS
 }
 
-/// The commas between the tables of `UPDATE a, b, … SET`.
-fn comma_update_commas(sql: &[u8], toks: &[Token]) -> usize {
-    if !toks.first().is_some_and(|t| t.is_word(sql, "UPDATE")) {
-        return 0;
-    }
-    let mut depth = 0i32;
-    let mut n = 0;
-    for t in toks.iter().skip(1) {
-        match t.kind {
-            Tok::Punct(b'(') => depth += 1,
-            Tok::Punct(b')') => depth -= 1,
-            Tok::Punct(b',') if depth == 0 => n += 1,
-            Tok::Word if depth == 0 && t.is_word(sql, "SET") => break,
-            _ => {}
-        }
-    }
-    n
-}
-
-/// MySQL's multi-table `UPDATE a, b SET …`, which sqlparser does not
-/// read, as `UPDATE a CROSS JOIN b SET …` (the same join), for
-/// classification only: the server gets the statement as sent.
-fn comma_update_as_joins(sql: &[u8], toks: &[Token]) -> Option<String> {
-    if !toks.first()?.is_word(sql, "UPDATE") {
-        return None;
-    }
-    let mut depth = 0i32;
+/// The commas (token indexes) between the tables of `UPDATE a, b, … SET`;
+/// none for any other statement.
+fn update_table_commas(sql: &[u8], toks: &[Token]) -> Vec<usize> {
     let mut commas = Vec::new();
+    if !toks.first().is_some_and(|t| t.is_word(sql, "UPDATE")) {
+        return commas;
+    }
+    let mut depth = 0i32;
     for (i, t) in toks.iter().enumerate().skip(1) {
         match t.kind {
             Tok::Punct(b'(') => depth += 1,
@@ -92,6 +68,14 @@ fn comma_update_as_joins(sql: &[u8], toks: &[Token]) -> Option<String> {
             _ => {}
         }
     }
+    commas
+}
+
+/// MySQL's multi-table `UPDATE a, b SET …`, which sqlparser does not
+/// read, as `UPDATE a CROSS JOIN b SET …` (the same join), for
+/// classification only: the server gets the statement as sent.
+fn comma_update_as_joins(sql: &[u8], toks: &[Token]) -> Option<String> {
+    let commas = update_table_commas(sql, toks);
     if commas.is_empty() {
         return None;
     }
