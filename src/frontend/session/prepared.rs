@@ -145,6 +145,12 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// The class of the client's statement `id` (None: unknown id).
+    fn stmt_class(&self, id: Option<u32>) -> Option<crate::router::Class> {
+        let p = self.stmts.get(&id?)?;
+        p.route.statements.first().map(|r| r.class.clone())
+    }
+
     /// COM_STMT_EXECUTE/FETCH/RESET: passes the boundary (an execute may
     /// need a fence ticket), maps the client's id to the backend's and, for
     /// an execute of a statement re-prepared by a move, re-sends parameter
@@ -158,9 +164,7 @@ impl Session<'_> {
         let cmd = payload[0];
         let id = stmt_id(&payload);
         if cmd == COM_STMT_EXECUTE {
-            let class = id
-                .and_then(|id| self.stmts.get(&id))
-                .and_then(|p| p.route.statements.first().map(|r| r.class.clone()));
+            let class = self.stmt_class(id);
             let needs = class.as_ref().is_none_or(|c| self.needs_ticket(c));
             self.last_class = class.as_ref().map_or(5, crate::metrics::class_index);
             self.boundary(needs).await?;
@@ -306,11 +310,10 @@ impl Session<'_> {
             // it until the execute, so a cutover waits for it), then the
             // session stays put until the execute.
             if !self.stmts.long_data_pending.contains(&id) {
-                let class = self
-                    .stmts
-                    .get(&id)
-                    .and_then(|p| p.route.statements.first().map(|r| r.class.clone()));
-                let needs = class.as_ref().is_none_or(|c| self.needs_ticket(c));
+                let needs = self
+                    .stmt_class(Some(id))
+                    .as_ref()
+                    .is_none_or(|c| self.needs_ticket(c));
                 self.boundary(needs).await?;
                 self.stmts.long_data_pending.insert(id);
             }
