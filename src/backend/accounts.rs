@@ -168,18 +168,40 @@ pub async fn check_all<'a>(
     markers: Option<&str>,
     timeout: Duration,
 ) -> Vec<String> {
-    let mut seen: Vec<&Account> = Vec::new();
     let mut out = Vec::new();
-    for a in accounts {
-        if seen.contains(&a) {
-            continue;
-        }
-        seen.push(a);
+    for a in distinct(accounts) {
         if let Some(problem) = check(b, a, markers, timeout).await {
             out.push(problem);
         }
     }
     out
+}
+
+/// `compare_grants` for every distinct account of `accounts`.
+pub async fn compare_all_grants<'a>(
+    from: &BackendConfig,
+    to: &BackendConfig,
+    accounts: impl IntoIterator<Item = &'a Account>,
+    timeout: Duration,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in distinct(accounts) {
+        if let Some(problem) = compare_grants(from, to, a, timeout).await {
+            out.push(problem);
+        }
+    }
+    out
+}
+
+/// Each account once (several proxy users may act as one).
+fn distinct<'a>(accounts: impl IntoIterator<Item = &'a Account>) -> Vec<&'a Account> {
+    let mut seen: Vec<&Account> = Vec::new();
+    for a in accounts {
+        if !seen.contains(&a) {
+            seen.push(a);
+        }
+    }
+    seen
 }
 
 #[cfg(test)]

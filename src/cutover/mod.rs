@@ -344,16 +344,9 @@ async fn preflight(
         crate::backend::accounts::check_all(&target, new.accounts.values(), Some(&markers), t)
             .await;
     // …with the grants they have on the current primary.
-    let mut seen = Vec::new();
-    for a in new.accounts.values() {
-        if seen.contains(&a) {
-            continue;
-        }
-        seen.push(a);
-        if let Some(p) = crate::backend::accounts::compare_grants(&old, &target, a, t).await {
-            problems.push(p);
-        }
-    }
+    problems.extend(
+        crate::backend::accounts::compare_all_grants(&old, &target, new.accounts.values(), t).await,
+    );
     if !problems.is_empty() {
         return Err(refused(format!(
             "users could not work on {to}: {}",
