@@ -21,12 +21,16 @@ pub struct ConnectError {
 /// (two servers in different zones would otherwise shift copied values,
 /// and verify, rendering each side in its own zone, could not see it).
 pub async fn connect(b: &BackendConfig) -> Result<Conn, ConnectError> {
-    Conn::new(crate::backend::client_opts(b).setup(vec!["SET time_zone = '+00:00'"]))
-        .await
-        .map_err(|source| ConnectError {
-            backend: b.name.clone(),
-            source,
-        })
+    Conn::new(
+        crate::backend::own_opts(b)
+            .await
+            .setup(vec!["SET time_zone = '+00:00'"]),
+    )
+    .await
+    .map_err(|source| ConnectError {
+        backend: b.name.clone(),
+        source,
+    })
 }
 
 /// How a table is walked in primary-key order, read from the primary.

@@ -17,7 +17,7 @@ pub async fn check(
     markers: Option<&str>,
     timeout: Duration,
 ) -> Option<String> {
-    let opts = crate::backend::client_opts(&account.on(b));
+    let opts = crate::backend::own_opts(&account.on(b)).await;
     let work = async {
         let mut conn = mysql_async::Conn::new(opts).await?;
         if let Some(table) = markers {
@@ -84,7 +84,8 @@ pub async fn compare_grants(
     timeout: Duration,
 ) -> Option<String> {
     let grants = |b: BackendConfig| async move {
-        let mut conn = mysql_async::Conn::new(crate::backend::client_opts(&account.on(&b))).await?;
+        let mut conn =
+            mysql_async::Conn::new(crate::backend::own_opts(&account.on(&b)).await).await?;
         let rows: Vec<String> = conn.query("SHOW GRANTS").await?;
         let _ = conn.disconnect().await;
         Ok::<_, mysql_async::Error>(rows)

@@ -103,6 +103,17 @@ impl BackendConn {
             | C::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA)
             & server.caps;
         caps.remove(C::CLIENT_SSL | C::CLIENT_COMPRESS | C::CLIENT_CONNECT_ATTRS);
+        if cfg.tls.is_some() {
+            if !server.caps.contains(C::CLIENT_SSL) {
+                return Err(BackendError::Unsupported(format!(
+                    "{}:{} does not offer TLS, and its URL asks for ssl-mode={}",
+                    cfg.host,
+                    cfg.port,
+                    cfg.tls.as_ref().map_or("", |t| t.mode.as_str())
+                )));
+            }
+            caps.insert(C::CLIENT_SSL);
+        }
         if cfg.database.is_some() {
             caps.insert(C::CLIENT_CONNECT_WITH_DB);
         } else {
@@ -129,6 +140,25 @@ impl BackendConn {
         };
         resp.extend_from_slice(&[0u8; 19]);
         resp.extend_from_slice(&ext_caps.to_le_bytes());
+        let mut seq = hello.last_seq.wrapping_add(1);
+        if let Some(tls) = &cfg.tls {
+            // SSLRequest: the response's fixed part alone, then TLS, then
+            // the whole response inside it.
+            wire.send_packet(&mut seq, &resp).await?;
+            wire.connect_tls(
+                tls.config.clone(),
+                crate::config::BackendTls::server_name(&cfg.host),
+            )
+            .await
+            .map_err(|e| {
+                BackendError::Io(std::io::Error::other(format!(
+                    "TLS to {}:{} (ssl-mode={}): {e}",
+                    cfg.host,
+                    cfg.port,
+                    tls.mode.as_str()
+                )))
+            })?;
+        }
         resp.extend_from_slice(cfg.user.as_bytes());
         resp.push(0);
         let data = auth_data(&plugin, &nonce, password)?;
@@ -140,7 +170,6 @@ impl BackendConn {
         }
         resp.extend_from_slice(plugin.as_bytes());
         resp.push(0);
-        let mut seq = hello.last_seq.wrapping_add(1);
         wire.send_packet(&mut seq, &resp).await?;
 
         loop {
@@ -161,7 +190,9 @@ impl BackendConn {
                     let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
                     plugin = String::from_utf8_lossy(&rest[..nul]).into_owned();
                     let mut n = rest.get(nul + 1..).unwrap_or_default().to_vec();
-                    if n.last() == Some(&0) {
+                    // The scramble plugins' 20 bytes end in a NUL; ed25519's
+                    // 32 random bytes do not (and may end in a zero byte).
+                    if n.last() == Some(&0) && plugin != "client_ed25519" {
                         n.pop();
                     }
                     nonce = n;
@@ -171,6 +202,12 @@ impl BackendConn {
                 Some(0x01) if plugin == "caching_sha2_password" => {
                     match payload.get(1) {
                         Some(3) => {} // fast auth succeeded; OK follows
+                        Some(4) if wire.is_tls() => {
+                            // Full auth over TLS: the password itself.
+                            let mut pass = password.to_vec();
+                            pass.push(0);
+                            wire.send_packet(&mut seq, &pass).await?;
+                        }
                         Some(4) => {
                             // Full auth without TLS: fetch the server's RSA key.
                             wire.send_packet(&mut seq, &[2]).await?;
@@ -333,7 +370,8 @@ fn greeting_ext_caps(payload: &[u8]) -> u32 {
 }
 
 fn auth_data(plugin: &str, nonce: &[u8], password: &[u8]) -> Result<Vec<u8>, BackendError> {
-    if password.is_empty() {
+    // ed25519 signs the nonce even with an empty password.
+    if password.is_empty() && plugin != "client_ed25519" {
         return Ok(Vec::new());
     }
     match plugin {
@@ -343,6 +381,9 @@ fn auth_data(plugin: &str, nonce: &[u8], password: &[u8]) -> Result<Vec<u8>, Bac
         "caching_sha2_password" => Ok(scramble_sha256(nonce, password)
             .map(|s| s.to_vec())
             .unwrap_or_default()),
+        "client_ed25519" => {
+            Ok(mysql_common::scramble::create_response_for_ed25519(password, nonce).to_vec())
+        }
         "mysql_clear_password" => {
             let mut p = password.to_vec();
             p.push(0);

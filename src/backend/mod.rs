@@ -15,9 +15,10 @@ use crate::config::BackendConfig;
 use crate::protocol::ProtocolError;
 
 /// mysql_async options for Tandem's own (non-relay) connections to a
-/// backend: the applier and verify. TCP only: a unix socket found through
-/// `@@socket` would silently bypass the configured address.
-pub fn client_opts(b: &BackendConfig) -> mysql_async::OptsBuilder {
+/// backend: the applier, backfill, verify, cutover. TCP only: a unix socket
+/// found through `@@socket` would silently bypass the configured address
+/// (and its TLS). TLS as the backend URL asks, like the relay's pools.
+fn client_opts(b: &BackendConfig) -> mysql_async::OptsBuilder {
     mysql_async::OptsBuilder::default()
         .ip_or_hostname(b.host.clone())
         .tcp_port(b.port)
@@ -25,6 +26,27 @@ pub fn client_opts(b: &BackendConfig) -> mysql_async::OptsBuilder {
         .pass(Some(b.password.clone()))
         .db_name(b.database.clone())
         .prefer_socket(false)
+        .ssl_opts(b.tls.as_ref().map(|t| t.ssl_opts()))
+}
+
+/// `client_opts`, once the backend's TLS settings are ready for mysql_async
+/// (under verify-ca, a name its certificate holds is learned by connecting
+/// once as the relay does; see `BackendTls::ssl_opts`). Every connection
+/// of Tandem's own goes through here.
+pub async fn own_opts(b: &BackendConfig) -> mysql_async::OptsBuilder {
+    if b.tls.as_ref().is_some_and(|t| t.needs_name()) {
+        // Only the TLS handshake matters; a refused login is the real
+        // connection's to report.
+        let _ = BackendConn::connect(
+            b,
+            mysql_common::constants::CapabilityFlags::CLIENT_PROTOCOL_41,
+            0,
+            None,
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    }
+    client_opts(b)
 }
 
 #[derive(Debug, thiserror::Error)]

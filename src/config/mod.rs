@@ -88,6 +88,8 @@ pub struct BackendConfig {
     /// bookkeeping (`migration.bookkeeping_database`; see
     /// `mirror::bookkeeping`).
     pub bookkeeping: String,
+    /// TLS to this backend (`ssl-mode` and friends in the URL); None: plain.
+    pub tls: Option<BackendTls>,
 }
 
 /// Everything but the password, which prints as `***`: configs are
@@ -107,6 +109,7 @@ impl std::fmt::Debug for BackendConfig {
             .field("database", &self.database)
             .field("pool", &self.pool)
             .field("bookkeeping", &self.bookkeeping)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -727,6 +730,16 @@ fn parse_backend(
         .next()
         .filter(|d| !d.is_empty())
         .map(decode);
+    let tls = match backend_tls::from_query(
+        url.query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned())),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(format!("{key}.url: {e}"));
+            None
+        }
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -740,13 +753,16 @@ fn parse_backend(
         database,
         pool: b.pool,
         bookkeeping: bookkeeping.to_string(),
+        tls,
     })
 }
 
 mod access;
+pub mod backend_tls;
 mod rules;
 #[cfg(test)]
 mod tests;
 
 pub use access::{Account, ClientTls, Secret};
+pub use backend_tls::BackendTls;
 pub use rules::{load_rules, rule_files};

@@ -37,8 +37,10 @@ const TICK: Duration = Duration::from_secs(5);
 pub const HOLDER_IDLE_S: u32 = 30;
 
 /// A connection for holding a lock (see `HOLDER_IDLE_S`).
-fn lock_opts(b: &BackendConfig) -> mysql_async::OptsBuilder {
-    crate::backend::client_opts(b).init(vec![format!("SET SESSION wait_timeout = {HOLDER_IDLE_S}")])
+async fn lock_opts(b: &BackendConfig) -> mysql_async::OptsBuilder {
+    crate::backend::own_opts(b)
+        .await
+        .init(vec![format!("SET SESSION wait_timeout = {HOLDER_IDLE_S}")])
 }
 
 /// The lock's name for a backend's database (MariaDB names are at most 64
@@ -191,7 +193,7 @@ async fn lock(
     wait_s: u32,
     connect_timeout: Duration,
 ) -> Result<Conn, Failed> {
-    let mut c = match tokio::time::timeout(connect_timeout, Conn::new(lock_opts(b))).await {
+    let mut c = match tokio::time::timeout(connect_timeout, Conn::new(lock_opts(b).await)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(Failed::Unreachable(e.to_string())),
         Err(_) => return Err(Failed::Unreachable("connect timed out".into())),

@@ -100,6 +100,32 @@ impl Wire {
         Ok(())
     }
 
+    /// Turns a plain backend connection into TLS with Tandem as the client
+    /// (after sending its SSLRequest). The server sends nothing between the
+    /// request and its TLS hello, so the read buffer is empty here.
+    pub async fn connect_tls(
+        &mut self,
+        config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+        name: tokio_rustls::rustls::pki_types::ServerName<'static>,
+    ) -> std::io::Result<()> {
+        if !self.rbuf.is_empty() {
+            return Err(std::io::Error::other(
+                "backend sent data before its TLS handshake",
+            ));
+        }
+        self.flush().await?;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Detached) else {
+            return Err(std::io::Error::other(
+                "TLS requested on a connection that is not plain TCP",
+            ));
+        };
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        self.stream = Stream::TlsClient(Box::new(tls));
+        Ok(())
+    }
+
     /// Reads more bytes into the read buffer. Returns false on a clean EOF.
     pub async fn fill(&mut self) -> std::io::Result<bool> {
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {

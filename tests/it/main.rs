@@ -4,6 +4,7 @@
 mod common;
 
 mod admin;
+mod backend_tls;
 mod backfill;
 mod backfill_live;
 mod clients;

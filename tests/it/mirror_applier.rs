@@ -55,6 +55,7 @@ impl Fixture {
             database: Some(self.db.clone()),
             pool: 4,
             bookkeeping: "tandem".into(),
+            tls: None,
         }
     }
 

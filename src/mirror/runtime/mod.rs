@@ -520,7 +520,7 @@ impl Mirror {
             }
         };
         let seeded = tokio::time::timeout(timeout, async {
-            let mut conn = Conn::new(crate::backend::client_opts(&new.secondary)).await?;
+            let mut conn = Conn::new(crate::backend::own_opts(&new.secondary).await).await?;
             crate::mirror::applier::seed_position(&mut conn, &new.secondary, end).await?;
             let _ = conn.disconnect().await;
             Ok::<_, mysql_async::Error>(())

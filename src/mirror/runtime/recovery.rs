@@ -101,7 +101,7 @@ pub(super) async fn connect_retrying(
     let mut said = false;
     loop {
         let attempt =
-            tokio::time::timeout(timeout, Conn::new(crate::backend::client_opts(b))).await;
+            tokio::time::timeout(timeout, Conn::new(crate::backend::own_opts(b).await)).await;
         if !said && !matches!(attempt, Ok(Ok(_))) {
             // Say it once, at once: the wait is not silent.
             said = true;
@@ -178,7 +178,7 @@ impl Mirror {
     pub async fn restore_bookkeeping(&self) -> Result<(), String> {
         let _one = self.restoring.lock().await;
         let roles = self.roles();
-        let mut conn = Conn::new(crate::backend::client_opts(&roles.primary))
+        let mut conn = Conn::new(crate::backend::own_opts(&roles.primary).await)
             .await
             .map_err(|e| e.to_string())?;
         let r = super::bookkeeping::ensure(&mut conn, &roles.primary).await;
@@ -201,7 +201,7 @@ impl Mirror {
 
     pub(super) async fn check_marker(&self, d: &InDoubt) -> Result<bool, mysql_async::Error> {
         let roles = self.roles();
-        let mut conn = Conn::new(crate::backend::client_opts(&roles.primary)).await?;
+        let mut conn = Conn::new(crate::backend::own_opts(&roles.primary).await).await?;
         if let Some(thread) = d.thread {
             // Ends the transaction if it is still open; 1094: already gone.
             match conn.query_drop(format!("KILL {thread}")).await {
@@ -248,7 +248,7 @@ pub(super) async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
             conn = None;
         }
         if conn.is_none() {
-            conn = Conn::new(crate::backend::client_opts(&roles.primary))
+            conn = Conn::new(crate::backend::own_opts(&roles.primary).await)
                 .await
                 .ok()
                 .map(|c| (roles.generation, c));

@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod mirror;
+pub mod pki;
 pub mod raw;
 pub mod relay;
 pub mod server;
