@@ -52,11 +52,12 @@ if ! pg_up; then
 fi
 pg_up || echo "setup: warning: PostgreSQL is not answering on 127.0.0.1:5432 (not needed by this milestone)"
 
-# PyMySQL, a second real client library the tests drive (TLS logins).
-if ! python3 -c 'import pymysql' >/dev/null 2>&1; then
-  echo "setup: installing PyMySQL"
-  python3 -m pip install --quiet PyMySQL 2>/dev/null \
-    || $SUDO apt-get install -y -qq python3-pymysql >/dev/null \
+# PyMySQL, a second real client library the tests drive (TLS logins;
+# with cryptography, caching_sha2_password's RSA exchange).
+if ! python3 -c 'import pymysql, cryptography' >/dev/null 2>&1; then
+  echo "setup: installing PyMySQL and cryptography"
+  python3 -m pip install --quiet PyMySQL cryptography 2>/dev/null \
+    || $SUDO apt-get install -y -qq python3-pymysql python3-cryptography >/dev/null \
     || { echo "setup: cannot install PyMySQL (pip or the python3-pymysql package)" >&2; exit 1; }
 fi
 

@@ -19,6 +19,12 @@ pub struct BackendLabel {
     pub backend: String,
 }
 
+/// caching_sha2_password's paths: `fast`, `full_tls`, `full_rsa`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    pub path: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: String,
@@ -49,6 +55,8 @@ pub struct Metrics {
     pub client_connections: Gauge,
     pub client_connections_total: Counter,
     pub auth_failures: Counter,
+    /// Successful caching_sha2_password logins by path.
+    pub sha2_logins: Family<PathLabel, Counter>,
     /// Admin requests refused for a missing or wrong token.
     pub admin_refused: Counter,
     /// Connections closed in their handshake to make room
@@ -84,6 +92,7 @@ impl Default for Metrics {
             client_connections: Gauge::default(),
             client_connections_total: Counter::default(),
             auth_failures: Counter::default(),
+            sha2_logins: Family::default(),
             admin_refused: Counter::default(),
             handshakes_evicted: Counter::default(),
             protocol_errors: Counter::default(),
@@ -159,6 +168,11 @@ impl Metrics {
             self.rejected_connections.clone(),
         );
         r.register("auth_failures", "Failed logins", self.auth_failures.clone());
+        r.register(
+            "caching_sha2_logins",
+            "Successful caching_sha2_password logins by path (fast, full_tls, full_rsa)",
+            self.sha2_logins.clone(),
+        );
         r.register(
             "handshakes_evicted",
             "Connections closed in their handshake to make room for new ones",

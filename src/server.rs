@@ -80,6 +80,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         shadow: Arc::default(),
         pending: std::sync::Mutex::default(),
         user_sessions: std::sync::Mutex::default(),
+        sha2: Default::default(),
     });
     if shared.config.load().secondary.is_some() {
         let m = crate::mirror::runtime::Mirror::start(&shared.config.load())

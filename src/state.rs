@@ -43,6 +43,8 @@ pub struct Shared {
     pub(crate) pending: std::sync::Mutex<std::collections::VecDeque<(u32, CancellationToken)>>,
     /// Sessions per proxy user, for `users[].max_connections`.
     pub(crate) user_sessions: std::sync::Mutex<HashMap<String, usize>>,
+    /// caching_sha2_password's verifier cache and RSA key.
+    pub(crate) sha2: crate::frontend::sha2::Sha2Auth,
 }
 
 /// A session counted against its user's `max_connections` until dropped.

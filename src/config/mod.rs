@@ -9,7 +9,9 @@ pub mod model;
 pub mod roles;
 
 use crate::protocol::auth::StoredPassword;
-pub use model::{AdminTokenScope, ApplyErrors, BackendKind, JournalFull, Reads, UnsafeWrites};
+pub use model::{
+    AdminTokenScope, ApplyErrors, AuthPlugin, BackendKind, JournalFull, Reads, UnsafeWrites,
+};
 use model::{RawConfig, RawRulesFile};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -30,6 +32,8 @@ pub struct Config {
     pub admin_token_scope: AdminTokenScope,
     /// TLS for application connections (`tls:`).
     pub tls: Option<ClientTls>,
+    /// The plugin the greeting announces (`auth_plugin`).
+    pub auth_plugin: AuthPlugin,
     pub users: HashMap<String, StoredPassword>,
     /// Users whose plain-text logins are refused (`require_tls: true`).
     pub users_require_tls: std::collections::HashSet<String>,
@@ -626,6 +630,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             admin,
             admin_token,
             admin_token_scope: raw.admin_token_scope,
+            auth_plugin: raw.auth_plugin,
             tls,
             users_require_tls,
             accounts,

@@ -54,6 +54,12 @@ pub struct RawConfig {
     /// certificate swap is a reload). Default: none (plain text only).
     #[serde(default)]
     pub tls: Option<RawTls>,
+    /// The authentication plugin the greeting announces:
+    /// `mysql_native_password` (default, as MariaDB) or
+    /// `caching_sha2_password` (as MySQL 8). Clients answering with either
+    /// are served by it whatever was announced. Reloadable (new logins).
+    #[serde(default)]
+    pub auth_plugin: AuthPlugin,
     /// Users allowed to connect to the proxy. Default: none (nobody can log in).
     #[serde(default)]
     pub users: Vec<RawUser>,
@@ -169,6 +175,24 @@ pub enum AdminTokenScope {
     Posts,
     Status,
     All,
+}
+
+/// The plugin Tandem's greeting names (`auth_plugin`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthPlugin {
+    #[default]
+    MysqlNativePassword,
+    CachingSha2Password,
+}
+
+impl AuthPlugin {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthPlugin::MysqlNativePassword => crate::protocol::auth::NATIVE_PLUGIN,
+            AuthPlugin::CachingSha2Password => crate::protocol::auth::SHA2_PLUGIN,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

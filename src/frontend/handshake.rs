@@ -2,7 +2,7 @@
 //! with an auth switch for clients that start with another plugin).
 
 use crate::backend::ServerInfo;
-use crate::protocol::auth::{new_salt, NATIVE_PLUGIN, SALT_LEN};
+use crate::protocol::auth::{new_salt, NATIVE_PLUGIN, SALT_LEN, SHA2_PLUGIN};
 use crate::protocol::packets::supported_client_caps;
 use crate::protocol::{ErrSpec, ProtocolError, Wire};
 use crate::state::Shared;
@@ -86,7 +86,7 @@ pub(super) async fn greet_and_auth(
         offered,
         server.collation,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
-        Some(NATIVE_PLUGIN.as_bytes()),
+        Some(shared.config.load().auth_plugin.name().as_bytes()),
     );
     let mut buf = Vec::with_capacity(128);
     greeting.serialize(&mut buf);
@@ -208,9 +208,10 @@ pub(super) async fn greet_and_auth(
     }))
 }
 
-/// Checks `user`'s credentials. A client that answered with a plugin other
-/// than mysql_native_password (e.g. caching_sha2_password from MySQL 8
-/// drivers) is switched to mysql_native_password with a fresh salt.
+/// Checks `user`'s credentials. A client that answered with
+/// mysql_native_password or caching_sha2_password is served by that
+/// plugin; any other (e.g. client_ed25519) is switched to the plugin the
+/// config announces, with a fresh salt.
 pub(super) async fn verify(
     client: &mut Wire,
     shared: &Shared,
@@ -222,19 +223,24 @@ pub(super) async fn verify(
 ) -> Result<bool, ProtocolError> {
     let cfg = shared.config.load();
     let stored = cfg.users.get(user).cloned();
-    let (salt, data) = if plugin == NATIVE_PLUGIN {
-        (*salt, data.to_vec())
+    let (plugin, salt, data) = if plugin == NATIVE_PLUGIN || plugin == SHA2_PLUGIN {
+        (plugin, *salt, data.to_vec())
     } else {
+        let to = cfg.auth_plugin.name();
         let fresh = new_salt();
         let mut plugin_data = fresh.to_vec();
         plugin_data.push(0);
-        let switch = AuthSwitchRequest::new(NATIVE_PLUGIN.as_bytes(), plugin_data);
+        let switch = AuthSwitchRequest::new(to.as_bytes(), plugin_data);
         let mut buf = Vec::new();
         switch.serialize(&mut buf);
         client.send_packet(seq, &buf).await?;
         let answer = client.read_packet(Some(*seq), MAX_AUTH_PACKET).await?;
         *seq = answer.last_seq.wrapping_add(1);
-        (fresh, answer.payload)
+        (to, fresh, answer.payload)
     };
+    if plugin == SHA2_PLUGIN {
+        return super::sha2::authenticate(shared, client, user, stored.as_ref(), &salt, &data, seq)
+            .await;
+    }
     Ok(stored.is_some_and(|s| s.verify(&salt, &data)))
 }

@@ -6,6 +6,7 @@
 mod handshake;
 pub mod registry;
 mod session;
+pub mod sha2;
 
 use crate::state::Shared;
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 mod common;
 
 mod admin;
+mod auth_plugins;
 mod backend_tls;
 mod backfill;
 mod backfill_live;
