@@ -113,7 +113,10 @@ rules: ./does-not-exist
     );
     assert_eq!(a.database, None);
     assert_eq!(cfg.backends["pg"].port, 5432);
-    assert_eq!(cfg.users["app"], StoredPassword::from_plain("app"));
+    // A hash verifies the password it was made from (and carries no
+    // SHA-256 verifier, unlike a plain password).
+    assert!(cfg.users["app"].check_clear(b"app"));
+    assert_ne!(cfg.users["app"], StoredPassword::from_plain("app"));
     assert!(cfg.secondary.is_none());
 }
 
