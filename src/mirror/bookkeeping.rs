@@ -17,6 +17,8 @@
 //! - `apply_position (db, id, lsn, …)`: one row per apply connection.
 //! - `applied_lsn (db, lsn)`: intents applied above the stored position.
 //! - `backfill_checkpoint (db, table_name, …)`: where backfill stands.
+//! - `effect_pending (db, lsn)`: a write to a table without transactions
+//!   the applier is about to run (see `mirror::effect`).
 //!
 //! Earlier builds kept `_tandem_commit`, `_tandem_position`,
 //! `_tandem_applied` and `_tandem_backfill` in the URL's database: `ensure`
@@ -85,6 +87,7 @@ pub fn create_sql(b: &BackendConfig) -> Vec<String> {
              ) ENGINE=InnoDB",
             table(b, BACKFILL)
         ),
+        crate::mirror::effect::create_pending_sql(b),
     ]
 }
 

@@ -23,6 +23,7 @@
 pub mod applier;
 pub mod bookkeeping;
 pub mod ddl;
+pub mod effect;
 pub mod events;
 pub mod guard;
 pub mod journal;

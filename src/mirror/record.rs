@@ -47,6 +47,17 @@ pub enum JournalRecord {
         committed: bool,
         at_us: i64,
     },
+    /// The primary's answer to a write on tables without transactions
+    /// (`mirror::effect`), journaled before it ran: it took effect, with
+    /// the first id it generated, or with the error it ended in (possibly
+    /// after changing rows, which the same statement on the same rows
+    /// repeats: the secondary must answer the same error).
+    Effect {
+        intent: u64,
+        insert_id: Option<u64>,
+        error: Option<u16>,
+        at_us: i64,
+    },
 }
 
 impl JournalRecord {
@@ -63,6 +74,17 @@ impl JournalRecord {
             } => RecordOut::Outcome {
                 intent: *intent,
                 committed: *committed,
+                at_us: *at_us,
+            },
+            JournalRecord::Effect {
+                intent,
+                insert_id,
+                error,
+                at_us,
+            } => RecordOut::Effect {
+                intent: *intent,
+                insert_id: *insert_id,
+                error: *error,
                 at_us: *at_us,
             },
         };
@@ -145,6 +167,13 @@ enum RecordOut<'a> {
         committed: bool,
         at_us: i64,
     },
+    /// Appended last: records of the two variants above decode as before.
+    Effect {
+        intent: u64,
+        insert_id: Option<u64>,
+        error: Option<u16>,
+        at_us: i64,
+    },
 }
 
 #[derive(Serialize)]
@@ -216,6 +245,12 @@ enum RecordIn {
         committed: bool,
         at_us: i64,
     },
+    Effect {
+        intent: u64,
+        insert_id: Option<u64>,
+        error: Option<u16>,
+        at_us: i64,
+    },
 }
 
 #[derive(Deserialize)]
@@ -247,6 +282,17 @@ impl RecordIn {
             } => JournalRecord::Outcome {
                 intent,
                 committed,
+                at_us,
+            },
+            RecordIn::Effect {
+                intent,
+                insert_id,
+                error,
+                at_us,
+            } => JournalRecord::Effect {
+                intent,
+                insert_id,
+                error,
                 at_us,
             },
             RecordIn::Intent { token, txn } => {
@@ -362,6 +408,15 @@ mod tests {
             at_us: 3,
         };
         assert_eq!(JournalRecord::decode(&o.encode()).unwrap(), o);
+        for (insert_id, error) in [(Some(41), None), (None, Some(1062)), (None, None)] {
+            let e = JournalRecord::Effect {
+                intent: 8,
+                insert_id,
+                error,
+                at_us: 4,
+            };
+            assert_eq!(JournalRecord::decode(&e.encode()).unwrap(), e);
+        }
         assert_eq!(
             JournalRecord::decode(&txn.encode()).unwrap(),
             JournalRecord::Intent { token: 0, txn }

@@ -310,7 +310,7 @@ async fn bookkeeping_stays_out_of_the_schema_and_survives_being_dropped() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(markers, 4, "every bookkeeping table is back");
+    assert_eq!(markers, 5, "every bookkeeping table is back");
     assert!(
         env.mirror().divergent().is_empty(),
         "{:?}",

@@ -12,6 +12,7 @@ mod clients;
 mod clients_view;
 mod cutover;
 mod ddl;
+mod effects;
 mod exactness;
 mod fidelity;
 mod fuzz_corpus;

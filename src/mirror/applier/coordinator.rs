@@ -146,6 +146,10 @@ pub(super) struct Coordinator {
     /// position was stored (its replay's "already done" error is taken as
     /// done, as for the first job after a start).
     pub(super) start_end: Lsn,
+    /// Effect intents (writes to tables without transactions, see
+    /// `mirror::effect`) read and not handed out, with the error their
+    /// statement ended in on the primary once their answer is read.
+    pub(super) effects: HashMap<Lsn, Option<u16>>,
 }
 
 impl Coordinator {
@@ -224,6 +228,9 @@ impl Coordinator {
                         // Applied before the restart (parallel apply).
                         continue;
                     }
+                    if crate::mirror::effect::is_effect_token(token) {
+                        self.effects.insert(lsn, None);
+                    }
                     self.pending.insert(lsn, Ok(txn));
                     if token == 0 {
                         self.outcomes.insert(lsn, true);
@@ -237,6 +244,23 @@ impl Coordinator {
                     committed,
                     at_us,
                 }) => self.resolve(intent, committed, at_us),
+                Ok(JournalRecord::Effect {
+                    intent,
+                    insert_id,
+                    error,
+                    at_us,
+                }) => {
+                    // The id the primary generated is known only now.
+                    if let (Some(id), Some(Ok(txn))) = (insert_id, self.pending.get_mut(&intent)) {
+                        if let Some(st) = txn.statements.last_mut() {
+                            st.pins.insert_id = Some(id);
+                        }
+                    }
+                    if let Some(e) = self.effects.get_mut(&intent) {
+                        *e = error;
+                    }
+                    self.resolve(intent, true, at_us);
+                }
                 Err(e) => {
                     // Dead-lettered in its place in the order.
                     self.early.remove(&lsn);
@@ -283,14 +307,16 @@ impl Coordinator {
             if !committed {
                 self.outcomes.remove(&lsn);
                 self.pending.pop_first();
+                self.effects.remove(&lsn);
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            let effect = self.effects.contains_key(&lsn);
             let alone = match entry {
                 Err(_) => true,
-                Ok(txn) => txn.statements.iter().any(|s| s.ddl),
+                Ok(txn) => effect || txn.statements.iter().any(|s| s.ddl),
             };
-            if let (true, Ok(txn)) = (alone, entry) {
+            if let (true, false, Ok(txn)) = (alone, effect, entry) {
                 let txn = txn.clone();
                 // A DDL rewrites its tables' rows from their old ones.
                 self.note_spanning(
@@ -323,6 +349,7 @@ impl Coordinator {
                     break;
                 };
                 self.outcomes.remove(&lsn);
+                let effect = self.effects.remove(&lsn);
                 let (txns, dead) = match entry {
                     Ok(txn) => (vec![(lsn, txn)], None),
                     Err(reason) => {
@@ -344,6 +371,7 @@ impl Coordinator {
                         position: Position::Contiguous,
                         first_after_start: self.first_after_start,
                         cleanup: None,
+                        effect,
                     },
                 );
                 return Ok(());
@@ -494,6 +522,7 @@ impl Coordinator {
                 position,
                 first_after_start: self.first_after_start || replayed_ddl,
                 cleanup,
+                effect: None,
             },
         );
     }

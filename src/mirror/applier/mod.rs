@@ -16,6 +16,7 @@
 //! marked divergent, and the applier moves on (or halts, per policy).
 
 mod coordinator;
+mod effects;
 mod errors;
 mod position;
 mod worker;
@@ -318,6 +319,9 @@ struct Job {
     /// Delete `applied_lsn` rows at or below this (all below the stored
     /// position).
     cleanup: Option<Lsn>,
+    /// An effect (`mirror::effect`, always alone): the error its statement
+    /// ended in on the primary, which the secondary must answer too.
+    effect: Option<Option<u16>>,
 }
 
 /// A worker's answer: the outcome and the position it stored.
@@ -463,6 +467,7 @@ impl Applier {
             toks: Vec::new(),
             ddl_tables: HashMap::new(),
             table_ddl: HashMap::new(),
+            effects: HashMap::new(),
         };
         let result = c.run(&stop).await;
         // Workers finish the job in hand (or give it up if waiting to

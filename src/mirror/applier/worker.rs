@@ -37,7 +37,7 @@ pub(super) struct Worker {
     /// timed-out attempt, until it is known to have ended.
     pub(super) abandoned: Option<u32>,
     /// The bookkeeping tables were created (if missing) on this run.
-    tables_ensured: bool,
+    pub(super) tables_ensured: bool,
 }
 
 /// How long one attempt to apply a DDL may take.
@@ -74,6 +74,12 @@ impl Worker {
         let Some(&(last, _)) = job.txns.last() else {
             return Ok((Outcome::Done, 0));
         };
+        if let (Some(expected), [(lsn, txn)]) = (job.effect, job.txns.as_slice()) {
+            let outcome = self
+                .apply_effect(stop, *lsn, txn, expected, job.position)
+                .await?;
+            return Ok((outcome, *lsn));
+        }
         let outcome = self
             .apply_group(
                 stop,
@@ -149,21 +155,7 @@ impl Worker {
                             "transaction had committed before the connection was lost"
                         );
                     }
-                    let now = super::super::now_us();
-                    for t in &txns {
-                        self.stats
-                            .lag
-                            .record((now - t.committed_at_us).max(0) as u64);
-                    }
-                    self.stats
-                        .applied
-                        .fetch_add(txns.len() as u64, Ordering::Relaxed);
-                    self.stats.groups.fetch_add(1, Ordering::Relaxed);
-                    if let Some(t) = txns.last() {
-                        self.stats
-                            .last_committed_at_us
-                            .fetch_max(t.committed_at_us, Ordering::Relaxed);
-                    }
+                    self.count_applied(&txns);
                     return Ok(Outcome::Done);
                 }
                 Err(e) if self.bookkeeping_gone(&e) => {
@@ -212,6 +204,25 @@ impl Worker {
                     return Ok(Outcome::Done);
                 }
             }
+        }
+    }
+
+    /// Counts an applied group in the stats (lag, totals).
+    pub(super) fn count_applied(&self, txns: &[&MirrorTxn]) {
+        let now = super::super::now_us();
+        for t in txns {
+            self.stats
+                .lag
+                .record((now - t.committed_at_us).max(0) as u64);
+        }
+        self.stats
+            .applied
+            .fetch_add(txns.len() as u64, Ordering::Relaxed);
+        self.stats.groups.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = txns.last() {
+            self.stats
+                .last_committed_at_us
+                .fetch_max(t.committed_at_us, Ordering::Relaxed);
         }
     }
 
@@ -492,7 +503,7 @@ impl Worker {
 
     /// An error that says Tandem's own bookkeeping table or database is
     /// missing (not an application table).
-    fn bookkeeping_gone(&self, e: &mysql_async::Error) -> bool {
+    pub(super) fn bookkeeping_gone(&self, e: &mysql_async::Error) -> bool {
         matches!(e, mysql_async::Error::Server(s)
         if crate::mirror::bookkeeping::is_missing(s.code)
             && {

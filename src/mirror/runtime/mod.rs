@@ -18,6 +18,7 @@
 //! the journal.
 
 mod admission;
+mod effects;
 mod facts;
 mod recovery;
 pub mod routines;
@@ -210,6 +211,9 @@ pub struct Mirror {
     apply_errors: ErrorPolicy,
     /// One re-creation of the primary's bookkeeping tables at a time.
     restoring: tokio::sync::Mutex<()>,
+    /// Table key → the lock that orders writes to it that have no
+    /// transaction (see `effects`).
+    effect_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Database → (when read, its stored functions that may write): see
     /// `routines`.
     routines: Mutex<HashMap<String, routines::Cached>>,
@@ -271,8 +275,11 @@ impl Mirror {
             (cfg.journal_limit.max_bytes / 8).clamp(64 * 1024, DEFAULT_SEGMENT_BYTES);
         let journal = open_journal(&dir, segment_bytes).await.map_err(jerr)?;
         warn_if_readable(&dir);
-        let (ddl, unresolved): (Vec<_>, Vec<_>) = unresolved_intents(&journal)
+        let (effects, unresolved): (Vec<_>, Vec<_>) = unresolved_intents(&journal)
             .map_err(jerr)?
+            .into_iter()
+            .partition(|u| u.effect.is_some());
+        let (ddl, unresolved): (Vec<_>, Vec<_>) = unresolved
             .into_iter()
             .partition(|u| ddl::is_ddl_token(u.token));
 
@@ -294,7 +301,23 @@ impl Mirror {
             .await
             .map_err(perr)?
             .flatten();
-        let mut outcomes: Vec<JournalRecord> = Vec::with_capacity(ddl.len());
+        let mut outcomes: Vec<JournalRecord> = Vec::with_capacity(ddl.len() + effects.len());
+        // Writes to tables without transactions whose answer was lost:
+        // skipped, and their tables marked below.
+        let mut lost_effects: Vec<String> = Vec::new();
+        for u in &effects {
+            warn!(
+                lsn = u.lsn,
+                tables = ?u.effect,
+                "{}", crate::mirror::effect::UNKNOWN_ON_PRIMARY
+            );
+            lost_effects.extend(u.effect.clone().unwrap_or_default());
+            outcomes.push(JournalRecord::Outcome {
+                intent: u.lsn,
+                committed: false,
+                at_us: 0,
+            });
+        }
         for u in &ddl {
             let (db, tables) = u.ddl.clone().unwrap_or_default();
             let db = db.or_else(|| primary.database.clone());
@@ -394,11 +417,15 @@ impl Mirror {
             writer: Mutex::new(Some(writer)),
             outside_writers,
             restoring: tokio::sync::Mutex::new(()),
+            effect_locks: Mutex::new(HashMap::new()),
             routines: Mutex::new(HashMap::new()),
             disk_free: AtomicU64::new(0),
             disk_checked_ms: AtomicU64::new(0),
             started: std::time::Instant::now(),
         });
+        if !lost_effects.is_empty() {
+            mirror.mark_divergent(&lost_effects, crate::mirror::effect::UNKNOWN_ON_PRIMARY);
+        }
         mirror.start_applier(secondary);
         let resolver = tokio::spawn(resolve_in_doubt(Arc::downgrade(&mirror), rx));
         let cleaner = tokio::spawn(clean_markers(Arc::downgrade(&mirror)));

@@ -44,6 +44,8 @@ pub(super) struct Unresolved {
     /// A DDL's database (None: the primary URL's) and the tables it names,
     /// whose definitions say whether it took effect.
     pub(super) ddl: Option<(Option<String>, Vec<String>)>,
+    /// An effect's tables (`mirror::effect`): nothing settles it.
+    pub(super) effect: Option<Vec<String>>,
 }
 
 /// The journal holds every mirrored value: says so at start when other
@@ -75,12 +77,25 @@ pub(super) fn unresolved_intents(journal: &Journal) -> Result<Vec<Unresolved>, J
                     .then(|| txn.statements.first())
                     .flatten()
                     .map(|s| (s.db.clone(), s.tables.clone()));
-                intents.insert(lsn, Unresolved { lsn, token, ddl });
+                let effect = crate::mirror::effect::is_effect_token(token)
+                    .then(|| crate::mirror::record::tables_of(&txn.statements));
+                intents.insert(
+                    lsn,
+                    Unresolved {
+                        lsn,
+                        token,
+                        ddl,
+                        effect,
+                    },
+                );
             }
             Ok(JournalRecord::Outcome {
                 intent, committed, ..
             }) => {
                 outcomes.insert(intent, committed);
+            }
+            Ok(JournalRecord::Effect { intent, .. }) => {
+                outcomes.insert(intent, true);
             }
             _ => {}
         }

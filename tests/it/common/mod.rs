@@ -240,6 +240,7 @@ async fn forget_bookkeeping(root: &mut Conn, name: &str) {
         "apply_position",
         "applied_lsn",
         "backfill_checkpoint",
+        "effect_pending",
     ] {
         match root
             .query_drop(format!("DELETE FROM tandem.{t} WHERE db = '{name}'"))

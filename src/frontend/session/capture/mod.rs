@@ -20,6 +20,7 @@
 
 mod commit;
 mod ddl;
+mod effect;
 mod facts;
 pub(super) mod found_rows;
 mod isolation;

@@ -151,12 +151,6 @@ impl Capture {
                 .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
                 .await;
         }
-        if cx.table_locks {
-            let reason = "LOCK TABLES is in effect: Tandem journals a write with a transaction and a marker row, and opening one would release the session's table locks; write outside LOCK TABLES (transactions lock the rows they write)";
-            return self
-                .unsafe_write(cx, m, &route.tables, reason, &packet, seq)
-                .await;
-        }
         let autocommit = cx.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
             && !cx.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
         // A write runs at the level chosen for its transaction: its own
@@ -175,16 +169,29 @@ impl Capture {
                 .await;
         }
         let facts = self.table_facts(cx, m, route).await?;
-        if let Some(engine) = &facts.engine_without_transactions {
-            let reason = format!(
-                "a table it writes uses {engine}, which has no transactions: a write there is not undone with its transaction, and Tandem journals writes with their transaction"
-            );
+        // A table without transactions: mirrored by its effect (see
+        // `effect`), which needs neither a transaction nor a marker.
+        let effect = match &facts.engine_without_transactions {
+            None => false,
+            Some(engine) => match super::effect::refusal(route, &facts, keyed, &record_sql) {
+                None => true,
+                Some(why) => {
+                    let reason = format!(
+                        "a table it writes uses {engine}, which has no transactions (such writes are mirrored by their effect, but not this one: {why})"
+                    );
+                    return self
+                        .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                        .await;
+                }
+            },
+        };
+        if cx.table_locks && !effect {
+            let reason = "LOCK TABLES is in effect: Tandem journals a write with a transaction and a marker row, and opening one would release the session's table locks; write outside LOCK TABLES (transactions lock the rows they write)";
             return self
-                .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                .unsafe_write(cx, m, &route.tables, reason, &packet, seq)
                 .await;
         }
-        if let Some(reason) = self
-            .interleaved_autoinc
+        if let Some(reason) = (self.interleaved_autoinc && !effect)
             .then(|| {
                 super::facts::interleaved_ids(route, &record_sql, facts.auto_increment.as_deref())
             })
@@ -238,13 +245,35 @@ impl Capture {
                 rand::random::<u32>() % 0x3FFF_FFFF,
             )
         });
-        if autocommit {
+        if autocommit || effect {
             if let Some(done) = self
                 .journal_room(cx, m, &route.tables, &packet, seq)
                 .await?
             {
                 return Ok(done);
             }
+        }
+        if effect {
+            let e = super::effect::Effect {
+                statement: MirrorStatement {
+                    db: self.mirror_db(cx),
+                    sql: record_sql,
+                    tables: route.tables.clone(),
+                    ddl: false,
+                    pins: Pins {
+                        timestamp_us: ts,
+                        insert_id: None,
+                        last_insert_id: None,
+                        rand_seeds: seeds,
+                    },
+                    session: vars.clone(),
+                },
+                packet,
+                user_set,
+                ts,
+                seeds,
+            };
+            return self.effect_write(cx, m, route, e, seq).await;
         }
         // A keyed write (see `keyed`): its rows are locked and named
         // first; an autocommit one has begun its transaction by then.
@@ -632,7 +661,7 @@ impl Capture {
 
 /// What `ROW_COUNT()` says after a statement with this reply: its
 /// affected rows, -1 after an error; None after a result set.
-fn row_count_of(reply: &Reply) -> Option<i64> {
+pub(super) fn row_count_of(reply: &Reply) -> Option<i64> {
     if reply.err.is_some() {
         return Some(-1);
     }

@@ -1,0 +1,227 @@
+//! Writes to tables without transactions (MyISAM) through a mirroring
+//! Tandem: mirrored by their effect, with the ids the primary generated and
+//! the errors statements ended in after changing rows, in the order the
+//! primary ran them; one whose answer was lost is skipped loudly.
+
+use crate::common::child::{wait_caught_up_http, ChildTandem};
+use crate::common::mirror::*;
+use crate::common::*;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+
+/// What the mirror has dead-lettered or marked, for assertions.
+fn quiet(env: &MirrorEnv) -> (u64, std::collections::BTreeMap<String, String>) {
+    let m = env.mirror();
+    let dead = m.status_json()["dead_lettered"].as_u64().unwrap_or(0);
+    (dead, m.divergent())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn myisam_writes_are_mirrored_with_their_ids_errors_and_defaults() {
+    let env = MirrorEnv::start("myisam_effect", "").await;
+    let mut c = env.proxy().await;
+    c.query_drop(
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(20) UNIQUE, n INT, \
+         at DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=MyISAM",
+    )
+    .await
+    .unwrap();
+    c.query_drop("INSERT INTO t (name, n) VALUES ('a', 1)")
+        .await
+        .unwrap();
+    assert_eq!(c.last_insert_id(), Some(1));
+    c.query_drop("INSERT INTO t (name, n) VALUES ('b', 2), ('c', 3)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t (id, name, n) VALUES (100, 'd', 4)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t (name, n) VALUES ('e', 5)")
+        .await
+        .unwrap();
+    assert_eq!(c.last_insert_id(), Some(101));
+    // Fails on its second row with the first one kept (no rollback in
+    // MyISAM): the secondary must end the same way.
+    let e = c
+        .query_drop("INSERT INTO t (name, n) VALUES ('f', 6), ('a', 7), ('g', 8)")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("1062"), "{e}");
+    c.query_drop("INSERT IGNORE INTO t (name, n) VALUES ('a', 9), ('h', 10)")
+        .await
+        .unwrap();
+    c.query_drop("REPLACE INTO t (name, n) VALUES ('c', 30)")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE t SET n = n * 2 WHERE n > 2")
+        .await
+        .unwrap();
+    let rc: i64 = c.query_first("SELECT ROW_COUNT()").await.unwrap().unwrap();
+    assert!(rc > 0, "ROW_COUNT() is the client's: {rc}");
+    c.query_drop("DELETE FROM t WHERE name = 'b'")
+        .await
+        .unwrap();
+    // In a transaction that rolls back, the MyISAM write stays.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t (name, n) VALUES ('kept', 11)")
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    // User variables travel with the write.
+    c.query_drop("SET @x := 41").await.unwrap();
+    c.query_drop("INSERT INTO t (name, n) VALUES ('uv', @x + 1)")
+        .await
+        .unwrap();
+    // Under LOCK TABLES (no BEGIN is needed, so the locks stay).
+    c.query_drop("LOCK TABLES t WRITE").await.unwrap();
+    c.query_drop("INSERT INTO t (name, n) VALUES ('locked', 12)")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE t SET n = n + 1 WHERE name = 'locked'")
+        .await
+        .unwrap();
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    // A statement that fails before touching a row.
+    assert!(c
+        .query_drop("UPDATE t SET nope = 1")
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("1054"));
+    env.wait_caught_up().await;
+    let n = env.assert_same("t").await;
+    assert_eq!(n, 9, "rows");
+    assert_eq!(quiet(&env), (0, Default::default()));
+    drop(c);
+    env.stop().await;
+}
+
+/// Sessions updating one MyISAM row with writes that do not commute
+/// (`v = v * 3 + k`): the secondary ends with the primary's value only if
+/// they are applied in the order the primary ran them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_myisam_writes_keep_the_primarys_order() {
+    let env = MirrorEnv::start("myisam_order", "").await;
+    let mut c = env.proxy().await;
+    c.query_drop("CREATE TABLE c (id INT PRIMARY KEY, v BIGINT) ENGINE=MyISAM")
+        .await
+        .unwrap();
+    c.query_drop(
+        "CREATE TABLE log (id INT AUTO_INCREMENT PRIMARY KEY, who INT, v BIGINT) ENGINE=MyISAM",
+    )
+    .await
+    .unwrap();
+    c.query_drop("INSERT INTO c VALUES (1, 1)").await.unwrap();
+    let mut tasks = Vec::new();
+    for k in 1..=4 {
+        let addr = env.server.addr;
+        let db = env.primary.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = Conn::new(proxy_builder(addr, Some(&db))).await.unwrap();
+            for i in 0..40 {
+                s.query_drop(format!(
+                    "UPDATE c SET v = (v * 3 + {k}) % 1000000007 WHERE id = 1"
+                ))
+                .await
+                .unwrap();
+                s.query_drop(format!("INSERT INTO log (who, v) VALUES ({k}, {i})"))
+                    .await
+                    .unwrap();
+            }
+            s.disconnect().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    env.wait_caught_up().await;
+    assert_eq!(env.assert_same("c").await, 1);
+    assert_eq!(env.assert_same("log").await, 160);
+    assert_eq!(quiet(&env), (0, Default::default()));
+    drop(c);
+    env.stop().await;
+}
+
+/// A write to a MyISAM table journaled but left without its answer (Tandem
+/// killed between the two records): nothing says whether it ran on the
+/// primary, so at start it is skipped and its table marked divergent,
+/// never applied or dropped in silence. Likewise one the applier had begun
+/// on the secondary (its `effect_pending` row) without storing its
+/// position: it is not run a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_myisam_write_is_marked_at_start() {
+    use tandem::mirror::journal::Journal;
+    use tandem::mirror::record::{JournalRecord, MirrorStatement, MirrorTxn, Pins};
+    let primary = "tandem_m_effectdoubt";
+    let secondary = "tandem_m_effectdoubt_next";
+    let schema = [
+        "CREATE TABLE m (id INT PRIMARY KEY) ENGINE=MyISAM",
+        "CREATE TABLE n (id INT PRIMARY KEY) ENGINE=MyISAM",
+    ];
+    let mut tandem = ChildTandem::start(primary, secondary, &schema).await;
+    wait_listening(tandem.admin).await;
+    wait_caught_up_http(tandem.admin).await;
+    tandem.kill();
+    let mut j = Journal::open(&tandem.journal(), 64 * 1024).unwrap();
+    let rec = JournalRecord::Intent {
+        token: tandem::mirror::effect::EFFECT_TOKEN,
+        txn: MirrorTxn {
+            committed_at_us: tandem::mirror::now_us(),
+            conn_id: 1,
+            statements: vec![MirrorStatement {
+                db: None,
+                sql: b"INSERT INTO m VALUES (1)".to_vec(),
+                tables: vec!["m".to_string()],
+                ddl: false,
+                pins: Pins::default(),
+                session: Default::default(),
+            }],
+        },
+    };
+    j.append(&rec.encode()).unwrap();
+    // A second one, answered on the primary, that the applier had begun
+    // to run on the secondary when it stopped (its pending row says so).
+    let mut other = rec.clone();
+    if let JournalRecord::Intent { txn, .. } = &mut other {
+        txn.statements[0].sql = b"INSERT INTO n VALUES (2)".to_vec();
+        txn.statements[0].tables = vec!["n".to_string()];
+    }
+    let begun = j.append(&other.encode()).unwrap();
+    let answer = JournalRecord::Effect {
+        intent: begun,
+        insert_id: None,
+        error: None,
+        at_us: tandem::mirror::now_us(),
+    };
+    j.append(&answer.encode()).unwrap();
+    j.sync().unwrap();
+    drop(j);
+    let mut s = Conn::new(direct_opts(secondary)).await.unwrap();
+    s.query_drop(format!(
+        "REPLACE INTO tandem.effect_pending (db, lsn) VALUES ('{secondary}', {begun})"
+    ))
+    .await
+    .unwrap();
+    s.disconnect().await.unwrap();
+    tandem.restart().await;
+    wait_listening(tandem.admin).await;
+    let status = wait_caught_up_http(tandem.admin).await;
+    let divergent = &status["mirror"]["divergent_tables"];
+    assert!(
+        divergent["m"]
+            .as_str()
+            .is_some_and(|r| r.contains("without transactions")),
+        "{status}"
+    );
+    assert_eq!(rows(secondary, "m").await.len(), 0, "not applied");
+    assert!(divergent["n"].is_string(), "{status}");
+    assert_eq!(status["mirror"]["dead_lettered"], 1, "{status}");
+    let dead = std::fs::read_to_string(tandem.journal().join("dead-letter.jsonl")).unwrap();
+    assert!(
+        dead.contains("whether it ran on the secondary is unknown"),
+        "{dead}"
+    );
+    assert_eq!(rows(secondary, "n").await.len(), 0, "not run twice");
+    tandem.kill();
+    drop_databases(&[primary, secondary]).await;
+}
