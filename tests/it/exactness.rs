@@ -690,9 +690,10 @@ async fn an_insert_that_takes_a_uuid_default_follows_unsafe_writes() {
 /// reads that advance one now carry its position to the secondary (also
 /// inside a transaction that rolls back: the primary's advance stays);
 /// rows of INSERT … VALUES that call NEXTVAL get the primary's values
-/// (taken first, written in); SETVAL, NEXTVAL anywhere else and a column
-/// defaulting to NEXTVAL follow `unsafe_writes` (here: refused, saying
-/// why). CREATE SEQUENCE is mirrored as DDL.
+/// (taken first, written in), and so do rows that leave a column defaulting
+/// to NEXTVAL out; SETVAL, NEXTVAL anywhere else and `DEFAULT` for such a
+/// column follow `unsafe_writes` (here: refused, saying why). CREATE
+/// SEQUENCE is mirrored as DDL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequences_advanced_by_reads_and_inserts_reach_the_secondary() {
     let env = MirrorEnv::start("sequences", "").await;
@@ -741,7 +742,7 @@ async fn sequences_advanced_by_reads_and_inserts_reach_the_secondary() {
         "INSERT INTO t VALUES (1, 1) ON DUPLICATE KEY UPDATE v = NEXTVAL(s)",
         "INSERT INTO t (id, v) SELECT NEXTVAL(s), 5 ORDER BY 1",
         "UPDATE t SET v = NEXTVAL(s) WHERE id = 6",
-        "INSERT INTO d (v) VALUES (1)",
+        "INSERT INTO d VALUES (DEFAULT, 3)",
     ] {
         let err = c.query_drop(sql).await.unwrap_err();
         assert!(
@@ -751,6 +752,14 @@ async fn sequences_advanced_by_reads_and_inserts_reach_the_secondary() {
     }
     let last: Option<i64> = c.query_first("SELECT LASTVAL(s)").await.unwrap();
     assert_eq!(last, Some(10), "the rolled-back insert still took 10");
+    // Rows that leave the sequence column to its default: written in as
+    // NEXTVAL(s) per row, then pinned like any.
+    c.query_drop("INSERT INTO d (v) VALUES (1), (2)")
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO d (v) VALUES (?)", (3,))
+        .await
+        .unwrap();
     env.wait_caught_up().await;
     for db in [&env.primary, &env.secondary] {
         let mut d = mysql_async::Conn::new(direct_opts(db)).await.unwrap();
@@ -760,11 +769,13 @@ async fn sequences_advanced_by_reads_and_inserts_reach_the_secondary() {
             .unwrap();
         assert_eq!(
             next,
-            Some((11, 16)),
-            "{db}: the next values after 10 and 11"
+            Some((14, 16)),
+            "{db}: the next values after 13 and 11"
         );
         let ids: Vec<(i64, i64)> = d.query("SELECT id, v FROM t ORDER BY v").await.unwrap();
         assert_eq!(ids, [(6, 1), (7, 2), (1011, 3), (8, 4), (9, 7)], "{db}");
+        let ids: Vec<(i64, i64)> = d.query("SELECT id, v FROM d ORDER BY v").await.unwrap();
+        assert_eq!(ids, [(11, 1), (12, 2), (13, 3)], "{db}");
         d.disconnect().await.unwrap();
     }
     assert!(env.mirror().divergent().is_empty());

@@ -66,6 +66,10 @@ pub struct TableFacts {
     /// SYS_GUID()): a row that takes it gets another value on the
     /// secondary.
     pub unpinnable_defaults: Vec<String>,
+    /// Columns that default to a sequence's next value, with that default
+    /// as the server shows it (`nextval(`db`.`s`)`): an INSERT that leaves
+    /// one out gets it written in (see `capture::seqdefault`).
+    pub sequence_defaults: Vec<(String, String)>,
     /// The columns that name a row (see `rowkey`), if it has such a key.
     pub key: Option<crate::mirror::rowkey::RowKey>,
     /// Its AUTO_INCREMENT column, if any.

@@ -33,6 +33,7 @@ impl Capture {
                 all.engine_without_transactions = f.engine_without_transactions;
             }
             all.unpinnable_defaults.extend(f.unpinnable_defaults);
+            all.sequence_defaults.extend(f.sequence_defaults);
             all.auto_increment = all.auto_increment.take().or(f.auto_increment);
             all.triggers |= f.triggers;
             // (The key is of one table; a keyed write asks for it alone.)
@@ -81,7 +82,10 @@ impl Capture {
                  WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND (UPPER(COLUMN_DEFAULT) LIKE '%UUID%' \
                  OR UPPER(COLUMN_DEFAULT) LIKE '%SYS_GUID%' OR UPPER(COLUMN_DEFAULT) LIKE '%NEXTVAL(%')), \
                  (SELECT MIN(COLUMN_NAME) FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND EXTRA LIKE '%auto_increment%')"
+                 WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} AND EXTRA LIKE '%auto_increment%'), \
+                 (SELECT GROUP_CONCAT(CONCAT(COLUMN_NAME, CHAR(0), COLUMN_DEFAULT) SEPARATOR ',') \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {d} AND TABLE_NAME = {t} \
+                 AND UPPER(COLUMN_DEFAULT) LIKE 'NEXTVAL(%)')"
             );
             // The unique indexes' columns, for keyed writes (`rowkey`):
             // the indexes and the columns' types in two plain queries that
@@ -179,6 +183,18 @@ impl Capture {
                     .flatten()
                     .map(|c| String::from_utf8_lossy(&c).into_owned()),
                 triggers,
+                sequence_defaults: row
+                    .get(6)
+                    .cloned()
+                    .flatten()
+                    .map(|v| {
+                        String::from_utf8_lossy(&v)
+                            .split(',')
+                            .filter_map(|l| l.split_once('\0'))
+                            .map(|(c, d)| (c.to_string(), d.to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             };
             m.set_table_facts(&db, &table, facts.clone(), generation);
             merge(facts, &mut all);

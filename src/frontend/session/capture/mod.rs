@@ -27,6 +27,7 @@ mod isolation;
 mod keyed;
 mod params;
 mod routines;
+mod seqdefault;
 mod sequences;
 mod sql_prepared;
 mod temporary;

@@ -88,13 +88,30 @@ impl Capture {
     ) -> Result<(), SessionError> {
         let vars = self.ensure_vars(cx).await?;
         let uses = route.determinism.uses;
+        // A column defaulting to a sequence that the INSERT leaves out is
+        // written in (see `seqdefault`), its NEXTVAL then pinned.
+        let text_of = |src: &WriteSrc<'_>| match src {
+            WriteSrc::Query(sql) => sql.to_vec(),
+            WriteSrc::Execute { rendered, .. } => rendered.clone(),
+        };
+        let defaulted = match route.class {
+            Class::Write(WriteKind::Insert | WriteKind::Replace) => {
+                let facts = self.table_facts(cx, m, route).await?;
+                if facts.sequence_defaults.is_empty() {
+                    None
+                } else {
+                    let sql = text_of(&src);
+                    let mut toks = Vec::new();
+                    lexer::tokenize(&sql, &mut toks);
+                    super::seqdefault::write_in(&sql, &toks, &facts.sequence_defaults)
+                }
+            }
+            _ => None,
+        };
         // NEXTVAL calls become the values the primary hands out, taken
         // first.
-        let pinned = if uses.nextval {
-            let sql = match &src {
-                WriteSrc::Query(sql) => sql.to_vec(),
-                WriteSrc::Execute { rendered, .. } => rendered.clone(),
-            };
+        let pinned = if uses.nextval || defaulted.is_some() {
+            let sql = defaulted.unwrap_or_else(|| text_of(&src));
             match self.pin_nextval(cx, m, &sql).await? {
                 Ok(pinned) => Some(pinned),
                 Err(reason) => {
