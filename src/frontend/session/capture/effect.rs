@@ -23,6 +23,12 @@ use std::time::Duration;
 /// transactions) through Tandem; then the server's lock-wait answer.
 const LOCK_WAIT: Duration = Duration::from_secs(50);
 
+/// Errors a statement ends in before it touches a row: parse, name and
+/// privilege errors. Any other error may come after some rows changed
+/// (duplicate key, bad value, interrupted, disk full): the secondary must
+/// end the same way.
+const NOTHING_RAN: &[u16] = &[1044, 1045, 1046, 1049, 1054, 1064, 1142, 1143, 1146, 1149];
+
 /// One write, ready to run.
 pub(super) struct Effect {
     pub(super) packet: Vec<u8>,
@@ -129,7 +135,12 @@ impl Capture {
             }
             _ => None,
         };
-        if let Some(lsn) = lsn {
+        let refused_whole = stmt_r.err.is_some_and(|c| NOTHING_RAN.contains(&c));
+        if let (Some(lsn), true) = (lsn, refused_whole) {
+            // Refused before touching a row (the secondary, under another
+            // account or schema, might not refuse it): nothing to apply.
+            m.outcome(lsn, crate::mirror::effect::EFFECT_TOKEN, false);
+        } else if let Some(lsn) = lsn {
             if let Err(err) = m.effect_answered(lsn, insert_id, stmt_r.err).await {
                 tracing::error!(error = %err, "journal: the answer to a write without transactions was not recorded");
                 m.effect_lost(lsn, &tables);
