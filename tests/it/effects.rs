@@ -61,6 +61,12 @@ async fn myisam_writes_are_mirrored_with_their_ids_errors_and_defaults() {
     c.query_drop("DELETE FROM t WHERE name = 'b'")
         .await
         .unwrap();
+    // RETURNING answers with rows; the ids still travel.
+    let back: Vec<(i32, String)> = c
+        .query("INSERT INTO t (name, n) VALUES ('r1', 1), ('r2', 2) RETURNING id, name")
+        .await
+        .unwrap();
+    assert_eq!(back, [(105, "r1".to_string()), (106, "r2".to_string())]);
     // In a transaction that rolls back, the MyISAM write stays.
     c.query_drop("BEGIN").await.unwrap();
     c.query_drop("INSERT INTO t (name, n) VALUES ('kept', 11)")
@@ -109,7 +115,7 @@ async fn myisam_writes_are_mirrored_with_their_ids_errors_and_defaults() {
     assert!(z.is_empty(), "{z:?}");
     s.disconnect().await.unwrap();
     let n = env.assert_same("t").await;
-    assert_eq!(n, 9, "rows");
+    assert_eq!(n, 11, "rows");
     assert_eq!(quiet(&env), (0, Default::default()));
     drop(c);
     env.stop().await;

@@ -38,6 +38,8 @@ pub(super) struct Effect {
     pub(super) user_set: Option<MirrorStatement>,
     pub(super) ts: Option<i64>,
     pub(super) seeds: Option<(u32, u32)>,
+    /// `INSERT … RETURNING`: its answer is rows.
+    pub(super) returning: bool,
 }
 
 /// Why a write to such a table cannot be mirrored by its effect, if so.
@@ -64,9 +66,6 @@ pub(super) fn refusal(
     }
     if route.determinism.uses.last_insert_id {
         return Some("it reads LAST_INSERT_ID()");
-    }
-    if toks.iter().any(|t| t.is_word(sql, "RETURNING")) {
-        return Some("it returns rows (RETURNING)");
     }
     None
 }
@@ -127,12 +126,15 @@ impl Capture {
                 return Err(err);
             }
         };
-        let insert_id = match (&route.class, stmt_r.ok) {
-            (Class::Write(WriteKind::Insert | WriteKind::Replace), Some(ok))
-                if ok.last_insert_id != 0 =>
-            {
-                Some(ok.last_insert_id)
-            }
+        let insert = matches!(
+            route.class,
+            Class::Write(WriteKind::Insert | WriteKind::Replace)
+        );
+        let insert_id = match stmt_r.ok {
+            // INSERT … RETURNING answers with rows, whose end carries no
+            // generated id: LAST_INSERT_ID() has it (see `generated_id`).
+            _ if insert && e.returning => self.generated_id(cx).await?,
+            Some(ok) if insert && ok.last_insert_id != 0 => Some(ok.last_insert_id),
             _ => None,
         };
         let refused_whole = stmt_r.err.is_some_and(|c| NOTHING_RAN.contains(&c));

@@ -271,6 +271,11 @@ impl Capture {
             }
         }
         if effect {
+            let returning = {
+                let mut toks = Vec::new();
+                lexer::tokenize(&record_sql, &mut toks);
+                toks.iter().any(|t| t.is_word(&record_sql, "RETURNING"))
+            };
             let e = super::effect::Effect {
                 statement: MirrorStatement {
                     db: self.mirror_db(cx),
@@ -289,6 +294,7 @@ impl Capture {
                 user_set,
                 ts,
                 seeds,
+                returning,
             };
             return self.effect_write(cx, m, route, e, seq).await;
         }
@@ -739,7 +745,10 @@ impl Capture {
     /// The first id the statement just run generated (LAST_INSERT_ID(),
     /// which a statement that generated none leaves as it was; pinned as
     /// INSERT_ID, an unused value changes nothing on replay).
-    async fn generated_id(&mut self, cx: &mut Link<'_>) -> Result<Option<u64>, SessionError> {
+    pub(super) async fn generated_id(
+        &mut self,
+        cx: &mut Link<'_>,
+    ) -> Result<Option<u64>, SessionError> {
         let r = self.own_read(cx, b"SELECT LAST_INSERT_ID()").await?;
         Ok(first_number(&r, cx.deprecate_eof()).filter(|&id| id != 0))
     }
