@@ -29,3 +29,4 @@ mod soak;
 mod tls;
 mod two_servers;
 mod verify;
+mod xa;

@@ -46,6 +46,10 @@ pub(super) struct Link<'a> {
     /// keeps its fence ticket, and capture cannot wrap writes in a
     /// transaction (BEGIN would release the locks).
     pub table_locks: bool,
+    /// The session sent `XA PREPARE`: its backend connection may hold a
+    /// prepared branch, which only a disconnect detaches, so it is closed
+    /// at the session's end rather than reset into the pool.
+    pub xa_prepared: bool,
     /// Set while the statements of one multi-statement packet run one by
     /// one (`multi.rs`): every answer continues the packet's response.
     pub multi: Option<MultiOut>,

@@ -129,6 +129,7 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
                 scratch: Scratch::default(),
                 after_error: false,
                 table_locks: false,
+                xa_prepared: false,
                 multi: None,
             },
             peer,
@@ -163,6 +164,9 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
                     .send_packet(&mut seq, &ErrSpec::backend_lost(&e).encode())
                     .await;
             }
+        }
+        if s.link.xa_prepared {
+            s.link.binding.set_reusable(false);
         }
         s.link.client.shutdown().await;
     } else {

@@ -63,6 +63,12 @@ impl Session<'_> {
                 .statements
                 .iter()
                 .any(|r| self.needs_ticket(&r.class));
+        let toks = &self.link.scratch.tokens;
+        if toks.first().is_some_and(|t| t.is_word(sql, "XA"))
+            && toks.get(1).is_some_and(|t| t.is_word(sql, "PREPARE"))
+        {
+            self.link.xa_prepared = true;
+        }
         self.boundary(needs_ticket).await?;
         // `USE <the other role's database>` selects the current primary's.
         let use_mapped = match classified.statements.as_slice() {

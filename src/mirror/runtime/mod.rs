@@ -23,6 +23,7 @@ mod facts;
 mod recovery;
 pub mod routines;
 mod status;
+mod xa;
 pub use recovery::ensure_marker_table;
 use recovery::*;
 use status::*;
@@ -218,6 +219,8 @@ pub struct Mirror {
     /// Table key → the lock that orders writes to it that have no
     /// transaction (see `effects`).
     effect_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Prepared XA transactions not decided yet: LSN → (token, xid).
+    xa_prepared: Mutex<HashMap<Lsn, (u64, String)>>,
     /// Database → (when read, its stored functions that may write): see
     /// `routines`.
     routines: Mutex<HashMap<String, routines::Cached>>,
@@ -341,6 +344,13 @@ impl Mirror {
                 at_us: 0,
             });
         }
+        // A prepared XA branch holds its marker locked until it is
+        // decided, maybe long after this start: such intents wait for a
+        // watcher (`xa`) instead of holding the start up.
+        conn.query_drop("SET SESSION innodb_lock_wait_timeout = 2")
+            .await
+            .map_err(perr)?;
+        let mut undecided: Vec<(Lsn, u64)> = Vec::new();
         for chunk in unresolved.chunks(1000) {
             let list = chunk
                 .iter()
@@ -349,13 +359,43 @@ impl Mirror {
                 .join(",");
             // Locking read: waits for a commit still in progress on a
             // connection the crash cut.
-            let found: Vec<u64> = conn
+            let found: Vec<u64> = match conn
                 .query(format!(
                     "SELECT token FROM {marker} WHERE db = {owner} AND token IN ({list}) LOCK IN SHARE MODE"
                 ))
                 .await
-                .map_err(perr)?;
+            {
+                Ok(found) => found,
+                Err(mysql_async::Error::Server(e)) if e.code == 1205 => {
+                    let mut found = Vec::new();
+                    for u in chunk {
+                        let one: Result<Option<u64>, _> = conn
+                            .query_first(format!(
+                                "SELECT token FROM {marker} WHERE db = {owner} AND token = {} LOCK IN SHARE MODE",
+                                u.token
+                            ))
+                            .await;
+                        match one {
+                            Ok(f) => found.extend(f),
+                            Err(mysql_async::Error::Server(e)) if e.code == 1205 => {
+                                undecided.push((u.lsn, u.token))
+                            }
+                            Err(e) => return Err(perr(e)),
+                        }
+                    }
+                    found
+                }
+                Err(e) => return Err(perr(e)),
+            };
             for Unresolved { lsn, token, .. } in chunk {
+                if undecided.iter().any(|(l, _)| l == lsn) {
+                    info!(
+                        lsn,
+                        token,
+                        "in-doubt intent held by a prepared XA branch; settled once it is decided"
+                    );
+                    continue;
+                }
                 let committed = found.contains(token);
                 info!(
                     lsn,
@@ -422,11 +462,15 @@ impl Mirror {
             outside_writers,
             restoring: tokio::sync::Mutex::new(()),
             effect_locks: Mutex::new(HashMap::new()),
+            xa_prepared: Mutex::new(HashMap::new()),
             routines: Mutex::new(HashMap::new()),
             disk_free: AtomicU64::new(0),
             disk_checked_ms: AtomicU64::new(0),
             started: std::time::Instant::now(),
         });
+        for (lsn, token) in undecided {
+            mirror.xa_prepared(String::new(), lsn, token);
+        }
         if !lost_effects.is_empty() {
             mirror.mark_divergent(&lost_effects, crate::mirror::effect::UNKNOWN_ON_PRIMARY);
         }

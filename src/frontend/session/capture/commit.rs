@@ -17,11 +17,14 @@ use std::sync::Arc;
 impl Capture {
     /// The commit path of a transaction with buffered writes. Returns the
     /// reply for the client (COMMIT's answer, or the error that stopped it).
+    /// `xa`: `commit` is the `XA PREPARE` of this xid: the intent waits
+    /// for the branch's decision instead of being settled (see `xa`).
     pub(super) async fn commit_txn(
         &mut self,
         cx: &mut Link<'_>,
         m: &Arc<Mirror>,
         commit: &[u8],
+        xa: Option<String>,
     ) -> Result<Reply, SessionError> {
         let limit = cx.shared.config.load().journal_limit;
         match m.admit(&limit, &tables_of(&self.txn)).await {
@@ -121,7 +124,10 @@ impl Capture {
                 let committed = reply.err.is_none();
                 if committed {
                     m.stats.statements.fetch_add(n, Ordering::Relaxed);
-                    self.settle(m, lsn, token, true);
+                    match (xa, lsn) {
+                        (Some(xid), Some(lsn)) => m.xa_prepared(xid, lsn, token),
+                        (_, lsn) => self.settle(m, lsn, token, true),
+                    }
                 } else {
                     self.commit_failed(m, lsn, token);
                 }

@@ -34,6 +34,7 @@ mod temporary;
 mod uservars;
 mod vars;
 mod write;
+mod xa;
 
 use super::link::{query_packet, Link};
 use super::prepared::Statements;
@@ -105,6 +106,9 @@ pub(super) struct Capture {
     /// The primary runs `innodb_autoinc_lock_mode = 2` (read with the
     /// carried settings): see `facts::interleaved_ids`.
     interleaved_autoinc: bool,
+    /// The xid of the session's XA transaction, from `XA START` until it
+    /// is prepared or ends (see `xa`).
+    xa: Option<String>,
 }
 
 impl Capture {
@@ -419,7 +423,7 @@ impl Capture {
                 }
             }
             Class::Transaction(TxnOp::Commit) if !self.txn.is_empty() => {
-                let reply = self.commit_txn(cx, &m, &payload).await?;
+                let reply = self.commit_txn(cx, &m, &payload, None).await?;
                 cx.relay(seq, reply, false).await
             }
             Class::Transaction(TxnOp::Rollback) => {
@@ -471,7 +475,7 @@ impl Capture {
     ) -> Result<bool, SessionError> {
         match op {
             TxnOp::Commit if !self.txn.is_empty() => {
-                let reply = self.commit_txn(cx, m, payload).await?;
+                let reply = self.commit_txn(cx, m, payload, None).await?;
                 cx.relay(seq, reply, false).await?;
                 Ok(true)
             }
@@ -551,23 +555,10 @@ impl Capture {
                 }
                 Ok(true)
             }
-            TxnOp::Other => {
-                // XA: a prepared transaction can be committed by another
-                // connection or after a restart, outside the session that
-                // would journal it. Under primary_only it runs, and its
-                // tables are marked divergent when it ends (check_txn_end).
-                let toks = &cx.scratch.tokens;
-                let xa_start = toks.first().is_some_and(|t| t.is_word(sql, "XA"))
-                    && toks
-                        .get(1)
-                        .is_some_and(|t| t.is_word(sql, "START") || t.is_word(sql, "BEGIN"));
-                if xa_start && cx.shared.config.load().unsafe_writes == UnsafeWrites::Reject {
-                    let reason = "XA transactions are not mirrored: a prepared one can be committed outside the session Tandem journals it from";
-                    self.unsafe_write(cx, m, &[], reason, payload, seq).await?;
-                    return Ok(true);
-                }
-                Ok(false)
-            }
+            TxnOp::Other => match xa::xa_cmd(sql, &cx.scratch.tokens) {
+                Some(cmd) => self.xa(cx, m, cmd, payload, seq).await,
+                None => Ok(false),
+            },
         }
     }
 
@@ -591,7 +582,9 @@ impl Capture {
     /// and the tables are marked divergent.
     pub(super) async fn check_txn_end(&mut self, cx: &mut Link<'_>) -> Result<(), SessionError> {
         let after_error = std::mem::take(&mut cx.after_error);
-        if self.txn.is_empty() && self.marker.is_none() {
+        if (self.txn.is_empty() && self.marker.is_none()) || (self.xa.is_some() && !after_error) {
+            // (An XA branch's status bits change with XA END; its XA
+            // statements end it.)
             return Ok(());
         }
         if after_error {
@@ -635,7 +628,9 @@ impl Capture {
             self.marker = None;
             return Ok(true);
         }
-        let reply = self.commit_txn(cx, m, &query_packet(b"COMMIT")).await?;
+        let reply = self
+            .commit_txn(cx, m, &query_packet(b"COMMIT"), None)
+            .await?;
         if reply.err.is_some() {
             cx.relay(seq, reply, false).await?;
             return Ok(false);
