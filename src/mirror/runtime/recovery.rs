@@ -106,6 +106,136 @@ pub(super) fn unresolved_intents(journal: &Journal) -> Result<Vec<Unresolved>, J
         .collect())
 }
 
+/// What start-up makes of the intents a previous run left unsettled.
+pub(super) struct Settled {
+    /// Outcomes to journal before anything else.
+    pub(super) outcomes: Vec<JournalRecord>,
+    /// Tables of writes without transactions whose answer was lost.
+    pub(super) lost_effects: Vec<String>,
+    /// Intents whose marker a prepared XA branch holds: (LSN, token).
+    pub(super) undecided: Vec<(Lsn, u64)>,
+}
+
+/// Settles the intents a previous run left without an outcome: DDL from
+/// the tables' definitions, writes without transactions as lost (marked),
+/// the rest from the primary's commit markers — except those a prepared
+/// XA branch holds, which wait for their decision (`xa`).
+pub(super) async fn settle_at_start(
+    conn: &mut Conn,
+    marker: &str,
+    owner: &str,
+    primary: &BackendConfig,
+    unresolved: Vec<Unresolved>,
+) -> Result<Settled, mysql_async::Error> {
+    let (effects, unresolved): (Vec<_>, Vec<_>) =
+        unresolved.into_iter().partition(|u| u.effect.is_some());
+    let (ddl, unresolved): (Vec<_>, Vec<_>) = unresolved
+        .into_iter()
+        .partition(|u| ddl::is_ddl_token(u.token));
+    let mut outcomes: Vec<JournalRecord> = Vec::with_capacity(ddl.len() + effects.len());
+    // Writes to tables without transactions whose answer was lost:
+    // skipped, and their tables marked below.
+    let mut lost_effects: Vec<String> = Vec::new();
+    for u in &effects {
+        warn!(
+            lsn = u.lsn,
+            tables = ?u.effect,
+            "{}", crate::mirror::effect::UNKNOWN_ON_PRIMARY
+        );
+        lost_effects.extend(u.effect.clone().unwrap_or_default());
+        outcomes.push(JournalRecord::Outcome {
+            intent: u.lsn,
+            committed: false,
+            at_us: 0,
+        });
+    }
+    for u in &ddl {
+        let (db, tables) = u.ddl.clone().unwrap_or_default();
+        let db = db.or_else(|| primary.database.clone());
+        let took = ddl::took_effect(conn, u.token, db.as_deref(), &tables).await?;
+        let committed = took.unwrap_or(true);
+        info!(
+            lsn = u.lsn,
+            committed,
+            checked = took.is_some(),
+            "in-doubt DDL resolved from the primary's table definitions"
+        );
+        outcomes.push(JournalRecord::Outcome {
+            intent: u.lsn,
+            committed,
+            at_us: 0,
+        });
+    }
+    // A prepared XA branch holds its marker locked until it is
+    // decided, maybe long after this start: such intents wait for a
+    // watcher (`xa`) instead of holding the start up.
+    conn.query_drop("SET SESSION innodb_lock_wait_timeout = 2")
+        .await?;
+    let mut undecided: Vec<(Lsn, u64)> = Vec::new();
+    for chunk in unresolved.chunks(1000) {
+        let list = chunk
+            .iter()
+            .map(|u| u.token.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        // Locking read: waits for a commit still in progress on a
+        // connection the crash cut.
+        let found: Vec<u64> = match conn
+            .query(format!(
+                "SELECT token FROM {marker} WHERE db = {owner} AND token IN ({list}) LOCK IN SHARE MODE"
+            ))
+            .await
+        {
+            Ok(found) => found,
+            Err(mysql_async::Error::Server(e)) if e.code == 1205 => {
+                let mut found = Vec::new();
+                for u in chunk {
+                    let one: Result<Option<u64>, _> = conn
+                        .query_first(format!(
+                            "SELECT token FROM {marker} WHERE db = {owner} AND token = {} LOCK IN SHARE MODE",
+                            u.token
+                        ))
+                        .await;
+                    match one {
+                        Ok(f) => found.extend(f),
+                        Err(mysql_async::Error::Server(e)) if e.code == 1205 => {
+                            undecided.push((u.lsn, u.token))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                found
+            }
+            Err(e) => return Err(e),
+        };
+        for Unresolved { lsn, token, .. } in chunk {
+            if undecided.iter().any(|(l, _)| l == lsn) {
+                info!(
+                    lsn,
+                    token,
+                    "in-doubt intent held by a prepared XA branch; settled once it is decided"
+                );
+                continue;
+            }
+            let committed = found.contains(token);
+            info!(
+                lsn,
+                token, committed, "in-doubt intent resolved from the primary's commit marker"
+            );
+            outcomes.push(JournalRecord::Outcome {
+                intent: *lsn,
+                committed,
+                at_us: 0,
+            });
+        }
+    }
+    Ok(Settled {
+        outcomes,
+        lost_effects,
+        undecided,
+    })
+}
+
 pub(super) async fn connect_retrying(
     b: &BackendConfig,
     timeout: Duration,
