@@ -294,25 +294,13 @@ try:
 except pymysql.err.OperationalError as e:
     print("refused", e.args[0])
 "#;
-    let port = s.addr.port().to_string();
-    let ca = pki.ca.clone();
-    let dbs = db.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args(["-c", script, &port])
-            .arg(&ca)
-            .arg(&dbs)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let args = vec![
+        s.addr.port().to_string(),
+        pki.ca.display().to_string(),
+        db.to_string(),
+    ];
+    let (ok, text) = python(script, args).await;
+    assert!(ok, "{text}");
     assert_eq!(
         text.matches("caching_sha2_password 42").count(),
         3,

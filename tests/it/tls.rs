@@ -254,26 +254,15 @@ try:
 except Exception as e:
     print("old TLS refused")
 "#;
-    let port = server.addr.port().to_string();
-    let out = tokio::task::spawn_blocking({
-        let cert = cert.clone();
-        move || {
-            std::process::Command::new("python3")
-                .args(["-c", script, &port])
-                .arg(&cert)
-                .args([USER, PASSWORD, &db])
-                .output()
-                .expect("python3 runs")
-        }
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let args = vec![
+        server.addr.port().to_string(),
+        cert.display().to_string(),
+        USER.to_string(),
+        PASSWORD.to_string(),
+        db.clone(),
+    ];
+    let (ok, text) = python(script, args).await;
+    assert!(ok, "{text}");
     assert!(
         text.contains("version TLSv1.2") || text.contains("version TLSv1.3"),
         "{text}"

@@ -253,6 +253,27 @@ async fn forget_bookkeeping(root: &mut Conn, name: &str) {
     }
 }
 
+/// Runs `python3 -c script args…` off the async threads: whether it
+/// succeeded, and its stdout then stderr.
+pub async fn python(script: &'static str, args: Vec<String>) -> (bool, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// A local address nothing listens on right now (for a child `tandem serve`).
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
