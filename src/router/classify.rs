@@ -432,6 +432,27 @@ fn push_table_with_joins(out: &mut Vec<String>, t: &TableWithJoins) {
     }
 }
 
+/// Every table one statement names (read or written, as written: `t` or
+/// `db.t`), from sqlparser with the same rewrites `classify_one` tries;
+/// None when it cannot be parsed.
+pub(super) fn named_tables(sql: &[u8], toks: &[Token]) -> Option<Vec<String>> {
+    if too_deep_for_the_parser(sql, toks) {
+        return None;
+    }
+    let text = String::from_utf8_lossy(sql);
+    let stmts = Parser::parse_sql(&MySqlDialect {}, &text)
+        .ok()
+        .or_else(|| {
+            comma_update_as_joins(sql, toks)
+                .or_else(|| next_value_for_as_nextval(sql, toks))
+                .and_then(|t| Parser::parse_sql(&MySqlDialect {}, &t).ok())
+        })?;
+    match stmts.as_slice() {
+        [stmt] => Some(relations(stmt)),
+        _ => None,
+    }
+}
+
 fn relations(stmt: &Statement) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let _ = visit_relations(stmt, |n| {

@@ -276,6 +276,14 @@ fn schema_object(sql: &[u8], toks: &[Token]) -> Option<SchemaObject> {
 /// TEMPORARY TABLE, DO, HANDLER, GET DIAGNOSTICS, SIGNAL/RESIGNAL, a
 /// statement of comments only, and a SET that only turns autocommit off.
 /// Anything else that is not a read, a write or a plain SET may commit.
+/// Every table the statement `sql` names, read or written (None: it
+/// cannot be parsed).
+pub fn named_tables(sql: &[u8]) -> Option<Vec<String>> {
+    let mut toks = Vec::new();
+    lexer::tokenize(sql, &mut toks);
+    classify::named_tables(sql, &toks)
+}
+
 pub fn may_commit_implicitly(route: &Route, sql: &[u8], toks: &[Token]) -> bool {
     match &route.class {
         Class::Ddl => route.object != Some(SchemaObject::TemporaryTable),

@@ -94,6 +94,25 @@ async fn myisam_writes_are_mirrored_with_their_ids_errors_and_defaults() {
         .unwrap_err()
         .to_string()
         .contains("1054"));
+    // Writes that read other MyISAM tables: the latest rows on both sides.
+    c.query_drop("CREATE TABLE src (id INT PRIMARY KEY, n INT) ENGINE=MyISAM")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO src VALUES (1, 10), (2, 20), (3, 30)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t (name, n) SELECT CONCAT('s', id), n FROM src ORDER BY id")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE t JOIN src ON t.n = src.n SET t.n = t.n + src.id, src.n = src.n + 1")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE t, src SET t.n = src.n WHERE t.name = 'a' AND src.id = 1")
+        .await
+        .unwrap();
+    c.query_drop("DELETE FROM t WHERE n IN (SELECT n + 1 FROM src WHERE id = 2)")
+        .await
+        .unwrap();
     // Refused by the primary before touching a row: nothing to apply,
     // even where the secondary would not refuse it (its table has drifted).
     c.query_drop("CREATE TABLE z (id INT PRIMARY KEY) ENGINE=MyISAM")
@@ -114,16 +133,18 @@ async fn myisam_writes_are_mirrored_with_their_ids_errors_and_defaults() {
     let z: Vec<i32> = s.query("SELECT id FROM z").await.unwrap();
     assert!(z.is_empty(), "{z:?}");
     s.disconnect().await.unwrap();
+    assert_eq!(env.assert_same("src").await, 3);
     let n = env.assert_same("t").await;
-    assert_eq!(n, 11, "rows");
+    assert_eq!(n, 12, "rows");
     assert_eq!(quiet(&env), (0, Default::default()));
     drop(c);
     env.stop().await;
 }
 
 /// Sessions updating one MyISAM row with writes that do not commute
-/// (`v = v * 3 + k`): the secondary ends with the primary's value only if
-/// they are applied in the order the primary ran them.
+/// (`v = v * 3 + k`) and copying it into another MyISAM table: the
+/// secondary ends with the primary's rows only if the writes, and the
+/// reads among them, are applied in the order the primary ran them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_myisam_writes_keep_the_primarys_order() {
     let env = MirrorEnv::start("myisam_order", "").await;
@@ -149,9 +170,14 @@ async fn concurrent_myisam_writes_keep_the_primarys_order() {
                 ))
                 .await
                 .unwrap();
-                s.query_drop(format!("INSERT INTO log (who, v) VALUES ({k}, {i})"))
-                    .await
-                    .unwrap();
+                // Reads the row the others update: the value it copies
+                // is the same on both sides only if the reads and the
+                // updates interleave alike.
+                s.query_drop(format!(
+                    "INSERT INTO log (who, v) SELECT {k}, v + {i} FROM c WHERE id = 1 ORDER BY id"
+                ))
+                .await
+                .unwrap();
             }
             s.disconnect().await.unwrap();
         }));

@@ -40,24 +40,13 @@ pub(super) struct Effect {
     pub(super) seeds: Option<(u32, u32)>,
     /// `INSERT … RETURNING`: its answer is rows.
     pub(super) returning: bool,
+    /// Every table it names (their order locks are taken).
+    pub(super) locks: Vec<String>,
 }
 
-/// Why a write to such a table cannot be mirrored by its effect, if so.
-pub(super) fn refusal(
-    route: &Route,
-    facts: &TableFacts,
-    keyed: bool,
-    sql: &[u8],
-) -> Option<&'static str> {
-    let mut toks = Vec::new();
-    crate::router::lexer::tokenize(sql, &mut toks);
-    // Route tables are the ones written; a subquery or join reads others.
-    let reads_others = toks
-        .iter()
-        .any(|t| t.is_word(sql, "SELECT") || t.is_word(sql, "JOIN"));
-    if route.tables.len() != 1 || reads_others {
-        return Some("it names other tables as well, whose rows it may read at another moment than the secondary would");
-    }
+/// Why a write to such a table cannot be mirrored by its effect, if so
+/// (the tables it reads are looked at by `effect_tables`).
+pub(super) fn refusal(route: &Route, facts: &TableFacts, keyed: bool) -> Option<&'static str> {
     if facts.triggers {
         return Some("the table has triggers, whose writes elsewhere are not journaled with it");
     }
@@ -71,6 +60,50 @@ pub(super) fn refusal(
 }
 
 impl Capture {
+    /// Every table a write to a table without transactions names (Ok), or
+    /// why it cannot be mirrored by its effect (Err). Tables it reads are
+    /// fine when they have no transactions either: such reads see the
+    /// latest rows, on the primary and in replay alike, and taking their
+    /// order locks too (`effect_write`) keeps writes to them on one side of
+    /// it. A read of a table with transactions may see a snapshot, or miss
+    /// a transaction journaled before it but not committed yet.
+    pub(super) async fn effect_tables(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Arc<Mirror>,
+        route: &Route,
+        sql: &[u8],
+    ) -> Result<Result<Vec<String>, String>, SessionError> {
+        let Some(named) = crate::router::named_tables(sql) else {
+            return Ok(Err("Tandem cannot tell which tables it reads".into()));
+        };
+        let mut all = route.tables.clone();
+        for t in named {
+            if !all.iter().any(|a| a.eq_ignore_ascii_case(&t)) {
+                all.push(t);
+            }
+        }
+        if all.len() > 1 {
+            for t in &all {
+                let one = Route {
+                    tables: vec![t.clone()],
+                    ..route.clone()
+                };
+                if self
+                    .table_facts(cx, m, &one)
+                    .await?
+                    .engine_without_transactions
+                    .is_none()
+                {
+                    return Ok(Err(format!(
+                        "it also names `{t}`, which has transactions (or is not a table), whose rows it may read at another moment than the secondary would"
+                    )));
+                }
+            }
+        }
+        Ok(Ok(all))
+    }
+
     pub(super) async fn effect_write(
         &mut self,
         cx: &mut Link<'_>,
@@ -79,7 +112,7 @@ impl Capture {
         e: Effect,
         seq: u8,
     ) -> Result<(), SessionError> {
-        let Some(_order) = m.effect_lock(&route.tables, LOCK_WAIT).await else {
+        let Some(_order) = m.effect_lock(&e.locks, LOCK_WAIT).await else {
             let msg = "Lock wait timeout exceeded; try restarting transaction (Tandem: another write to this table, which has no transactions, held it)";
             return cx.reply_err(seq, &ErrSpec::new(1205, "HY000", msg)).await;
         };

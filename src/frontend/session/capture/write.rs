@@ -189,26 +189,32 @@ impl Capture {
         // A table without transactions: mirrored by its effect (see
         // `effect`), which needs neither a transaction nor a marker.
         let effect = match &facts.engine_without_transactions {
-            None => false,
-            Some(engine) => match super::effect::refusal(route, &facts, keyed, &record_sql) {
-                None => true,
-                Some(why) => {
-                    let reason = format!(
-                        "a table it writes uses {engine}, which has no transactions (such writes are mirrored by their effect, but not this one: {why})"
-                    );
-                    return self
-                        .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
-                        .await;
+            None => None,
+            Some(engine) => {
+                let why = match super::effect::refusal(route, &facts, keyed) {
+                    Some(why) => Err(why.to_string()),
+                    None => self.effect_tables(cx, m, route, &record_sql).await?,
+                };
+                match why {
+                    Ok(tables) => Some(tables),
+                    Err(why) => {
+                        let reason = format!(
+                            "a table it writes uses {engine}, which has no transactions (such writes are mirrored by their effect, but not this one: {why})"
+                        );
+                        return self
+                            .unsafe_write(cx, m, &route.tables, &reason, &packet, seq)
+                            .await;
+                    }
                 }
-            },
+            }
         };
-        if cx.table_locks && !effect {
+        if cx.table_locks && effect.is_none() {
             let reason = "LOCK TABLES is in effect: Tandem journals a write with a transaction and a marker row, and opening one would release the session's table locks; write outside LOCK TABLES (transactions lock the rows they write)";
             return self
                 .unsafe_write(cx, m, &route.tables, reason, &packet, seq)
                 .await;
         }
-        if let Some(reason) = (self.interleaved_autoinc && !effect)
+        if let Some(reason) = (self.interleaved_autoinc && effect.is_none())
             .then(|| {
                 super::facts::interleaved_ids(route, &record_sql, facts.auto_increment.as_deref())
             })
@@ -262,7 +268,7 @@ impl Capture {
                 rand::random::<u32>() % 0x3FFF_FFFF,
             )
         });
-        if autocommit || effect {
+        if autocommit || effect.is_some() {
             if let Some(done) = self
                 .journal_room(cx, m, &route.tables, &packet, seq)
                 .await?
@@ -270,7 +276,7 @@ impl Capture {
                 return Ok(done);
             }
         }
-        if effect {
+        if let Some(locks) = effect {
             let returning = {
                 let mut toks = Vec::new();
                 lexer::tokenize(&record_sql, &mut toks);
@@ -295,6 +301,7 @@ impl Capture {
                 ts,
                 seeds,
                 returning,
+                locks,
             };
             return self.effect_write(cx, m, route, e, seq).await;
         }
