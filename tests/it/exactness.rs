@@ -924,10 +924,25 @@ async fn insert_select_into_a_table_without_ids_is_mirrored() {
     )
     .await
     .unwrap();
+    // Where the order matters (IGNORE and ON DUPLICATE KEY UPDATE decide
+    // per row, ids follow it), the source's key orders it on both sides.
     for sql in [
         "INSERT IGNORE INTO archive SELECT id, v FROM src",
         "INSERT INTO archive SELECT id + 1000, v FROM src ON DUPLICATE KEY UPDATE v = 0",
-        "INSERT INTO numbered (v) SELECT v FROM src",
+        "INSERT INTO numbered (v) SELECT s.v FROM src AS s WHERE s.v % 2 = 0",
+    ] {
+        c.query_drop(sql).await.unwrap();
+    }
+    let numbered: Vec<(i32, i32)> = c.query("SELECT n, v FROM numbered").await.unwrap();
+    assert_eq!(
+        numbered,
+        (1..=10).map(|n| (n, 2 * n)).collect::<Vec<_>>(),
+        "ids in the source key's order"
+    );
+    // Orders that no key of one table decides stay refused.
+    for sql in [
+        "INSERT INTO numbered (v) SELECT v FROM src GROUP BY v",
+        "INSERT INTO numbered (v) SELECT s.v FROM src s JOIN archive a ON a.id = s.id",
     ] {
         let err = c.query_drop(sql).await.unwrap_err();
         assert!(
@@ -936,7 +951,8 @@ async fn insert_select_into_a_table_without_ids_is_mirrored() {
         );
     }
     env.wait_caught_up().await;
-    assert_eq!(env.assert_same("archive").await, 22);
+    assert_eq!(env.assert_same("archive").await, 47);
+    assert_eq!(env.assert_same("numbered").await, 10);
     drop(c);
     env.stop().await;
 }

@@ -25,6 +25,7 @@ mod facts;
 pub(super) mod found_rows;
 mod isolation;
 mod keyed;
+mod ordered;
 mod params;
 mod routines;
 mod seqdefault;
@@ -251,6 +252,13 @@ impl Capture {
                 }
                 if let Some(reason) = keyed::unsafe_reason(route) {
                     if !self.order_free_insert(cx, m, route, sql).await? {
+                        if let Some(ordered) = self.ordered_insert_select(cx, m, route, sql).await?
+                        {
+                            lexer::tokenize(&ordered, &mut cx.scratch.tokens);
+                            self.mirrored_write(cx, m, route, WriteSrc::Query(&ordered), seq)
+                                .await?;
+                            return Ok(true);
+                        }
                         let tables = route.tables.clone();
                         self.unsafe_write(cx, m, &tables, &reason.to_string(), payload, seq)
                             .await?;
