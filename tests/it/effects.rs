@@ -276,3 +276,39 @@ async fn an_unanswered_myisam_write_is_marked_at_start() {
     tandem.kill();
     drop_databases(&[primary, secondary]).await;
 }
+
+/// DDL beside writes to a MyISAM table: each write is wholly before or
+/// after the DDL in the journal, as on the primary. Here a column's default
+/// changes while a session inserts rows that take it: an insert journaled
+/// before the ALTER but run after it has the new default on the primary,
+/// and must not be applied before the ALTER on the secondary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_beside_myisam_writes_keeps_their_order() {
+    let env = MirrorEnv::start("myisam_ddl", "").await;
+    let mut c = env.proxy().await;
+    c.query_drop("CREATE TABLE m (id INT PRIMARY KEY, y INT DEFAULT 0) ENGINE=MyISAM")
+        .await
+        .unwrap();
+    let addr = env.server.addr;
+    let db = env.primary.clone();
+    let writer = tokio::spawn(async move {
+        let mut s = Conn::new(proxy_builder(addr, Some(&db))).await.unwrap();
+        for i in 0..400 {
+            s.query_drop(format!("INSERT INTO m (id) VALUES ({i})"))
+                .await
+                .unwrap();
+        }
+        s.disconnect().await.unwrap();
+    });
+    for d in 1..=20 {
+        c.query_drop(format!("ALTER TABLE m ALTER COLUMN y SET DEFAULT {d}"))
+            .await
+            .unwrap();
+    }
+    writer.await.unwrap();
+    env.wait_caught_up().await;
+    assert_eq!(env.assert_same("m").await, 400);
+    assert_eq!(quiet(&env), (0, Default::default()));
+    drop(c);
+    env.stop().await;
+}

@@ -98,6 +98,21 @@ impl Capture {
             .tokens
             .first()
             .is_some_and(|t| t.is_word(sql, "RENAME"));
+        // Writes to tables without transactions journal their intent
+        // before they run (`effect`): their order locks keep them wholly
+        // before or after the DDL in the journal, as on the primary.
+        let _effects = match tables {
+            true => match m.effect_lock(&route.tables, super::effect::LOCK_WAIT).await {
+                Some(g) => Some(g),
+                None => {
+                    let msg = "Lock wait timeout exceeded; try restarting transaction (Tandem: a write to this table, which has no transactions, held it)";
+                    return cx
+                        .reply_err(seq, &crate::protocol::ErrSpec::new(1205, "HY000", msg))
+                        .await;
+                }
+            },
+            false => None,
+        };
         // Under the client's own LOCK TABLES the tables are locked already
         // (a DDL there must name locked tables); UNLOCK would free them.
         let mut lock = tables && !rename && !cx.table_locks;

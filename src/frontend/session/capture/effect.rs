@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// How long a write waits for another write to the same table (without
 /// transactions) through Tandem; then the server's lock-wait answer.
-const LOCK_WAIT: Duration = Duration::from_secs(50);
+pub(super) const LOCK_WAIT: Duration = Duration::from_secs(50);
 
 /// Errors a statement ends in before it touches a row: parse, name and
 /// privilege errors. Any other error may come after some rows changed
