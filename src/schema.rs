@@ -21,7 +21,7 @@ pub struct ConnectError {
 /// (two servers in different zones would otherwise shift copied values,
 /// and verify, rendering each side in its own zone, could not see it).
 pub async fn connect(b: &BackendConfig) -> Result<Conn, ConnectError> {
-    Conn::new(
+    crate::backend::own_conn(
         crate::backend::own_opts(b)
             .await
             .setup(vec!["SET time_zone = '+00:00'"]),

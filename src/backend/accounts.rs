@@ -19,7 +19,7 @@ pub async fn check(
 ) -> Option<String> {
     let opts = crate::backend::own_opts(&account.on(b)).await;
     let work = async {
-        let mut conn = mysql_async::Conn::new(opts).await?;
+        let mut conn = crate::backend::own_conn(opts).await?;
         if let Some(table) = markers {
             conn.query_drop("START TRANSACTION").await?;
             let r = conn
@@ -85,7 +85,7 @@ pub async fn compare_grants(
 ) -> Option<String> {
     let grants = |b: BackendConfig| async move {
         let mut conn =
-            mysql_async::Conn::new(crate::backend::own_opts(&account.on(&b)).await).await?;
+            crate::backend::own_conn(crate::backend::own_opts(&account.on(&b)).await).await?;
         let rows: Vec<String> = conn.query("SHOW GRANTS").await?;
         let _ = conn.disconnect().await;
         Ok::<_, mysql_async::Error>(rows)

@@ -21,7 +21,7 @@ pub async fn end(shared: &Shared, current: &Config) -> Vec<String> {
         return Vec::new();
     }
     let mut conn = match current.backends.get(&current.primary) {
-        Some(b) => mysql_async::Conn::new(crate::backend::own_opts(b).await)
+        Some(b) => crate::backend::own_conn(crate::backend::own_opts(b).await)
             .await
             .map_err(|e| e.to_string()),
         None => Err(format!("no backend {}", current.primary)),

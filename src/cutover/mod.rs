@@ -327,7 +327,7 @@ async fn preflight(
     let old = current.primary_backend().clone();
     // The target: reachable, writable, holds the commit-marker table.
     let check_target = async {
-        let mut conn = mysql_async::Conn::new(crate::backend::own_opts(&target).await).await?;
+        let mut conn = crate::backend::own_conn(crate::backend::own_opts(&target).await).await?;
         crate::mirror::applier::check_position_writable(&mut conn, &target).await?;
         crate::mirror::runtime::ensure_marker_table(&mut conn, &target).await?;
         let _ = conn.disconnect().await;
@@ -356,8 +356,8 @@ async fn preflight(
     // The application's views, routines and triggers must be there as on
     // the old primary (events move with the cutover: `swap_events`).
     let compare = async {
-        let mut p = mysql_async::Conn::new(crate::backend::own_opts(&old).await).await?;
-        let mut s = mysql_async::Conn::new(crate::backend::own_opts(&target).await).await?;
+        let mut p = crate::backend::own_conn(crate::backend::own_opts(&old).await).await?;
+        let mut s = crate::backend::own_conn(crate::backend::own_opts(&target).await).await?;
         let d = crate::schema_objects::diff(current, &mut p, &mut s).await;
         let _ = p.disconnect().await;
         let _ = s.disconnect().await;
@@ -383,7 +383,7 @@ async fn preflight(
     }
     // The way back: the old primary must take mirrored writes.
     let check_reverse = async {
-        let mut conn = mysql_async::Conn::new(crate::backend::own_opts(&old).await).await?;
+        let mut conn = crate::backend::own_conn(crate::backend::own_opts(&old).await).await?;
         crate::mirror::applier::check_position_writable(&mut conn, &old).await?;
         let _ = conn.disconnect().await;
         Ok::<_, mysql_async::Error>(())
@@ -472,8 +472,8 @@ async fn swap_events(old_cfg: &Config, new_cfg: &Config, report: &mut CutoverRep
         return;
     };
     let r = async {
-        let mut o = mysql_async::Conn::new(crate::backend::own_opts(old).await).await?;
-        let mut n = mysql_async::Conn::new(crate::backend::own_opts(new).await).await?;
+        let mut o = crate::backend::own_conn(crate::backend::own_opts(old).await).await?;
+        let mut n = crate::backend::own_conn(crate::backend::own_opts(new).await).await?;
         let r = crate::mirror::events::swap(&mut o, &old_db, &mut n, &new_db).await;
         let _ = o.disconnect().await;
         let _ = n.disconnect().await;

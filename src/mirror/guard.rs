@@ -193,7 +193,12 @@ async fn lock(
     wait_s: u32,
     connect_timeout: Duration,
 ) -> Result<Conn, Failed> {
-    let mut c = match tokio::time::timeout(connect_timeout, Conn::new(lock_opts(b).await)).await {
+    let mut c = match tokio::time::timeout(
+        connect_timeout,
+        crate::backend::own_conn(lock_opts(b).await),
+    )
+    .await
+    {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(Failed::Unreachable(e.to_string())),
         Err(_) => return Err(Failed::Unreachable("connect timed out".into())),

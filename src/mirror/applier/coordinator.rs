@@ -50,7 +50,7 @@ impl Schema {
         table: &str,
     ) -> Result<TableInfo, mysql_async::Error> {
         if self.conn.is_none() {
-            self.conn = Some(Conn::new(crate::backend::own_opts(b).await).await?);
+            self.conn = Some(crate::backend::own_conn(crate::backend::own_opts(b).await).await?);
         }
         let conn = self.conn.as_mut().expect("connected above");
         let lit = |s: &str| crate::sql::sql_literal(s.as_bytes());

@@ -696,7 +696,7 @@ impl Worker {
     pub(super) async fn conn(&mut self) -> Result<&mut Conn, mysql_async::Error> {
         if self.conn.is_none() {
             let b = &self.cfg.secondary;
-            let mut conn = Conn::new(crate::backend::own_opts(b).await).await?;
+            let mut conn = crate::backend::own_conn(crate::backend::own_opts(b).await).await?;
             let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
             self.compound = version.is_some_and(|v| v.contains("MariaDB"));
             self.conn = Some(conn);

@@ -496,7 +496,8 @@ impl Mirror {
             }
         };
         let seeded = tokio::time::timeout(timeout, async {
-            let mut conn = Conn::new(crate::backend::own_opts(&new.secondary).await).await?;
+            let mut conn =
+                crate::backend::own_conn(crate::backend::own_opts(&new.secondary).await).await?;
             crate::mirror::applier::seed_position(&mut conn, &new.secondary, end).await?;
             let _ = conn.disconnect().await;
             Ok::<_, mysql_async::Error>(())

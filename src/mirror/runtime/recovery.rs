@@ -245,8 +245,11 @@ pub(super) async fn connect_retrying(
     let mut wait = Duration::from_millis(100);
     let mut said = false;
     loop {
-        let attempt =
-            tokio::time::timeout(timeout, Conn::new(crate::backend::own_opts(b).await)).await;
+        let attempt = tokio::time::timeout(
+            timeout,
+            crate::backend::own_conn(crate::backend::own_opts(b).await),
+        )
+        .await;
         if !said && !matches!(attempt, Ok(Ok(_))) {
             // Say it once, at once: the wait is not silent.
             said = true;
@@ -323,7 +326,7 @@ impl Mirror {
     pub async fn restore_bookkeeping(&self) -> Result<(), String> {
         let _one = self.restoring.lock().await;
         let roles = self.roles();
-        let mut conn = Conn::new(crate::backend::own_opts(&roles.primary).await)
+        let mut conn = crate::backend::own_conn(crate::backend::own_opts(&roles.primary).await)
             .await
             .map_err(|e| e.to_string())?;
         let r = super::bookkeeping::ensure(&mut conn, &roles.primary).await;
@@ -346,7 +349,8 @@ impl Mirror {
 
     pub(super) async fn check_marker(&self, d: &InDoubt) -> Result<bool, mysql_async::Error> {
         let roles = self.roles();
-        let mut conn = Conn::new(crate::backend::own_opts(&roles.primary).await).await?;
+        let mut conn =
+            crate::backend::own_conn(crate::backend::own_opts(&roles.primary).await).await?;
         if let Some(thread) = d.thread {
             // Ends the transaction if it is still open; 1094: already gone.
             match conn.query_drop(format!("KILL {thread}")).await {
@@ -393,7 +397,7 @@ pub(super) async fn clean_markers(mirror: std::sync::Weak<Mirror>) {
             conn = None;
         }
         if conn.is_none() {
-            conn = Conn::new(crate::backend::own_opts(&roles.primary).await)
+            conn = crate::backend::own_conn(crate::backend::own_opts(&roles.primary).await)
                 .await
                 .ok()
                 .map(|c| (roles.generation, c));

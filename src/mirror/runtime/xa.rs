@@ -68,7 +68,8 @@ impl Mirror {
     /// second: Some(found) once no prepared branch holds it.
     pub(super) async fn marker_now(&self, token: u64) -> Result<Option<bool>, mysql_async::Error> {
         let roles = self.roles();
-        let mut conn = Conn::new(crate::backend::own_opts(&roles.primary).await).await?;
+        let mut conn =
+            crate::backend::own_conn(crate::backend::own_opts(&roles.primary).await).await?;
         conn.query_drop("SET SESSION innodb_lock_wait_timeout = 1")
             .await?;
         let r: Result<Option<u64>, _> = conn
