@@ -369,6 +369,23 @@ pub fn parse_kill(sql: &[u8], tokens: &[Token]) -> Option<Kill> {
     }
 }
 
+/// Each token's parenthesis depth: 0 at the statement's top level; an
+/// opening parenthesis has the depth outside it, its contents one more.
+pub fn depths(toks: &[Token]) -> Vec<i32> {
+    let mut depth = 0i32;
+    let mut out = Vec::with_capacity(toks.len());
+    for t in toks {
+        if t.kind == Tok::Punct(b')') {
+            depth -= 1;
+        }
+        out.push(depth);
+        if t.kind == Tok::Punct(b'(') {
+            depth += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,17 +43,7 @@ fn order_site(sql: &[u8], toks: &[Token]) -> Option<(String, String, usize)> {
     if !(first.is_word(sql, "INSERT") || first.is_word(sql, "REPLACE")) {
         return None;
     }
-    let mut depth = 0i32;
-    let mut depths = Vec::with_capacity(toks.len());
-    for t in toks {
-        if t.kind == Tok::Punct(b')') {
-            depth -= 1;
-        }
-        depths.push(depth);
-        if t.kind == Tok::Punct(b'(') {
-            depth += 1;
-        }
-    }
+    let depths = crate::router::lexer::depths(toks);
     let top = |i: usize| depths[i] == 0;
     let select = (1..toks.len()).find(|&i| top(i) && toks[i].is_word(sql, "SELECT"))?;
     // The tail the ORDER BY goes before: ON DUPLICATE KEY UPDATE,

@@ -21,18 +21,7 @@ pub(super) fn write_in(
     if !(first.is_word(sql, "INSERT") || first.is_word(sql, "REPLACE")) {
         return None;
     }
-    // Depth of each token (parentheses), and the VALUES keyword at depth 0.
-    let mut depth = 0i32;
-    let mut depths = Vec::with_capacity(toks.len());
-    for t in toks {
-        if t.kind == Tok::Punct(b')') {
-            depth -= 1;
-        }
-        depths.push(depth);
-        if t.kind == Tok::Punct(b'(') {
-            depth += 1;
-        }
-    }
+    let depths = crate::router::lexer::depths(toks);
     let v = (1..toks.len()).find(|&i| {
         depths[i] == 0 && (toks[i].is_word(sql, "VALUES") || toks[i].is_word(sql, "VALUE"))
     })?;
