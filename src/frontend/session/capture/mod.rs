@@ -392,14 +392,19 @@ impl Capture {
             && self.mirrored(cx, r)
             && self.order_free_insert(cx, &m, r, &sql).await?;
         let safe = order_free || keyed::unsafe_reason(r).is_none();
-        if matches!(r.class, Class::Write(_)) && self.mirrored(cx, r) && safe {
+        // An INSERT … SELECT that `ordered` may make exact: rendered, then
+        // run as that text with the order added (`ordered`).
+        let orderable = !safe
+            && r.determinism.unsafe_reason
+                == Some(crate::router::determinism::UnsafeReason::InsertSelectWithoutOrder);
+        if matches!(r.class, Class::Write(_)) && self.mirrored(cx, r) && (safe || orderable) {
             // Rendering depends on NO_BACKSLASH_ESCAPES.
             self.ensure_vars(cx).await?;
         }
         // Only mirrored writes are rendered (the parameter types an execute
         // carries were recorded by `stmt_command`). Long data is used once.
         let rendered = match &r.class {
-            Class::Write(_) if self.mirrored(cx, r) && safe => {
+            Class::Write(_) if self.mirrored(cx, r) && (safe || orderable) => {
                 self.render_execute(stmts, id, &payload)
             }
             _ => None,
@@ -409,6 +414,25 @@ impl Capture {
         }
         match &r.class {
             Class::Write(_) if self.mirrored(cx, r) => {
+                if let (true, Some(text)) = (orderable, &rendered) {
+                    // The text runs instead of the execute: the same OK
+                    // packet answers a write (not one that returns rows).
+                    let returns_rows = {
+                        lexer::tokenize(text, &mut cx.scratch.tokens);
+                        cx.scratch
+                            .tokens
+                            .iter()
+                            .any(|t| t.is_word(text, "RETURNING"))
+                    };
+                    if !returns_rows {
+                        if let Some(ordered) = self.ordered_insert_select(cx, &m, r, text).await? {
+                            lexer::tokenize(&ordered, &mut cx.scratch.tokens);
+                            return self
+                                .mirrored_write(cx, &m, r, WriteSrc::Query(&ordered), seq)
+                                .await;
+                        }
+                    }
+                }
                 if let Some(reason) = keyed::unsafe_reason(r).filter(|_| !safe) {
                     let reason = reason.to_string();
                     return self
