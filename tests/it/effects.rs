@@ -376,3 +376,76 @@ async fn a_kill_during_myisam_writes_leaves_the_table_identical_or_marked() {
     tandem.kill();
     drop_databases(&[primary, secondary]).await;
 }
+
+/// An INSERT the applier had begun when Tandem stopped (its
+/// `effect_pending` row) is settled by its generated id when it can be: its
+/// row on the secondary means it ran (not run again), no row means it did
+/// not (run now). Neither is marked divergent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begun_insert_is_settled_by_its_generated_id() {
+    use tandem::mirror::journal::Journal;
+    use tandem::mirror::record::{JournalRecord, MirrorStatement, MirrorTxn, Pins};
+    let primary = "tandem_m_effectbegun";
+    let secondary = "tandem_m_effectbegun_next";
+    let schema = ["CREATE TABLE a (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=MyISAM"];
+    let mut tandem = ChildTandem::start(primary, secondary, &schema).await;
+    for (id, v, ran) in [(7, 1, false), (9, 2, true)] {
+        wait_listening(tandem.admin).await;
+        wait_caught_up_http(tandem.admin).await;
+        tandem.kill();
+        let mut j = Journal::open(&tandem.journal(), 64 * 1024).unwrap();
+        let intent = JournalRecord::Intent {
+            token: tandem::mirror::effect::EFFECT_TOKEN,
+            txn: MirrorTxn {
+                committed_at_us: tandem::mirror::now_us(),
+                conn_id: 1,
+                statements: vec![MirrorStatement {
+                    db: None,
+                    sql: format!("INSERT INTO a (v) VALUES ({v})").into_bytes(),
+                    tables: vec!["a".to_string()],
+                    ddl: false,
+                    pins: Pins::default(),
+                    session: Default::default(),
+                }],
+            },
+        };
+        let lsn = j.append(&intent.encode()).unwrap();
+        let answer = JournalRecord::Effect {
+            intent: lsn,
+            insert_id: Some(id),
+            error: None,
+            at_us: tandem::mirror::now_us(),
+        };
+        j.append(&answer.encode()).unwrap();
+        j.sync().unwrap();
+        drop(j);
+        let mut s = Conn::new(direct_opts(secondary)).await.unwrap();
+        if ran {
+            s.query_drop(format!("INSERT INTO a VALUES ({id}, {v})"))
+                .await
+                .unwrap();
+        }
+        s.query_drop(format!(
+            "REPLACE INTO tandem.effect_pending (db, lsn) VALUES ('{secondary}', {lsn})"
+        ))
+        .await
+        .unwrap();
+        s.disconnect().await.unwrap();
+        tandem.restart().await;
+        wait_listening(tandem.admin).await;
+        let status = wait_caught_up_http(tandem.admin).await;
+        assert_eq!(status["mirror"]["dead_lettered"], 0, "{status}");
+        assert!(
+            status["mirror"]["divergent_tables"]
+                .as_object()
+                .is_none_or(|d| d.is_empty()),
+            "{status}"
+        );
+    }
+    let mut s = Conn::new(direct_opts(secondary)).await.unwrap();
+    let got: Vec<(i32, i32)> = s.query("SELECT id, v FROM a ORDER BY id").await.unwrap();
+    assert_eq!(got, [(7, 1), (9, 2)]);
+    s.disconnect().await.unwrap();
+    tandem.kill();
+    drop_databases(&[primary, secondary]).await;
+}

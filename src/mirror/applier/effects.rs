@@ -70,12 +70,28 @@ impl Worker {
         }
         let b = self.cfg.secondary.clone();
         let pending: Option<u64> = self.conn().await?.query_first(pending_query(&b)).await?;
-        if pending == Some(lsn) {
-            return Ok(Err(UNKNOWN_ON_SECONDARY.into()));
-        }
         let Some((last, before)) = txn.statements.split_last() else {
             return Ok(Ok(()));
         };
+        if pending == Some(lsn) {
+            // Begun before a stop: whether it ran is unknown, unless its
+            // first generated id says so.
+            match self.inserted_row(last, expected).await? {
+                Some(true) => {
+                    info!(
+                        lsn,
+                        "write without transactions had run before the stop (its row is there)"
+                    );
+                    self.store_position(&[lsn], txn.committed_at_us, position)
+                        .await?;
+                    return Ok(Ok(()));
+                }
+                Some(false) => {
+                    info!(lsn, "write without transactions had not run before the stop (its row is not there)");
+                }
+                None => return Ok(Err(UNKNOWN_ON_SECONDARY.into())),
+            }
+        }
         // What goes before the write (a user variables' SET) can run again.
         for st in before {
             self.run_with_prelude(st).await?;
@@ -102,6 +118,64 @@ impl Worker {
         self.store_position(&[lsn], txn.committed_at_us, position)
             .await?;
         Ok(Ok(()))
+    }
+
+    /// For a plain `INSERT` (not IGNORE, REPLACE or ON DUPLICATE KEY
+    /// UPDATE) that succeeded on the primary with a generated id: whether
+    /// the row with that id is on the secondary. A statement runs to its
+    /// end on the server even when its client is gone, so the row tells
+    /// whether it ran there. None: nothing tells.
+    async fn inserted_row(
+        &mut self,
+        st: &crate::mirror::record::MirrorStatement,
+        expected: Option<u16>,
+    ) -> Result<Option<bool>, mysql_async::Error> {
+        let (Some(id), None, [table]) = (st.pins.insert_id, expected, st.tables.as_slice()) else {
+            return Ok(None);
+        };
+        let mut toks = Vec::new();
+        crate::router::lexer::tokenize(&st.sql, &mut toks);
+        let plain_insert = toks.first().is_some_and(|t| t.is_word(&st.sql, "INSERT"))
+            && !toks
+                .iter()
+                .any(|t| t.is_word(&st.sql, "IGNORE") || t.is_word(&st.sql, "DUPLICATE"));
+        if !plain_insert {
+            return Ok(None);
+        }
+        let (db, name) = match table.split_once('.') {
+            Some((d, t)) => (Some(d.to_string()), t.to_string()),
+            None => (
+                st.db
+                    .clone()
+                    .or_else(|| self.cfg.secondary.database.clone()),
+                table.clone(),
+            ),
+        };
+        let Some(db) = db else { return Ok(None) };
+        let lit = |s: &str| crate::sql::sql_literal(s.as_bytes());
+        let column: Option<String> = self
+            .conn()
+            .await?
+            .query_first(format!(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
+                 AND TABLE_NAME = {} AND EXTRA LIKE '%auto_increment%'",
+                lit(&db),
+                lit(&name)
+            ))
+            .await?;
+        let Some(column) = column else {
+            return Ok(None);
+        };
+        let found: Option<u8> = self
+            .conn()
+            .await?
+            .query_first(format!(
+                "SELECT 1 FROM {} WHERE {} = {id}",
+                crate::sql::qualified(Some(&db), &name),
+                crate::sql::quote(&column)
+            ))
+            .await?;
+        Ok(Some(found.is_some()))
     }
 
     async fn run_with_prelude(
