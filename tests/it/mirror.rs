@@ -1171,3 +1171,45 @@ async fn a_second_tandem_cannot_mirror_the_same_databases() {
     ])
     .await;
 }
+
+/// Tandem killed while an apply connection's transaction waits on the
+/// secondary (here for a row lock a test connection holds): that
+/// connection lives on and commits once the lock goes. The restarted
+/// applier must not read the stored position before then, or it applies
+/// the same transaction a second time (the soak test found `v = v + n`
+/// applied twice after kills, one run in five at 8 × 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_waits_for_the_previous_appliers_commit() {
+    let primary = "tandem_m_applywait";
+    let secondary = "tandem_m_applywait_next";
+    let schema = ["CREATE TABLE kv (k INT PRIMARY KEY, v INT)"];
+    let mut tandem = ChildTandem::start(primary, secondary, &schema).await;
+    let mut c = Conn::new(proxy_builder(tandem.listen, Some(primary)))
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO kv VALUES (1, 0)").await.unwrap();
+    wait_caught_up_http(tandem.admin).await;
+    let mut holder = Conn::new(direct_opts(secondary)).await.unwrap();
+    holder.query_drop("BEGIN").await.unwrap();
+    holder
+        .query_drop("SELECT * FROM kv WHERE k = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE kv SET v = v + 1 WHERE k = 1")
+        .await
+        .unwrap();
+    drop(c);
+    // The applier's transaction is on the secondary, waiting for the row.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tandem.kill();
+    tandem.restart().await;
+    wait_listening(tandem.admin).await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    holder.query_drop("COMMIT").await.unwrap();
+    holder.disconnect().await.unwrap();
+    let status = wait_caught_up_http(tandem.admin).await;
+    assert_eq!(status["mirror"]["dead_lettered"], 0, "{status}");
+    assert_eq!(assert_same(primary, secondary, "kv").await, 1);
+    tandem.kill();
+    drop_databases(&[primary, secondary]).await;
+}

@@ -19,6 +19,7 @@ mod coordinator;
 mod effects;
 mod errors;
 mod position;
+mod predecessors;
 mod worker;
 use coordinator::*;
 use errors::*;
@@ -373,6 +374,7 @@ impl Applier {
         // position stored below is one a restart finds in the journal.
         let visible = self.journal.written();
         let mut first = Worker::new(0, self.cfg.clone(), self.stats.clone());
+        first.await_earlier_appliers(&stop).await?;
         let (mut stored, mut applied) = first.load_position_retrying(&stop).await?;
         let journal_end = *visible.borrow();
         let fresh = super::journal::first_lsn_in(&self.cfg.journal_dir).is_ok_and(|l| l == 1);

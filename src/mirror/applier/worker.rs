@@ -2,6 +2,7 @@
 //! transaction (a compound block on MariaDB), retries transient errors,
 //! narrows a permanent one down to its transaction.
 
+use super::predecessors::{apply_lock_name, end_thread_on, APPLY_LOCK_WAIT_S};
 use super::*;
 
 /// What goes before a mirrored statement on the apply connection.
@@ -697,6 +698,29 @@ impl Worker {
         if self.conn.is_none() {
             let b = &self.cfg.secondary;
             let mut conn = crate::backend::own_conn(crate::backend::own_opts(b).await).await?;
+            // A connection this worker gave up on holds the lock below
+            // until it ends: it is ended first (see `end_thread`).
+            if let Some(thread) = self.abandoned {
+                end_thread_on(&mut conn, thread).await?;
+                self.abandoned = None;
+            }
+            // This apply connection's lock, held for its life: a connection
+            // of a previous process (killed while its COMMIT was still
+            // running) must end before this one reads or writes anything.
+            let got: Option<Option<i64>> = conn
+                .exec_first(
+                    "SELECT GET_LOCK(?, ?)",
+                    (apply_lock_name(b, self.index), APPLY_LOCK_WAIT_S),
+                )
+                .await?;
+            if got.flatten() != Some(1) {
+                return Err(mysql_async::Error::Io(mysql_async::IoError::Io(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "an apply connection of a previous process is still running",
+                    ),
+                )));
+            }
             let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
             self.compound = version.is_some_and(|v| v.contains("MariaDB"));
             self.conn = Some(conn);
@@ -724,22 +748,6 @@ impl Worker {
     /// has committed or rolled back for good.
     pub(super) async fn end_thread(&mut self, thread: u32) -> Result<(), mysql_async::Error> {
         let conn = self.conn().await?;
-        match conn.query_drop(format!("KILL {thread}")).await {
-            // 1094: no such thread (it ended by itself).
-            Err(mysql_async::Error::Server(e)) if e.code == 1094 => {}
-            other => other?,
-        }
-        loop {
-            let left: Option<u64> = conn
-                .exec_first(
-                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?",
-                    (thread,),
-                )
-                .await?;
-            if left == Some(0) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        end_thread_on(conn, thread).await
     }
 }
