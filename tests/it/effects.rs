@@ -16,6 +16,26 @@ fn quiet(env: &MirrorEnv) -> (u64, std::collections::BTreeMap<String, String>) {
     (dead, m.divergent())
 }
 
+/// A journaled effect intent: `sql` writing `table` (no answer yet).
+fn effect_intent(sql: &str, table: &str) -> tandem::mirror::record::JournalRecord {
+    use tandem::mirror::record::{JournalRecord, MirrorStatement, MirrorTxn, Pins};
+    JournalRecord::Intent {
+        token: tandem::mirror::effect::EFFECT_TOKEN,
+        txn: MirrorTxn {
+            committed_at_us: tandem::mirror::now_us(),
+            conn_id: 1,
+            statements: vec![MirrorStatement {
+                db: None,
+                sql: sql.as_bytes().to_vec(),
+                tables: vec![table.to_string()],
+                ddl: false,
+                pins: Pins::default(),
+                session: Default::default(),
+            }],
+        },
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn myisam_writes_are_mirrored_with_their_ids_errors_and_defaults() {
     let env = MirrorEnv::start("myisam_effect", "").await;
@@ -202,7 +222,7 @@ async fn concurrent_myisam_writes_keep_the_primarys_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_myisam_write_is_marked_at_start() {
     use tandem::mirror::journal::Journal;
-    use tandem::mirror::record::{JournalRecord, MirrorStatement, MirrorTxn, Pins};
+    use tandem::mirror::record::JournalRecord;
     let primary = "tandem_m_effectdoubt";
     let secondary = "tandem_m_effectdoubt_next";
     let schema = [
@@ -214,29 +234,11 @@ async fn an_unanswered_myisam_write_is_marked_at_start() {
     wait_caught_up_http(tandem.admin).await;
     tandem.kill();
     let mut j = Journal::open(&tandem.journal(), 64 * 1024).unwrap();
-    let rec = JournalRecord::Intent {
-        token: tandem::mirror::effect::EFFECT_TOKEN,
-        txn: MirrorTxn {
-            committed_at_us: tandem::mirror::now_us(),
-            conn_id: 1,
-            statements: vec![MirrorStatement {
-                db: None,
-                sql: b"INSERT INTO m VALUES (1)".to_vec(),
-                tables: vec!["m".to_string()],
-                ddl: false,
-                pins: Pins::default(),
-                session: Default::default(),
-            }],
-        },
-    };
+    let rec = effect_intent("INSERT INTO m VALUES (1)", "m");
     j.append(&rec.encode()).unwrap();
     // A second one, answered on the primary, that the applier had begun
     // to run on the secondary when it stopped (its pending row says so).
-    let mut other = rec.clone();
-    if let JournalRecord::Intent { txn, .. } = &mut other {
-        txn.statements[0].sql = b"INSERT INTO n VALUES (2)".to_vec();
-        txn.statements[0].tables = vec!["n".to_string()];
-    }
+    let other = effect_intent("INSERT INTO n VALUES (2)", "n");
     let begun = j.append(&other.encode()).unwrap();
     let answer = JournalRecord::Effect {
         intent: begun,
@@ -384,7 +386,7 @@ async fn a_kill_during_myisam_writes_leaves_the_table_identical_or_marked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_begun_insert_is_settled_by_its_generated_id() {
     use tandem::mirror::journal::Journal;
-    use tandem::mirror::record::{JournalRecord, MirrorStatement, MirrorTxn, Pins};
+    use tandem::mirror::record::JournalRecord;
     let primary = "tandem_m_effectbegun";
     let secondary = "tandem_m_effectbegun_next";
     let schema = ["CREATE TABLE a (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=MyISAM"];
@@ -394,21 +396,7 @@ async fn a_begun_insert_is_settled_by_its_generated_id() {
         wait_caught_up_http(tandem.admin).await;
         tandem.kill();
         let mut j = Journal::open(&tandem.journal(), 64 * 1024).unwrap();
-        let intent = JournalRecord::Intent {
-            token: tandem::mirror::effect::EFFECT_TOKEN,
-            txn: MirrorTxn {
-                committed_at_us: tandem::mirror::now_us(),
-                conn_id: 1,
-                statements: vec![MirrorStatement {
-                    db: None,
-                    sql: format!("INSERT INTO a (v) VALUES ({v})").into_bytes(),
-                    tables: vec!["a".to_string()],
-                    ddl: false,
-                    pins: Pins::default(),
-                    session: Default::default(),
-                }],
-            },
-        };
+        let intent = effect_intent(&format!("INSERT INTO a (v) VALUES ({v})"), "a");
         let lsn = j.append(&intent.encode()).unwrap();
         let answer = JournalRecord::Effect {
             intent: lsn,
