@@ -36,9 +36,7 @@ pub(super) struct Effect {
     pub(super) statement: MirrorStatement,
     /// The user variables it reads, journaled before it.
     pub(super) user_set: Option<MirrorStatement>,
-    pub(super) ts: Option<i64>,
-    pub(super) seeds: Option<(u32, u32)>,
-    /// `INSERT … RETURNING`: its answer is rows.
+    /// `INSERT … RETURNING` (or REPLACE): its answer is rows.
     pub(super) returning: bool,
     /// Every table it names (their order locks are taken).
     pub(super) locks: Vec<String>,
@@ -116,7 +114,9 @@ impl Capture {
             let msg = "Lock wait timeout exceeded; try restarting transaction (Tandem: another write to this table, which has no transactions, held it)";
             return cx.reply_err(seq, &ErrSpec::new(1205, "HY000", msg)).await;
         };
-        let tables = crate::mirror::record::tables_of(std::slice::from_ref(&e.statement));
+        let tables = route.tables.clone();
+        // The statement time and seeds it was journaled with.
+        let set_p = pin_packet(e.statement.pins.timestamp_us, e.statement.pins.rand_seeds);
         let txn = MirrorTxn {
             committed_at_us: now_us(),
             conn_id: cx.id,
@@ -129,7 +129,6 @@ impl Capture {
                 None => None,
             },
         };
-        let set_p = pin_packet(e.ts, e.seeds);
         let reset_p = query_packet(b"SET TIMESTAMP = DEFAULT");
         let mut batch: Vec<&[u8]> = Vec::with_capacity(3);
         batch.extend(set_p.as_deref());
@@ -166,7 +165,7 @@ impl Capture {
         let insert_id = match stmt_r.ok {
             // INSERT … RETURNING answers with rows, whose end carries no
             // generated id: LAST_INSERT_ID() has it (see `generated_id`).
-            _ if insert && e.returning => self.generated_id(cx).await?,
+            _ if e.returning => self.generated_id(cx).await?,
             Some(ok) if insert && ok.last_insert_id != 0 => Some(ok.last_insert_id),
             _ => None,
         };

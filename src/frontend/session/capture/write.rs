@@ -94,19 +94,19 @@ impl Capture {
             WriteSrc::Query(sql) => sql.to_vec(),
             WriteSrc::Execute { rendered, .. } => rendered.clone(),
         };
-        let defaulted = match route.class {
-            Class::Write(WriteKind::Insert | WriteKind::Replace) => {
-                let facts = self.table_facts(cx, m, route).await?;
-                if facts.sequence_defaults.is_empty() {
-                    None
-                } else {
-                    let sql = text_of(&src);
-                    let mut toks = Vec::new();
-                    lexer::tokenize(&sql, &mut toks);
-                    super::seqdefault::write_in(&sql, &toks, &facts.sequence_defaults)
-                }
-            }
+        let facts = self.table_facts(cx, m, route).await?;
+        let kind = match route.class {
+            Class::Write(k) => Some(k),
             _ => None,
+        };
+        let insert = matches!(kind, Some(WriteKind::Insert | WriteKind::Replace));
+        let defaulted = if insert && !facts.sequence_defaults.is_empty() {
+            let sql = text_of(&src);
+            let mut toks = Vec::new();
+            lexer::tokenize(&sql, &mut toks);
+            super::seqdefault::write_in(&sql, &toks, &facts.sequence_defaults)
+        } else {
+            None
         };
         // NEXTVAL calls become the values the primary hands out, taken
         // first.
@@ -185,7 +185,6 @@ impl Capture {
                 .unsafe_write(cx, m, &route.tables, reason, &packet, seq)
                 .await;
         }
-        let facts = self.table_facts(cx, m, route).await?;
         // A table without transactions: mirrored by its effect (see
         // `effect`), which needs neither a transaction nor a marker.
         let effect = match &facts.engine_without_transactions {
@@ -276,12 +275,16 @@ impl Capture {
                 return Ok(done);
             }
         }
+        // INSERT … RETURNING answers with rows: without CLIENT_DEPRECATE_EOF
+        // they end with an EOF, which carries no generated id, so it is
+        // read with LAST_INSERT_ID() after the statement. (A keyed write
+        // below changes the text of UPDATE and DELETE only.)
+        let returning = insert && {
+            let mut toks = Vec::new();
+            lexer::tokenize(&record_sql, &mut toks);
+            toks.iter().any(|t| t.is_word(&record_sql, "RETURNING"))
+        };
         if let Some(locks) = effect {
-            let returning = {
-                let mut toks = Vec::new();
-                lexer::tokenize(&record_sql, &mut toks);
-                toks.iter().any(|t| t.is_word(&record_sql, "RETURNING"))
-            };
             let e = super::effect::Effect {
                 statement: MirrorStatement {
                     db: self.mirror_db(cx),
@@ -298,8 +301,6 @@ impl Capture {
                 },
                 packet,
                 user_set,
-                ts,
-                seeds,
                 returning,
                 locks,
             };
@@ -348,23 +349,9 @@ impl Capture {
                 Keyed::Failed(reply) => return cx.relay(seq, reply, false).await,
             }
         }
-        let kind = match route.class {
-            Class::Write(k) => Some(k),
+        let insert_id_of = |ok: Option<OkInfo>| match ok {
+            Some(ok) if insert && ok.last_insert_id != 0 => Some(ok.last_insert_id),
             _ => None,
-        };
-        let insert_id_of = |ok: Option<OkInfo>| match (kind, ok) {
-            (Some(WriteKind::Insert | WriteKind::Replace), Some(ok)) if ok.last_insert_id != 0 => {
-                Some(ok.last_insert_id)
-            }
-            _ => None,
-        };
-        // INSERT … RETURNING answers with rows: without CLIENT_DEPRECATE_EOF
-        // they end with an EOF, which carries no generated id, so it is
-        // read with LAST_INSERT_ID() after the statement.
-        let returning = matches!(kind, Some(WriteKind::Insert | WriteKind::Replace)) && {
-            let mut toks = Vec::new();
-            lexer::tokenize(&record_sql, &mut toks);
-            toks.iter().any(|t| t.is_word(&record_sql, "RETURNING"))
         };
         let statement = |db, insert_id, lid| MirrorStatement {
             db,
