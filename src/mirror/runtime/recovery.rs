@@ -106,6 +106,15 @@ pub(super) fn unresolved_intents(journal: &Journal) -> Result<Vec<Unresolved>, J
         .collect())
 }
 
+/// The locking read of commit markers: which of `tokens` (a comma list)
+/// are in `marker` for `owner`. It waits for a transaction still holding a
+/// row (a commit in progress, a prepared XA branch).
+pub(super) fn marker_read(marker: &str, owner: &str, tokens: &str) -> String {
+    format!(
+        "SELECT token FROM {marker} WHERE db = {owner} AND token IN ({tokens}) LOCK IN SHARE MODE"
+    )
+}
+
 /// What start-up makes of the intents a previous run left unsettled.
 pub(super) struct Settled {
     /// Outcomes to journal before anything else.
@@ -180,21 +189,13 @@ pub(super) async fn settle_at_start(
             .join(",");
         // Locking read: waits for a commit still in progress on a
         // connection the crash cut.
-        let found: Vec<u64> = match conn
-            .query(format!(
-                "SELECT token FROM {marker} WHERE db = {owner} AND token IN ({list}) LOCK IN SHARE MODE"
-            ))
-            .await
-        {
+        let found: Vec<u64> = match conn.query(marker_read(marker, owner, &list)).await {
             Ok(found) => found,
             Err(mysql_async::Error::Server(e)) if e.code == 1205 => {
                 let mut found = Vec::new();
                 for u in chunk {
                     let one: Result<Option<u64>, _> = conn
-                        .query_first(format!(
-                            "SELECT token FROM {marker} WHERE db = {owner} AND token = {} LOCK IN SHARE MODE",
-                            u.token
-                        ))
+                        .query_first(marker_read(marker, owner, &u.token.to_string()))
                         .await;
                     match one {
                         Ok(f) => found.extend(f),
@@ -367,9 +368,10 @@ impl Mirror {
         }
         // A locking read waits for a commit still holding the row.
         let found: Option<u64> = conn
-            .query_first(format!(
-                "SELECT token FROM {} WHERE db = {} AND token = {} LOCK IN SHARE MODE",
-                roles.marker, roles.marker_owner, d.token
+            .query_first(marker_read(
+                &roles.marker,
+                &roles.marker_owner,
+                &d.token.to_string(),
             ))
             .await?;
         let _ = conn.disconnect().await;

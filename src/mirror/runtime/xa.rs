@@ -73,9 +73,10 @@ impl Mirror {
         conn.query_drop("SET SESSION innodb_lock_wait_timeout = 1")
             .await?;
         let r: Result<Option<u64>, _> = conn
-            .query_first(format!(
-                "SELECT token FROM {} WHERE db = {} AND token = {token} LOCK IN SHARE MODE",
-                roles.marker, roles.marker_owner
+            .query_first(marker_read(
+                &roles.marker,
+                &roles.marker_owner,
+                &token.to_string(),
             ))
             .await;
         let _ = conn.disconnect().await;
