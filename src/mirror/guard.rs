@@ -43,17 +43,19 @@ async fn lock_opts(b: &BackendConfig) -> mysql_async::OptsBuilder {
         .init(vec![format!("SET SESSION wait_timeout = {HOLDER_IDLE_S}")])
 }
 
-/// The lock's name for a backend's database (MariaDB names are at most 64
-/// characters and server-wide).
+/// The lock's name for a backend's database.
 pub fn lock_name(db: &str) -> String {
-    let name = format!("tandem_mirror:{db}");
+    named_lock("tandem_mirror:", db)
+}
+
+/// A named lock `prefix` + `db`: MariaDB's names are at most 64 characters
+/// and server-wide, so a longer one carries a hash of the database name.
+pub fn named_lock(prefix: &str, db: &str) -> String {
+    let name = format!("{prefix}{db}");
     if name.len() <= 64 {
         name
     } else {
-        format!(
-            "tandem_mirror:{:016x}",
-            xxhash_rust::xxh3::xxh3_64(db.as_bytes())
-        )
+        format!("{prefix}{:016x}", xxhash_rust::xxh3::xxh3_64(db.as_bytes()))
     }
 }
 

@@ -15,16 +15,10 @@ pub(super) const APPLY_LOCK_WAIT_S: u32 = 60;
 /// each apply connection for its life, so that none starts while one of a
 /// previous process that uses the same index is still running there.
 pub(super) fn apply_lock_name(b: &BackendConfig, index: usize) -> String {
-    let db = b.database.as_deref().unwrap_or("");
-    let name = format!("tandem_apply:{index}:{db}");
-    if name.len() <= 64 {
-        name
-    } else {
-        format!(
-            "tandem_apply:{index}:{:016x}",
-            xxhash_rust::xxh3::xxh3_64(db.as_bytes())
-        )
-    }
+    crate::mirror::guard::named_lock(
+        &format!("tandem_apply:{index}:"),
+        b.database.as_deref().unwrap_or(""),
+    )
 }
 
 /// Waits until no apply connection of a previous process to `b` is still
