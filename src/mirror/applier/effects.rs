@@ -94,13 +94,10 @@ impl Worker {
         }
         // What goes before the write (a user variables' SET) can run again.
         for st in before {
-            self.run_with_prelude(st).await?;
+            self.set_prelude(st).await?;
+            self.conn().await?.query_drop(st.sql.as_slice()).await?;
         }
-        let prelude = self.prelude(last);
-        let setup = [prelude.session, prelude.pins].concat();
-        if !setup.is_empty() {
-            self.conn().await?.query_drop(setup).await?;
-        }
+        self.set_prelude(last).await?;
         self.conn().await?.query_drop(pending_sql(&b, lsn)).await?;
         let got = match self.conn().await?.query_drop(last.sql.as_slice()).await {
             Ok(()) => None,
@@ -176,18 +173,5 @@ impl Worker {
             ))
             .await?;
         Ok(Some(found.is_some()))
-    }
-
-    async fn run_with_prelude(
-        &mut self,
-        st: &crate::mirror::record::MirrorStatement,
-    ) -> Result<(), mysql_async::Error> {
-        let prelude = self.prelude(st);
-        let setup = [prelude.session, prelude.pins].concat();
-        let conn = self.conn().await?;
-        if !setup.is_empty() {
-            conn.query_drop(setup).await?;
-        }
-        conn.query_drop(st.sql.as_slice()).await
     }
 }

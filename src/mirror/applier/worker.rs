@@ -208,6 +208,21 @@ impl Worker {
         }
     }
 
+    /// Runs `st`'s prelude on its own (`USE`, session `SET`s, pinned
+    /// values), before a statement run outside a compound block (DDL,
+    /// writes without transactions).
+    pub(super) async fn set_prelude(
+        &mut self,
+        st: &super::super::record::MirrorStatement,
+    ) -> Result<(), mysql_async::Error> {
+        let prelude = self.prelude(st);
+        let sql = [prelude.session, prelude.pins].concat();
+        if !sql.is_empty() {
+            self.conn().await?.query_drop(sql).await?;
+        }
+        Ok(())
+    }
+
     /// Counts an applied group in the stats (lag, totals).
     pub(super) fn count_applied(&self, txns: &[&MirrorTxn]) {
         let now = super::super::now_us();
@@ -247,11 +262,7 @@ impl Worker {
             && txns[0].statements.iter().all(|s| s.ddl);
         if ddl_only {
             for st in &txns[0].statements {
-                let prelude = self.prelude(st);
-                let sql = [prelude.session, prelude.pins].concat();
-                if !sql.is_empty() {
-                    self.conn().await?.query_drop(sql).await?;
-                }
+                self.set_prelude(st).await?;
                 let r = self.conn().await?.query_drop(st.sql.as_slice()).await;
                 match r {
                     Err(mysql_async::Error::Server(e))
