@@ -125,7 +125,7 @@ impl Capture {
         else {
             return Ok(None);
         };
-        let q = |s: &str| format!("`{}`", s.replace('`', "``"));
+        let q = crate::sql::quote;
         let order: Vec<String> = key
             .columns
             .iter()

@@ -70,7 +70,7 @@ pub(super) fn write_in(
     }
     let columns: String = missing
         .iter()
-        .map(|(c, _)| format!(", `{}`", c.replace('`', "``")))
+        .map(|(c, _)| format!(", {}", crate::sql::quote(c)))
         .collect();
     let values: String = missing.iter().map(|(_, d)| format!(", {d}")).collect();
     let mut out = Vec::with_capacity(sql.len() + columns.len() + values.len() * row_ends.len());
