@@ -117,8 +117,9 @@ impl Shared {
     /// The pool of the current primary backend.
     pub fn primary_pool(&self) -> Arc<Pool> {
         let cfg = self.config.load();
-        // Config validation guarantees the primary has a pool.
-        self.pools.load()[&cfg.primary].clone()
+        // Config validation guarantees the primary has a pool (on a
+        // cluster: its first shard, which greets clients).
+        self.pools.load()[&cfg.primary_backend().name].clone()
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Config {
     /// Users without one act as the backend URL's account.
     pub accounts: HashMap<String, Account>,
     pub backends: BTreeMap<String, BackendConfig>,
+    /// Clusters (`clusters:`); `primary` may name one.
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// The backend or cluster that serves every statement.
     pub primary: String,
     pub secondary: Option<String>,
     pub journal: PathBuf,
@@ -158,6 +161,9 @@ pub struct Rules {
 pub struct TableRule {
     pub auto_increment: Option<String>,
     pub mirror: bool,
+    /// The rule as written (its sharding keys are validated against the
+    /// cluster in `cluster::validate`).
+    pub raw: model::RawTableRule,
 }
 
 impl Rules {
@@ -168,9 +174,19 @@ impl Rules {
 }
 
 impl Config {
+    /// The primary backend; on a cluster, its first shard (which greets
+    /// clients and holds Tandem's bookkeeping for the cluster).
     pub fn primary_backend(&self) -> &BackendConfig {
-        // `load` guarantees the primary names a backend.
-        &self.backends[&self.primary]
+        // `load` guarantees the primary names a backend or a cluster of them.
+        match self.clusters.get(&self.primary) {
+            Some(c) => &self.backends[&c.shards[0]],
+            None => &self.backends[&self.primary],
+        }
+    }
+
+    /// The cluster that serves as the primary, if it is one.
+    pub fn cluster(&self) -> Option<&ClusterConfig> {
+        self.clusters.get(&self.primary)
     }
 }
 
@@ -295,6 +311,37 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
     if old.journal_commit_wait != new.journal_commit_wait {
         errors.push(format!("migration.journal_commit_wait: {restart}"));
     }
+    for (name, c) in &old.clusters {
+        let Some(n) = new.clusters.get(name) else {
+            errors.push(format!("clusters.{name}: {restart}"));
+            continue;
+        };
+        if (&c.database, &c.shards) != (&n.database, &n.shards) {
+            errors.push(format!(
+                "clusters.{name}: its database and shards {restart}"
+            ));
+        }
+        if c.owners != n.owners {
+            errors.push(format!(
+                "clusters.{name}: the edit would change which shard owns some buckets; moving \
+                 rows between shards is not built yet"
+            ));
+        }
+        for (table, p) in &c.tables {
+            if n.tables
+                .get(table)
+                .is_some_and(|q| q.placement != p.placement)
+            {
+                errors.push(format!(
+                    "tables.{table}: the edit would change where its rows live; moving rows \
+                     between shards is not built yet"
+                ));
+            }
+        }
+    }
+    if new.clusters.keys().any(|k| !old.clusters.contains_key(k)) {
+        errors.push(format!("clusters: a new cluster {restart}"));
+    }
     let book = |c: &Config| c.primary_backend().bookkeeping.clone();
     if book(old) != book(new) {
         errors.push(format!("migration.bookkeeping_database: {restart}"));
@@ -321,7 +368,7 @@ pub fn diff(old: &Config, new: &Config) -> Result<Changes, ConfigErrors> {
         users: old.users != new.users
             || old.accounts != new.accounts
             || old.user_limits != new.user_limits,
-        rules: old.rules != new.rules,
+        rules: old.rules != new.rules || old.clusters != new.clusters,
         secondary: old.secondary != new.secondary && cutover.is_none(),
         cutover,
         settings: (
@@ -456,9 +503,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
 
     let m = &raw.migration;
+    let is_cluster = |n: &str| raw.clusters.contains_key(n);
     match raw.backends.get(&m.primary) {
+        None if is_cluster(&m.primary) => {
+            if m.secondary.is_some() {
+                errors.push(format!(
+                    "migration.secondary: mirroring from cluster {:?} is not built yet; a cluster \
+                     serves as the primary without a secondary for now",
+                    m.primary
+                ));
+            }
+        }
         None => errors.push(format!(
-            "migration.primary: unknown backend {:?} (known: {})",
+            "migration.primary: unknown backend or cluster {:?} (known: {})",
             m.primary,
             known(&raw.backends)
         )),
@@ -469,7 +526,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         Some(_) => {}
     }
     if let Some(s) = &m.secondary {
-        if !raw.backends.contains_key(s) {
+        if is_cluster(s) {
+            errors.push(format!(
+                "migration.secondary: mirroring into cluster {s:?} (moving a live database onto \
+                 shards) is not built yet; today a cluster can be migration.primary without a \
+                 secondary"
+            ));
+        } else if !raw.backends.contains_key(s) {
             errors.push(format!(
                 "migration.secondary: unknown backend {s:?} (known: {})",
                 known(&raw.backends)
@@ -624,6 +687,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         }
     };
 
+    let clusters = cluster::validate(&raw.clusters, &backends, &rules, &mut errors);
+
     match (errors.is_empty(), listen) {
         (true, Some(listen)) => Ok(Config {
             listen,
@@ -637,6 +702,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             user_limits,
             users,
             backends,
+            clusters,
             primary: m.primary.clone(),
             secondary,
             journal: PathBuf::from(&m.journal),
@@ -764,10 +830,12 @@ fn parse_backend(
 
 mod access;
 pub mod backend_tls;
+pub mod cluster;
 mod rules;
 #[cfg(test)]
 mod tests;
 
 pub use access::{Account, ClientTls, Secret};
 pub use backend_tls::BackendTls;
+pub use cluster::{ClusterConfig, Placement, TablePlacement};
 pub use rules::{load_rules, rule_files};

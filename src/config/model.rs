@@ -65,6 +65,10 @@ pub struct RawConfig {
     pub users: Vec<RawUser>,
     /// Named backends. Required.
     pub backends: BTreeMap<String, RawBackend>,
+    /// Named clusters: sets of shard backends that serve as one database
+    /// (`migration.primary` may name one). Default: none.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, RawCluster>,
     /// Which backend is primary and which receives mirrored writes. Required.
     pub migration: RawMigration,
     /// Directory of `*.yaml` table rules. Default `./rules`; a missing
@@ -153,6 +157,31 @@ pub struct RawBackend {
     /// Maximum server connections Tandem opens to this backend. Default 32.
     #[serde(default = "default_pool")]
     pub pool: usize,
+}
+
+fn default_buckets() -> u32 {
+    4096
+}
+
+/// `clusters.<name>`: shards that serve as one database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// The database name clients use (login, `USE`, qualified names); each
+    /// shard's URL names its own physical database. Required.
+    pub database: String,
+    /// The shards' backend names, in order (shard index = position).
+    /// Required, at least one.
+    pub shards: Vec<String>,
+    /// Virtual buckets of hash sharding: hash(key) -> bucket -> shard.
+    /// Default 4096, at most 1048576; cannot change once data is placed.
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+    /// Explicit bucket owners: shard backend name -> bucket ranges
+    /// (`"0-1023"`, `"2048"`). Default: none, bucket b belongs to
+    /// shards[b mod N]. When given, every bucket must be listed exactly once.
+    #[serde(default)]
+    pub assignment: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// Where reads go.
@@ -390,4 +419,84 @@ pub struct RawTableRule {
     /// Mirror writes to this table. Default true.
     #[serde(default)]
     pub mirror: Option<bool>,
+    /// On a cluster: the column whose value picks the shard.
+    #[serde(default)]
+    pub shard_key: Option<String>,
+    /// On a cluster: `hash` (default), `range` or `list`.
+    #[serde(default)]
+    pub shard_by: Option<ShardBy>,
+    /// `shard_by: range`: ordered upper bounds (`below`, exclusive), the
+    /// last entry without `below` takes everything above.
+    #[serde(default)]
+    pub ranges: Option<Vec<RawRange>>,
+    /// `shard_by: list`: explicit key values per shard.
+    #[serde(default)]
+    pub values: Option<Vec<RawListEntry>>,
+    /// `shard_by: list`: the shard for values no entry lists. Default:
+    /// none (such a value is refused).
+    #[serde(default)]
+    pub default_shard: Option<String>,
+    /// On a cluster: a full copy on every shard (reads from one, writes
+    /// to all). Default false.
+    #[serde(default)]
+    pub reference: Option<bool>,
+    /// On a cluster: a write without the shard key runs on every shard
+    /// (`allow`, default) or is refused (`reject`).
+    #[serde(default)]
+    pub scatter_writes: Option<ScatterWrites>,
+}
+
+/// How a table's rows are placed on shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardBy {
+    #[default]
+    Hash,
+    Range,
+    List,
+}
+
+/// Whether a keyless write may run on every shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScatterWrites {
+    #[default]
+    Allow,
+    Reject,
+}
+
+/// One range of `shard_by: range`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRange {
+    /// Exclusive upper bound; absent on the last range only.
+    #[serde(default)]
+    pub below: Option<ScalarText>,
+    pub shard: String,
+}
+
+/// One entry of `shard_by: list`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListEntry {
+    pub shard: String,
+    #[serde(rename = "in")]
+    pub values: Vec<ScalarText>,
+}
+
+/// A YAML scalar (number or string) kept as its text.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ScalarText {
+    Int(i64),
+    Text(String),
+}
+
+impl ScalarText {
+    pub fn text(&self) -> String {
+        match self {
+            ScalarText::Int(i) => i.to_string(),
+            ScalarText::Text(t) => t.clone(),
+        }
+    }
 }

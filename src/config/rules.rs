@@ -1,6 +1,6 @@
 //! The rules directory: its files, loaded and merged into `Rules`.
 
-use super::model::{RawRulesFile, RawTableRule};
+use super::model::RawRulesFile;
 use super::{Rules, TableRule};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,14 +31,7 @@ pub fn load_rules(dir: &Path) -> Result<Rules, Vec<String>> {
             .and_then(|t| serde_saphyr::from_str::<RawRulesFile>(&t).map_err(|e| e.to_string()));
         match parsed {
             Ok(f) => {
-                for (
-                    table,
-                    RawTableRule {
-                        auto_increment,
-                        mirror,
-                    },
-                ) in f.tables
-                {
+                for (table, raw) in f.tables {
                     if let Some(prev) = origin.get(&table) {
                         errors.push(format!(
                             "{}: table {table:?} already has a rule in {}",
@@ -51,8 +44,9 @@ pub fn load_rules(dir: &Path) -> Result<Rules, Vec<String>> {
                     rules.tables.insert(
                         table,
                         TableRule {
-                            auto_increment,
-                            mirror: mirror.unwrap_or(true),
+                            auto_increment: raw.auto_increment.clone(),
+                            mirror: raw.mirror.unwrap_or(true),
+                            raw,
                         },
                     );
                 }

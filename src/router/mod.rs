@@ -12,6 +12,7 @@ pub mod keyed;
 pub mod lexer;
 pub mod plan;
 pub mod rename;
+pub mod shard;
 #[cfg(test)]
 mod tests;
 
