@@ -78,7 +78,7 @@ migration:
         "users[1]: set either password or password_hash",
         "backends.legacy.pool",
         "backends.legacy.url: scheme",
-        "migration.primary: unknown backend \"nowhere\"",
+        "migration.primary: unknown backend or cluster \"nowhere\"",
         "migration.secondary: unknown backend",
         "migration.cutover_timeout",
     ] {
