@@ -18,6 +18,7 @@ pub mod schema;
 pub mod schema_objects;
 pub mod server;
 pub mod shadow;
+pub mod shard_tools;
 pub mod sql;
 pub mod state;
 pub mod verify;

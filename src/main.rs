@@ -92,6 +92,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// On a cluster: the bucket and the shard that hold TABLE's rows with
+    /// shard key KEY.
+    ShardOf {
+        #[arg(long, short)]
+        config: PathBuf,
+        table: String,
+        key: String,
+    },
+    /// On a cluster: where a statement runs (shards, per-shard text) and
+    /// how the answers merge, or why it is refused.
+    Route {
+        #[arg(long, short)]
+        config: PathBuf,
+        sql: String,
+    },
     /// Compare primary and secondary table by table; exit 0 identical,
     /// 1 divergent, 2 on error.
     Verify {
@@ -129,6 +144,12 @@ fn main() -> std::process::ExitCode {
             end_holders_after,
         } => cutover_cmd(&config, to, wait, end_holders_after),
         Command::Status { config, json } => status_cmd(&config, json),
+        Command::ShardOf { config, table, key } => cluster_tool(&config, |cfg| async move {
+            tandem::shard_tools::shard_of(&cfg, &table, &key).await
+        }),
+        Command::Route { config, sql } => cluster_tool(&config, |cfg| async move {
+            tandem::shard_tools::route(&cfg, &sql).await
+        }),
         Command::Resume { config } => resume_cmd(&config),
         Command::CheckConfig { config } => match tandem::config::load_for_start(&config) {
             Ok(cfg) => {
@@ -139,7 +160,11 @@ fn main() -> std::process::ExitCode {
                     cfg.backends.len(),
                     cfg.rules.tables.len()
                 );
-                check_accounts(&cfg)
+                let accounts = check_accounts(&cfg);
+                if cfg.cluster().is_some() && check_cluster(&cfg) != ExitCode::SUCCESS {
+                    return ExitCode::FAILURE;
+                }
+                accounts
             }
             Err(errors) => {
                 eprintln!("{}: {} error(s)", config.display(), errors.0.len());
@@ -604,6 +629,70 @@ async fn shutdown_signal() {
 /// With the primary reachable, whether the accounts proxy users act as
 /// (`backend_user`) can log in and, while mirroring, write Tandem's commit
 /// markers (the GRANT to run is printed). Unreachable: said, not failed.
+/// Runs one of the cluster tools on a fresh runtime; prints its answer.
+fn cluster_tool<F, Fut>(config: &std::path::Path, f: F) -> ExitCode
+where
+    F: FnOnce(tandem::config::Config) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let cfg = match tandem::config::load_for_start(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::from(2);
+    };
+    match runtime.block_on(f(cfg)) {
+        Ok(out) => {
+            println!("{}", out.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// check-config's checks of a reachable cluster's schema.
+fn check_cluster(cfg: &tandem::config::Config) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::SUCCESS;
+    };
+    match runtime.block_on(tandem::shard_tools::check_cluster(cfg)) {
+        Ok((problems, warnings)) => {
+            for w in &warnings {
+                println!("  warning: {w}");
+            }
+            if problems.is_empty() {
+                println!(
+                    "  cluster {}: every table has a rule the schema agrees with",
+                    cfg.primary
+                );
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("  cluster {}: {} problem(s)", cfg.primary, problems.len());
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("  (cluster schema not checked: {e})");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn check_accounts(cfg: &tandem::config::Config) -> ExitCode {
     if cfg.accounts.is_empty() {
         return ExitCode::SUCCESS;

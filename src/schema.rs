@@ -135,3 +135,44 @@ pub async fn columns(c: &mut Conn, table: &str) -> Result<Vec<String>, mysql_asy
 pub fn no_primary_key(table: &str) -> String {
     format!("table {table} has no primary key; verify and backfill need one to walk it in chunks")
 }
+
+/// What shard routing needs of every table of a cluster's database, read
+/// from information_schema on one shard (`c` connected to its database):
+/// column order, the type of each rule's shard key, the AUTO_INCREMENT
+/// column.
+pub async fn shard_facts(
+    c: &mut Conn,
+    cluster: &crate::config::ClusterConfig,
+) -> Result<
+    std::collections::HashMap<String, std::sync::Arc<crate::router::shard::route::TableFacts>>,
+    mysql_async::Error,
+> {
+    use crate::router::shard::{route::TableFacts, KeyType};
+    let rows: Vec<(String, String, String, Option<String>, String)> = c
+        .query(
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLLATION_NAME, EXTRA \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+             ORDER BY TABLE_NAME, ORDINAL_POSITION",
+        )
+        .await?;
+    let mut out: std::collections::HashMap<String, TableFacts> = Default::default();
+    for (table, column, data_type, collation, extra) in rows {
+        let f = out.entry(table.clone()).or_insert_with(|| TableFacts {
+            columns: Vec::new(),
+            key_type: None,
+            auto_increment: None,
+        });
+        let key = cluster.tables.get(&table).and_then(|p| p.placement.key());
+        if key.is_some_and(|k| k.eq_ignore_ascii_case(&column)) {
+            f.key_type = Some(KeyType::from_schema(&data_type, collation.as_deref()));
+        }
+        if extra.to_ascii_lowercase().contains("auto_increment") {
+            f.auto_increment = Some(column.clone());
+        }
+        f.columns.push(column);
+    }
+    Ok(out
+        .into_iter()
+        .map(|(k, v)| (k, std::sync::Arc::new(v)))
+        .collect())
+}

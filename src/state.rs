@@ -45,7 +45,13 @@ pub struct Shared {
     pub(crate) user_sessions: std::sync::Mutex<HashMap<String, usize>>,
     /// caching_sha2_password's verifier cache and RSA key.
     pub(crate) sha2: crate::frontend::sha2::Sha2Auth,
+    /// On a cluster: what routing knows of its tables (read from the
+    /// first shard; dropped after DDL and on a miss, then read again).
+    pub shard_facts: ArcSwap<ShardFacts>,
 }
+
+/// Table name -> facts, for shard routing.
+pub type ShardFacts = HashMap<String, Arc<crate::router::shard::route::TableFacts>>;
 
 /// A session counted against its user's `max_connections` until dropped.
 pub struct UserSlot<'a> {

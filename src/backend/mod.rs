@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod binding;
 pub mod conn;
 pub mod pool;
+pub mod shards;
 
 pub use binding::Binding;
 pub use conn::{greeting_reserved_at, BackendConn, ServerInfo, MARIADB_EXTENDED_METADATA};

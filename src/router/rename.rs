@@ -9,6 +9,14 @@ use crate::router::lexer;
 /// The database a client's `db` selects on backend `on`: either role's URL
 /// database selects `on`'s own. Other names pass unchanged.
 pub fn map_db(cfg: &Config, db: &str, on: &str) -> String {
+    // A cluster's database name selects each shard's own.
+    if let Some(c) = cfg.cluster() {
+        if db == c.database && c.shards.iter().any(|s| s == on) {
+            if let Some(d) = cfg.backends.get(on).and_then(|b| b.database.clone()) {
+                return d;
+            }
+        }
+    }
     let url_db = |name: Option<&String>| {
         name.and_then(|n| cfg.backends.get(n))
             .and_then(|b| b.database.as_deref())

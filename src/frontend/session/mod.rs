@@ -18,6 +18,7 @@
 
 mod boundary;
 mod capture;
+mod cluster;
 mod commands;
 mod link;
 mod multi;
@@ -114,6 +115,14 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
         _ = cancel.cancelled() => None,
     };
     shared.handshake_ended(id);
+    let session = match (session, shared.config.load().cluster().cloned()) {
+        (Some((auth, lease, _, _user_slot)), Some(c)) => {
+            cluster::run(shared, id, peer, client, auth, lease, c, &cancel).await;
+            shared.registry.remove(id);
+            return;
+        }
+        (s, _) => s,
+    };
     if let Some((auth, lease, backend, _user_slot)) = session {
         let mut s = Session {
             link: Link {

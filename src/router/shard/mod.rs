@@ -40,7 +40,8 @@ pub enum Fold {
     /// A case-insensitive collation with PAD SPACE (`utf8mb4_general_ci`,
     /// `utf8mb4_unicode_ci`, `latin1_swedish_ci`, …): ASCII letters
     /// compare without case, trailing spaces ignored. Only ASCII values
-    /// can be put in this form with certainty.
+    /// can be put in this form with certainty (printable ASCII; control
+    /// characters are ignorable under UCA collations).
     AsciiCi,
 }
 
@@ -169,9 +170,13 @@ fn fold_bytes(fold: Fold, s: &[u8]) -> Result<Vec<u8>, Unroutable> {
         Fold::BinPad => Ok(trimmed().to_vec()),
         Fold::AsciiCi => {
             let t = trimmed();
-            if !t.is_ascii() {
+            // Control characters are ignorable under UCA collations, so
+            // only printable ASCII has a certain comparison form here.
+            if !t.iter().all(|b| (0x20..0x7f).contains(b)) {
                 return Err(Unroutable::Every(
-                    "a non-ASCII value under a case-insensitive collation".into(),
+                    "a value with non-ASCII or control characters under a case-insensitive \
+                     collation"
+                        .into(),
                 ));
             }
             Ok(t.to_ascii_uppercase())

@@ -1,0 +1,541 @@
+//! Merging several shards' answers to one read into the answer one
+//! database would give: the first shard's column definitions, then rows
+//! concatenated, k-way merged on the ORDER BY columns (one row per shard
+//! in memory), or combined into one row of aggregates; OFFSET and LIMIT
+//! applied to the whole. Every shard's response is read to its end, so
+//! the connections stay usable; an error from any shard is the client's
+//! answer (before rows, or in place of the next row, as a server ends a
+//! failing result set).
+
+use super::values::{self, Column, Decimal, Order};
+use crate::frontend::session::link::edit_status;
+use crate::protocol::packets::put_lenenc;
+use crate::protocol::response::{Expect, Step, Tracker};
+use crate::protocol::wire::{write_frames, FLUSH_AT};
+use crate::protocol::{ErrSpec, ProtocolError, Wire};
+use crate::router::shard::route::{Agg, Merge};
+use std::cmp::Ordering;
+
+/// One shard's response, read packet by packet.
+pub(super) struct Reply<'w> {
+    pub wire: &'w mut Wire,
+    tracker: Tracker,
+    next_seq: u8,
+    max: usize,
+    /// Column definitions carry MariaDB's extended metadata.
+    extended: bool,
+}
+
+/// The head of a shard's answer.
+pub(super) enum Head {
+    /// OK or ERR: the whole answer.
+    Done(Vec<u8>),
+    /// A result set: column count, definitions (and EOF), and the
+    /// definitions parsed.
+    Rows {
+        packets: Vec<Vec<u8>>,
+        columns: Vec<Column>,
+    },
+}
+
+/// Why a merge stopped.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MergeError {
+    #[error("shard: {0}")]
+    Shard(ProtocolError),
+    #[error("client: {0}")]
+    Client(std::io::Error),
+}
+
+type M<T> = Result<T, MergeError>;
+
+impl<'w> Reply<'w> {
+    pub fn new(wire: &'w mut Wire, deprecate_eof: bool, extended: bool, max: usize) -> Self {
+        Reply {
+            wire,
+            tracker: Tracker::new(Expect::ResultSet, deprecate_eof),
+            next_seq: 1,
+            max,
+            extended,
+        }
+    }
+
+    /// The next packet and whether it ends the response.
+    async fn next(&mut self) -> M<(Vec<u8>, bool)> {
+        let p = self
+            .wire
+            .read_packet(Some(self.next_seq), self.max)
+            .await
+            .map_err(MergeError::Shard)?;
+        self.next_seq = p.last_seq.wrapping_add(1);
+        let step = self
+            .tracker
+            .feed(&p.payload, p.payload.len())
+            .map_err(MergeError::Shard)?;
+        match step {
+            Step::Done => Ok((p.payload, true)),
+            Step::More => Ok((p.payload, false)),
+            Step::LocalInfile => Err(MergeError::Shard(ProtocolError::Malformed(
+                "LOCAL INFILE request in a merged answer",
+            ))),
+        }
+    }
+
+    pub async fn head(&mut self) -> M<Head> {
+        let (first, done) = self.next().await?;
+        if done {
+            return Ok(Head::Done(first));
+        }
+        let mut packets = vec![first];
+        while !self.tracker.in_rows() {
+            let (p, done) = self.next().await?;
+            if done {
+                // An error in place of the definitions.
+                return Ok(Head::Done(p));
+            }
+            packets.push(p);
+        }
+        let n = crate::protocol::packets::get_lenenc(&packets[0]).map_or(0, |(n, _)| n as usize);
+        let defs = packets.iter().skip(1).take(n);
+        let columns: Option<Vec<Column>> = defs.map(|p| values::column(p, self.extended)).collect();
+        let Some(columns) = columns else {
+            return Err(MergeError::Shard(ProtocolError::Malformed(
+                "a column definition Tandem cannot read",
+            )));
+        };
+        Ok(Head::Rows { packets, columns })
+    }
+
+    /// The next row, or Err(final packet) at the end (EOF/OK or ERR).
+    pub async fn row(&mut self) -> M<Result<Vec<u8>, Vec<u8>>> {
+        let (p, done) = self.next().await?;
+        if done {
+            return Ok(Err(p));
+        }
+        if !self.tracker.in_rows() {
+            // A result set ended and another follows: not a merged read.
+            return Err(MergeError::Shard(ProtocolError::Malformed(
+                "several result sets from one shard in a merged answer",
+            )));
+        }
+        Ok(Ok(p))
+    }
+
+    /// Reads what is left of the response.
+    pub async fn drain(&mut self) -> M<()> {
+        if self.tracker.is_done() {
+            return Ok(());
+        }
+        loop {
+            let (_, done) = self.next().await?;
+            if done && self.tracker.is_done() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Where merged packets go.
+pub(super) struct Out<'c> {
+    pub client: &'c mut Wire,
+    pub seq: u8,
+    pub deprecate_eof: bool,
+    /// The status flags the client's final packet carries.
+    pub status: u16,
+}
+
+impl Out<'_> {
+    async fn send(&mut self, p: &[u8]) -> M<()> {
+        write_frames(&mut self.client.wbuf, &mut self.seq, p);
+        if self.client.wbuf.len() >= FLUSH_AT {
+            self.client.flush().await.map_err(MergeError::Client)?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, mut last: Vec<u8>) -> M<()> {
+        let status = self.status;
+        edit_status(&mut last, self.deprecate_eof, |s| {
+            // The shard's own flags but for the session-level ones, which
+            // are the session's across shards.
+            let session = 0x0001 | 0x0002;
+            (s & !session) | (status & session)
+        });
+        self.send(&last).await?;
+        self.client.flush().await.map_err(MergeError::Client)
+    }
+
+    async fn error(&mut self, e: &ErrSpec) -> M<()> {
+        self.send(&e.encode()).await?;
+        self.client.flush().await.map_err(MergeError::Client)
+    }
+}
+
+/// Reads every shard's answer to a read and sends the client the merged
+/// answer `merge` describes.
+pub(super) async fn merge_read(
+    replies: &mut [Reply<'_>],
+    out: &mut Out<'_>,
+    merge: &Merge,
+) -> M<()> {
+    let mut heads = Vec::with_capacity(replies.len());
+    for r in replies.iter_mut() {
+        heads.push(r.head().await?);
+    }
+    // An error anywhere is the answer.
+    if let Some(at) = heads
+        .iter()
+        .position(|h| matches!(h, Head::Done(p) if p.first() == Some(&0xFF)))
+    {
+        for r in replies.iter_mut() {
+            r.drain().await?;
+        }
+        let Head::Done(p) = &heads[at] else {
+            unreachable!("position found a Done head")
+        };
+        return out.finish(p.clone()).await;
+    }
+    let Some(Head::Rows { packets, columns }) = heads.first() else {
+        // OK from every shard (a read without rows): the first one's.
+        for r in replies.iter_mut() {
+            r.drain().await?;
+        }
+        let Some(Head::Done(p)) = heads.into_iter().next() else {
+            return Ok(());
+        };
+        return out.finish(p).await;
+    };
+    let columns = columns.clone();
+    let head_packets = packets.clone();
+    match merge {
+        Merge::Ordered {
+            keys,
+            offset,
+            limit,
+        } => {
+            let mut orders = Vec::new();
+            for &(i, desc) in keys {
+                match columns.get(i).map(|c| c.order()) {
+                    Some(Ok(o)) => orders.push((i, o, desc)),
+                    Some(Err(why)) => {
+                        for r in replies.iter_mut() {
+                            r.drain().await?;
+                        }
+                        return out.error(&not_supported(format!("ORDER BY {why}"))).await;
+                    }
+                    None => {
+                        for r in replies.iter_mut() {
+                            r.drain().await?;
+                        }
+                        return out
+                            .error(&not_supported("ORDER BY a column the answer lacks".into()))
+                            .await;
+                    }
+                }
+            }
+            send_head(out, &head_packets).await?;
+            ordered(replies, out, &columns, &orders, *offset, *limit).await
+        }
+        Merge::Aggregate {
+            aggs,
+            offset,
+            limit,
+        } => {
+            send_head(out, &head_packets).await?;
+            aggregate(replies, out, &columns, aggs, *offset, *limit).await
+        }
+        Merge::Concat { offset, limit } => {
+            send_head(out, &head_packets).await?;
+            concat(replies, out, *offset, *limit).await
+        }
+        _ => {
+            send_head(out, &head_packets).await?;
+            concat(replies, out, 0, None).await
+        }
+    }
+}
+
+fn not_supported(why: String) -> ErrSpec {
+    ErrSpec::new(
+        1235,
+        "42000",
+        format!("Tandem: {why} across shards is not supported yet"),
+    )
+}
+
+async fn send_head(out: &mut Out<'_>, packets: &[Vec<u8>]) -> M<()> {
+    for p in packets {
+        out.send(p).await?;
+    }
+    Ok(())
+}
+
+/// Rows of every shard in turn.
+async fn concat(
+    replies: &mut [Reply<'_>],
+    out: &mut Out<'_>,
+    offset: u64,
+    limit: Option<u64>,
+) -> M<()> {
+    let (mut skipped, mut sent) = (0u64, 0u64);
+    let mut end: Option<Vec<u8>> = None;
+    for r in replies.iter_mut() {
+        loop {
+            match r.row().await? {
+                Ok(row) => {
+                    if end.as_ref().is_some_and(|p| p.first() == Some(&0xFF)) {
+                        continue;
+                    }
+                    if skipped < offset {
+                        skipped += 1;
+                    } else if limit.is_none_or(|l| sent < l) {
+                        out.send(&row).await?;
+                        sent += 1;
+                    }
+                }
+                Err(p) => {
+                    keep_end(&mut end, p);
+                    break;
+                }
+            }
+        }
+    }
+    match end {
+        Some(p) => out.finish(p).await,
+        None => Ok(()),
+    }
+}
+
+/// The k-way merge: one current row per shard, the least sent first.
+async fn ordered(
+    replies: &mut [Reply<'_>],
+    out: &mut Out<'_>,
+    columns: &[Column],
+    orders: &[(usize, Order, bool)],
+    offset: u64,
+    limit: Option<u64>,
+) -> M<()> {
+    let n = columns.len();
+    let mut current: Vec<Option<Vec<u8>>> = Vec::with_capacity(replies.len());
+    let mut end: Option<Vec<u8>> = None;
+    for r in replies.iter_mut() {
+        match r.row().await? {
+            Ok(row) => current.push(Some(row)),
+            Err(p) => {
+                keep_end(&mut end, p);
+                current.push(None);
+            }
+        }
+    }
+    let (mut skipped, mut sent) = (0u64, 0u64);
+    loop {
+        if end.as_ref().is_some_and(|p| p.first() == Some(&0xFF)) {
+            break;
+        }
+        let mut best: Option<usize> = None;
+        let mut unordered = false;
+        for i in 0..current.len() {
+            let Some(row) = &current[i] else { continue };
+            best = match best {
+                None => Some(i),
+                Some(b) => {
+                    let other = current[b].as_deref().unwrap_or_default();
+                    match row_cmp(row, other, n, orders) {
+                        Some(Ordering::Less) => Some(i),
+                        Some(_) => Some(b),
+                        None => {
+                            unordered = true;
+                            Some(b)
+                        }
+                    }
+                }
+            };
+        }
+        if unordered {
+            // In place of the next row, as a server ends a failing result.
+            for r in replies.iter_mut() {
+                r.drain().await?;
+            }
+            return out
+                .error(&not_supported(
+                    "ORDER BY a string with characters beyond printable ASCII under a \
+                     _general_ci collation"
+                        .into(),
+                ))
+                .await;
+        }
+        let Some(b) = best else { break };
+        if let Some(row) = current[b].take() {
+            if skipped < offset {
+                skipped += 1;
+            } else if limit.is_none_or(|l| sent < l) {
+                out.send(&row).await?;
+                sent += 1;
+            }
+        }
+        match replies[b].row().await? {
+            Ok(row) => current[b] = Some(row),
+            Err(p) => keep_end(&mut end, p),
+        }
+    }
+    for r in replies.iter_mut() {
+        r.drain().await?;
+    }
+    match end {
+        Some(p) => out.finish(p).await,
+        None => Ok(()),
+    }
+}
+
+/// Keeps the terminator the client gets: an error over any EOF/OK.
+fn keep_end(end: &mut Option<Vec<u8>>, p: Vec<u8>) {
+    match end {
+        Some(e) if e.first() == Some(&0xFF) => {}
+        _ => *end = Some(p),
+    }
+}
+
+/// Order of two rows on the merge keys; None: a value Tandem cannot
+/// order exactly, or a row it cannot read.
+fn row_cmp(a: &[u8], b: &[u8], n: usize, orders: &[(usize, Order, bool)]) -> Option<Ordering> {
+    let (fa, fb) = (values::fields(a, n)?, values::fields(b, n)?);
+    for &(i, o, desc) in orders {
+        let va = fa.get(i)?.clone().map(|r| &a[r]);
+        let vb = fb.get(i)?.clone().map(|r| &b[r]);
+        let c = values::compare(o, va, vb)?;
+        let c = if desc { c.reverse() } else { c };
+        if c.is_ne() {
+            return Some(c);
+        }
+    }
+    Some(Ordering::Equal)
+}
+
+/// One row of aggregates: each shard's one row, combined per column.
+async fn aggregate(
+    replies: &mut [Reply<'_>],
+    out: &mut Out<'_>,
+    columns: &[Column],
+    aggs: &[Agg],
+    offset: u64,
+    limit: Option<u64>,
+) -> M<()> {
+    let n = columns.len();
+    let mut rows = Vec::new();
+    let mut end = None;
+    for r in replies.iter_mut() {
+        loop {
+            match r.row().await? {
+                Ok(row) => rows.push(row),
+                Err(p) => {
+                    keep_end(&mut end, p);
+                    break;
+                }
+            }
+        }
+    }
+    if aggs.len() != n || rows.len() != replies.len() {
+        return out
+            .error(&not_supported(
+                "an aggregate answer of an unexpected shape".to_string(),
+            ))
+            .await;
+    }
+    if end.as_ref().is_some_and(|p| p.first() == Some(&0xFF)) {
+        return match end {
+            Some(p) => out.finish(p).await,
+            None => Ok(()),
+        };
+    }
+    let mut combined: Vec<Option<Vec<u8>>> = vec![None; n];
+    let mut why_not = None;
+    for (i, agg) in aggs.iter().enumerate() {
+        let vals: Vec<Option<&[u8]>> = rows
+            .iter()
+            .map(|row| {
+                values::fields(row, n)
+                    .and_then(|f| f[i].clone())
+                    .map(|r| &row[r])
+            })
+            .collect();
+        combined[i] = match combine(*agg, columns[i], &vals) {
+            Ok(v) => v,
+            Err(e) => {
+                why_not = Some(e);
+                break;
+            }
+        };
+    }
+    if let Some(why) = why_not {
+        return out.error(&not_supported(why)).await;
+    }
+    if offset == 0 && limit.is_none_or(|l| l > 0) {
+        let mut row = Vec::new();
+        for v in &combined {
+            match v {
+                None => row.push(0xFB),
+                Some(b) => {
+                    put_lenenc(&mut row, b.len() as u64);
+                    row.extend_from_slice(b);
+                }
+            }
+        }
+        out.send(&row).await?;
+    }
+    match end {
+        Some(p) => out.finish(p).await,
+        None => Ok(()),
+    }
+}
+
+/// Combines the shards' values of one aggregate.
+fn combine(agg: Agg, col: Column, vals: &[Option<&[u8]>]) -> Result<Option<Vec<u8>>, String> {
+    let present: Vec<&[u8]> = vals.iter().flatten().copied().collect();
+    if present.is_empty() {
+        return Ok(match agg {
+            Agg::Count => Some(b"0".to_vec()),
+            _ => None,
+        });
+    }
+    match agg {
+        Agg::Count | Agg::Sum => match col.order() {
+            Ok(Order::Float) => {
+                let mut sum = 0f64;
+                for v in &present {
+                    sum += std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .ok_or("a SUM that is not a number")?;
+                }
+                Ok(Some(values::render_double(sum).into_bytes()))
+            }
+            _ => {
+                let mut sum: Option<Decimal> = None;
+                let mut scale = 0;
+                for v in &present {
+                    let d = Decimal::parse(v).ok_or("a SUM that is not a number")?;
+                    scale = scale.max(d.scale());
+                    sum = Some(match sum {
+                        Some(s) => s.add(&d),
+                        None => d,
+                    });
+                }
+                Ok(sum.map(|s| s.render(scale).into_bytes()))
+            }
+        },
+        Agg::Min | Agg::Max => {
+            let o = col.order().map_err(|w| format!("MIN/MAX of {w}"))?;
+            let mut best = present[0];
+            for v in &present[1..] {
+                let c = values::compare(o, Some(v), Some(best))
+                    .ok_or("MIN/MAX of a string beyond printable ASCII under _general_ci")?;
+                if (agg == Agg::Min && c == Ordering::Less)
+                    || (agg == Agg::Max && c == Ordering::Greater)
+                {
+                    best = v;
+                }
+            }
+            Ok(Some(best.to_vec()))
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! Values of text-protocol rows, as a merge of several shards' answers
+//! needs them: the column facts that decide how values compare (from the
+//! column definition packet), comparison in the server's order, and exact
+//! decimal sums.
+
+use crate::protocol::packets::get_lenenc;
+use std::cmp::Ordering;
+use std::ops::Range;
+
+/// What a merge needs from one column definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub charset: u16,
+    pub kind: u8,
+    pub flags: u16,
+}
+
+/// MySQL column types (the protocol's type byte).
+mod ty {
+    pub const DECIMAL: u8 = 0x00;
+    pub const TINY: u8 = 0x01;
+    pub const SHORT: u8 = 0x02;
+    pub const LONG: u8 = 0x03;
+    pub const FLOAT: u8 = 0x04;
+    pub const DOUBLE: u8 = 0x05;
+    pub const TIMESTAMP: u8 = 0x07;
+    pub const LONGLONG: u8 = 0x08;
+    pub const INT24: u8 = 0x09;
+    pub const DATE: u8 = 0x0a;
+    pub const TIME: u8 = 0x0b;
+    pub const DATETIME: u8 = 0x0c;
+    pub const YEAR: u8 = 0x0d;
+    pub const NEWDATE: u8 = 0x0e;
+    pub const VARCHAR: u8 = 0x0f;
+    pub const BIT: u8 = 0x10;
+    pub const NEWDECIMAL: u8 = 0xf6;
+    pub const TINY_BLOB: u8 = 0xf9;
+    pub const MEDIUM_BLOB: u8 = 0xfa;
+    pub const LONG_BLOB: u8 = 0xfb;
+    pub const BLOB: u8 = 0xfc;
+    pub const VAR_STRING: u8 = 0xfd;
+    pub const STRING: u8 = 0xfe;
+}
+
+const ENUM_FLAG: u16 = 0x100;
+const SET_FLAG: u16 = 0x800;
+/// The `binary` character set/collation.
+const BINARY: u16 = 63;
+/// `_bin` collations of the character sets clients use (PAD SPACE): they
+/// order by code point, which is byte order in these encodings.
+const BIN_COLLATIONS: &[u16] = &[46, 83, 47, 65, 84, 48];
+/// `*_general_ci` collations of utf8mb3, utf8mb4 and ascii: printable
+/// ASCII orders as its upper case (PAD SPACE); other characters follow
+/// tables Tandem does not carry.
+const GENERAL_CI: &[u16] = &[33, 45, 11];
+
+/// Parses a column definition (protocol 4.1) packet; `extended`: the
+/// connection has MariaDB's extended metadata (one more string before the
+/// fixed fields).
+pub fn column(p: &[u8], extended: bool) -> Option<Column> {
+    let mut at = 0;
+    for _ in 0..6 + usize::from(extended) {
+        let (n, used) = get_lenenc(p.get(at..)?)?;
+        at += used + n as usize;
+    }
+    // Length of the fixed fields (0x0c), then charset, length, type, flags.
+    let (_, used) = get_lenenc(p.get(at..)?)?;
+    at += used;
+    let f = p.get(at..at + 9)?;
+    Some(Column {
+        charset: u16::from_le_bytes([f[0], f[1]]),
+        kind: f[6],
+        flags: u16::from_le_bytes([f[7], f[8]]),
+    })
+}
+
+/// The fields of a text-protocol row: each a byte range, None for NULL.
+pub fn fields(row: &[u8], n: usize) -> Option<Vec<Option<Range<usize>>>> {
+    let mut out = Vec::with_capacity(n);
+    let mut at = 0;
+    for _ in 0..n {
+        if *row.get(at)? == 0xFB {
+            out.push(None);
+            at += 1;
+            continue;
+        }
+        let (len, used) = get_lenenc(row.get(at..)?)?;
+        let start = at + used;
+        let end = start.checked_add(len as usize)?;
+        if end > row.len() {
+            return None;
+        }
+        out.push(Some(start..end));
+        at = end;
+    }
+    Some(out)
+}
+
+/// How a column's values compare, or why a merge cannot order them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Decimal,
+    Float,
+    /// Fixed-width text that orders as bytes (dates, datetimes).
+    Bytes,
+    /// Bytes with trailing spaces ignored (PAD SPACE `_bin` strings).
+    PadBytes,
+    /// `_general_ci`: printable ASCII by its upper case, PAD SPACE; other
+    /// values cannot be ordered.
+    AsciiCi,
+    Time,
+}
+
+impl Column {
+    pub fn order(&self) -> Result<Order, String> {
+        use ty::*;
+        match self.kind {
+            DECIMAL | NEWDECIMAL | TINY | SHORT | LONG | LONGLONG | INT24 | YEAR => {
+                Ok(Order::Decimal)
+            }
+            FLOAT | DOUBLE => Ok(Order::Float),
+            DATE | NEWDATE | DATETIME | TIMESTAMP => Ok(Order::Bytes),
+            TIME => Ok(Order::Time),
+            BIT => Ok(Order::Bytes),
+            VARCHAR | VAR_STRING | STRING | TINY_BLOB | MEDIUM_BLOB | LONG_BLOB | BLOB => {
+                if self.flags & (ENUM_FLAG | SET_FLAG) != 0 {
+                    Err("an ENUM or SET column (ordered by position, not text)".into())
+                } else if self.charset == BINARY {
+                    Ok(Order::Bytes)
+                } else if BIN_COLLATIONS.contains(&self.charset) {
+                    Ok(Order::PadBytes)
+                } else if GENERAL_CI.contains(&self.charset) {
+                    Ok(Order::AsciiCi)
+                } else {
+                    Err(format!(
+                        "a string column under collation {} (binary, _bin and \
+                         _general_ci collations are merged across shards)",
+                        self.charset
+                    ))
+                }
+            }
+            k => Err(format!("a column of type {k:#x}")),
+        }
+    }
+}
+
+/// Compares two values of a column ordered by `o` (NULL first, as MySQL
+/// sorts it ascending). None: a value Tandem cannot order exactly (a
+/// non-ASCII string under `_general_ci`).
+pub fn compare(o: Order, a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Ordering> {
+    Some(match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(a), Some(b)) => match o {
+            Order::AsciiCi => {
+                let printable = |v: &[u8]| v.iter().all(|c| (0x20..0x7f).contains(c));
+                if !printable(a) || !printable(b) {
+                    return None;
+                }
+                pad_cmp(&a.to_ascii_uppercase(), &b.to_ascii_uppercase())
+            }
+            Order::Decimal => match (Decimal::parse(a), Decimal::parse(b)) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                _ => a.cmp(b),
+            },
+            Order::Float => {
+                let f = |v: &[u8]| {
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<f64>().ok())
+                };
+                match (f(a), f(b)) {
+                    (Some(x), Some(y)) => x.total_cmp(&y),
+                    _ => a.cmp(b),
+                }
+            }
+            Order::Bytes => a.cmp(b),
+            Order::PadBytes => pad_cmp(a, b),
+            Order::Time => time_micros(a).cmp(&time_micros(b)),
+        },
+    })
+}
+
+/// PAD SPACE comparison: the shorter value is compared as if padded with
+/// spaces.
+fn pad_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    let n = a.len().max(b.len());
+    let at = |v: &[u8], i: usize| v.get(i).copied().unwrap_or(b' ');
+    (0..n)
+        .map(|i| at(a, i).cmp(&at(b, i)))
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
+}
+
+/// A TIME value (`-838:59:59.000000`) in microseconds.
+fn time_micros(v: &[u8]) -> i128 {
+    let s = String::from_utf8_lossy(v);
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r.to_string()),
+        None => (false, s.to_string()),
+    };
+    let (hms, frac) = s.split_once('.').unwrap_or((&s, ""));
+    let mut parts = hms.split(':').map(|p| p.parse::<i128>().unwrap_or(0));
+    let (h, m, sec) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    let micros: i128 = format!("{frac:0<6}")[..6].parse().unwrap_or(0);
+    let t = ((h * 60 + m) * 60 + sec) * 1_000_000 + micros;
+    if neg {
+        -t
+    } else {
+        t
+    }
+}
+
+/// An exact decimal: sign, digits (no leading zeros), scale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decimal {
+    neg: bool,
+    /// Most significant digit first, values 0-9.
+    digits: Vec<u8>,
+    scale: usize,
+}
+
+impl Decimal {
+    pub fn parse(v: &[u8]) -> Option<Decimal> {
+        let (neg, v) = match v.first() {
+            Some(b'-') => (true, &v[1..]),
+            Some(b'+') => (false, &v[1..]),
+            _ => (false, v),
+        };
+        let (int, frac) = match v.iter().position(|&b| b == b'.') {
+            Some(p) => (&v[..p], &v[p + 1..]),
+            None => (v, &v[v.len()..]),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        if !int.iter().chain(frac).all(u8::is_ascii_digit) {
+            return None;
+        }
+        let digits: Vec<u8> = int.iter().chain(frac).map(|b| b - b'0').collect();
+        Some(
+            Decimal {
+                neg,
+                digits,
+                scale: frac.len(),
+            }
+            .normalized(),
+        )
+    }
+
+    fn normalized(mut self) -> Decimal {
+        let lead = self
+            .digits
+            .iter()
+            .take(self.digits.len().saturating_sub(self.scale))
+            .take_while(|&&d| d == 0)
+            .count();
+        self.digits.drain(..lead);
+        if self.digits.iter().all(|&d| d == 0) {
+            self.neg = false;
+        }
+        self
+    }
+
+    /// Digits at scale `s` (s >= self.scale).
+    fn at_scale(&self, s: usize) -> Vec<u8> {
+        let mut d = self.digits.clone();
+        d.extend(std::iter::repeat_n(0, s - self.scale));
+        d
+    }
+
+    pub fn add(&self, o: &Decimal) -> Decimal {
+        let scale = self.scale.max(o.scale);
+        let (a, b) = (self.at_scale(scale), o.at_scale(scale));
+        let (digits, neg) = if self.neg == o.neg {
+            (add_mag(&a, &b), self.neg)
+        } else {
+            match cmp_mag(&a, &b) {
+                Ordering::Less => (sub_mag(&b, &a), o.neg),
+                _ => (sub_mag(&a, &b), self.neg),
+            }
+        };
+        Decimal { neg, digits, scale }.normalized()
+    }
+
+    /// The value written with exactly `scale` fraction digits (the
+    /// column's), as the server writes it.
+    pub fn render(&self, scale: usize) -> String {
+        let mut d = self.digits.clone();
+        if scale >= self.scale {
+            d.extend(std::iter::repeat_n(0, scale - self.scale));
+        } else {
+            d.truncate(d.len() - (self.scale - scale));
+        }
+        while d.len() <= scale {
+            d.insert(0, 0);
+        }
+        let int_len = d.len() - scale;
+        let mut s = String::new();
+        if self.neg && d.iter().any(|&x| x != 0) {
+            s.push('-');
+        }
+        s.extend(d[..int_len].iter().map(|&x| (b'0' + x) as char));
+        if scale > 0 {
+            s.push('.');
+            s.extend(d[int_len..].iter().map(|&x| (b'0' + x) as char));
+        }
+        s
+    }
+
+    pub fn scale(&self) -> usize {
+        self.scale
+    }
+}
+
+impl Ord for Decimal {
+    fn cmp(&self, o: &Self) -> Ordering {
+        let scale = self.scale.max(o.scale);
+        let (a, b) = (self.at_scale(scale), o.at_scale(scale));
+        match (self.neg, o.neg) {
+            (false, true) => Ordering::Greater,
+            (true, false) => Ordering::Less,
+            (false, false) => cmp_mag(&a, &b),
+            (true, true) => cmp_mag(&b, &a),
+        }
+    }
+}
+
+impl PartialOrd for Decimal {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+fn strip(d: &[u8]) -> &[u8] {
+    let lead = d.iter().take_while(|&&x| x == 0).count();
+    &d[lead..]
+}
+
+fn cmp_mag(a: &[u8], b: &[u8]) -> Ordering {
+    let (a, b) = (strip(a), strip(b));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+fn add_mag(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let n = a.len().max(b.len());
+    let mut out = Vec::with_capacity(n + 1);
+    let mut carry = 0;
+    for i in 0..n {
+        let x = if i < a.len() { a[a.len() - 1 - i] } else { 0 };
+        let y = if i < b.len() { b[b.len() - 1 - i] } else { 0 };
+        let s = x + y + carry;
+        out.push(s % 10);
+        carry = s / 10;
+    }
+    if carry > 0 {
+        out.push(carry);
+    }
+    out.reverse();
+    out
+}
+
+/// a - b for |a| >= |b|.
+fn sub_mag(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(a.len());
+    let mut borrow = 0i8;
+    for i in 0..a.len() {
+        let x = a[a.len() - 1 - i] as i8;
+        let y = if i < b.len() {
+            b[b.len() - 1 - i] as i8
+        } else {
+            0
+        };
+        let mut d = x - y - borrow;
+        borrow = 0;
+        if d < 0 {
+            d += 10;
+            borrow = 1;
+        }
+        out.push(d as u8);
+    }
+    out.reverse();
+    out
+}
+
+/// A DOUBLE as MariaDB writes it in the text protocol (shortest digits
+/// that read back the same; exponent form for very large or small).
+pub fn render_double(x: f64) -> String {
+    let a = x.abs();
+    if a != 0.0 && !(1e-4..1e15).contains(&a) {
+        let s = format!("{x:e}");
+        // Rust writes `1e20` / `1.5e-7`; MariaDB `1e20` / `1.5e-7`.
+        s
+    } else {
+        format!("{x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn decimals_add_and_compare_exactly() {
+        assert_eq!(d("1.50").add(&d("2.25")).render(2), "3.75");
+        assert_eq!(d("-1.50").add(&d("2.25")).render(2), "0.75");
+        assert_eq!(d("1.50").add(&d("-2.25")).render(2), "-0.75");
+        assert_eq!(d("-0.50").add(&d("0.50")).render(2), "0.00");
+        let big = "99999999999999999999999999999999999.999999999";
+        assert_eq!(
+            d(big).add(&d("0.000000001")).render(9),
+            "100000000000000000000000000000000000.000000000"
+        );
+        assert!(d("10") > d("9.99"));
+        assert!(d("-10") < d("-9.99"));
+        assert!(d("0.0") == d("-0"));
+        assert_eq!(d("5").render(0), "5");
+        assert_eq!(d("0.5").render(3), "0.500");
+    }
+
+    #[test]
+    fn values_compare_in_the_servers_order() {
+        use Order::*;
+        let c = |o, a: &str, b: &str| compare(o, Some(a.as_bytes()), Some(b.as_bytes())).unwrap();
+        assert_eq!(c(Decimal, "9", "10"), Ordering::Less);
+        assert_eq!(c(Decimal, "-2", "-10"), Ordering::Greater);
+        assert_eq!(c(Float, "1e3", "999.5"), Ordering::Greater);
+        assert_eq!(c(PadBytes, "a", "a  "), Ordering::Equal);
+        assert_eq!(c(PadBytes, "a\t", "a"), Ordering::Less);
+        assert_eq!(c(Time, "-01:00:00", "00:59:59"), Ordering::Less);
+        assert_eq!(c(Time, "100:00:00", "99:59:59.5"), Ordering::Greater);
+        assert_eq!(compare(Decimal, None, Some(b"1")), Some(Ordering::Less));
+        assert_eq!(c(AsciiCi, "a", "B"), Ordering::Less);
+        assert_eq!(c(AsciiCi, "ab ", "AB"), Ordering::Equal);
+        assert_eq!(compare(AsciiCi, Some("é".as_bytes()), Some(b"e")), None);
+    }
+}
