@@ -162,6 +162,11 @@ async fn apply(shared: &Shared, trigger: Trigger) -> Result<bool, ConfigErrors> 
     if changes.is_empty() {
         return Ok(false);
     }
+    if changes.rules {
+        crate::shard_tools::record_placement(&new)
+            .await
+            .map_err(|e| ConfigErrors(vec![e]))?;
+    }
     if changes.cutover.is_none() {
         start_or_check_mirror(shared, &current, &new).await?;
     }

@@ -53,6 +53,11 @@ impl RunningServer {
 
 /// Binds `config.listen` and serves until shut down.
 pub async fn start(config: Config) -> std::io::Result<RunningServer> {
+    // A cluster's rows stay where they were written: the placement is
+    // recorded, and a config that would place them differently refused.
+    crate::shard_tools::record_placement(&config)
+        .await
+        .map_err(std::io::Error::other)?;
     let listener = crate::frontend::bind(config.listen)?;
     let addr = listener.local_addr()?;
     let pools = config

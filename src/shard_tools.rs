@@ -215,3 +215,106 @@ pub async fn check_cluster(cfg: &Config) -> Result<(Vec<String>, Vec<String>), S
     let _ = conn.disconnect().await;
     Ok((problems, warnings))
 }
+
+/// The placement a cluster's rows were written under, one line per fact
+/// (shards, bucket owners, each table's placement), as recorded on the
+/// first shard's server.
+fn placement_lines(c: &ClusterConfig) -> Vec<String> {
+    let mut owners = xxhash_rust::xxh3::Xxh3::new();
+    for o in c.owners.iter() {
+        owners.update(&o.to_le_bytes());
+    }
+    let mut lines = vec![
+        format!("shards {}", c.shards.join(",")),
+        format!("buckets {} owners {:016x}", c.buckets(), owners.digest()),
+    ];
+    for (t, p) in &c.tables {
+        lines.push(format!("table {t} {:?}", p.placement));
+    }
+    lines
+}
+
+/// Records the cluster's placement in Tandem's bookkeeping database on the
+/// first shard's server, or refuses when a recorded fact differs: a
+/// restart or reload never places rows differently from how they were
+/// written (moving rows between shards is a later feature). Tables new to
+/// the record are added.
+pub async fn record_placement(cfg: &Config) -> Result<(), String> {
+    let Some(c) = cfg.cluster() else {
+        return Ok(());
+    };
+    let b = cfg.primary_backend();
+    let mut conn = crate::backend::own_conn(crate::backend::own_opts(b).await)
+        .await
+        .map_err(|e| format!("cannot reach shard {}: {e}", b.name))?;
+    let table = crate::sql::qualified(Some(&b.bookkeeping), "cluster_placement");
+    let name = crate::sql::sql_literal(c.name.as_bytes());
+    // Keyed by the first shard's database too: clusters of the same name
+    // over other databases are other clusters.
+    let db = crate::mirror::bookkeeping::owner(b);
+    let run = async {
+        conn.query_drop(format!(
+            "CREATE DATABASE IF NOT EXISTS {}",
+            crate::sql::quote(&b.bookkeeping)
+        ))
+        .await?;
+        conn.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {table} (cluster VARCHAR(64) NOT NULL, \
+             db VARCHAR(64) NOT NULL, placement LONGTEXT NOT NULL, PRIMARY KEY (cluster, db)) \
+             ENGINE=InnoDB"
+        ))
+        .await?;
+        conn.query_drop("BEGIN").await?;
+        let stored: Option<String> = conn
+            .query_first(format!(
+                "SELECT placement FROM {table} WHERE cluster = {name} AND db = {db} FOR UPDATE"
+            ))
+            .await?;
+        Ok::<_, mysql_async::Error>(stored)
+    };
+    let stored = run.await.map_err(|e| e.to_string())?;
+    let now = placement_lines(c);
+    let mut record: Vec<String> = stored
+        .as_deref()
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut changed = Vec::new();
+    for line in &now {
+        let key = |l: &str| -> String {
+            let mut w = l.split(' ');
+            match w.next() {
+                Some("table") => format!("table {}", w.next().unwrap_or_default()),
+                Some(k) => k.to_string(),
+                None => String::new(),
+            }
+        };
+        match record.iter().position(|r| key(r) == key(line)) {
+            Some(i) if record[i] != *line => {
+                changed.push(format!("recorded: {}; configured: {line}", record[i]))
+            }
+            Some(_) => {}
+            None => record.push(line.clone()),
+        }
+    }
+    if !changed.is_empty() {
+        let _ = conn.query_drop("ROLLBACK").await;
+        return Err(format!(
+            "cluster {}: the configuration places rows differently from how they were written \
+             (moving rows between shards is not supported yet; restore the recorded placement, \
+             or delete its row from {table} if the shards are empty): {}",
+            c.name,
+            changed.join("; ")
+        ));
+    }
+    let text = crate::sql::sql_literal(record.join("\n").as_bytes());
+    conn.query_drop(format!(
+        "REPLACE INTO {table} (cluster, db, placement) VALUES ({name}, {db}, {text})"
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    conn.query_drop("COMMIT").await.map_err(|e| e.to_string())?;
+    let _ = conn.disconnect().await;
+    Ok(())
+}

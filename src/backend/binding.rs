@@ -1,9 +1,9 @@
 //! What a session's statements run on. Today one variant: a pinned
 //! connection to one MySQL backend (the current primary, or a former one
-//! until the session's next transaction boundary). Sharding adds a variant
-//! holding one connection per shard the session has touched, PostgreSQL one
-//! holding a PostgreSQL connection; the session asks the binding, never a
-//! lease directly.
+//! until the session's next transaction boundary). A session on a cluster
+//! is bound to a `shards::ShardSet` instead (one connection per shard it
+//! touched); PostgreSQL adds a variant holding a PostgreSQL connection; the
+//! session asks the binding, never a lease directly.
 
 use super::{BackendConn, Lease};
 use std::sync::atomic::{AtomicU32, Ordering};

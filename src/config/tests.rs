@@ -295,3 +295,168 @@ fn backend_passwords_never_print() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains(r#"password: "***""#));
 }
+
+/// The auction example's shape with the cluster as the primary, its rules
+/// in a directory of the test's own.
+fn cluster_config(
+    rules: &str,
+    cluster_extra: &str,
+    migration: &str,
+) -> Result<Config, ConfigErrors> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("auction.yaml"), rules).unwrap();
+    let text = format!(
+        r#"
+backends:
+  legacy: {{ kind: mysql, url: "mysql://root@127.0.0.1:3306/auction" }}
+  s0: {{ kind: mysql, url: "mysql://root@127.0.0.1:3306/auction_s0" }}
+  s1: {{ kind: mysql, url: "mysql://root@127.0.0.1:3306/auction_s1" }}
+clusters:
+  auction2:
+    database: auction
+    shards: [s0, s1]
+{cluster_extra}
+migration:
+{migration}
+rules: {}
+"#,
+        dir.path().display()
+    );
+    parse(&text)
+}
+
+const AUCTION_RULES: &str = r#"
+tables:
+  users: { shard_key: id }
+  bids: { shard_key: user_id, auto_increment: id, scatter_writes: reject }
+  bid_history:
+    shard_key: created_at
+    shard_by: range
+    ranges:
+      - { below: "2025-01-01", shard: s0 }
+      - { shard: s1 }
+  regions:
+    shard_key: code
+    shard_by: list
+    values:
+      - { shard: s0, in: [eu, 7] }
+    default_shard: s1
+  categories: { reference: true }
+"#;
+
+#[test]
+fn a_cluster_and_its_table_rules_are_accepted_as_documented() {
+    let cfg = cluster_config(AUCTION_RULES, "", "  primary: auction2").unwrap();
+    let c = cfg.cluster().expect("the primary is the cluster");
+    assert_eq!(c.buckets(), 4096, "documented default");
+    assert_eq!(c.owners[5], 1, "bucket b -> shards[b mod N]");
+    assert_eq!(
+        cfg.primary_backend().name,
+        "s0",
+        "the first shard greets clients"
+    );
+    assert_eq!(
+        c.tables["bid_history"].placement,
+        Placement::Range {
+            key: "created_at".into(),
+            ranges: vec![(Some("2025-01-01".into()), 0), (None, 1)]
+        }
+    );
+    assert_eq!(c.tables["categories"].placement, Placement::Reference);
+    assert!(matches!(
+        &c.tables["regions"].placement,
+        Placement::List { values, default: Some(1), .. } if values[1] == ("7".to_string(), 0)
+    ));
+    let explicit = cluster_config(
+        AUCTION_RULES,
+        "    buckets: 4\n    assignment: { s0: [\"0-2\"], s1: [\"3\"] }",
+        "  primary: auction2",
+    )
+    .unwrap();
+    assert_eq!(&explicit.cluster().unwrap().owners[..], &[0, 0, 0, 1]);
+}
+
+#[test]
+fn cluster_mistakes_are_named_with_their_key() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (AUCTION_RULES, "    buckets: 0", "  primary: auction2", "clusters.auction2.buckets"),
+        (
+            AUCTION_RULES,
+            "    buckets: 4\n    assignment: { s0: [\"0-2\"] }",
+            "  primary: auction2",
+            "bucket 3 has no shard",
+        ),
+        (
+            AUCTION_RULES,
+            "    buckets: 4\n    assignment: { s0: [\"0-2\"], s1: [\"2-3\"] }",
+            "  primary: auction2",
+            "bucket 2 is assigned twice",
+        ),
+        (
+            "tables:\n  orders: {}\n",
+            "",
+            "  primary: auction2",
+            "tables.orders: on cluster auction2 every table needs shard_key",
+        ),
+        (
+            "tables:\n  t: { shard_key: a, shard_by: range, ranges: [ { below: 10, shard: s0 }, { below: 5, shard: s1 }, { shard: s1 } ] }\n",
+            "",
+            "  primary: auction2",
+            "ascending order",
+        ),
+        (
+            "tables:\n  t: { shard_key: a, shard_by: range, ranges: [ { below: 10, shard: s0 } ] }\n",
+            "",
+            "  primary: auction2",
+            "the last range takes everything above",
+        ),
+        (
+            "tables:\n  t: { shard_key: a, shard_by: list, values: [ { shard: s9, in: [1] } ] }\n",
+            "",
+            "  primary: auction2",
+            "\"s9\" is not a shard of cluster auction2",
+        ),
+        (
+            "tables:\n  t: { reference: true, shard_key: a }\n",
+            "",
+            "  primary: auction2",
+            "a reference table",
+        ),
+        (
+            AUCTION_RULES,
+            "",
+            "  primary: legacy\n  secondary: auction2",
+            "mirroring into cluster \"auction2\"",
+        ),
+        (
+            AUCTION_RULES,
+            "",
+            "  primary: auction2\n  secondary: legacy",
+            "mirroring from cluster \"auction2\"",
+        ),
+    ];
+    for (rules, extra, migration, says) in cases {
+        let e = cluster_config(rules, extra, migration)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "want {says:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn a_reload_may_add_table_rules_but_not_move_rows() {
+    let old = cluster_config(AUCTION_RULES, "", "  primary: auction2").unwrap();
+    let more = format!("{AUCTION_RULES}  extra: {{ shard_key: id }}\n");
+    let new = cluster_config(&more, "", "  primary: auction2").unwrap();
+    assert!(diff(&old, &new).unwrap().rules);
+    let moved = AUCTION_RULES.replace("below: \"2025-01-01\"", "below: \"2024-01-01\"");
+    let new = cluster_config(&moved, "", "  primary: auction2").unwrap();
+    let e = diff(&old, &new).unwrap_err().to_string();
+    assert!(
+        e.contains("tables.bid_history: the edit would change where its rows live"),
+        "{e}"
+    );
+    let new = cluster_config(AUCTION_RULES, "    buckets: 1024", "  primary: auction2").unwrap();
+    let e = diff(&old, &new).unwrap_err().to_string();
+    assert!(e.contains("change which shard owns some buckets"), "{e}");
+}

@@ -10,9 +10,9 @@ use std::sync::Arc;
 /// Where a statement runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// The current primary backend: the session's bound connection. The
-    /// only target until clusters arrive; sharding adds one shard, a set of
-    /// shards and all shards here, decided from the shard key.
+    /// The current primary backend: the session's bound connection. On a
+    /// cluster the shards a statement runs on are planned per statement
+    /// from its shard key (`shard::route::ShardPlan`).
     Primary,
 }
 

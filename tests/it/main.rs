@@ -10,6 +10,7 @@ mod backfill;
 mod backfill_live;
 mod clients;
 mod clients_view;
+mod cluster;
 mod cutover;
 mod ddl;
 mod effects;

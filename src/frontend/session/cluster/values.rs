@@ -216,8 +216,9 @@ fn time_micros(v: &[u8]) -> i128 {
     }
 }
 
-/// An exact decimal: sign, digits (no leading zeros), scale.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An exact decimal: sign, digits (no leading zeros), scale. Equal by
+/// value (`1.50` = `1.5`).
+#[derive(Debug, Clone)]
 pub struct Decimal {
     neg: bool,
     /// Most significant digit first, values 0-9.
@@ -330,6 +331,14 @@ impl Ord for Decimal {
         }
     }
 }
+
+impl PartialEq for Decimal {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+
+impl Eq for Decimal {}
 
 impl PartialOrd for Decimal {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {

@@ -1,0 +1,731 @@
+//! Shard routing: Tandem in front of a 4-shard cluster (three databases on
+//! the shared MariaDB, one on a `mariadbd` of the test's own) answers as
+//! one database would. The differential test runs one deterministic
+//! workload through Tandem and against one reference database and
+//! compares every answer; afterwards every row must be on the shard
+//! `tandem shard-of` names.
+
+use crate::common::server::OwnServer;
+use crate::common::{self, direct_opts, proxy_builder, tandem_tool};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, Row};
+use rand::{Rng, SeedableRng};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tandem::server::RunningServer;
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE users (id BIGINT PRIMARY KEY, name VARCHAR(40) NOT NULL, \
+     balance DECIMAL(14,2) NOT NULL DEFAULT 0)",
+    "CREATE TABLE auctions (id BIGINT PRIMARY KEY, seller_id BIGINT NOT NULL, \
+     title VARCHAR(80), category_id INT, KEY (seller_id))",
+    "CREATE TABLE bids (id BIGINT AUTO_INCREMENT PRIMARY KEY, user_id BIGINT NOT NULL, \
+     auction_id BIGINT, amount DECIMAL(12,2) NOT NULL, created_at DATETIME NOT NULL, \
+     KEY (user_id))",
+    "CREATE TABLE bid_history (id BIGINT PRIMARY KEY, user_id BIGINT, \
+     amount DECIMAL(12,2), created_at DATETIME NOT NULL)",
+    "CREATE TABLE categories (id INT PRIMARY KEY, name VARCHAR(40))",
+];
+
+const RULES: &str = r#"
+tables:
+  users: { shard_key: id }
+  auctions: { shard_key: seller_id }
+  bids: { shard_key: user_id }
+  bid_history:
+    shard_key: created_at
+    shard_by: range
+    ranges:
+      - { below: "2025-01-01", shard: s0 }
+      - { below: "2026-01-01", shard: s1 }
+      - { shard: s2 }
+  categories: { reference: true }
+"#;
+
+pub struct Cluster {
+    pub server: RunningServer,
+    pub addr: SocketAddr,
+    /// Each shard's connection options (root, its database).
+    pub shards: Vec<Opts>,
+    pub dbs: Vec<String>,
+    pub config: PathBuf,
+    _dir: tempfile::TempDir,
+    _own: Option<OwnServer>,
+}
+
+impl Cluster {
+    /// Four shards `tandem_<name>_s0..3` (s3 on a server of its own when
+    /// `own`), the schema created on each, Tandem serving them as database
+    /// `app`.
+    pub async fn start(name: &str, own: bool) -> Cluster {
+        common::init_logging();
+        let own = if own {
+            Some(OwnServer::start(&[], &[]).await)
+        } else {
+            None
+        };
+        let dbs: Vec<String> = (0..4).map(|i| format!("tandem_{name}_s{i}")).collect();
+        let mut shards = Vec::new();
+        let mut urls = Vec::new();
+        for (i, db) in dbs.iter().enumerate() {
+            let port = match (&own, i) {
+                (Some(o), 3) => o.port,
+                _ => common::MARIADB_PORT,
+            };
+            let mut root = Conn::new(common::direct_opts_at(port, "mysql"))
+                .await
+                .unwrap();
+            root.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+                .await
+                .unwrap();
+            root.query_drop(format!("CREATE DATABASE `{db}`"))
+                .await
+                .unwrap();
+            root.query_drop(format!("USE `{db}`")).await.unwrap();
+            for s in SCHEMA {
+                root.query_drop(*s).await.unwrap();
+            }
+            root.disconnect().await.unwrap();
+            shards.push(common::direct_opts_at(port, db));
+            urls.push(format!("mysql://root@127.0.0.1:{port}/{db}"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/app.yaml"), RULES).unwrap();
+        let yaml = format!(
+            r#"
+listen: 127.0.0.1:0
+users:
+  - {{ name: {user}, password: {pass} }}
+backends:
+  s0: {{ kind: mysql, url: "{u0}" }}
+  s1: {{ kind: mysql, url: "{u1}" }}
+  s2: {{ kind: mysql, url: "{u2}" }}
+  s3: {{ kind: mysql, url: "{u3}" }}
+clusters:
+  app4:
+    database: app
+    shards: [s0, s1, s2, s3]
+    buckets: 4096
+migration:
+  primary: app4
+  journal: {journal}
+rules: {rules}
+"#,
+            user = common::USER,
+            pass = common::PASSWORD,
+            u0 = urls[0],
+            u1 = urls[1],
+            u2 = urls[2],
+            u3 = urls[3],
+            journal = dir.path().join("journal").display(),
+            rules = dir.path().join("rules").display(),
+        );
+        let config = dir.path().join("tandem.yaml");
+        std::fs::write(&config, &yaml).unwrap();
+        let cfg = tandem::config::load(&config).expect("cluster config is valid");
+        let server = tandem::server::start(cfg).await.expect("tandem starts");
+        let addr = server.addr;
+        Cluster {
+            server,
+            addr,
+            shards,
+            dbs,
+            config,
+            _dir: dir,
+            _own: own,
+        }
+    }
+
+    pub async fn proxy(&self) -> Conn {
+        Conn::new(proxy_builder(self.addr, Some("app")))
+            .await
+            .expect("connect through tandem")
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+        for (o, db) in self.shards.iter().zip(&self.dbs) {
+            if let Ok(mut c) = Conn::new(o.clone()).await {
+                let _ = c
+                    .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+                    .await;
+                let _ = c.disconnect().await;
+            }
+        }
+    }
+}
+
+/// A statement's outcome as comparable text: rows (each value as SQL), or
+/// the affected rows, or the error code.
+async fn outcome(c: &mut Conn, sql: &str, ordered: bool) -> String {
+    match c.query::<Row, _>(sql).await {
+        Ok(rows) => {
+            let mut lines: Vec<String> = rows
+                .into_iter()
+                .map(|r| {
+                    r.unwrap()
+                        .into_iter()
+                        .map(|v| v.as_sql(true))
+                        .collect::<Vec<_>>()
+                        .join("|")
+                })
+                .collect();
+            if !ordered {
+                lines.sort();
+            }
+            format!(
+                "rows {} affected {}: {}",
+                lines.len(),
+                c.affected_rows(),
+                lines.join(" / ")
+            )
+        }
+        Err(mysql_async::Error::Server(e)) => format!("error {}", e.code),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+/// One deterministic workload: (statement, whether its answer is ordered).
+fn workload(n: usize, seed: u64) -> Vec<(String, bool)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out: Vec<(String, bool)> = Vec::new();
+    let (mut users, mut auctions, mut bids, mut hist, mut cats) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let names = ["ann", "Bob", "carl", "Dana", "eve", "Finn", "gus", "Hal"];
+    let date = |r: &mut rand::rngs::StdRng| {
+        format!(
+            "{}-{:02}-{:02} {:02}:{:02}:{:02}",
+            r.random_range(2024..2028),
+            r.random_range(1..13),
+            r.random_range(1..29),
+            r.random_range(0..24),
+            r.random_range(0..60),
+            r.random_range(0..60)
+        )
+    };
+    let money = |r: &mut rand::rngs::StdRng| {
+        format!("{}.{:02}", r.random_range(0..1000), r.random_range(0..100))
+    };
+    // Some of every table first.
+    for _ in 0..3 {
+        cats += 1;
+        out.push((
+            format!("INSERT INTO categories VALUES ({cats}, 'cat{cats}')"),
+            false,
+        ));
+    }
+    while out.len() < n {
+        let u = |r: &mut rand::rngs::StdRng| r.random_range(1..users.max(1) + 3);
+        let pick = rng.random_range(0..100);
+        let s = match pick {
+            0..=9 => {
+                let rows: Vec<String> = (0..rng.random_range(1..5))
+                    .map(|_| {
+                        users += 1;
+                        format!(
+                            "({users}, '{}', {})",
+                            names[rng.random_range(0..names.len())],
+                            money(&mut rng)
+                        )
+                    })
+                    .collect();
+                (format!("INSERT INTO users (id, name, balance) VALUES {}", rows.join(", ")), false)
+            }
+            10..=15 => {
+                auctions += 1;
+                let seller = u(&mut rng);
+                (
+                    format!(
+                        "INSERT INTO auctions VALUES ({auctions}, {seller}, 'lot {auctions}', {})",
+                        rng.random_range(1..cats + 2)
+                    ),
+                    false,
+                )
+            }
+            16..=25 => {
+                let rows: Vec<String> = (0..rng.random_range(1..4))
+                    .map(|_| {
+                        bids += 1;
+                        format!(
+                            "({bids}, {}, {}, {}, '{}')",
+                            u(&mut rng),
+                            rng.random_range(1..auctions + 2),
+                            money(&mut rng),
+                            date(&mut rng)
+                        )
+                    })
+                    .collect();
+                (
+                    format!(
+                        "INSERT INTO bids (id, user_id, auction_id, amount, created_at) VALUES {}",
+                        rows.join(",")
+                    ),
+                    false,
+                )
+            }
+            26..=30 => {
+                hist += 1;
+                (
+                    format!(
+                        "INSERT INTO bid_history VALUES ({hist}, {}, {}, '{}')",
+                        u(&mut rng),
+                        money(&mut rng),
+                        date(&mut rng)
+                    ),
+                    false,
+                )
+            }
+            31 => {
+                cats += 1;
+                (format!("INSERT INTO categories VALUES ({cats}, 'cat{cats}')"), false)
+            }
+            32..=39 => (format!("SELECT id, name, balance FROM users WHERE id = {}", u(&mut rng)), true),
+            40..=44 => {
+                let ks: Vec<String> = (0..rng.random_range(1..6)).map(|_| u(&mut rng).to_string()).collect();
+                (
+                    format!("SELECT id, name FROM users WHERE id IN ({}) ORDER BY id", ks.join(",")),
+                    true,
+                )
+            }
+            45..=48 => (
+                format!(
+                    "SELECT id, name, balance FROM users ORDER BY id LIMIT {} OFFSET {}",
+                    rng.random_range(0..8),
+                    rng.random_range(0..10)
+                ),
+                true,
+            ),
+            49..=51 => (
+                format!(
+                    "SELECT id, amount FROM bids WHERE amount > {} ORDER BY amount DESC, id LIMIT 7",
+                    rng.random_range(0..900)
+                ),
+                true,
+            ),
+            52..=54 => (
+                "SELECT COUNT(*), SUM(amount), MIN(amount), MAX(amount), MIN(created_at) FROM bids".into(),
+                true,
+            ),
+            55..=56 => ("SELECT COUNT(*), SUM(balance), MIN(name), MAX(name) FROM users".into(), true),
+            57..=60 => (
+                format!(
+                    "SELECT u.id, u.name, b.id, b.amount FROM users u JOIN bids b ON b.user_id = u.id \
+                     WHERE u.id = {} ORDER BY b.id",
+                    u(&mut rng)
+                ),
+                true,
+            ),
+            61..=63 => (
+                format!(
+                    "SELECT a.id, a.title, c.name FROM auctions a JOIN categories c ON c.id = a.category_id \
+                     WHERE a.seller_id = {} ORDER BY a.id",
+                    u(&mut rng)
+                ),
+                true,
+            ),
+            64..=66 => {
+                let y = rng.random_range(2024..2028);
+                (
+                    format!(
+                        "SELECT id, amount, created_at FROM bid_history WHERE created_at >= '{y}-03-01' \
+                         AND created_at < '{y}-09-01' ORDER BY created_at, id"
+                    ),
+                    true,
+                )
+            }
+            67..=68 => (
+                format!("SELECT id, user_id FROM bid_history WHERE user_id = {}", u(&mut rng)),
+                false,
+            ),
+            69..=74 => (
+                format!("UPDATE users SET balance = balance + 1.25 WHERE id = {}", u(&mut rng)),
+                false,
+            ),
+            75..=77 => (
+                format!("UPDATE bids SET amount = amount + 1 WHERE amount < {}", rng.random_range(0..50)),
+                false,
+            ),
+            78..=80 => (
+                format!("DELETE FROM bids WHERE user_id = {} AND id % 3 = 0", u(&mut rng)),
+                false,
+            ),
+            81..=82 => ("DELETE FROM bid_history WHERE amount > 985".into(), false),
+            83..=84 => (
+                format!(
+                    "UPDATE categories SET name = CONCAT(name, 'x') WHERE id = {}",
+                    rng.random_range(1..cats + 1)
+                ),
+                false,
+            ),
+            85..=86 => ("SELECT * FROM categories ORDER BY id".into(), true),
+            87..=89 => (format!("SELECT * FROM bids WHERE user_id IN ({}, {})", u(&mut rng), u(&mut rng)), false),
+            90..=92 => (
+                format!("SELECT id FROM auctions WHERE seller_id = {} OR seller_id = {}", u(&mut rng), u(&mut rng)),
+                false,
+            ),
+            93..=95 => (
+                format!("UPDATE users SET name = 'Zed' WHERE name = '{}'", names[rng.random_range(0..names.len())]),
+                false,
+            ),
+            _ => ("SELECT COUNT(*) FROM bid_history WHERE created_at < '2025-06-01'".into(), true),
+        };
+        out.push(s);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_workload_answers_as_one_database_and_rows_land_where_shard_of_says() {
+    let cl = Cluster::start("cl_diff", true).await;
+    let reference = "tandem_cl_diff_ref";
+    common::fresh_database(reference).await;
+    let mut r = Conn::new(direct_opts(reference)).await.unwrap();
+    for s in SCHEMA {
+        r.query_drop(*s).await.unwrap();
+    }
+    let mut t = cl.proxy().await;
+    let statements = workload(2200, 7);
+    let (mut compared, mut errors, mut rows) = (0, 0, 0);
+    for (sql, ordered) in &statements {
+        let via = outcome(&mut t, sql, *ordered).await;
+        let direct = outcome(&mut r, sql, *ordered).await;
+        assert_eq!(via, direct, "statement #{compared}: {sql}");
+        compared += 1;
+        errors += usize::from(via.starts_with("error"));
+        rows += usize::from(via.starts_with("rows") && !via.starts_with("rows 0"));
+    }
+    // The workload means something: most statements succeed, many return rows.
+    assert!(
+        errors < compared / 20,
+        "{errors} of {compared} statements failed"
+    );
+    assert!(
+        rows > compared / 4,
+        "only {rows} of {compared} statements returned rows"
+    );
+    eprintln!("{compared} statements compared: {rows} with rows, {errors} errors");
+    // A transaction on one user's shard, committed and rolled back.
+    for (end, k) in [("COMMIT", 2), ("ROLLBACK", 3)] {
+        for c in [&mut t, &mut r] {
+            c.query_drop("BEGIN").await.unwrap();
+            c.query_drop(format!(
+                "UPDATE users SET balance = balance - 5 WHERE id = {k}"
+            ))
+            .await
+            .unwrap();
+            c.query_drop(format!(
+                "INSERT INTO bids (id, user_id, auction_id, amount, created_at) \
+                 VALUES (100000{k}, {k}, 1, 5.00, '2026-01-01 00:00:00')"
+            ))
+            .await
+            .unwrap();
+            c.query_drop(end).await.unwrap();
+        }
+    }
+    for table in ["users", "auctions", "bids", "bid_history", "categories"] {
+        let sql = format!("SELECT * FROM {table} ORDER BY id");
+        assert_eq!(
+            outcome(&mut t, &sql, true).await,
+            outcome(&mut r, &sql, true).await,
+            "{table} through Tandem and in the reference database"
+        );
+    }
+    assert!(compared >= 2000);
+
+    // Every row on exactly the shard the shard function names; the
+    // reference table whole on every shard.
+    let cfg = tandem::config::load(&cl.config).unwrap();
+    let cluster = cfg.cluster().unwrap().clone();
+    use tandem::router::shard::{canon, shard_of, KeyType, Literal};
+    let keyed = [
+        ("users", "id", KeyType::Int),
+        ("auctions", "seller_id", KeyType::Int),
+        ("bids", "user_id", KeyType::Int),
+        (
+            "bid_history",
+            "created_at",
+            KeyType::Temporal { datetime: true },
+        ),
+    ];
+    let mut checked = 0;
+    for (i, o) in cl.shards.iter().enumerate() {
+        let mut s = Conn::new(o.clone()).await.unwrap();
+        for (table, key, ty) in &keyed {
+            let keys: Vec<String> = s
+                .query(format!("SELECT CAST({key} AS CHAR) FROM {table}"))
+                .await
+                .unwrap();
+            let placement = &cluster.tables[*table].placement;
+            for k in keys {
+                let lit = match ty {
+                    KeyType::Int => Literal::Number(k.clone()),
+                    _ => Literal::Str(k.clone().into_bytes()),
+                };
+                let v = canon(ty, &lit).unwrap();
+                assert_eq!(
+                    shard_of(&cluster, placement, ty, &v).unwrap(),
+                    i,
+                    "{table} {key}={k}"
+                );
+                checked += 1;
+            }
+        }
+        let cats: Vec<(i64, String)> = s
+            .query("SELECT id, name FROM categories ORDER BY id")
+            .await
+            .unwrap();
+        let want: Vec<(i64, String)> = r
+            .query("SELECT id, name FROM categories ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(cats, want, "categories on shard {i}");
+        s.disconnect().await.unwrap();
+    }
+    assert!(checked > 500, "{checked} rows checked");
+    // The CLI agrees with the library for a user on each shard.
+    let mut r2 = Conn::new(cl.shards[2].clone()).await.unwrap();
+    let on2: Option<i64> = r2
+        .query_first("SELECT id FROM users LIMIT 1")
+        .await
+        .unwrap();
+    r2.disconnect().await.unwrap();
+    let (code, stdout, stderr) = tandem_tool(
+        "shard-of",
+        &cl.config,
+        &["users", &on2.unwrap().to_string()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("shard s2") && stdout.starts_with("bucket "),
+        "{stdout}"
+    );
+    t.disconnect().await.unwrap();
+    r.disconnect().await.unwrap();
+    cl.stop().await;
+    common::drop_databases(&[reference]).await;
+}
+
+async fn expect_refused(c: &mut Conn, sql: &str, says: &str) {
+    match c.query_drop(sql).await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1235, "{sql}: {}", e.message);
+            assert!(e.message.contains(says), "{sql}: {}", e.message);
+        }
+        other => panic!("{sql}: expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_no_shard_can_answer_exactly_is_refused_with_the_reason() {
+    let cl = Cluster::start("cl_refuse", false).await;
+    let mut t = cl.proxy().await;
+    t.query_drop("INSERT INTO users (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')")
+        .await
+        .unwrap();
+    t.query_drop("CREATE TABLE norule (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    expect_refused(&mut t, "SELECT * FROM norule", "`norule` has no rule").await;
+    expect_refused(
+        &mut t,
+        "SELECT name, COUNT(*) FROM users GROUP BY name",
+        "GROUP BY",
+    )
+    .await;
+    expect_refused(
+        &mut t,
+        "SELECT u.id FROM users u JOIN bids b ON b.id = u.id",
+        "not on their shard keys",
+    )
+    .await;
+    expect_refused(
+        &mut t,
+        "SELECT * FROM users WHERE id IN (SELECT user_id FROM bids)",
+        "subquery",
+    )
+    .await;
+    expect_refused(
+        &mut t,
+        "INSERT INTO bids (user_id, amount, created_at) VALUES (1, 2, NOW())",
+        "global ids",
+    )
+    .await;
+    expect_refused(&mut t, "UPDATE users SET id = 9 WHERE id = 1", "shard key").await;
+    expect_refused(
+        &mut t,
+        "SET @n = (SELECT COUNT(*) FROM users)",
+        "SET that reads tables",
+    )
+    .await;
+    // A transaction may write one shard; the refused statement leaves it
+    // open and usable.
+    let (mut a, mut b) = (0u64, 0u64);
+    'find: for i in 1..=4u64 {
+        for j in 1..=4u64 {
+            let p = |k: u64| {
+                let cfg = tandem::config::load(&cl.config).unwrap();
+                let c = cfg.cluster().unwrap().clone();
+                tandem::router::shard::shard_of(
+                    &c,
+                    &c.tables["users"].placement,
+                    &tandem::router::shard::KeyType::Int,
+                    &tandem::router::shard::Canon::Int(k as i128),
+                )
+                .unwrap()
+            };
+            if p(i) != p(j) {
+                (a, b) = (i, j);
+                break 'find;
+            }
+        }
+    }
+    assert!(a > 0, "two users on different shards");
+    t.query_drop("BEGIN").await.unwrap();
+    t.query_drop(format!("UPDATE users SET name = 'x' WHERE id = {a}"))
+        .await
+        .unwrap();
+    expect_refused(
+        &mut t,
+        &format!("UPDATE users SET name = 'y' WHERE id = {b}"),
+        "writes more than one shard",
+    )
+    .await;
+    let seen: Option<String> = t
+        .query_first(format!("SELECT name FROM users WHERE id = {a}"))
+        .await
+        .unwrap();
+    assert_eq!(seen.as_deref(), Some("x"), "the transaction is still open");
+    t.query_drop("ROLLBACK").await.unwrap();
+    let after: Option<String> = t
+        .query_first(format!("SELECT name FROM users WHERE id = {a}"))
+        .await
+        .unwrap();
+    assert_ne!(after.as_deref(), Some("x"), "rolled back");
+    t.disconnect().await.unwrap();
+    cl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_shard_write_commits_everywhere_or_nowhere() {
+    let cl = Cluster::start("cl_atomic", false).await;
+    let mut t = cl.proxy().await;
+    t.query_drop(
+        "INSERT INTO users (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.affected_rows(), 5);
+    // Row 3 is a duplicate: one database refuses the whole statement.
+    let e = t
+        .query_drop("INSERT INTO users (id, name) VALUES (10, 'x'), (11, 'y'), (12, 'z'), (3, 'dup'), (13, 'w')")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1062),
+        "{e:?}"
+    );
+    let n: Option<i64> = t.query_first("SELECT COUNT(*) FROM users").await.unwrap();
+    assert_eq!(n, Some(5), "no row of the refused insert on any shard");
+    // A keyless update reports the rows of every shard, as ROW_COUNT().
+    t.query_drop("UPDATE users SET balance = balance + 1")
+        .await
+        .unwrap();
+    assert_eq!(t.affected_rows(), 5);
+    let rc: Option<i64> = t.query_first("SELECT ROW_COUNT()").await.unwrap();
+    assert_eq!(rc, Some(5));
+    // DDL reaches every shard; a partial failure names the shards.
+    t.query_drop("CREATE TABLE extra (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    for o in &cl.shards {
+        let mut s = Conn::new(o.clone()).await.unwrap();
+        let n: Option<i64> = s
+            .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'extra'")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(1));
+        s.disconnect().await.unwrap();
+    }
+    let mut s1 = Conn::new(cl.shards[1].clone()).await.unwrap();
+    s1.query_drop("CREATE TABLE only_s1 (id INT)")
+        .await
+        .unwrap();
+    s1.disconnect().await.unwrap();
+    let e = t
+        .query_drop("CREATE TABLE only_s1 (id INT)")
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("failed on shard(s) s1") && msg.contains("applied on s0, s2, s3"),
+        "{msg}"
+    );
+    // Session state reaches every shard the session uses.
+    t.query_drop("SET @greeting = 'hi', time_zone = '+05:00'")
+        .await
+        .unwrap();
+    for id in 1..=5 {
+        let (g, tz): (String, String) = t
+            .query_first(format!(
+                "SELECT @greeting, @@time_zone FROM users WHERE id = {id}"
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((g.as_str(), tz.as_str()), ("hi", "+05:00"), "user {id}");
+    }
+    t.disconnect().await.unwrap();
+    cl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_and_route_explain_a_cluster() {
+    let cl = Cluster::start("cl_tools", false).await;
+    let (code, out, err) = tandem_tool("check-config", &cl.config, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("unique key PRIMARY (id) does not contain the shard key `seller_id`"),
+        "{out}"
+    );
+    let (code, out, err) = tandem_tool(
+        "route",
+        &cl.config,
+        &["SELECT id FROM users ORDER BY id DESC LIMIT 3 OFFSET 2"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("shards: s0, s1, s2, s3") && out.contains("LIMIT 5"),
+        "{out}"
+    );
+    let (code, _, err) = tandem_tool("route", &cl.config, &["SELECT DISTINCT name FROM users"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("DISTINCT"), "{err}");
+    // A table without a rule fails check-config.
+    let mut s0 = Conn::new(cl.shards[0].clone()).await.unwrap();
+    s0.query_drop("CREATE TABLE stray (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    s0.disconnect().await.unwrap();
+    let (code, out, err) = tandem_tool("check-config", &cl.config, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("table `stray` has no rule"), "{err}");
+    // The placement is recorded: a restart that would place rows
+    // differently (other bucket owners, other ranges) is refused.
+    let text = std::fs::read_to_string(&cl.config).unwrap();
+    for (from, to) in [
+        ("buckets: 4096", "buckets: 1024"),
+        ("shards: [s0, s1, s2, s3]", "shards: [s0, s2, s1, s3]"),
+    ] {
+        let edited = cl
+            .config
+            .with_file_name(format!("edited-{}.yaml", to.len()));
+        std::fs::write(&edited, text.replace(from, to)).unwrap();
+        let cfg = tandem::config::load(&edited).unwrap();
+        let err = match tandem::server::start(cfg).await {
+            Ok(_) => panic!("a server started with {to}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("places rows differently"), "{err}");
+    }
+    cl.stop().await;
+}
