@@ -157,9 +157,15 @@ rules: {rules}
 }
 
 /// A statement's outcome as comparable text: rows (each value as SQL), or
-/// the affected rows, or the error code.
-async fn outcome(c: &mut Conn, sql: &str, ordered: bool) -> String {
-    match c.query::<Row, _>(sql).await {
+/// the affected rows, or the error code. `prepared`: run as a prepared
+/// statement (binary protocol).
+async fn outcome_as(c: &mut Conn, sql: &str, ordered: bool, prepared: bool) -> String {
+    let result = if prepared {
+        c.exec::<Row, _, _>(sql, ()).await
+    } else {
+        c.query::<Row, _>(sql).await
+    };
+    match result {
         Ok(rows) => {
             let mut lines: Vec<String> = rows
                 .into_iter()
@@ -184,6 +190,10 @@ async fn outcome(c: &mut Conn, sql: &str, ordered: bool) -> String {
         Err(mysql_async::Error::Server(e)) => format!("error {}", e.code),
         Err(e) => panic!("{sql}: {e}"),
     }
+}
+
+async fn outcome(c: &mut Conn, sql: &str, ordered: bool) -> String {
+    outcome_as(c, sql, ordered, false).await
 }
 
 /// One deterministic workload: (statement, whether its answer is ordered).
@@ -387,8 +397,10 @@ async fn a_sharded_workload_answers_as_one_database_and_rows_land_where_shard_of
     let statements = workload(2200, 7);
     let (mut compared, mut errors, mut rows) = (0, 0, 0);
     for (sql, ordered) in &statements {
-        let via = outcome(&mut t, sql, *ordered).await;
-        let direct = outcome(&mut r, sql, *ordered).await;
+        // Every third statement as a prepared statement (binary rows).
+        let prepared = compared % 3 == 1;
+        let via = outcome_as(&mut t, sql, *ordered, prepared).await;
+        let direct = outcome_as(&mut r, sql, *ordered, prepared).await;
         assert_eq!(via, direct, "statement #{compared}: {sql}");
         compared += 1;
         errors += usize::from(via.starts_with("error"));
@@ -499,6 +511,116 @@ async fn a_sharded_workload_answers_as_one_database_and_rows_land_where_shard_of
         stdout.contains("shard s2") && stdout.starts_with("bucket "),
         "{stdout}"
     );
+    t.disconnect().await.unwrap();
+    r.disconnect().await.unwrap();
+    cl.stop().await;
+    common::drop_databases(&[reference]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_route_by_their_bound_values() {
+    let cl = Cluster::start("cl_prep", false).await;
+    let reference = "tandem_cl_prep_ref";
+    common::fresh_database(reference).await;
+    let mut r = Conn::new(direct_opts(reference)).await.unwrap();
+    for s in SCHEMA {
+        r.query_drop(*s).await.unwrap();
+    }
+    let mut t = cl.proxy().await;
+    use mysql_async::Value;
+    let insert = "INSERT INTO users (id, name, balance) VALUES (?, ?, ?), (?, ?, ?)";
+    let bids =
+        "INSERT INTO bids (id, user_id, auction_id, amount, created_at) VALUES (?, ?, ?, ?, ?)";
+    for c in [&mut t, &mut r] {
+        for k in 0..20i64 {
+            c.exec_drop(
+                insert,
+                (
+                    2 * k + 1,
+                    format!("n{k}"),
+                    format!("{k}.25"),
+                    2 * k + 2,
+                    "Mixed",
+                    Value::Double(k as f64 * 1.5),
+                ),
+            )
+            .await
+            .unwrap();
+            c.exec_drop(
+                bids,
+                (
+                    k + 1,
+                    Value::UInt((k % 7 + 1) as u64),
+                    Value::NULL,
+                    format!("{}.{:02}", k * 3, k),
+                    Value::Date(2025, (k % 12 + 1) as u8, 3, 4, 5, 6, 0),
+                ),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let cases: Vec<(&str, Vec<Value>, bool)> = vec![
+        ("SELECT id, name, balance FROM users WHERE id = ?", vec![Value::Int(7)], true),
+        ("SELECT id, name FROM users WHERE id = ?", vec![Value::Bytes(b"8".to_vec())], true),
+        ("SELECT id FROM users WHERE id IN (?, ?, ?) ORDER BY id", vec![Value::Int(1), Value::Int(20), Value::Int(33)], true),
+        ("SELECT id, balance FROM users ORDER BY balance DESC, id LIMIT ? OFFSET ?", vec![Value::Int(5), Value::Int(3)], true),
+        ("SELECT id, created_at FROM bids WHERE created_at >= ? ORDER BY created_at, id", vec![Value::Date(2025, 6, 1, 0, 0, 0, 0)], true),
+        ("SELECT COUNT(*), SUM(amount), MIN(created_at), MAX(amount) FROM bids WHERE amount > ?", vec![Value::Bytes(b"3.5".to_vec())], true),
+        ("SELECT COUNT(*), SUM(balance), MAX(id) FROM users", vec![], true),
+        ("SELECT * FROM bids WHERE user_id = ? ORDER BY id", vec![Value::UInt(3)], true),
+        ("SELECT name FROM users WHERE name = ?", vec![Value::Bytes(b"mixed".to_vec())], false),
+        ("SELECT u.id, b.amount FROM users u JOIN bids b ON b.user_id = u.id WHERE u.id = ? ORDER BY b.id", vec![Value::Int(2)], true),
+    ];
+    for (sql, params, ordered) in &cases {
+        let mut outs = Vec::new();
+        for c in [&mut t, &mut r] {
+            let rows: Vec<Row> = c
+                .exec(*sql, params.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let mut lines: Vec<String> = rows
+                .into_iter()
+                .map(|row| {
+                    row.unwrap()
+                        .into_iter()
+                        .map(|v| v.as_sql(true))
+                        .collect::<Vec<_>>()
+                        .join("|")
+                })
+                .collect();
+            if !ordered {
+                lines.sort();
+            }
+            outs.push(lines);
+        }
+        assert_eq!(outs[0], outs[1], "{sql} {params:?}");
+        assert!(
+            !outs[0].is_empty() || sql.contains("WHERE name"),
+            "{sql} returned no rows"
+        );
+    }
+    // Writes with bound keys: on one shard, and on every shard.
+    for c in [&mut t, &mut r] {
+        c.exec_drop(
+            "UPDATE users SET balance = balance + ? WHERE id = ?",
+            (Value::Bytes(b"0.50".to_vec()), 5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.affected_rows(), 1);
+        c.exec_drop("DELETE FROM bids WHERE amount < ?", (Value::Double(10.0),))
+            .await
+            .unwrap();
+    }
+    for table in ["users", "bids"] {
+        let sql = format!("SELECT * FROM {table} ORDER BY id");
+        assert_eq!(
+            outcome(&mut t, &sql, true).await,
+            outcome(&mut r, &sql, true).await,
+            "{table}"
+        );
+    }
     t.disconnect().await.unwrap();
     r.disconnect().await.unwrap();
     cl.stop().await;

@@ -26,7 +26,7 @@ pub(super) mod found_rows;
 mod isolation;
 mod keyed;
 mod ordered;
-mod params;
+pub(in crate::frontend::session) mod params;
 mod routines;
 mod seqdefault;
 mod sequences;

@@ -10,10 +10,22 @@ use super::super::prepared::Prepared;
 /// `carry_param_types` (`session/prepared.rs`) recorded from this execute
 /// or an earlier one.
 pub(super) fn decode_params(payload: &[u8], p: &Prepared, nbe: bool) -> Option<Vec<String>> {
+    bound_literals(payload, p.params, &p.types, &p.long_data, nbe)
+}
+
+/// [`decode_params`] for a statement with `params` parameters of `types`
+/// and the long data it was sent.
+pub(in crate::frontend::session) fn bound_literals(
+    payload: &[u8],
+    params: u16,
+    types: &[(u8, bool)],
+    long_data: &std::collections::HashMap<u16, Vec<u8>>,
+    nbe: bool,
+) -> Option<Vec<String>> {
     use mysql_common::constants::{ColumnFlags, ColumnType};
     use mysql_common::io::ParseBuf;
     use mysql_common::value::{BinValue, Value, ValueDeserializer};
-    let n = p.params as usize;
+    let n = params as usize;
     if n == 0 {
         return Some(Vec::new());
     }
@@ -25,13 +37,13 @@ pub(super) fn decode_params(payload: &[u8], p: &Prepared, nbe: bool) -> Option<V
     if bound == 1 {
         at += 2 * n;
     }
-    if p.types.len() != n {
+    if types.len() != n {
         return None;
     }
     let mut buf = ParseBuf(payload.get(at..)?);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        if let Some(d) = p.long_data.get(&(i as u16)) {
+        if let Some(d) = long_data.get(&(i as u16)) {
             out.push(Value::Bytes(d.clone()).as_sql(nbe));
             continue;
         }
@@ -39,7 +51,7 @@ pub(super) fn decode_params(payload: &[u8], p: &Prepared, nbe: bool) -> Option<V
             out.push("NULL".into());
             continue;
         }
-        let (t, unsigned) = p.types[i];
+        let (t, unsigned) = types[i];
         let ct = ColumnType::try_from(t).ok()?;
         let flags = if unsigned {
             ColumnFlags::UNSIGNED_FLAG

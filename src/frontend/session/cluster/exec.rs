@@ -29,7 +29,7 @@ struct Answer {
 impl ClusterSession<'_> {
     /// Opens `shard`'s connection if needed and, inside a transaction,
     /// its branch.
-    async fn enter(&mut self, shard: usize) -> Result<(), BackendError> {
+    pub(super) async fn enter(&mut self, shard: usize) -> Result<(), BackendError> {
         let pools = self.shared.pools.load();
         let dbs = self.physical_dbs();
         let conn = self.shards.conn(&pools, &dbs, shard).await?;
@@ -45,7 +45,7 @@ impl ClusterSession<'_> {
 
     /// `sql` as `shard` runs it: names qualified with the cluster's
     /// database name the shard's own.
-    fn text_for(&self, shard: usize, sql: &[u8]) -> Result<Vec<u8>, ErrSpec> {
+    pub(super) fn text_for(&self, shard: usize, sql: &[u8]) -> Result<Vec<u8>, ErrSpec> {
         let cfg = self.shared.config.load();
         let (Some(cluster), Some(Some(db))) =
             (cfg.cluster(), self.physical_dbs().get(shard).cloned())
@@ -75,13 +75,28 @@ impl ClusterSession<'_> {
         seq: u8,
         expect: Expect,
     ) -> Result<(), SessionError> {
+        self.relay_with(shard, payload, seq, expect, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `relay_one`, giving the client `prepare_id` in a PREPARE_OK; the
+    /// answer's summary (None: the client got an error of Tandem's).
+    pub(super) async fn relay_with(
+        &mut self,
+        shard: usize,
+        payload: &[u8],
+        seq: u8,
+        expect: Expect,
+        prepare_id: Option<u32>,
+    ) -> Result<Option<crate::protocol::response::Summary>, SessionError> {
         if let Err(e) = self.enter(shard).await {
-            return self.backend_refused(seq, e).await;
+            return self.backend_refused(seq, e).await.map(|_| None);
         }
         let deprecate_eof = self.deprecate_eof();
         self.shards.set_reusable(shard, false);
         let Some(conn) = self.shards.open(shard) else {
-            return Ok(());
+            return Ok(None);
         };
         let mut bseq = 0;
         conn.wire
@@ -92,14 +107,20 @@ impl ClusterSession<'_> {
             client: &mut self.client,
             max_packet: self.max_packet,
             collector: None,
-            prepare_id: None,
+            prepare_id,
             more_results: false,
             deprecate_eof,
             last_seq: seq.wrapping_sub(1),
         };
-        drive(&mut conn.wire, expect, deprecate_eof, seq, &mut relay).await?;
+        let driven = drive(&mut conn.wire, expect, deprecate_eof, seq, &mut relay).await?;
         self.shards.set_reusable(shard, true);
-        Ok(())
+        if let Some(ok) = driven.summary.last_ok {
+            self.server_status = ok.status;
+            self.no_backslash_escapes = ok.status
+                & mysql_common::constants::StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES.bits()
+                != 0;
+        }
+        Ok(Some(driven.summary))
     }
 
     /// Runs `sql` on `shard` (renamed for it) and relays the answer.
@@ -285,30 +306,25 @@ impl ClusterSession<'_> {
 
     /// A read or write of the cluster's tables: planned, then run where
     /// the plan says.
-    pub(super) async fn routed(
+    /// The plan of `sql` on the cluster and its target shards, or the
+    /// client's error (a refusal, a write to a second shard of the open
+    /// transaction).
+    pub(super) async fn plan_statement(
         &mut self,
         sql: &[u8],
         is_write: bool,
-        seq: u8,
-    ) -> Result<(), SessionError> {
+    ) -> Result<(route::ShardPlan, Vec<usize>), ErrSpec> {
         let Some(cluster) = self.cluster() else {
-            return Ok(());
+            return Err(not_supported("the primary is no longer a cluster"));
         };
-        let facts = match self.facts(sql).await {
-            Ok(f) => f,
-            Err(e) => return self.reply_err(seq, &e).await,
-        };
+        let facts = self.facts(sql).await?;
+        lexer::tokenize(sql, &mut self.scratch.tokens);
         let plan = route::plan(sql, &self.scratch.tokens, &cluster, &|t: &str| {
             facts.get(t).cloned()
-        });
-        let plan = match plan {
-            Ok(p) => p,
-            Err(route::Refusal(why)) => return self.reply_err(seq, &not_supported(why)).await,
-        };
+        })
+        .map_err(|route::Refusal(why)| not_supported(why))?;
         if is_write && !plan.write {
-            return self
-                .reply_err(seq, &not_supported("a write Tandem cannot route"))
-                .await;
+            return Err(not_supported("a write Tandem cannot route"));
         }
         let targets = match &plan.shards {
             Shards::Any => vec![self.last_shard],
@@ -318,21 +334,33 @@ impl ClusterSession<'_> {
             let mut w = self.wrote.clone();
             w.extend(targets.iter().copied());
             if w.len() > 1 {
-                let e = not_supported(
+                return Err(not_supported(
                     "a transaction that writes more than one shard (cross-shard transactions \
                      are not supported yet); this statement did not run and the transaction \
                      is still open",
-                );
-                return self.reply_err(seq, &e).await;
+                ));
             }
         }
+        self.last_shard = targets[0];
+        Ok((plan, targets))
+    }
+
+    pub(super) async fn routed(
+        &mut self,
+        sql: &[u8],
+        is_write: bool,
+        seq: u8,
+    ) -> Result<(), SessionError> {
+        let (plan, targets) = match self.plan_statement(sql, is_write).await {
+            Ok(p) => p,
+            Err(e) => return self.reply_err(seq, &e).await,
+        };
         let text_of = |shard: usize| -> Vec<u8> {
             plan.texts
                 .as_ref()
                 .and_then(|t| t.iter().find(|(s, _)| *s == shard).map(|(_, t)| t.clone()))
                 .unwrap_or_else(|| sql.to_vec())
         };
-        self.last_shard = targets[0];
         if let [shard] = targets.as_slice() {
             let shard = *shard;
             let text = text_of(shard);
@@ -352,27 +380,33 @@ impl ClusterSession<'_> {
         if plan.write {
             self.write_many(&targets, &texts, &plan.merge, seq).await
         } else {
-            self.read_many(&targets, &texts, &plan.merge, seq).await
+            let packets = texts.iter().map(|t| query_packet(t)).collect();
+            self.read_many(&targets, packets, &plan.merge, seq, false)
+                .await
         }
     }
 
-    async fn read_many(
+    /// Sends each target its command (`packets`, in target order; shards
+    /// already entered) and merges the answers; `binary`: rows in the
+    /// binary protocol (an execute).
+    pub(super) async fn read_many(
         &mut self,
         targets: &[usize],
-        texts: &[Vec<u8>],
+        packets: Vec<Vec<u8>>,
         merge: &Merge,
         seq: u8,
+        binary: bool,
     ) -> Result<(), SessionError> {
         for &t in targets {
             if let Err(e) = self.enter(t).await {
                 return self.backend_refused(seq, e).await;
             }
         }
-        for (&t, text) in targets.iter().zip(texts) {
+        for (&t, packet) in targets.iter().zip(&packets) {
             self.shards.set_reusable(t, false);
             if let Some(conn) = self.shards.open(t) {
                 let mut s = 0;
-                conn.wire.queue_packet(&mut s, &query_packet(text));
+                conn.wire.queue_packet(&mut s, packet);
                 conn.wire
                     .flush()
                     .await
@@ -394,6 +428,7 @@ impl ClusterSession<'_> {
             seq,
             deprecate_eof,
             status,
+            binary,
         };
         match merge_read(&mut replies, &mut out, merge).await {
             Ok(()) => {}

@@ -14,6 +14,7 @@ use crate::protocol::response::{Expect, Step, Tracker};
 use crate::protocol::wire::{write_frames, FLUSH_AT};
 use crate::protocol::{ErrSpec, ProtocolError, Wire};
 use crate::router::shard::route::{Agg, Merge};
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 /// One shard's response, read packet by packet.
@@ -142,6 +143,8 @@ pub(super) struct Out<'c> {
     pub deprecate_eof: bool,
     /// The status flags the client's final packet carries.
     pub status: u16,
+    /// Rows are in the binary protocol (COM_STMT_EXECUTE).
+    pub binary: bool,
 }
 
 impl Out<'_> {
@@ -315,7 +318,6 @@ async fn ordered(
     offset: u64,
     limit: Option<u64>,
 ) -> M<()> {
-    let n = columns.len();
     let mut current: Vec<Option<Vec<u8>>> = Vec::with_capacity(replies.len());
     let mut end: Option<Vec<u8>> = None;
     for r in replies.iter_mut() {
@@ -340,7 +342,7 @@ async fn ordered(
                 None => Some(i),
                 Some(b) => {
                     let other = current[b].as_deref().unwrap_or_default();
-                    match row_cmp(row, other, n, orders) {
+                    match row_cmp(row, other, columns, out.binary, orders) {
                         Some(Ordering::Less) => Some(i),
                         Some(_) => Some(b),
                         None => {
@@ -395,14 +397,45 @@ fn keep_end(end: &mut Option<Vec<u8>>, p: Vec<u8>) {
     }
 }
 
+/// A row's values in text form, None for NULL.
+type Values<'r> = Vec<Option<Cow<'r, [u8]>>>;
+
+/// A row's values in text form (binary-protocol values converted); None:
+/// a row Tandem cannot read.
+fn values_of<'r>(row: &'r [u8], columns: &[Column], binary: bool) -> Option<Values<'r>> {
+    if !binary {
+        let f = values::fields(row, columns.len())?;
+        return Some(
+            f.into_iter()
+                .map(|r| r.map(|r| Cow::Borrowed(&row[r])))
+                .collect(),
+        );
+    }
+    let f = values::binary_fields(row, columns)?;
+    f.into_iter()
+        .zip(columns)
+        .map(|(r, c)| match r {
+            None => Some(None),
+            Some(r) => values::binary_text(c, &row[r]).map(|t| Some(Cow::Owned(t))),
+        })
+        .collect()
+}
+
 /// Order of two rows on the merge keys; None: a value Tandem cannot
 /// order exactly, or a row it cannot read.
-fn row_cmp(a: &[u8], b: &[u8], n: usize, orders: &[(usize, Order, bool)]) -> Option<Ordering> {
-    let (fa, fb) = (values::fields(a, n)?, values::fields(b, n)?);
+fn row_cmp(
+    a: &[u8],
+    b: &[u8],
+    columns: &[Column],
+    binary: bool,
+    orders: &[(usize, Order, bool)],
+) -> Option<Ordering> {
+    let (fa, fb) = (
+        values_of(a, columns, binary)?,
+        values_of(b, columns, binary)?,
+    );
     for &(i, o, desc) in orders {
-        let va = fa.get(i)?.clone().map(|r| &a[r]);
-        let vb = fb.get(i)?.clone().map(|r| &b[r]);
-        let c = values::compare(o, va, vb)?;
+        let c = values::compare(o, fa.get(i)?.as_deref(), fb.get(i)?.as_deref())?;
         let c = if desc { c.reverse() } else { c };
         if c.is_ne() {
             return Some(c);
@@ -434,6 +467,12 @@ async fn aggregate(
             }
         }
     }
+    if end.as_ref().is_some_and(|p| p.first() == Some(&0xFF)) {
+        return match end {
+            Some(p) => out.finish(p).await,
+            None => Ok(()),
+        };
+    }
     if aggs.len() != n || rows.len() != replies.len() {
         return out
             .error(&not_supported(
@@ -441,45 +480,57 @@ async fn aggregate(
             ))
             .await;
     }
-    if end.as_ref().is_some_and(|p| p.first() == Some(&0xFF)) {
-        return match end {
-            Some(p) => out.finish(p).await,
-            None => Ok(()),
-        };
-    }
-    let mut combined: Vec<Option<Vec<u8>>> = vec![None; n];
-    let mut why_not = None;
+    let parsed: Option<Vec<Values>> = rows
+        .iter()
+        .map(|r| values_of(r, columns, out.binary))
+        .collect();
+    let Some(parsed) = parsed else {
+        return out
+            .error(&not_supported(
+                "an aggregate row Tandem cannot read".to_string(),
+            ))
+            .await;
+    };
+    let mut row = Vec::new();
+    let mut nulls = vec![0u8; (n + 7 + 2) / 8];
+    let mut body = Vec::new();
     for (i, agg) in aggs.iter().enumerate() {
-        let vals: Vec<Option<&[u8]>> = rows
-            .iter()
-            .map(|row| {
-                values::fields(row, n)
-                    .and_then(|f| f[i].clone())
-                    .map(|r| &row[r])
-            })
-            .collect();
-        combined[i] = match combine(*agg, columns[i], &vals) {
-            Ok(v) => v,
-            Err(e) => {
-                why_not = Some(e);
-                break;
-            }
-        };
-    }
-    if let Some(why) = why_not {
-        return out.error(&not_supported(why)).await;
-    }
-    if offset == 0 && limit.is_none_or(|l| l > 0) {
-        let mut row = Vec::new();
-        for v in &combined {
-            match v {
-                None => row.push(0xFB),
-                Some(b) => {
-                    put_lenenc(&mut row, b.len() as u64);
-                    row.extend_from_slice(b);
+        let vals: Vec<Option<&[u8]>> = parsed.iter().map(|p| p[i].as_deref()).collect();
+        let value = match combine(*agg, columns[i], &vals) {
+            Ok(Combined::Null) => None,
+            Ok(Combined::New(text)) if out.binary => {
+                match values::text_to_binary(&columns[i], &text) {
+                    Some(b) => Some(b),
+                    None => {
+                        return out
+                            .error(&not_supported(format!(
+                                "an aggregate of column type {:#x} in a prepared statement",
+                                columns[i].kind
+                            )))
+                            .await
+                    }
                 }
             }
+            Ok(Combined::New(text)) => Some(lenenc_bytes(&text)),
+            Ok(Combined::Pick(shard)) if out.binary => {
+                let f = values::binary_fields(&rows[shard], columns).and_then(|f| f[i].clone());
+                f.map(|r| rows[shard][r].to_vec())
+            }
+            Ok(Combined::Pick(shard)) => vals[shard].map(lenenc_bytes),
+            Err(e) => return out.error(&not_supported(e)).await,
+        };
+        match value {
+            None if out.binary => nulls[(i + 2) / 8] |= 1 << ((i + 2) % 8),
+            None => body.push(0xFB),
+            Some(v) => body.extend_from_slice(&v),
         }
+    }
+    if out.binary {
+        row.push(0x00);
+        row.extend_from_slice(&nulls);
+    }
+    row.extend_from_slice(&body);
+    if offset == 0 && limit.is_none_or(|l| l > 0) {
         out.send(&row).await?;
     }
     match end {
@@ -488,31 +539,51 @@ async fn aggregate(
     }
 }
 
+fn lenenc_bytes(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() + 9);
+    put_lenenc(&mut out, v.len() as u64);
+    out.extend_from_slice(v);
+    out
+}
+
+/// An aggregate's combined value.
+enum Combined {
+    Null,
+    /// A new value, in text form.
+    New(Vec<u8>),
+    /// One shard's value as it is (MIN, MAX): its index.
+    Pick(usize),
+}
+
 /// Combines the shards' values of one aggregate.
-fn combine(agg: Agg, col: Column, vals: &[Option<&[u8]>]) -> Result<Option<Vec<u8>>, String> {
-    let present: Vec<&[u8]> = vals.iter().flatten().copied().collect();
+fn combine(agg: Agg, col: Column, vals: &[Option<&[u8]>]) -> Result<Combined, String> {
+    let present: Vec<(usize, &[u8])> = vals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.map(|v| (i, v)))
+        .collect();
     if present.is_empty() {
         return Ok(match agg {
-            Agg::Count => Some(b"0".to_vec()),
-            _ => None,
+            Agg::Count => Combined::New(b"0".to_vec()),
+            _ => Combined::Null,
         });
     }
     match agg {
         Agg::Count | Agg::Sum => match col.order() {
             Ok(Order::Float) => {
                 let mut sum = 0f64;
-                for v in &present {
+                for (_, v) in &present {
                     sum += std::str::from_utf8(v)
                         .ok()
                         .and_then(|s| s.parse::<f64>().ok())
                         .ok_or("a SUM that is not a number")?;
                 }
-                Ok(Some(values::render_double(sum).into_bytes()))
+                Ok(Combined::New(values::render_double(sum).into_bytes()))
             }
             _ => {
                 let mut sum: Option<Decimal> = None;
                 let mut scale = 0;
-                for v in &present {
+                for (_, v) in &present {
                     let d = Decimal::parse(v).ok_or("a SUM that is not a number")?;
                     scale = scale.max(d.scale());
                     sum = Some(match sum {
@@ -520,22 +591,24 @@ fn combine(agg: Agg, col: Column, vals: &[Option<&[u8]>]) -> Result<Option<Vec<u
                         None => d,
                     });
                 }
-                Ok(sum.map(|s| s.render(scale).into_bytes()))
+                Ok(sum.map_or(Combined::Null, |s| {
+                    Combined::New(s.render(scale).into_bytes())
+                }))
             }
         },
         Agg::Min | Agg::Max => {
             let o = col.order().map_err(|w| format!("MIN/MAX of {w}"))?;
             let mut best = present[0];
-            for v in &present[1..] {
-                let c = values::compare(o, Some(v), Some(best))
+            for &(i, v) in &present[1..] {
+                let c = values::compare(o, Some(v), Some(best.1))
                     .ok_or("MIN/MAX of a string beyond printable ASCII under _general_ci")?;
                 if (agg == Agg::Min && c == Ordering::Less)
                     || (agg == Agg::Max && c == Ordering::Greater)
                 {
-                    best = v;
+                    best = (i, v);
                 }
             }
-            Ok(Some(best.to_vec()))
+            Ok(Combined::Pick(best.0))
         }
     }
 }

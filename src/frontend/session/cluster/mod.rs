@@ -19,6 +19,7 @@
 
 mod exec;
 mod merge;
+mod prepared;
 mod values;
 
 use super::SessionError;
@@ -64,6 +65,14 @@ pub(super) struct ClusterSession<'a> {
     /// The affected rows of the last statement when it ran on several
     /// shards (no one server knows them): `ROW_COUNT()` is answered with it.
     pub merged_count: Option<u64>,
+    /// Prepared statements by the client's id, and the last id given.
+    stmts: std::collections::HashMap<u32, prepared::ClusterStmt>,
+    next_stmt: u32,
+    /// Status flags of the last answer relayed from a shard.
+    pub server_status: u16,
+    /// The session's sql_mode has NO_BACKSLASH_ESCAPES (bound strings are
+    /// rendered accordingly).
+    pub no_backslash_escapes: bool,
 }
 
 /// Serves a logged-in client of a cluster to the end; `lease` is the
@@ -104,6 +113,10 @@ pub(super) async fn run(
         wrote: Default::default(),
         last_shard: 0,
         merged_count: None,
+        stmts: Default::default(),
+        next_stmt: 0,
+        server_status: 0,
+        no_backslash_escapes: false,
     };
     debug!(conn = id, %peer, user = %auth.user, "cluster session started");
     match s.serve(cancel).await {
@@ -199,14 +212,11 @@ impl<'a> ClusterSession<'a> {
                     self.use_db(&db, seq).await?
                 }
                 COM_RESET_CONNECTION => self.reset(seq).await?,
-                COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE => {}
-                COM_STMT_PREPARE | COM_STMT_EXECUTE | COM_STMT_FETCH | COM_STMT_RESET => {
-                    self.reply_err(
-                        seq,
-                        &not_supported("prepared statements on a cluster are not supported yet"),
-                    )
-                    .await?
-                }
+                COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE => self.stmt_unanswered(&payload).await?,
+                COM_STMT_PREPARE => self.prepare(&payload, seq).await?,
+                COM_STMT_EXECUTE => self.execute(&payload, seq).await?,
+                COM_STMT_FETCH => self.fetch_or_reset(&payload, seq, true).await?,
+                COM_STMT_RESET => self.fetch_or_reset(&payload, seq, false).await?,
                 _ => {
                     debug!(conn = self.id, cmd, "command not served on a cluster");
                     let e = if matches!(cmd, COM_CHANGE_USER | COM_PROCESS_KILL | COM_SET_OPTION) {
@@ -385,6 +395,7 @@ impl<'a> ClusterSession<'a> {
             }
         }
         self.shards.forget_state(true);
+        self.stmts.clear();
         self.autocommit = true;
         self.explicit_txn = false;
         self.branches.clear();

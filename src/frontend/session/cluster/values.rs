@@ -96,6 +96,136 @@ pub fn fields(row: &[u8], n: usize) -> Option<Vec<Option<Range<usize>>>> {
     Some(out)
 }
 
+/// The values of a binary-protocol row (COM_STMT_EXECUTE): each a byte
+/// range of its encoding, None for NULL.
+pub fn binary_fields(row: &[u8], columns: &[Column]) -> Option<Vec<Option<Range<usize>>>> {
+    use ty::*;
+    let n = columns.len();
+    let bitmap_len = (n + 7 + 2) / 8;
+    if *row.first()? != 0x00 {
+        return None;
+    }
+    let bitmap = row.get(1..1 + bitmap_len)?;
+    let mut at = 1 + bitmap_len;
+    let mut out = Vec::with_capacity(n);
+    for (i, c) in columns.iter().enumerate() {
+        let bit = i + 2;
+        if bitmap[bit / 8] & (1 << (bit % 8)) != 0 {
+            out.push(None);
+            continue;
+        }
+        let len = match c.kind {
+            TINY => 1,
+            SHORT | YEAR => 2,
+            LONG | INT24 | FLOAT => 4,
+            LONGLONG | DOUBLE => 8,
+            DATE | NEWDATE | DATETIME | TIMESTAMP | TIME => 1 + *row.get(at)? as usize,
+            _ => {
+                let (len, used) = get_lenenc(row.get(at..)?)?;
+                used + len as usize
+            }
+        };
+        let end = at.checked_add(len)?;
+        if end > row.len() {
+            return None;
+        }
+        out.push(Some(at..end));
+        at = end;
+    }
+    Some(out)
+}
+
+/// A binary-protocol value in its text-protocol form (what `compare` and
+/// the aggregates read). None: not readable.
+pub fn binary_text(c: &Column, v: &[u8]) -> Option<Vec<u8>> {
+    use ty::*;
+    let unsigned = c.flags & 0x20 != 0;
+    let int = |b: &[u8]| -> Option<Vec<u8>> {
+        let mut x = [0u8; 8];
+        x.get_mut(..b.len())?.copy_from_slice(b);
+        let u = u64::from_le_bytes(x);
+        let bits = b.len() * 8;
+        let v: i128 = if unsigned {
+            u as i128
+        } else if bits == 64 {
+            u as i64 as i128
+        } else {
+            let shift = 64 - bits;
+            ((u << shift) as i64 >> shift) as i128
+        };
+        Some(v.to_string().into_bytes())
+    };
+    Some(match c.kind {
+        TINY | SHORT | YEAR | LONG | INT24 | LONGLONG => int(v)?,
+        FLOAT => format!("{}", f32::from_le_bytes(v.try_into().ok()?)).into_bytes(),
+        DOUBLE => format!("{}", f64::from_le_bytes(v.try_into().ok()?)).into_bytes(),
+        DATE | NEWDATE | DATETIME | TIMESTAMP => {
+            let b = &v[1..];
+            let g = |i: usize| b.get(i).copied().unwrap_or(0) as u32;
+            let year = b
+                .get(0..2)
+                .map_or(0, |y| u16::from_le_bytes([y[0], y[1]]) as u32);
+            let micros = b
+                .get(7..11)
+                .map_or(0, |m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
+            format!(
+                "{year:04}-{:02}-{:02} {:02}:{:02}:{:02}.{micros:06}",
+                g(2),
+                g(3),
+                g(4),
+                g(5),
+                g(6)
+            )
+            .into_bytes()
+        }
+        TIME => {
+            let b = &v[1..];
+            if b.is_empty() {
+                return Some(b"00:00:00.000000".to_vec());
+            }
+            let neg = b.first() == Some(&1);
+            let days = b
+                .get(1..5)
+                .map_or(0, |d| u32::from_le_bytes([d[0], d[1], d[2], d[3]]));
+            let g = |i: usize| b.get(i).copied().unwrap_or(0) as u32;
+            let micros = b
+                .get(8..12)
+                .map_or(0, |m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
+            format!(
+                "{}{}:{:02}:{:02}.{micros:06}",
+                if neg { "-" } else { "" },
+                days * 24 + g(5),
+                g(6),
+                g(7)
+            )
+            .into_bytes()
+        }
+        _ => {
+            let (len, used) = get_lenenc(v)?;
+            v.get(used..used + len as usize)?.to_vec()
+        }
+    })
+}
+
+/// A text-form aggregate result encoded for a binary-protocol row of a
+/// column of type `c` (COUNT's BIGINT, SUM's DECIMAL or DOUBLE). None: a
+/// type Tandem does not encode.
+pub fn text_to_binary(c: &Column, text: &[u8]) -> Option<Vec<u8>> {
+    use ty::*;
+    let s = std::str::from_utf8(text).ok()?;
+    Some(match c.kind {
+        LONGLONG => s.parse::<i64>().ok()?.to_le_bytes().to_vec(),
+        DOUBLE => s.parse::<f64>().ok()?.to_le_bytes().to_vec(),
+        DECIMAL | NEWDECIMAL => {
+            let mut out = Vec::with_capacity(text.len() + 1);
+            crate::protocol::packets::put_lenenc(&mut out, text.len() as u64);
+            out.extend_from_slice(text);
+            out
+        }
+        _ => return None,
+    })
+}
+
 /// How a column's values compare, or why a merge cannot order them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
