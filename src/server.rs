@@ -87,6 +87,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         user_sessions: std::sync::Mutex::default(),
         sha2: Default::default(),
         shard_facts: Default::default(),
+        sequences: Default::default(),
     });
     if shared.config.load().secondary.is_some() {
         let m = crate::mirror::runtime::Mirror::start(&shared.config.load())

@@ -48,6 +48,8 @@ pub struct Shared {
     /// On a cluster: what routing knows of its tables (read from the
     /// first shard; dropped after DDL and on a miss, then read again).
     pub shard_facts: ArcSwap<ShardFacts>,
+    /// On a cluster: the global id sequences of its sharded tables.
+    pub sequences: crate::backend::sequence::Sequences,
 }
 
 /// Table name -> facts, for shard routing.

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod binding;
 pub mod conn;
 pub mod pool;
+pub mod sequence;
 pub mod shards;
 
 pub use binding::Binding;

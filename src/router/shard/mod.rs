@@ -10,6 +10,7 @@
 //! Pure: no I/O; the column facts come from the caller.
 
 pub mod hash;
+pub mod ids;
 pub mod insert;
 pub mod route;
 mod select;

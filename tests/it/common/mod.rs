@@ -241,6 +241,8 @@ async fn forget_bookkeeping(root: &mut Conn, name: &str) {
         "applied_lsn",
         "backfill_checkpoint",
         "effect_pending",
+        "sequences",
+        "cluster_placement",
     ] {
         match root
             .query_drop(format!("DELETE FROM tandem.{t} WHERE db = '{name}'"))

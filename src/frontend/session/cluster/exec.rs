@@ -16,6 +16,7 @@ use crate::protocol::response::Expect;
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
 use crate::router::lexer::{self, Renamed};
+use crate::router::shard::ids;
 use crate::router::shard::route::{self, Merge, Shards};
 use mysql_common::constants::CapabilityFlags;
 use std::sync::Arc;
@@ -202,6 +203,7 @@ impl ClusterSession<'_> {
             answers.push(self.buffered(shard, &text).await?);
         }
         self.shared.shard_facts.store(Default::default());
+        self.shared.sequences.forget().await;
         let failed: Vec<usize> = (0..n).filter(|&i| answers[i].error.is_some()).collect();
         if failed.is_empty() || failed.len() == n {
             let first = answers.swap_remove(0);
@@ -345,12 +347,59 @@ impl ClusterSession<'_> {
         Ok((plan, targets))
     }
 
+    /// An INSERT's rows that leave the AUTO_INCREMENT column to the server
+    /// get ids from the table's global sequence, written into the text
+    /// (and explicit ids raise it): the new text and the first id given.
+    async fn assign_ids(&mut self, sql: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>, ErrSpec> {
+        let mut toks = Vec::new();
+        lexer::tokenize(sql, &mut toks);
+        if !toks
+            .first()
+            .is_some_and(|t| t.is_word(sql, "INSERT") || t.is_word(sql, "REPLACE"))
+        {
+            return Ok(None);
+        }
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        let facts = self.facts(sql).await?;
+        let Some(need) = ids::id_need(sql, &cluster, &|t: &str| facts.get(t).cloned()) else {
+            return Ok(None);
+        };
+        let n = need.generated.len() as u64;
+        let cfg = self.shared.config.load_full();
+        let first = self
+            .shared
+            .sequences
+            .take(&cfg, &need.table, &need.column, n, need.explicit_max)
+            .await
+            .map_err(|e| ErrSpec::new(1105, "HY000", e))?;
+        let ids: Vec<u64> = first.map_or_else(Vec::new, |f| (f..f + n).collect());
+        let text = ids::with_ids(sql, &toks, &need, &ids)
+            .ok_or_else(|| not_supported("an INSERT whose ids Tandem cannot write in"))?;
+        Ok(Some((text, first)))
+    }
+
     pub(super) async fn routed(
         &mut self,
         sql: &[u8],
         is_write: bool,
         seq: u8,
     ) -> Result<(), SessionError> {
+        let rewritten;
+        let mut sql = sql;
+        let mut generated = None;
+        if is_write {
+            match self.assign_ids(sql).await {
+                Ok(Some((text, first))) => {
+                    rewritten = text;
+                    sql = &rewritten;
+                    generated = first;
+                }
+                Ok(None) => {}
+                Err(e) => return self.reply_err(seq, &e).await,
+            }
+        }
         let (plan, targets) = match self.plan_statement(sql, is_write).await {
             Ok(p) => p,
             Err(e) => return self.reply_err(seq, &e).await,
@@ -361,7 +410,7 @@ impl ClusterSession<'_> {
                 .and_then(|t| t.iter().find(|(s, _)| *s == shard).map(|(_, t)| t.clone()))
                 .unwrap_or_else(|| sql.to_vec())
         };
-        if let [shard] = targets.as_slice() {
+        if let ([shard], None) = (targets.as_slice(), generated) {
             let shard = *shard;
             let text = text_of(shard);
             self.relay_text(shard, &text, seq).await?;
@@ -378,7 +427,8 @@ impl ClusterSession<'_> {
             }
         }
         if plan.write {
-            self.write_many(&targets, &texts, &plan.merge, seq).await
+            self.write_many(&targets, &texts, &plan.merge, seq, generated)
+                .await
         } else {
             let packets = texts.iter().map(|t| query_packet(t)).collect();
             self.read_many(&targets, packets, &plan.merge, seq, false)
@@ -451,8 +501,9 @@ impl ClusterSession<'_> {
         texts: &[Vec<u8>],
         merge: &Merge,
         seq: u8,
+        generated: Option<u64>,
     ) -> Result<(), SessionError> {
-        let wrap = !self.in_txn();
+        let wrap = !self.in_txn() && targets.len() > 1;
         for &t in targets {
             if let Err(e) = self.enter(t).await {
                 return self.backend_refused(seq, e).await;
@@ -499,14 +550,17 @@ impl ClusterSession<'_> {
                     }
                 }
             }
-        } else {
+        } else if self.in_txn() {
             self.wrote.extend(targets.iter().copied());
         }
         let packet = match failed {
             Some(i) => answers.swap_remove(i).packet,
             None => {
-                let ok = self.summed_ok(targets, &answers, merge);
+                let ok = self.summed_ok(targets, &answers, merge, generated);
                 self.merged_count = parse_ok(&ok).map(|o| o.affected_rows);
+                if generated.is_some() {
+                    self.last_insert_id = generated;
+                }
                 ok
             }
         };
@@ -519,7 +573,13 @@ impl ClusterSession<'_> {
     /// The OK one database would have sent for the shards' OKs: affected
     /// rows and warnings summed, the numbers of the info text summed, the
     /// insert id of the shard that got the statement's last row.
-    fn summed_ok(&self, targets: &[usize], answers: &[Answer], merge: &Merge) -> Vec<u8> {
+    fn summed_ok(
+        &self,
+        targets: &[usize],
+        answers: &[Answer],
+        merge: &Merge,
+        generated: Option<u64>,
+    ) -> Vec<u8> {
         let track = self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK);
         let oks: Vec<_> = answers
             .iter()
@@ -554,6 +614,9 @@ impl ClusterSession<'_> {
                 )
             }
         };
+        // Ids the sequence gave: the first, as the server reports the
+        // first id it generates.
+        let insert_id = generated.unwrap_or(insert_id);
         let mut p = vec![0x00];
         put_lenenc(&mut p, affected);
         put_lenenc(&mut p, insert_id);

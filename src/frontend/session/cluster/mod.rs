@@ -65,6 +65,9 @@ pub(super) struct ClusterSession<'a> {
     /// The affected rows of the last statement when it ran on several
     /// shards (no one server knows them): `ROW_COUNT()` is answered with it.
     pub merged_count: Option<u64>,
+    /// The first id the last INSERT took from a global sequence:
+    /// `LAST_INSERT_ID()` is answered with it (no shard knows it).
+    pub last_insert_id: Option<u64>,
     /// Prepared statements by the client's id, and the last id given.
     stmts: std::collections::HashMap<u32, prepared::ClusterStmt>,
     next_stmt: u32,
@@ -113,6 +116,7 @@ pub(super) async fn run(
         wrote: Default::default(),
         last_shard: 0,
         merged_count: None,
+        last_insert_id: None,
         stmts: Default::default(),
         next_stmt: 0,
         server_status: 0,
@@ -239,6 +243,24 @@ impl<'a> ClusterSession<'a> {
             lexer::tokenize(sql, &mut self.scratch.tokens);
             let t = lexer::rewrite_calls(sql, &self.scratch.tokens, "ROW_COUNT", &n.to_string());
             if let Some(t) = t {
+                let p = crate::frontend::session::link::query_packet(&t);
+                return Box::pin(self.query(&p, seq)).await;
+            }
+        }
+        if let Some(id) = self.last_insert_id {
+            lexer::tokenize(sql, &mut self.scratch.tokens);
+            let toks = &self.scratch.tokens;
+            let sets_it = toks.windows(3).any(|w| {
+                w[0].is_word(sql, "LAST_INSERT_ID")
+                    && w[1].kind == Tok::Punct(b'(')
+                    && w[2].kind != Tok::Punct(b')')
+            });
+            if sets_it {
+                // LAST_INSERT_ID(expr): the server's value from now on.
+                self.last_insert_id = None;
+            } else if let Some(t) =
+                lexer::rewrite_calls(sql, toks, "LAST_INSERT_ID", &id.to_string())
+            {
                 let p = crate::frontend::session::link::query_packet(&t);
                 return Box::pin(self.query(&p, seq)).await;
             }
