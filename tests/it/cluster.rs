@@ -40,6 +40,7 @@ tables:
       - { below: "2026-01-01", shard: s1 }
       - { shard: s2 }
   categories: { reference: true }
+  sbtest1: { shard_key: id }
 "#;
 
 pub struct Cluster {
@@ -715,6 +716,91 @@ async fn auto_increment_ids_stay_unique_across_shards() {
     all.dedup();
     assert_eq!((n, distinct, len as u64), (249, 249, 249));
     assert_eq!(all.len(), len, "no id on two shards");
+    t.disconnect().await.unwrap();
+    cl.stop().await;
+}
+
+/// Runs sysbench `args` through the cluster; its stdout, or a panic with
+/// its output.
+async fn sysbench(cl: &Cluster, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new("sysbench");
+    cmd.args([
+        "--db-driver=mysql",
+        "--mysql-host=127.0.0.1",
+        &format!("--mysql-port={}", cl.addr.port()),
+        &format!("--mysql-user={}", common::USER),
+        &format!("--mysql-password={}", common::PASSWORD),
+        "--mysql-db=app",
+        "--tables=1",
+        "--table-size=3000",
+    ])
+    .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("sysbench is installed"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sysbench {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sysbench_prepares_and_runs_through_a_sharded_tandem() {
+    common::raise_server_limits().await;
+    let cl = Cluster::start("cl_sysbench", false).await;
+    // prepare: CREATE TABLE and its index on every shard, 3000 rows whose
+    // ids come from the global sequence.
+    sysbench(&cl, &["oltp_read_write", "prepare"]).await;
+    let mut counts = Vec::new();
+    for o in &cl.shards {
+        let mut s = Conn::new(o.clone()).await.unwrap();
+        let n: Option<u64> = s.query_first("SELECT COUNT(*) FROM sbtest1").await.unwrap();
+        counts.push(n.unwrap());
+        s.disconnect().await.unwrap();
+    }
+    assert_eq!(counts.iter().sum::<u64>(), 3000, "{counts:?}");
+    assert!(
+        counts.iter().all(|&n| n > 500),
+        "spread over the shards: {counts:?}"
+    );
+    // Its read/write mix: point selects, ranges that scatter (plain,
+    // SUM, ORDER BY c), updates, deletes and inserts by id. Each statement
+    // commits alone (--skip_trx): a transaction of sysbench writes rows of
+    // several shards, which needs cross-shard commits. One thread for the
+    // delete+insert pairs (two threads may pick the same id, on one
+    // database too); four without them.
+    for args in [
+        ["--threads=1", "--delete_inserts=1"],
+        ["--threads=4", "--delete_inserts=0"],
+    ] {
+        let out = sysbench(
+            &cl,
+            &[
+                "oltp_read_write",
+                "--skip_trx=on",
+                "--distinct_ranges=0",
+                "--time=3",
+                "--report-interval=0",
+                args[0],
+                args[1],
+                "run",
+            ],
+        )
+        .await;
+        let errors = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("ignored errors:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("?");
+        assert_eq!(errors, "0", "{out}");
+        assert!(out.contains("queries:"), "{out}");
+    }
+    let mut t = cl.proxy().await;
+    let n: Option<u64> = t.query_first("SELECT COUNT(*) FROM sbtest1").await.unwrap();
+    assert_eq!(n, Some(3000), "every delete was matched by its insert");
     t.disconnect().await.unwrap();
     cl.stop().await;
 }
