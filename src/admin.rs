@@ -124,6 +124,13 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "primary": cfg.primary,
+        "cluster": cfg.cluster().map(|c| serde_json::json!({
+            "name": c.name,
+            "database": c.database,
+            "shards": c.shards,
+            "buckets": c.buckets(),
+            "tables": c.tables.len(),
+        })),
         "secondary": cfg.secondary,
         "mirroring": shared.mirror.load().as_ref().is_some_and(|m| cfg.secondary.as_deref().is_some_and(|s| m.mirrors_to(s))),
         "mirror": shared.mirror.load().as_ref().map(|m| m.status_json()),

@@ -25,6 +25,19 @@ pub struct PathLabel {
     pub path: &'static str,
 }
 
+/// How many shards a statement on a cluster ran on.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// `one` (its key named one shard), `any` (any shard could answer:
+    /// reference tables, no table), `several`, `all`.
+    pub route: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabel {
+    pub shard: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: String,
@@ -59,6 +72,12 @@ pub struct Metrics {
     pub sha2_logins: Family<PathLabel, Counter>,
     /// Admin requests refused for a missing or wrong token.
     pub admin_refused: Counter,
+    /// Statements on a cluster by how many shards they ran on.
+    pub shard_routes: Family<RouteLabel, Counter>,
+    /// A shard's answer time (request sent → answer read), per shard.
+    pub shard_latency: HistogramFamily<ShardLabel>,
+    /// Rows of several shards' answers merged into one.
+    pub merged_rows: Counter,
     /// Connections closed in their handshake to make room
     /// (`limits.max_unauthenticated`).
     pub handshakes_evicted: Counter,
@@ -94,6 +113,9 @@ impl Default for Metrics {
             auth_failures: Counter::default(),
             sha2_logins: Family::default(),
             admin_refused: Counter::default(),
+            shard_routes: Family::default(),
+            shard_latency: Family::new_with_constructor(latency_histogram),
+            merged_rows: Counter::default(),
             handshakes_evicted: Counter::default(),
             protocol_errors: Counter::default(),
             backend_errors: Counter::default(),
@@ -172,6 +194,21 @@ impl Metrics {
             "caching_sha2_logins",
             "Successful caching_sha2_password logins by path (fast, full_tls, full_rsa)",
             self.sha2_logins.clone(),
+        );
+        r.register(
+            "shard_statements",
+            "Statements on a cluster by how many shards they ran on (one, any, several, all)",
+            self.shard_routes.clone(),
+        );
+        r.register(
+            "shard_latency_seconds",
+            "A shard's answer time, request sent to answer read, per shard",
+            self.shard_latency.clone(),
+        );
+        r.register(
+            "shard_merged_rows",
+            "Rows of several shards' answers merged into one answer",
+            self.merged_rows.clone(),
         );
         r.register(
             "handshakes_evicted",

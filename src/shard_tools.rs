@@ -147,7 +147,10 @@ pub async fn check_cluster(cfg: &Config) -> Result<(Vec<String>, Vec<String>), S
             continue;
         };
         match facts.get(t).map(|f| (f, f.key_type.clone())) {
-            None => problems.push(format!("table `{t}` has a rule but does not exist on the first shard")),
+            None => warnings.push(format!(
+                "table `{t}` has a rule but does not exist yet (CREATE TABLE through Tandem \
+                 creates it on every shard)"
+            )),
             Some((_, None)) => problems.push(format!("table `{t}`: shard key column `{key}` does not exist")),
             Some((_, Some(KeyType::Unsupported(what)))) => problems.push(format!(
                 "table `{t}`: Tandem cannot place shard keys of type {what} (integers, binary strings, \

@@ -101,6 +101,7 @@ impl Cluster {
         let yaml = format!(
             r#"
 listen: 127.0.0.1:0
+admin: 127.0.0.1:0
 users:
   - {{ name: {user}, password: {pass} }}
 backends:
@@ -960,6 +961,27 @@ async fn a_multi_shard_write_commits_everywhere_or_nowhere() {
         msg.contains("failed on shard(s) s1") && msg.contains("applied on s0, s2, s3"),
         "{msg}"
     );
+    // /status names the cluster; /metrics counts routes, merged rows and
+    // each shard's answers.
+    let admin = cl.server.admin_addr.unwrap();
+    let (code, _, status) = common::http(admin, "GET", "/status").await;
+    assert_eq!(code, 200);
+    assert!(
+        status.contains(r#""shards":["s0","s1","s2","s3"]"#),
+        "{status}"
+    );
+    t.query_drop("SELECT * FROM users ORDER BY id")
+        .await
+        .unwrap();
+    let (_, _, metrics) = common::http(admin, "GET", "/metrics").await;
+    for want in [
+        r#"tandem_shard_statements_total{route="all"}"#,
+        r#"tandem_shard_statements_total{route="several"}"#,
+        "tandem_shard_merged_rows_total 5",
+        r#"tandem_shard_latency_seconds_count{shard="s3"}"#,
+    ] {
+        assert!(metrics.contains(want), "{want} in\n{metrics}");
+    }
     // Session state reaches every shard the session uses.
     t.query_drop("SET @greeting = 'hi', time_zone = '+05:00'")
         .await

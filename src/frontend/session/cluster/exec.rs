@@ -99,6 +99,7 @@ impl ClusterSession<'_> {
         let Some(conn) = self.shards.open(shard) else {
             return Ok(None);
         };
+        let started = std::time::Instant::now();
         let mut bseq = 0;
         conn.wire
             .send_packet(&mut bseq, payload)
@@ -115,6 +116,7 @@ impl ClusterSession<'_> {
         };
         let driven = drive(&mut conn.wire, expect, deprecate_eof, seq, &mut relay).await?;
         self.shards.set_reusable(shard, true);
+        self.observe_shard(shard, started);
         if let Some(ok) = driven.summary.last_ok {
             self.server_status = ok.status;
             self.no_backslash_escapes = ok.status
@@ -233,6 +235,16 @@ impl ClusterSession<'_> {
         self.reply_err(seq, &e).await
     }
 
+    fn observe_shard(&self, shard: usize, started: std::time::Instant) {
+        self.shared
+            .metrics
+            .shard_latency
+            .get_or_create(&crate::metrics::ShardLabel {
+                shard: self.shards.name(shard).to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     /// Runs `sql` on `shard` and keeps its whole answer.
     async fn buffered(&mut self, shard: usize, sql: &[u8]) -> Result<Answer, SessionError> {
         let deprecate_eof = self.deprecate_eof();
@@ -247,6 +259,7 @@ impl ClusterSession<'_> {
             .send_packet(&mut bseq, &query_packet(sql))
             .await
             .map_err(|e| SessionError::Backend(e.into()))?;
+        let started = std::time::Instant::now();
         let mut buffer = Buffer::new(1 << 26);
         let driven = drive(
             &mut conn.wire,
@@ -257,6 +270,7 @@ impl ClusterSession<'_> {
         )
         .await?;
         self.shards.set_reusable(shard, true);
+        self.observe_shard(shard, started);
         let packet = buffer.packets.pop().unwrap_or_default();
         Ok(Answer {
             error: driven
@@ -332,6 +346,17 @@ impl ClusterSession<'_> {
             Shards::Any => vec![self.last_shard],
             Shards::Set(s) => s.clone(),
         };
+        let route = match (&plan.shards, targets.len()) {
+            (Shards::Any, _) => "any",
+            (_, 1) => "one",
+            (_, n) if n == cluster.shards.len() => "all",
+            _ => "several",
+        };
+        self.shared
+            .metrics
+            .shard_routes
+            .get_or_create(&crate::metrics::RouteLabel { route })
+            .inc();
         if plan.write && self.in_txn() {
             let mut w = self.wrote.clone();
             w.extend(targets.iter().copied());
@@ -452,6 +477,7 @@ impl ClusterSession<'_> {
                 return self.backend_refused(seq, e).await;
             }
         }
+        let started = std::time::Instant::now();
         for (&t, packet) in targets.iter().zip(&packets) {
             self.shards.set_reusable(t, false);
             if let Some(conn) = self.shards.open(t) {
@@ -479,8 +505,11 @@ impl ClusterSession<'_> {
             deprecate_eof,
             status,
             binary,
+            rows: 0,
         };
-        match merge_read(&mut replies, &mut out, merge).await {
+        let merged = merge_read(&mut replies, &mut out, merge).await;
+        self.shared.metrics.merged_rows.inc_by(out.rows);
+        match merged {
             Ok(()) => {}
             Err(MergeError::Client(e)) => return Err(e.into()),
             Err(MergeError::Shard(e)) => return Err(SessionError::Backend(e.into())),
@@ -488,6 +517,8 @@ impl ClusterSession<'_> {
         drop(replies);
         for &t in targets {
             self.shards.set_reusable(t, true);
+            // Until the merged answer was read whole.
+            self.observe_shard(t, started);
         }
         Ok(())
     }

@@ -145,6 +145,8 @@ pub(super) struct Out<'c> {
     pub status: u16,
     /// Rows are in the binary protocol (COM_STMT_EXECUTE).
     pub binary: bool,
+    /// Rows sent so far.
+    pub rows: u64,
 }
 
 impl Out<'_> {
@@ -293,6 +295,7 @@ async fn concat(
                         skipped += 1;
                     } else if limit.is_none_or(|l| sent < l) {
                         out.send(&row).await?;
+                        out.rows += 1;
                         sent += 1;
                     }
                 }
@@ -372,6 +375,7 @@ async fn ordered(
                 skipped += 1;
             } else if limit.is_none_or(|l| sent < l) {
                 out.send(&row).await?;
+                out.rows += 1;
                 sent += 1;
             }
         }
