@@ -36,6 +36,10 @@ pub(super) struct ClusterStmt {
     long_data: HashMap<u16, Vec<u8>>,
     /// The shard holding this statement's open cursor.
     cursor_on: Option<usize>,
+    /// Per shard, the rendered text last prepared there for an execute
+    /// on several shards, and its server id: the next such execute with
+    /// the same text reuses it.
+    scatter: HashMap<usize, (Vec<u8>, u32)>,
 }
 
 /// The statement id of a COM_STMT_* packet.
@@ -110,6 +114,7 @@ impl ClusterSession<'_> {
                     is_write,
                     long_data: HashMap::new(),
                     cursor_on: None,
+                    scatter: HashMap::new(),
                 },
             );
         }
@@ -133,7 +138,9 @@ impl ClusterSession<'_> {
             return Ok(());
         }
         if let Some(s) = self.stmts.remove(&id) {
-            for (shard, backend) in s.on.iter().enumerate() {
+            let rendered = s.scatter.iter().map(|(shard, (_, b))| (*shard, Some(*b)));
+            let prepared = s.on.iter().copied().enumerate();
+            for (shard, backend) in prepared.chain(rendered) {
                 if let (Some(b), Some(conn)) = (backend, self.shards.open(shard)) {
                     let mut p = vec![COM_STMT_CLOSE];
                     p.extend_from_slice(&b.to_le_bytes());
@@ -237,8 +244,9 @@ impl ClusterSession<'_> {
         }
         // Several shards: each runs the statement with the values rendered
         // in (and the LIMIT widened as the plan says), prepared for this
-        // execute only, so its rows come in the binary protocol the client
-        // expects; the merge is the text query's. A cursor is not opened:
+        // text (kept while the next execute renders the same text), so its
+        // rows come in the binary protocol the client expects; the merge is
+        // the text query's. A cursor is not opened:
         // the rows come with the execute, as from a server without one.
         let mut packets = Vec::with_capacity(targets.len());
         let mut temporary = Vec::with_capacity(targets.len());
@@ -255,14 +263,31 @@ impl ClusterSession<'_> {
             if let Err(e) = self.enter(t).await {
                 return self.backend_refused(seq, e).await;
             }
+            let cached = self
+                .stmts
+                .get(&id)
+                .and_then(|s| s.scatter.get(&t))
+                .filter(|(x, _)| *x == shard_text)
+                .map(|(_, b)| *b);
             let Some(conn) = self.shards.open(t) else {
                 continue;
             };
-            let backend = match conn.prepare(&shard_text).await {
-                Ok(b) => b,
-                Err(e) => return self.backend_refused(seq, e).await,
+            let backend = match cached {
+                Some(b) => b,
+                None => match conn.prepare(&shard_text).await {
+                    Ok(b) => {
+                        let old = self
+                            .stmts
+                            .get_mut(&id)
+                            .and_then(|s| s.scatter.insert(t, (shard_text, b)));
+                        if let Some((_, old)) = old {
+                            temporary.push((t, old));
+                        }
+                        b
+                    }
+                    Err(e) => return self.backend_refused(seq, e).await,
+                },
             };
-            temporary.push((t, backend));
             let mut p = vec![COM_STMT_EXECUTE];
             p.extend_from_slice(&backend.to_le_bytes());
             p.push(0);
@@ -277,6 +302,7 @@ impl ClusterSession<'_> {
             m => m,
         };
         self.read_many(&targets, packets, &merge, seq, true).await?;
+        // Statements of earlier texts, replaced by this execute's.
         for (t, backend) in temporary {
             if let Some(conn) = self.shards.open(t) {
                 let mut p = vec![COM_STMT_CLOSE];
