@@ -141,14 +141,8 @@ impl ClusterSession<'_> {
             let rendered = s.scatter.iter().map(|(shard, (_, b))| (*shard, Some(*b)));
             let prepared = s.on.iter().copied().enumerate();
             for (shard, backend) in prepared.chain(rendered) {
-                if let (Some(b), Some(conn)) = (backend, self.shards.open(shard)) {
-                    let mut p = vec![COM_STMT_CLOSE];
-                    p.extend_from_slice(&b.to_le_bytes());
-                    let mut bseq = 0;
-                    conn.wire
-                        .send_packet(&mut bseq, &p)
-                        .await
-                        .map_err(|e| SessionError::Backend(e.into()))?;
+                if let Some(b) = backend {
+                    self.send_unanswered(shard, COM_STMT_CLOSE, b, &[]).await?;
                 }
             }
         }
@@ -205,22 +199,11 @@ impl ClusterSession<'_> {
                 Ok(b) => b,
                 Err(e) => return self.backend_refused(seq, e).await,
             };
-            let mut packets = Vec::new();
             for (param, data) in &long_data {
-                let mut p = vec![COM_STMT_SEND_LONG_DATA];
-                p.extend_from_slice(&backend.to_le_bytes());
-                p.extend_from_slice(&param.to_le_bytes());
-                p.extend_from_slice(data);
-                packets.push(p);
-            }
-            if let Some(conn) = self.shards.open(shard) {
-                for p in &packets {
-                    let mut bseq = 0;
-                    conn.wire
-                        .send_packet(&mut bseq, p)
-                        .await
-                        .map_err(|e| SessionError::Backend(e.into()))?;
-                }
+                let mut rest = param.to_le_bytes().to_vec();
+                rest.extend_from_slice(data);
+                self.send_unanswered(shard, COM_STMT_SEND_LONG_DATA, backend, &rest)
+                    .await?;
             }
             let mut p = payload.to_vec();
             p[1..5].copy_from_slice(&backend.to_le_bytes());
@@ -304,17 +287,33 @@ impl ClusterSession<'_> {
         self.read_many(&targets, packets, &merge, seq, true).await?;
         // Statements of earlier texts, replaced by this execute's.
         for (t, backend) in temporary {
-            if let Some(conn) = self.shards.open(t) {
-                let mut p = vec![COM_STMT_CLOSE];
-                p.extend_from_slice(&backend.to_le_bytes());
-                let mut bseq = 0;
-                conn.wire
-                    .send_packet(&mut bseq, &p)
-                    .await
-                    .map_err(|e| SessionError::Backend(e.into()))?;
-            }
+            self.send_unanswered(t, COM_STMT_CLOSE, backend, &[])
+                .await?;
         }
         Ok(())
+    }
+
+    /// Sends `shard` a statement command that has no answer
+    /// (COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA) for its statement
+    /// `backend`, followed by `rest`; nothing when the shard is not open.
+    async fn send_unanswered(
+        &mut self,
+        shard: usize,
+        cmd: u8,
+        backend: u32,
+        rest: &[u8],
+    ) -> Result<(), SessionError> {
+        let Some(conn) = self.shards.open(shard) else {
+            return Ok(());
+        };
+        let mut p = vec![cmd];
+        p.extend_from_slice(&backend.to_le_bytes());
+        p.extend_from_slice(rest);
+        let mut bseq = 0;
+        conn.wire
+            .send_packet(&mut bseq, &p)
+            .await
+            .map_err(|e| SessionError::Backend(e.into()))
     }
 
     /// COM_STMT_FETCH and COM_STMT_RESET: on the shard holding the cursor
