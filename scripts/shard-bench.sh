@@ -3,9 +3,8 @@
 # a 4-shard cluster (4 databases on the local MariaDB) and behind a Tandem
 # in front of one database holding all rows, alternating in one run:
 # oltp_point_select (each select routed to one shard), oltp_read_write
-# (its range queries scatter to every shard; --skip_trx and
-# --distinct_ranges=0, as cross-shard transactions and DISTINCT merges
-# are not built yet), and a scatter `ORDER BY id LIMIT 10` (p99). Also
+# (its range queries scatter to every shard; --skip_trx, as cross-shard
+# transactions are not built yet), and a scatter `ORDER BY id LIMIT 10` (p99). Also
 # Tandem's CPU per query from /proc.
 #
 # Knobs: BENCH_TIME (seconds per run, default 20), BENCH_ROUNDS (default
@@ -73,7 +72,7 @@ run() {
     shards) port=$SHARD_PORT; pid=$SHARD_PID;;
   esac
   local extra=""
-  [ "$workload" = oltp_read_write ] && extra="--skip_trx=on --distinct_ranges=0 --delete_inserts=0"
+  [ "$workload" = oltp_read_write ] && extra="--skip_trx=on --delete_inserts=0"
   local script=$workload
   [ "$workload" = scatter_limit ] && script=scripts/shard-scatter.lua
   before=$(cpu_ticks "$pid")

@@ -105,7 +105,22 @@ pub async fn route(cfg: &Config, sql: &str) -> Result<String, String> {
                 "k-way merge on columns {keys:?} (index, desc) (offset {offset}, limit {limit:?})"
             )
         }
-        Merge::Aggregate { aggs, .. } => format!("aggregates combined: {aggs:?}"),
+        Merge::Grouped(g) => {
+            let mut s = format!(
+                "groups combined on columns {:?} (shards sort on {:?})",
+                g.group, g.keys
+            );
+            if g.visible < g.cols.len() {
+                s.push_str(&format!("; helper columns {}..", g.visible + 1));
+            }
+            if let Some(o) = &g.order {
+                s.push_str(&format!("; buffered and sorted on {o:?}"));
+            }
+            if g.having.is_some() {
+                s.push_str("; HAVING applied after combining");
+            }
+            s + &format!(" (offset {}, limit {:?})", g.offset, g.limit)
+        }
         Merge::Write { .. } => {
             "affected rows summed; each shard's part in its own transaction".into()
         }

@@ -24,6 +24,8 @@ pub struct ClusterConfig {
     pub owners: Arc<[u16]>,
     /// Table name -> where its rows live.
     pub tables: BTreeMap<String, TablePlacement>,
+    /// Most bytes a merged read may buffer.
+    pub merge_buffer: u64,
 }
 
 /// Where one table's rows live on a cluster.
@@ -153,6 +155,16 @@ pub fn validate(
             shards: c.shards.clone(),
             owners: owners.into(),
             tables: BTreeMap::new(),
+            merge_buffer: match super::parse_size(&c.merge_buffer) {
+                Some(n) => n,
+                None => {
+                    errors.push(format!(
+                        "clusters.{name}.merge_buffer: {:?} is not a size (e.g. 64MiB)",
+                        c.merge_buffer
+                    ));
+                    0
+                }
+            },
         };
         for (table, rule) in &rules.tables {
             if let Some(p) = placement(&cluster, table, &rule.raw, errors) {

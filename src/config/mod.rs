@@ -565,7 +565,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
 }
 
 /// `1GiB`, `512MiB`, `64KiB`, `2GB`, `1000000` (bytes).
-fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

@@ -182,6 +182,15 @@ pub struct RawCluster {
     /// shards[b mod N]. When given, every bucket must be listed exactly once.
     #[serde(default)]
     pub assignment: Option<BTreeMap<String, Vec<String>>>,
+    /// Most bytes one merged read may hold in memory (groups that must be
+    /// sorted after combining, e.g. GROUP BY … ORDER BY COUNT(*)). A read
+    /// that needs more fails with a clear error. Default `64MiB`.
+    #[serde(default = "default_merge_buffer")]
+    pub merge_buffer: String,
+}
+
+fn default_merge_buffer() -> String {
+    "64MiB".into()
 }
 
 /// Where reads go.

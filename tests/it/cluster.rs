@@ -114,6 +114,7 @@ clusters:
     database: app
     shards: [s0, s1, s2, s3]
     buckets: 4096
+    merge_buffer: 64KiB
 migration:
   primary: app4
   journal: {journal}
@@ -234,7 +235,7 @@ fn workload(n: usize, seed: u64) -> Vec<(String, bool)> {
     }
     while out.len() < n {
         let u = |r: &mut rand::rngs::StdRng| r.random_range(1..users.max(1) + 3);
-        let pick = rng.random_range(0..100);
+        let pick = rng.random_range(0..116);
         let s = match pick {
             0..=9 => {
                 let rows: Vec<String> = (0..rng.random_range(1..5))
@@ -385,7 +386,83 @@ fn workload(n: usize, seed: u64) -> Vec<(String, bool)> {
                 format!("UPDATE users SET name = 'Zed' WHERE name = '{}'", names[rng.random_range(0..names.len())]),
                 false,
             ),
-            _ => ("SELECT COUNT(*) FROM bid_history WHERE created_at < '2025-06-01'".into(), true),
+            96..=99 => ("SELECT COUNT(*) FROM bid_history WHERE created_at < '2025-06-01'".into(), true),
+            // Groups that span shards, combined by the merge.
+            100 => (
+                "SELECT auction_id, COUNT(*), SUM(amount), MIN(amount), MAX(created_at), AVG(amount) \
+                 FROM bids GROUP BY auction_id"
+                    .into(),
+                false,
+            ),
+            101 => (
+                format!(
+                    "SELECT auction_id, COUNT(*) AS n FROM bids GROUP BY auction_id HAVING n > {} \
+                     ORDER BY n DESC, auction_id LIMIT {}",
+                    rng.random_range(0..3),
+                    rng.random_range(1..6)
+                ),
+                true,
+            ),
+            102 => ("SELECT name, COUNT(*), AVG(balance), SUM(balance) FROM users GROUP BY name ORDER BY name".into(), true),
+            103 => (
+                format!(
+                    "SELECT DISTINCT auction_id FROM bids ORDER BY auction_id LIMIT {} OFFSET {}",
+                    rng.random_range(1..10),
+                    rng.random_range(0..4)
+                ),
+                true,
+            ),
+            104 => ("SELECT DISTINCT name FROM users".into(), false),
+            105 => ("SELECT COUNT(DISTINCT auction_id), COUNT(*), AVG(amount) FROM bids".into(), true),
+            106 => (
+                format!(
+                    "SELECT user_id, COUNT(*), SUM(amount) FROM bids GROUP BY user_id \
+                     HAVING SUM(amount) > {} ORDER BY user_id",
+                    rng.random_range(0..1500)
+                ),
+                true,
+            ),
+            107 => (
+                "SELECT category_id, COUNT(*) FROM auctions GROUP BY category_id HAVING COUNT(*) >= 2".into(),
+                false,
+            ),
+            108 => (
+                "SELECT YEAR(created_at) AS y, COUNT(*), AVG(amount), MAX(amount) FROM bid_history \
+                 GROUP BY y ORDER BY y"
+                    .into(),
+                true,
+            ),
+            109 => (
+                format!("SELECT AVG(balance), MIN(balance), COUNT(*) FROM users WHERE id > {}", u(&mut rng)),
+                true,
+            ),
+            110 => (
+                format!(
+                    "SELECT auction_id, COUNT(DISTINCT amount), SUM(DISTINCT amount), COUNT(*) FROM bids \
+                     GROUP BY auction_id ORDER BY auction_id LIMIT {}",
+                    rng.random_range(1..8)
+                ),
+                true,
+            ),
+            111 => ("SELECT AVG(amount), COUNT(DISTINCT user_id), MAX(id) FROM bids WHERE amount < 0".into(), true),
+            112 => (
+                "SELECT auction_id, MIN(amount), MAX(amount) FROM bids GROUP BY auction_id \
+                 HAVING MAX(amount) > 500 OR COUNT(*) = 1"
+                    .into(),
+                false,
+            ),
+            113 => (
+                "SELECT COUNT(*) AS n, AVG(amount) FROM bids GROUP BY auction_id ORDER BY n DESC, 2 LIMIT 3"
+                    .into(),
+                true,
+            ),
+            114 => (
+                "SELECT DISTINCT b.auction_id, c.name FROM auctions a JOIN categories c ON c.id = a.category_id \
+                 JOIN bids b ON b.user_id = a.seller_id ORDER BY 1, 2"
+                    .into(),
+                true,
+            ),
+            _ => ("SELECT u.name, SUM(b.amount) FROM users u JOIN bids b ON b.user_id = u.id GROUP BY u.name ORDER BY 1".into(), true),
         };
         out.push(s);
     }
@@ -768,7 +845,7 @@ async fn sysbench_prepares_and_runs_through_a_sharded_tandem() {
         "spread over the shards: {counts:?}"
     );
     // Its read/write mix: point selects, ranges that scatter (plain,
-    // SUM, ORDER BY c), updates, deletes and inserts by id. Each statement
+    // SUM, ORDER BY c, DISTINCT c), updates, deletes and inserts by id. Each statement
     // commits alone (--skip_trx): a transaction of sysbench writes rows of
     // several shards, which needs cross-shard commits. One thread for the
     // delete+insert pairs (two threads may pick the same id, on one
@@ -782,7 +859,6 @@ async fn sysbench_prepares_and_runs_through_a_sharded_tandem() {
             &[
                 "oltp_read_write",
                 "--skip_trx=on",
-                "--distinct_ranges=0",
                 "--time=3",
                 "--report-interval=0",
                 args[0],
@@ -829,8 +905,8 @@ async fn what_no_shard_can_answer_exactly_is_refused_with_the_reason() {
     expect_refused(&mut t, "SELECT * FROM norule", "`norule` has no rule").await;
     expect_refused(
         &mut t,
-        "SELECT name, COUNT(*) FROM users GROUP BY name",
-        "GROUP BY",
+        "SELECT name, GROUP_CONCAT(id) FROM users GROUP BY name",
+        "GROUP_CONCAT",
     )
     .await;
     expect_refused(
@@ -852,6 +928,37 @@ async fn what_no_shard_can_answer_exactly_is_refused_with_the_reason() {
     )
     .await;
     expect_refused(&mut t, "UPDATE users SET id = 9 WHERE id = 1", "shard key").await;
+    expect_refused(
+        &mut t,
+        "SELECT name FROM users GROUP BY name HAVING COUNT(*) > MAX(id)",
+        "HAVING",
+    )
+    .await;
+    // Groups sorted on an aggregate are buffered, up to merge_buffer
+    // (64KiB here): 4,000 groups are more, and the read fails clearly; the
+    // session goes on.
+    for (i, o) in cl.shards.iter().enumerate() {
+        let mut s = Conn::new(o.clone()).await.unwrap();
+        s.query_drop(format!(
+            "INSERT INTO bids (user_id, auction_id, amount, created_at) \
+             SELECT seq, seq * 4 + {i}, 1, NOW() FROM seq_1_to_1000"
+        ))
+        .await
+        .unwrap();
+        s.disconnect().await.unwrap();
+    }
+    expect_refused(
+        &mut t,
+        "SELECT auction_id, COUNT(*) FROM bids GROUP BY auction_id ORDER BY COUNT(*) DESC LIMIT 3",
+        "merge_buffer",
+    )
+    .await;
+    // Ordered on the group, the same groups stream: nothing is held.
+    let n: Vec<(u64, u64)> = t
+        .query("SELECT auction_id, COUNT(*) FROM bids GROUP BY auction_id ORDER BY auction_id DESC LIMIT 2")
+        .await
+        .unwrap();
+    assert_eq!(n, vec![(4003, 1), (4002, 1)]);
     expect_refused(
         &mut t,
         "SET @n = (SELECT COUNT(*) FROM users)",
@@ -977,7 +1084,8 @@ async fn a_multi_shard_write_commits_everywhere_or_nowhere() {
     for want in [
         r#"tandem_shard_statements_total{route="all"}"#,
         r#"tandem_shard_statements_total{route="several"}"#,
-        "tandem_shard_merged_rows_total 5",
+        // The COUNT(*) row above and the five users.
+        "tandem_shard_merged_rows_total 6",
         r#"tandem_shard_latency_seconds_count{shard="s3"}"#,
     ] {
         assert!(metrics.contains(want), "{want} in\n{metrics}");
@@ -1019,9 +1127,23 @@ async fn check_config_and_route_explain_a_cluster() {
         out.contains("shards: s0, s1, s2, s3") && out.contains("LIMIT 5"),
         "{out}"
     );
-    let (code, _, err) = tandem_tool("route", &cl.config, &["SELECT DISTINCT name FROM users"]);
+    let (code, out, err) = tandem_tool(
+        "route",
+        &cl.config,
+        &["SELECT name, AVG(balance) FROM users GROUP BY name ORDER BY 2 DESC"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("groups combined") && out.contains("SUM(balance), COUNT(balance) FROM"),
+        "{out}"
+    );
+    let (code, _, err) = tandem_tool(
+        "route",
+        &cl.config,
+        &["SELECT GROUP_CONCAT(name) FROM users"],
+    );
     assert_eq!(code, 1);
-    assert!(err.contains("DISTINCT"), "{err}");
+    assert!(err.contains("GROUP_CONCAT"), "{err}");
     // A table without a rule fails check-config.
     let mut s0 = Conn::new(cl.shards[0].clone()).await.unwrap();
     s0.query_drop("CREATE TABLE stray (id INT PRIMARY KEY)")

@@ -185,6 +185,7 @@ mod tests {
             shards: vec!["s0".into(), "s1".into()],
             owners: vec![0u16, 1].into(),
             tables: Default::default(),
+            merge_buffer: 1 << 20,
         };
         c.tables.insert(
             "bids".into(),

@@ -9,6 +9,7 @@
 //! shard, an insert is refused. `route` plans whole statements on top.
 //! Pure: no I/O; the column facts come from the caller.
 
+pub mod group;
 pub mod hash;
 pub mod ids;
 pub mod insert;

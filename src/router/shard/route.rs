@@ -67,12 +67,8 @@ pub enum Merge {
         offset: u64,
         limit: Option<u64>,
     },
-    /// One row of aggregates, combined column by column.
-    Aggregate {
-        aggs: Vec<Agg>,
-        offset: u64,
-        limit: Option<u64>,
-    },
+    /// Groups combined across shards (GROUP BY, DISTINCT, aggregates).
+    Grouped(Box<super::group::Grouped>),
     /// Writes: affected rows and warnings summed; the insert id of the
     /// shard that got the statement's last row (`last`).
     Write { last: Option<usize> },
@@ -330,7 +326,7 @@ impl<'a> Cx<'a> {
 
     /// Which source a column expression names, if it is that source's
     /// shard key.
-    fn key_source(&self, e: &Expr, sources: &[Source]) -> Option<usize> {
+    pub(super) fn key_source(&self, e: &Expr, sources: &[Source]) -> Option<usize> {
         let (qualifier, column) = match e {
             Expr::Identifier(i) => (None, &i.value),
             Expr::CompoundIdentifier(parts) if parts.len() >= 2 => (

@@ -4,14 +4,13 @@
 //! merge answers exactly is refused.
 
 use super::route::{literal, single_or};
-use super::route::{refuse, Agg, Cx, Merge, Refusal, ShardPlan, Shards, Source, R};
+use super::route::{refuse, Cx, Merge, Refusal, ShardPlan, Shards, Source, R};
 use super::Literal;
 use crate::router::lexer;
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause, OrderByKind,
-    OrderBySort, Query, SelectItem, SetExpr, Value,
+    Expr, GroupByExpr, LimitClause, OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr,
+    Value,
 };
-use std::ops::ControlFlow;
 
 impl Cx<'_> {
     pub(super) fn query(&self, q: &Query, named: usize) -> R<ShardPlan> {
@@ -48,39 +47,35 @@ impl Cx<'_> {
             }
             _ => return refuse("this LIMIT over several shards"),
         };
-        if sel.distinct.is_some() {
-            return refuse("DISTINCT over several shards is not supported yet");
+        if !self.groups_complete(sel, &sources)? {
+            return self.grouped(q, sel, &sources, shards, offset, limit);
         }
-        if !matches!(&sel.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        let grouping = sel.distinct.is_some()
             || sel.having.is_some()
-        {
-            return refuse("GROUP BY or HAVING over several shards is not supported yet");
+            || !matches!(&sel.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
+        match self.merged(q, sel, &sources, &shards, offset, limit) {
+            // Complete groups ordered on what the SELECT does not return:
+            // the grouped merge adds it.
+            Err(_) if grouping => self.grouped(q, sel, &sources, shards, offset, limit),
+            other => other,
         }
-        let aggs: Vec<Option<Agg>> = sel.projection.iter().map(aggregate_of).collect::<R<_>>()?;
+    }
+
+    /// A read whose shards' rows need no combining: concatenated, or
+    /// merged on the ORDER BY columns.
+    fn merged(
+        &self,
+        q: &Query,
+        sel: &Select,
+        sources: &[Source],
+        shards: &[usize],
+        offset: u64,
+        limit: Option<u64>,
+    ) -> R<ShardPlan> {
         let text = limit
             .map(|l| self.widen_limit(offset.saturating_add(l)))
             .transpose()?;
         let texts = text.map(|t| shards.iter().map(|&s| (s, t.clone())).collect());
-        if aggs.iter().any(Option::is_some) {
-            if aggs.iter().any(Option::is_none) {
-                return refuse(
-                    "a mix of aggregates and plain columns over several shards (GROUP BY is \
-                     not supported across shards yet)",
-                );
-            }
-            return Ok(ShardPlan {
-                shards: Shards::Set(shards),
-                merge: Merge::Aggregate {
-                    aggs: aggs.into_iter().flatten().collect(),
-                    offset,
-                    limit,
-                },
-                // One row per shard whatever the LIMIT: the whole's offset
-                // and limit apply to the combined row.
-                texts: None,
-                write: false,
-            });
-        }
         let merge = match &q.order_by {
             None => Merge::Concat { offset, limit },
             Some(ob) => {
@@ -89,7 +84,7 @@ impl Cx<'_> {
                 };
                 let mut keys = Vec::new();
                 for o in exprs {
-                    let idx = self.order_column(&o.expr, &sel.projection, &sources)?;
+                    let idx = self.order_column(&o.expr, &sel.projection, sources)?;
                     let desc = matches!(o.options.sort, Some(OrderBySort::Desc));
                     if o.options.nulls_first.is_some() {
                         return refuse("NULLS FIRST/LAST over several shards");
@@ -104,7 +99,7 @@ impl Cx<'_> {
             }
         };
         Ok(ShardPlan {
-            shards: Shards::Set(shards),
+            shards: Shards::Set(shards.to_vec()),
             merge,
             texts,
             write: false,
@@ -203,93 +198,4 @@ fn number(e: &Expr) -> R<u64> {
             .map_err(|_| Refusal(format!("LIMIT {n} over several shards"))),
         _ => refuse("a LIMIT that is not a number over several shards"),
     }
-}
-
-/// The aggregate a select item is (None: not an aggregate). Aggregates
-/// that do not combine from per-shard values are refused.
-fn aggregate_of(item: &SelectItem) -> R<Option<Agg>> {
-    let e = match item {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
-        _ => return Ok(None),
-    };
-    let Expr::Function(f) = e else {
-        return if contains_aggregate(e) {
-            refuse("an expression over aggregates across shards")
-        } else {
-            Ok(None)
-        };
-    };
-    let name = f.name.to_string().to_ascii_uppercase();
-    let agg = match name.as_str() {
-        "COUNT" => Agg::Count,
-        "SUM" => Agg::Sum,
-        "MIN" => Agg::Min,
-        "MAX" => Agg::Max,
-        "AVG" | "GROUP_CONCAT" | "STD" | "STDDEV" | "STDDEV_POP" | "STDDEV_SAMP" | "VARIANCE"
-        | "VAR_POP" | "VAR_SAMP" | "BIT_AND" | "BIT_OR" | "BIT_XOR" | "JSON_ARRAYAGG"
-        | "JSON_OBJECTAGG" => {
-            return refuse(format!("{name}() over several shards is not supported yet"))
-        }
-        _ => {
-            return if contains_aggregate(e) {
-                refuse("an expression over aggregates across shards")
-            } else {
-                Ok(None)
-            }
-        }
-    };
-    if f.over.is_some() {
-        return refuse("window functions over several shards");
-    }
-    if let FunctionArguments::List(l) = &f.args {
-        if l.duplicate_treatment
-            .is_some_and(|d| d == sqlparser::ast::DuplicateTreatment::Distinct)
-        {
-            return refuse(format!(
-                "{name}(DISTINCT …) over several shards is not supported yet"
-            ));
-        }
-        if l.args.iter().any(|a| {
-            matches!(a, FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) if contains_aggregate(x))
-        }) {
-            return refuse("nested aggregates");
-        }
-    }
-    Ok(Some(agg))
-}
-
-/// Whether `e` calls an aggregate or window function anywhere.
-fn contains_aggregate(e: &Expr) -> bool {
-    const AGGREGATES: &[&str] = &[
-        "COUNT",
-        "SUM",
-        "MIN",
-        "MAX",
-        "AVG",
-        "GROUP_CONCAT",
-        "STD",
-        "STDDEV",
-        "STDDEV_POP",
-        "STDDEV_SAMP",
-        "VARIANCE",
-        "VAR_POP",
-        "VAR_SAMP",
-        "BIT_AND",
-        "BIT_OR",
-        "BIT_XOR",
-        "JSON_ARRAYAGG",
-        "JSON_OBJECTAGG",
-    ];
-    sqlparser::ast::visit_expressions(e, |x| match x {
-        Expr::Function(f)
-            if f.over.is_some()
-                || AGGREGATES
-                    .iter()
-                    .any(|a| f.name.to_string().eq_ignore_ascii_case(a)) =>
-        {
-            ControlFlow::Break(())
-        }
-        _ => ControlFlow::Continue(()),
-    })
-    .is_break()
 }

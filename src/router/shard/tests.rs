@@ -1,3 +1,5 @@
+use super::group::{Cmp, Col, Cond};
+use super::route::ShardPlan;
 use super::*;
 use crate::config::model::ScatterWrites;
 use crate::config::TablePlacement;
@@ -13,6 +15,7 @@ fn cluster(n: usize) -> ClusterConfig {
             .collect::<Vec<_>>()
             .into(),
         tables: Default::default(),
+        merge_buffer: 1 << 20,
     }
 }
 
@@ -232,10 +235,72 @@ fn statements_go_to_exactly_the_shards_their_keys_name() {
         "SELECT id FROM users ORDER BY id DESC LIMIT 15"
     );
     let p = plan("SELECT COUNT(*), SUM(amount), MAX(amount) FROM bids").unwrap();
+    let Merge::Grouped(g) = &p.merge else {
+        panic!("{p:?}")
+    };
+    assert_eq!(
+        g.cols,
+        vec![
+            Col::Agg(route::Agg::Count),
+            Col::Agg(route::Agg::Sum),
+            Col::Agg(route::Agg::Max)
+        ]
+    );
+    assert!(g.whole && g.group.is_empty() && g.keys.is_empty());
+    let text = |p: &ShardPlan| String::from_utf8(p.texts.as_ref().unwrap()[0].1.clone()).unwrap();
+    assert_eq!(
+        text(&p),
+        "SELECT COUNT(*), SUM(amount), MAX(amount) FROM bids"
+    );
+    // Groups spanning shards: sorted on the group, HAVING and LIMIT kept
+    // for the merge, helpers appended.
+    let p = plan(
+        "SELECT auction_id, AVG(amount) AS a FROM bids WHERE amount > 1 GROUP BY auction_id \
+         HAVING COUNT(*) > 2 ORDER BY a DESC LIMIT 3 FOR UPDATE",
+    )
+    .unwrap();
+    assert_eq!(
+        text(&p),
+        "SELECT auction_id, AVG(amount) AS a, SUM(amount), COUNT(amount), COUNT(*) FROM bids \
+         WHERE amount > 1 GROUP BY auction_id ORDER BY 1 FOR UPDATE"
+    );
+    let Merge::Grouped(g) = &p.merge else {
+        panic!("{p:?}")
+    };
+    assert_eq!(g.visible, 2);
+    assert_eq!(g.cols[1], Col::Avg { sum: 2, count: 3 });
+    assert_eq!(g.order, Some(vec![(1, true)]));
+    assert_eq!((g.offset, g.limit), (0, Some(3)));
+    assert!(matches!(
+        g.having,
+        Some(Cond::Cmp {
+            col: 4,
+            op: Cmp::Gt,
+            ..
+        })
+    ));
+    // Ordered on the group: streamed, each shard limited.
+    let p = plan("SELECT user_id % 3 AS k, COUNT(DISTINCT auction_id) FROM bids GROUP BY k ORDER BY k DESC LIMIT 2, 5")
+        .unwrap();
+    assert_eq!(
+        text(&p),
+        "SELECT user_id % 3 AS k, COUNT(DISTINCT auction_id), auction_id FROM bids GROUP BY k, \
+         auction_id ORDER BY 1 DESC, 3"
+    );
+    let p = plan("SELECT DISTINCT name FROM users ORDER BY name LIMIT 4").unwrap();
+    assert_eq!(
+        text(&p),
+        "SELECT DISTINCT name FROM users ORDER BY 1 LIMIT 4"
+    );
+    // Every group on one shard (grouped on the shard key): merged only.
+    let p = plan(
+        "SELECT user_id, COUNT(*) FROM bids GROUP BY user_id HAVING COUNT(*) > 1 ORDER BY user_id",
+    )
+    .unwrap();
     assert_eq!(
         p.merge,
-        Merge::Aggregate {
-            aggs: vec![route::Agg::Count, route::Agg::Sum, route::Agg::Max],
+        Merge::Ordered {
+            keys: vec![(0, false)],
             offset: 0,
             limit: None
         }
@@ -254,9 +319,11 @@ fn what_cannot_be_answered_exactly_is_refused_with_the_reason() {
         "SELECT * FROM nope WHERE id = 1",
         "SELECT u.id FROM users u JOIN bids b ON b.id = u.id",
         "SELECT * FROM users WHERE id IN (SELECT user_id FROM bids)",
-        "SELECT name, COUNT(*) FROM users GROUP BY name",
-        "SELECT DISTINCT name FROM users",
-        "SELECT AVG(amount) FROM bids",
+        "SELECT name, GROUP_CONCAT(id) FROM users GROUP BY name",
+        "SELECT DISTINCT name, COUNT(*) FROM users",
+        "SELECT COUNT(DISTINCT name), COUNT(DISTINCT id) FROM users",
+        "SELECT name FROM users GROUP BY name HAVING COUNT(*) > MAX(id)",
+        "SELECT DISTINCT name FROM users ORDER BY id",
         "UPDATE users SET id = 3 WHERE id = 2",
         "INSERT INTO users (name) VALUES ('x')",
         "INSERT INTO users (id, name) SELECT id, name FROM auctions",

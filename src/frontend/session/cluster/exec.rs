@@ -497,6 +497,7 @@ impl ClusterSession<'_> {
         let status = self.status().bits();
         let max = self.max_packet.max(1 << 24);
         let extended = self.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
+        let cap = (self.shared.config.load().cluster()).map_or(64 << 20, |c| c.merge_buffer);
         let mut replies: Vec<Reply> = self
             .shards
             .wires(targets)
@@ -511,7 +512,7 @@ impl ClusterSession<'_> {
             binary,
             rows: 0,
         };
-        let merged = merge_read(&mut replies, &mut out, merge).await;
+        let merged = merge_read(&mut replies, &mut out, merge, cap).await;
         self.shared.metrics.merged_rows.inc_by(out.rows);
         match merged {
             Ok(()) => {}

@@ -7,13 +7,13 @@
 //! answer (before rows, or in place of the next row, as a server ends a
 //! failing result set).
 
-use super::values::{self, Column, Decimal, Order};
+use super::values::{self, Column, Order};
 use crate::frontend::session::link::edit_status;
 use crate::protocol::packets::put_lenenc;
 use crate::protocol::response::{Expect, Step, Tracker};
 use crate::protocol::wire::{write_frames, FLUSH_AT};
 use crate::protocol::{ErrSpec, ProtocolError, Wire};
-use crate::router::shard::route::{Agg, Merge};
+use crate::router::shard::route::Merge;
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
@@ -48,7 +48,7 @@ pub(super) enum MergeError {
     Client(std::io::Error),
 }
 
-type M<T> = Result<T, MergeError>;
+pub(super) type M<T> = Result<T, MergeError>;
 
 impl<'w> Reply<'w> {
     pub fn new(wire: &'w mut Wire, deprecate_eof: bool, extended: bool, max: usize) -> Self {
@@ -150,7 +150,7 @@ pub(super) struct Out<'c> {
 }
 
 impl Out<'_> {
-    async fn send(&mut self, p: &[u8]) -> M<()> {
+    pub(super) async fn send(&mut self, p: &[u8]) -> M<()> {
         write_frames(&mut self.client.wbuf, &mut self.seq, p);
         if self.client.wbuf.len() >= FLUSH_AT {
             self.client.flush().await.map_err(MergeError::Client)?;
@@ -158,7 +158,7 @@ impl Out<'_> {
         Ok(())
     }
 
-    async fn finish(&mut self, mut last: Vec<u8>) -> M<()> {
+    pub(super) async fn finish(&mut self, mut last: Vec<u8>) -> M<()> {
         let status = self.status;
         edit_status(&mut last, self.deprecate_eof, |s| {
             // The shard's own flags but for the session-level ones, which
@@ -170,7 +170,7 @@ impl Out<'_> {
         self.client.flush().await.map_err(MergeError::Client)
     }
 
-    async fn error(&mut self, e: &ErrSpec) -> M<()> {
+    pub(super) async fn error(&mut self, e: &ErrSpec) -> M<()> {
         self.send(&e.encode()).await?;
         self.client.flush().await.map_err(MergeError::Client)
     }
@@ -182,6 +182,7 @@ pub(super) async fn merge_read(
     replies: &mut [Reply<'_>],
     out: &mut Out<'_>,
     merge: &Merge,
+    cap: u64,
 ) -> M<()> {
     let mut heads = Vec::with_capacity(replies.len());
     for r in replies.iter_mut() {
@@ -241,13 +242,8 @@ pub(super) async fn merge_read(
             send_head(out, &head_packets).await?;
             ordered(replies, out, &columns, &orders, *offset, *limit).await
         }
-        Merge::Aggregate {
-            aggs,
-            offset,
-            limit,
-        } => {
-            send_head(out, &head_packets).await?;
-            aggregate(replies, out, &columns, aggs, *offset, *limit).await
+        Merge::Grouped(g) => {
+            super::group::grouped(replies, out, &columns, &head_packets, g, cap).await
         }
         Merge::Concat { offset, limit } => {
             send_head(out, &head_packets).await?;
@@ -260,7 +256,7 @@ pub(super) async fn merge_read(
     }
 }
 
-fn not_supported(why: String) -> ErrSpec {
+pub(super) fn not_supported(why: String) -> ErrSpec {
     ErrSpec::new(
         1235,
         "42000",
@@ -394,7 +390,7 @@ async fn ordered(
 }
 
 /// Keeps the terminator the client gets: an error over any EOF/OK.
-fn keep_end(end: &mut Option<Vec<u8>>, p: Vec<u8>) {
+pub(super) fn keep_end(end: &mut Option<Vec<u8>>, p: Vec<u8>) {
     match end {
         Some(e) if e.first() == Some(&0xFF) => {}
         _ => *end = Some(p),
@@ -448,171 +444,9 @@ fn row_cmp(
     Some(Ordering::Equal)
 }
 
-/// One row of aggregates: each shard's one row, combined per column.
-async fn aggregate(
-    replies: &mut [Reply<'_>],
-    out: &mut Out<'_>,
-    columns: &[Column],
-    aggs: &[Agg],
-    offset: u64,
-    limit: Option<u64>,
-) -> M<()> {
-    let n = columns.len();
-    let mut rows = Vec::new();
-    let mut end = None;
-    for r in replies.iter_mut() {
-        loop {
-            match r.row().await? {
-                Ok(row) => rows.push(row),
-                Err(p) => {
-                    keep_end(&mut end, p);
-                    break;
-                }
-            }
-        }
-    }
-    if end.as_ref().is_some_and(|p| p.first() == Some(&0xFF)) {
-        return match end {
-            Some(p) => out.finish(p).await,
-            None => Ok(()),
-        };
-    }
-    if aggs.len() != n || rows.len() != replies.len() {
-        return out
-            .error(&not_supported(
-                "an aggregate answer of an unexpected shape".to_string(),
-            ))
-            .await;
-    }
-    let parsed: Option<Vec<Values>> = rows
-        .iter()
-        .map(|r| values_of(r, columns, out.binary))
-        .collect();
-    let Some(parsed) = parsed else {
-        return out
-            .error(&not_supported(
-                "an aggregate row Tandem cannot read".to_string(),
-            ))
-            .await;
-    };
-    let mut row = Vec::new();
-    let mut nulls = vec![0u8; (n + 7 + 2) / 8];
-    let mut body = Vec::new();
-    for (i, agg) in aggs.iter().enumerate() {
-        let vals: Vec<Option<&[u8]>> = parsed.iter().map(|p| p[i].as_deref()).collect();
-        let value = match combine(*agg, columns[i], &vals) {
-            Ok(Combined::Null) => None,
-            Ok(Combined::New(text)) if out.binary => {
-                match values::text_to_binary(&columns[i], &text) {
-                    Some(b) => Some(b),
-                    None => {
-                        return out
-                            .error(&not_supported(format!(
-                                "an aggregate of column type {:#x} in a prepared statement",
-                                columns[i].kind
-                            )))
-                            .await
-                    }
-                }
-            }
-            Ok(Combined::New(text)) => Some(lenenc_bytes(&text)),
-            Ok(Combined::Pick(shard)) if out.binary => {
-                let f = values::binary_fields(&rows[shard], columns).and_then(|f| f[i].clone());
-                f.map(|r| rows[shard][r].to_vec())
-            }
-            Ok(Combined::Pick(shard)) => vals[shard].map(lenenc_bytes),
-            Err(e) => return out.error(&not_supported(e)).await,
-        };
-        match value {
-            None if out.binary => nulls[(i + 2) / 8] |= 1 << ((i + 2) % 8),
-            None => body.push(0xFB),
-            Some(v) => body.extend_from_slice(&v),
-        }
-    }
-    if out.binary {
-        row.push(0x00);
-        row.extend_from_slice(&nulls);
-    }
-    row.extend_from_slice(&body);
-    if offset == 0 && limit.is_none_or(|l| l > 0) {
-        out.send(&row).await?;
-    }
-    match end {
-        Some(p) => out.finish(p).await,
-        None => Ok(()),
-    }
-}
-
-fn lenenc_bytes(v: &[u8]) -> Vec<u8> {
+pub(super) fn lenenc_bytes(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len() + 9);
     put_lenenc(&mut out, v.len() as u64);
     out.extend_from_slice(v);
     out
-}
-
-/// An aggregate's combined value.
-enum Combined {
-    Null,
-    /// A new value, in text form.
-    New(Vec<u8>),
-    /// One shard's value as it is (MIN, MAX): its index.
-    Pick(usize),
-}
-
-/// Combines the shards' values of one aggregate.
-fn combine(agg: Agg, col: Column, vals: &[Option<&[u8]>]) -> Result<Combined, String> {
-    let present: Vec<(usize, &[u8])> = vals
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| v.map(|v| (i, v)))
-        .collect();
-    if present.is_empty() {
-        return Ok(match agg {
-            Agg::Count => Combined::New(b"0".to_vec()),
-            _ => Combined::Null,
-        });
-    }
-    match agg {
-        Agg::Count | Agg::Sum => match col.order() {
-            Ok(Order::Float) => {
-                let mut sum = 0f64;
-                for (_, v) in &present {
-                    sum += std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|s| s.parse::<f64>().ok())
-                        .ok_or("a SUM that is not a number")?;
-                }
-                Ok(Combined::New(values::render_double(sum).into_bytes()))
-            }
-            _ => {
-                let mut sum: Option<Decimal> = None;
-                let mut scale = 0;
-                for (_, v) in &present {
-                    let d = Decimal::parse(v).ok_or("a SUM that is not a number")?;
-                    scale = scale.max(d.scale());
-                    sum = Some(match sum {
-                        Some(s) => s.add(&d),
-                        None => d,
-                    });
-                }
-                Ok(sum.map_or(Combined::Null, |s| {
-                    Combined::New(s.render(scale).into_bytes())
-                }))
-            }
-        },
-        Agg::Min | Agg::Max => {
-            let o = col.order().map_err(|w| format!("MIN/MAX of {w}"))?;
-            let mut best = present[0];
-            for &(i, v) in &present[1..] {
-                let c = values::compare(o, Some(v), Some(best.1))
-                    .ok_or("MIN/MAX of a string beyond printable ASCII under _general_ci")?;
-                if (agg == Agg::Min && c == Ordering::Less)
-                    || (agg == Agg::Max && c == Ordering::Greater)
-                {
-                    best = (i, v);
-                }
-            }
-            Ok(Combined::Pick(best.0))
-        }
-    }
 }

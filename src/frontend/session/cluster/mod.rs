@@ -18,6 +18,7 @@
 //! sums the values merges see.
 
 mod exec;
+mod group;
 mod merge;
 mod prepared;
 mod values;

@@ -13,6 +13,8 @@ pub struct Column {
     pub charset: u16,
     pub kind: u8,
     pub flags: u16,
+    /// Fraction digits the server writes (DECIMAL scale, AVG's result).
+    pub decimals: u8,
 }
 
 /// MySQL column types (the protocol's type byte).
@@ -66,11 +68,12 @@ pub fn column(p: &[u8], extended: bool) -> Option<Column> {
     // Length of the fixed fields (0x0c), then charset, length, type, flags.
     let (_, used) = get_lenenc(p.get(at..)?)?;
     at += used;
-    let f = p.get(at..at + 9)?;
+    let f = p.get(at..at + 10)?;
     Some(Column {
         charset: u16::from_le_bytes([f[0], f[1]]),
         kind: f[6],
         flags: u16::from_le_bytes([f[7], f[8]]),
+        decimals: f[9],
     })
 }
 
@@ -447,6 +450,42 @@ impl Decimal {
     pub fn scale(&self) -> usize {
         self.scale
     }
+
+    /// self / n at `scale` fraction digits, rounded half away from zero
+    /// (as the server rounds AVG to its result's scale). None: n is 0.
+    pub fn div_round(&self, n: u64, scale: usize) -> Option<Decimal> {
+        if n == 0 {
+            return None;
+        }
+        // The digits as an integer at scale+1, divided digit by digit.
+        let mut d = self.digits.clone();
+        let target = scale + 1;
+        if target >= self.scale {
+            d.extend(std::iter::repeat_n(0, target - self.scale));
+        } else {
+            d.truncate(d.len() - (self.scale - target));
+        }
+        let mut q = Vec::with_capacity(d.len());
+        let mut rem: u128 = 0;
+        for x in d {
+            let cur = rem * 10 + x as u128;
+            q.push((cur / n as u128) as u8);
+            rem = cur % n as u128;
+        }
+        // Round on the extra digit.
+        let last = q.pop().unwrap_or(0);
+        if last >= 5 {
+            q = add_mag(&q, &[1]);
+        }
+        Some(
+            Decimal {
+                neg: self.neg,
+                digits: q,
+                scale,
+            }
+            .normalized(),
+        )
+    }
 }
 
 impl Ord for Decimal {
@@ -564,6 +603,14 @@ mod tests {
         assert!(d("0.0") == d("-0"));
         assert_eq!(d("5").render(0), "5");
         assert_eq!(d("0.5").render(3), "0.500");
+        let avg = |v: &str, n, s| d(v).div_round(n, s).unwrap().render(s);
+        assert_eq!(avg("10", 3, 4), "3.3333");
+        assert_eq!(avg("20", 3, 4), "6.6667");
+        assert_eq!(avg("-20", 3, 4), "-6.6667");
+        assert_eq!(avg("1.25", 2, 6), "0.625000");
+        assert_eq!(avg("0.00", 7, 6), "0.000000");
+        assert_eq!(avg("5", 1, 0), "5");
+        assert!(d("1").div_round(0, 4).is_none());
     }
 
     #[test]
