@@ -166,15 +166,36 @@ pub fn plan(
     cluster: &ClusterConfig,
     facts: &dyn Fn(&str) -> Option<Arc<TableFacts>>,
 ) -> R<ShardPlan> {
+    let stmt = parse(sql)?;
+    plan_parsed(&stmt, sql, toks, cluster, facts, &[])
+}
+
+/// Parses one statement to plan it.
+pub fn parse(sql: &[u8]) -> R<Statement> {
     let text = String::from_utf8_lossy(sql);
-    let stmts = Parser::parse_sql(&MySqlDialect {}, &text).map_err(|e| {
+    let mut stmts = Parser::parse_sql(&MySqlDialect {}, &text).map_err(|e| {
         Refusal(format!(
             "Tandem cannot parse this statement to route it: {e}"
         ))
     })?;
-    let [stmt] = stmts.as_slice() else {
-        return refuse("one statement at a time on a cluster");
-    };
+    match stmts.len() {
+        1 => Ok(stmts.remove(0)),
+        _ => refuse("one statement at a time on a cluster"),
+    }
+}
+
+/// Plans a parsed statement. `params`: the values of its placeholders
+/// `?1`, `?2`, … (a prepared statement's shape, parsed once): they route
+/// as the literals would; the texts of the plan are then the shape's, not
+/// for running.
+pub fn plan_parsed(
+    stmt: &Statement,
+    sql: &[u8],
+    toks: &[Token],
+    cluster: &ClusterConfig,
+    facts: &dyn Fn(&str) -> Option<Arc<TableFacts>>,
+    params: &[Literal],
+) -> R<ShardPlan> {
     // Every table named anywhere, by kind.
     let mut named: Vec<(String, &TablePlacement)> = Vec::new();
     let mut foreign = false;
@@ -224,6 +245,7 @@ pub fn plan(
         facts,
         sql,
         toks,
+        params,
     };
     match stmt {
         Statement::Query(q) => cx.query(q, named.len()),
@@ -279,6 +301,8 @@ pub(super) struct Cx<'a> {
     pub(super) facts: &'a dyn Fn(&str) -> Option<Arc<TableFacts>>,
     pub(super) sql: &'a [u8],
     pub(super) toks: &'a [Token],
+    /// Values of the placeholders `?1`, `?2`, … (see `plan_parsed`).
+    pub(super) params: &'a [Literal],
 }
 
 impl<'a> Cx<'a> {
@@ -408,13 +432,28 @@ impl<'a> Cx<'a> {
 
     /// The shard of one value compared with `s`'s key.
     fn value_set(&self, s: &Source, v: &Expr) -> Option<BTreeSet<usize>> {
-        let lit = literal(v)?;
+        let lit = self.value(v)?;
         let ty = s.key_type().ok()?;
         match canon(&ty, &lit).and_then(|c| shard_of(self.cluster, &s.placement.placement, &ty, &c))
         {
             Ok(shard) => Some(BTreeSet::from([shard])),
             Err(Unroutable::Nowhere(_)) => Some(BTreeSet::new()),
             Err(Unroutable::Every(_)) => None,
+        }
+    }
+
+    /// A constant: a literal, or a numbered placeholder's value.
+    fn value(&self, e: &Expr) -> Option<Literal> {
+        match e {
+            Expr::Nested(inner) => self.value(inner),
+            Expr::Value(v) => match &v.value {
+                Value::Placeholder(p) => {
+                    let n: usize = p.strip_prefix('?')?.parse().ok()?;
+                    self.params.get(n.checked_sub(1)?).cloned()
+                }
+                _ => literal(e),
+            },
+            _ => literal(e),
         }
     }
 

@@ -284,7 +284,7 @@ impl ClusterSession<'_> {
     /// What routing knows of the cluster's tables, read again when a
     /// table of the statement that has a rule is missing (new, or after
     /// DDL).
-    async fn facts(&self, sql: &[u8]) -> Result<Arc<crate::state::ShardFacts>, ErrSpec> {
+    pub(super) async fn facts(&self, sql: &[u8]) -> Result<Arc<crate::state::ShardFacts>, ErrSpec> {
         let facts = self.shared.shard_facts.load_full();
         let cfg = self.shared.config.load();
         let Some(cluster) = cfg.cluster() else {
@@ -334,12 +334,13 @@ impl ClusterSession<'_> {
         sql: &[u8],
         is_write: bool,
     ) -> Result<(route::ShardPlan, Vec<usize>), ErrSpec> {
-        let Some(cluster) = self.cluster() else {
+        let cfg = self.shared.config.load_full();
+        let Some(cluster) = cfg.cluster() else {
             return Err(not_supported("the primary is no longer a cluster"));
         };
         let facts = self.facts(sql).await?;
         lexer::tokenize(sql, &mut self.scratch.tokens);
-        let plan = route::plan(sql, &self.scratch.tokens, &cluster, &|t: &str| {
+        let plan = route::plan(sql, &self.scratch.tokens, cluster, &|t: &str| {
             facts.get(t).cloned()
         })
         .map_err(|route::Refusal(why)| not_supported(why))?;
@@ -350,17 +351,7 @@ impl ClusterSession<'_> {
             Shards::Any => vec![self.last_shard],
             Shards::Set(s) => s.clone(),
         };
-        let route = match (&plan.shards, targets.len()) {
-            (Shards::Any, _) => "any",
-            (_, 1) => "one",
-            (_, n) if n == cluster.shards.len() => "all",
-            _ => "several",
-        };
-        self.shared
-            .metrics
-            .shard_routes
-            .get_or_create(&crate::metrics::RouteLabel { route })
-            .inc();
+        self.count_route(&plan.shards, targets.len(), cluster.shards.len());
         if plan.write && self.in_txn() {
             let mut w = self.wrote.clone();
             w.extend(targets.iter().copied());
@@ -374,6 +365,21 @@ impl ClusterSession<'_> {
         }
         self.last_shard = targets[0];
         Ok((plan, targets))
+    }
+
+    /// Counts a statement's route: one shard, any, several or all.
+    pub(super) fn count_route(&self, shards: &Shards, targets: usize, of: usize) {
+        let route = match (shards, targets) {
+            (Shards::Any, _) => "any",
+            (_, 1) => "one",
+            (_, n) if n == of => "all",
+            _ => "several",
+        };
+        self.shared
+            .metrics
+            .shard_routes
+            .get_or_create(&crate::metrics::RouteLabel { route })
+            .inc();
     }
 
     /// An INSERT's rows that leave the AUTO_INCREMENT column to the server

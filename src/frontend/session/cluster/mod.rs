@@ -21,6 +21,7 @@ mod exec;
 mod group;
 mod merge;
 mod prepared;
+mod shape;
 mod values;
 
 use super::SessionError;

@@ -16,7 +16,7 @@ use crate::protocol::command::{
 use crate::protocol::response::Expect;
 use crate::protocol::ErrSpec;
 use crate::router::lexer;
-use crate::router::shard::route::Merge;
+use crate::router::shard::route::{self, Merge};
 use crate::router::Class;
 use mysql_common::constants::StatusFlags;
 use std::collections::HashMap;
@@ -24,8 +24,8 @@ use std::collections::HashMap;
 /// A statement prepared through a cluster session.
 pub(super) struct ClusterStmt {
     /// The client's text.
-    sql: Vec<u8>,
-    param_spans: Vec<std::ops::Range<usize>>,
+    pub(super) sql: Vec<u8>,
+    pub(super) param_spans: Vec<std::ops::Range<usize>>,
     params: u16,
     /// Parameter types from the last execute that sent them.
     types: Vec<(u8, bool)>,
@@ -40,6 +40,9 @@ pub(super) struct ClusterStmt {
     /// on several shards, and its server id: the next such execute with
     /// the same text reuses it.
     scatter: HashMap<usize, (Vec<u8>, u32)>,
+    /// The shape a read is routed from (None: not parsed yet; Some(None):
+    /// the planner cannot parse it).
+    pub(super) shape: Option<Option<std::sync::Arc<super::shape::Shape>>>,
 }
 
 /// The statement id of a COM_STMT_* packet.
@@ -115,6 +118,7 @@ impl ClusterSession<'_> {
                     long_data: HashMap::new(),
                     cursor_on: None,
                     scatter: HashMap::new(),
+                    shape: None,
                 },
             );
         }
@@ -174,20 +178,35 @@ impl ClusterSession<'_> {
                 .reply_err(seq, &not_supported("parameters Tandem cannot read"))
                 .await;
         };
-        let Some(text) = lexer::render_params(&stmt.sql, &stmt.param_spans, &values) else {
-            return self
-                .reply_err(seq, &not_supported("parameters Tandem cannot place"))
-                .await;
-        };
         let is_write = stmt.is_write;
         let (sql, types) = (stmt.sql.clone(), stmt.types.clone());
-        if is_write {
-            // OK or ERR: the same answer as the text protocol's.
-            return self.routed(&text, true, seq).await;
-        }
-        let (plan, targets) = match self.plan_statement(&text, false).await {
-            Ok(p) => p,
-            Err(e) => return self.reply_err(seq, &e).await,
+        let fast = match is_write {
+            true => None,
+            false => self.shape_shard(id, &values).await,
+        };
+        let targets = match fast {
+            Some(shard) => vec![shard],
+            None => {
+                let Some(stmt) = self.stmts.get(&id) else {
+                    return Ok(());
+                };
+                let Some(text) = lexer::render_params(&stmt.sql, &stmt.param_spans, &values) else {
+                    return self
+                        .reply_err(seq, &not_supported("parameters Tandem cannot place"))
+                        .await;
+                };
+                if is_write {
+                    // OK or ERR: the same answer as the text protocol's.
+                    return self.routed(&text, true, seq).await;
+                }
+                match self.plan_statement(&text, false).await {
+                    Ok((plan, targets)) if targets.len() > 1 => {
+                        return self.execute_scatter(id, plan, &targets, text, seq).await;
+                    }
+                    Ok((_, targets)) => targets,
+                    Err(e) => return self.reply_err(seq, &e).await,
+                }
+            }
         };
         if let [shard] = targets.as_slice() {
             // One shard: the statement prepared there, the client's values.
@@ -225,15 +244,26 @@ impl ClusterSession<'_> {
             }
             return Ok(());
         }
-        // Several shards: each runs the statement with the values rendered
-        // in (and the LIMIT widened as the plan says), prepared for this
-        // text (kept while the next execute renders the same text), so its
-        // rows come in the binary protocol the client expects; the merge is
-        // the text query's. A cursor is not opened:
-        // the rows come with the execute, as from a server without one.
+        Ok(())
+    }
+
+    /// Several shards: each runs the statement with the values rendered
+    /// in (and the LIMIT widened as the plan says), prepared for this
+    /// text (kept while the next execute renders the same text), so its
+    /// rows come in the binary protocol the client expects; the merge is
+    /// the text query's. A cursor is not opened:
+    /// the rows come with the execute, as from a server without one.
+    async fn execute_scatter(
+        &mut self,
+        id: u32,
+        plan: route::ShardPlan,
+        targets: &[usize],
+        text: Vec<u8>,
+        seq: u8,
+    ) -> Result<(), SessionError> {
         let mut packets = Vec::with_capacity(targets.len());
         let mut temporary = Vec::with_capacity(targets.len());
-        for &t in &targets {
+        for &t in targets {
             let shard_text = plan
                 .texts
                 .as_ref()
@@ -284,7 +314,7 @@ impl ClusterSession<'_> {
             },
             m => m,
         };
-        self.read_many(&targets, packets, &merge, seq, true).await?;
+        self.read_many(targets, packets, &merge, seq, true).await?;
         // Statements of earlier texts, replaced by this execute's.
         for (t, backend) in temporary {
             self.send_unanswered(t, COM_STMT_CLOSE, backend, &[])
