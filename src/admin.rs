@@ -130,6 +130,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "shards": c.shards,
             "buckets": c.buckets(),
             "tables": c.tables.len(),
+            "schema": *shared.schema_drift.lock().unwrap_or_else(|p| p.into_inner()),
         })),
         "secondary": cfg.secondary,
         "mirroring": shared.mirror.load().as_ref().is_some_and(|m| cfg.secondary.as_deref().is_some_and(|s| m.mirrors_to(s))),

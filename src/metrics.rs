@@ -78,6 +78,8 @@ pub struct Metrics {
     pub shard_latency: HistogramFamily<ShardLabel>,
     /// Rows of several shards' answers merged into one.
     pub merged_rows: Counter,
+    /// Tables whose definition differs between a cluster's shards.
+    pub schema_drift: Gauge,
     /// Connections closed in their handshake to make room
     /// (`limits.max_unauthenticated`).
     pub handshakes_evicted: Counter,
@@ -116,6 +118,7 @@ impl Default for Metrics {
             shard_routes: Family::default(),
             shard_latency: Family::new_with_constructor(latency_histogram),
             merged_rows: Counter::default(),
+            schema_drift: Gauge::default(),
             handshakes_evicted: Counter::default(),
             protocol_errors: Counter::default(),
             backend_errors: Counter::default(),
@@ -209,6 +212,11 @@ impl Metrics {
             "shard_merged_rows",
             "Rows of several shards' answers merged into one answer",
             self.merged_rows.clone(),
+        );
+        r.register(
+            "shard_schema_drift_tables",
+            "Tables whose definition differs between a cluster's shards (or is missing on some)",
+            self.schema_drift.clone(),
         );
         r.register(
             "handshakes_evicted",

@@ -88,6 +88,8 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         sha2: Default::default(),
         shard_facts: Default::default(),
         sequences: Default::default(),
+        schema_drift: Default::default(),
+        drift_check: Default::default(),
     });
     if shared.config.load().secondary.is_some() {
         let m = crate::mirror::runtime::Mirror::start(&shared.config.load())
@@ -134,6 +136,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
     });
     tokio::spawn(periodic_verify(shared.clone()));
     tokio::spawn(idle_ticks(shared.clone()));
+    tokio::spawn(watch_drift(shared.clone()));
     info!(%addr, "listening for MySQL clients");
     // The watcher lives as long as the accept loop.
     let watcher = crate::reload::watch(shared.clone());
@@ -222,5 +225,38 @@ async fn periodic_verify(shared: Arc<Shared>) {
             }
         };
         *shared.last_verify.lock().unwrap_or_else(|p| p.into_inner()) = Some(json);
+    }
+}
+
+/// On a cluster: compares the shards' schemas at start, after DDL through
+/// Tandem and every minute; the outcome is in `/status` and
+/// `tandem_shard_schema_drift_tables`.
+async fn watch_drift(shared: Arc<Shared>) {
+    loop {
+        let cfg = shared.config.load_full();
+        if cfg.cluster().is_some() {
+            let report = match crate::shard_tools::drift::check(&cfg).await {
+                Ok(drift) => {
+                    shared.metrics.schema_drift.set(drift.len() as i64);
+                    for d in &drift {
+                        warn!(
+                            "schema drift: {}",
+                            crate::shard_tools::drift::describe_drift(d)
+                        );
+                    }
+                    serde_json::json!({ "checked_at_unix": unix_now(), "drift": drift })
+                }
+                Err(e) => serde_json::json!({ "checked_at_unix": unix_now(), "error": e }),
+            };
+            *shared
+                .schema_drift
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(report);
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = shared.drift_check.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! shard keys Tandem cannot place). They read the schema from the first
 //! shard, as the running server does.
 
+pub mod drift;
+
 use crate::config::{ClusterConfig, Config, Placement};
 use crate::router::lexer;
 use crate::router::shard::route::{self, Merge, Shards, TableFacts};
@@ -231,6 +233,10 @@ pub async fn check_cluster(cfg: &Config) -> Result<(Vec<String>, Vec<String>), S
         }
     }
     let _ = conn.disconnect().await;
+    // Tables that are not the same on every shard.
+    for d in drift::check(cfg).await? {
+        problems.push(drift::describe_drift(&d));
+    }
     Ok((problems, warnings))
 }
 

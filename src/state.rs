@@ -50,6 +50,10 @@ pub struct Shared {
     pub shard_facts: ArcSwap<ShardFacts>,
     /// On a cluster: the global id sequences of its sharded tables.
     pub sequences: crate::backend::sequence::Sequences,
+    /// On a cluster: the last schema drift check (`/status`).
+    pub schema_drift: std::sync::Mutex<Option<serde_json::Value>>,
+    /// Wakes the drift check (after DDL through Tandem).
+    pub drift_check: tokio::sync::Notify,
 }
 
 /// Table name -> facts, for shard routing.

@@ -1068,9 +1068,43 @@ async fn a_multi_shard_write_commits_everywhere_or_nowhere() {
         msg.contains("failed on shard(s) s1") && msg.contains("applied on s0, s2, s3"),
         "{msg}"
     );
+    // A table changed on one shard behind Tandem's back is drift: /status
+    // and /metrics show it after the next check (DDL through Tandem wakes
+    // it), check-config names it.
+    let admin = cl.server.admin_addr.unwrap();
+    let mut s2 = Conn::new(cl.shards[2].clone()).await.unwrap();
+    s2.query_drop("ALTER TABLE categories ADD COLUMN note INT")
+        .await
+        .unwrap();
+    s2.disconnect().await.unwrap();
+    t.query_drop("CREATE TABLE wake (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    for _ in 0..100 {
+        (_, _, seen) = common::http(admin, "GET", "/status").await;
+        if seen.contains(r#""table":"categories""#) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.contains(r#""table":"categories","variants":[["s0","s1","s3"],["s2"]]"#),
+        "{seen}"
+    );
+    let (_, _, metrics) = common::http(admin, "GET", "/metrics").await;
+    assert!(
+        metrics.contains("tandem_shard_schema_drift_tables 1"),
+        "{metrics}"
+    );
+    let (code, _, err) = tandem_tool("check-config", &cl.config, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("table `categories` differs between shards (s0, s1, s3 vs s2)"),
+        "{err}"
+    );
     // /status names the cluster; /metrics counts routes, merged rows and
     // each shard's answers.
-    let admin = cl.server.admin_addr.unwrap();
     let (code, _, status) = common::http(admin, "GET", "/status").await;
     assert_eq!(code, 200);
     assert!(

@@ -206,6 +206,7 @@ impl ClusterSession<'_> {
         }
         self.shared.shard_facts.store(Default::default());
         self.shared.sequences.forget().await;
+        self.shared.drift_check.notify_one();
         let failed: Vec<usize> = (0..n).filter(|&i| answers[i].error.is_some()).collect();
         if failed.is_empty() || failed.len() == n {
             let first = answers.swap_remove(0);
