@@ -1207,3 +1207,64 @@ async fn check_config_and_route_explain_a_cluster() {
     }
     cl.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_questions_answer_under_the_clusters_name() {
+    // The shards' databases are tandem_cl_meta_s0..3; clients see `app`.
+    let cl = Cluster::start("cl_meta", false).await;
+    let mut t = cl.proxy().await;
+    let mut s0 = Conn::new(cl.shards[0].clone()).await.unwrap();
+    let mut r = t.query_iter("SHOW TABLES").await.unwrap();
+    let heading = r.columns_ref()[0].name_str().into_owned();
+    let tables: Vec<String> = r.collect().await.unwrap();
+    assert_eq!(heading, "Tables_in_app");
+    let direct: Vec<String> = s0.query("SHOW TABLES").await.unwrap();
+    assert_eq!(tables, direct);
+    let from: Vec<String> = t.query("SHOW TABLES FROM app LIKE 'bid%'").await.unwrap();
+    assert_eq!(from, vec!["bid_history", "bids"]);
+    for q in [
+        "DESCRIBE users",
+        "SHOW COLUMNS FROM bids",
+        "SHOW INDEX FROM bids",
+        "SHOW CREATE TABLE categories",
+    ] {
+        let via: Vec<Row> = t.query(q).await.unwrap();
+        let want: Vec<Row> = s0.query(q).await.unwrap();
+        let show = |rows: Vec<Row>| -> Vec<Vec<String>> {
+            rows.into_iter()
+                .map(|r| r.unwrap().into_iter().map(|v| v.as_sql(true)).collect())
+                .collect()
+        };
+        assert_eq!(show(via), show(want), "{q}");
+    }
+    let db: Option<String> = t.query_first("SELECT DATABASE()").await.unwrap();
+    assert_eq!(db.as_deref(), Some("app"));
+    let mut r = t
+        .query_iter(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = 'app' ORDER BY TABLE_NAME",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.columns_ref()[0].schema_str(), "information_schema");
+    let rows: Vec<(String, String)> = r.collect().await.unwrap();
+    assert_eq!(rows.len(), direct.len());
+    assert!(rows.iter().all(|(s, _)| s == "app"), "{rows:?}");
+    let cols: Vec<(String, String)> = t
+        .query(
+            "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'users' ORDER BY ORDINAL_POSITION",
+        )
+        .await
+        .unwrap();
+    assert_eq!(cols[0], ("id".to_string(), "bigint".to_string()));
+    // EXPLAIN: the plan on a shard the statement runs on.
+    let plan: Vec<Row> = t
+        .query("EXPLAIN SELECT * FROM users WHERE id = 7")
+        .await
+        .unwrap();
+    assert_eq!(plan.len(), 1);
+    s0.disconnect().await.unwrap();
+    t.disconnect().await.unwrap();
+    cl.stop().await;
+}

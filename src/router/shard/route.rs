@@ -196,6 +196,41 @@ pub fn plan_parsed(
     facts: &dyn Fn(&str) -> Option<Arc<TableFacts>>,
     params: &[Literal],
 ) -> R<ShardPlan> {
+    let one = |shards| ShardPlan {
+        shards,
+        merge: Merge::Relay,
+        texts: None,
+        write: false,
+    };
+    match stmt {
+        // The schema is the same on every shard: any one answers.
+        Statement::ExplainTable { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowCreate { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowViews { .. }
+        | Statement::ShowObjects(_)
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowDatabases { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowCharset(_)
+        | Statement::ShowCollation { .. } => return Ok(one(Shards::Any)),
+        // EXPLAIN: the plan on one of the shards the statement runs on.
+        Statement::Explain { statement, .. } => {
+            let shards = match plan_parsed(statement, sql, toks, cluster, facts, params) {
+                Ok(ShardPlan {
+                    shards: Shards::Set(s),
+                    ..
+                }) => Shards::Set(s.into_iter().take(1).collect()),
+                _ => Shards::Any,
+            };
+            return Ok(one(shards));
+        }
+        _ => {}
+    }
     // Every table named anywhere, by kind.
     let mut named: Vec<(String, &TablePlacement)> = Vec::new();
     let mut foreign = false;

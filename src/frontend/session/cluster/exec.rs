@@ -133,6 +133,9 @@ impl ClusterSession<'_> {
         sql: &[u8],
         seq: u8,
     ) -> Result<(), SessionError> {
+        if let Some(names) = self.renaming(shard, sql) {
+            return self.relay_renamed(shard, sql, names, seq).await;
+        }
         match self.text_for(shard, sql) {
             Ok(t) => {
                 self.relay_one(shard, &query_packet(&t), seq, Expect::ResultSet)
@@ -467,7 +470,7 @@ impl ClusterSession<'_> {
                 .await
         } else {
             let packets = texts.iter().map(|t| query_packet(t)).collect();
-            self.read_many(&targets, packets, &plan.merge, seq, false)
+            self.read_many(&targets, packets, &plan.merge, seq, false, None)
                 .await
         }
     }
@@ -482,6 +485,7 @@ impl ClusterSession<'_> {
         merge: &Merge,
         seq: u8,
         binary: bool,
+        rename: Option<(Vec<u8>, Vec<u8>)>,
     ) -> Result<(), SessionError> {
         for &t in targets {
             if let Err(e) = self.enter(t).await {
@@ -518,9 +522,12 @@ impl ClusterSession<'_> {
             status,
             binary,
             rows: 0,
+            rename,
         };
         let merged = merge_read(&mut replies, &mut out, merge, cap).await;
-        self.shared.metrics.merged_rows.inc_by(out.rows);
+        if targets.len() > 1 {
+            self.shared.metrics.merged_rows.inc_by(out.rows);
+        }
         match merged {
             Ok(()) => {}
             Err(MergeError::Client(e)) => return Err(e.into()),

@@ -147,6 +147,9 @@ pub(super) struct Out<'c> {
     pub binary: bool,
     /// Rows sent so far.
     pub rows: u64,
+    /// (shard's, cluster's) database name: written as the cluster's in
+    /// column definitions and text rows (`metadata.rs`).
+    pub rename: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Out<'_> {
@@ -246,12 +249,29 @@ pub(super) async fn merge_read(
             super::group::grouped(replies, out, &columns, &head_packets, g, cap).await
         }
         Merge::Concat { offset, limit } => {
-            send_head(out, &head_packets).await?;
-            concat(replies, out, *offset, *limit).await
+            let head = match &out.rename {
+                Some((physical, logical)) => head_packets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        match i {
+                            0 => None,
+                            _ if i <= columns.len() => {
+                                super::metadata::rename_definition(p, physical, logical)
+                            }
+                            _ => None,
+                        }
+                        .unwrap_or_else(|| p.clone())
+                    })
+                    .collect(),
+                None => head_packets,
+            };
+            send_head(out, &head).await?;
+            concat(replies, out, *offset, *limit, columns.len()).await
         }
         _ => {
             send_head(out, &head_packets).await?;
-            concat(replies, out, 0, None).await
+            concat(replies, out, 0, None, columns.len()).await
         }
     }
 }
@@ -277,6 +297,7 @@ async fn concat(
     out: &mut Out<'_>,
     offset: u64,
     limit: Option<u64>,
+    columns: usize,
 ) -> M<()> {
     let (mut skipped, mut sent) = (0u64, 0u64);
     let mut end: Option<Vec<u8>> = None;
@@ -290,7 +311,13 @@ async fn concat(
                     if skipped < offset {
                         skipped += 1;
                     } else if limit.is_none_or(|l| sent < l) {
-                        out.send(&row).await?;
+                        let renamed = match &out.rename {
+                            Some((physical, logical)) if !out.binary => {
+                                super::metadata::rename_row(&row, columns, physical, logical)
+                            }
+                            _ => None,
+                        };
+                        out.send(renamed.as_deref().unwrap_or(&row)).await?;
                         out.rows += 1;
                         sent += 1;
                     }

@@ -20,6 +20,7 @@
 mod exec;
 mod group;
 mod merge;
+mod metadata;
 mod prepared;
 mod shape;
 mod values;

@@ -314,7 +314,8 @@ impl ClusterSession<'_> {
             },
             m => m,
         };
-        self.read_many(targets, packets, &merge, seq, true).await?;
+        self.read_many(targets, packets, &merge, seq, true, None)
+            .await?;
         // Statements of earlier texts, replaced by this execute's.
         for (t, backend) in temporary {
             self.send_unanswered(t, COM_STMT_CLOSE, backend, &[])
