@@ -210,6 +210,7 @@ fn workload(n: usize, seed: u64) -> Vec<(String, bool)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out: Vec<(String, bool)> = Vec::new();
     let (mut users, mut auctions, mut bids, mut hist, mut cats) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut copies = 0u64;
     let names = ["ann", "Bob", "carl", "Dana", "eve", "Finn", "gus", "Hal"];
     let date = |r: &mut rand::rngs::StdRng| {
         format!(
@@ -235,7 +236,7 @@ fn workload(n: usize, seed: u64) -> Vec<(String, bool)> {
     }
     while out.len() < n {
         let u = |r: &mut rand::rngs::StdRng| r.random_range(1..users.max(1) + 3);
-        let pick = rng.random_range(0..116);
+        let pick = rng.random_range(0..122);
         let s = match pick {
             0..=9 => {
                 let rows: Vec<String> = (0..rng.random_range(1..5))
@@ -462,7 +463,42 @@ fn workload(n: usize, seed: u64) -> Vec<(String, bool)> {
                     .into(),
                 true,
             ),
-            _ => ("SELECT u.name, SUM(b.amount) FROM users u JOIN bids b ON b.user_id = u.id GROUP BY u.name ORDER BY 1".into(), true),
+            115 => ("SELECT u.name, SUM(b.amount) FROM users u JOIN bids b ON b.user_id = u.id GROUP BY u.name ORDER BY 1".into(), true),
+            // INSERT … SELECT: the rows read across shards, each placed
+            // by its key.
+            116..=117 => {
+                copies += 1;
+                (
+                    format!(
+                        "INSERT INTO bid_history (id, user_id, amount, created_at) \
+                         SELECT id + {copies} * 1000000, user_id, amount, created_at FROM bids WHERE amount > {}",
+                        rng.random_range(500..1000)
+                    ),
+                    false,
+                )
+            }
+            118 => {
+                copies += 1;
+                (
+                    format!(
+                        "INSERT INTO users (id, name, balance) SELECT id + {copies} * 1000000, \
+                         CONCAT(name, '2'), balance FROM users WHERE id IN ({}, {})",
+                        u(&mut rng),
+                        u(&mut rng)
+                    ),
+                    false,
+                )
+            }
+            119 => ("INSERT IGNORE INTO categories SELECT id, name FROM categories WHERE id < 3".into(), false),
+            // Ordered on columns the SELECT does not return.
+            _ => (
+                format!(
+                    "SELECT id FROM bids WHERE amount > {} ORDER BY amount DESC, user_id, id LIMIT {}",
+                    rng.random_range(0..900),
+                    rng.random_range(1..9)
+                ),
+                true,
+            ),
         };
         out.push(s);
     }
@@ -757,6 +793,21 @@ async fn auto_increment_ids_stay_unique_across_shards() {
         .await
         .unwrap();
     assert_eq!(t.last_insert_id(), Some(9001));
+    // INSERT … SELECT leaving the id out: consecutive ids from the
+    // sequence, each row on its user's shard.
+    t.query_drop(
+        "INSERT INTO bids (user_id, amount, created_at) \
+         SELECT user_id + 100, amount, created_at FROM bids WHERE id >= 9000 ORDER BY id",
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.affected_rows(), 2);
+    assert_eq!(t.last_insert_id(), Some(9002));
+    let copied: Vec<(u64, u64)> = t
+        .query("SELECT id, user_id FROM bids WHERE user_id > 100 AND user_id < 200 ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(copied, vec![(9002, 111), (9003, 112)]);
     // Prepared inserts, and sessions inserting at once: every id unique.
     let mut tasks = Vec::new();
     for w in 0..6u64 {
@@ -792,7 +843,7 @@ async fn auto_increment_ids_stay_unique_across_shards() {
     all.sort();
     let len = all.len();
     all.dedup();
-    assert_eq!((n, distinct, len as u64), (249, 249, 249));
+    assert_eq!((n, distinct, len as u64), (251, 251, 251));
     assert_eq!(all.len(), len, "no id on two shards");
     t.disconnect().await.unwrap();
     cl.stop().await;

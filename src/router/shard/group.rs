@@ -84,6 +84,9 @@ pub struct Grouped {
     pub limit: Option<u64>,
     /// No GROUP BY: one row even when no row matches.
     pub whole: bool,
+    /// Nothing to combine: every row stands alone (a plain read ordered on
+    /// columns it does not return, which ride along as helpers).
+    pub each_row: bool,
 }
 
 /// What a select item is to a grouped merge.
@@ -482,6 +485,10 @@ impl Cx<'_> {
             g
         };
         let having = sel.having.as_ref().map(|h| c.cond(h)).transpose()?;
+        let each_row = !distinct
+            && group_exprs(sel)?.is_empty()
+            && having.is_none()
+            && c.cols.iter().all(|x| *x == Col::First);
         let mut wanted = Vec::new();
         if let Some(ob) = &q.order_by {
             let OrderByKind::Expressions(exprs) = &ob.kind else {
@@ -495,7 +502,7 @@ impl Cx<'_> {
                 wanted.push((i, matches!(o.options.sort, Some(OrderBySort::Desc))));
             }
         }
-        let streams = wanted.iter().all(|(i, _)| group.contains(i));
+        let streams = each_row || wanted.iter().all(|(i, _)| group.contains(i));
         let mut keys: Vec<(usize, bool)> = if streams { wanted.clone() } else { Vec::new() };
         for &g in &group {
             if !keys.iter().any(|(i, _)| *i == g) {
@@ -509,7 +516,12 @@ impl Cx<'_> {
         // A shard's first offset+limit groups hold the whole's first ones
         // when the order is the groups' and no HAVING drops some.
         let shard_limit = match limit {
-            Some(l) if streams && having.is_none() && sub.is_none() && !group.is_empty() => {
+            Some(l)
+                if streams
+                    && having.is_none()
+                    && sub.is_none()
+                    && (each_row || !group.is_empty()) =>
+            {
                 Some(offset.saturating_add(l))
             }
             _ => None,
@@ -531,7 +543,8 @@ impl Cx<'_> {
             having,
             offset,
             limit,
-            whole: !distinct && group_exprs(sel)?.is_empty(),
+            whole: !distinct && !each_row && group_exprs(sel)?.is_empty(),
+            each_row,
         };
         Ok(ShardPlan {
             texts: Some(shards.iter().map(|&s| (s, text.clone())).collect()),

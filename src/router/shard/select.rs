@@ -54,10 +54,13 @@ impl Cx<'_> {
             || sel.having.is_some()
             || !matches!(&sel.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
         match self.merged(q, sel, &sources, &shards, offset, limit) {
-            // Complete groups ordered on what the SELECT does not return:
-            // the grouped merge adds it.
-            Err(_) if grouping => self.grouped(q, sel, &sources, shards, offset, limit),
-            other => other,
+            // Ordered on what the SELECT does not return: the grouped merge
+            // adds it as a helper column (every row its own group, or
+            // complete groups).
+            Err(e) => self
+                .grouped(q, sel, &sources, shards, offset, limit)
+                .map_err(|g| if grouping { g } else { e }),
+            ok => ok,
         }
     }
 

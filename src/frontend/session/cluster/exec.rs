@@ -425,10 +425,18 @@ impl ClusterSession<'_> {
         is_write: bool,
         seq: u8,
     ) -> Result<(), SessionError> {
-        let rewritten;
+        let (rewritten, from_select);
         let mut sql = sql;
         let mut generated = None;
         if is_write {
+            match self.insert_values(sql, seq).await? {
+                Some(Some(text)) => {
+                    from_select = text;
+                    sql = &from_select;
+                }
+                Some(None) => return Ok(()),
+                None => {}
+            }
             match self.assign_ids(sql).await {
                 Ok(Some((text, first))) => {
                     rewritten = text;
@@ -487,9 +495,40 @@ impl ClusterSession<'_> {
         binary: bool,
         rename: Option<(Vec<u8>, Vec<u8>)>,
     ) -> Result<(), SessionError> {
+        self.read_merged(targets, packets, merge, seq, binary, rename, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `read_many` whose merged answer is kept (up to `max` bytes), for a
+    /// read Tandem makes itself.
+    pub(super) async fn read_kept(
+        &mut self,
+        targets: &[usize],
+        packets: Vec<Vec<u8>>,
+        merge: &Merge,
+        seq: u8,
+        max: usize,
+    ) -> Result<Kept, SessionError> {
+        self.read_merged(targets, packets, merge, seq, false, None, Some(max))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn read_merged(
+        &mut self,
+        targets: &[usize],
+        packets: Vec<Vec<u8>>,
+        merge: &Merge,
+        seq: u8,
+        binary: bool,
+        rename: Option<(Vec<u8>, Vec<u8>)>,
+        keep: Option<usize>,
+    ) -> Result<Kept, SessionError> {
         for &t in targets {
             if let Err(e) = self.enter(t).await {
-                return self.backend_refused(seq, e).await;
+                self.backend_refused(seq, e).await?;
+                return Ok(Kept::Answered);
             }
         }
         let started = std::time::Instant::now();
@@ -516,7 +555,12 @@ impl ClusterSession<'_> {
             .map(|w| Reply::new(w, deprecate_eof, extended, max))
             .collect();
         let mut out = Out {
-            client: &mut self.client,
+            client: match keep {
+                Some(_) => None,
+                None => Some(&mut self.client),
+            },
+            kept: Vec::new(),
+            keep_max: keep.unwrap_or(usize::MAX),
             seq,
             deprecate_eof,
             status,
@@ -528,18 +572,34 @@ impl ClusterSession<'_> {
         if targets.len() > 1 {
             self.shared.metrics.merged_rows.inc_by(out.rows);
         }
-        match merged {
-            Ok(()) => {}
+        let kept = std::mem::take(&mut out.kept);
+        let outcome = match merged {
+            Ok(()) if keep.is_some() => Kept::Rows(kept),
+            Ok(()) => Kept::Answered,
+            Err(MergeError::TooLarge) => {
+                for r in replies.iter_mut() {
+                    match r.drain().await {
+                        Ok(()) => {}
+                        Err(MergeError::Shard(e)) => return Err(SessionError::Backend(e.into())),
+                        Err(e) => {
+                            return Err(SessionError::Backend(BackendError::Unsupported(
+                                e.to_string(),
+                            )))
+                        }
+                    }
+                }
+                Kept::TooLarge
+            }
             Err(MergeError::Client(e)) => return Err(e.into()),
             Err(MergeError::Shard(e)) => return Err(SessionError::Backend(e.into())),
-        }
+        };
         drop(replies);
         for &t in targets {
             self.shards.set_reusable(t, true);
             // Until the merged answer was read whole.
             self.observe_shard(t, started);
         }
-        Ok(())
+        Ok(outcome)
     }
 
     /// A write on several shards: outside a transaction, each shard's part
@@ -706,6 +766,16 @@ fn ok_info(p: &[u8], track: bool) -> String {
     } else {
         String::from_utf8_lossy(rest).into_owned()
     }
+}
+
+/// What a merged read Tandem makes for itself gave.
+pub(super) enum Kept {
+    /// The answer's packets (column count, definitions, rows, end).
+    Rows(Vec<Vec<u8>>),
+    /// Larger than asked for; the shards' answers were read to their end.
+    TooLarge,
+    /// The client was already answered (a shard could not be reached).
+    Answered,
 }
 
 /// Info texts of the same shape with their numbers summed; otherwise the

@@ -540,7 +540,7 @@ pub(super) async fn grouped(
         let Some(b) = best else { break };
         let Some(row) = current[b].take() else { break };
         let step = match group.as_mut() {
-            Some(open) => match m.same_group(&open.rows[0], &row) {
+            Some(open) => match m.same_group(&open.rows[0], &row).map(|s| s && !g.each_row) {
                 Ok(true) => m.fold(open, row),
                 Ok(false) => match group.take().map(|done| m.finish(&done)).transpose() {
                     Ok(done) => {

@@ -46,6 +46,9 @@ pub(super) enum MergeError {
     Shard(ProtocolError),
     #[error("client: {0}")]
     Client(std::io::Error),
+    /// A kept answer grew past its limit.
+    #[error("the answer is larger than Tandem keeps")]
+    TooLarge,
 }
 
 pub(super) type M<T> = Result<T, MergeError>;
@@ -136,9 +139,14 @@ impl<'w> Reply<'w> {
     }
 }
 
-/// Where merged packets go.
+/// Where merged packets go: to the client, or kept (a read Tandem makes
+/// for itself, e.g. INSERT … SELECT's rows).
 pub(super) struct Out<'c> {
-    pub client: &'c mut Wire,
+    pub client: Option<&'c mut Wire>,
+    /// The packets when there is no client.
+    pub kept: Vec<Vec<u8>>,
+    /// Most bytes kept (past it, the read fails).
+    pub keep_max: usize,
     pub seq: u8,
     pub deprecate_eof: bool,
     /// The status flags the client's final packet carries.
@@ -154,11 +162,26 @@ pub(super) struct Out<'c> {
 
 impl Out<'_> {
     pub(super) async fn send(&mut self, p: &[u8]) -> M<()> {
-        write_frames(&mut self.client.wbuf, &mut self.seq, p);
-        if self.client.wbuf.len() >= FLUSH_AT {
-            self.client.flush().await.map_err(MergeError::Client)?;
+        let Some(client) = self.client.as_mut() else {
+            self.keep_max = self.keep_max.saturating_sub(p.len() + 16);
+            if self.keep_max == 0 {
+                return Err(MergeError::TooLarge);
+            }
+            self.kept.push(p.to_vec());
+            return Ok(());
+        };
+        write_frames(&mut client.wbuf, &mut self.seq, p);
+        if client.wbuf.len() >= FLUSH_AT {
+            client.flush().await.map_err(MergeError::Client)?;
         }
         Ok(())
+    }
+
+    async fn flush(&mut self) -> M<()> {
+        match self.client.as_mut() {
+            Some(c) => c.flush().await.map_err(MergeError::Client),
+            None => Ok(()),
+        }
     }
 
     pub(super) async fn finish(&mut self, mut last: Vec<u8>) -> M<()> {
@@ -170,12 +193,12 @@ impl Out<'_> {
             (s & !session) | (status & session)
         });
         self.send(&last).await?;
-        self.client.flush().await.map_err(MergeError::Client)
+        self.flush().await
     }
 
     pub(super) async fn error(&mut self, e: &ErrSpec) -> M<()> {
         self.send(&e.encode()).await?;
-        self.client.flush().await.map_err(MergeError::Client)
+        self.flush().await
     }
 }
 

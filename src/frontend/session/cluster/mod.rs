@@ -19,6 +19,7 @@
 
 mod exec;
 mod group;
+mod insert_select;
 mod merge;
 mod metadata;
 mod prepared;
