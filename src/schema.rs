@@ -148,23 +148,33 @@ pub async fn shard_facts(
     mysql_async::Error,
 > {
     use crate::router::shard::{route::TableFacts, KeyType};
-    let rows: Vec<(String, String, String, Option<String>, String)> = c
+    type ColumnRow = (
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+    );
+    let rows: Vec<ColumnRow> = c
         .query(
-            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLLATION_NAME, EXTRA \
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLLATION_NAME, EXTRA, COLUMN_DEFAULT \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
              ORDER BY TABLE_NAME, ORDINAL_POSITION",
         )
         .await?;
     let mut out: std::collections::HashMap<String, TableFacts> = Default::default();
-    for (table, column, data_type, collation, extra) in rows {
+    for (table, column, data_type, collation, extra, default) in rows {
         let f = out.entry(table.clone()).or_insert_with(|| TableFacts {
             columns: Vec::new(),
             key_type: None,
             auto_increment: None,
+            key_default: None,
         });
         let key = cluster.tables.get(&table).and_then(|p| p.placement.key());
         if key.is_some_and(|k| k.eq_ignore_ascii_case(&column)) {
             f.key_type = Some(KeyType::from_schema(&data_type, collation.as_deref()));
+            f.key_default = default;
         }
         if extra.to_ascii_lowercase().contains("auto_increment") {
             f.auto_increment = Some(column.clone());

@@ -264,6 +264,21 @@ fn placement_lines(c: &ClusterConfig) -> Vec<String> {
 /// written (moving rows between shards is a later feature). Tables new to
 /// the record are added.
 pub async fn record_placement(cfg: &Config) -> Result<(), String> {
+    // Tandems starting together over one server may deadlock on the
+    // record's gap locks: the loser retries.
+    let mut attempt = 0;
+    loop {
+        match record_placement_once(cfg).await {
+            Err(e) if attempt < 5 && (e.contains("ERROR 1213") || e.contains("ERROR 1205")) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn record_placement_once(cfg: &Config) -> Result<(), String> {
     let Some(c) = cfg.cluster() else {
         return Ok(());
     };

@@ -41,6 +41,14 @@ tables:
       - { shard: s2 }
   categories: { reference: true }
   sbtest1: { shard_key: id }
+  logs:
+    shard_key: at
+    shard_by: range
+    ranges:
+      - { below: "2026-01-01", shard: s0 }
+      - { below: "2100-01-01", shard: s1 }
+      - { shard: s2 }
+  tagged: { shard_key: region }
 "#;
 
 pub struct Cluster {
@@ -1316,6 +1324,69 @@ async fn schema_questions_answer_under_the_clusters_name() {
         .unwrap();
     assert_eq!(plan.len(), 1);
     s0.disconnect().await.unwrap();
+    t.disconnect().await.unwrap();
+    cl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_key_left_to_its_default_is_pinned() {
+    let cl = Cluster::start("cl_default", false).await;
+    let mut t = cl.proxy().await;
+    t.query_drop(
+        "CREATE TABLE logs (id BIGINT PRIMARY KEY, at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+         msg VARCHAR(20))",
+    )
+    .await
+    .unwrap();
+    t.query_drop(
+        "CREATE TABLE tagged (id BIGINT PRIMARY KEY, region VARCHAR(8) NOT NULL DEFAULT 'eu', \
+         msg VARCHAR(20))",
+    )
+    .await
+    .unwrap();
+    // The default is evaluated once and every row placed by it: one
+    // shard (s1's range holds today) has all rows, with the same value.
+    t.query_drop("INSERT INTO logs (id, msg) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        .await
+        .unwrap();
+    assert_eq!(t.affected_rows(), 3);
+    let mut per_shard = Vec::new();
+    for o in &cl.shards {
+        let mut s = Conn::new(o.clone()).await.unwrap();
+        let n: Option<u64> = s.query_first("SELECT COUNT(*) FROM logs").await.unwrap();
+        per_shard.push(n.unwrap());
+        s.disconnect().await.unwrap();
+    }
+    assert_eq!(per_shard, vec![0, 3, 0, 0]);
+    let at: Vec<String> = t
+        .query("SELECT DISTINCT CAST(at AS CHAR) FROM logs")
+        .await
+        .unwrap();
+    assert_eq!(at.len(), 1, "one pinned value: {at:?}");
+    let (code, out, err) = tandem_tool("shard-of", &cl.config, &["logs", &at[0]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("s1"), "{out}");
+    // A constant default places the row as the value it will hold.
+    t.query_drop("INSERT INTO tagged (id, msg) VALUES (7, 'x')")
+        .await
+        .unwrap();
+    let (_, out, _) = tandem_tool("shard-of", &cl.config, &["tagged", "eu"]);
+    let shard = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('s').and_then(|n| n.parse::<usize>().ok()))
+        .expect("a shard name");
+    let mut s = Conn::new(cl.shards[shard].clone()).await.unwrap();
+    let region: Option<String> = s
+        .query_first("SELECT region FROM tagged WHERE id = 7")
+        .await
+        .unwrap();
+    assert_eq!(region.as_deref(), Some("eu"));
+    s.disconnect().await.unwrap();
+    let found: Option<String> = t
+        .query_first("SELECT msg FROM tagged WHERE region = 'eu'")
+        .await
+        .unwrap();
+    assert_eq!(found.as_deref(), Some("x"));
     t.disconnect().await.unwrap();
     cl.stop().await;
 }

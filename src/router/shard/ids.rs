@@ -107,6 +107,32 @@ pub fn id_need(
 
 /// `sql` with `ids` (one per generated row, in order) written in.
 pub fn with_ids(sql: &[u8], toks: &[Token], need: &IdNeed, ids: &[u64]) -> Option<Vec<u8>> {
+    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+    with_values(sql, toks, need, &ids)
+}
+
+/// `sql` (an INSERT … VALUES of `rows` rows with a column list) with
+/// `column` appended to the list and `value` to every row: a shard key
+/// left to its default, pinned.
+pub fn append_column(
+    sql: &[u8],
+    toks: &[Token],
+    column: &str,
+    value: &str,
+    rows: usize,
+) -> Option<Vec<u8>> {
+    let need = IdNeed {
+        table: String::new(),
+        column: column.to_string(),
+        generated: (0..rows).collect(),
+        explicit_max: None,
+        append: true,
+        at: 0,
+    };
+    with_values(sql, toks, &need, &vec![value.to_string(); rows])
+}
+
+fn with_values(sql: &[u8], toks: &[Token], need: &IdNeed, ids: &[String]) -> Option<Vec<u8>> {
     if ids.len() != need.generated.len() {
         return None;
     }
@@ -202,6 +228,7 @@ mod tests {
                     columns: vec!["id".into(), "user_id".into(), "amount".into()],
                     key_type: Some(super::super::KeyType::Int),
                     auto_increment: Some("id".into()),
+                    key_default: None,
                 })
             })
         };

@@ -33,6 +33,9 @@ pub struct TableFacts {
     pub key_type: Option<KeyType>,
     /// The AUTO_INCREMENT column, if any.
     pub auto_increment: Option<String>,
+    /// The shard key column's default, as information_schema writes it
+    /// (`'eu'`, `5`, `current_timestamp()`; None: no default).
+    pub key_default: Option<String>,
 }
 
 /// Which shards a statement runs on.

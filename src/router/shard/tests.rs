@@ -152,6 +152,7 @@ fn auction() -> (
             columns: cols.iter().map(|s| s.to_string()).collect(),
             key_type: (!key.is_empty()).then_some(KeyType::Int),
             auto_increment: None,
+            key_default: None,
         }))
     };
     (c, facts)

@@ -425,7 +425,7 @@ impl ClusterSession<'_> {
         is_write: bool,
         seq: u8,
     ) -> Result<(), SessionError> {
-        let (rewritten, from_select);
+        let (rewritten, from_select, pinned);
         let mut sql = sql;
         let mut generated = None;
         if is_write {
@@ -436,6 +436,10 @@ impl ClusterSession<'_> {
                 }
                 Some(None) => return Ok(()),
                 None => {}
+            }
+            if let Some(text) = self.pin_key_default(sql, seq).await? {
+                pinned = text;
+                sql = &pinned;
             }
             match self.assign_ids(sql).await {
                 Ok(Some((text, first))) => {

@@ -22,6 +22,7 @@ mod group;
 mod insert_select;
 mod merge;
 mod metadata;
+mod pin;
 mod prepared;
 mod shape;
 mod values;
