@@ -1390,3 +1390,111 @@ async fn a_shard_key_left_to_its_default_is_pinned() {
     t.disconnect().await.unwrap();
     cl.stop().await;
 }
+
+/// Runs the `mariadb` CLI (LOCAL INFILE allowed) against the cluster:
+/// (exit code, stdout, stderr).
+fn cli(cl: &Cluster, sql: &str) -> (i32, String, String) {
+    let out = std::process::Command::new("mariadb")
+        .args([
+            "--local-infile=1",
+            "--protocol=TCP",
+            "-h127.0.0.1",
+            &format!("-P{}", cl.addr.port()),
+            &format!("-u{}", common::USER),
+            &format!("-p{}", common::PASSWORD),
+            "app",
+            "-e",
+            sql,
+        ])
+        .output()
+        .expect("the mariadb CLI runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_data_local_places_every_row_by_its_key() {
+    let cl = Cluster::start("cl_load", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Bids without ids (global ids given), one line with quotes and an
+    // escaped separator, one NULL auction.
+    let mut csv = String::new();
+    for i in 1..=60u64 {
+        csv.push_str(&format!(
+            "{},{},{}.50,2025-0{}-0{} 10:00:00\n",
+            i,
+            i % 7,
+            i,
+            1 + i % 9,
+            1 + i % 9
+        ));
+    }
+    csv.push_str("61,\\N,1.00,2025-01-01 00:00:00\n");
+    let file = dir.path().join("bids.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let (code, _, err) = cli(
+        &cl,
+        &format!(
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE bids FIELDS TERMINATED BY ',' \
+             (user_id, auction_id, amount, created_at)",
+            file.display()
+        ),
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut t = cl.proxy().await;
+    let (n, ids, total): (u64, u64, String) = t
+        .query_first("SELECT COUNT(*), COUNT(DISTINCT id), SUM(amount) FROM bids")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((n, ids), (61, 61));
+    assert_eq!(total, format!("{}.00", (1..=60).sum::<u64>() + 30 + 1));
+    let nulls: Option<u64> = t
+        .query_first("SELECT COUNT(*) FROM bids WHERE auction_id IS NULL")
+        .await
+        .unwrap();
+    assert_eq!(nulls, Some(1));
+    // Every row on its user's shard.
+    let cfg = tandem::config::load(&cl.config).unwrap();
+    let c = cfg.cluster().unwrap().clone();
+    for (i, o) in cl.shards.iter().enumerate() {
+        let mut s = Conn::new(o.clone()).await.unwrap();
+        let users: Vec<u64> = s.query("SELECT user_id FROM bids").await.unwrap();
+        for u in users {
+            let at = tandem::router::shard::shard_of(
+                &c,
+                &c.tables["bids"].placement,
+                &tandem::router::shard::KeyType::Int,
+                &tandem::router::shard::Canon::Int(u as i128),
+            )
+            .unwrap();
+            assert_eq!(at, i, "user {u} on shard {i}");
+        }
+        s.disconnect().await.unwrap();
+    }
+    // IGNORE keeps the rows already there, as one database does.
+    let users = dir.path().join("users.csv");
+    std::fs::write(&users, "1\tann\t5.00\n2\tbob\t6.00\n1\tdup\t7.00\n").unwrap();
+    let (code, _, err) = cli(
+        &cl,
+        &format!(
+            "LOAD DATA LOCAL INFILE '{}' IGNORE INTO TABLE users; SELECT ROW_COUNT()",
+            users.display()
+        ),
+    );
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<(u64, String)> = t
+        .query("SELECT id, name FROM users ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(names, vec![(1, "ann".to_string()), (2, "bob".to_string())]);
+    // A file on the server's side is not the client's: refused.
+    let (code, _, err) = cli(&cl, "LOAD DATA INFILE '/etc/hostname' INTO TABLE users");
+    assert_ne!(code, 0);
+    assert!(err.contains("LOCAL"), "{err}");
+    t.disconnect().await.unwrap();
+    cl.stop().await;
+}

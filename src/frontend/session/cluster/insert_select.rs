@@ -50,7 +50,7 @@ fn source_span(sql: &[u8], toks: &[Token]) -> Option<(usize, usize)> {
 }
 
 /// A text-protocol value of column `c` as an SQL literal.
-fn literal(c: &Column, v: Option<&[u8]>, nbe: bool) -> String {
+pub(super) fn literal(c: &Column, v: Option<&[u8]>, nbe: bool) -> String {
     let Some(v) = v else {
         return "NULL".into();
     };
@@ -185,7 +185,7 @@ impl ClusterSession<'_> {
         text.extend_from_slice(b"VALUES ");
         for (i, row) in rows.iter().enumerate() {
             let Some(fields) = values::fields(row, n) else {
-                let e = ErrSpec::new(1105, "HY000", "Tandem: a row it cannot read".to_string());
+                let e = ErrSpec::new(1105, "HY000", "Tandem: a row it cannot read");
                 self.reply_err(seq, &e).await?;
                 return Ok(Some(None));
             };

@@ -20,6 +20,7 @@
 mod exec;
 mod group;
 mod insert_select;
+mod load;
 mod merge;
 mod metadata;
 mod pin;
@@ -359,8 +360,9 @@ impl<'a> ClusterSession<'a> {
                 }
                 self.ddl(sql, seq).await
             }
-            Class::Write(crate::router::WriteKind::LoadData | crate::router::WriteKind::Call) => {
-                self.reply_err(seq, &not_supported("LOAD DATA and CALL on a cluster"))
+            Class::Write(crate::router::WriteKind::LoadData) => self.load_data(sql, seq).await,
+            Class::Write(crate::router::WriteKind::Call) => {
+                self.reply_err(seq, &not_supported("CALL on a cluster"))
                     .await
             }
             Class::Read { .. } | Class::Write(_) => self.routed(sql, r.is_write(), seq).await,

@@ -1,0 +1,355 @@
+//! LOAD DATA LOCAL INFILE on a cluster. The server parses the file, as it
+//! would on one database: Tandem asks the client for the file (up to the
+//! cluster's `merge_buffer`), loads it on one shard into a temporary
+//! staging table shaped like the target (its AUTO_INCREMENT column made a
+//! nullable number, so rows that leave it out get global ids), reads the
+//! staged rows back and writes them as INSERT … VALUES (IGNORE or REPLACE
+//! as the LOAD says): each row is placed by its shard key, one statement
+//! per shard, all committed or none. The client's answer is that INSERT's.
+
+use super::exec::Kept;
+use super::insert_select::literal;
+use super::values::{self, Column};
+use super::{not_supported, ClusterSession};
+use crate::frontend::session::link::query_packet;
+use crate::frontend::session::SessionError;
+use crate::protocol::packets::get_lenenc;
+use crate::protocol::wire::write_frames;
+use crate::protocol::ErrSpec;
+use crate::router::lexer::{self, Tok, Token};
+use crate::router::shard::route::Merge;
+use crate::sql::quote;
+
+/// The staging table's name (temporary, on one shard connection).
+const STAGING: &str = "tandem_load_staging";
+
+/// What a LOAD DATA statement says, found by tokens.
+struct Load {
+    local: bool,
+    file: Vec<u8>,
+    /// `REPLACE`, `IGNORE` or nothing.
+    modifier: Option<&'static str>,
+    table: String,
+    /// Byte span of the table name (qualified or not).
+    name: (usize, usize),
+}
+
+fn parse(sql: &[u8], toks: &[Token]) -> Option<Load> {
+    let infile = toks.iter().position(|t| t.is_word(sql, "INFILE"))?;
+    let local = infile > 0 && toks[infile - 1].is_word(sql, "LOCAL");
+    let file_tok = toks.get(infile + 1).filter(|t| t.kind == Tok::Str)?;
+    let raw = file_tok.text(sql);
+    let file = raw.get(1..raw.len().saturating_sub(1))?.to_vec();
+    let into = (infile + 2..toks.len()).find(|&i| toks[i].is_word(sql, "INTO"))?;
+    let modifier = toks[infile + 2..into].iter().find_map(|t| {
+        if t.is_word(sql, "REPLACE") {
+            Some("REPLACE")
+        } else if t.is_word(sql, "IGNORE") {
+            Some("IGNORE")
+        } else {
+            None
+        }
+    });
+    if !toks.get(into + 1)?.is_word(sql, "TABLE") {
+        return None;
+    }
+    let first = into + 2;
+    let mut last = first;
+    if toks
+        .get(first + 1)
+        .is_some_and(|t| t.kind == Tok::Punct(b'.'))
+    {
+        last = first + 2;
+    }
+    let table = toks.get(last)?.ident(sql)?;
+    Some(Load {
+        local,
+        file,
+        modifier,
+        table,
+        name: (toks[first].start, toks[last].end),
+    })
+}
+
+impl ClusterSession<'_> {
+    pub(super) async fn load_data(&mut self, sql: &[u8], seq: u8) -> Result<(), SessionError> {
+        let mut toks = Vec::new();
+        lexer::tokenize(sql, &mut toks);
+        let Some(load) = parse(sql, &toks) else {
+            return self
+                .reply_err(seq, &not_supported("this LOAD DATA on a cluster"))
+                .await;
+        };
+        if !load.local {
+            return self
+                .reply_err(
+                    seq,
+                    &not_supported(
+                        "LOAD DATA INFILE without LOCAL on a cluster (the file would be read on \
+                         one shard's server); use LOAD DATA LOCAL INFILE",
+                    ),
+                )
+                .await;
+        }
+        let cfg = self.shared.config.load_full();
+        let Some(cluster) = cfg.cluster() else {
+            return Ok(());
+        };
+        if !cluster.tables.contains_key(&load.table) {
+            let e = not_supported(format!(
+                "table `{}` has no rule on cluster {}",
+                load.table, cluster.name
+            ));
+            return self.reply_err(seq, &e).await;
+        }
+        let max = cluster.merge_buffer as usize;
+        // The file, from the client.
+        let mut s = seq;
+        let mut request = vec![0xFB];
+        request.extend_from_slice(&load.file);
+        self.client.send_packet(&mut s, &request).await?;
+        let mut file = Vec::new();
+        let mut too_large = false;
+        let reply_seq = loop {
+            let p = self
+                .client
+                .read_packet(Some(s), self.max_packet.max(1 << 24))
+                .await?;
+            s = p.last_seq.wrapping_add(1);
+            if p.payload.is_empty() {
+                break s;
+            }
+            if file.len() + p.payload.len() > max {
+                too_large = true;
+                file.clear();
+            } else if !too_large {
+                file.extend_from_slice(&p.payload);
+            }
+        };
+        if too_large {
+            let e = not_supported(format!(
+                "a LOAD DATA file larger than merge_buffer ({max} bytes)"
+            ));
+            return self.reply_err(reply_seq, &e).await;
+        }
+        let shard = self.last_shard;
+        if let Err(e) = self.enter(shard).await {
+            return self.backend_refused(reply_seq, e).await;
+        }
+        let named = format!("SELECT * FROM {}", quote(&load.table));
+        let facts = match self.facts(named.as_bytes()).await {
+            Ok(f) => f,
+            Err(e) => return self.reply_err(reply_seq, &e).await,
+        };
+        let Some(table_facts) = facts.get(&load.table).cloned() else {
+            let e = not_supported(format!("table `{}`: not found on the shards", load.table));
+            return self.reply_err(reply_seq, &e).await;
+        };
+        let staging = quote(STAGING);
+        let mut setup = vec![
+            format!("DROP TEMPORARY TABLE IF EXISTS {staging}"),
+            format!(
+                "CREATE TEMPORARY TABLE {staging} SELECT * FROM {} LIMIT 0",
+                quote(&load.table)
+            ),
+        ];
+        if let Some(auto) = &table_facts.auto_increment {
+            setup.push(format!(
+                "ALTER TABLE {staging} MODIFY {} DECIMAL(20,0) NULL DEFAULT NULL",
+                quote(auto)
+            ));
+        }
+        for stmt in &setup {
+            let text = self.text_for(shard, stmt.as_bytes()).unwrap_or_default();
+            if let Some(e) = self.quiet(shard, &text).await? {
+                return self.reply_err(reply_seq, &e).await;
+            }
+        }
+        // The LOAD into the staging table, its file request answered.
+        let mut text = sql[..load.name.0].to_vec();
+        text.extend_from_slice(staging.as_bytes());
+        text.extend_from_slice(&sql[load.name.1..]);
+        let text = match self.text_for(shard, &text) {
+            Ok(t) => t,
+            Err(e) => return self.reply_err(reply_seq, &e).await,
+        };
+        let loaded = self.load_on(shard, &text, &file).await?;
+        drop(file);
+        if loaded.first() == Some(&0xFF) {
+            self.drop_staging(shard).await?;
+            let mut s = reply_seq;
+            write_frames(&mut self.client.wbuf, &mut s, &loaded);
+            self.client.flush().await?;
+            return Ok(());
+        }
+        // The staged rows, back.
+        let merge = Merge::Concat {
+            offset: 0,
+            limit: None,
+        };
+        let select = query_packet(format!("SELECT * FROM {staging}").as_bytes());
+        let answer = self
+            .read_kept(&[shard], vec![select], &merge, reply_seq, max)
+            .await?;
+        self.drop_staging(shard).await?;
+        let packets = match answer {
+            Kept::Rows(p) => p,
+            Kept::Answered => return Ok(()),
+            Kept::TooLarge => {
+                let e = not_supported(format!(
+                    "a LOAD DATA whose rows are more than merge_buffer ({max} bytes)"
+                ));
+                return self.reply_err(reply_seq, &e).await;
+            }
+        };
+        let extended = self.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
+        let n = packets
+            .first()
+            .and_then(|p| get_lenenc(p))
+            .map_or(0, |(n, _)| n as usize);
+        let columns: Option<Vec<Column>> = packets
+            .iter()
+            .skip(1)
+            .take(n)
+            .map(|p| values::column(p, extended))
+            .collect();
+        let names = &table_facts.columns;
+        let (Some(columns), true) = (columns, names.len() == n) else {
+            let e = not_supported("a LOAD DATA whose staged rows Tandem cannot read");
+            return self.reply_err(reply_seq, &e).await;
+        };
+        let from = 1 + n + usize::from(!self.deprecate_eof());
+        let rows = packets
+            .get(from..packets.len().saturating_sub(1))
+            .unwrap_or_default();
+        if rows.is_empty() {
+            return self.reply_ok(reply_seq).await;
+        }
+        let nbe = self.no_backslash_escapes;
+        let verb = match load.modifier {
+            Some("REPLACE") => "REPLACE INTO".to_string(),
+            Some(m) => format!("INSERT {m} INTO"),
+            None => "INSERT INTO".to_string(),
+        };
+        let cols: Vec<String> = names.iter().map(|c| quote(c)).collect();
+        let mut insert = format!(
+            "{verb} {} ({}) VALUES ",
+            quote(&load.table),
+            cols.join(", ")
+        )
+        .into_bytes();
+        for (i, row) in rows.iter().enumerate() {
+            let Some(fields) = values::fields(row, n) else {
+                let e = ErrSpec::new(1105, "HY000", "Tandem: a staged row it cannot read");
+                return self.reply_err(reply_seq, &e).await;
+            };
+            if i > 0 {
+                insert.extend_from_slice(b", ");
+            }
+            insert.push(b'(');
+            for (j, (f, c)) in fields.iter().zip(&columns).enumerate() {
+                if j > 0 {
+                    insert.extend_from_slice(b", ");
+                }
+                let v = f.as_ref().map(|r| &row[r.clone()]);
+                insert.extend_from_slice(literal(c, v, nbe).as_bytes());
+            }
+            insert.push(b')');
+        }
+        self.routed(&insert, true, reply_seq).await
+    }
+
+    /// Runs a statement on `shard` whose answer the client does not get;
+    /// its error, if any.
+    async fn quiet(&mut self, shard: usize, sql: &[u8]) -> Result<Option<ErrSpec>, SessionError> {
+        let merge = Merge::Concat {
+            offset: 0,
+            limit: None,
+        };
+        match self
+            .read_kept(&[shard], vec![query_packet(sql)], &merge, 0, 1 << 20)
+            .await?
+        {
+            Kept::Rows(p) => Ok(p.first().filter(|p| p.first() == Some(&0xFF)).map(|p| {
+                let code = p
+                    .get(1..3)
+                    .map_or(1105, |c| u16::from_le_bytes([c[0], c[1]]));
+                let msg = String::from_utf8_lossy(p.get(9..).unwrap_or_default()).into_owned();
+                ErrSpec::new(code, "HY000", msg)
+            })),
+            _ => Ok(Some(not_supported("the LOAD DATA staging table"))),
+        }
+    }
+
+    async fn drop_staging(&mut self, shard: usize) -> Result<(), SessionError> {
+        let text = format!("DROP TEMPORARY TABLE IF EXISTS {}", quote(STAGING));
+        self.quiet(shard, text.as_bytes()).await.map(|_| ())
+    }
+
+    /// Runs a LOAD DATA LOCAL on `shard`, sending `file` when it asks for
+    /// it; its final answer (OK or ERR).
+    async fn load_on(
+        &mut self,
+        shard: usize,
+        sql: &[u8],
+        file: &[u8],
+    ) -> Result<Vec<u8>, SessionError> {
+        let backend = |e: crate::protocol::ProtocolError| SessionError::Backend(e.into());
+        let io =
+            |e: std::io::Error| SessionError::Backend(crate::protocol::ProtocolError::Io(e).into());
+        self.shards.set_reusable(shard, false);
+        let Some(conn) = self.shards.open(shard) else {
+            return Ok(not_supported("the shard connection").encode());
+        };
+        let mut s = 0;
+        conn.wire
+            .send_packet(&mut s, &query_packet(sql))
+            .await
+            .map_err(io)?;
+        let p = conn
+            .wire
+            .read_packet(Some(1), 1 << 24)
+            .await
+            .map_err(backend)?;
+        let last = if p.payload.first() == Some(&0xFB) {
+            let mut s = p.last_seq.wrapping_add(1);
+            for chunk in file.chunks((1 << 24) - 1) {
+                conn.wire.queue_packet(&mut s, chunk);
+            }
+            conn.wire.queue_packet(&mut s, &[]);
+            conn.wire.flush().await.map_err(io)?;
+            conn.wire
+                .read_packet(Some(s), 1 << 24)
+                .await
+                .map_err(backend)?
+                .payload
+        } else {
+            p.payload
+        };
+        self.shards.set_reusable(shard, true);
+        Ok(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_statement_is_read_by_tokens() {
+        let sql = b"LOAD DATA LOCAL INFILE '/tmp/x.csv' IGNORE INTO TABLE app.bids \
+                    FIELDS TERMINATED BY ',' (user_id, amount, created_at)";
+        let mut toks = Vec::new();
+        lexer::tokenize(sql, &mut toks);
+        let l = parse(sql, &toks).unwrap();
+        assert!(l.local);
+        assert_eq!(l.file, b"/tmp/x.csv");
+        assert_eq!(l.modifier, Some("IGNORE"));
+        assert_eq!(l.table, "bids");
+        assert_eq!(&sql[l.name.0..l.name.1], b"app.bids");
+        let sql = b"LOAD DATA INFILE 'f' INTO TABLE t";
+        lexer::tokenize(sql, &mut toks);
+        let l = parse(sql, &toks).unwrap();
+        assert!(!l.local && l.modifier.is_none());
+    }
+}
