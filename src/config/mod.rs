@@ -374,6 +374,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 "migration.secondary: unknown backend {s:?} (known: {})",
                 known(&raw.backends)
             ));
+        } else if raw.backends[s].kind == BackendKind::Postgres {
+            // Mirroring would journal writes it can never apply.
+            errors.push(format!(
+                "migration.secondary: backend {s:?} is PostgreSQL; Tandem cannot mirror writes \
+                 into PostgreSQL yet (MySQL/MariaDB secondaries only): remove the secondary, \
+                 or mirror into a MySQL backend"
+            ));
         }
     }
     // `secondary` naming the primary: the backend that was primary before

@@ -133,6 +133,21 @@ migration: { primary: pg }
 }
 
 #[test]
+fn mirroring_into_postgres_is_refused_until_it_exists() {
+    let text = r#"
+backends:
+  a: { kind: mysql, url: "mysql://root@127.0.0.1/shop" }
+  pg: { kind: postgres, url: "postgres://me@localhost/test" }
+migration: { primary: a, secondary: pg }
+"#;
+    let e = parse(text).unwrap_err().to_string();
+    assert!(
+        e.contains("cannot mirror writes into PostgreSQL yet"),
+        "{e}"
+    );
+}
+
+#[test]
 fn rules_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
