@@ -1498,3 +1498,72 @@ async fn load_data_local_places_every_row_by_its_key() {
     t.disconnect().await.unwrap();
     cl.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_tables_are_the_sessions_own_on_every_shard() {
+    let cl = Cluster::start("cl_temp", false).await;
+    let mut t = cl.proxy().await;
+    t.query_drop(
+        "INSERT INTO users (id, name, balance) VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3), \
+         (4, 'd', 4), (5, 'e', 5), (6, 'f', 6)",
+    )
+    .await
+    .unwrap();
+    // Created on every shard; rows written everywhere, read from one; a
+    // join with a sharded table runs on each shard.
+    t.query_drop("CREATE TEMPORARY TABLE picked (id BIGINT PRIMARY KEY, why VARCHAR(10))")
+        .await
+        .unwrap();
+    t.query_drop("INSERT INTO picked VALUES (2, 'x'), (5, 'y'), (9, 'z')")
+        .await
+        .unwrap();
+    assert_eq!(t.affected_rows(), 3);
+    let n: Option<u64> = t.query_first("SELECT COUNT(*) FROM picked").await.unwrap();
+    assert_eq!(n, Some(3));
+    let joined: Vec<(u64, String, String)> = t
+        .query("SELECT u.id, u.name, p.why FROM users u JOIN picked p ON p.id = u.id ORDER BY u.id")
+        .await
+        .unwrap();
+    assert_eq!(
+        joined,
+        vec![(2, "b".into(), "x".into()), (5, "e".into(), "y".into())]
+    );
+    t.query_drop("INSERT INTO picked SELECT id, name FROM users WHERE id IN (1, 6)")
+        .await
+        .unwrap();
+    let n: Option<u64> = t.query_first("SELECT COUNT(*) FROM picked").await.unwrap();
+    assert_eq!(n, Some(5));
+    // Another session does not see it.
+    let mut other = cl.proxy().await;
+    let e = other.query_drop("SELECT * FROM picked").await.unwrap_err();
+    assert!(e.to_string().contains("picked"), "{e}");
+    other.disconnect().await.unwrap();
+    // Temporary-table DDL does not commit the open transaction.
+    t.query_drop("BEGIN").await.unwrap();
+    t.query_drop("UPDATE users SET name = 'zz' WHERE id = 1")
+        .await
+        .unwrap();
+    t.query_drop("CREATE TEMPORARY TABLE scratch (i INT)")
+        .await
+        .unwrap();
+    t.query_drop("ROLLBACK").await.unwrap();
+    let name: Option<String> = t
+        .query_first("SELECT name FROM users WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("a"));
+    // CREATE … SELECT would copy each shard's own rows: refused.
+    expect_refused(
+        &mut t,
+        "CREATE TEMPORARY TABLE copy SELECT * FROM users",
+        "INSERT … SELECT",
+    )
+    .await;
+    t.query_drop("DROP TEMPORARY TABLE picked, scratch")
+        .await
+        .unwrap();
+    let e = t.query_drop("SELECT * FROM picked").await.unwrap_err();
+    assert!(e.to_string().contains("picked"), "{e}");
+    t.disconnect().await.unwrap();
+    cl.stop().await;
+}

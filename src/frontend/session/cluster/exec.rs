@@ -195,28 +195,43 @@ impl ClusterSession<'_> {
         if let Some(e) = self.end_txn(b"COMMIT").await? {
             return self.reply_err(seq, &e).await;
         }
+        self.fan_out(sql, seq, false).await.map(|_| ())
+    }
+
+    /// Runs DDL on every shard; the client gets the answer all gave, or an
+    /// error naming where it failed. `temporary`: a temporary table's DDL
+    /// (no implicit commit, the shared schema unchanged). Whether it was
+    /// applied everywhere.
+    pub(super) async fn fan_out(
+        &mut self,
+        sql: &[u8],
+        seq: u8,
+        temporary: bool,
+    ) -> Result<bool, SessionError> {
         let n = self.shards.len();
         let mut answers = Vec::with_capacity(n);
         for shard in 0..n {
             let text = match self.text_for(shard, sql) {
                 Ok(t) => t,
-                Err(e) => return self.reply_err(seq, &e).await,
+                Err(e) => return self.reply_err(seq, &e).await.map(|_| false),
             };
             if let Err(e) = self.enter(shard).await {
-                return self.backend_refused(seq, e).await;
+                return self.backend_refused(seq, e).await.map(|_| false);
             }
             answers.push(self.buffered(shard, &text).await?);
         }
-        self.shared.shard_facts.store(Default::default());
-        self.shared.sequences.forget().await;
-        self.shared.drift_check.notify_one();
+        if !temporary {
+            self.shared.shard_facts.store(Default::default());
+            self.shared.sequences.forget().await;
+            self.shared.drift_check.notify_one();
+        }
         let failed: Vec<usize> = (0..n).filter(|&i| answers[i].error.is_some()).collect();
         if failed.is_empty() || failed.len() == n {
             let first = answers.swap_remove(0);
             let mut s = seq;
             write_frames(&mut self.client.wbuf, &mut s, &first.packet);
             self.client.flush().await?;
-            return Ok(());
+            return Ok(failed.is_empty());
         }
         let names = |v: &[usize]| {
             v.iter()
@@ -236,7 +251,7 @@ impl ClusterSession<'_> {
                 names(&ok)
             ),
         );
-        self.reply_err(seq, &e).await
+        self.reply_err(seq, &e).await.map(|_| false)
     }
 
     fn observe_shard(&self, shard: usize, started: std::time::Instant) {
@@ -342,6 +357,7 @@ impl ClusterSession<'_> {
         let Some(cluster) = cfg.cluster() else {
             return Err(not_supported("the primary is no longer a cluster"));
         };
+        let cluster = &*self.with_temp(cluster);
         let facts = self.facts(sql).await?;
         lexer::tokenize(sql, &mut self.scratch.tokens);
         let plan = route::plan(sql, &self.scratch.tokens, cluster, &|t: &str| {

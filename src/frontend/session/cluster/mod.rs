@@ -26,6 +26,7 @@ mod metadata;
 mod pin;
 mod prepared;
 mod shape;
+mod temp;
 mod values;
 
 use super::SessionError;
@@ -74,6 +75,9 @@ pub(super) struct ClusterSession<'a> {
     /// The first id the last INSERT took from a global sequence:
     /// `LAST_INSERT_ID()` is answered with it (no shard knows it).
     pub last_insert_id: Option<u64>,
+    /// The session's temporary tables: on every shard, planned as
+    /// reference tables of the session (`temp.rs`).
+    pub temp_tables: BTreeSet<String>,
     /// Prepared statements by the client's id, and the last id given.
     stmts: std::collections::HashMap<u32, prepared::ClusterStmt>,
     next_stmt: u32,
@@ -123,6 +127,7 @@ pub(super) async fn run(
         last_shard: 0,
         merged_count: None,
         last_insert_id: None,
+        temp_tables: Default::default(),
         stmts: Default::default(),
         next_stmt: 0,
         server_status: 0,
@@ -347,10 +352,13 @@ impl<'a> ClusterSession<'a> {
                 self.reply_err(seq, &not_supported("savepoints and XA on a cluster"))
                     .await
             }
+            Class::Ddl if r.object == Some(crate::router::SchemaObject::TemporaryTable) => {
+                self.temp_ddl(sql, seq).await
+            }
             Class::Ddl => {
                 if second_is("DATABASE") || second_is("SCHEMA") || r.object.is_some() {
                     let what = if r.object.is_some() {
-                        "temporary tables, triggers, routines and events"
+                        "triggers, routines and events"
                     } else {
                         "CREATE/DROP DATABASE"
                     };
@@ -425,6 +433,7 @@ impl<'a> ClusterSession<'a> {
         }
         self.shards.forget_state(true);
         self.stmts.clear();
+        self.temp_tables.clear();
         self.autocommit = true;
         self.explicit_txn = false;
         self.branches.clear();

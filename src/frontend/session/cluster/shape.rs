@@ -119,7 +119,8 @@ impl ClusterSession<'_> {
             .collect::<Option<_>>()?;
         let facts = self.facts(&shape.sql).await.ok()?;
         let cfg = self.shared.config.load_full();
-        let cluster = cfg.cluster()?;
+        let temp = self.with_temp(cfg.cluster()?);
+        let cluster = &*temp;
         let plan = route::plan_parsed(
             &shape.stmt,
             &shape.sql,
