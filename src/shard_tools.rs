@@ -174,7 +174,7 @@ pub async fn check_cluster(cfg: &Config) -> Result<(Vec<String>, Vec<String>), S
                  _bin and _ci strings; DATE/DATETIME by range or list)"
             )),
             Some((_, Some(ty))) => {
-                if matches!(p.placement, Placement::Hash { .. }) && matches!(ty, KeyType::Temporal { .. }) {
+                if matches!(p.placement, Placement::Hash { .. }) && matches!(ty, KeyType::Temporal { .. } | KeyType::Timestamp { .. }) {
                     problems.push(format!("table `{t}`: hash sharding takes integer and string keys; shard a date by range"));
                 }
                 if matches!(p.placement, Placement::Range { .. }) && !shard::range_supported(&ty) {

@@ -49,6 +49,12 @@ tables:
       - { below: "2100-01-01", shard: s1 }
       - { shard: s2 }
   tagged: { shard_key: region }
+  stamps:
+    shard_key: at
+    shard_by: range
+    ranges:
+      - { below: "2025-01-01", shard: s0 }
+      - { shard: s1 }
 "#;
 
 pub struct Cluster {
@@ -1387,6 +1393,39 @@ async fn a_shard_key_left_to_its_default_is_pinned() {
         .await
         .unwrap();
     assert_eq!(found.as_deref(), Some("x"));
+    // A TIMESTAMP key is placed by its UTC value: 03:00 on New Year's Day
+    // at +05:00 is still 2024 in UTC, so s0's range.
+    t.query_drop("CREATE TABLE stamps (id BIGINT PRIMARY KEY, at TIMESTAMP NOT NULL)")
+        .await
+        .unwrap();
+    t.query_drop("SET time_zone = '+05:00'").await.unwrap();
+    t.query_drop(
+        "INSERT INTO stamps VALUES (1, '2025-01-01 03:00:00'), (2, '2025-01-01 06:00:00')",
+    )
+    .await
+    .unwrap();
+    let on = |i: usize| {
+        let o = cl.shards[i].clone();
+        async move {
+            let mut s = Conn::new(o).await.unwrap();
+            let ids: Vec<u64> = s.query("SELECT id FROM stamps ORDER BY id").await.unwrap();
+            s.disconnect().await.unwrap();
+            ids
+        }
+    };
+    assert_eq!((on(0).await, on(1).await), (vec![1], vec![2]));
+    let id: Option<u64> = t
+        .query_first("SELECT id FROM stamps WHERE at = '2025-01-01 03:00:00'")
+        .await
+        .unwrap();
+    assert_eq!(id, Some(1));
+    // The same instant written in UTC after the zone changes.
+    t.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    let id: Option<u64> = t
+        .query_first("SELECT id FROM stamps WHERE at = '2024-12-31 22:00:00'")
+        .await
+        .unwrap();
+    assert_eq!(id, Some(1));
     t.disconnect().await.unwrap();
     cl.stop().await;
 }

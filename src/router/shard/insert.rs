@@ -89,6 +89,7 @@ impl Cx<'_> {
             table,
             alias: None,
             placement,
+            tz: self.tz,
         };
         let Some(key) = s.key() else {
             // A reference table fed from sharded ones.

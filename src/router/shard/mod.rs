@@ -28,6 +28,10 @@ pub enum KeyType {
     Str(Fold),
     /// DATE (`datetime: false`) or DATETIME.
     Temporal { datetime: bool },
+    /// TIMESTAMP: placed by its UTC value. A literal is in the session's
+    /// time zone, `offset` seconds east of UTC (None: not a fixed offset
+    /// Tandem knows, so literals cannot be placed).
+    Timestamp { offset: Option<i32> },
     /// Anything else: named, for the error.
     Unsupported(String),
 }
@@ -67,6 +71,7 @@ impl KeyType {
             }
             "date" => KeyType::Temporal { datetime: false },
             "datetime" => KeyType::Temporal { datetime: true },
+            "timestamp" => KeyType::Timestamp { offset: Some(0) },
             _ => KeyType::Unsupported(t),
         }
     }
@@ -128,9 +133,20 @@ pub fn canon(ty: &KeyType, lit: &Literal) -> Result<Canon, Unroutable> {
         (KeyType::Temporal { datetime }, Literal::Str(s)) => temporal(s, *datetime)
             .map(Canon::Temporal)
             .ok_or_else(|| Unroutable::Every("not a date in YYYY-MM-DD form".into())),
-        (KeyType::Temporal { .. }, Literal::Number(n)) => Err(Unroutable::Every(format!(
-            "{n}: a date key is routed by a quoted 'YYYY-MM-DD' literal"
-        ))),
+        (KeyType::Temporal { .. } | KeyType::Timestamp { .. }, Literal::Number(n)) => {
+            Err(Unroutable::Every(format!(
+                "{n}: a date key is routed by a quoted 'YYYY-MM-DD' literal"
+            )))
+        }
+        (KeyType::Timestamp { offset: None }, Literal::Str(_)) => Err(Unroutable::Every(
+            "a TIMESTAMP key under a session time zone that is not a fixed offset (SET \
+             time_zone = '+00:00', or another '+hh:mm')"
+                .into(),
+        )),
+        (KeyType::Timestamp { offset: Some(off) }, Literal::Str(s)) => temporal(s, true)
+            .and_then(|local| to_utc(&local, *off))
+            .map(Canon::Temporal)
+            .ok_or_else(|| Unroutable::Every("not a datetime in YYYY-MM-DD hh:mm:ss form".into())),
         (KeyType::Unsupported(t), _) => Err(Unroutable::Every(format!(
             "shard keys of type {t} are not supported"
         ))),
@@ -141,6 +157,11 @@ pub fn canon(ty: &KeyType, lit: &Literal) -> Result<Canon, Unroutable> {
 pub fn canon_text(ty: &KeyType, text: &str) -> Result<Canon, Unroutable> {
     match ty {
         KeyType::Int => canon(ty, &Literal::Number(text.trim().to_string())),
+        // Bounds and values in the config are UTC.
+        KeyType::Timestamp { .. } => canon(
+            &KeyType::Timestamp { offset: Some(0) },
+            &Literal::Str(text.as_bytes().to_vec()),
+        ),
         _ => canon(ty, &Literal::Str(text.as_bytes().to_vec())),
     }
 }
@@ -215,6 +236,54 @@ fn temporal(s: &[u8], datetime: bool) -> Option<String> {
         return None;
     }
     Some(format!("{date} {hms}.{frac:0<6}"))
+}
+
+/// A canonical local datetime (`YYYY-MM-DD hh:mm:ss.ffffff`) `offset`
+/// seconds east of UTC, as the UTC datetime in the same form. None: out of
+/// TIMESTAMP's range.
+fn to_utc(local: &str, offset: i32) -> Option<String> {
+    let n = |a: usize, b: usize| local.get(a..b)?.parse::<i64>().ok();
+    let (y, mo, d) = (n(0, 4)?, n(5, 7)?, n(8, 10)?);
+    let (h, mi, s) = (n(11, 13)?, n(14, 16)?, n(17, 19)?);
+    let frac = local.get(20..)?;
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    let secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset as i64;
+    let (days, rest) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let (y, mo, d) = civil_from_days(days);
+    if !(1970..=2038).contains(&y) {
+        return None;
+    }
+    Some(format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}.{frac}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    ))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The date of a day number since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// The shard of a canonical key value of a table placed by `placement`.

@@ -108,6 +108,8 @@ pub(super) struct Source<'a> {
     pub(super) alias: Option<String>,
     pub(super) placement: &'a TablePlacement,
     pub(super) facts: Option<Arc<TableFacts>>,
+    /// The session's time zone (seconds east of UTC), for TIMESTAMP keys.
+    pub(super) tz: Option<i32>,
 }
 
 impl Source<'_> {
@@ -124,6 +126,7 @@ impl Source<'_> {
     }
     pub(super) fn key_type(&self) -> R<KeyType> {
         match self.facts.as_ref().and_then(|f| f.key_type.clone()) {
+            Some(KeyType::Timestamp { .. }) => Ok(KeyType::Timestamp { offset: self.tz }),
             Some(t) => Ok(t),
             None => refuse(format!(
                 "table `{}`: its shard key column `{}` was not found in the shards' schema",
@@ -169,8 +172,20 @@ pub fn plan(
     cluster: &ClusterConfig,
     facts: &dyn Fn(&str) -> Option<Arc<TableFacts>>,
 ) -> R<ShardPlan> {
+    plan_in_zone(sql, toks, cluster, facts, Some(0))
+}
+
+/// `plan` for a session whose time zone is `tz` seconds east of UTC
+/// (None: not a fixed offset): TIMESTAMP key literals are in that zone.
+pub fn plan_in_zone(
+    sql: &[u8],
+    toks: &[Token],
+    cluster: &ClusterConfig,
+    facts: &dyn Fn(&str) -> Option<Arc<TableFacts>>,
+    tz: Option<i32>,
+) -> R<ShardPlan> {
     let stmt = parse(sql)?;
-    plan_parsed(&stmt, sql, toks, cluster, facts, &[])
+    plan_parsed(&stmt, sql, toks, cluster, facts, &[], tz)
 }
 
 /// Parses one statement to plan it.
@@ -198,6 +213,7 @@ pub fn plan_parsed(
     cluster: &ClusterConfig,
     facts: &dyn Fn(&str) -> Option<Arc<TableFacts>>,
     params: &[Literal],
+    tz: Option<i32>,
 ) -> R<ShardPlan> {
     let one = |shards| ShardPlan {
         shards,
@@ -223,7 +239,7 @@ pub fn plan_parsed(
         | Statement::ShowCollation { .. } => return Ok(one(Shards::Any)),
         // EXPLAIN: the plan on one of the shards the statement runs on.
         Statement::Explain { statement, .. } => {
-            let shards = match plan_parsed(statement, sql, toks, cluster, facts, params) {
+            let shards = match plan_parsed(statement, sql, toks, cluster, facts, params, tz) {
                 Ok(ShardPlan {
                     shards: Shards::Set(s),
                     ..
@@ -284,6 +300,7 @@ pub fn plan_parsed(
         sql,
         toks,
         params,
+        tz,
     };
     match stmt {
         Statement::Query(q) => cx.query(q, named.len()),
@@ -341,6 +358,9 @@ pub(super) struct Cx<'a> {
     pub(super) toks: &'a [Token],
     /// Values of the placeholders `?1`, `?2`, … (see `plan_parsed`).
     pub(super) params: &'a [Literal],
+    /// The session's time zone, seconds east of UTC (None: not a fixed
+    /// offset), for TIMESTAMP keys.
+    pub(super) tz: Option<i32>,
 }
 
 impl<'a> Cx<'a> {
@@ -356,6 +376,7 @@ impl<'a> Cx<'a> {
                     alias: alias.as_ref().map(|a| a.name.value.clone()),
                     table,
                     placement,
+                    tz: self.tz,
                 })),
                 TableRef::Foreign => Ok(None),
             },

@@ -347,3 +347,31 @@ fn what_cannot_be_answered_exactly_is_refused_with_the_reason() {
     let e = plan("SELECT * FROM nope").unwrap_err();
     assert!(e.0.contains("`nope` has no rule"), "{e:?}");
 }
+
+#[test]
+fn timestamps_are_placed_by_their_utc_value() {
+    let at = |s: &str, off| {
+        canon(
+            &KeyType::Timestamp { offset: off },
+            &Literal::Str(s.as_bytes().to_vec()),
+        )
+    };
+    assert_eq!(
+        at("2025-01-01 03:00:00", Some(5 * 3600)),
+        Ok(Canon::Temporal("2024-12-31 22:00:00.000000".into()))
+    );
+    assert_eq!(
+        at("2024-02-28 23:30:00.5", Some(-3600)),
+        Ok(Canon::Temporal("2024-02-29 00:30:00.500000".into()))
+    );
+    assert_eq!(
+        at("2025-06-01", Some(0)),
+        Ok(Canon::Temporal("2025-06-01 00:00:00.000000".into()))
+    );
+    assert!(matches!(at("2025-06-01", None), Err(Unroutable::Every(_))));
+    // Bounds in the config are UTC whatever the session's zone.
+    assert_eq!(
+        canon_text(&KeyType::Timestamp { offset: Some(7200) }, "2025-01-01"),
+        Ok(Canon::Temporal("2025-01-01 00:00:00.000000".into()))
+    );
+}

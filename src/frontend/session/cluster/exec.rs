@@ -359,10 +359,15 @@ impl ClusterSession<'_> {
         };
         let cluster = &*self.with_temp(cluster);
         let facts = self.facts(sql).await?;
+        let tz = self.time_zone(&facts).await?;
         lexer::tokenize(sql, &mut self.scratch.tokens);
-        let plan = route::plan(sql, &self.scratch.tokens, cluster, &|t: &str| {
-            facts.get(t).cloned()
-        })
+        let plan = route::plan_in_zone(
+            sql,
+            &self.scratch.tokens,
+            cluster,
+            &|t: &str| facts.get(t).cloned(),
+            tz,
+        )
         .map_err(|route::Refusal(why)| not_supported(why))?;
         if is_write && !plan.write {
             return Err(not_supported("a write Tandem cannot route"));

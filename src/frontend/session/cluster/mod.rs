@@ -28,6 +28,7 @@ mod prepared;
 mod shape;
 mod temp;
 mod values;
+mod zone;
 
 use super::SessionError;
 use crate::backend::shards::{Prelude, ShardSet};
@@ -75,6 +76,10 @@ pub(super) struct ClusterSession<'a> {
     /// The first id the last INSERT took from a global sequence:
     /// `LAST_INSERT_ID()` is answered with it (no shard knows it).
     pub last_insert_id: Option<u64>,
+    /// The session's time zone in seconds east of UTC, once asked (for
+    /// TIMESTAMP shard keys; Some(None): not a fixed offset). Forgotten
+    /// on SET and reset.
+    pub time_zone: Option<Option<i32>>,
     /// The session's temporary tables: on every shard, planned as
     /// reference tables of the session (`temp.rs`).
     pub temp_tables: BTreeSet<String>,
@@ -128,6 +133,7 @@ pub(super) async fn run(
         merged_count: None,
         last_insert_id: None,
         temp_tables: Default::default(),
+        time_zone: None,
         stmts: Default::default(),
         next_stmt: 0,
         server_status: 0,
@@ -300,6 +306,7 @@ impl<'a> ClusterSession<'a> {
                         .await;
                 }
                 let autocommit = autocommit_value(sql, &self.scratch.tokens);
+                self.time_zone = None;
                 self.everywhere(payload, seq, true).await?;
                 if let Some(on) = autocommit {
                     if on && !self.autocommit {
@@ -434,6 +441,7 @@ impl<'a> ClusterSession<'a> {
         self.shards.forget_state(true);
         self.stmts.clear();
         self.temp_tables.clear();
+        self.time_zone = None;
         self.autocommit = true;
         self.explicit_txn = false;
         self.branches.clear();

@@ -119,6 +119,7 @@ impl ClusterSession<'_> {
             .collect::<Option<_>>()?;
         let facts = self.facts(&shape.sql).await.ok()?;
         let cfg = self.shared.config.load_full();
+        let tz = self.time_zone(&facts).await.ok()?;
         let temp = self.with_temp(cfg.cluster()?);
         let cluster = &*temp;
         let plan = route::plan_parsed(
@@ -128,6 +129,7 @@ impl ClusterSession<'_> {
             cluster,
             &|t: &str| facts.get(t).cloned(),
             &params,
+            tz,
         )
         .ok()?;
         let shard = match (&plan, &plan.shards) {
@@ -143,7 +145,13 @@ impl ClusterSession<'_> {
             if let Some(text) = lexer::render_params(&stmt.sql, &stmt.param_spans, values) {
                 let mut toks = Vec::new();
                 lexer::tokenize(&text, &mut toks);
-                let full = route::plan(&text, &toks, cluster, &|t: &str| facts.get(t).cloned());
+                let full = route::plan_in_zone(
+                    &text,
+                    &toks,
+                    cluster,
+                    &|t: &str| facts.get(t).cloned(),
+                    tz,
+                );
                 assert_eq!(
                     full.map(|p| p.shards).ok(),
                     Some(plan.shards.clone()),
