@@ -5,7 +5,7 @@
 //! shard key, ids come from the global sequence, and the write is one
 //! statement per shard, all committed or none, like any multi-row INSERT.
 
-use super::exec::Kept;
+use super::read::Kept;
 use super::values::{self, Column};
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;

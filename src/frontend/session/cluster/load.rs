@@ -7,8 +7,8 @@
 //! as the LOAD says): each row is placed by its shard key, one statement
 //! per shard, all committed or none. The client's answer is that INSERT's.
 
-use super::exec::Kept;
 use super::insert_select::literal;
+use super::read::Kept;
 use super::values::{self, Column};
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;

@@ -25,6 +25,7 @@ mod merge;
 mod metadata;
 mod pin;
 mod prepared;
+mod read;
 mod shape;
 mod temp;
 mod values;

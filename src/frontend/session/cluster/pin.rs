@@ -4,7 +4,7 @@
 //! shard would evaluate it) and written into every row, so the row is
 //! placed by the value it will hold.
 
-use super::exec::Kept;
+use super::read::Kept;
 use super::ClusterSession;
 use crate::frontend::session::link::query_packet;
 use crate::frontend::session::SessionError;

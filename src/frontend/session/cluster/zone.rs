@@ -5,7 +5,7 @@
 //! converts; a named zone with daylight saving does not (reads of such
 //! keys go to every shard, inserts are refused).
 
-use super::exec::Kept;
+use super::read::Kept;
 use super::{not_supported, values, ClusterSession};
 use crate::frontend::session::link::query_packet;
 use crate::protocol::ErrSpec;
