@@ -250,7 +250,7 @@ fn workload(n: usize, seed: u64) -> Vec<(String, bool)> {
     }
     while out.len() < n {
         let u = |r: &mut rand::rngs::StdRng| r.random_range(1..users.max(1) + 3);
-        let pick = rng.random_range(0..122);
+        let pick = rng.random_range(0..125);
         let s = match pick {
             0..=9 => {
                 let rows: Vec<String> = (0..rng.random_range(1..5))
@@ -504,6 +504,21 @@ fn workload(n: usize, seed: u64) -> Vec<(String, bool)> {
                 )
             }
             119 => ("INSERT IGNORE INTO categories SELECT id, name FROM categories WHERE id < 3".into(), false),
+            // NULL groups and negative values for the combined merges.
+            121 => (
+                format!("UPDATE auctions SET category_id = NULL WHERE id % {} = 0", rng.random_range(3..7)),
+                false,
+            ),
+            122 => (
+                format!("UPDATE bids SET amount = -amount WHERE id % {} = 1", rng.random_range(5..11)),
+                false,
+            ),
+            123 => (
+                "SELECT category_id, COUNT(*), AVG(id), MIN(title) FROM auctions GROUP BY category_id \
+                 ORDER BY category_id DESC"
+                    .into(),
+                true,
+            ),
             // Ordered on columns the SELECT does not return.
             _ => (
                 format!(
