@@ -1448,9 +1448,13 @@ async fn a_shard_key_left_to_its_default_is_pinned() {
 /// Runs the `mariadb` CLI (LOCAL INFILE allowed) against the cluster:
 /// (exit code, stdout, stderr).
 fn cli(cl: &Cluster, sql: &str) -> (i32, String, String) {
+    cli_with(cl, sql, "--local-infile=1")
+}
+
+fn cli_with(cl: &Cluster, sql: &str, local: &str) -> (i32, String, String) {
     let out = std::process::Command::new("mariadb")
         .args([
-            "--local-infile=1",
+            local,
             "--protocol=TCP",
             "-h127.0.0.1",
             &format!("-P{}", cl.addr.port()),
@@ -1545,6 +1549,17 @@ async fn load_data_local_places_every_row_by_its_key() {
         .await
         .unwrap();
     assert_eq!(names, vec![(1, "ann".to_string()), (2, "bob".to_string())]);
+    // A client that cannot send files gets the server's refusal.
+    let (code, _, err) = cli_with(
+        &cl,
+        &format!(
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE users",
+            users.display()
+        ),
+        "--local-infile=0",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("1148"), "{err}");
     // A file on the server's side is not the client's: refused.
     let (code, _, err) = cli(&cl, "LOAD DATA INFILE '/etc/hostname' INTO TABLE users");
     assert_ne!(code, 0);

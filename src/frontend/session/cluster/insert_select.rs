@@ -131,6 +131,11 @@ impl ClusterSession<'_> {
         let answer = match self.read_kept(&targets, packets, &merge, seq, max).await? {
             Kept::Rows(p) => p,
             Kept::Answered => return Ok(Some(None)),
+            Kept::Unreachable(why) => {
+                let e = ErrSpec::new(2013, "HY000", format!("Tandem (cluster): {why}"));
+                self.reply_err(seq, &e).await?;
+                return Ok(Some(None));
+            }
             Kept::TooLarge => {
                 let e = not_supported(format!(
                     "an INSERT … SELECT whose rows are more than merge_buffer ({max} bytes)"

@@ -103,6 +103,18 @@ impl ClusterSession<'_> {
             return self.reply_err(seq, &e).await;
         }
         let max = cluster.merge_buffer as usize;
+        if !self
+            .caps
+            .contains(mysql_common::constants::CapabilityFlags::CLIENT_LOCAL_FILES)
+        {
+            // What the server answers a client that cannot send files.
+            let e = ErrSpec::new(
+                1148,
+                "42000",
+                "The used command is not allowed with this MariaDB version",
+            );
+            return self.reply_err(seq, &e).await;
+        }
         // The file, from the client.
         let mut s = seq;
         let mut request = vec![0xFB];
@@ -195,6 +207,10 @@ impl ClusterSession<'_> {
         let packets = match answer {
             Kept::Rows(p) => p,
             Kept::Answered => return Ok(()),
+            Kept::Unreachable(why) => {
+                let e = ErrSpec::new(2013, "HY000", format!("Tandem (cluster): {why}"));
+                return self.reply_err(reply_seq, &e).await;
+            }
             Kept::TooLarge => {
                 let e = not_supported(format!(
                     "a LOAD DATA whose rows are more than merge_buffer ({max} bytes)"

@@ -112,7 +112,7 @@ impl ClusterSession<'_> {
                 .await?
             {
                 Kept::Rows(p) => p,
-                Kept::Answered | Kept::TooLarge => return Ok(None),
+                _ => return Ok(None),
             };
             let rows_from = 2 + usize::from(!self.deprecate_eof());
             let Some(v) = answer

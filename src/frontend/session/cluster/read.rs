@@ -53,6 +53,10 @@ impl ClusterSession<'_> {
     ) -> Result<Kept, SessionError> {
         for &t in targets {
             if let Err(e) = self.enter(t).await {
+                if keep.is_some() {
+                    // Tandem's own read: its caller answers the client.
+                    return Ok(Kept::Unreachable(e.to_string()));
+                }
                 self.backend_refused(seq, e).await?;
                 return Ok(Kept::Answered);
             }
@@ -135,6 +139,8 @@ pub(super) enum Kept {
     Rows(Vec<Vec<u8>>),
     /// Larger than asked for; the shards' answers were read to their end.
     TooLarge,
-    /// The client was already answered (a shard could not be reached).
+    /// The client was answered (the answer was not kept).
     Answered,
+    /// A shard could not be reached (the client not answered).
+    Unreachable(String),
 }
