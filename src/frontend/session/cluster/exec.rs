@@ -410,14 +410,9 @@ impl ClusterSession<'_> {
     /// get ids from the table's global sequence, written into the text
     /// (and explicit ids raise it): the new text and the first id given.
     async fn assign_ids(&mut self, sql: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>, ErrSpec> {
-        let mut toks = Vec::new();
-        lexer::tokenize(sql, &mut toks);
-        if !toks
-            .first()
-            .is_some_and(|t| t.is_word(sql, "INSERT") || t.is_word(sql, "REPLACE"))
-        {
+        let Some(toks) = insert_tokens(sql) else {
             return Ok(None);
-        }
+        };
         let Some(cluster) = self.cluster() else {
             return Ok(None);
         };
@@ -671,6 +666,15 @@ fn ok_info(p: &[u8], track: bool) -> String {
     } else {
         String::from_utf8_lossy(rest).into_owned()
     }
+}
+
+/// The tokens of an INSERT or REPLACE statement (None: another one).
+pub(super) fn insert_tokens(sql: &[u8]) -> Option<Vec<lexer::Token>> {
+    let mut toks = Vec::new();
+    lexer::tokenize(sql, &mut toks);
+    toks.first()
+        .is_some_and(|t| t.is_word(sql, "INSERT") || t.is_word(sql, "REPLACE"))
+        .then_some(toks)
 }
 
 /// Info texts of the same shape with their numbers summed; otherwise the

@@ -77,6 +77,49 @@ pub(super) fn literal(c: &Column, v: Option<&[u8]>, nbe: bool) -> String {
     mysql_common::value::Value::Bytes(v.to_vec()).as_sql(nbe)
 }
 
+/// A kept answer's column definitions and rows (text protocol, the end
+/// packet left out). None: not a result set Tandem can read.
+pub(super) fn rows_of(
+    answer: &[Vec<u8>],
+    extended: bool,
+    deprecate_eof: bool,
+) -> Option<(Vec<Column>, &[Vec<u8>])> {
+    let n = get_lenenc(answer.first()?)?.0 as usize;
+    let columns: Vec<Column> = answer
+        .iter()
+        .skip(1)
+        .take(n)
+        .map(|p| values::column(p, extended))
+        .collect::<Option<_>>()?;
+    if columns.len() != n || n == 0 {
+        return None;
+    }
+    let from = 1 + n + usize::from(!deprecate_eof);
+    Some((columns, answer.get(from..answer.len().saturating_sub(1))?))
+}
+
+/// Text-protocol rows written as `(v, …), (v, …)`, each value the literal
+/// that reads back the same. None: a row Tandem cannot read.
+pub(super) fn values_text(columns: &[Column], rows: &[Vec<u8>], nbe: bool) -> Option<Vec<u8>> {
+    let mut text = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let fields = values::fields(row, columns.len())?;
+        if i > 0 {
+            text.extend_from_slice(b", ");
+        }
+        text.push(b'(');
+        for (j, (f, c)) in fields.iter().zip(columns).enumerate() {
+            if j > 0 {
+                text.extend_from_slice(b", ");
+            }
+            let v = f.as_ref().map(|r| &row[r.clone()]);
+            text.extend_from_slice(literal(c, v, nbe).as_bytes());
+        }
+        text.push(b')');
+    }
+    Some(text)
+}
+
 impl ClusterSession<'_> {
     /// An INSERT … SELECT written as INSERT … VALUES with the SELECT's
     /// rows. Ok(None): not an INSERT … SELECT; Ok(Some(None)): the client
@@ -157,27 +200,12 @@ impl ClusterSession<'_> {
             self.client.flush().await?;
             return Ok(Some(None));
         }
-        let n = first
-            .and_then(|p| get_lenenc(p))
-            .map_or(0, |(n, _)| n as usize);
-        let columns: Option<Vec<Column>> = answer
-            .iter()
-            .skip(1)
-            .take(n)
-            .map(|p| values::column(p, extended))
-            .collect();
-        let Some(columns) = columns.filter(|c| c.len() == n && n > 0) else {
-            self.reply_err(
-                seq,
-                &not_supported("an INSERT … SELECT whose SELECT returns no rows Tandem can read"),
-            )
-            .await?;
+        let Some((columns, rows)) = rows_of(&answer, extended, self.deprecate_eof()) else {
+            let e =
+                not_supported("an INSERT … SELECT whose SELECT returns no rows Tandem can read");
+            self.reply_err(seq, &e).await?;
             return Ok(Some(None));
         };
-        let rows_from = 1 + n + usize::from(!self.deprecate_eof());
-        let rows = answer
-            .get(rows_from..answer.len().saturating_sub(1))
-            .unwrap_or_default();
         if rows.is_empty() {
             // Nothing to insert: one database's answer.
             let mut s = seq;
@@ -186,27 +214,14 @@ impl ClusterSession<'_> {
             self.client.flush().await?;
             return Ok(Some(None));
         }
+        let Some(values) = values_text(&columns, rows, nbe) else {
+            let e = ErrSpec::new(1105, "HY000", "Tandem: a row it cannot read");
+            self.reply_err(seq, &e).await?;
+            return Ok(Some(None));
+        };
         let mut text = sql[..at(start)].to_vec();
         text.extend_from_slice(b"VALUES ");
-        for (i, row) in rows.iter().enumerate() {
-            let Some(fields) = values::fields(row, n) else {
-                let e = ErrSpec::new(1105, "HY000", "Tandem: a row it cannot read");
-                self.reply_err(seq, &e).await?;
-                return Ok(Some(None));
-            };
-            if i > 0 {
-                text.extend_from_slice(b", ");
-            }
-            text.push(b'(');
-            for (j, (f, c)) in fields.iter().zip(&columns).enumerate() {
-                if j > 0 {
-                    text.extend_from_slice(b", ");
-                }
-                let v = f.as_ref().map(|r| &row[r.clone()]);
-                text.extend_from_slice(literal(c, v, nbe).as_bytes());
-            }
-            text.push(b')');
-        }
+        text.extend_from_slice(&values);
         if end < toks.len() {
             text.push(b' ');
             text.extend_from_slice(&sql[at(end)..]);

@@ -7,13 +7,11 @@
 //! as the LOAD says): each row is placed by its shard key, one statement
 //! per shard, all committed or none. The client's answer is that INSERT's.
 
-use super::insert_select::literal;
+use super::insert_select::{rows_of, values_text};
 use super::read::Kept;
-use super::values::{self, Column};
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;
 use crate::frontend::session::SessionError;
-use crate::protocol::packets::get_lenenc;
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
 use crate::router::lexer::{self, Tok, Token};
@@ -219,59 +217,33 @@ impl ClusterSession<'_> {
             }
         };
         let extended = self.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
-        let n = packets
-            .first()
-            .and_then(|p| get_lenenc(p))
-            .map_or(0, |(n, _)| n as usize);
-        let columns: Option<Vec<Column>> = packets
-            .iter()
-            .skip(1)
-            .take(n)
-            .map(|p| values::column(p, extended))
-            .collect();
         let names = &table_facts.columns;
-        let (Some(columns), true) = (columns, names.len() == n) else {
+        let Some((columns, rows)) = rows_of(&packets, extended, self.deprecate_eof())
+            .filter(|(c, _)| c.len() == names.len())
+        else {
             let e = not_supported("a LOAD DATA whose staged rows Tandem cannot read");
             return self.reply_err(reply_seq, &e).await;
         };
-        let from = 1 + n + usize::from(!self.deprecate_eof());
-        let rows = packets
-            .get(from..packets.len().saturating_sub(1))
-            .unwrap_or_default();
         if rows.is_empty() {
             return self.reply_ok(reply_seq).await;
         }
-        let nbe = self.no_backslash_escapes;
         let verb = match load.modifier {
             Some("REPLACE") => "REPLACE INTO".to_string(),
             Some(m) => format!("INSERT {m} INTO"),
             None => "INSERT INTO".to_string(),
         };
         let cols: Vec<String> = names.iter().map(|c| quote(c)).collect();
+        let Some(values) = values_text(&columns, rows, self.no_backslash_escapes) else {
+            let e = ErrSpec::new(1105, "HY000", "Tandem: a staged row it cannot read");
+            return self.reply_err(reply_seq, &e).await;
+        };
         let mut insert = format!(
             "{verb} {} ({}) VALUES ",
             quote(&load.table),
             cols.join(", ")
         )
         .into_bytes();
-        for (i, row) in rows.iter().enumerate() {
-            let Some(fields) = values::fields(row, n) else {
-                let e = ErrSpec::new(1105, "HY000", "Tandem: a staged row it cannot read");
-                return self.reply_err(reply_seq, &e).await;
-            };
-            if i > 0 {
-                insert.extend_from_slice(b", ");
-            }
-            insert.push(b'(');
-            for (j, (f, c)) in fields.iter().zip(&columns).enumerate() {
-                if j > 0 {
-                    insert.extend_from_slice(b", ");
-                }
-                let v = f.as_ref().map(|r| &row[r.clone()]);
-                insert.extend_from_slice(literal(c, v, nbe).as_bytes());
-            }
-            insert.push(b')');
-        }
+        insert.extend_from_slice(&values);
         self.routed(&insert, true, reply_seq).await
     }
 

@@ -8,7 +8,6 @@ use super::read::Kept;
 use super::ClusterSession;
 use crate::frontend::session::link::query_packet;
 use crate::frontend::session::SessionError;
-use crate::router::lexer;
 use crate::router::shard::ids;
 use crate::router::shard::route::Merge;
 use sqlparser::ast::{SetExpr, Statement, TableObject};
@@ -46,14 +45,9 @@ impl ClusterSession<'_> {
         sql: &[u8],
         seq: u8,
     ) -> Result<Option<Vec<u8>>, SessionError> {
-        let mut toks = Vec::new();
-        lexer::tokenize(sql, &mut toks);
-        if !toks
-            .first()
-            .is_some_and(|t| t.is_word(sql, "INSERT") || t.is_word(sql, "REPLACE"))
-        {
+        let Some(toks) = super::exec::insert_tokens(sql) else {
             return Ok(None);
-        }
+        };
         let cfg = self.shared.config.load_full();
         let Some(cluster) = cfg.cluster() else {
             return Ok(None);
