@@ -21,6 +21,8 @@ type Value = (Option<Vec<u8>>, Option<Vec<u8>>);
 struct Row {
     raw: Vec<u8>,
     text: Vec<Option<Vec<u8>>>,
+    /// Binary protocol: each value's bytes in `raw`.
+    ranges: Vec<Option<std::ops::Range<usize>>>,
 }
 
 /// A running sum.
@@ -132,13 +134,15 @@ impl Merger<'_> {
 
     fn read(&self, raw: Vec<u8>) -> Result<Row, String> {
         let n = self.columns.len();
+        let mut ranges = Vec::new();
         let text: Option<Vec<Option<Vec<u8>>>> = if self.binary {
-            let f = values::binary_fields(&raw, self.columns).ok_or("a row Tandem cannot read")?;
-            f.into_iter()
+            ranges = values::binary_fields(&raw, self.columns).ok_or("a row Tandem cannot read")?;
+            ranges
+                .iter()
                 .zip(self.columns)
                 .map(|(r, c)| match r {
                     None => Some(None),
-                    Some(r) => values::binary_text(c, &raw[r]).map(Some),
+                    Some(r) => values::binary_text(c, &raw[r.clone()]).map(Some),
                 })
                 .collect()
         } else {
@@ -146,7 +150,7 @@ impl Merger<'_> {
                 .map(|f| f.into_iter().map(|r| r.map(|r| raw[r].to_vec())).collect())
         };
         let text = text.ok_or("a row Tandem cannot read")?;
-        Ok(Row { raw, text })
+        Ok(Row { raw, text, ranges })
     }
 
     fn start(&self, row: Row) -> Result<Group, String> {
@@ -300,8 +304,12 @@ impl Merger<'_> {
         if !self.binary {
             return Ok((Some(t.clone()), Some(lenenc_bytes(&t))));
         }
-        let f = values::binary_fields(&row.raw, self.columns).ok_or("a row Tandem cannot read")?;
-        let bytes = f[i].clone().map(|r| row.raw[r].to_vec());
+        let bytes = row
+            .ranges
+            .get(i)
+            .cloned()
+            .flatten()
+            .map(|r| row.raw[r].to_vec());
         Ok((Some(t), bytes))
     }
 
@@ -349,6 +357,7 @@ impl Merger<'_> {
     fn empty(&self) -> Result<Option<Done>, String> {
         let g = Group {
             rows: vec![Row {
+                ranges: Vec::new(),
                 raw: Vec::new(),
                 text: vec![None; self.g.cols.len()],
             }],
