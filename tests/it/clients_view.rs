@@ -370,6 +370,37 @@ async fn row_count_and_warnings_after_mirrored_writes_are_the_clients() {
             .unwrap();
         assert_eq!(rc, -1);
     }
+    // In a prepared statement too (its parameters kept), after an
+    // autocommit write and after one in a transaction.
+    for wrap in [false, true] {
+        let mut seen = Vec::new();
+        for conn in [&mut c, &mut d] {
+            if wrap {
+                conn.query_drop("BEGIN").await.unwrap();
+            }
+            conn.query_drop("UPDATE t SET v = v + 1 WHERE id <= 3")
+                .await
+                .unwrap();
+            let stmt = conn.prep("SELECT ROW_COUNT(), ? + 1 AS x").await.unwrap();
+            let mut r = conn.exec_iter(&stmt, (41,)).await.unwrap();
+            let names: Vec<String> = r
+                .columns()
+                .map(|cs| cs.iter().map(|c| c.name_str().into_owned()).collect())
+                .unwrap_or_default();
+            let rows: Vec<(i64, i64)> = r.collect().await.unwrap();
+            drop(r);
+            conn.close(stmt).await.unwrap();
+            if wrap {
+                conn.query_drop("COMMIT").await.unwrap();
+            }
+            seen.push((names, rows));
+        }
+        assert_eq!(
+            seen[0], seen[1],
+            "prepared ROW_COUNT(), transaction: {wrap}"
+        );
+        assert_eq!(seen[0].1, vec![(3, 42)]);
+    }
     env.wait_caught_up().await;
     assert_same(&env.primary, &env.secondary, "t").await;
     drop((c, d));

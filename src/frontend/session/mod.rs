@@ -225,7 +225,10 @@ impl Session<'_> {
                 return Err(ProtocolError::Malformed("empty command packet").into());
             };
             let started = std::time::Instant::now();
-            self.capture.next_command();
+            self.capture.next_command(matches!(
+                cmd,
+                COM_STMT_PREPARE | COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA | COM_PING
+            ));
             if !matches!(cmd, COM_QUERY | COM_STMT_EXECUTE | COM_QUIT) {
                 self.boundary(false).await?;
             }

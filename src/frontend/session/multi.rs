@@ -62,7 +62,7 @@ impl Session<'_> {
             // As between two commands: the statement's own end of
             // transaction, and what ROW_COUNT() says next.
             self.capture.check_txn_end(&mut self.link).await?;
-            self.capture.next_command();
+            self.capture.next_command(false);
         }
         Ok(())
     }

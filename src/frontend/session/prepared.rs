@@ -233,6 +233,12 @@ impl Session<'_> {
                 });
             self.settle_found_rows(effect).await?;
         }
+        if let (Some(n), Some(id)) = (self.capture.row_count(), id) {
+            if self.execute_with_row_count(id, &payload, n, seq).await? {
+                self.stmts.settle(id);
+                return Ok(true);
+            }
+        }
         // CURSOR_TYPE_READ_ONLY in the execute's flags byte.
         let cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
         if self.link.capturing().is_some() {
@@ -253,6 +259,53 @@ impl Session<'_> {
                 self.stmts.cursors.insert(id);
             }
         }
+        Ok(true)
+    }
+
+    /// A read calling `ROW_COUNT()` right after Tandem's own statements
+    /// reset the server's count: it runs as a statement prepared with the
+    /// client's count in place of the call (same parameters, same column
+    /// names), then closed. False: not such a read (or one whose execute
+    /// does not carry its parameter types), run as usual.
+    async fn execute_with_row_count(
+        &mut self,
+        id: u32,
+        payload: &[u8],
+        n: i64,
+        seq: u8,
+    ) -> Result<bool, SessionError> {
+        let Some(p) = self.stmts.get(&id) else {
+            return Ok(false);
+        };
+        if !matches!(
+            p.route.statements.first().map(|r| &r.class),
+            Some(crate::router::Class::Read { .. })
+        ) {
+            return Ok(false);
+        }
+        // Parameter types: a new statement must be sent them.
+        let flag_at = 10 + (p.params as usize).div_ceil(8);
+        if p.params > 0 && payload.get(flag_at) != Some(&1) {
+            return Ok(false);
+        }
+        let mut toks = Vec::new();
+        lexer::tokenize(&p.sql, &mut toks);
+        let Some(text) = lexer::rewrite_calls(&p.sql, &toks, "ROW_COUNT", &n.to_string()) else {
+            return Ok(false);
+        };
+        let Ok(tmp) = self.link.binding.conn().prepare(&text).await else {
+            return Ok(false);
+        };
+        let mut run = payload.to_vec();
+        run[1..5].copy_from_slice(&tmp.to_le_bytes());
+        // No cursor: the rows come with the execute.
+        if let Some(flags) = run.get_mut(5) {
+            *flags &= !0x01;
+        }
+        self.link.forward(&run, seq, Expect::ResultSet).await?;
+        let mut close = vec![COM_STMT_CLOSE];
+        close.extend_from_slice(&tmp.to_le_bytes());
+        self.link.send_to_backend(&close).await?;
         Ok(true)
     }
 

@@ -123,9 +123,14 @@ impl Capture {
     }
 
     /// A new client command begins: the row count the previous one left
-    /// applies to this one only.
-    pub(super) fn next_command(&mut self) {
+    /// applies to this one only — and to the next too when this one
+    /// (`keeps`: a prepare, a ping, a close) leaves the server's
+    /// ROW_COUNT() as it is.
+    pub(super) fn next_command(&mut self, keeps: bool) {
         self.row_count_now = self.row_count_next.take();
+        if keeps {
+            self.row_count_next = self.row_count_now;
+        }
     }
 
     /// What `ROW_COUNT()` must answer in this command, when Tandem's own
