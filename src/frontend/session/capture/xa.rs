@@ -28,8 +28,82 @@ pub(super) enum XaCmd {
     Other,
 }
 
-/// The XA statement `sql` is, if it is one. An xid is compared by its text
-/// as written (`'a','b',1`), whitespace left out.
+/// An xid in one form however it is written (`'a'`, `'a','',1`, `X'61'`,
+/// `0x61`): `formatID:hex(gtrid):hex(bqual)`. None: a form Tandem does not
+/// read; the text as written (whitespace left out) stands for it then.
+fn canonical_xid(sql: &[u8], toks: &[Token]) -> Option<String> {
+    let parts: Vec<&[Token]> = toks.split(|t| t.kind == Tok::Punct(b',')).collect();
+    let one = |p: &[Token]| -> Option<Token> {
+        match p {
+            [t] => Some(*t),
+            _ => None,
+        }
+    };
+    let gtrid = string_value(one(parts.first()?)?.text(sql))?;
+    let bqual = match parts.get(1) {
+        Some(p) => string_value(one(p)?.text(sql))?,
+        None => Vec::new(),
+    };
+    let format: u64 = match parts.get(2) {
+        Some(p) => std::str::from_utf8(one(p)?.text(sql)).ok()?.parse().ok()?,
+        None => 1,
+    };
+    if parts.len() > 3 {
+        return None;
+    }
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    Some(format!("{format}:{}:{}", hex(&gtrid), hex(&bqual)))
+}
+
+/// The bytes a string literal of an xid stands for: quoted (backslash
+/// escapes and doubled quotes), `X'…'` or `0x…`.
+fn string_value(t: &[u8]) -> Option<Vec<u8>> {
+    let unhex = |h: &[u8]| -> Option<Vec<u8>> {
+        if h.len() % 2 != 0 {
+            return None;
+        }
+        h.chunks(2)
+            .map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
+            .collect()
+    };
+    match t {
+        [b'x' | b'X', b'\'', inner @ .., b'\''] => unhex(inner),
+        [b'0', b'x', digits @ ..] => unhex(digits),
+        [q @ (b'\'' | b'"'), inner @ .., last] if last == q => {
+            let mut out = Vec::with_capacity(inner.len());
+            let mut i = 0;
+            while i < inner.len() {
+                match inner[i] {
+                    b'\\' => {
+                        let c = *inner.get(i + 1)?;
+                        out.push(match c {
+                            b'0' => 0,
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'Z' => 0x1a,
+                            c => c,
+                        });
+                        i += 2;
+                    }
+                    c if c == *q => {
+                        out.push(c);
+                        i += 2;
+                    }
+                    c => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// The XA statement `sql` is, if it is one. Its xid is in canonical form
+/// (`canonical_xid`), or its text as written when Tandem cannot read it.
 pub(super) fn xa_cmd(sql: &[u8], toks: &[Token]) -> Option<XaCmd> {
     if !toks.first()?.is_word(sql, "XA") {
         return None;
@@ -40,12 +114,13 @@ pub(super) fn xa_cmd(sql: &[u8], toks: &[Token]) -> Option<XaCmd> {
         .skip(2)
         .position(|t| t.kind == Tok::Word)
         .map_or(toks.len(), |p| p + 2);
-    let xid: String = toks
-        .get(2..xid_end)
-        .unwrap_or_default()
-        .iter()
-        .map(|t| String::from_utf8_lossy(t.text(sql)).into_owned())
-        .collect();
+    let xid_toks = toks.get(2..xid_end).unwrap_or_default();
+    let xid: String = canonical_xid(sql, xid_toks).unwrap_or_else(|| {
+        xid_toks
+            .iter()
+            .map(|t| String::from_utf8_lossy(t.text(sql)).into_owned())
+            .collect()
+    });
     let one_phase = toks.get(xid_end).is_some_and(|t| t.is_word(sql, "ONE"));
     Some(
         if verb.is_word(sql, "START") || verb.is_word(sql, "BEGIN") {
@@ -151,30 +226,48 @@ mod tests {
 
     #[test]
     fn xa_statements_and_their_xids() {
-        assert_eq!(cmd("XA START 'a'"), Some(XaCmd::Start("'a'".into())));
+        assert_eq!(cmd("XA START 'a'"), Some(XaCmd::Start("1:61:".into())));
         assert_eq!(
             cmd("xa begin 'a', 'b', 7"),
-            Some(XaCmd::Start("'a','b',7".into()))
+            Some(XaCmd::Start("7:61:62".into()))
         );
         assert_eq!(
             cmd("XA PREPARE 'a' , 'b',7"),
-            Some(XaCmd::Prepare("'a','b',7".into()))
+            Some(XaCmd::Prepare("7:61:62".into()))
         );
         assert_eq!(
             cmd("XA COMMIT 'a' ONE PHASE"),
             Some(XaCmd::Commit {
-                xid: "'a'".into(),
+                xid: "1:61:".into(),
                 one_phase: true
             })
         );
         assert_eq!(
             cmd("XA COMMIT 'a'"),
             Some(XaCmd::Commit {
-                xid: "'a'".into(),
+                xid: "1:61:".into(),
                 one_phase: false
             })
         );
-        assert_eq!(cmd("XA ROLLBACK 'a'"), Some(XaCmd::Rollback("'a'".into())));
+        assert_eq!(
+            cmd("XA ROLLBACK 'a'"),
+            Some(XaCmd::Rollback("1:61:".into()))
+        );
+        // One xid however it is written.
+        for same in ["'a', '', 1", "X'61'", "0x61", "\"a\"", "'a',''"] {
+            assert_eq!(
+                cmd(&format!("XA COMMIT {same}")),
+                Some(XaCmd::Commit {
+                    xid: "1:61:".into(),
+                    one_phase: false
+                }),
+                "{same}"
+            );
+        }
+        assert_eq!(
+            cmd("XA ROLLBACK 'it''s', 'b\\'q'"),
+            Some(XaCmd::Rollback("1:69742773:622771".into()))
+        );
         assert_eq!(cmd("XA END 'a'"), Some(XaCmd::End));
         assert_eq!(cmd("XA RECOVER"), Some(XaCmd::Other));
         assert_eq!(cmd("COMMIT"), None);
