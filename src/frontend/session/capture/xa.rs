@@ -59,7 +59,7 @@ fn canonical_xid(sql: &[u8], toks: &[Token]) -> Option<String> {
 /// escapes and doubled quotes), `X'…'` or `0x…`.
 fn string_value(t: &[u8]) -> Option<Vec<u8>> {
     let unhex = |h: &[u8]| -> Option<Vec<u8>> {
-        if h.len() % 2 != 0 {
+        if !h.len().is_multiple_of(2) {
             return None;
         }
         h.chunks(2)
