@@ -124,12 +124,7 @@ impl Link<'_> {
         self.binding.set_reusable(false);
         let deprecate_eof = self.deprecate_eof();
         let conn = self.binding.conn();
-        let mut bseq = 0;
-        conn.wire
-            .send_packet(&mut bseq, payload)
-            .await
-            .map_err(|e| SessionError::Backend(e.into()))?;
-        let mut relay = Relay {
+        let relay = Relay {
             client: &mut self.client,
             max_packet: self.max_packet,
             collector,
@@ -138,10 +133,7 @@ impl Link<'_> {
             deprecate_eof,
             last_seq: seq.wrapping_sub(1),
         };
-        let summary = drive(&mut conn.wire, expect, deprecate_eof, seq, &mut relay)
-            .await?
-            .summary;
-        let next_seq = relay.last_seq.wrapping_add(1);
+        let (summary, next_seq) = relay.command(&mut conn.wire, payload, seq, expect).await?;
         self.answered(next_seq, summary.error.is_some());
         if let Some(ok) = summary.last_ok {
             self.status = ok.status_flags();

@@ -26,6 +26,30 @@ pub(super) struct Relay<'a> {
     pub last_seq: u8,
 }
 
+impl Relay<'_> {
+    /// Sends `payload` to `backend` as a new command and relays its answer
+    /// to the client, whose packets start at `seq`: the answer's summary
+    /// and the sequence id after its last packet.
+    pub(super) async fn command(
+        mut self,
+        backend: &mut Wire,
+        payload: &[u8],
+        seq: u8,
+        expect: crate::protocol::response::Expect,
+    ) -> Result<(crate::protocol::response::Summary, u8), super::SessionError> {
+        let mut bseq = 0;
+        backend
+            .send_packet(&mut bseq, payload)
+            .await
+            .map_err(|e| super::SessionError::Backend(e.into()))?;
+        self.last_seq = seq.wrapping_sub(1);
+        let deprecate_eof = self.deprecate_eof;
+        let driven =
+            crate::protocol::drive::drive(backend, expect, deprecate_eof, seq, &mut self).await?;
+        Ok((driven.summary, self.last_seq.wrapping_add(1)))
+    }
+}
+
 impl Consumer for Relay<'_> {
     #[inline]
     fn head(&mut self, head: &mut [u8], len: usize, seen: Seen) {

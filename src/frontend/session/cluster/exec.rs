@@ -99,12 +99,7 @@ impl ClusterSession<'_> {
             return Ok(None);
         };
         let started = std::time::Instant::now();
-        let mut bseq = 0;
-        conn.wire
-            .send_packet(&mut bseq, payload)
-            .await
-            .map_err(|e| SessionError::Backend(e.into()))?;
-        let mut relay = Relay {
+        let relay = Relay {
             client: &mut self.client,
             max_packet: self.max_packet,
             collector: None,
@@ -113,16 +108,16 @@ impl ClusterSession<'_> {
             deprecate_eof,
             last_seq: seq.wrapping_sub(1),
         };
-        let driven = drive(&mut conn.wire, expect, deprecate_eof, seq, &mut relay).await?;
+        let (summary, _) = relay.command(&mut conn.wire, payload, seq, expect).await?;
         self.shards.set_reusable(shard, true);
         self.observe_shard(shard, started);
-        if let Some(ok) = driven.summary.last_ok {
+        if let Some(ok) = summary.last_ok {
             self.server_status = ok.status;
             self.no_backslash_escapes = ok.status
                 & mysql_common::constants::StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES.bits()
                 != 0;
         }
-        Ok(Some(driven.summary))
+        Ok(Some(summary))
     }
 
     /// Runs `sql` on `shard` (renamed for it) and relays the answer.
