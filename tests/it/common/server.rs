@@ -21,9 +21,15 @@ impl OwnServer {
     pub async fn start(args: &[&str], env: &[(&str, &str)]) -> OwnServer {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        // Its bootstrap's temporary tables in a directory of its own too:
+        // in /tmp their names (pid, thread, counter) can meet the shared
+        // server's, which then removes them.
         let install = Command::new("mariadb-install-db")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--user=root")
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
@@ -38,8 +44,6 @@ impl OwnServer {
         );
         let port = super::free_addr().port();
         let log = dir.path().join("error.log");
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
         let mut cmd = Command::new("mariadbd");
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
