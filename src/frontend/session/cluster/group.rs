@@ -18,6 +18,7 @@ use std::cmp::Ordering;
 type Value = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// One row as the merge reads it: its bytes, and each value in text form.
+#[derive(Default)]
 struct Row {
     raw: Vec<u8>,
     text: Vec<Option<Vec<u8>>>,
@@ -72,14 +73,14 @@ impl Sum {
 enum Acc {
     First,
     Sum(Sum),
-    /// MIN/MAX: the best value so far (text, and the row it came from).
-    Best(Option<(Vec<u8>, usize)>),
+    /// MIN/MAX: the best value so far (never NULL).
+    Best(Option<Value>),
 }
 
 /// The group being combined.
 struct Group {
-    /// Its rows whose values some column keeps (the first; MIN/MAX's).
-    rows: Vec<Row>,
+    /// Its first row (group and plain columns take their values from it).
+    first: Row,
     acc: Vec<Acc>,
     /// COUNT/SUM(DISTINCT x): the last x counted.
     last_sub: Option<Option<Vec<u8>>>,
@@ -153,9 +154,10 @@ impl Merger<'_> {
         Ok(Row { raw, text, ranges })
     }
 
-    fn start(&self, row: Row) -> Result<Group, String> {
-        let mut g = Group {
-            rows: Vec::new(),
+    /// A group whose first row is `row`, nothing folded in yet.
+    fn open(&self, row: Row) -> Group {
+        Group {
+            first: row,
             acc: self
                 .g
                 .cols
@@ -167,12 +169,17 @@ impl Merger<'_> {
                 })
                 .collect(),
             last_sub: None,
-        };
-        self.fold(&mut g, row)?;
+        }
+    }
+
+    fn start(&self, row: Row) -> Result<Group, String> {
+        let mut g = self.open(Row::default());
+        self.fold(&mut g, &row)?;
+        g.first = row;
         Ok(g)
     }
 
-    fn fold(&self, g: &mut Group, row: Row) -> Result<(), String> {
+    fn fold(&self, g: &mut Group, row: &Row) -> Result<(), String> {
         let new_sub = match self.g.sub {
             None => false,
             Some(s) => match &g.last_sub {
@@ -187,8 +194,6 @@ impl Merger<'_> {
         if let Some(s) = self.g.sub {
             g.last_sub = Some(row.text[s].clone());
         }
-        let at = g.rows.len();
-        let mut keep = at == 0;
         for (i, col) in self.g.cols.iter().enumerate() {
             let v = row.text[i].as_deref();
             match (&mut g.acc[i], col) {
@@ -203,53 +208,20 @@ impl Merger<'_> {
                     let better = match best {
                         None => true,
                         Some((b, _)) => {
-                            let c = values::compare(self.order(i)?, Some(v), Some(b)).ok_or(
+                            let c = values::compare(self.order(i)?, Some(v), b.as_deref()).ok_or(
                                 "MIN/MAX of a string beyond printable ASCII under _general_ci",
                             )?;
                             (*agg == Agg::Min && c.is_lt()) || (*agg == Agg::Max && c.is_gt())
                         }
                     };
                     if better {
-                        *best = Some((v.to_vec(), at));
-                        keep = true;
+                        *best = Some(self.pick(row, i));
                     }
                 }
                 _ => {}
             }
         }
-        if keep {
-            g.rows.push(row);
-        } else if g.rows.len() > 1 {
-            // Rows no column points at any more.
-            let used: Vec<usize> = std::iter::once(0)
-                .chain(g.acc.iter().filter_map(|a| match a {
-                    Acc::Best(Some((_, r))) => Some(*r),
-                    _ => None,
-                }))
-                .collect();
-            if used.len() < g.rows.len() && g.rows.len() > 64 {
-                self.compact(g, &used);
-            }
-        }
         Ok(())
-    }
-
-    /// Drops the rows of a group no column refers to.
-    fn compact(&self, g: &mut Group, used: &[usize]) {
-        let mut map = vec![None; g.rows.len()];
-        let mut kept = Vec::new();
-        for (i, r) in std::mem::take(&mut g.rows).into_iter().enumerate() {
-            if used.contains(&i) {
-                map[i] = Some(kept.len());
-                kept.push(r);
-            }
-        }
-        for a in &mut g.acc {
-            if let Acc::Best(Some((_, r))) = a {
-                *r = map[*r].unwrap_or(0);
-            }
-        }
-        g.rows = kept;
     }
 
     /// The group's values: text form, and the encoding the client gets
@@ -259,9 +231,9 @@ impl Merger<'_> {
         let mut enc: Vec<Option<Vec<u8>>> = Vec::with_capacity(self.g.visible);
         for (i, col) in self.g.cols.iter().enumerate() {
             let (t, e) = match (col, &g.acc[i]) {
-                (Col::First, _) => self.pick(g, 0, i)?,
+                (Col::First, _) => self.pick(&g.first, i),
                 (_, Acc::Best(None)) => (None, None),
-                (_, Acc::Best(Some((_, r)))) => self.pick(g, *r, i)?,
+                (_, Acc::Best(Some(v))) => v.clone(),
                 (Col::Avg { sum, count }, _) => {
                     let t = avg(self.columns[i], &g.acc[*sum], &g.acc[*count])?;
                     let e = self.encode(i, t.as_deref())?;
@@ -295,14 +267,14 @@ impl Merger<'_> {
         }))
     }
 
-    /// Column `i` of the group's row `r`: text, and the client's encoding.
-    fn pick(&self, g: &Group, r: usize, i: usize) -> Result<Value, String> {
-        let row = &g.rows[r];
-        let Some(t) = row.text[i].clone() else {
-            return Ok((None, None));
+    /// Column `i` of `row`: text, and the client's encoding.
+    fn pick(&self, row: &Row, i: usize) -> Value {
+        let Some(t) = row.text.get(i).cloned().flatten() else {
+            return (None, None);
         };
         if !self.binary {
-            return Ok((Some(t.clone()), Some(lenenc_bytes(&t))));
+            let e = lenenc_bytes(&t);
+            return (Some(t), Some(e));
         }
         let bytes = row
             .ranges
@@ -310,7 +282,7 @@ impl Merger<'_> {
             .cloned()
             .flatten()
             .map(|r| row.raw[r].to_vec());
-        Ok((Some(t), bytes))
+        (Some(t), bytes)
     }
 
     /// A combined value (text form) encoded for the client.
@@ -355,25 +327,7 @@ impl Merger<'_> {
     /// The one row of a query without GROUP BY over no rows: COUNT 0,
     /// everything else NULL.
     fn empty(&self) -> Result<Option<Done>, String> {
-        let g = Group {
-            rows: vec![Row {
-                ranges: Vec::new(),
-                raw: Vec::new(),
-                text: vec![None; self.g.cols.len()],
-            }],
-            acc: self
-                .g
-                .cols
-                .iter()
-                .map(|c| match c {
-                    Col::Agg(Agg::Count) | Col::Distinct(Agg::Count) => Acc::Sum(Sum::None),
-                    Col::Agg(Agg::Sum) | Col::Distinct(_) => Acc::Sum(Sum::None),
-                    _ => Acc::Best(None),
-                })
-                .collect(),
-            last_sub: None,
-        };
-        self.finish(&g)
+        self.finish(&self.open(Row::default()))
     }
 }
 
@@ -549,8 +503,8 @@ pub(super) async fn grouped(
         let Some(b) = best else { break };
         let Some(row) = current[b].take() else { break };
         let step = match group.as_mut() {
-            Some(open) => match m.same_group(&open.rows[0], &row).map(|s| s && !g.each_row) {
-                Ok(true) => m.fold(open, row),
+            Some(open) => match m.same_group(&open.first, &row).map(|s| s && !g.each_row) {
+                Ok(true) => m.fold(open, &row),
                 Ok(false) => match group.take().map(|done| m.finish(&done)).transpose() {
                     Ok(done) => {
                         if let Err(e) = sink.put(&m, out, done.flatten()).await {
