@@ -35,7 +35,8 @@ pub(super) fn sql_prepared(sql: &[u8], toks: &[Token]) -> SqlPrepared {
         let reads = toks.get(2).is_some_and(|t| t.is_word(sql, "FROM"))
             && toks.get(3).is_some_and(|t| t.kind == Tok::Str)
             && toks.len() == 4
-            && string_literal(toks[3].text(sql)).is_some_and(|text| only_reads(&text));
+            && crate::sql::string_value(toks[3].text(sql), false)
+                .is_some_and(|text| only_reads(&text));
         return SqlPrepared::Prepare(n, reads);
     }
     if first.is_word(sql, "EXECUTE") {
@@ -45,36 +46,6 @@ pub(super) fn sql_prepared(sql: &[u8], toks: &[Token]) -> SqlPrepared {
         return name(2).map_or(SqlPrepared::Other, SqlPrepared::Deallocate);
     }
     SqlPrepared::Other
-}
-
-/// The text of a quoted SQL string literal: '…' or "…", with doubled
-/// quotes and backslash escapes of quotes and backslashes undone. None for
-/// anything else (a charset introducer, a hex literal): not understood.
-fn string_literal(lit: &[u8]) -> Option<Vec<u8>> {
-    let (&q, rest) = lit.split_first()?;
-    if q != b'\'' && q != b'"' {
-        return None;
-    }
-    let body = rest.strip_suffix(&[q])?;
-    let mut out = Vec::with_capacity(body.len());
-    let mut i = 0;
-    while i < body.len() {
-        match body[i] {
-            b'\\' if i + 1 < body.len() => {
-                out.push(body[i + 1]);
-                i += 2;
-            }
-            c if c == q && body.get(i + 1) == Some(&q) => {
-                out.push(q);
-                i += 2;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
 }
 
 /// Every statement of `text` is a read.

@@ -55,8 +55,8 @@ fn canonical_xid(sql: &[u8], toks: &[Token]) -> Option<String> {
     Some(format!("{format}:{}:{}", hex(&gtrid), hex(&bqual)))
 }
 
-/// The bytes a string literal of an xid stands for: quoted (backslash
-/// escapes and doubled quotes), `X'…'` or `0x…`.
+/// The bytes a string literal of an xid stands for: quoted
+/// (`sql::string_value`), `X'…'` or `0x…`.
 fn string_value(t: &[u8]) -> Option<Vec<u8>> {
     let unhex = |h: &[u8]| -> Option<Vec<u8>> {
         if !h.len().is_multiple_of(2) {
@@ -69,35 +69,7 @@ fn string_value(t: &[u8]) -> Option<Vec<u8>> {
     match t {
         [b'x' | b'X', b'\'', inner @ .., b'\''] => unhex(inner),
         [b'0', b'x', digits @ ..] => unhex(digits),
-        [q @ (b'\'' | b'"'), inner @ .., last] if last == q => {
-            let mut out = Vec::with_capacity(inner.len());
-            let mut i = 0;
-            while i < inner.len() {
-                match inner[i] {
-                    b'\\' => {
-                        let c = *inner.get(i + 1)?;
-                        out.push(match c {
-                            b'0' => 0,
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'Z' => 0x1a,
-                            c => c,
-                        });
-                        i += 2;
-                    }
-                    c if c == *q => {
-                        out.push(c);
-                        i += 2;
-                    }
-                    c => {
-                        out.push(c);
-                        i += 1;
-                    }
-                }
-            }
-            Some(out)
-        }
+        [b'\'' | b'"', ..] => crate::sql::string_value(t, false),
         _ => None,
     }
 }

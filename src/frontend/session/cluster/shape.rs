@@ -57,42 +57,8 @@ pub(super) fn literal_of(text: &str, no_backslash_escapes: bool) -> Option<Liter
     if text == "NULL" {
         return Some(Literal::Null);
     }
-    if let Some(inner) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
-        let b = inner.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'\\' if !no_backslash_escapes => {
-                    let c = *b.get(i + 1)?;
-                    out.extend_from_slice(match c {
-                        b'0' => b"\0",
-                        b'n' => b"\n",
-                        b'r' => b"\r",
-                        b't' => b"\t",
-                        b'b' => b"\x08",
-                        b'Z' => b"\x1a",
-                        // Kept as written: LIKE's escapes.
-                        b'%' => b"\\%",
-                        b'_' => b"\\_",
-                        _ => std::slice::from_ref(&b[i + 1]),
-                    });
-                    i += 2;
-                }
-                b'\'' => {
-                    if b.get(i + 1) != Some(&b'\'') {
-                        return None;
-                    }
-                    out.push(b'\'');
-                    i += 2;
-                }
-                c => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        return Some(Literal::Str(out));
+    if text.starts_with('\'') {
+        return crate::sql::string_value(text.as_bytes(), no_backslash_escapes).map(Literal::Str);
     }
     let digits = text.strip_prefix('-').unwrap_or(text);
     let plain = !digits.is_empty()
