@@ -10,7 +10,7 @@ use super::values::{self, Column};
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;
 use crate::frontend::session::SessionError;
-use crate::protocol::packets::{get_lenenc, ok_packet};
+use crate::protocol::packets::get_lenenc;
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
 use crate::router::lexer::{self, Tok, Token};
@@ -208,10 +208,7 @@ impl ClusterSession<'_> {
         };
         if rows.is_empty() {
             // Nothing to insert: one database's answer.
-            let mut s = seq;
-            let ok = ok_packet(0, 0, self.status(), 0);
-            write_frames(&mut self.client.wbuf, &mut s, &ok);
-            self.client.flush().await?;
+            self.reply_ok(seq).await?;
             return Ok(Some(None));
         }
         let Some(values) = values_text(&columns, rows, nbe) else {

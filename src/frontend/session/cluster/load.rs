@@ -12,6 +12,7 @@ use super::read::Kept;
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;
 use crate::frontend::session::SessionError;
+use crate::protocol::packets::{err_code, err_message};
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
 use crate::router::lexer::{self, Tok, Token};
@@ -259,11 +260,11 @@ impl ClusterSession<'_> {
             .await?
         {
             Kept::Rows(p) => Ok(p.first().filter(|p| p.first() == Some(&0xFF)).map(|p| {
-                let code = p
-                    .get(1..3)
-                    .map_or(1105, |c| u16::from_le_bytes([c[0], c[1]]));
-                let msg = String::from_utf8_lossy(p.get(9..).unwrap_or_default()).into_owned();
-                ErrSpec::new(code, "HY000", msg)
+                let code = match err_code(p) {
+                    0 => 1105,
+                    c => c,
+                };
+                ErrSpec::new(code, "HY000", err_message(p))
             })),
             _ => Ok(Some(not_supported("the LOAD DATA staging table"))),
         }

@@ -111,15 +111,21 @@ impl ClusterSession<'_> {
     /// The cluster's and `shard`'s database names, when they differ and
     /// `sql` asks about the schema.
     pub(super) fn renaming(&self, shard: usize, sql: &[u8]) -> Option<(String, String)> {
+        // On the path of every statement one shard answers: the names are
+        // compared before anything is allocated or tokenized.
         let cfg = self.shared.config.load();
-        let logical = &cfg.cluster()?.database;
-        let physical = self.physical_dbs().get(shard).cloned()??;
-        if *logical == physical {
+        let cluster = cfg.cluster()?;
+        let physical = cfg
+            .backends
+            .get(cluster.shards.get(shard)?)?
+            .database
+            .as_deref()?;
+        if cluster.database == physical {
             return None;
         }
         let mut toks = Vec::new();
         lexer::tokenize(sql, &mut toks);
-        is_metadata(sql, &toks).then(|| (logical.clone(), physical))
+        is_metadata(sql, &toks).then(|| (cluster.database.clone(), physical.to_string()))
     }
 
     /// Runs a schema question on `shard` under its database's name and
