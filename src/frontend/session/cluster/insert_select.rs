@@ -10,7 +10,6 @@ use super::values::{self, Column};
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;
 use crate::frontend::session::SessionError;
-use crate::protocol::packets::get_lenenc;
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
 use crate::router::lexer::{self, Tok, Token};
@@ -75,27 +74,6 @@ pub(super) fn literal(c: &Column, v: Option<&[u8]>, nbe: bool) -> String {
         return format!("X'{hex}'");
     }
     mysql_common::value::Value::Bytes(v.to_vec()).as_sql(nbe)
-}
-
-/// A kept answer's column definitions and rows (text protocol, the end
-/// packet left out). None: not a result set Tandem can read.
-pub(super) fn rows_of(
-    answer: &[Vec<u8>],
-    extended: bool,
-    deprecate_eof: bool,
-) -> Option<(Vec<Column>, &[Vec<u8>])> {
-    let n = get_lenenc(answer.first()?)?.0 as usize;
-    let columns: Vec<Column> = answer
-        .iter()
-        .skip(1)
-        .take(n)
-        .map(|p| values::column(p, extended))
-        .collect::<Option<_>>()?;
-    if columns.len() != n || n == 0 {
-        return None;
-    }
-    let from = 1 + n + usize::from(!deprecate_eof);
-    Some((columns, answer.get(from..answer.len().saturating_sub(1))?))
 }
 
 /// Text-protocol rows written as `(v, …), (v, …)`, each value the literal
@@ -188,7 +166,6 @@ impl ClusterSession<'_> {
             }
         };
         let nbe = self.no_backslash_escapes;
-        let extended = self.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
         let (first, last) = (answer.first(), answer.last());
         if let Some(err) = [first, last]
             .into_iter()
@@ -200,7 +177,7 @@ impl ClusterSession<'_> {
             self.client.flush().await?;
             return Ok(Some(None));
         }
-        let Some((columns, rows)) = rows_of(&answer, extended, self.deprecate_eof()) else {
+        let Some((columns, rows)) = self.kept_rows(&answer) else {
             let e =
                 not_supported("an INSERT … SELECT whose SELECT returns no rows Tandem can read");
             self.reply_err(seq, &e).await?;

@@ -7,7 +7,7 @@
 //! as the LOAD says): each row is placed by its shard key, one statement
 //! per shard, all committed or none. The client's answer is that INSERT's.
 
-use super::insert_select::{rows_of, values_text};
+use super::insert_select::values_text;
 use super::read::Kept;
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;
@@ -217,9 +217,9 @@ impl ClusterSession<'_> {
                 return self.reply_err(reply_seq, &e).await;
             }
         };
-        let extended = self.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
         let names = &table_facts.columns;
-        let Some((columns, rows)) = rows_of(&packets, extended, self.deprecate_eof())
+        let Some((columns, rows)) = self
+            .kept_rows(&packets)
             .filter(|(c, _)| c.len() == names.len())
         else {
             let e = not_supported("a LOAD DATA whose staged rows Tandem cannot read");

@@ -108,13 +108,7 @@ impl ClusterSession<'_> {
                 Kept::Rows(p) => p,
                 _ => return Ok(None),
             };
-            let rows_from = 2 + usize::from(!self.deprecate_eof());
-            let Some(v) = answer
-                .get(rows_from)
-                .filter(|_| answer.len() > rows_from + 1)
-                .and_then(|row| super::values::fields(row, 1).map(|f| (row, f)))
-                .and_then(|(row, f)| f[0].clone().map(|r| row[r].to_vec()))
-            else {
+            let Some(Some(v)) = self.first_row(&answer).and_then(|r| r.into_iter().next()) else {
                 return Ok(None);
             };
             format!("'{}'", String::from_utf8_lossy(&v))

@@ -3,12 +3,58 @@
 //! client, or kept in memory up to a limit.
 
 use super::merge::{merge_read, MergeError, Out, Reply};
+use super::values::{self, Column};
 use super::ClusterSession;
 use crate::backend::BackendError;
 use crate::frontend::session::SessionError;
+use crate::protocol::packets::get_lenenc;
 use crate::router::shard::route::Merge;
 
+/// A kept answer's column definitions and rows (text protocol, the end
+/// packet left out). None: not a result set Tandem can read.
+fn rows_of(
+    answer: &[Vec<u8>],
+    extended: bool,
+    deprecate_eof: bool,
+) -> Option<(Vec<Column>, &[Vec<u8>])> {
+    let n = get_lenenc(answer.first()?)?.0 as usize;
+    let columns: Vec<Column> = answer
+        .iter()
+        .skip(1)
+        .take(n)
+        .map(|p| values::column(p, extended))
+        .collect::<Option<_>>()?;
+    if columns.len() != n || n == 0 {
+        return None;
+    }
+    let from = 1 + n + usize::from(!deprecate_eof);
+    Some((columns, answer.get(from..answer.len().saturating_sub(1))?))
+}
+
 impl ClusterSession<'_> {
+    /// A kept answer's column definitions and rows, read with this
+    /// session's protocol options.
+    pub(super) fn kept_rows<'a>(
+        &self,
+        answer: &'a [Vec<u8>],
+    ) -> Option<(Vec<Column>, &'a [Vec<u8>])> {
+        let extended = self.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
+        rows_of(answer, extended, self.deprecate_eof())
+    }
+
+    /// The values (text form) of a kept answer's first row; None: no row.
+    pub(super) fn first_row(&self, answer: &[Vec<u8>]) -> Option<Vec<Option<Vec<u8>>>> {
+        let (columns, rows) = self.kept_rows(answer)?;
+        let row = rows.first()?;
+        let fields = values::fields(row, columns.len())?;
+        Some(
+            fields
+                .into_iter()
+                .map(|f| f.map(|r| row[r].to_vec()))
+                .collect(),
+        )
+    }
+
     /// Sends each target its command (`packets`, in target order; shards
     /// already entered) and merges the answers; `binary`: rows in the
     /// binary protocol (an execute).

@@ -6,7 +6,7 @@
 //! keys go to every shard, inserts are refused).
 
 use super::read::Kept;
-use super::{not_supported, values, ClusterSession};
+use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;
 use crate::protocol::ErrSpec;
 use crate::router::shard::route::Merge;
@@ -44,17 +44,12 @@ impl ClusterSession<'_> {
             Ok(Kept::Rows(p)) => p,
             _ => return Err(not_supported("reading the session's time zone")),
         };
-        let row = answer.get(3 + usize::from(!self.deprecate_eof()));
-        let values: Vec<String> = row
-            .and_then(|r| values::fields(r, 2).map(|f| (r, f)))
-            .map(|(r, f)| {
-                f.into_iter()
-                    .map(|x| {
-                        x.map_or_else(String::new, |x| String::from_utf8_lossy(&r[x]).into_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let values: Vec<String> = self
+            .first_row(&answer)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned())
+            .collect();
         let tz = match values.as_slice() {
             [zone, system] => fixed_offset(if zone == "SYSTEM" { system } else { zone }),
             _ => None,
