@@ -202,23 +202,8 @@ fn from_ast(stmt: &Statement, sql: &[u8], toks: &[Token]) -> Route {
             route(Class::Write(WriteKind::LoadData), vec![name(table_name)])
         }
         S::Call(_) => route(Class::Write(WriteKind::Call), Vec::new()),
-        S::Explain { .. }
-        | S::ExplainTable { .. }
-        | S::ShowFunctions { .. }
-        | S::ShowVariable { .. }
-        | S::ShowStatus { .. }
-        | S::ShowVariables { .. }
-        | S::ShowCreate { .. }
-        | S::ShowColumns { .. }
-        | S::ShowCatalogs { .. }
-        | S::ShowDatabases { .. }
-        | S::ShowProcessList { .. }
-        | S::ShowSchemas { .. }
-        | S::ShowCharset(_)
-        | S::ShowObjects(_)
-        | S::ShowTables { .. }
-        | S::ShowViews { .. }
-        | S::ShowCollation { .. } => route(Class::Read { locking: false }, Vec::new()),
+        S::Explain { .. } => route(Class::Read { locking: false }, Vec::new()),
+        s if is_show(s) => route(Class::Read { locking: false }, Vec::new()),
         S::StartTransaction { .. } => route(Class::Transaction(TxnOp::Begin), Vec::new()),
         S::Commit { .. } => route(Class::Transaction(TxnOp::Commit), Vec::new()),
         S::Rollback { savepoint, .. } => route(
@@ -558,4 +543,29 @@ pub(super) fn ddl_keyword_tables(sql: &[u8], toks: &[Token]) -> Option<Vec<Strin
             Some(out)
         }
     }
+}
+
+/// SHOW and DESCRIBE statements: questions about the server and the
+/// schema, which read no table's rows.
+pub(crate) fn is_show(s: &Statement) -> bool {
+    use Statement as S;
+    matches!(
+        s,
+        S::ExplainTable { .. }
+            | S::ShowFunctions { .. }
+            | S::ShowVariable { .. }
+            | S::ShowStatus { .. }
+            | S::ShowVariables { .. }
+            | S::ShowCreate { .. }
+            | S::ShowColumns { .. }
+            | S::ShowCatalogs { .. }
+            | S::ShowDatabases { .. }
+            | S::ShowProcessList { .. }
+            | S::ShowSchemas { .. }
+            | S::ShowCharset(_)
+            | S::ShowObjects(_)
+            | S::ShowTables { .. }
+            | S::ShowViews { .. }
+            | S::ShowCollation { .. }
+    )
 }

@@ -223,20 +223,7 @@ pub fn plan_parsed(
     };
     match stmt {
         // The schema is the same on every shard: any one answers.
-        Statement::ExplainTable { .. }
-        | Statement::ShowColumns { .. }
-        | Statement::ShowCreate { .. }
-        | Statement::ShowTables { .. }
-        | Statement::ShowViews { .. }
-        | Statement::ShowObjects(_)
-        | Statement::ShowFunctions { .. }
-        | Statement::ShowVariable { .. }
-        | Statement::ShowVariables { .. }
-        | Statement::ShowStatus { .. }
-        | Statement::ShowDatabases { .. }
-        | Statement::ShowSchemas { .. }
-        | Statement::ShowCharset(_)
-        | Statement::ShowCollation { .. } => return Ok(one(Shards::Any)),
+        s if crate::router::classify::is_show(s) => return Ok(one(Shards::Any)),
         // EXPLAIN: the plan on one of the shards the statement runs on.
         Statement::Explain { statement, .. } => {
             let shards = match plan_parsed(statement, sql, toks, cluster, facts, params, tz) {
