@@ -408,10 +408,10 @@ impl Cx<'_> {
         offset: u64,
         limit: Option<u64>,
     ) -> R<ShardPlan> {
-        let group = group_exprs(sel)?;
+        let by = group_exprs(sel)?;
         let distinct = match &sel.distinct {
             None => false,
-            Some(Distinct::Distinct) if group.is_empty() => true,
+            Some(Distinct::Distinct) if by.is_empty() => true,
             Some(Distinct::Distinct) => {
                 return refuse("DISTINCT together with GROUP BY over several shards")
             }
@@ -475,7 +475,7 @@ impl Cx<'_> {
             (0..c.visible).collect()
         } else {
             let mut g = Vec::new();
-            for e in group {
+            for e in by {
                 let i = c.resolve(e, true)?;
                 if c.cols[i] != Col::First {
                     return refuse("GROUP BY an aggregate");
@@ -486,7 +486,7 @@ impl Cx<'_> {
         };
         let having = sel.having.as_ref().map(|h| c.cond(h)).transpose()?;
         let each_row = !distinct
-            && group_exprs(sel)?.is_empty()
+            && by.is_empty()
             && having.is_none()
             && c.cols.iter().all(|x| *x == Col::First);
         let mut wanted = Vec::new();
@@ -529,7 +529,7 @@ impl Cx<'_> {
         let text = self.grouped_text(
             &c.hidden,
             sub.as_ref().map(|(t, _)| t.as_str()),
-            !group_exprs(sel)?.is_empty(),
+            !by.is_empty(),
             &keys,
             shard_limit,
         )?;
@@ -543,7 +543,7 @@ impl Cx<'_> {
             having,
             offset,
             limit,
-            whole: !distinct && !each_row && group_exprs(sel)?.is_empty(),
+            whole: !distinct && !each_row && by.is_empty(),
             each_row,
         };
         Ok(ShardPlan {
