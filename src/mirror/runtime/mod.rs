@@ -595,12 +595,11 @@ impl Mirror {
             .journal
             .append(JournalRecord::Intent { token, txn }.encode())
             .await?;
-        {
-            let mut w = self.table_writes.lock().unwrap_or_else(|p| p.into_inner());
-            for t in tables {
-                w.insert(t, lsn);
-            }
-        }
+        note_table_writes(
+            &mut self.table_writes.lock().unwrap_or_else(|p| p.into_inner()),
+            tables,
+            lsn,
+        );
         self.last_intent.fetch_max(lsn, Ordering::Relaxed);
         if ddl {
             self.last_ddl.fetch_max(lsn, Ordering::Relaxed);
@@ -755,5 +754,30 @@ impl Drop for Mirror {
         self.stop.cancel();
         // The writer thread ends when the last handle is gone.
         drop(self.writer.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+
+/// Notes `lsn` as the last intent that wrote `tables`. Never lowers an
+/// entry: an intent appended earlier whose thread gets here later must not
+/// hide a later intent's LSN (backfill would take a chunk a write raced
+/// for a quiet one and keep a stale row).
+fn note_table_writes(writes: &mut HashMap<String, Lsn>, tables: Vec<String>, lsn: Lsn) {
+    for t in tables {
+        let last = writes.entry(t).or_insert(lsn);
+        *last = (*last).max(lsn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_older_intent_does_not_lower_a_tables_last_write() {
+        let mut w = HashMap::new();
+        note_table_writes(&mut w, vec!["big".into()], 11);
+        note_table_writes(&mut w, vec!["big".into(), "kv".into()], 10);
+        assert_eq!(w["big"], 11);
+        assert_eq!(w["kv"], 10);
     }
 }

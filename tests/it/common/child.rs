@@ -123,10 +123,38 @@ impl ChildTandem {
 
 impl Drop for ChildTandem {
     /// A failed assertion must not leave the server running.
+    /// When the test failed, the child's directory (log, journal, config)
+    /// is kept under `target/failed-children/` and its path printed: a
+    /// rare interleaving is studied from what the server wrote.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join("failed-children")
+                .join(format!("{}-{}", std::process::id(), self.listen.port()));
+            if copy_tree(self.dir.path(), &keep).is_ok() {
+                eprintln!(
+                    "kept the child Tandem's log and journal in {}",
+                    keep.display()
+                );
+            }
+        }
     }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// `tandem serve` as a child process (so it can be SIGKILLed).
