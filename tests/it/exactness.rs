@@ -460,6 +460,65 @@ async fn read_committed_updates_and_deletes_change_the_same_rows_on_both_sides()
     env.stop().await;
 }
 
+/// `SET TRANSACTION ISOLATION LEVEL` chooses the level of the next
+/// transaction only until the server drops it: a COMMIT or ROLLBACK (even
+/// with nothing open), `SET SESSION TRANSACTION …`, or a statement that
+/// reads a table in autocommit mode. A session at READ COMMITTED whose
+/// one-shot REPEATABLE READ was dropped so runs its next transaction at
+/// READ COMMITTED; Tandem must not take it for REPEATABLE READ and replay
+/// its UPDATE unkeyed (the randomized soak found this: B's row, moved into
+/// A's range and committed first, was changed on the secondary only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_one_shot_isolation_level_is_not_taken_for_the_transactions() {
+    let env = MirrorEnv::start("oneshot", "").await;
+    env.create_both("CREATE TABLE jobs (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    let mut a = env.proxy().await;
+    let mut b = env.proxy().await;
+    a.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .unwrap();
+    let droppers = [
+        "ROLLBACK",
+        "COMMIT",
+        "SELECT COUNT(*) FROM jobs",
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    ];
+    for (i, dropper) in droppers.iter().enumerate() {
+        // Each round's rows and range of its own.
+        let (inside, outside, base) = (i * 10 + 1, i * 10 + 2, (i + 1) * 10_000);
+        b.query_drop(format!(
+            "INSERT INTO jobs VALUES ({inside}, {base} + 50), ({outside}, {base} + 10)"
+        ))
+        .await
+        .unwrap();
+        a.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .unwrap();
+        a.query_drop(*dropper).await.unwrap();
+        a.query_drop("BEGIN").await.unwrap();
+        a.query_drop(format!(
+            "UPDATE jobs SET v = v + 1000 WHERE v BETWEEN {base} + 40 AND {base} + 60"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(a.affected_rows(), 1, "after {dropper}");
+        // At READ COMMITTED A holds no gap lock: B moves its row into
+        // A's range and commits first.
+        b.query_drop(format!(
+            "UPDATE jobs SET v = {base} + 45 WHERE id = {outside}"
+        ))
+        .await
+        .unwrap();
+        a.query_drop("COMMIT").await.unwrap();
+    }
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "jobs").await, 8);
+    assert!(env.mirror().divergent().is_empty());
+    drop((a, b));
+    env.stop().await;
+}
+
 /// Keys of every kind a key column may have travel exactly: a composite
 /// key of a case-insensitive utf8mb4 string and a DATETIME, through a
 /// server-side prepared statement, with the pinned time in the WHERE, on a

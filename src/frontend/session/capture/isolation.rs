@@ -14,14 +14,20 @@
 //! The level that applies to a write: the one `SET TRANSACTION ISOLATION
 //! LEVEL …` chose for the transaction it is in, else the session's
 //! (`@@tx_isolation` / `@@transaction_isolation`, read with the carried
-//! settings and again after any SET).
+//! settings and again after any SET). The server drops a chosen level
+//! Tandem cannot always see go: at any COMMIT or ROLLBACK (even with
+//! nothing open), at `SET SESSION TRANSACTION …`, and when a statement
+//! that reads a table runs in autocommit mode. So a write is judged at the
+//! weaker of the chosen level and the session's: when Tandem's idea of
+//! the choice is stale, the write is keyed (exact at any level) rather
+//! than replayed as if its locks ordered it.
 
 use super::Capture;
 use crate::router::lexer::{self, Token};
 use crate::router::{Class, Route, WriteKind};
 
-/// The levels where replay in commit order is not exact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The levels where replay in commit order is not exact, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Isolation {
     ReadUncommitted,
     ReadCommitted,
@@ -97,10 +103,10 @@ impl Capture {
         sql: &[u8],
         own: Option<Isolation>,
     ) -> Option<String> {
+        let session = self.isolation.unwrap_or(Isolation::Locking);
         let level = own
             .or(self.txn_isolation)
-            .or(self.isolation)
-            .unwrap_or(Isolation::Locking);
+            .map_or(session, |chosen| chosen.min(session));
         if level == Isolation::Locking {
             return None;
         }

@@ -510,6 +510,11 @@ impl Capture {
         sql: &[u8],
         seq: u8,
     ) -> Result<bool, SessionError> {
+        if matches!(op, TxnOp::Commit | TxnOp::Rollback) {
+            // The server drops a level chosen for the next transaction at
+            // any COMMIT or ROLLBACK, even with nothing open.
+            self.next_isolation = None;
+        }
         match op {
             TxnOp::Commit if !self.txn.is_empty() => {
                 let reply = self.commit_txn(cx, m, payload, None).await?;
@@ -586,7 +591,11 @@ impl Capture {
                         isolation::IsolationSet::NextTransaction(level) => {
                             self.next_isolation = Some(level)
                         }
-                        isolation::IsolationSet::Session => self.vars = None,
+                        isolation::IsolationSet::Session => {
+                            // Also drops the next transaction's level.
+                            self.vars = None;
+                            self.next_isolation = None;
+                        }
                         isolation::IsolationSet::None => {}
                     }
                 }
