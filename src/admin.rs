@@ -131,6 +131,11 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "buckets": c.buckets(),
             "tables": c.tables.len(),
             "schema": *shared.schema_drift.lock().unwrap_or_else(|p| p.into_inner()),
+            "cross_shard_transactions": match c.cross_shard {
+                crate::config::CrossShard::Xa => "xa",
+                crate::config::CrossShard::Reject => "reject",
+            },
+            "xa": shared.xa.status(&shared.metrics),
         })),
         "secondary": cfg.secondary,
         "mirroring": shared.mirror.load().as_ref().is_some_and(|m| cfg.secondary.as_deref().is_some_and(|s| m.mirrors_to(s))),

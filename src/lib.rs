@@ -6,6 +6,7 @@ pub mod backend;
 pub mod backfill;
 pub mod config;
 pub mod cutover;
+pub mod failpoint;
 pub mod frontend;
 #[doc(hidden)]
 pub mod fuzzing;

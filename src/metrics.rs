@@ -39,6 +39,12 @@ pub struct ShardLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `committed` or `rolled_back`.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: String,
 }
@@ -80,6 +86,16 @@ pub struct Metrics {
     pub merged_rows: Counter,
     /// Tables whose definition differs between a cluster's shards.
     pub schema_drift: Gauge,
+    /// Transactions committed atomically across shards (two-phase).
+    pub xa_commits: Counter,
+    /// Cross-shard commits rolled back because a shard refused to prepare.
+    pub xa_prepare_refused: Counter,
+    /// Prepared branches left behind and settled by the resolver.
+    pub xa_resolved: Family<OutcomeLabel, Counter>,
+    /// XA END + PREPARE on every written branch.
+    pub xa_prepare_seconds: Histogram,
+    /// The decision (the anchor's COMMIT) through the last XA COMMIT.
+    pub xa_commit_seconds: Histogram,
     /// Connections closed in their handshake to make room
     /// (`limits.max_unauthenticated`).
     pub handshakes_evicted: Counter,
@@ -119,6 +135,11 @@ impl Default for Metrics {
             shard_latency: Family::new_with_constructor(latency_histogram),
             merged_rows: Counter::default(),
             schema_drift: Gauge::default(),
+            xa_commits: Counter::default(),
+            xa_prepare_refused: Counter::default(),
+            xa_resolved: Family::default(),
+            xa_prepare_seconds: latency_histogram(),
+            xa_commit_seconds: latency_histogram(),
             handshakes_evicted: Counter::default(),
             protocol_errors: Counter::default(),
             backend_errors: Counter::default(),
@@ -217,6 +238,31 @@ impl Metrics {
             "shard_schema_drift_tables",
             "Tables whose definition differs between a cluster's shards (or is missing on some)",
             self.schema_drift.clone(),
+        );
+        r.register(
+            "shard_xa_commits",
+            "Transactions committed atomically across shards (XA two-phase commit)",
+            self.xa_commits.clone(),
+        );
+        r.register(
+            "shard_xa_prepare_refused",
+            "Cross-shard commits rolled back because a shard refused to prepare",
+            self.xa_prepare_refused.clone(),
+        );
+        r.register(
+            "shard_xa_in_doubt_resolved",
+            "Prepared XA branches left behind (a lost session, a crash) and settled, by outcome",
+            self.xa_resolved.clone(),
+        );
+        r.register(
+            "shard_xa_prepare_seconds",
+            "XA END and PREPARE on every written branch of a cross-shard commit",
+            self.xa_prepare_seconds.clone(),
+        );
+        r.register(
+            "shard_xa_commit_seconds",
+            "A cross-shard commit's decision (the anchor's COMMIT) through its last XA COMMIT",
+            self.xa_commit_seconds.clone(),
         );
         r.register(
             "handshakes_evicted",

@@ -58,6 +58,11 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
     crate::shard_tools::record_placement(&config)
         .await
         .map_err(std::io::Error::other)?;
+    // Cross-shard commits record their decision on a shard: the table is
+    // there before the first client.
+    crate::shard_tools::xa::ensure_all(&config)
+        .await
+        .map_err(std::io::Error::other)?;
     let listener = crate::frontend::bind(config.listen)?;
     let addr = listener.local_addr()?;
     let pools = config
@@ -90,6 +95,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
         sequences: Default::default(),
         schema_drift: Default::default(),
         drift_check: Default::default(),
+        xa: Default::default(),
     });
     if shared.config.load().secondary.is_some() {
         let m = crate::mirror::runtime::Mirror::start(&shared.config.load())
@@ -137,6 +143,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningServer> {
     tokio::spawn(periodic_verify(shared.clone()));
     tokio::spawn(idle_ticks(shared.clone()));
     tokio::spawn(watch_drift(shared.clone()));
+    tokio::spawn(crate::shard_tools::xa::run_resolver(shared.clone()));
     info!(%addr, "listening for MySQL clients");
     // The watcher lives as long as the accept loop.
     let watcher = crate::reload::watch(shared.clone());

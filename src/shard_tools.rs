@@ -6,6 +6,7 @@
 //! shard, as the running server does.
 
 pub mod drift;
+pub mod xa;
 
 use crate::config::{ClusterConfig, Config, Placement};
 use crate::router::lexer;

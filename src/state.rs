@@ -54,6 +54,9 @@ pub struct Shared {
     pub schema_drift: std::sync::Mutex<Option<serde_json::Value>>,
     /// Wakes the drift check (after DDL through Tandem).
     pub drift_check: tokio::sync::Notify,
+    /// On a cluster: cross-shard commits' decision rows to delete and the
+    /// XA resolver's last scan.
+    pub xa: crate::shard_tools::xa::XaState,
 }
 
 /// Table name -> facts, for shard routing.

@@ -168,6 +168,15 @@ impl ShardSet {
         }
     }
 
+    /// Closes `shard`'s connection (its state unknown, e.g. a branch that
+    /// may still be open): the server rolls back what it held, and the
+    /// next use opens a new one.
+    pub fn discard(&mut self, shard: usize) {
+        if let Some(mut l) = self.leases.get_mut(shard).and_then(Option::take) {
+            l.reusable = false;
+        }
+    }
+
     /// Closes every connection instead of pooling it (a session that may
     /// leave state behind on a server).
     pub fn discard_all(&mut self) {

@@ -26,6 +26,8 @@ pub struct ClusterConfig {
     pub tables: BTreeMap<String, TablePlacement>,
     /// Most bytes a merged read may buffer.
     pub merge_buffer: u64,
+    /// How a write that spans shards commits.
+    pub cross_shard: super::model::CrossShard,
 }
 
 /// Where one table's rows live on a cluster.
@@ -165,6 +167,7 @@ pub fn validate(
                     0
                 }
             },
+            cross_shard: c.cross_shard_transactions,
         };
         for (table, rule) in &rules.tables {
             if let Some(p) = placement(&cluster, table, &rule.raw, errors) {

@@ -10,7 +10,8 @@ pub mod roles;
 
 use crate::protocol::auth::StoredPassword;
 pub use model::{
-    AdminTokenScope, ApplyErrors, AuthPlugin, BackendKind, JournalFull, Reads, UnsafeWrites,
+    AdminTokenScope, ApplyErrors, AuthPlugin, BackendKind, CrossShard, JournalFull, Reads,
+    UnsafeWrites,
 };
 use model::{RawConfig, RawRulesFile};
 use std::collections::{BTreeMap, HashMap};

@@ -187,6 +187,22 @@ pub struct RawCluster {
     /// that needs more fails with a clear error. Default `64MiB`.
     #[serde(default = "default_merge_buffer")]
     pub merge_buffer: String,
+    /// A transaction (or one statement) that writes more than one shard:
+    /// `xa` (default) commits it atomically with two-phase commit;
+    /// `reject` refuses the write that would reach a second shard.
+    #[serde(default)]
+    pub cross_shard_transactions: CrossShard,
+}
+
+/// How a write that spans shards commits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrossShard {
+    /// XA two-phase commit, all or nothing across shards.
+    #[default]
+    Xa,
+    /// Refused with ERROR 1235; the transaction stays open.
+    Reject,
 }
 
 fn default_merge_buffer() -> String {

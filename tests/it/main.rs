@@ -11,6 +11,7 @@ mod backfill_live;
 mod clients;
 mod clients_view;
 mod cluster;
+mod cluster_xa;
 mod cutover;
 mod ddl;
 mod effects;

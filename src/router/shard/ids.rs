@@ -212,6 +212,7 @@ mod tests {
             owners: vec![0u16, 1].into(),
             tables: Default::default(),
             merge_buffer: 1 << 20,
+            cross_shard: Default::default(),
         };
         c.tables.insert(
             "bids".into(),

@@ -185,11 +185,44 @@ pub fn plan_in_zone(
     tz: Option<i32>,
 ) -> R<ShardPlan> {
     let stmt = parse(sql)?;
-    plan_parsed(&stmt, sql, toks, cluster, facts, &[], tz)
+    let mut plan = plan_parsed(&stmt, sql, toks, cluster, facts, &[], tz)?;
+    if share_lock_at(sql).is_some() {
+        // Texts rendered from the parsed statement lack the clause the
+        // parser could not read: each shard's read locks as the client's.
+        for (_, t) in plan.texts.iter_mut().flatten() {
+            if share_lock_at(t).is_none() {
+                t.extend_from_slice(b" LOCK IN SHARE MODE");
+            }
+        }
+    }
+    Ok(plan)
 }
 
-/// Parses one statement to plan it.
+/// Where a trailing `LOCK IN SHARE MODE` (MariaDB's shared locking read,
+/// which the parser does not know) starts in `sql`.
+fn share_lock_at(sql: &[u8]) -> Option<usize> {
+    let trimmed = sql
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace() && *b != b';')
+        .map_or(0, |i| i + 1);
+    let mut toks = Vec::new();
+    crate::router::lexer::tokenize(&sql[..trimmed], &mut toks);
+    let n = toks.len();
+    (n >= 4
+        && ["LOCK", "IN", "SHARE", "MODE"]
+            .iter()
+            .zip(&toks[n - 4..])
+            .all(|(w, t)| t.is_word(sql, w)))
+    .then(|| toks[n - 4].start)
+}
+
+/// Parses one statement to plan it (a trailing `LOCK IN SHARE MODE` is
+/// left out: it changes how rows lock, not where they are).
 pub fn parse(sql: &[u8]) -> R<Statement> {
+    let sql = match share_lock_at(sql) {
+        Some(at) => &sql[..at],
+        None => sql,
+    };
     let text = String::from_utf8_lossy(sql);
     let mut stmts = Parser::parse_sql(&MySqlDialect {}, &text).map_err(|e| {
         Refusal(format!(

@@ -16,6 +16,7 @@ fn cluster(n: usize) -> ClusterConfig {
             .into(),
         tables: Default::default(),
         merge_buffer: 1 << 20,
+        cross_shard: Default::default(),
     }
 }
 
@@ -280,6 +281,12 @@ fn statements_go_to_exactly_the_shards_their_keys_name() {
             ..
         })
     ));
+    // MariaDB's shared locking read: routed as the read, and every
+    // shard's text locks as the client's.
+    let p = plan("SELECT SUM(amount) FROM bids LOCK IN SHARE MODE").unwrap();
+    assert_eq!(text(&p), "SELECT SUM(amount) FROM bids LOCK IN SHARE MODE");
+    let p = plan("SELECT amount FROM bids WHERE user_id = 7 lock in share mode ;").unwrap();
+    assert!(p.texts.is_none() && p.shards == Shards::Set(vec![shard(7)]));
     // Ordered on the group: streamed, each shard limited.
     let p = plan("SELECT user_id % 3 AS k, COUNT(DISTINCT auction_id) FROM bids GROUP BY k ORDER BY k DESC LIMIT 2, 5")
         .unwrap();

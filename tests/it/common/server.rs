@@ -98,6 +98,14 @@ impl OwnServer {
     }
 }
 
+impl OwnServer {
+    /// SIGKILLs the server (a crash: nothing flushed, clients cut off).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for OwnServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -32,13 +32,9 @@ impl ClusterSession<'_> {
     pub(super) async fn enter(&mut self, shard: usize) -> Result<(), BackendError> {
         let pools = self.shared.pools.load();
         let dbs = self.physical_dbs();
-        let conn = self.shards.conn(&pools, &dbs, shard).await?;
-        if self.explicit_txn && !self.branches.contains(&shard) {
-            conn.run(&query_packet(&self.begin_sql), Expect::ResultSet)
-                .await?;
-        }
-        if self.in_txn() {
-            self.branches.insert(shard);
+        self.shards.conn(&pools, &dbs, shard).await?;
+        if self.in_txn() && !self.branches.contains(&shard) {
+            self.open_branch(shard).await?;
         }
         Ok(())
     }
@@ -111,6 +107,11 @@ impl ClusterSession<'_> {
         let (summary, _) = relay.command(&mut conn.wire, payload, seq, expect).await?;
         self.shards.set_reusable(shard, true);
         self.observe_shard(shard, started);
+        if summary.error == Some(1213) {
+            // A deadlock rolls back the whole transaction, as on one
+            // database: every other branch too.
+            self.abort_txn().await?;
+        }
         if let Some(ok) = summary.last_ok {
             self.server_status = ok.status;
             self.no_backslash_escapes = ok.status
@@ -161,26 +162,6 @@ impl ClusterSession<'_> {
                 .remember(crate::backend::shards::Prelude::Sql(payload[1..].to_vec()));
         }
         Ok(())
-    }
-
-    /// Ends the transaction on every shard with a branch (`verb`: COMMIT or
-    /// ROLLBACK). Returns the first shard error, naming the shard.
-    pub(super) async fn end_txn(&mut self, verb: &[u8]) -> Result<Option<ErrSpec>, SessionError> {
-        let mut first = None;
-        for shard in std::mem::take(&mut self.branches) {
-            if let Some(conn) = self.shards.open(shard) {
-                match conn.run(&query_packet(verb), Expect::ResultSet).await {
-                    Ok(_) => {}
-                    Err(BackendError::Server { code, message }) => {
-                        first.get_or_insert(ErrSpec::new(code, "HY000", message));
-                    }
-                    Err(e) => return Err(SessionError::Backend(e)),
-                }
-            }
-        }
-        self.explicit_txn = false;
-        self.wrote.clear();
-        Ok(first)
     }
 
     /// DDL: on every shard, after the open transaction commits (as DDL
@@ -371,16 +352,8 @@ impl ClusterSession<'_> {
             Shards::Set(s) => s.clone(),
         };
         self.count_route(&plan.shards, targets.len(), cluster.shards.len());
-        if plan.write && self.in_txn() {
-            let mut w = self.wrote.clone();
-            w.extend(targets.iter().copied());
-            if w.len() > 1 {
-                return Err(not_supported(
-                    "a transaction that writes more than one shard (cross-shard transactions \
-                     are not supported yet); this statement did not run and the transaction \
-                     is still open",
-                ));
-            }
+        if plan.write {
+            self.may_write(&targets)?;
         }
         self.last_shard = targets[0];
         Ok((plan, targets))
@@ -497,9 +470,10 @@ impl ClusterSession<'_> {
         }
     }
 
-    /// A write on several shards: outside a transaction, each shard's part
-    /// in a transaction of its own, all committed only when every part
-    /// succeeded (otherwise all rolled back and the error is the client's).
+    /// A write on several shards. Outside a transaction its parts run as
+    /// one transaction across those shards (atomic under `xa`), committed
+    /// only when every part succeeded; otherwise all roll back and the
+    /// failing shard's error is the client's.
     async fn write_many(
         &mut self,
         targets: &[usize],
@@ -509,54 +483,44 @@ impl ClusterSession<'_> {
         generated: Option<u64>,
     ) -> Result<(), SessionError> {
         let wrap = !self.in_txn() && targets.len() > 1;
-        for &t in targets {
-            if let Err(e) = self.enter(t).await {
-                return self.backend_refused(seq, e).await;
-            }
-            if wrap {
-                if let Some(conn) = self.shards.open(t) {
-                    if let Err(e) = conn.run(&query_packet(b"BEGIN"), Expect::ResultSet).await {
-                        return self.backend_refused(seq, e).await;
-                    }
-                }
-            }
+        if wrap {
+            self.explicit_txn = true;
+            self.begin_sql = b"BEGIN".to_vec();
         }
         let mut answers = Vec::with_capacity(targets.len());
+        let mut refused = None;
         for (&t, text) in targets.iter().zip(texts) {
+            if let Err(e) = self.enter(t).await {
+                refused = Some(e);
+                break;
+            }
             answers.push(self.buffered(t, text).await?);
         }
         let failed = answers.iter().position(|a| a.error.is_some());
+        if self.in_txn() {
+            self.wrote.extend(targets.iter().copied());
+        }
         if wrap {
-            let verb: &[u8] = if failed.is_some() {
+            let verb: &[u8] = if failed.is_some() || refused.is_some() {
                 b"ROLLBACK"
             } else {
                 b"COMMIT"
             };
-            let mut committed = Vec::new();
-            for &t in targets {
-                if let Some(conn) = self.shards.open(t) {
-                    match conn.run(&query_packet(verb), Expect::ResultSet).await {
-                        Ok(_) => committed.push(self.shards.name(t).to_string()),
-                        Err(BackendError::Server { code, message }) if failed.is_none() => {
-                            let e = ErrSpec::new(
-                                1180,
-                                "HY000",
-                                format!(
-                                    "Tandem (cluster): the write committed on shard(s) [{}] but \
-                                     its COMMIT failed on {} (ERROR {code}: {message})",
-                                    committed.join(", "),
-                                    self.shards.name(t)
-                                ),
-                            );
-                            return self.reply_err(seq, &e).await;
-                        }
-                        Err(BackendError::Server { .. }) => {}
-                        Err(e) => return Err(SessionError::Backend(e)),
-                    }
-                }
+            let ended = self.end_txn(verb).await?;
+            if let Some(e) = refused {
+                return self.backend_refused(seq, e).await;
             }
-        } else if self.in_txn() {
-            self.wrote.extend(targets.iter().copied());
+            if let (None, Some(e)) = (failed, ended) {
+                return self.reply_err(seq, &e).await;
+            }
+        } else if let Some(e) = refused {
+            return self.backend_refused(seq, e).await;
+        }
+        if let Some(i) = failed {
+            if answers[i].error.as_ref().is_some_and(|(c, _)| *c == 1213) {
+                // A deadlock rolls back the whole transaction.
+                self.abort_txn().await?;
+            }
         }
         let packet = match failed {
             Some(i) => answers.swap_remove(i).packet,

@@ -29,6 +29,7 @@ mod read;
 mod shape;
 mod temp;
 mod values;
+mod xa;
 mod zone;
 
 use super::SessionError;
@@ -67,6 +68,10 @@ pub(super) struct ClusterSession<'a> {
     pub branches: BTreeSet<usize>,
     /// Shards the open transaction wrote.
     pub wrote: BTreeSet<usize>,
+    /// The transaction's first branch, an ordinary transaction; later
+    /// branches are XA branches of `gtrid` (`xa.rs`).
+    pub anchor: Option<usize>,
+    pub gtrid: Option<String>,
     /// The shard that ran the last statement: statements that read the
     /// session's diagnostics (`ROW_COUNT()`, `LAST_INSERT_ID()`, `SHOW
     /// WARNINGS`) and need no particular shard run there.
@@ -130,6 +135,8 @@ pub(super) async fn run(
         begin_sql: Vec::new(),
         branches: Default::default(),
         wrote: Default::default(),
+        anchor: None,
+        gtrid: None,
         last_shard: 0,
         merged_count: None,
         last_insert_id: None,
@@ -307,14 +314,16 @@ impl<'a> ClusterSession<'a> {
                         .await;
                 }
                 let autocommit = autocommit_value(sql, &self.scratch.tokens);
+                if autocommit == Some(true) && !self.autocommit {
+                    // Turning autocommit on commits the open transaction:
+                    // every branch, atomically, before the SET.
+                    if let Some(e) = self.end_txn(b"COMMIT").await? {
+                        return self.reply_err(seq, &e).await;
+                    }
+                }
                 self.time_zone = None;
                 self.everywhere(payload, seq, true).await?;
                 if let Some(on) = autocommit {
-                    if on && !self.autocommit {
-                        // Turning autocommit on commits the open branches.
-                        self.branches.clear();
-                        self.wrote.clear();
-                    }
                     self.autocommit = on;
                 }
                 Ok(())
@@ -328,7 +337,9 @@ impl<'a> ClusterSession<'a> {
                 .await
             }
             Class::Transaction(TxnOp::Begin) => {
-                self.end_txn(b"COMMIT").await?;
+                if let Some(e) = self.end_txn(b"COMMIT").await? {
+                    return self.reply_err(seq, &e).await;
+                }
                 self.explicit_txn = true;
                 self.begin_sql = sql.to_vec();
                 self.reply_ok(seq).await
@@ -447,6 +458,8 @@ impl<'a> ClusterSession<'a> {
         self.explicit_txn = false;
         self.branches.clear();
         self.wrote.clear();
+        self.anchor = None;
+        self.gtrid = None;
         self.reply_ok(seq).await
     }
 
