@@ -3,8 +3,9 @@
 # a 4-shard cluster (4 databases on the local MariaDB) and behind a Tandem
 # in front of one database holding all rows, alternating in one run:
 # oltp_point_select (each select routed to one shard), oltp_read_write
-# (its range queries scatter to every shard; --skip_trx, as cross-shard
-# transactions are not built yet), and a scatter `ORDER BY id LIMIT 10` (p99). Also
+# (its range queries scatter to every shard; --skip_trx, to compare
+# statements with one database; scripts/xa-bench.sh measures cross-shard
+# commits), and a scatter `ORDER BY id LIMIT 10` (p99). Also
 # Tandem's CPU per query from /proc.
 #
 # Knobs: BENCH_TIME (seconds per run, default 20), BENCH_ROUNDS (default

@@ -262,7 +262,7 @@ impl<'a> ClusterSession<'a> {
         }
     }
 
-    async fn query(&mut self, payload: &[u8], seq: u8) -> Result<(), SessionError> {
+    pub(super) async fn query(&mut self, payload: &[u8], seq: u8) -> Result<(), SessionError> {
         let sql = &payload[1..];
         if let Some(n) = self.merged_count.take() {
             lexer::tokenize(sql, &mut self.scratch.tokens);

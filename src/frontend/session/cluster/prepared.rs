@@ -9,6 +9,7 @@
 
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::capture::params::bound_literals;
+use crate::frontend::session::link::query_packet;
 use crate::frontend::session::SessionError;
 use crate::protocol::command::{
     COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, COM_STMT_SEND_LONG_DATA,
@@ -17,7 +18,7 @@ use crate::protocol::response::Expect;
 use crate::protocol::ErrSpec;
 use crate::router::lexer;
 use crate::router::shard::route::{self, Merge};
-use crate::router::Class;
+use crate::router::{Class, TxnOp};
 use mysql_common::constants::StatusFlags;
 use std::collections::HashMap;
 
@@ -32,6 +33,8 @@ pub(super) struct ClusterStmt {
     /// The server statement id on each shard where it is prepared.
     on: Vec<Option<u32>>,
     is_write: bool,
+    /// BEGIN, COMMIT or ROLLBACK, answered by Tandem (`prepare_control`).
+    control: bool,
     /// COM_STMT_SEND_LONG_DATA chunks per parameter, until the execute.
     long_data: HashMap<u16, Vec<u8>>,
     /// The shard holding this statement's open cursor.
@@ -57,6 +60,13 @@ impl ClusterSession<'_> {
         let sql = &payload[1..];
         let classified = self.shared.router.route(sql, &mut self.scratch);
         let is_write = match classified.statements.as_slice() {
+            [r] if matches!(
+                r.class,
+                Class::Transaction(TxnOp::Begin | TxnOp::Commit | TxnOp::Rollback)
+            ) =>
+            {
+                return self.prepare_control(sql, seq).await;
+            }
             [r] => match &r.class {
                 Class::Read { .. } => false,
                 Class::Write(
@@ -115,6 +125,7 @@ impl ClusterSession<'_> {
                     types: Vec::new(),
                     on,
                     is_write,
+                    control: false,
                     long_data: HashMap::new(),
                     cursor_on: None,
                     scatter: HashMap::new(),
@@ -122,6 +133,36 @@ impl ClusterSession<'_> {
                 },
             );
         }
+        Ok(())
+    }
+
+    /// A prepared BEGIN, COMMIT or ROLLBACK (sysbench prepares them):
+    /// answered by Tandem, no parameters, no columns; each execute runs it
+    /// as the text statement, on every branch.
+    async fn prepare_control(&mut self, sql: &[u8], mut seq: u8) -> Result<(), SessionError> {
+        let id = self.next_stmt.wrapping_add(1).max(1);
+        self.next_stmt = id;
+        self.stmts.insert(
+            id,
+            ClusterStmt {
+                param_spans: Vec::new(),
+                sql: sql.to_vec(),
+                params: 0,
+                types: Vec::new(),
+                on: vec![None; self.shards.len()],
+                is_write: false,
+                control: true,
+                long_data: HashMap::new(),
+                cursor_on: None,
+                scatter: HashMap::new(),
+                shape: None,
+            },
+        );
+        // PREPARE_OK: status, id, 0 columns, 0 parameters, filler, warnings.
+        let mut p = vec![0x00];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        self.client.send_packet(&mut seq, &p).await?;
         Ok(())
     }
 
@@ -162,6 +203,10 @@ impl ClusterSession<'_> {
                 .reply_err(seq, &ErrSpec::unknown_stmt(id, "mysqld_stmt_execute"))
                 .await;
         };
+        if stmt.control {
+            let sql = stmt.sql.clone();
+            return self.query(&query_packet(&sql), seq).await;
+        }
         // The parameter types, when this execute sends them.
         let n = stmt.params as usize;
         let flag_at = 10 + n.div_ceil(8);
