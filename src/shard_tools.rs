@@ -128,6 +128,7 @@ pub async fn route(cfg: &Config, sql: &str) -> Result<String, String> {
             "affected rows summed; each shard's part in its own transaction".into()
         }
         Merge::Same => "reference write: every shard, the first shard's answer".into(),
+        Merge::KeyMove => "rows updated where they are, then moved to their new shard (delete + insert, one atomic transaction)".to_string(),
     };
     let mut out = format!("shards: {shards}\nmerge: {merge}\n");
     if let Some(texts) = &plan.texts {

@@ -35,6 +35,7 @@ pub struct ClusterConfig {
 pub struct TablePlacement {
     pub placement: Placement,
     pub scatter_writes: ScatterWrites,
+    pub key_updates: super::model::ShardKeyUpdates,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,6 +280,7 @@ fn placement(
         return Some(TablePlacement {
             placement: Placement::Reference,
             scatter_writes,
+            key_updates: Default::default(),
         });
     }
     let Some(column) = r.shard_key.clone() else {
@@ -370,6 +372,7 @@ fn placement(
     Some(TablePlacement {
         placement,
         scatter_writes,
+        key_updates: r.shard_key_updates.unwrap_or_default(),
     })
 }
 

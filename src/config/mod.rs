@@ -11,7 +11,7 @@ pub mod roles;
 use crate::protocol::auth::StoredPassword;
 pub use model::{
     AdminTokenScope, ApplyErrors, AuthPlugin, BackendKind, CrossShard, JournalFull, Reads,
-    UnsafeWrites,
+    ShardKeyUpdates, UnsafeWrites,
 };
 use model::{RawConfig, RawRulesFile};
 use std::collections::{BTreeMap, HashMap};

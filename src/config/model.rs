@@ -469,6 +469,20 @@ pub struct RawTableRule {
     /// (`allow`, default) or is refused (`reject`).
     #[serde(default)]
     pub scatter_writes: Option<ScatterWrites>,
+    /// On a cluster: an UPDATE that changes a row's shard key moves the
+    /// row to its new shard (`move`: delete + insert in one atomic
+    /// cross-shard transaction) or is refused (`reject`, default).
+    #[serde(default)]
+    pub shard_key_updates: Option<ShardKeyUpdates>,
+}
+
+/// What an UPDATE of a row's shard key does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardKeyUpdates {
+    #[default]
+    Reject,
+    Move,
 }
 
 /// How a table's rows are placed on shards.

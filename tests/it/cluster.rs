@@ -80,7 +80,19 @@ impl Cluster {
     /// `start`, with more keys of the cluster's YAML block (indented by
     /// four spaces, e.g. `    cross_shard_transactions: reject\n`).
     pub async fn start_with(name: &str, own: bool, cluster_extra: &str) -> Cluster {
-        let (config, shards, dbs, dir, own) = Self::prepare(name, own, cluster_extra).await;
+        Self::start_prepared(Self::prepare(name, own, cluster_extra).await).await
+    }
+
+    /// Starts Tandem over what `prepare` made (its rules maybe edited).
+    pub async fn start_prepared(
+        (config, shards, dbs, dir, own): (
+            PathBuf,
+            Vec<Opts>,
+            Vec<String>,
+            tempfile::TempDir,
+            Option<OwnServer>,
+        ),
+    ) -> Cluster {
         let cfg = tandem::config::load(&config).expect("cluster config is valid");
         let server = tandem::server::start(cfg).await.expect("tandem starts");
         let addr = server.addr;

@@ -502,3 +502,114 @@ async fn a_shard_server_lost_before_prepare_rolls_back_everywhere() {
     drop(t);
     cl.stop().await;
 }
+
+/// `shard_key_updates: move`: an UPDATE of a row's shard key moves the row
+/// to its new shard (with the other columns the SET computes), in one
+/// atomic transaction; a duplicate key there refuses the whole statement;
+/// ROLLBACK undoes a move; a table without the setting refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_key_updates_move_rows_atomically_or_are_refused() {
+    let prepared = Cluster::prepare("xa_move", false, "").await;
+    let rules = prepared.0.with_file_name("rules").join("app.yaml");
+    let text = std::fs::read_to_string(&rules).unwrap().replace(
+        "users: { shard_key: id }",
+        "users: { shard_key: id, shard_key_updates: move }",
+    );
+    std::fs::write(&rules, text).unwrap();
+    let cl = Cluster::start_prepared(prepared).await;
+    let ids = users_on_distinct_shards(&cl.config, 3);
+    let ((a, sa), (b, sb), (c, _)) = (ids[0], ids[1], ids[2]);
+    let mut t = cl.proxy().await;
+    t.query_drop(format!(
+        "INSERT INTO users (id, name, balance) VALUES ({a}, 'a', 10), ({c}, 'c', 30)"
+    ))
+    .await
+    .unwrap();
+    // Moved, with the SET's other columns computed as one database would.
+    t.query_drop(format!(
+        "UPDATE users SET id = {b}, balance = balance + 1 WHERE id = {a}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(t.affected_rows(), 1);
+    let on = |s: usize, id: u64| {
+        let o = cl.shards[s].clone();
+        async move {
+            let mut d = Conn::new(o).await.unwrap();
+            let r: Option<(String, String)> = d
+                .query_first(format!(
+                    "SELECT name, CAST(balance AS CHAR) FROM users WHERE id = {id}"
+                ))
+                .await
+                .unwrap();
+            d.disconnect().await.unwrap();
+            r
+        }
+    };
+    assert_eq!(on(sa, a).await, None, "gone from its old shard");
+    assert_eq!(on(sb, b).await, Some(("a".into(), "11.00".into())));
+    // ROLLBACK undoes a move inside a transaction.
+    t.query_drop("BEGIN").await.unwrap();
+    t.query_drop(format!("UPDATE users SET id = {a} WHERE id = {b}"))
+        .await
+        .unwrap();
+    let seen: Option<String> = t
+        .query_first(format!("SELECT name FROM users WHERE id = {a}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.as_deref(),
+        Some("a"),
+        "the transaction sees the moved row"
+    );
+    t.query_drop("ROLLBACK").await.unwrap();
+    assert_eq!(on(sb, b).await, Some(("a".into(), "11.00".into())));
+    assert_eq!(on(sa, a).await, None);
+    // A duplicate key on the new shard refuses the whole statement.
+    let e = t
+        .query_drop(format!("UPDATE users SET id = {c} WHERE id = {b}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1062),
+        "{e:?}"
+    );
+    assert_eq!(on(sb, b).await, Some(("a".into(), "11.00".into())));
+    // Several rows on several shards move at once; the count is the sum.
+    t.query_drop("UPDATE users SET id = id + 100000, name = CONCAT(name, '!')")
+        .await
+        .unwrap();
+    assert_eq!(t.affected_rows(), 2);
+    let rows: Vec<(u64, String)> = t
+        .query("SELECT id, name FROM users ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                b.min(c) + 100000,
+                if b < c { "a!" } else { "c!" }.to_string()
+            ),
+            (
+                b.max(c) + 100000,
+                if b < c { "c!" } else { "a!" }.to_string()
+            )
+        ]
+    );
+    for (id, _) in &rows {
+        let s = shard_of(&cl.config, *id);
+        assert!(
+            on(s, *id).await.is_some(),
+            "row {id} on the shard its key names"
+        );
+    }
+    // Without the setting: refused, naming it.
+    let e = t
+        .query_drop("UPDATE bids SET user_id = 5 WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("shard_key_updates: move"), "{e}");
+    t.disconnect().await.unwrap();
+    cl.stop().await;
+}

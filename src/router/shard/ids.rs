@@ -221,6 +221,7 @@ mod tests {
                     key: "user_id".into(),
                 },
                 scatter_writes: ScatterWrites::Allow,
+                key_updates: Default::default(),
             },
         );
         let facts = |t: &str| {

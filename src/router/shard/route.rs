@@ -78,6 +78,9 @@ pub enum Merge {
     /// A reference-table write: every shard does the same; the first
     /// shard's answer is the client's.
     Same,
+    /// An UPDATE that changes rows' shard key (`shard_key_updates: move`):
+    /// the rows are updated where they are, then moved to their new shard.
+    KeyMove,
 }
 
 /// The plan for one statement on a cluster.
@@ -328,6 +331,8 @@ pub fn plan_parsed(
         Statement::Update(u) => {
             let sources = cx.sources(std::slice::from_ref(&u.table))?;
             cx.check_named(&sources, named.len())?;
+            let limited = !u.order_by.is_empty() || u.limit.is_some();
+            let mut moves = false;
             for a in &u.assignments {
                 let cols: Vec<&ObjectName> = match &a.target {
                     AssignmentTarget::ColumnName(c) => vec![c],
@@ -335,20 +340,33 @@ pub fn plan_parsed(
                 };
                 for c in cols {
                     let last = c.0.last().and_then(|p| p.as_ident()).map(|i| &i.value);
-                    if sources.iter().any(|s| {
+                    let keyed = sources.iter().find(|s| {
                         s.sharded()
                             && last
                                 .is_some_and(|l| s.key().is_some_and(|k| k.eq_ignore_ascii_case(l)))
-                    }) {
-                        return refuse(
+                    });
+                    let Some(source) = keyed else { continue };
+                    if source.placement.key_updates != crate::config::ShardKeyUpdates::Move {
+                        return refuse(format!(
                             "an UPDATE that changes a row's shard key (moving the row to another \
-                             shard) is not supported yet",
+                             shard); set `shard_key_updates: move` on table `{}` to move such rows",
+                            source.table
+                        ));
+                    }
+                    if sources.len() > 1 || limited {
+                        return refuse(
+                            "an UPDATE that moves rows to other shards with a join, ORDER BY or \
+                             LIMIT",
                         );
                     }
+                    moves = true;
                 }
             }
-            let limited = !u.order_by.is_empty() || u.limit.is_some();
-            cx.write_plan(&sources, u.selection.as_ref(), &[], limited)
+            let mut plan = cx.write_plan(&sources, u.selection.as_ref(), &[], limited)?;
+            if moves {
+                plan.merge = Merge::KeyMove;
+            }
+            Ok(plan)
         }
         Statement::Delete(d) => {
             let from = match &d.from {

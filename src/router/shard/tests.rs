@@ -122,6 +122,7 @@ fn auction() -> (
             TablePlacement {
                 placement: p,
                 scatter_writes: ScatterWrites::Allow,
+                key_updates: Default::default(),
             },
         );
     };

@@ -21,9 +21,9 @@ use mysql_common::constants::CapabilityFlags;
 use std::sync::Arc;
 
 /// One shard's whole answer to a write.
-struct Answer {
-    packet: Vec<u8>,
-    error: Option<(u16, String)>,
+pub(super) struct Answer {
+    pub(super) packet: Vec<u8>,
+    pub(super) error: Option<(u16, String)>,
 }
 
 impl ClusterSession<'_> {
@@ -240,7 +240,11 @@ impl ClusterSession<'_> {
     }
 
     /// Runs `sql` on `shard` and keeps its whole answer.
-    async fn buffered(&mut self, shard: usize, sql: &[u8]) -> Result<Answer, SessionError> {
+    pub(super) async fn buffered(
+        &mut self,
+        shard: usize,
+        sql: &[u8],
+    ) -> Result<Answer, SessionError> {
         let deprecate_eof = self.deprecate_eof();
         self.shards.set_reusable(shard, false);
         let Some(conn) = self.shards.open(shard) else {
@@ -438,6 +442,9 @@ impl ClusterSession<'_> {
             Ok(p) => p,
             Err(e) => return self.reply_err(seq, &e).await,
         };
+        if plan.merge == Merge::KeyMove {
+            return self.move_rows(sql, &targets, seq).await;
+        }
         let text_of = |shard: usize| -> Vec<u8> {
             plan.texts
                 .as_ref()
@@ -542,7 +549,7 @@ impl ClusterSession<'_> {
     /// The OK one database would have sent for the shards' OKs: affected
     /// rows and warnings summed, the numbers of the info text summed, the
     /// insert id of the shard that got the statement's last row.
-    fn summed_ok(
+    pub(super) fn summed_ok(
         &self,
         targets: &[usize],
         answers: &[Answer],

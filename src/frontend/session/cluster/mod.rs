@@ -20,6 +20,7 @@
 mod exec;
 mod group;
 mod insert_select;
+mod key_move;
 mod load;
 mod merge;
 mod metadata;

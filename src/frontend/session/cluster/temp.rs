@@ -88,6 +88,7 @@ impl ClusterSession<'_> {
                 TablePlacement {
                     placement: Placement::Reference,
                     scatter_writes: crate::config::model::ScatterWrites::Allow,
+                    key_updates: Default::default(),
                 },
             );
         }
