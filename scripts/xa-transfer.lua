@@ -15,9 +15,9 @@ function thread_init()
 end
 
 function event()
-  local per = sysbench.opt.accounts // sysbench.opt.shards
+  local per = math.floor(sysbench.opt.accounts / sysbench.opt.shards)
   local a = sysbench.rand.uniform(1, sysbench.opt.accounts)
-  local sa = (a - 1) // per
+  local sa = math.floor((a - 1) / per)
   local sb = sa
   if sysbench.rand.uniform(1, 100) <= sysbench.opt.cross then
     sb = (sa + sysbench.rand.uniform(1, sysbench.opt.shards - 1)) % sysbench.opt.shards
