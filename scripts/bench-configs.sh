@@ -61,3 +61,14 @@ $(printf '%s\n' "${6:-}" | sed 's/^/  /')
 rules: ./rules
 CFG
 }
+
+# start_release WORK NAME PORT DB: the release build serving WORK/NAME.yaml
+# (log WORK/NAME.log, pid WORK/NAME.pid), once it answers on PORT.
+start_release() {
+  TANDEM_LOG=warn ./target/release/tandem serve --config "$1/$2.yaml" > "$1/$2.log" 2>&1 &
+  echo $! > "$1/$2.pid"
+  for _ in $(seq 1 50); do
+    mariadb --protocol=TCP -h127.0.0.1 -P"$3" -ubench -pbench "$4" -e 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+}

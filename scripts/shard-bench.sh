@@ -44,13 +44,8 @@ clusters:
 migration: { primary: sb4, journal: "$WORK/journal" }
 rules: $WORK/rules
 CFG
-start() {
-  TANDEM_LOG=warn ./target/release/tandem serve --config "$WORK/$1.yaml" > "$WORK/$1.log" 2>&1 &
-  echo $! > "$WORK/$1.pid"
-  for _ in $(seq 1 50); do mariadb --protocol=TCP -h127.0.0.1 -P"$2" -ubench -pbench $DB -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
-}
-start one $ONE_PORT
-start shards $SHARD_PORT
+start_release "$WORK" one $ONE_PORT $DB
+start_release "$WORK" shards $SHARD_PORT $DB
 ONE_PID=$(cat "$WORK/one.pid")
 SHARD_PID=$(cat "$WORK/shards.pid")
 

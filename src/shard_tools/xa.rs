@@ -36,9 +36,35 @@ const SCAN_EVERY: Duration = Duration::from_secs(10);
 /// How long the resolver's locking read waits for a live anchor.
 const LOCK_WAIT_SECONDS: u32 = 5;
 
-/// A new global transaction id: 32 hex digits, unique across Tandems.
-pub fn new_gtrid() -> String {
-    format!("{:032x}", rand::random::<u128>())
+/// The cluster's tag, the first 8 hex digits of every gtrid its sessions
+/// give: the resolver settles only its own cluster's branches (two
+/// clusters, or two deployments, may share a server and its bookkeeping
+/// database; another cluster's decision may be on a server this one never
+/// reads). From the cluster's name and its first shard's database, as the
+/// recorded placement is keyed.
+pub fn cluster_tag(cfg: &Config) -> String {
+    let Some(c) = cfg.cluster() else {
+        return "00000000".into();
+    };
+    let first = cfg
+        .backends
+        .get(&c.shards[0])
+        .map(crate::mirror::bookkeeping::owner)
+        .unwrap_or_default();
+    tag_of(&c.name, &first)
+}
+
+/// `cluster_tag` from the cluster's name and its first shard's database
+/// as an SQL literal (`bookkeeping::owner`).
+pub fn tag_of(cluster: &str, first_owner: &str) -> String {
+    let h = xxhash_rust::xxh3::xxh3_64(format!("{cluster}|{first_owner}").as_bytes());
+    format!("{:08x}", h as u32)
+}
+
+/// A new global transaction id of the cluster tagged `tag`: 40 hex
+/// digits, unique across Tandems.
+pub fn new_gtrid(tag: &str) -> String {
+    format!("{tag}{:032x}", rand::random::<u128>())
 }
 
 /// The xid of `gtrid`'s branch on shard `shard`, as XA statements take it.
@@ -219,6 +245,7 @@ struct Prepared {
 /// deletes decision rows no branch needs any more.
 pub async fn scan(cfg: &Config, metrics: &Metrics) -> Result<serde_json::Value, String> {
     let backends = shard_backends(cfg);
+    let tag = cluster_tag(cfg);
     let mut conns = Vec::with_capacity(backends.len());
     for b in &backends {
         let mut c = crate::backend::own_conn(crate::backend::own_opts(b).await)
@@ -243,7 +270,10 @@ pub async fn scan(cfg: &Config, metrics: &Metrics) -> Result<serde_json::Value, 
     let mut candidates: Vec<Vec<String>> = Vec::with_capacity(conns.len());
     for (c, b) in conns.iter_mut().zip(&backends) {
         let rows: Vec<Vec<u8>> = c
-            .query(format!("SELECT gtrid FROM {}", decisions(b)))
+            .query(format!(
+                "SELECT gtrid FROM {} WHERE gtrid LIKE '{tag}%'",
+                decisions(b)
+            ))
             .await
             .map_err(err(b))?;
         candidates.push(
@@ -269,6 +299,10 @@ pub async fn scan(cfg: &Config, metrics: &Metrics) -> Result<serde_json::Value, 
             let Some(gtrid) = xid.split('\'').nth(1).map(str::to_string) else {
                 continue;
             };
+            if !gtrid.starts_with(&tag) {
+                // Another cluster's: its own resolver settles it.
+                continue;
+            }
             prepared.push(Prepared {
                 shard: i,
                 gtrid,
@@ -319,6 +353,11 @@ pub async fn scan(cfg: &Config, metrics: &Metrics) -> Result<serde_json::Value, 
             // Still attached to a live session (or settled meanwhile),
             // which ends it itself.
             Err(mysql_async::Error::Server(e)) if e.code == 1397 => attached += 1,
+            // XA_RB*: a branch that changed nothing (or was rolled back by
+            // the server) is gone with this answer, whatever the decision.
+            Err(mysql_async::Error::Server(e)) if matches!(e.code, 1402 | 1613 | 1614) => {
+                rolled_back += 1;
+            }
             Err(e) => return Err(err(&backends[p.shard])(e)),
         }
     }

@@ -128,6 +128,21 @@ impl Cluster {
             None
         };
         let dbs: Vec<String> = (0..4).map(|i| format!("tandem_{name}_s{i}")).collect();
+        // A failed earlier run may have left this cluster's XA branches
+        // prepared, holding locks the drops below would wait for.
+        let tag = tandem::shard_tools::xa::tag_of("app4", &format!("'{}'", dbs[0]));
+        let mut root = Conn::new(common::direct_opts_at(common::MARIADB_PORT, "mysql"))
+            .await
+            .unwrap();
+        let stale: Vec<mysql_async::Row> = root.query("XA RECOVER FORMAT='SQL'").await.unwrap();
+        for r in stale {
+            let xid =
+                String::from_utf8_lossy(&r.get::<Vec<u8>, _>(3).unwrap_or_default()).into_owned();
+            if xid.starts_with(&format!("'{tag}")) {
+                let _ = root.query_drop(format!("XA ROLLBACK {xid}")).await;
+            }
+        }
+        root.disconnect().await.unwrap();
         let mut shards = Vec::new();
         let mut urls = Vec::new();
         for (i, db) in dbs.iter().enumerate() {

@@ -5,6 +5,7 @@
 //! its PREPARE.
 
 use crate::cluster::Cluster;
+use crate::common::child::spawn_tandem_with;
 use crate::common::{self, free_addr, proxy_builder, wait_listening};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
@@ -42,6 +43,17 @@ fn users_on_distinct_shards(config: &std::path::Path, n: usize) -> Vec<(u64, usi
     out
 }
 
+/// The prepared XA branches of the cluster `config` serves on the server
+/// behind `opts` (other tests' clusters share the server).
+async fn prepared_of(config: &std::path::Path, opts: &Opts) -> Vec<String> {
+    let tag = tandem::shard_tools::xa::cluster_tag(&tandem::config::load(config).unwrap());
+    prepared_branches(opts)
+        .await
+        .into_iter()
+        .filter(|x| x.starts_with(&format!("'{tag}")))
+        .collect()
+}
+
 /// Tandem's prepared XA branches on the server behind `opts`.
 async fn prepared_branches(opts: &Opts) -> Vec<String> {
     let mut c = Conn::new(opts.clone()).await.unwrap();
@@ -53,13 +65,13 @@ async fn prepared_branches(opts: &Opts) -> Vec<String> {
         .collect()
 }
 
-/// Polls until no shard server holds a prepared branch of Tandem's.
-async fn wait_no_prepared(shards: &[Opts]) {
+/// Polls until no shard server holds a prepared branch of the cluster.
+async fn wait_no_prepared(config: &std::path::Path, shards: &[Opts]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut left = Vec::new();
         for o in shards {
-            left.extend(prepared_branches(o).await);
+            left.extend(prepared_of(config, o).await);
         }
         if left.is_empty() {
             return;
@@ -227,7 +239,7 @@ async fn transfers_across_shards_keep_the_sum() {
     }
     assert_eq!(direct, (users * 1000) as f64);
     for o in &cl.shards {
-        assert!(prepared_branches(o).await.is_empty());
+        assert!(prepared_of(&cl.config, o).await.is_empty());
     }
     let commits = cl.server.shared.metrics.xa_commits.get();
     assert!(commits > 0, "cross-shard commits counted");
@@ -298,7 +310,7 @@ impl ChildCluster {
         std::fs::write(&fixed, yaml).unwrap();
         let log = config.with_file_name("child.log");
         let mut c = ChildCluster {
-            child: spawn(&fixed, &log, failpoint),
+            child: spawn_tandem_with(&fixed, &log, failpoint),
             listen,
             config: fixed,
             log,
@@ -313,7 +325,7 @@ impl ChildCluster {
 
     async fn restart(&mut self) {
         let _ = self.child.wait();
-        self.child = spawn(&self.config, &self.log, None);
+        self.child = spawn_tandem_with(&self.config, &self.log, None);
         self.wait().await;
     }
 
@@ -327,28 +339,6 @@ impl Drop for ChildCluster {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn spawn(
-    config: &std::path::Path,
-    log: &std::path::Path,
-    failpoint: Option<&str>,
-) -> std::process::Child {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
-    cmd.args(["serve", "--config"])
-        .arg(config)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    match failpoint {
-        Some(f) => cmd.env("TANDEM_FAILPOINT", f),
-        None => cmd.env_remove("TANDEM_FAILPOINT"),
-    };
-    cmd.spawn().unwrap()
 }
 
 /// Tandem crashes at each step of a cross-shard commit (after the
@@ -402,21 +392,63 @@ async fn a_crash_at_each_step_of_the_commit_leaves_all_or_nothing() {
             .await
             .unwrap();
         }
+        // A branch whose write changed nothing is prepared too.
+        t.query_drop("UPDATE users SET balance = 0 WHERE id = -1 AND name = 'none'")
+            .await
+            .unwrap();
         let e = t.query_drop("COMMIT").await;
         assert!(e.is_err(), "{failpoint}: Tandem died during COMMIT");
         drop(t);
         let _ = tandem.child.wait();
         assert!(tandem.log().contains(&format!("failpoint {failpoint}")));
         // The crash left prepared branches for the resolver.
-        let left = prepared_branches(&shards[0]).await;
-        let expected = if *failpoint == "xa-after-first-commit" {
-            1
-        } else {
-            2
-        };
+        let left = prepared_of(&config, &shards[0]).await;
+        // Every written shard but the anchor's holds an XA branch.
+        let cfg = tandem::config::load(&config).unwrap();
+        let c = cfg.cluster().unwrap().clone();
+        let none_shard = tandem::router::shard::shard_of(
+            &c,
+            &c.tables["users"].placement,
+            &tandem::router::shard::KeyType::Int,
+            &tandem::router::shard::Canon::Int(-1),
+        )
+        .unwrap();
+        let mut written: std::collections::BTreeSet<usize> =
+            users[1..].iter().map(|(_, s)| *s).collect();
+        written.insert(none_shard);
+        written.remove(&users[0].1);
+        let expected = written.len() - usize::from(*failpoint == "xa-after-first-commit");
         assert_eq!(left.len(), expected, "{failpoint}: {left:?}");
+        // Another cluster's prepared branch on the same server (same
+        // format id, another tag): never this resolver's to settle.
+        let foreign = format!(
+            "'ffffffff{round:032x}','0',{}",
+            tandem::shard_tools::xa::FORMAT_ID
+        );
+        let mut other = Conn::new(shards[0].clone()).await.unwrap();
+        other
+            .query_drop(format!("XA START {foreign}"))
+            .await
+            .unwrap();
+        other
+            .query_drop(format!(
+                "INSERT INTO categories VALUES ({}, 'other')",
+                900 + round
+            ))
+            .await
+            .unwrap();
+        for q in ["END", "PREPARE"] {
+            other.query_drop(format!("XA {q} {foreign}")).await.unwrap();
+        }
+        other.disconnect().await.unwrap();
         tandem.restart().await;
-        wait_no_prepared(&shards[..1]).await;
+        wait_no_prepared(&config, &shards[..1]).await;
+        let mut other = Conn::new(shards[0].clone()).await.unwrap();
+        other
+            .query_drop(format!("XA ROLLBACK {foreign}"))
+            .await
+            .expect("the other cluster's branch was left alone");
+        other.disconnect().await.unwrap();
         let committed = *failpoint != "xa-after-prepare";
         let want = |first: bool| -> Option<String> {
             Some(match (committed, first) {
@@ -447,7 +479,7 @@ async fn a_crash_at_each_step_of_the_commit_leaves_all_or_nothing() {
         drop(t);
         let _ = tandem.child.wait();
         tandem.restart().await;
-        wait_no_prepared(&shards[..1]).await;
+        wait_no_prepared(&config, &shards[..1]).await;
         let mut on = 0;
         for o in &shards {
             let mut c = Conn::new(o.clone()).await.unwrap();
@@ -498,7 +530,7 @@ async fn a_shard_server_lost_before_prepare_rolls_back_everywhere() {
         "{msg}"
     );
     assert_eq!(balance(&cl.shards[0], a).await.as_deref(), Some("100.00"));
-    assert!(prepared_branches(&cl.shards[0]).await.is_empty());
+    assert!(prepared_of(&cl.config, &cl.shards[0]).await.is_empty());
     drop(t);
     cl.stop().await;
 }

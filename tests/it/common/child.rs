@@ -159,18 +159,30 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()
 
 /// `tandem serve` as a child process (so it can be SIGKILLed).
 pub fn spawn_tandem(cfg: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    spawn_tandem_with(cfg, log, None)
+}
+
+/// `spawn_tandem`, crashing at `failpoint` (`TANDEM_FAILPOINT`) when given.
+pub fn spawn_tandem_with(
+    cfg: &std::path::Path,
+    log: &std::path::Path,
+    failpoint: Option<&str>,
+) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["serve", "--config"])
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+    cmd.args(["serve", "--config"])
         .arg(cfg)
         .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+        .stderr(log);
+    match failpoint {
+        Some(f) => cmd.env("TANDEM_FAILPOINT", f),
+        None => cmd.env_remove("TANDEM_FAILPOINT"),
+    };
+    cmd.spawn().unwrap()
 }
 
 /// Polls /status until the mirror has applied everything journaled.

@@ -558,3 +558,45 @@ pub async fn one_txn_over(
     }
     Ok(true)
 }
+
+/// The journal's records whose statements contain one of `needles`, as
+/// lines (`lsn intent conn sql` / `lsn outcome of intent`), for a failed
+/// test to print. The journal is copied first (the running server holds
+/// its lock).
+pub fn journal_lines_naming(journal: &std::path::Path, needles: &[String]) -> Vec<String> {
+    use tandem::mirror::record::JournalRecord;
+    let copy = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(journal).into_iter().flatten().flatten() {
+        if e.file_name() != "LOCK" {
+            let _ = std::fs::copy(e.path(), copy.path().join(e.file_name()));
+        }
+    }
+    let Ok(j) = tandem::mirror::journal::Journal::open(copy.path(), 64 << 20) else {
+        return vec!["(journal not readable)".into()];
+    };
+    let Ok(mut r) = j.reader(j.first_lsn()) else {
+        return vec![];
+    };
+    let mut named = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    while let Ok(Some((lsn, bytes))) = r.next_record() {
+        match JournalRecord::decode(&bytes) {
+            Ok(JournalRecord::Intent { txn, .. }) => {
+                for s in &txn.statements {
+                    let sql = String::from_utf8_lossy(&s.sql);
+                    if needles.iter().any(|n| sql.contains(n.as_str())) {
+                        named.insert(lsn);
+                        out.push(format!("{lsn} intent conn {} {sql}", txn.conn_id));
+                    }
+                }
+            }
+            Ok(JournalRecord::Outcome {
+                intent, committed, ..
+            }) if named.contains(&intent) => {
+                out.push(format!("{lsn} outcome of {intent}: committed {committed}"));
+            }
+            _ => {}
+        }
+    }
+    out
+}

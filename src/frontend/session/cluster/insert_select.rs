@@ -143,12 +143,7 @@ impl ClusterSession<'_> {
             },
             m => m,
         };
-        let max = self
-            .shared
-            .config
-            .load()
-            .cluster()
-            .map_or(64 << 20, |c| c.merge_buffer as usize);
+        let max = self.merge_buffer();
         let answer = match self.read_kept(&targets, packets, &merge, seq, max).await? {
             Kept::Rows(p) => p,
             Kept::Answered => return Ok(Some(None)),

@@ -336,12 +336,7 @@ impl ClusterSession<'_> {
             Ok(t) => t,
             Err(e) => return Ok(Err(e)),
         };
-        let max = self
-            .shared
-            .config
-            .load()
-            .cluster()
-            .map_or(64 << 20, |c| c.merge_buffer as usize);
+        let max = self.merge_buffer();
         let merge = Merge::Concat {
             offset: 0,
             limit: None,

@@ -72,6 +72,16 @@ impl ClusterSession<'_> {
             .map(|_| ())
     }
 
+    /// The most bytes a read Tandem keeps for itself may hold (the
+    /// cluster's `merge_buffer`).
+    pub(super) fn merge_buffer(&self) -> usize {
+        self.shared
+            .config
+            .load()
+            .cluster()
+            .map_or(64 << 20, |c| c.merge_buffer as usize)
+    }
+
     /// `read_many` whose merged answer is kept (up to `max` bytes), for a
     /// read Tandem makes itself.
     pub(super) async fn read_kept(

@@ -43,7 +43,8 @@ impl ClusterSession<'_> {
             self.anchor = Some(shard);
             self.explicit_txn.then(|| self.begin_sql.clone())
         } else if self.xa_branches() {
-            let gtrid = self.gtrid.get_or_insert_with(xa::new_gtrid);
+            let tag = xa::cluster_tag(&self.shared.config.load());
+            let gtrid = self.gtrid.get_or_insert_with(|| xa::new_gtrid(&tag));
             Some(format!("XA START {}", xa::xid(gtrid, shard)).into_bytes())
         } else {
             self.explicit_txn.then(|| self.begin_sql.clone())
