@@ -1113,29 +1113,8 @@ async fn what_no_shard_can_answer_exactly_is_refused_with_the_reason() {
         "SET that reads tables",
     )
     .await;
-    // A transaction may write one shard; the refused statement leaves it
-    // open and usable.
-    let (mut a, mut b) = (0u64, 0u64);
-    'find: for i in 1..=4u64 {
-        for j in 1..=4u64 {
-            let p = |k: u64| {
-                let cfg = tandem::config::load(&cl.config).unwrap();
-                let c = cfg.cluster().unwrap().clone();
-                tandem::router::shard::shard_of(
-                    &c,
-                    &c.tables["users"].placement,
-                    &tandem::router::shard::KeyType::Int,
-                    &tandem::router::shard::Canon::Int(k as i128),
-                )
-                .unwrap()
-            };
-            if p(i) != p(j) {
-                (a, b) = (i, j);
-                break 'find;
-            }
-        }
-    }
-    assert!(a > 0, "two users on different shards");
+    let ids = crate::cluster_xa::users_on_distinct_shards(&cl.config, 2);
+    let (a, b) = (ids[0].0, ids[1].0);
     // A transaction may write several shards (XA under the default
     // `cross_shard_transactions: xa`); ROLLBACK ends every branch.
     t.query_drop("BEGIN").await.unwrap();

@@ -28,7 +28,7 @@ fn shard_of(config: &std::path::Path, id: u64) -> usize {
 }
 
 /// `n` user ids, each on another shard, in shard order of appearance.
-fn users_on_distinct_shards(config: &std::path::Path, n: usize) -> Vec<(u64, usize)> {
+pub fn users_on_distinct_shards(config: &std::path::Path, n: usize) -> Vec<(u64, usize)> {
     let mut out: Vec<(u64, usize)> = Vec::new();
     for id in 1..1000u64 {
         let s = shard_of(config, id);
