@@ -500,6 +500,18 @@ async fn copy_table(
                 .is_some_and(|lsn| lsn > applied),
             None => false,
         };
+        tracing::debug!(
+            table,
+            after = prev_key.as_deref().unwrap_or(""),
+            last = last_key.as_deref().unwrap_or(""),
+            rows = rows.len(),
+            inserted,
+            held,
+            applied_before = ?applied_before,
+            raced,
+            present,
+            "chunk copied"
+        );
         if raced || present {
             let mut checker = Checker {
                 p: &mut *p,
@@ -522,6 +534,15 @@ async fn copy_table(
                 _ => None,
             };
             let r = checker.range(&Range { lo, hi }, None).await?;
+            tracing::debug!(
+                table,
+                rows = r.rows,
+                changed = ?r.diff.changed,
+                missing = ?r.diff.missing,
+                extra = ?r.diff.extra,
+                repaired = r.diff.repaired,
+                "chunk re-checked"
+            );
             summary.chunks_rechecked += 1;
             summary.rows_repaired += r.diff.repaired;
         }

@@ -236,14 +236,19 @@ async fn backfill_of_a_million_rows_under_writes_ends_identical() {
             .collect();
         let needles: Vec<String> = rows
             .iter()
-            .flat_map(|r| [format!("= {}", r[0]), format!("'upd ', {})", r[0])])
+            .map(|r| r[0].trim_matches('\'').to_string())
+            .flat_map(|id| [format!("= {id}"), format!("'upd ', {id})")])
             .collect();
+        // The tool's log (chunk by chunk at TANDEM_LOG=tandem::backfill=debug).
+        let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("backfill-stderr.log");
+        let _ = std::fs::write(&kept, &err);
         let journal = journal_lines_naming(&env.dir.path().join("journal"), &needles);
         panic!(
             "row count and CHECKSUM TABLE of primary and secondary: {a:?} vs {b:?}\n\
              rows (id, k, c on the primary; k, c on the secondary): {rows:?}\n\
-             journal:\n{}\nbackfill:\n{out}",
-            journal.join("\n")
+             journal:\n{}\nbackfill:\n{out}\nits log: {}",
+            journal.join("\n"),
+            kept.display()
         );
     }
     let (code, out, _) = env.tool("verify", &["--tables", "big"]).await;
