@@ -41,6 +41,26 @@ rules: ./rules
 CFG
 }
 
+# cluster_config FILE PORT DB NAME WORK: a Tandem on 127.0.0.1:PORT serving
+# cluster NAME (database DB) over the four shards DB_s0..DB_s3 on the local
+# MariaDB, its rules in WORK/rules, its journal in WORK/journal.
+cluster_config() {
+  cat > "$1" <<CFG
+listen: 127.0.0.1:$2
+users: [{ name: bench, password: bench }]
+backends:
+$(for i in 0 1 2 3; do echo "  s$i: { kind: mysql, url: \"mysql://root@127.0.0.1:3306/${3}_s$i\", pool: 600 }"; done)
+clusters:
+  $4: { database: $3, shards: [s0, s1, s2, s3] }
+migration: { primary: $4, journal: "$5/journal" }
+rules: $5/rules
+CFG
+}
+
+# cpu_ticks PID: user + system clock ticks the process has used
+# (getconf CLK_TCK per second).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # mirrored_config FILE PORT ADMIN_PORT DB JOURNAL_DIR [MIGRATION_KEYS]: the
 # same, mirroring every write to database DB_next, with its admin API on
 # ADMIN_PORT and MIGRATION_KEYS (YAML, one key per line) added to its

@@ -87,7 +87,6 @@ lag_quantiles() {
 }
 
 CLK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # run TARGET WORKLOAD [LABEL] -> appends "label workload qps p95 cpu_us_per_query"
 # to results (LABEL defaults to TARGET)

@@ -70,7 +70,6 @@ start a-mirror "$A_BIN" "$WORK/a-mirror.yaml" 33203
 start b-mirror "$B_BIN" "$WORK/b-mirror.yaml" 33204
 port_of() { case $1 in a-plain) echo 33201;; b-plain) echo 33202;; a-mirror) echo 33203;; b-mirror) echo 33204;; esac; }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 # run WORKLOAD NAME -> appends "WORKLOAD MODE BUILD qps us_per_query"
 run() {

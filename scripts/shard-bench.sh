@@ -34,16 +34,7 @@ unmirrored_config "$WORK/one.yaml" $ONE_PORT $DB
 mkdir -p "$WORK/rules"
 printf 'tables:\n' > "$WORK/rules/sb.yaml"
 for i in 1 2 3 4; do printf '  sbtest%s: { shard_key: id }\n' $i >> "$WORK/rules/sb.yaml"; done
-cat > "$WORK/shards.yaml" <<CFG
-listen: 127.0.0.1:$SHARD_PORT
-users: [{ name: bench, password: bench }]
-backends:
-$(for i in 0 1 2 3; do echo "  s$i: { kind: mysql, url: \"mysql://root@127.0.0.1:3306/${DB}_s$i\", pool: 600 }"; done)
-clusters:
-  sb4: { database: $DB, shards: [s0, s1, s2, s3] }
-migration: { primary: sb4, journal: "$WORK/journal" }
-rules: $WORK/rules
-CFG
+cluster_config "$WORK/shards.yaml" $SHARD_PORT $DB sb4 "$WORK"
 start_release "$WORK" one $ONE_PORT $DB
 start_release "$WORK" shards $SHARD_PORT $DB
 ONE_PID=$(cat "$WORK/one.pid")
@@ -58,7 +49,6 @@ for i in 0 1 2 3; do
 done
 
 CLK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # run SETUP WORKLOAD -> "setup workload qps p95 p99 cpu_us_per_query errors" to results
 run() {

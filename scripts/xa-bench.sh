@@ -51,23 +51,13 @@ tables:
       - { below: $((3 * PER + 1)), shard: s2 }
       - { shard: s3 }
 RULES
-cat > "$WORK/shards.yaml" <<CFG
-listen: 127.0.0.1:$SHARD_PORT
-users: [{ name: bench, password: bench }]
-backends:
-$(for i in 0 1 2 3; do echo "  s$i: { kind: mysql, url: \"mysql://root@127.0.0.1:3306/${DB}_s$i\", pool: 600 }"; done)
-clusters:
-  x4: { database: $DB, shards: [s0, s1, s2, s3] }
-migration: { primary: x4, journal: "$WORK/journal" }
-rules: $WORK/rules
-CFG
+cluster_config "$WORK/shards.yaml" $SHARD_PORT $DB x4 "$WORK"
 start_release "$WORK" one $ONE_PORT $DB
 start_release "$WORK" shards $SHARD_PORT $DB
 ONE_PID=$(cat "$WORK/one.pid")
 SHARD_PID=$(cat "$WORK/shards.pid")
 
 CLK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 SB="--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=$DB --mysql-user=bench --mysql-password=bench"
 
 # run SETUP CROSS -> "setup cross tps p99 cpu_us_per_txn errors" to results
