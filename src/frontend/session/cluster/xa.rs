@@ -34,6 +34,19 @@ use crate::shard_tools::xa;
 /// server error, if any.
 type Answers = Result<Option<(u16, String)>, BackendError>;
 
+/// Statements for shards, each shard's sent in order (`pipeline`).
+type Work = Vec<(usize, Vec<Vec<u8>>)>;
+
+/// `shard`'s XA branch of `gtrid` ended (`XA END`), then `last` of its
+/// xid (`XA COMMIT {x} ONE PHASE`, `XA PREPARE {x}`, `XA ROLLBACK {x}`).
+fn ended(gtrid: &str, shard: usize, last: impl FnOnce(&str) -> String) -> (usize, Vec<Vec<u8>>) {
+    let x = xa::xid(gtrid, shard);
+    (
+        shard,
+        vec![format!("XA END {x}").into_bytes(), last(&x).into_bytes()],
+    )
+}
+
 impl ClusterSession<'_> {
     /// Opens `shard`'s branch of the open transaction: the anchor as the
     /// client began it, later branches as XA branches (or, under
@@ -101,30 +114,24 @@ impl ClusterSession<'_> {
         let gtrid = self.gtrid.take();
         self.explicit_txn = false;
         let commit = verb == b"COMMIT";
-        let xa_branches: Vec<usize> = branches
-            .iter()
-            .copied()
-            .filter(|&s| Some(s) != anchor && gtrid.is_some())
-            .collect();
         let (Some(gtrid), Some(anchor)) = (gtrid, anchor) else {
             return self.end_plain(&branches, verb).await;
         };
-        let (written, read_only): (Vec<usize>, Vec<usize>) =
-            xa_branches.iter().partition(|s| wrote.contains(s));
+        let (written, read_only): (Vec<usize>, Vec<usize>) = branches
+            .iter()
+            .filter(|&&s| s != anchor)
+            .partition(|s| wrote.contains(s));
         if !commit || written.is_empty() {
             // Nothing to agree on: each branch ends on its own.
             let mut work = vec![(anchor, vec![verb.to_vec()])];
-            for &s in &xa_branches {
-                let x = xa::xid(&gtrid, s);
-                let end = if commit {
-                    format!("XA COMMIT {x} ONE PHASE")
-                } else {
-                    format!("XA ROLLBACK {x}")
-                };
-                work.push((
-                    s,
-                    vec![format!("XA END {x}").into_bytes(), end.into_bytes()],
-                ));
+            for &s in written.iter().chain(&read_only) {
+                work.push(ended(&gtrid, s, |x| {
+                    if commit {
+                        format!("XA COMMIT {x} ONE PHASE")
+                    } else {
+                        format!("XA ROLLBACK {x}")
+                    }
+                }));
             }
             let answers = self.pipeline(&work).await;
             return self.first_error(&work, answers, !commit);
@@ -201,17 +208,10 @@ impl ClusterSession<'_> {
         // Every state a branch can be in (active, rollback-only after a
         // deadlock, idle, prepared) ends with XA END (its error ignored)
         // and XA ROLLBACK.
-        let rollback_all = || -> Vec<(usize, Vec<Vec<u8>>)> {
+        let rollback_all = || -> Work {
             let mut work = vec![(anchor, vec![b"ROLLBACK".to_vec()])];
             for &s in written {
-                let x = xa::xid(gtrid, s);
-                work.push((
-                    s,
-                    vec![
-                        format!("XA END {x}").into_bytes(),
-                        format!("XA ROLLBACK {x}").into_bytes(),
-                    ],
-                ));
+                work.push(ended(gtrid, s, |x| format!("XA ROLLBACK {x}")));
             }
             work
         };
@@ -223,26 +223,12 @@ impl ClusterSession<'_> {
             return Ok(Some(e));
         }
         // 2. Read-only branches end; written ones prepare, all at once.
-        let mut work = Vec::new();
+        let mut work: Work = Vec::new();
         for &s in read_only {
-            let x = xa::xid(gtrid, s);
-            work.push((
-                s,
-                vec![
-                    format!("XA END {x}").into_bytes(),
-                    format!("XA COMMIT {x} ONE PHASE").into_bytes(),
-                ],
-            ));
+            work.push(ended(gtrid, s, |x| format!("XA COMMIT {x} ONE PHASE")));
         }
         for &s in written {
-            let x = xa::xid(gtrid, s);
-            work.push((
-                s,
-                vec![
-                    format!("XA END {x}").into_bytes(),
-                    format!("XA PREPARE {x}").into_bytes(),
-                ],
-            ));
+            work.push(ended(gtrid, s, |x| format!("XA PREPARE {x}")));
         }
         let answers = self.pipeline(&work).await;
         let refused = work.iter().zip(&answers).find_map(|((s, _), a)| match a {
@@ -325,30 +311,36 @@ impl ClusterSession<'_> {
             }
         }
         crate::failpoint::hit("xa-after-decision");
-        // 4. The prepared branches commit.
+        // 4. The prepared branches commit: the first alone (a crash point
+        // for tests sits after it), the rest at once.
         let mut all = true;
-        for (i, &s) in written.iter().enumerate() {
-            let work = vec![(
+        let commit_of = |s: usize| {
+            (
                 s,
                 vec![format!("XA COMMIT {}", xa::xid(gtrid, s)).into_bytes()],
-            )];
+            )
+        };
+        let (first, rest) = written.split_at(1);
+        for (i, part) in [first, rest].into_iter().enumerate() {
+            let work: Work = part.iter().map(|&s| commit_of(s)).collect();
             let answers = self.pipeline(&work).await;
-            if !matches!(answers.first(), Some(Ok(None))) {
-                // Committed by the resolver later; the transaction is
-                // committed (its decision is).
-                tracing::warn!(
-                    shard = self.shards.name(s),
-                    gtrid,
-                    "XA COMMIT of a prepared branch failed; the resolver completes it"
-                );
-                self.shards.discard(s);
-                all = false;
+            for ((s, _), a) in work.iter().zip(answers) {
+                if !matches!(a, Ok(None)) {
+                    // Committed by the resolver later; the transaction is
+                    // committed (its decision is).
+                    tracing::warn!(
+                        shard = self.shards.name(*s),
+                        gtrid,
+                        "XA COMMIT of a prepared branch failed; the resolver completes it"
+                    );
+                    self.shards.discard(*s);
+                    all = false;
+                }
             }
             if i == 0 {
                 crate::failpoint::hit("xa-after-first-commit");
             }
         }
-        let _ = decided;
         self.shared
             .metrics
             .xa_commit_seconds
