@@ -95,6 +95,17 @@ pub struct ShardPlan {
     pub write: bool,
 }
 
+impl ShardPlan {
+    /// What `shard` runs: the plan's own text for it, else the statement
+    /// (`sql`) as planned.
+    pub fn text_for<'a>(&'a self, shard: usize, sql: &'a [u8]) -> &'a [u8] {
+        self.texts
+            .as_ref()
+            .and_then(|t| t.iter().find(|(s, _)| *s == shard))
+            .map_or(sql, |(_, t)| t.as_slice())
+    }
+}
+
 /// Why a statement cannot run on the cluster (ER_NOT_SUPPORTED_YET).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal(pub String);

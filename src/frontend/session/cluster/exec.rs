@@ -445,16 +445,10 @@ impl ClusterSession<'_> {
         if plan.merge == Merge::KeyMove {
             return self.move_rows(sql, &targets, seq).await;
         }
-        let text_of = |shard: usize| -> Vec<u8> {
-            plan.texts
-                .as_ref()
-                .and_then(|t| t.iter().find(|(s, _)| *s == shard).map(|(_, t)| t.clone()))
-                .unwrap_or_else(|| sql.to_vec())
-        };
         if let ([shard], None) = (targets.as_slice(), generated) {
             let shard = *shard;
-            let text = text_of(shard);
-            self.relay_text(shard, &text, seq).await?;
+            self.relay_text(shard, plan.text_for(shard, sql), seq)
+                .await?;
             if plan.write && self.in_txn() {
                 self.wrote.insert(shard);
             }
@@ -462,7 +456,7 @@ impl ClusterSession<'_> {
         }
         let mut texts = Vec::with_capacity(targets.len());
         for &t in &targets {
-            match self.text_for(t, &text_of(t)) {
+            match self.text_for(t, plan.text_for(t, sql)) {
                 Ok(x) => texts.push(x),
                 Err(e) => return self.reply_err(seq, &e).await,
             }

@@ -123,12 +123,7 @@ impl ClusterSession<'_> {
         };
         let mut packets = Vec::with_capacity(targets.len());
         for &t in &targets {
-            let text = plan
-                .texts
-                .as_ref()
-                .and_then(|x| x.iter().find(|(s, _)| *s == t).map(|(_, x)| x.clone()))
-                .unwrap_or_else(|| select.to_vec());
-            match self.text_for(t, &text) {
+            match self.text_for(t, plan.text_for(t, select)) {
                 Ok(x) => packets.push(query_packet(&x)),
                 Err(e) => {
                     self.reply_err(seq, &e).await?;

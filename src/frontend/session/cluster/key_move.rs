@@ -140,51 +140,57 @@ impl ClusterSession<'_> {
         let mut updated = Vec::new();
         let mut answers = Vec::new();
         let mut new_rows: Vec<Vec<u8>> = Vec::new();
+        // The table's primary key, the same on every shard: read once.
+        let Some(&first) = targets.first() else {
+            return Ok(Ok(crate::protocol::packets::ok_packet(
+                0,
+                0,
+                self.status(),
+                0,
+            )));
+        };
+        if let Err(e) = self.enter_step(first).await? {
+            return Ok(Err(e));
+        }
+        let pk = match self
+            .rows_on(
+                first,
+                &format!(
+                    "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {} \
+                     AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                    crate::sql::sql_literal(p.bare.as_bytes())
+                ),
+                seq,
+            )
+            .await?
+        {
+            Ok((_, rows)) => rows
+                .iter()
+                .filter_map(|r| {
+                    let f = super::values::fields(r, 1)?;
+                    let name = f[0].clone()?;
+                    Some(crate::sql::quote(&String::from_utf8_lossy(&r[name])))
+                })
+                .collect::<Vec<_>>(),
+            Err(e) => return Ok(Err(e)),
+        };
+        if pk.is_empty() {
+            return Ok(Err(not_supported(format!(
+                "moving rows of `{}` to another shard needs a primary key to name them by",
+                p.bare
+            ))));
+        }
+        let pk = pk.join(", ");
+        let filter = p
+            .selection
+            .as_ref()
+            .map(|w| format!(" WHERE {w}"))
+            .unwrap_or_default();
         for &shard in targets {
-            if let Err(e) = self.enter(shard).await {
-                return match e {
-                    crate::backend::BackendError::Server { code, message } => {
-                        Ok(Err(ErrSpec::new(code, "HY000", message)))
-                    }
-                    e => Err(SessionError::Backend(e)),
-                };
+            if let Err(e) = self.enter_step(shard).await? {
+                return Ok(Err(e));
             }
-            let pk = match self
-                .rows_on(
-                    shard,
-                    &format!(
-                        "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-                         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {} \
-                         AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
-                        crate::sql::sql_literal(p.bare.as_bytes())
-                    ),
-                    seq,
-                )
-                .await?
-            {
-                Ok((_, rows)) => rows
-                    .iter()
-                    .filter_map(|r| super::values::fields(r, 1).map(|f| (r.clone(), f)))
-                    .filter_map(|(r, f)| {
-                        f[0].clone()
-                            .map(|x| String::from_utf8_lossy(&r[x]).into_owned())
-                    })
-                    .map(|c| crate::sql::quote(&c))
-                    .collect::<Vec<_>>(),
-                Err(e) => return Ok(Err(e)),
-            };
-            if pk.is_empty() {
-                return Ok(Err(not_supported(format!(
-                    "moving rows of `{}` to another shard needs a primary key to name them by",
-                    p.bare
-                ))));
-            }
-            let pk = pk.join(", ");
-            let filter = p
-                .selection
-                .as_ref()
-                .map(|w| format!(" WHERE {w}"))
-                .unwrap_or_default();
             let (cols, keys) = match self
                 .rows_on(
                     shard,
@@ -273,20 +279,10 @@ impl ClusterSession<'_> {
                 Err(e) => return Ok(Err(e)),
             };
             for &shard in &to {
-                if let Err(e) = self.enter(shard).await {
-                    return match e {
-                        crate::backend::BackendError::Server { code, message } => {
-                            Ok(Err(ErrSpec::new(code, "HY000", message)))
-                        }
-                        e => Err(SessionError::Backend(e)),
-                    };
+                if let Err(e) = self.enter_step(shard).await? {
+                    return Ok(Err(e));
                 }
-                let text = plan
-                    .texts
-                    .as_ref()
-                    .and_then(|t| t.iter().find(|(s, _)| *s == shard).map(|(_, t)| t.clone()))
-                    .unwrap_or_else(|| insert.clone().into_bytes());
-                let text = match self.text_for(shard, &text) {
+                let text = match self.text_for(shard, plan.text_for(shard, insert.as_bytes())) {
                     Ok(t) => t,
                     Err(e) => return Ok(Err(e)),
                 };
@@ -305,6 +301,18 @@ impl ClusterSession<'_> {
         let ok = self.summed_ok(&updated, &answers, &Merge::Write { last: None }, None);
         self.merged_count = crate::protocol::packets::parse_ok(&ok).map(|o| o.affected_rows);
         Ok(Ok(ok))
+    }
+
+    /// Enters `shard` (its connection and branch); a server's refusal is
+    /// the client's error, a lost connection the session's.
+    async fn enter_step(&mut self, shard: usize) -> Step<()> {
+        match self.enter(shard).await {
+            Ok(()) => Ok(Ok(())),
+            Err(crate::backend::BackendError::Server { code, message }) => {
+                Ok(Err(ErrSpec::new(code, "HY000", message)))
+            }
+            Err(e) => Err(SessionError::Backend(e)),
+        }
     }
 
     /// `sql` for `shard` (the cluster's database name made the shard's).

@@ -309,12 +309,7 @@ impl ClusterSession<'_> {
         let mut packets = Vec::with_capacity(targets.len());
         let mut temporary = Vec::with_capacity(targets.len());
         for &t in targets {
-            let shard_text = plan
-                .texts
-                .as_ref()
-                .and_then(|x| x.iter().find(|(s, _)| *s == t).map(|(_, x)| x.clone()))
-                .unwrap_or_else(|| text.clone());
-            let shard_text = match self.text_for(t, &shard_text) {
+            let shard_text = match self.text_for(t, plan.text_for(t, &text)) {
                 Ok(x) => x,
                 Err(e) => return self.reply_err(seq, &e).await,
             };
