@@ -246,36 +246,44 @@ struct Prepared {
 pub async fn scan(cfg: &Config, metrics: &Metrics) -> Result<serde_json::Value, String> {
     let backends = shard_backends(cfg);
     let tag = cluster_tag(cfg);
+    fn err(b: &BackendConfig) -> impl Fn(mysql_async::Error) -> String + '_ {
+        move |e| format!("shard {}: {e}", b.name)
+    }
     let mut conns = Vec::with_capacity(backends.len());
     for b in &backends {
         let mut c = crate::backend::own_conn(crate::backend::own_opts(b).await)
             .await
             .map_err(|e| format!("cannot reach shard {}: {e}", b.name))?;
-        ensure_table(&mut c, b)
-            .await
-            .map_err(|e| format!("shard {}: {e}", b.name))?;
         c.query_drop(format!(
             "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"
         ))
         .await
-        .map_err(|e| format!("shard {}: {e}", b.name))?;
+        .map_err(err(b))?;
         conns.push(c);
-    }
-    fn err(b: &BackendConfig) -> impl Fn(mysql_async::Error) -> String + '_ {
-        move |e| format!("shard {}: {e}", b.name)
     }
     // Decision rows committed before the branches are listed: every branch
     // of theirs prepared before the row committed, so a row whose gtrid is
     // in no list below is needed by no branch.
     let mut candidates: Vec<Vec<String>> = Vec::with_capacity(conns.len());
     for (c, b) in conns.iter_mut().zip(&backends) {
-        let rows: Vec<Vec<u8>> = c
+        let read: Result<Vec<Vec<u8>>, _> = c
             .query(format!(
                 "SELECT gtrid FROM {} WHERE gtrid LIKE '{tag}%'",
                 decisions(b)
             ))
-            .await
-            .map_err(err(b))?;
+            .await;
+        let rows = match read {
+            Ok(rows) => rows,
+            // Created at start; dropped since: created again (no row,
+            // so no decision, was kept there).
+            Err(mysql_async::Error::Server(e))
+                if crate::mirror::bookkeeping::is_missing(e.code) =>
+            {
+                ensure_table(c, b).await.map_err(err(b))?;
+                Vec::new()
+            }
+            Err(e) => return Err(err(b)(e)),
+        };
         candidates.push(
             rows.into_iter()
                 .map(|g| String::from_utf8_lossy(&g).into_owned())
