@@ -4,6 +4,7 @@
 //! the map and the COM_STMT_* commands.
 
 use super::capture::found_rows::{self, Effect};
+use super::capture::params::{sent_types, types_flag_at};
 use super::{Session, SessionError};
 use crate::protocol::command::*;
 use crate::protocol::response::Expect;
@@ -284,7 +285,7 @@ impl Session<'_> {
             return Ok(false);
         }
         // Parameter types: a new statement must be sent them.
-        let flag_at = 10 + (p.params as usize).div_ceil(8);
+        let flag_at = types_flag_at(p.params as usize);
         if p.params > 0 && payload.get(flag_at) != Some(&1) {
             return Ok(false);
         }
@@ -389,11 +390,11 @@ fn carry_param_types(payload: &mut Vec<u8>, p: &mut Prepared) {
     if n == 0 {
         return;
     }
-    let flag_at = 10 + n.div_ceil(8);
+    let flag_at = types_flag_at(n);
     match payload.get(flag_at) {
         Some(1) => {
-            if let Some(types) = payload.get(flag_at + 1..flag_at + 1 + 2 * n) {
-                p.types = types.chunks(2).map(|c| (c[0], c[1] & 0x80 != 0)).collect();
+            if let Some(types) = sent_types(payload, n) {
+                p.types = types;
                 p.types_on_backend = true;
             }
         }

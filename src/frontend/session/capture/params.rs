@@ -15,6 +15,27 @@ pub(super) fn decode_params(payload: &[u8], p: &Prepared, nbe: bool) -> Option<V
 
 /// [`decode_params`] for a statement with `params` parameters of `types`
 /// and the long data it was sent.
+/// Where COM_STMT_EXECUTE's `new_params_bound_flag` is, for `n`
+/// parameters (after the command, id, flags, iteration count and null
+/// bitmap).
+pub(in crate::frontend::session) fn types_flag_at(n: usize) -> usize {
+    10 + n.div_ceil(8)
+}
+
+/// The parameter types (type, unsigned) an execute of `n` parameters
+/// sends, when it sends them.
+pub(in crate::frontend::session) fn sent_types(
+    payload: &[u8],
+    n: usize,
+) -> Option<Vec<(u8, bool)>> {
+    let at = types_flag_at(n);
+    if n == 0 || payload.get(at) != Some(&1) {
+        return None;
+    }
+    let types = payload.get(at + 1..at + 1 + 2 * n)?;
+    Some(types.chunks(2).map(|c| (c[0], c[1] & 0x80 != 0)).collect())
+}
+
 pub(in crate::frontend::session) fn bound_literals(
     payload: &[u8],
     params: u16,
@@ -29,9 +50,8 @@ pub(in crate::frontend::session) fn bound_literals(
     if n == 0 {
         return Some(Vec::new());
     }
-    let mut at = 10;
-    let bitmap = payload.get(at..at + n.div_ceil(8))?;
-    at += bitmap.len();
+    let mut at = types_flag_at(n);
+    let bitmap = payload.get(10..at)?;
     let bound = *payload.get(at)?;
     at += 1;
     if bound == 1 {

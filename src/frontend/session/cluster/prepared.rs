@@ -8,7 +8,7 @@
 //! same in both protocols).
 
 use super::{not_supported, ClusterSession};
-use crate::frontend::session::capture::params::bound_literals;
+use crate::frontend::session::capture::params::{bound_literals, sent_types, types_flag_at};
 use crate::frontend::session::link::query_packet;
 use crate::frontend::session::SessionError;
 use crate::protocol::command::{
@@ -208,12 +208,8 @@ impl ClusterSession<'_> {
             return self.query(&query_packet(&sql), seq).await;
         }
         // The parameter types, when this execute sends them.
-        let n = stmt.params as usize;
-        let flag_at = 10 + n.div_ceil(8);
-        if n > 0 && payload.get(flag_at) == Some(&1) {
-            if let Some(t) = payload.get(flag_at + 1..flag_at + 1 + 2 * n) {
-                stmt.types = t.chunks(2).map(|c| (c[0], c[1] & 0x80 != 0)).collect();
-            }
+        if let Some(types) = sent_types(payload, stmt.params as usize) {
+            stmt.types = types;
         }
         let nbe = self.no_backslash_escapes;
         let long_data = std::mem::take(&mut stmt.long_data);
@@ -225,6 +221,7 @@ impl ClusterSession<'_> {
         };
         let is_write = stmt.is_write;
         let (sql, types) = (stmt.sql.clone(), stmt.types.clone());
+        let (n, flag_at) = (stmt.params as usize, types_flag_at(stmt.params as usize));
         let fast = match is_write {
             true => None,
             false => self.shape_shard(id, &values).await,
