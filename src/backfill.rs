@@ -270,6 +270,7 @@ async fn close(
     let sync_err = |e: crate::mirror::sync::SyncError| e.to_string();
     let vopts = crate::verify::VerifyOptions {
         chunk_size: opts.chunk_size.max(1000),
+        locked: true,
         ..Default::default()
     };
     // Tables a previous run finished were whole before this run began.
@@ -520,6 +521,8 @@ async fn copy_table(
                 sync,
                 repair: true,
                 settle_timeout: Duration::from_secs(60),
+                // The copy may be stale: see `Checker::range`.
+                exact: true,
             };
             // From just after the previous chunk (rows only the secondary
             // holds between two chunks are in this one), to the end of the

@@ -124,6 +124,12 @@ enum Command {
         /// Rows per chunk.
         #[arg(long, default_value_t = 5000)]
         chunk_size: usize,
+        /// Compare every chunk under the primary's shared locks with the
+        /// mirror settled, not only rows that differ at first sight: also
+        /// finds a wrong row that happens to equal another moment of the
+        /// primary's. Slower; holds each chunk's locks for a mirror round trip.
+        #[arg(long)]
+        locked: bool,
     },
 }
 
@@ -197,7 +203,8 @@ fn main() -> std::process::ExitCode {
             repair,
             json,
             chunk_size,
-        } => verify(config, tables, repair, json, chunk_size),
+            locked,
+        } => verify(config, tables, repair, json, chunk_size, locked),
         Command::Serve { config, workers } => match serve(config, workers) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -259,6 +266,7 @@ fn verify(
     repair: bool,
     json: Option<PathBuf>,
     chunk_size: usize,
+    locked: bool,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
     let (cfg, runtime) = match offline_setup(&path) {
@@ -269,6 +277,7 @@ fn verify(
         tables,
         repair,
         chunk_size: chunk_size.max(1),
+        locked,
         ..Default::default()
     };
     let result = runtime.block_on(async {

@@ -72,31 +72,45 @@ pub struct Checker<'a> {
     pub sync: &'a MirrorSync,
     pub repair: bool,
     pub settle_timeout: Duration,
+    /// Every range is compared under the primary's locks (see
+    /// [`Checker::range`]), not only its suspects.
+    pub exact: bool,
+}
+
+/// What a locked comparison reads: suspect keys, or a whole range (at most
+/// so many primary rows).
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Keys(&'a [Vec<Value>]),
+    Range(&'a Range, Option<usize>),
 }
 
 impl Checker<'_> {
     /// Compares `range` (at most `limit` primary rows); suspects are
     /// re-checked, so only persistent differences are returned.
+    ///
+    /// Two reads at different instants can also agree by chance: a row the
+    /// secondary missed one update of (`k = k + 1` applied to a row not
+    /// copied yet) matches the primary's read once the mirror applies the
+    /// primary's next update. Equal rows are therefore only proof when the
+    /// secondary cannot be wrong but late (verify of a mirrored table).
+    /// With `exact` (backfill, whose copies may be stale), the whole range
+    /// is read under the primary's locks with the mirror settled.
     pub async fn range(
         &mut self,
         range: &Range,
         limit: Option<usize>,
     ) -> Result<RangeResult, String> {
+        if self.exact {
+            let (diff, rows, next) = self.locked(Target::Range(range, limit)).await?;
+            return Ok(RangeResult { rows, next, diff });
+        }
         let err = |e: mysql_async::Error| e.to_string();
-        let prows = read_range(self.p, self.plan, range, limit)
+        let prows = read_range(self.p, self.plan, range, limit, "")
             .await
             .map_err(err)?;
-        let next = match limit {
-            Some(n) if prows.len() == n => prows.last().map(|r| key_values(self.plan, r)),
-            _ => None,
-        };
-        // The secondary's side ends where the primary's chunk ended, so
-        // rows only the secondary has are found in the chunk they fall in.
-        let srange = Range {
-            lo: range.lo.clone(),
-            hi: next.clone().or_else(|| range.hi.clone()),
-        };
-        let srows = read_range(self.s, self.plan, &srange, None)
+        let next = next_key(self.plan, &prows, limit);
+        let srows = read_range(self.s, self.plan, &secondary_range(range, &next), None, "")
             .await
             .map_err(err)?;
         let suspects = self.suspects(&prows, &srows);
@@ -137,18 +151,7 @@ impl Checker<'_> {
             }
             // A deadlock or lock wait with the application's transactions
             // (or the applier's) rolls the attempt back: try again.
-            let mut attempt = 0;
-            diff = loop {
-                match self.recheck_once(&keys).await {
-                    Ok(d) => break d,
-                    Err(Attempt::Again(e)) if attempt < LOCK_RETRIES => {
-                        attempt += 1;
-                        tracing::debug!(error = %e, attempt, "re-check rolled back; trying again");
-                        tokio::time::sleep(lock_retry_pause(attempt)).await;
-                    }
-                    Err(Attempt::Again(e) | Attempt::Fail(e)) => return Err(e),
-                }
-            };
+            diff = self.locked(Target::Keys(&keys)).await?.0;
             if diff.is_empty() {
                 break;
             }
@@ -164,7 +167,31 @@ impl Checker<'_> {
         Ok(diff)
     }
 
-    async fn recheck_once(&mut self, keys: &[Vec<Value>]) -> Result<Diff, Attempt> {
+    /// Compares `target` with the primary's rows locked and the mirror
+    /// settled (repaired when `repair`), trying again when the server rolls
+    /// an attempt back: (differences, primary rows, the range's next key).
+    async fn locked(
+        &mut self,
+        target: Target<'_>,
+    ) -> Result<(Diff, usize, Option<Vec<Value>>), String> {
+        let mut attempt = 0;
+        loop {
+            match self.locked_once(target).await {
+                Ok(r) => return Ok(r),
+                Err(Attempt::Again(e)) if attempt < LOCK_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "re-check rolled back; trying again");
+                    tokio::time::sleep(lock_retry_pause(attempt)).await;
+                }
+                Err(Attempt::Again(e) | Attempt::Fail(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn locked_once(
+        &mut self,
+        target: Target<'_>,
+    ) -> Result<(Diff, usize, Option<Vec<Value>>), Attempt> {
         let err = Attempt::from;
         let Checker {
             p,
@@ -173,6 +200,7 @@ impl Checker<'_> {
             sync,
             repair,
             settle_timeout,
+            ..
         } = self;
         let plan: &TablePlan = plan;
         let opts = TxOpts::default()
@@ -188,9 +216,13 @@ impl Checker<'_> {
                 .await
                 .map_err(|e| Attempt::Fail(settle_error(e)))?;
             let mut ptx = p.start_transaction(opts.clone()).await.map_err(err)?;
-            let prows = select_keys(&mut ptx, plan, keys, " LOCK IN SHARE MODE")
-                .await
-                .map_err(err)?;
+            let prows = match target {
+                Target::Keys(keys) => select_keys(&mut ptx, plan, keys, SHARED).await,
+                Target::Range(range, limit) => {
+                    read_range(&mut ptx, plan, range, limit, SHARED).await
+                }
+            }
+            .map_err(err)?;
             match sync.ddl_pending().await {
                 Ok(false) => break (ptx, prows),
                 Ok(true) => ptx.rollback().await.map_err(err)?,
@@ -206,13 +238,16 @@ impl Checker<'_> {
         }
         let mut diff = Diff::default();
         let result = async {
+            let next = next_key(plan, &prows, target.limit());
             if !*repair {
-                let srows = select_keys(*s, plan, keys, "").await.map_err(err)?;
+                let srows = read_secondary(*s, plan, target, &next, "")
+                    .await
+                    .map_err(err)?;
                 classify(plan, &prows, &srows, &mut diff);
                 return Ok(());
             }
             let mut stx = s.start_transaction(TxOpts::default()).await.map_err(err)?;
-            let srows = select_keys(&mut stx, plan, keys, " FOR UPDATE")
+            let srows = read_secondary(&mut stx, plan, target, &next, " FOR UPDATE")
                 .await
                 .map_err(err)?;
             let (fix, delete) = classify(plan, &prows, &srows, &mut diff);
@@ -250,7 +285,53 @@ impl Checker<'_> {
         .await;
         // Releases the primary's locks whatever happened.
         let _ = ptx.rollback().await;
-        result.map(|_| diff)
+        result.map(|_| (diff, prows.len(), next_key(plan, &prows, target.limit())))
+    }
+}
+
+impl Target<'_> {
+    fn limit(self) -> Option<usize> {
+        match self {
+            Target::Range(_, limit) => limit,
+            Target::Keys(_) => None,
+        }
+    }
+}
+
+/// The secondary's rows of a locked comparison (`next`: where the primary's
+/// rows of a range ended).
+async fn read_secondary<Q: Queryable>(
+    c: &mut Q,
+    plan: &TablePlan,
+    target: Target<'_>,
+    next: &Option<Vec<Value>>,
+    lock: &str,
+) -> Result<Vec<Row>, mysql_async::Error> {
+    match target {
+        Target::Keys(keys) => select_keys(c, plan, keys, lock).await,
+        Target::Range(range, _) => {
+            read_range(c, plan, &secondary_range(range, next), None, lock).await
+        }
+    }
+}
+
+/// The primary's shared lock on the rows (and, for a range, its gaps).
+const SHARED: &str = " LOCK IN SHARE MODE";
+
+/// The last key of a range's primary rows when `limit` cut it short.
+fn next_key(plan: &TablePlan, prows: &[Row], limit: Option<usize>) -> Option<Vec<Value>> {
+    match limit {
+        Some(n) if prows.len() == n => prows.last().map(|r| key_values(plan, r)),
+        _ => None,
+    }
+}
+
+/// The secondary's side of a range ends where the primary's rows ended, so
+/// rows only the secondary has are found in the chunk they fall in.
+fn secondary_range(range: &Range, next: &Option<Vec<Value>>) -> Range {
+    Range {
+        lo: range.lo.clone(),
+        hi: next.clone().or_else(|| range.hi.clone()),
     }
 }
 
@@ -346,12 +427,14 @@ fn settle_error(e: SyncError) -> String {
     format!("cannot re-check differences against writes in flight: {e}")
 }
 
-/// Rows of `range` in key order, at most `limit`.
+/// Rows of `range` in key order, at most `limit`, with `suffix` (a
+/// locking clause).
 pub async fn read_range<Q: Queryable>(
     c: &mut Q,
     plan: &TablePlan,
     range: &Range,
     limit: Option<usize>,
+    suffix: &str,
 ) -> Result<Vec<Row>, mysql_async::Error> {
     let (t, cols, keys) = (&plan.quoted, &plan.column_list, &plan.key_list);
     let marks = vec!["?"; plan.primary_key.len()].join(", ");
@@ -373,7 +456,7 @@ pub async fn read_range<Q: Queryable>(
     };
     let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
     c.exec(
-        format!("SELECT {cols} FROM {t} {where_} ORDER BY {keys}{limit}"),
+        format!("SELECT {cols} FROM {t} {where_} ORDER BY {keys}{limit}{suffix}"),
         params,
     )
     .await

@@ -34,6 +34,9 @@ pub struct VerifyOptions {
     pub max_keys: usize,
     /// How long a re-check waits for the mirror to apply writes in flight.
     pub settle_timeout: Duration,
+    /// Every chunk is compared under the primary's locks (see
+    /// `compare::Checker::range`), not only the rows that differ at first.
+    pub locked: bool,
 }
 
 impl Default for VerifyOptions {
@@ -44,6 +47,7 @@ impl Default for VerifyOptions {
             chunk_size: 5000,
             max_keys: 100,
             settle_timeout: Duration::from_secs(60),
+            locked: false,
         }
     }
 }
@@ -237,6 +241,7 @@ pub(crate) async fn verify_table(
         sync,
         repair,
         settle_timeout: opts.settle_timeout,
+        exact: opts.locked,
     };
     let mut range = Range::default();
     loop {
