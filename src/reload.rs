@@ -144,6 +144,9 @@ async fn apply(shared: &Shared, trigger: Trigger) -> Result<bool, ConfigErrors> 
         ]));
     };
     let mut new = config::load(&path)?;
+    if let Some(why) = new.serve_refusal() {
+        return Err(ConfigErrors(vec![why]));
+    }
     if let Some(unresolved) = new.unresolved_secondary.take() {
         // `secondary` names the primary: "the previous primary". For the
         // one-line cutover edit that is the running primary; with the

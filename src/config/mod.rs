@@ -98,6 +98,9 @@ pub struct BackendConfig {
     pub bookkeeping: String,
     /// TLS to this backend (`ssl-mode` and friends in the URL); None: plain.
     pub tls: Option<BackendTls>,
+    /// PostgreSQL: the schema tables go in (`?schema=` in the URL; `public`
+    /// when not given). None for MySQL.
+    pub schema: Option<String>,
 }
 
 /// Everything but the password, which prints as `***`: configs are
@@ -188,6 +191,30 @@ impl Config {
     /// The cluster that serves as the primary, if it is one.
     pub fn cluster(&self) -> Option<&ClusterConfig> {
         self.clusters.get(&self.primary)
+    }
+
+    /// The secondary, when it is a PostgreSQL backend.
+    pub fn postgres_secondary(&self) -> Option<&BackendConfig> {
+        self.secondary
+            .as_ref()
+            .and_then(|s| self.backends.get(s))
+            .filter(|b| b.kind == BackendKind::Postgres)
+    }
+
+    /// Why `tandem serve` (and a reload) refuses this config although the
+    /// offline tools take it: mirroring would journal writes it can never
+    /// apply.
+    pub fn serve_refusal(&self) -> Option<String> {
+        self.postgres_secondary().map(|b| {
+            format!(
+                "migration.secondary: backend {:?} is PostgreSQL; Tandem cannot mirror writes into \
+                 PostgreSQL yet, so it does not serve with this secondary. What works today: \
+                 `tandem schema --to postgres` (the DDL), `tandem backfill --create-tables` and \
+                 `tandem verify [--repair]` against it. To serve meanwhile, remove the secondary \
+                 or mirror into a MySQL backend",
+                b.name
+            )
+        })
     }
 }
 
@@ -374,13 +401,6 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             errors.push(format!(
                 "migration.secondary: unknown backend {s:?} (known: {})",
                 known(&raw.backends)
-            ));
-        } else if raw.backends[s].kind == BackendKind::Postgres {
-            // Mirroring would journal writes it can never apply.
-            errors.push(format!(
-                "migration.secondary: backend {s:?} is PostgreSQL; Tandem cannot mirror writes \
-                 into PostgreSQL yet (MySQL/MariaDB secondaries only): remove the secondary, \
-                 or mirror into a MySQL backend"
             ));
         }
     }
@@ -646,10 +666,22 @@ fn parse_backend(
         .next()
         .filter(|d| !d.is_empty())
         .map(decode);
-    let tls = match backend_tls::from_query(
-        url.query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned())),
-    ) {
+    let mut schema = None;
+    let mut query = Vec::new();
+    for (k, v) in url.query_pairs() {
+        if k == "schema" && b.kind == BackendKind::Postgres {
+            schema = Some(v.into_owned());
+        } else {
+            query.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    if b.kind == BackendKind::Postgres {
+        if schema.as_deref() == Some("") {
+            errors.push(format!("{key}.url: schema= is empty"));
+        }
+        schema = schema.or_else(|| Some("public".into()));
+    }
+    let tls = match backend_tls::from_query(query.into_iter()) {
         Ok(t) => t,
         Err(e) => {
             errors.push(format!("{key}.url: {e}"));
@@ -670,6 +702,7 @@ fn parse_backend(
         pool: b.pool,
         bookkeeping: bookkeeping.to_string(),
         tls,
+        schema,
     })
 }
 

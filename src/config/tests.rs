@@ -140,10 +140,24 @@ backends:
   pg: { kind: postgres, url: "postgres://me@localhost/test" }
 migration: { primary: a, secondary: pg }
 "#;
-    let e = parse(text).unwrap_err().to_string();
+    // The offline tools take it (schema, backfill, verify); serving and
+    // reloading into it are refused, naming what works.
+    let cfg = parse(text).unwrap();
+    assert_eq!(cfg.postgres_secondary().unwrap().name, "pg");
+    assert_eq!(
+        cfg.postgres_secondary().unwrap().schema.as_deref(),
+        Some("public")
+    );
+    let e = cfg.serve_refusal().unwrap();
     assert!(
         e.contains("cannot mirror writes into PostgreSQL yet"),
         "{e}"
+    );
+    assert!(e.contains("tandem backfill --create-tables"), "{e}");
+    let other = parse(&text.replace("/test\"", "/test?schema=app\"")).unwrap();
+    assert_eq!(
+        other.postgres_secondary().unwrap().schema.as_deref(),
+        Some("app")
     );
 }
 

@@ -56,6 +56,7 @@ impl Fixture {
             pool: 4,
             bookkeeping: "tandem".into(),
             tls: None,
+            schema: None,
         }
     }
 
