@@ -50,7 +50,18 @@ if ! pg_up; then
     || $SUDO service postgresql start >/dev/null 2>&1 || true
   for _ in $(seq 1 40); do pg_up && break; sleep 0.5; done
 fi
-pg_up || echo "setup: warning: PostgreSQL is not answering on 127.0.0.1:5432 (not needed by this milestone)"
+pg_up || { echo "setup: PostgreSQL is not answering on 127.0.0.1:5432" >&2; exit 1; }
+# The role the tests and the demo use over TCP (Debian's default pg_hba asks
+# TCP clients for a password): tandem / tandem, allowed to create databases.
+if ! PGPASSWORD=tandem psql -h 127.0.0.1 -U tandem -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; then
+  echo "setup: creating PostgreSQL role tandem (password tandem)"
+  role_sql="DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tandem') THEN CREATE ROLE tandem LOGIN CREATEDB PASSWORD 'tandem'; ELSE ALTER ROLE tandem LOGIN CREATEDB PASSWORD 'tandem'; END IF; END \$\$"
+  psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -qc "$role_sql" >/dev/null 2>&1 \
+    || { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qc "$role_sql"; \
+         else sudo -u postgres psql -v ON_ERROR_STOP=1 -qc "$role_sql"; fi; } >/dev/null
+fi
+PGPASSWORD=tandem psql -h 127.0.0.1 -U tandem -d postgres -tAc 'SELECT 1' >/dev/null \
+  || { echo "setup: cannot log in to PostgreSQL as tandem over 127.0.0.1:5432" >&2; exit 1; }
 
 # PyMySQL, a second real client library the tests drive (TLS logins;
 # with cryptography, caching_sha2_password's RSA exchange).
@@ -63,4 +74,4 @@ fi
 
 # Demo databases for `make run`.
 mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot < "$(dirname "$0")/demo-schema.sql"
-echo "setup: MariaDB and PostgreSQL ready; demo databases shop and shop_next exist"
+echo "setup: MariaDB and PostgreSQL ready (PostgreSQL role tandem); demo databases shop and shop_next exist"

@@ -12,6 +12,7 @@ pub mod frontend;
 pub mod fuzzing;
 pub mod metrics;
 pub mod mirror;
+pub mod pg;
 pub mod protocol;
 pub mod reload;
 pub mod router;

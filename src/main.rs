@@ -107,6 +107,19 @@ enum Command {
         config: PathBuf,
         sql: String,
     },
+    /// Print the DDL that creates the primary's tables on another engine
+    /// (Tandem's type mapping, docs/postgres.md), and why a table cannot be
+    /// mapped. Exit 0 all mapped, 1 some refused, 2 error.
+    Schema {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The engine: postgres.
+        #[arg(long, value_parser = ["postgres"])]
+        to: String,
+        /// Comma-separated tables (default: every table the rules mirror).
+        #[arg(long, value_delimiter = ',')]
+        tables: Option<Vec<String>>,
+    },
     /// Compare primary and secondary table by table; exit 0 identical,
     /// 1 divergent, 2 on error.
     Verify {
@@ -158,6 +171,11 @@ fn main() -> std::process::ExitCode {
         }),
         Command::Resume { config } => resume_cmd(&config),
         Command::CheckConfig { config } => match tandem::config::load_for_start(&config) {
+            Ok(cfg) if cfg.serve_refusal().is_some() => {
+                eprintln!("{}: `tandem serve` refuses it:", config.display());
+                eprintln!("  - {}", cfg.serve_refusal().unwrap_or_default());
+                std::process::ExitCode::FAILURE
+            }
             Ok(cfg) => {
                 println!(
                     "{}: ok (primary {}, {} backends, {} table rules)",
@@ -205,6 +223,7 @@ fn main() -> std::process::ExitCode {
             chunk_size,
             locked,
         } => verify(config, tables, repair, json, chunk_size, locked),
+        Command::Schema { config, tables, .. } => schema_cmd(&config, tables),
         Command::Serve { config, workers } => match serve(config, workers) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -234,6 +253,27 @@ fn offline_setup(
     Ok((cfg, runtime))
 }
 
+fn schema_cmd(path: &std::path::Path, tables: Option<Vec<String>>) -> ExitCode {
+    let (cfg, runtime) = match offline_setup(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match runtime.block_on(tandem::pg::copy::schema_ddl(&cfg, tables.as_deref())) {
+        Ok((ddl, refused)) => {
+            print!("{ddl}");
+            if refused {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("tandem schema: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn backfill(path: PathBuf, opts: tandem::backfill::BackfillOptions) -> std::process::ExitCode {
     use std::process::ExitCode;
     let (cfg, runtime) = match offline_setup(&path) {
@@ -241,6 +281,9 @@ fn backfill(path: PathBuf, opts: tandem::backfill::BackfillOptions) -> std::proc
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
+        if cfg.postgres_secondary().is_some() {
+            return tandem::pg::copy::run(&cfg, &opts).await;
+        }
         let sync = tandem::mirror::sync::MirrorSync::discover(&cfg).await;
         tandem::backfill::run(&cfg, &opts, &sync).await
     });
@@ -281,6 +324,11 @@ fn verify(
         ..Default::default()
     };
     let result = runtime.block_on(async {
+        if cfg.postgres_secondary().is_some() {
+            return tandem::pg::compare::run(&cfg, &opts)
+                .await
+                .map_err(tandem::verify::VerifyError::Other);
+        }
         let sync = tandem::mirror::sync::MirrorSync::discover(&cfg).await;
         let report = tandem::verify::run(&cfg, &opts, &sync).await;
         if let Ok(r) = &report {
@@ -575,6 +623,9 @@ fn status_cmd(path: &std::path::Path, raw: bool) -> ExitCode {
 fn serve(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
     let cfg = tandem::config::load_for_start(&path)
         .map_err(|e| anyhow::anyhow!("invalid config {}:\n{e}", path.display()))?;
+    if let Some(why) = cfg.serve_refusal() {
+        anyhow::bail!("{}: {why}", path.display());
+    }
     let workers = match workers {
         Some(0) => anyhow::bail!("--workers must be at least 1"),
         Some(n) => n,

@@ -114,6 +114,8 @@ pub enum VerifyError {
     Connect(#[from] schema::ConnectError),
     #[error("unknown table(s) on the primary: {0}")]
     UnknownTables(String),
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Verifies (and with `repair`, repairs) every selected table; `sync` tells

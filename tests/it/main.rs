@@ -22,6 +22,7 @@ mod inflight;
 mod journal_full;
 mod mirror;
 mod mirror_applier;
+mod postgres;
 mod privileges;
 mod protocol;
 mod reload;
