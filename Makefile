@@ -24,12 +24,14 @@ soak: setup
 	  cargo test --test it soak:: -- --nocapture
 
 ## sysbench through Tandem vs an L4 relay vs direct, in one run, then a 4-shard
-## cluster vs one database, then cross-shard transfers (see scripts/bench.sh,
-## scripts/shard-bench.sh and scripts/xa-bench.sh for knobs).
+## cluster vs one database, then cross-shard transfers, then MySQL -> PostgreSQL
+## backfill and verify vs a text pipe (see scripts/bench.sh, shard-bench.sh,
+## xa-bench.sh and pg-bench.sh for knobs).
 bench: setup release
 	./scripts/bench.sh
 	./scripts/shard-bench.sh
 	./scripts/xa-bench.sh
+	./scripts/pg-bench.sh
 
 ## Coverage-guided fuzzing of every parser fed by a socket or a file (nightly + cargo-fuzz):
 ## each target in fuzz/ for FUZZ_SECONDS (default 60); inputs that add coverage join
