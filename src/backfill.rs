@@ -401,8 +401,7 @@ async fn copy_table(
     );
     bar.set_prefix(table.to_string());
     bar.set_position(copied.min(total));
-    let started = Instant::now();
-    let mut last_log = Instant::now();
+    let mut pace = Pace::new(opts.rate);
     let key = table_key(table);
     // The previous chunk's last key, as values (None after a resume: the
     // checkpoint keeps it as SQL text).
@@ -554,24 +553,50 @@ async fn copy_table(
         }
         summary.rows_read += rows.len() as u64;
         summary.rows_inserted += inserted;
-        bar.set_position(copied.min(total.max(copied)));
-        if last_log.elapsed() > Duration::from_secs(5) && bar.is_hidden() {
-            tracing::info!(table, copied, total, "backfill progress");
-            last_log = Instant::now();
-        }
+        pace.progress(&bar, table, copied, total);
         if done {
             break;
         }
-        if let Some(rate) = opts.rate.filter(|r| *r > 0) {
-            // Sleep until this run's average is back under the limit.
-            let due = Duration::from_secs_f64(summary.rows_read as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
+        pace.throttle(summary.rows_read).await;
+    }
+    bar.finish();
+    Ok(())
+}
+
+/// A table copy's progress (bar, or log lines off a TTY) and its optional
+/// rows/s limit; both backfills use it.
+pub(crate) struct Pace {
+    started: Instant,
+    last_log: Instant,
+    rate: Option<u64>,
+}
+
+impl Pace {
+    pub(crate) fn new(rate: Option<u64>) -> Self {
+        Self {
+            started: Instant::now(),
+            last_log: Instant::now(),
+            rate: rate.filter(|r| *r > 0),
+        }
+    }
+
+    pub(crate) fn progress(&mut self, bar: &ProgressBar, table: &str, copied: u64, total: u64) {
+        bar.set_position(copied.min(total.max(copied)));
+        if self.last_log.elapsed() > Duration::from_secs(5) && bar.is_hidden() {
+            tracing::info!(table, copied, total, "backfill progress");
+            self.last_log = Instant::now();
+        }
+    }
+
+    /// Sleeps until this copy's average is back under the limit.
+    pub(crate) async fn throttle(&self, rows_read: u64) {
+        if let Some(rate) = self.rate {
+            let due = Duration::from_secs_f64(rows_read as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
         }
     }
-    bar.finish();
-    Ok(())
 }
 
 /// Times a chunk rolled back by a deadlock or lock wait is read again.

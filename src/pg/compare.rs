@@ -82,8 +82,8 @@ struct Sides<'a> {
     key_pos: Vec<usize>,
     pg_table: String,
     pg_select: String,
-    my_table: String,
-    my_cols: String,
+    /// How MySQL walks the table (column order = `map.columns`).
+    plan: crate::schema::TablePlan,
     sb: &'a BackendConfig,
 }
 
@@ -117,20 +117,14 @@ async fn verify_table(
             .map(|c| canon::pg_select(c.kind, &quote_ident(&c.name)))
             .collect::<Vec<_>>()
             .join(", "),
-        my_table: crate::sql::quote(table),
-        my_cols: map
-            .columns
-            .iter()
-            .map(|c| crate::sql::quote(&c.name))
-            .collect::<Vec<_>>()
-            .join(", "),
+        plan: crate::schema::TablePlan::load(p, table).await?,
         key_pos,
         map,
         sb,
     };
     let pgerr = |e: tokio_postgres::Error| describe(&e);
     report.rows_primary = p
-        .query_first(format!("SELECT COUNT(*) FROM {}", sides.my_table))
+        .query_first(format!("SELECT COUNT(*) FROM {}", sides.plan.quoted))
         .await
         .map_err(|e| e.to_string())?
         .unwrap_or(0);
@@ -139,30 +133,11 @@ async fn verify_table(
         .await
         .map_err(pgerr)?
         .get::<_, i64>(0) as u64;
-    let my_keys = sides
-        .map
-        .primary_key
-        .iter()
-        .map(|c| crate::sql::quote(c))
-        .collect::<Vec<_>>()
-        .join(", ");
     let mut suspects: Vec<Vec<String>> = Vec::new();
     let mut last: Option<String> = None;
     loop {
-        let after = last
-            .as_ref()
-            .map(|k| format!("WHERE ({my_keys}) > ({k})"))
-            .unwrap_or_default();
-        let rows: Vec<Row> = p
-            .exec(
-                format!(
-                    "SELECT {} FROM {} {after} ORDER BY {my_keys} LIMIT {}",
-                    sides.my_cols, sides.my_table, opts.chunk_size
-                ),
-                (),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let rows =
+            super::copy::read_chunk(p, &sides.plan, last.as_deref(), opts.chunk_size).await?;
         report.chunks += 1;
         report.rows_checked += rows.len() as u64;
         let mine = sides.canon_mysql(&rows);
@@ -180,14 +155,9 @@ async fn verify_table(
         if rows.len() < opts.chunk_size {
             break;
         }
-        last = rows.last().map(|r| {
-            sides
-                .key_pos
-                .iter()
-                .map(|i| r.as_ref(*i).unwrap_or(&Value::NULL).as_sql(false))
-                .collect::<Vec<_>>()
-                .join(", ")
-        });
+        last = rows
+            .last()
+            .map(|r| super::copy::key_literals(&sides.plan, r));
     }
     // Rows only PostgreSQL has: its keys, in its order, looked up in MySQL.
     let mut pg_last: Option<Vec<String>> = None;
@@ -299,27 +269,11 @@ impl Sides<'_> {
         if keys.is_empty() {
             return Ok(vec![]);
         }
-        let cols = self
-            .key_columns()
-            .map(|c| crate::sql::quote(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let list = keys
-            .iter()
-            .map(|k| {
-                let lits: Vec<String> = self
-                    .key_columns()
-                    .zip(k)
-                    .map(|(c, v)| mysql_literal(c.kind, v))
-                    .collect();
-                format!("({})", lits.join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let filter = self.in_list(keys, crate::sql::quote, |c, v| mysql_literal(c.kind, v));
         p.exec(
             format!(
-                "SELECT {} FROM {} WHERE ({cols}) IN ({list})",
-                self.my_cols, self.my_table
+                "SELECT {} FROM {} WHERE {filter}",
+                self.plan.column_list, self.plan.quoted
             ),
             (),
         )
@@ -329,9 +283,19 @@ impl Sides<'_> {
 
     /// `(key columns) IN (...)` for PostgreSQL.
     fn pg_key_filter(&self, keys: &[Vec<String>]) -> String {
+        self.in_list(keys, quote_ident, |c, v| self.pg_literal(c, v))
+    }
+
+    /// `(key columns) IN ((values), ...)` with an engine's quoting.
+    fn in_list(
+        &self,
+        keys: &[Vec<String>],
+        quote: fn(&str) -> String,
+        literal: impl Fn(&Column, &str) -> String,
+    ) -> String {
         let cols = self
             .key_columns()
-            .map(|c| quote_ident(&c.name))
+            .map(|c| quote(&c.name))
             .collect::<Vec<_>>()
             .join(", ");
         let list = keys
@@ -340,7 +304,7 @@ impl Sides<'_> {
                 let lits: Vec<String> = self
                     .key_columns()
                     .zip(k)
-                    .map(|(c, v)| self.pg_literal(c, v))
+                    .map(|(c, v)| literal(c, v))
                     .collect();
                 format!("({})", lits.join(", "))
             })

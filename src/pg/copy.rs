@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value};
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_postgres::Client;
 
 /// Where the checkpoints live on the PostgreSQL side.
@@ -199,7 +199,7 @@ async fn copy_table(
         None => (None, 0),
     };
     let plan = schema::TablePlan::load(p, table).await?;
-    let (t, cols, keys) = (&plan.quoted, &plan.column_list, &plan.key_list);
+    let t = &plan.quoted;
     let total: u64 = p
         .query_first(format!("SELECT COUNT(*) FROM {t}"))
         .await
@@ -228,24 +228,9 @@ async fn copy_table(
          ON CONFLICT (db, table_name) DO UPDATE SET last_key = EXCLUDED.last_key,
            rows_copied = EXCLUDED.rows_copied, done = EXCLUDED.done"
     );
-    let started = Instant::now();
-    let mut last_log = Instant::now();
+    let mut pace = crate::backfill::Pace::new(opts.rate);
     loop {
-        let after = last_key
-            .as_ref()
-            .map(|k| format!("WHERE ({keys}) > ({k})"))
-            .unwrap_or_default();
-        // The binary protocol: FLOAT as the stored float, not its text.
-        let rows: Vec<Row> = p
-            .exec(
-                format!(
-                    "SELECT {cols} FROM {t} {after} ORDER BY {keys} LIMIT {}",
-                    opts.chunk_size
-                ),
-                (),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let rows = read_chunk(p, &plan, last_key.as_deref(), opts.chunk_size).await?;
         let done = rows.len() < opts.chunk_size;
         let mut buf = BytesMut::with_capacity(rows.len() * 64 + 32);
         encode::header(&mut buf);
@@ -280,20 +265,11 @@ async fn copy_table(
         last_key = new_last;
         summary.rows_read += rows.len() as u64;
         summary.rows_inserted += rows.len() as u64;
-        bar.set_position(copied.min(total.max(copied)));
-        if last_log.elapsed() > Duration::from_secs(5) && bar.is_hidden() {
-            tracing::info!(table, copied, total, "backfill progress");
-            last_log = Instant::now();
-        }
+        pace.progress(&bar, table, copied, total);
         if done {
             break;
         }
-        if let Some(rate) = opts.rate.filter(|r| *r > 0) {
-            let due = Duration::from_secs_f64(summary.rows_read as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
+        pace.throttle(summary.rows_read).await;
     }
     bar.finish();
     Ok(Some(map))
@@ -313,8 +289,29 @@ fn copy_error(e: &tokio_postgres::Error, table: &str) -> String {
     }
 }
 
+/// The chunk of `plan`'s table after `after` (its last key as SQL
+/// literals), in key order, through the binary protocol: FLOAT as the
+/// stored float, not its six-digit text.
+pub(super) async fn read_chunk(
+    p: &mut Conn,
+    plan: &schema::TablePlan,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Row>, String> {
+    let (t, cols, keys) = (&plan.quoted, &plan.column_list, &plan.key_list);
+    let after = after
+        .map(|k| format!("WHERE ({keys}) > ({k})"))
+        .unwrap_or_default();
+    p.exec(
+        format!("SELECT {cols} FROM {t} {after} ORDER BY {keys} LIMIT {limit}"),
+        (),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
 /// A row's primary key as SQL literals for MySQL (the checkpoint).
-fn key_literals(plan: &schema::TablePlan, r: &Row) -> String {
+pub(super) fn key_literals(plan: &schema::TablePlan, r: &Row) -> String {
     plan.key_positions
         .iter()
         .map(|i| r.as_ref(*i).unwrap_or(&Value::NULL).as_sql(false))
