@@ -135,20 +135,37 @@ async fn verify_table(
         .get::<_, i64>(0) as u64;
     let mut suspects: Vec<Vec<String>> = Vec::new();
     let mut last: Option<String> = None;
+    // Keys both engines order alike are compared range against range;
+    // string keys (collations differ) are looked up, and rows only
+    // PostgreSQL has are found by a walk over its keys.
+    let ordered = sides.ordered_keys();
+    let mut lo: Option<Vec<String>> = None;
     loop {
         let rows =
             super::copy::read_chunk(p, &sides.plan, last.as_deref(), opts.chunk_size).await?;
         report.chunks += 1;
         report.rows_checked += rows.len() as u64;
         let mine = sides.canon_mysql(&rows);
-        let keys: Vec<Vec<String>> = mine.keys().cloned().collect();
-        let theirs = sides.pg_rows(pg, &keys).await?;
+        let hi = match rows.last() {
+            Some(r) if rows.len() == opts.chunk_size => Some(sides.canon_key(r)),
+            _ => None,
+        };
+        let theirs = if ordered {
+            sides.pg_range(pg, lo.as_deref(), hi.as_deref()).await?
+        } else {
+            let keys: Vec<Vec<String>> = mine.keys().cloned().collect();
+            sides.pg_rows(pg, &keys).await?
+        };
         let before = suspects.len();
         for (k, row) in &mine {
             if theirs.get(k) != Some(row) {
                 suspects.push(k.clone());
             }
         }
+        if ordered {
+            suspects.extend(theirs.keys().filter(|k| !mine.contains_key(*k)).cloned());
+        }
+        lo = hi;
         if suspects.len() > before {
             report.divergent_chunks += 1;
         }
@@ -159,18 +176,21 @@ async fn verify_table(
             .last()
             .map(|r| super::copy::key_literals(&sides.plan, r));
     }
-    // Rows only PostgreSQL has: its keys, in its order, looked up in MySQL.
+    // Rows only PostgreSQL has (string keys): its keys, in its order,
+    // looked up in MySQL.
     let mut pg_last: Option<Vec<String>> = None;
-    loop {
-        let keys = sides
-            .pg_keys(pg, pg_last.as_deref(), opts.chunk_size)
-            .await?;
-        let found = sides.mysql_rows(p, &keys).await?;
-        suspects.extend(keys.iter().filter(|k| !found.contains_key(*k)).cloned());
-        if keys.len() < opts.chunk_size {
-            break;
+    if !ordered {
+        loop {
+            let keys = sides
+                .pg_keys(pg, pg_last.as_deref(), opts.chunk_size)
+                .await?;
+            let found = sides.mysql_rows(p, &keys).await?;
+            suspects.extend(keys.iter().filter(|k| !found.contains_key(*k)).cloned());
+            if keys.len() < opts.chunk_size {
+                break;
+            }
+            pg_last = keys.last().cloned();
         }
-        pg_last = keys.last().cloned();
     }
     suspects.sort();
     suspects.dedup();
@@ -229,6 +249,80 @@ const KEYS_PER_LOOKUP: usize = 1000;
 impl Sides<'_> {
     fn key_columns(&self) -> impl Iterator<Item = &Column> {
         self.key_pos.iter().map(|i| &self.map.columns[*i])
+    }
+
+    /// Every key column orders the same on both engines: numbers, dates
+    /// and times, bytes (bytewise), ENUMs (declaration order).
+    fn ordered_keys(&self) -> bool {
+        self.key_columns()
+            .all(|c| !matches!(c.kind, Kind::Text | Kind::Set | Kind::Json | Kind::Bit(_)))
+    }
+
+    /// A MySQL row's key in canonical form.
+    fn canon_key(&self, r: &Row) -> Vec<String> {
+        self.key_columns()
+            .zip(&self.key_pos)
+            .map(|(c, i)| {
+                canon::mysql(c.kind, r.as_ref(*i).unwrap_or(&Value::NULL)).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// PostgreSQL's rows with keys after `lo` up to `hi` (open ends: None).
+    async fn pg_range(
+        &self,
+        pg: &Client,
+        lo: Option<&[String]>,
+        hi: Option<&[String]>,
+    ) -> Result<BTreeMap<Vec<String>, Canon>, String> {
+        let cols = self
+            .key_columns()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let lits = |k: &[String]| {
+            self.key_columns()
+                .zip(k)
+                .map(|(c, v)| self.pg_literal(c, v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut cond = Vec::new();
+        if let Some(k) = lo {
+            cond.push(format!("({cols}) > ({})", lits(k)));
+        }
+        if let Some(k) = hi {
+            cond.push(format!("({cols}) <= ({})", lits(k)));
+        }
+        let filter = if cond.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", cond.join(" AND "))
+        };
+        let sql = format!("SELECT {} FROM {} {filter}", self.pg_select, self.pg_table);
+        let rows = pg.query(&sql, &[]).await.map_err(|e| describe(&e))?;
+        Ok(self.canon_pg(&rows))
+    }
+
+    /// PostgreSQL rows (read with `pg_select`) by canonical key.
+    fn canon_pg(&self, rows: &[tokio_postgres::Row]) -> BTreeMap<Vec<String>, Canon> {
+        rows.iter()
+            .map(|r| {
+                let canon: Canon = self
+                    .map
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| canon::pg(c.kind, r.get::<_, Option<&str>>(i)))
+                    .collect();
+                let key = self
+                    .key_pos
+                    .iter()
+                    .map(|i| canon[*i].clone().unwrap_or_default())
+                    .collect();
+                (key, canon)
+            })
+            .collect()
     }
 
     fn canon_mysql(&self, rows: &[Row]) -> BTreeMap<Vec<String>, Canon> {
@@ -331,21 +425,7 @@ impl Sides<'_> {
                 self.pg_key_filter(batch)
             );
             let rows = pg.query(&sql, &[]).await.map_err(|e| describe(&e))?;
-            for r in rows {
-                let canon: Canon = self
-                    .map
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| canon::pg(c.kind, r.get::<_, Option<&str>>(i)))
-                    .collect();
-                let key = self
-                    .key_pos
-                    .iter()
-                    .map(|i| canon[*i].clone().unwrap_or_default())
-                    .collect();
-                out.insert(key, canon);
-            }
+            out.extend(self.canon_pg(&rows));
         }
         Ok(out)
     }
