@@ -474,6 +474,38 @@ pub struct RawTableRule {
     /// cross-shard transaction) or is refused (`reject`, default).
     #[serde(default)]
     pub shard_key_updates: Option<ShardKeyUpdates>,
+    /// Moving to PostgreSQL: how values PostgreSQL cannot hold as MySQL
+    /// does are mapped for this table (default: such a value is refused).
+    #[serde(default)]
+    pub postgres: Option<PostgresRule>,
+}
+
+/// A table's explicit mappings into PostgreSQL (docs/postgres.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresRule {
+    /// Text columns that may hold NUL characters: BYTEA on PostgreSQL,
+    /// holding the bytes MySQL stores.
+    #[serde(default)]
+    pub bytea_columns: Vec<String>,
+    /// Zero dates (`0000-00-00`) in DATE/DATETIME/TIMESTAMP columns:
+    /// `refuse` (default) or `infinity` (stored as `-infinity`, which no
+    /// real date is). Zero-part dates (`2024-00-10`) are always refused.
+    #[serde(default)]
+    pub zero_dates: ZeroDates,
+    /// JSON columns as `jsonb` (keys reordered, duplicate keys dropped)
+    /// instead of `json` (the text as written, as MariaDB keeps it).
+    #[serde(default)]
+    pub jsonb: bool,
+}
+
+/// What a zero date becomes on PostgreSQL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZeroDates {
+    #[default]
+    Refuse,
+    Infinity,
 }
 
 /// What an UPDATE of a row's shard key does.

@@ -15,7 +15,9 @@ pub fn pg_select(kind: Kind, q: &str) -> String {
     match kind {
         Kind::Bytea => format!("encode({q}, 'hex')"),
         Kind::Interval => format!("(EXTRACT(EPOCH FROM {q}) * 1000000)::numeric(30,0)::text"),
-        Kind::Timestamp | Kind::TimestampTz => format!("to_char({q}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+        Kind::Timestamp | Kind::TimestampTz => format!(
+            "CASE WHEN isfinite({q}) THEN to_char({q}, 'YYYY-MM-DD HH24:MI:SS.US') ELSE {q}::text END"
+        ),
         _ => format!("{q}::text"),
     }
 }
@@ -31,7 +33,7 @@ pub fn pg(kind: Kind, text: Option<&str>) -> Option<String> {
             .parse::<f64>()
             .map_or_else(|_| t.to_string(), |v| v.to_string()),
         Kind::Numeric => numeric(t),
-        Kind::Json => json(t.as_bytes()),
+        Kind::Json | Kind::Jsonb => json(t.as_bytes()),
         _ => t.to_string(),
     })
 }
@@ -49,7 +51,11 @@ pub fn mysql(kind: Kind, v: &Value) -> Option<String> {
         (Kind::Bit(n), Value::Bytes(b)) => bit_string(be_u64(b), n),
         (Kind::Bit(n), Value::UInt(u)) => bit_string(*u, n),
         (Kind::Bit(n), Value::Int(i)) => bit_string(*i as u64, n),
-        (Kind::Json, Value::Bytes(b)) => json(b),
+        (Kind::Json | Kind::Jsonb, Value::Bytes(b)) => json(b),
+        // `postgres.zero_dates: infinity`.
+        (Kind::Date | Kind::Timestamp | Kind::TimestampTz, Value::Date(0, 0, 0, 0, 0, 0, 0)) => {
+            "-infinity".into()
+        }
         (Kind::Date, Value::Date(y, m, d, ..)) => format!("{y:04}-{m:02}-{d:02}"),
         (Kind::Timestamp | Kind::TimestampTz, Value::Date(y, mo, d, h, mi, s, us)) => {
             format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}")

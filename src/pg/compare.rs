@@ -52,7 +52,8 @@ pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, String> {
             table: table.clone(),
             ..Default::default()
         };
-        if let Err(e) = verify_table(&mut p, &mut pg, sb, &table, opts, &mut report).await {
+        let rule = mapping::rule_of(cfg, &table);
+        if let Err(e) = verify_table(&mut p, &mut pg, sb, &table, rule, opts, &mut report).await {
             report.error = Some(e);
         }
         report.seconds = started.elapsed().as_secs_f64();
@@ -92,10 +93,11 @@ async fn verify_table(
     pg: &mut Client,
     sb: &BackendConfig,
     table: &str,
+    rule: Option<&crate::config::model::PostgresRule>,
     opts: &VerifyOptions,
     report: &mut TableReport,
 ) -> Result<(), String> {
-    let map = match mapping::load(p, table).await? {
+    let map = match mapping::load(p, table, rule).await? {
         Ok(m) => m,
         Err(reasons) => {
             return Err(format!(

@@ -98,9 +98,16 @@ pub async fn run(cfg: &Config, opts: &BackfillOptions) -> Result<Backfill, Backf
             table: table.clone(),
             ..Default::default()
         };
-        match copy_table(&mut p, &mut pg, sb, &table, opts, &bars, &mut summary).await {
-            Ok(Some(map)) => copied_maps.push((map, summary.created)),
-            Ok(None) => {}
+        let copied = match mapping::load(&mut p, &table, mapping::rule_of(cfg, &table)).await {
+            Ok(Ok(map)) => copy_table(&mut p, &mut pg, sb, map, opts, &bars, &mut summary).await,
+            Ok(Err(reasons)) => Err(format!(
+                "cannot be mapped to PostgreSQL: {}",
+                reasons.join("; ")
+            )),
+            Err(e) => Err(e),
+        };
+        match copied {
+            Ok(map) => copied_maps.push((map, summary.created)),
             Err(e) => summary.error = Some(e),
         }
         summary.seconds = started.elapsed().as_secs_f64();
@@ -135,21 +142,14 @@ async fn copy_table(
     p: &mut Conn,
     pg: &mut Client,
     sb: &BackendConfig,
-    table: &str,
+    map: TableMap,
     opts: &BackfillOptions,
     bars: &indicatif::MultiProgress,
     summary: &mut TableSummary,
-) -> Result<Option<TableMap>, String> {
+) -> Result<TableMap, String> {
     let pgerr = |e: tokio_postgres::Error| describe(&e);
-    let map = match mapping::load(p, table).await? {
-        Ok(m) => m,
-        Err(reasons) => {
-            return Err(format!(
-                "cannot be mapped to PostgreSQL: {}",
-                reasons.join("; ")
-            ))
-        }
-    };
+    let table = map.table.clone();
+    let table = table.as_str();
     let schema = super::schema_of(sb);
     let exists = pg
         .query_opt(
@@ -189,7 +189,7 @@ async fn copy_table(
     let (mut last_key, mut copied): (Option<String>, u64) = match checkpoint {
         Some(r) if r.get::<_, bool>(2) => {
             summary.resumed = true;
-            return Ok(Some(map));
+            return Ok(map);
         }
         Some(r) => {
             let k: Option<String> = r.get(0);
@@ -272,7 +272,7 @@ async fn copy_table(
         pace.throttle(summary.rows_read).await;
     }
     bar.finish();
-    Ok(Some(map))
+    Ok(map)
 }
 
 /// A COPY refused by PostgreSQL (a duplicate key: rows written there by
@@ -341,7 +341,7 @@ pub async fn schema_ddl(cfg: &Config, tables: Option<&[String]>) -> Result<(Stri
     let mut fks = Vec::new();
     let mut refused = false;
     for t in &tables {
-        match mapping::load(&mut p, t).await? {
+        match mapping::load(&mut p, t, mapping::rule_of(cfg, t)).await? {
             Ok(map) => {
                 for s in map.create_sql(&schema) {
                     out.push_str(&s);

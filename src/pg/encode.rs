@@ -92,7 +92,7 @@ pub fn field(c: &Column, v: &Value, out: &mut BytesMut) -> Result<(), String> {
             out.put_i32(8);
             out.put_f64(f);
         }
-        Kind::Text | Kind::Enum | Kind::Set | Kind::Json => {
+        Kind::Text | Kind::Enum | Kind::Set | Kind::Json | Kind::Jsonb => {
             let Value::Bytes(b) = v else {
                 return Err(format!("unexpected value {v:?}"));
             };
@@ -101,7 +101,9 @@ pub fn field(c: &Column, v: &Value, out: &mut BytesMut) -> Result<(), String> {
             }
             if b.contains(&0) {
                 return Err(
-                    "the value holds a NUL character, which PostgreSQL text cannot store".into(),
+                    "the value holds a NUL character, which PostgreSQL text cannot store \
+                     (the table's postgres.bytea_columns rule maps the column to BYTEA)"
+                        .into(),
                 );
             }
             if c.kind == Kind::Enum && !c.labels.iter().any(|l| l.as_bytes() == &b[..]) {
@@ -110,7 +112,13 @@ pub fn field(c: &Column, v: &Value, out: &mut BytesMut) -> Result<(), String> {
                     String::from_utf8_lossy(b)
                 ));
             }
-            out.put_i32(b.len() as i32);
+            if c.kind == Kind::Jsonb {
+                // jsonb's binary form: a version byte, then the text.
+                out.put_i32(b.len() as i32 + 1);
+                out.put_u8(1);
+            } else {
+                out.put_i32(b.len() as i32);
+            }
             out.put_slice(b);
         }
         Kind::Bytea => {
@@ -119,6 +127,15 @@ pub fn field(c: &Column, v: &Value, out: &mut BytesMut) -> Result<(), String> {
             };
             out.put_i32(b.len() as i32);
             out.put_slice(b);
+        }
+        Kind::Date if c.zero_infinity && zero_date(v) => {
+            // PostgreSQL's -infinity date.
+            out.put_i32(4);
+            out.put_i32(i32::MIN);
+        }
+        Kind::Timestamp | Kind::TimestampTz if c.zero_infinity && zero_date(v) => {
+            out.put_i32(8);
+            out.put_i64(i64::MIN);
         }
         Kind::Date => {
             let Value::Date(y, m, d, ..) = v else {
@@ -164,13 +181,20 @@ pub fn field(c: &Column, v: &Value, out: &mut BytesMut) -> Result<(), String> {
     Ok(())
 }
 
+/// MySQL's zero date (every field zero), which `postgres.zero_dates:
+/// infinity` stores as `-infinity`.
+pub fn zero_date(v: &Value) -> bool {
+    matches!(v, Value::Date(0, 0, 0, 0, 0, 0, 0))
+}
+
 /// Days from 1970-01-01 (proleptic Gregorian); a zero or zero-part date,
 /// which MySQL may hold and PostgreSQL cannot, is refused.
 pub fn days(y: u16, m: u8, d: u8) -> Result<i64, String> {
     if y == 0 || m == 0 || d == 0 {
         return Err(format!(
             "{y:04}-{m:02}-{d:02} is a zero or zero-part date, which PostgreSQL cannot hold \
-             (fix the row on MySQL, or leave the table out)"
+             (fix the row on MySQL, leave the table out, or for zero dates set the table's \
+             postgres.zero_dates: infinity rule)"
         ));
     }
     // Howard Hinnant's days_from_civil.

@@ -8,6 +8,7 @@
 //! a CHECK constraint, a FULLTEXT index) refuses the table with the reason.
 
 use super::{quote_ident, quote_literal};
+use crate::config::model::{PostgresRule, ZeroDates};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 
@@ -34,6 +35,8 @@ pub enum Kind {
     Enum,
     Set,
     Json,
+    /// JSON as `jsonb`, by a table's `postgres.jsonb` rule.
+    Jsonb,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +59,8 @@ pub struct Column {
     pub labels: Vec<String>,
     /// Things the DDL keeps as a column comment (ON UPDATE CURRENT_TIMESTAMP).
     pub notes: Vec<String>,
+    /// A zero date is stored as `-infinity` (`postgres.zero_dates`).
+    pub zero_infinity: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +95,11 @@ pub struct TableMap {
 
 /// Reads `table`'s mapping from the MySQL side: `Ok(Err(reasons))` when it
 /// cannot be mapped.
-pub async fn load(c: &mut Conn, table: &str) -> Result<Result<TableMap, Vec<String>>, String> {
+pub async fn load(
+    c: &mut Conn,
+    table: &str,
+    rule: Option<&PostgresRule>,
+) -> Result<Result<TableMap, Vec<String>>, String> {
     let err = |e: mysql_async::Error| e.to_string();
     type ColRow = (
         String,
@@ -165,6 +174,11 @@ pub async fn load(c: &mut Conn, table: &str) -> Result<Result<TableMap, Vec<Stri
                     col.notes.push(
                         "MySQL: ON UPDATE CURRENT_TIMESTAMP (the mirror writes the value)".into(),
                     );
+                }
+                if let Some(rule) = rule {
+                    if let Err(e) = apply_rule(&mut col, rule) {
+                        reasons.push(e);
+                    }
                 }
                 match map_default(&col, default.as_deref()) {
                     Ok(d) => col.default = d,
@@ -370,7 +384,47 @@ pub fn map_column(name: &str, f: &Facts<'_>, collation: Option<&str>) -> Result<
         fold,
         labels,
         notes: vec![],
+        zero_infinity: false,
     })
+}
+
+/// A table's `postgres:` rule, if its rules file has one.
+pub fn rule_of<'a>(cfg: &'a crate::config::Config, table: &str) -> Option<&'a PostgresRule> {
+    cfg.rules
+        .tables
+        .get(table)
+        .and_then(|r| r.raw.postgres.as_ref())
+}
+
+/// Applies a table's explicit PostgreSQL mappings to one column.
+pub fn apply_rule(col: &mut Column, rule: &PostgresRule) -> Result<(), String> {
+    if rule
+        .bytea_columns
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(&col.name))
+    {
+        if col.kind != Kind::Text {
+            return Err(format!(
+                "postgres.bytea_columns names {}, which is not a text column ({})",
+                col.name, col.mysql_type
+            ));
+        }
+        col.kind = Kind::Bytea;
+        col.pg_type = "BYTEA".into();
+        col.checks.clear();
+        col.fold = None;
+        col.notes.push(format!(
+            "MySQL: {} (postgres.bytea_columns)",
+            col.mysql_type
+        ));
+    }
+    if rule.jsonb && col.kind == Kind::Json {
+        col.kind = Kind::Jsonb;
+        col.pg_type = "JSONB".into();
+    }
+    col.zero_infinity = rule.zero_dates == ZeroDates::Infinity
+        && matches!(col.kind, Kind::Date | Kind::Timestamp | Kind::TimestampTz);
+    Ok(())
 }
 
 fn unsigned_check(q: &str, unsigned: bool) -> Vec<String> {

@@ -327,7 +327,9 @@ async fn what_postgres_cannot_hold_is_refused_with_the_row() {
          INSERT INTO nul VALUES (1, 'ok'), (2, 'a\\0b');
          CREATE TABLE zero (id INT PRIMARY KEY, d DATETIME);
          INSERT INTO zero VALUES (7, '0000-00-00 00:00:00');
-         CREATE TABLE geo (id INT PRIMARY KEY, g GEOMETRY, v INT AS (id * 2) VIRTUAL)",
+         CREATE TABLE geo (id INT PRIMARY KEY, g GEOMETRY, v INT AS (id * 2) VIRTUAL);
+         CREATE TABLE doc (id INT PRIMARY KEY, j JSON);
+         INSERT INTO doc VALUES (1, '{\"b\": 1, \"a\": 2, \"a\": 3}')",
     )
     .await
     .unwrap();
@@ -370,6 +372,54 @@ async fn what_postgres_cannot_hold_is_refused_with_the_row() {
         "{err}"
     );
     assert!(err.contains("tandem backfill --create-tables"), "{err}");
+
+    // Explicit per-table mappings take those values: NUL-holding text as
+    // BYTEA, zero dates as -infinity, JSON as jsonb.
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/pg.yaml"),
+        "tables:\n  nul: { postgres: { bytea_columns: [t] } }\n  zero: { postgres: { zero_dates: infinity } }\n  doc: { postgres: { jsonb: true } }\n",
+    )
+    .unwrap();
+    pgc.batch_execute("DROP TABLE nul, zero, doc; DELETE FROM tandem.backfill_checkpoint")
+        .await
+        .unwrap();
+    let tables = ["--tables", "nul,zero,doc"];
+    let (code, ddl, err) = tandem_tool("schema", &cfg, &["--to", "postgres", tables[0], tables[1]]);
+    assert_eq!(code, 0, "{ddl}{err}");
+    assert!(
+        ddl.contains("\"j\" JSONB") && ddl.contains("\"t\" BYTEA"),
+        "{ddl}"
+    );
+    let (code, out, err) =
+        tandem_tool("backfill", &cfg, &["--create-tables", tables[0], tables[1]]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = tandem_tool("verify", &cfg, &tables);
+    assert_eq!(code, 0, "{out}{err}");
+    let t: Vec<u8> = pgc
+        .query_one("SELECT t FROM nul WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(t, b"a\0b");
+    let d: String = pgc
+        .query_one("SELECT d::text FROM zero WHERE id = 7", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(d, "-infinity");
+    let j: String = pgc
+        .query_one("SELECT j::text FROM doc WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(j, r#"{"a": 3, "b": 1}"#);
+    // A planted difference in a remapped column is still found.
+    pgc.batch_execute("UPDATE zero SET d = '2000-01-01' WHERE id = 7")
+        .await
+        .unwrap();
+    let (code, out, _) = tandem_tool("verify", &cfg, &tables);
+    assert_eq!(code, 1, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
