@@ -315,7 +315,7 @@ impl Sides<'_> {
                     .columns
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| canon::pg(c.kind, r.get::<_, Option<&str>>(i)))
+                    .map(|(i, c)| pg_value(c.kind, r, i))
                     .collect();
                 let key = self
                     .key_pos
@@ -470,9 +470,7 @@ impl Sides<'_> {
             .map(|r| {
                 cols.iter()
                     .enumerate()
-                    .map(|(i, c)| {
-                        canon::pg(c.kind, r.get::<_, Option<&str>>(i)).unwrap_or_default()
-                    })
+                    .map(|(i, c)| pg_value(c.kind, r, i).unwrap_or_default())
                     .collect()
             })
             .collect())
@@ -556,6 +554,16 @@ impl Sides<'_> {
         }
         tx.commit().await.map_err(pgerr)?;
         Ok(n)
+    }
+}
+
+/// Column `i` of a PostgreSQL row read with `pg_select` (text), in
+/// canonical form; a value the driver cannot decode compares unequal to
+/// anything MySQL holds (a leading NUL, which no canonical value has).
+fn pg_value(kind: Kind, r: &tokio_postgres::Row, i: usize) -> Option<String> {
+    match r.try_get::<_, Option<&str>>(i) {
+        Ok(t) => canon::pg(kind, t),
+        Err(e) => Some(format!("\0undecodable: {e}")),
     }
 }
 

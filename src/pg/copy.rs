@@ -186,15 +186,26 @@ async fn copy_table(
         )
         .await
         .map_err(pgerr)?;
+    // The table may have been made by hand: a wrong column type is an
+    // error, not a panic.
+    let checkpoint = checkpoint
+        .map(|r| {
+            Ok::<_, tokio_postgres::Error>((
+                r.try_get::<_, Option<String>>(0)?,
+                r.try_get::<_, i64>(1)?,
+                r.try_get::<_, bool>(2)?,
+            ))
+        })
+        .transpose()
+        .map_err(|e| format!("{cp}: {e}"))?;
     let (mut last_key, mut copied): (Option<String>, u64) = match checkpoint {
-        Some(r) if r.get::<_, bool>(2) => {
+        Some((_, _, true)) => {
             summary.resumed = true;
             return Ok(map);
         }
-        Some(r) => {
-            let k: Option<String> = r.get(0);
+        Some((k, n, false)) => {
             summary.resumed = k.is_some();
-            (k, r.get::<_, i64>(1) as u64)
+            (k, n.max(0) as u64)
         }
         None => (None, 0),
     };
