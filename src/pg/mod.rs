@@ -72,7 +72,8 @@ pub async fn connect(b: &BackendConfig) -> Result<Client, String> {
     client
         .batch_execute(
             "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; \
-             SET extra_float_digits = 1; SET bytea_output = 'hex'",
+             SET extra_float_digits = 1; SET bytea_output = 'hex'; \
+             SET client_min_messages = warning",
         )
         .await
         .map_err(|e| format!("{}: {}", b.name, describe(&e)))?;
