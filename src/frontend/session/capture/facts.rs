@@ -36,7 +36,7 @@ impl Capture {
             all.sequence_defaults.extend(f.sequence_defaults);
             all.auto_increment = all.auto_increment.take().or(f.auto_increment);
             all.triggers |= f.triggers;
-            // (The key is of one table; a keyed write asks for it alone.)
+            all.key = all.key.take().or(f.key);
         };
         for t in &route.tables {
             let (db, table) = match t.split_once('.') {
@@ -198,6 +198,13 @@ impl Capture {
             };
             m.set_table_facts(&db, &table, facts.clone(), generation);
             merge(facts, &mut all);
+        }
+        // A key names one table's rows: asked of a one-table route only.
+        // Callers take it from here, not from the cache, which a DDL
+        // elsewhere may have emptied since (or never filled: facts read
+        // across a DDL are not cached).
+        if route.tables.len() != 1 {
+            all.key = None;
         }
         Ok(all)
     }

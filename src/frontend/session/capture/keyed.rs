@@ -90,15 +90,16 @@ impl Capture {
                 "its SET reads other rows with a subquery, which take no lock at this isolation level".into(),
             ));
         }
-        let db = shape
-            .table
-            .0
-            .clone()
-            .or_else(|| cx.binding.conn().current_db.clone());
-        let key = db
-            .and_then(|db| m.table_facts(&db, &shape.table.1))
-            .and_then(|f| f.key);
-        let Some(key) = key else {
+        // The key from a look-up (cached or read now), never from the cache
+        // alone: a DDL on any table may have emptied it meanwhile.
+        let one = Route {
+            tables: vec![match &shape.table.0 {
+                Some(db) => format!("{db}.{}", shape.table.1),
+                None => shape.table.1.clone(),
+            }],
+            ..route.clone()
+        };
+        let Some(key) = self.table_facts(cx, m, &one).await?.key else {
             return Ok(Keyed::Refused(format!(
                 "table `{}` has no primary key or unique NOT NULL key of exact type to name its rows by",
                 shape.table.1

@@ -113,16 +113,7 @@ impl Capture {
             tables: vec![source.clone()],
             ..route.clone()
         };
-        // Read (and cached) for the one table: its key is in the cache.
-        self.table_facts(cx, m, &one).await?;
-        let (db, table) = match source.split_once('.') {
-            Some((d, t)) => (Some(d.to_string()), t.to_string()),
-            None => (cx.binding.conn().current_db.clone(), source),
-        };
-        let Some(key) = db
-            .and_then(|db| m.table_facts(&db, &table))
-            .and_then(|f| f.key)
-        else {
+        let Some(key) = self.table_facts(cx, m, &one).await?.key else {
             return Ok(None);
         };
         let q = crate::sql::quote;
