@@ -70,23 +70,46 @@ async fn verify_finds_and_repairs_differences() {
     s.query_drop("UPDATE pairs SET v = -1 WHERE a = 3 AND b = 'k3'")
         .await
         .unwrap();
-    let json = dir.path().join("report.json");
-    let mut args = tables.to_vec();
-    let json_s = json.display().to_string();
-    args.extend(["--json", &json_s]);
-    let (code, out, _) = run(&cfg, &args);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("DIVERGENT"), "{out}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let items = &report["tables"][0];
-    assert_eq!(items["table"], "items");
-    assert_eq!(items["missing"], serde_json::json!(["4000"]));
-    assert_eq!(items["extra"], serde_json::json!(["0", "99999"]));
-    assert_eq!(items["changed"], serde_json::json!(["10", "42"]));
-    let pairs = &report["tables"][1];
-    assert_eq!(pairs["changed"], serde_json::json!(["3,k3"]));
-    assert_eq!(report["identical"], false);
+    // The same report whether suspects or whole chunks are compared under
+    // the primary's locks (`--locked`).
+    for locked in [false, true] {
+        let json = dir.path().join("report.json");
+        let mut args = tables.to_vec();
+        let json_s = json.display().to_string();
+        args.extend(["--json", &json_s]);
+        if locked {
+            args.push("--locked");
+        }
+        let (code, out, _) = run(&cfg, &args);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("DIVERGENT"), "{out}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let items = &report["tables"][0];
+        assert_eq!(items["table"], "items");
+        assert_eq!(
+            items["missing"],
+            serde_json::json!(["4000"]),
+            "locked {locked}"
+        );
+        assert_eq!(
+            items["extra"],
+            serde_json::json!(["0", "99999"]),
+            "locked {locked}"
+        );
+        assert_eq!(
+            items["changed"],
+            serde_json::json!(["10", "42"]),
+            "locked {locked}"
+        );
+        let pairs = &report["tables"][1];
+        assert_eq!(
+            pairs["changed"],
+            serde_json::json!(["3,k3"]),
+            "locked {locked}"
+        );
+        assert_eq!(report["identical"], false);
+    }
 
     let mut args = tables.to_vec();
     args.push("--repair");
