@@ -72,6 +72,8 @@ if ! python3 -c 'import pymysql, cryptography' >/dev/null 2>&1; then
     || { echo "setup: cannot install PyMySQL (pip or the python3-pymysql package)" >&2; exit 1; }
 fi
 
-# Demo databases for `make run`.
+# Demo databases for `make run`, and shop_pg for config/postgres.yaml.
 mariadb --protocol=TCP -h127.0.0.1 -P3306 -uroot < "$(dirname "$0")/demo-schema.sql"
-echo "setup: MariaDB and PostgreSQL ready (PostgreSQL role tandem); demo databases shop and shop_next exist"
+PGPASSWORD=tandem psql -h 127.0.0.1 -U tandem -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'shop_pg'" | grep -q 1 \
+  || PGPASSWORD=tandem psql -h 127.0.0.1 -U tandem -d postgres -qc "CREATE DATABASE shop_pg"
+echo "setup: MariaDB and PostgreSQL ready (PostgreSQL role tandem); demo databases shop, shop_next (MariaDB) and shop_pg (PostgreSQL) exist"

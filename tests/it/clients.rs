@@ -179,6 +179,31 @@ fn check_config_reports_every_error_and_exit_code() {
         .output()
         .unwrap();
     assert!(ok.status.success(), "the operator example must validate");
+    // The PostgreSQL demo: the offline tools take it, serving does not.
+    let pg = Command::new(bin)
+        .args(["check-config", "--config", "config/postgres.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(pg.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&pg.stderr).contains("cannot mirror writes into PostgreSQL yet")
+    );
+    let ddl = Command::new(bin)
+        .args([
+            "schema",
+            "--to",
+            "postgres",
+            "--config",
+            "config/postgres.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ddl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ddl.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ddl.stdout).contains("CREATE TABLE \"public\".\"orders\""));
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
