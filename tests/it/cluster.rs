@@ -1600,6 +1600,21 @@ async fn load_data_local_places_every_row_by_its_key() {
         .await
         .unwrap();
     assert_eq!(names, vec![(1, "ann".to_string()), (2, "bob".to_string())]);
+    // LOCAL without a modifier skips duplicates too (as IGNORE), as one
+    // database does: the server cannot stop the client's file half-way.
+    let (code, _, err) = cli(
+        &cl,
+        &format!(
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE users",
+            users.display()
+        ),
+    );
+    assert_eq!(code, 0, "{err}");
+    let again: Vec<(u64, String)> = t
+        .query("SELECT id, name FROM users ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(again, names);
     // A client that cannot send files gets the server's refusal.
     let (code, _, err) = cli_with(
         &cl,

@@ -20,6 +20,7 @@ mod fidelity;
 mod fuzz_corpus;
 mod inflight;
 mod journal_full;
+mod load_data;
 mod mirror;
 mod mirror_applier;
 mod postgres;

@@ -21,6 +21,7 @@ mod capture;
 mod cluster;
 mod commands;
 mod link;
+mod load_stmt;
 mod multi;
 mod open;
 mod prepared;

@@ -25,6 +25,7 @@ mod facts;
 pub(super) mod found_rows;
 mod isolation;
 mod keyed;
+mod load;
 mod ordered;
 pub(in crate::frontend::session) mod params;
 mod routines;
@@ -46,7 +47,7 @@ use crate::mirror::runtime::{Admit, Mirror};
 use crate::protocol::response::Expect;
 use crate::protocol::ErrSpec;
 use crate::router::lexer;
-use crate::router::{self, Class, Classified, Route, SchemaObject, SessionOp, TxnOp};
+use crate::router::{self, Class, Classified, Route, SchemaObject, SessionOp, TxnOp, WriteKind};
 use mysql_common::constants::StatusFlags;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -251,9 +252,12 @@ impl Capture {
             }
         }
         match &route.class {
-            Class::Write(_) => {
+            Class::Write(kind) => {
                 if !self.mirrored(cx, route) {
                     return Ok(false);
+                }
+                if *kind == WriteKind::LoadData && self.load_data(cx, m, route, sql, seq).await? {
+                    return Ok(true);
                 }
                 if let Some(reason) = keyed::unsafe_reason(route) {
                     if !self.order_free_insert(cx, m, route, sql).await? {

@@ -78,7 +78,11 @@ pub(super) fn literal(c: &Column, v: Option<&[u8]>, nbe: bool) -> String {
 
 /// Text-protocol rows written as `(v, …), (v, …)`, each value the literal
 /// that reads back the same. None: a row Tandem cannot read.
-pub(super) fn values_text(columns: &[Column], rows: &[Vec<u8>], nbe: bool) -> Option<Vec<u8>> {
+pub(in crate::frontend::session) fn values_text(
+    columns: &[Column],
+    rows: &[Vec<u8>],
+    nbe: bool,
+) -> Option<Vec<u8>> {
     let mut text = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let fields = values::fields(row, columns.len())?;

@@ -11,64 +11,17 @@ use super::insert_select::values_text;
 use super::read::Kept;
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;
+use crate::frontend::session::load_stmt::parse;
 use crate::frontend::session::SessionError;
 use crate::protocol::packets::{err_code, err_message};
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
-use crate::router::lexer::{self, Tok, Token};
+use crate::router::lexer;
 use crate::router::shard::route::Merge;
 use crate::sql::quote;
 
 /// The staging table's name (temporary, on one shard connection).
 const STAGING: &str = "tandem_load_staging";
-
-/// What a LOAD DATA statement says, found by tokens.
-struct Load {
-    local: bool,
-    file: Vec<u8>,
-    /// `REPLACE`, `IGNORE` or nothing.
-    modifier: Option<&'static str>,
-    table: String,
-    /// Byte span of the table name (qualified or not).
-    name: (usize, usize),
-}
-
-fn parse(sql: &[u8], toks: &[Token]) -> Option<Load> {
-    let infile = toks.iter().position(|t| t.is_word(sql, "INFILE"))?;
-    let local = infile > 0 && toks[infile - 1].is_word(sql, "LOCAL");
-    let file_tok = toks.get(infile + 1).filter(|t| t.kind == Tok::Str)?;
-    let raw = file_tok.text(sql);
-    let file = raw.get(1..raw.len().saturating_sub(1))?.to_vec();
-    let into = (infile + 2..toks.len()).find(|&i| toks[i].is_word(sql, "INTO"))?;
-    let modifier = toks[infile + 2..into].iter().find_map(|t| {
-        if t.is_word(sql, "REPLACE") {
-            Some("REPLACE")
-        } else if t.is_word(sql, "IGNORE") {
-            Some("IGNORE")
-        } else {
-            None
-        }
-    });
-    if !toks.get(into + 1)?.is_word(sql, "TABLE") {
-        return None;
-    }
-    let first = into + 2;
-    let mut last = first;
-    if toks
-        .get(first + 1)
-        .is_some_and(|t| t.kind == Tok::Punct(b'.'))
-    {
-        last = first + 2;
-    }
-    let table = toks.get(last)?.ident(sql)?;
-    Some(Load {
-        local,
-        file,
-        modifier,
-        table,
-        name: (toks[first].start, toks[last].end),
-    })
-}
 
 impl ClusterSession<'_> {
     pub(super) async fn load_data(&mut self, sql: &[u8], seq: u8) -> Result<(), SessionError> {
@@ -157,19 +110,20 @@ impl ClusterSession<'_> {
             return self.reply_err(reply_seq, &e).await;
         };
         let staging = quote(STAGING);
-        let mut setup = vec![
+        // The AUTO_INCREMENT column redefined in the CREATE itself: an
+        // ALTER, even of a temporary table, commits the open transaction.
+        let redefined = table_facts
+            .auto_increment
+            .as_ref()
+            .map(|a| format!("({} DECIMAL(20,0) NULL DEFAULT NULL) ", quote(a)))
+            .unwrap_or_default();
+        let setup = [
             format!("DROP TEMPORARY TABLE IF EXISTS {staging}"),
             format!(
-                "CREATE TEMPORARY TABLE {staging} SELECT * FROM {} LIMIT 0",
+                "CREATE TEMPORARY TABLE {staging} {redefined}SELECT * FROM {} LIMIT 0",
                 quote(&load.table)
             ),
         ];
-        if let Some(auto) = &table_facts.auto_increment {
-            setup.push(format!(
-                "ALTER TABLE {staging} MODIFY {} DECIMAL(20,0) NULL DEFAULT NULL",
-                quote(auto)
-            ));
-        }
         for stmt in &setup {
             let text = self.text_for(shard, stmt.as_bytes()).unwrap_or_default();
             if let Some(e) = self.quiet(shard, &text).await? {
@@ -193,12 +147,15 @@ impl ClusterSession<'_> {
             self.client.flush().await?;
             return Ok(());
         }
-        // The staged rows, back.
+        // The staged rows, back, in the target's column order (a redefined
+        // column comes first in the staging table).
         let merge = Merge::Concat {
             offset: 0,
             limit: None,
         };
-        let select = query_packet(format!("SELECT * FROM {staging}").as_bytes());
+        let listed: Vec<String> = table_facts.columns.iter().map(|c| quote(c)).collect();
+        let select =
+            query_packet(format!("SELECT {} FROM {staging}", listed.join(", ")).as_bytes());
         let answer = self
             .read_kept(&[shard], vec![select], &merge, reply_seq, max)
             .await?;
@@ -228,10 +185,11 @@ impl ClusterSession<'_> {
         if rows.is_empty() {
             return self.reply_ok(reply_seq).await;
         }
+        // LOCAL without REPLACE behaves as IGNORE (the server cannot stop
+        // the client's file half-way), as on one database.
         let verb = match load.modifier {
-            Some("REPLACE") => "REPLACE INTO".to_string(),
-            Some(m) => format!("INSERT {m} INTO"),
-            None => "INSERT INTO".to_string(),
+            Some("REPLACE") => "REPLACE INTO",
+            _ => "INSERT IGNORE INTO",
         };
         let cols: Vec<String> = names.iter().map(|c| quote(c)).collect();
         let Some(values) = values_text(&columns, rows, self.no_backslash_escapes) else {
@@ -317,28 +275,5 @@ impl ClusterSession<'_> {
         };
         self.shards.set_reusable(shard, true);
         Ok(last)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_load_statement_is_read_by_tokens() {
-        let sql = b"LOAD DATA LOCAL INFILE '/tmp/x.csv' IGNORE INTO TABLE app.bids \
-                    FIELDS TERMINATED BY ',' (user_id, amount, created_at)";
-        let mut toks = Vec::new();
-        lexer::tokenize(sql, &mut toks);
-        let l = parse(sql, &toks).unwrap();
-        assert!(l.local);
-        assert_eq!(l.file, b"/tmp/x.csv");
-        assert_eq!(l.modifier, Some("IGNORE"));
-        assert_eq!(l.table, "bids");
-        assert_eq!(&sql[l.name.0..l.name.1], b"app.bids");
-        let sql = b"LOAD DATA INFILE 'f' INTO TABLE t";
-        lexer::tokenize(sql, &mut toks);
-        let l = parse(sql, &toks).unwrap();
-        assert!(!l.local && l.modifier.is_none());
     }
 }

@@ -19,17 +19,17 @@
 
 mod exec;
 mod group;
-mod insert_select;
+pub(in crate::frontend::session) mod insert_select;
 mod key_move;
 mod load;
 mod merge;
 mod metadata;
 mod pin;
 mod prepared;
-mod read;
+pub(in crate::frontend::session) mod read;
 mod shape;
 mod temp;
-mod values;
+pub(in crate::frontend::session) mod values;
 mod xa;
 mod zone;
 

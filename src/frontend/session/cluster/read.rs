@@ -12,7 +12,7 @@ use crate::router::shard::route::Merge;
 
 /// A kept answer's column definitions and rows (text protocol, the end
 /// packet left out). None: not a result set Tandem can read.
-fn rows_of(
+pub(in crate::frontend::session) fn rows_of(
     answer: &[Vec<u8>],
     extended: bool,
     deprecate_eof: bool,

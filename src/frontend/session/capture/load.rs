@@ -1,0 +1,288 @@
+//! `LOAD DATA LOCAL INFILE` while mirroring. The file lives on the client:
+//! the secondary cannot read it, and the statement alone does not say
+//! what it wrote. So Tandem asks the client for the file itself (up to
+//! `MAX_FILE`), loads it on the primary into a temporary staging table
+//! shaped like the target (its AUTO_INCREMENT column made a nullable
+//! number, so rows that leave it out get their ids from the target), reads
+//! the staged rows back and runs them as `INSERT [IGNORE] | REPLACE INTO t
+//! (columns) VALUES …` through the ordinary mirrored write. The values the
+//! server parsed from the file (column lists, SET expressions, defaults,
+//! conversions and their warnings) are the ones both sides write; the
+//! client's answer is that INSERT's (its row count; LOAD's info text says
+//! `Records:`/`Duplicates:` as an INSERT's does).
+//!
+//! Not taken here (the unsafe-write path answers): LOAD DATA without
+//! LOCAL (the file is on the server's disk), under LOCK TABLES, and into a
+//! table with generated columns (the staged copy would carry values the
+//! target computes).
+
+use super::super::link::{query_packet, Link};
+use super::super::load_stmt;
+use super::super::SessionError;
+use super::Capture;
+use crate::frontend::session::cluster::insert_select::values_text;
+use crate::frontend::session::cluster::read::rows_of;
+use crate::mirror::runtime::Mirror;
+use crate::protocol::packets::{err_code, err_message};
+use crate::protocol::ErrSpec;
+use crate::router::{lexer, Route};
+use crate::sql::{quote, sql_literal};
+use mysql_common::constants::CapabilityFlags;
+use std::sync::Arc;
+
+/// The largest file mirrored this way (it is held in memory, and its rows
+/// are journaled as one INSERT).
+pub(super) const MAX_FILE: usize = 64 << 20;
+
+/// The staging table's name (temporary: this session's only).
+const STAGING: &str = "_tandem_load_staging";
+
+impl Capture {
+    /// Handles a LOAD DATA LOCAL INFILE; Ok(false): not one this takes
+    /// (the caller refuses it as an unsafe write).
+    pub(super) async fn load_data(
+        &mut self,
+        cx: &mut Link<'_>,
+        m: &Arc<Mirror>,
+        route: &Route,
+        sql: &[u8],
+        seq: u8,
+    ) -> Result<bool, SessionError> {
+        let mut toks = Vec::new();
+        lexer::tokenize(sql, &mut toks);
+        let Some(load) = load_stmt::parse(sql, &toks) else {
+            return Ok(false);
+        };
+        if !load.local || cx.table_locks {
+            return Ok(false);
+        }
+        let target = String::from_utf8_lossy(&sql[load.name.0..load.name.1]).into_owned();
+        let db = match target.split_once('.') {
+            Some(_) => toks
+                .iter()
+                .find(|t| t.start == load.name.0)
+                .and_then(|t| t.ident(sql)),
+            None => cx.binding.conn().current_db.clone(),
+        };
+        let Some(db) = db else {
+            return Ok(false);
+        };
+        // The target's columns; generated ones are computed by the target.
+        let columns = self
+            .own_read(
+                cx,
+                format!(
+                    "SELECT COLUMN_NAME, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
+                     AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
+                    sql_literal(db.as_bytes()),
+                    sql_literal(load.table.as_bytes())
+                )
+                .as_bytes(),
+            )
+            .await?;
+        let Some(columns) = super::vars::rows(&columns, cx.deprecate_eof()) else {
+            return Ok(false);
+        };
+        let text = |v: &Option<Vec<u8>>| {
+            String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned()
+        };
+        let names: Vec<String> = columns.iter().map(|r| text(&r[0])).collect();
+        let generated = columns.iter().any(|r| {
+            let extra = text(&r[1]).to_ascii_uppercase();
+            extra.contains("GENERATED") || extra.contains("VIRTUAL") || extra.contains("PERSISTENT")
+        });
+        if names.is_empty() || generated {
+            return Ok(false);
+        }
+        if !cx.caps.contains(CapabilityFlags::CLIENT_LOCAL_FILES) {
+            // What the server answers a client that cannot send files.
+            let e = ErrSpec::new(
+                1148,
+                "42000",
+                "The used command is not allowed with this MariaDB version",
+            );
+            cx.reply_err(seq.wrapping_add(1), &e).await?;
+            return Ok(true);
+        }
+        // The file, from the client.
+        let mut s = seq.wrapping_add(1);
+        let mut request = vec![0xFB];
+        request.extend_from_slice(&load.file);
+        cx.client.send_packet(&mut s, &request).await?;
+        let mut file = Vec::new();
+        let mut too_large = false;
+        let reply_seq = loop {
+            let p = cx
+                .client
+                .read_packet(Some(s), cx.max_packet.max(1 << 24))
+                .await?;
+            s = p.last_seq.wrapping_add(1);
+            if p.payload.is_empty() {
+                break s;
+            }
+            if file.len() + p.payload.len() > MAX_FILE {
+                too_large = true;
+                file = Vec::new();
+            } else if !too_large {
+                file.extend_from_slice(&p.payload);
+            }
+        };
+        if too_large {
+            let e = ErrSpec::new(
+                1105,
+                "HY000",
+                format!(
+                    "Tandem: a LOAD DATA LOCAL file larger than {} MiB is not mirrored; split it",
+                    MAX_FILE >> 20
+                ),
+            );
+            cx.reply_err(reply_seq, &e).await?;
+            return Ok(true);
+        }
+        let one = Route {
+            tables: vec![format!("{db}.{}", load.table)],
+            ..route.clone()
+        };
+        let auto = self.table_facts(cx, m, &one).await?.auto_increment;
+        let staging = quote(STAGING);
+        // The AUTO_INCREMENT column redefined in the CREATE itself: an
+        // ALTER, even of a temporary table, would commit the client's
+        // transaction.
+        let redefined = auto
+            .map(|a| format!("({} DECIMAL(20,0) NULL DEFAULT NULL) ", quote(&a)))
+            .unwrap_or_default();
+        let setup = [
+            format!("DROP TEMPORARY TABLE IF EXISTS {staging}"),
+            format!("CREATE TEMPORARY TABLE {staging} {redefined}SELECT * FROM {target} LIMIT 0"),
+        ];
+        let packets: Vec<Vec<u8>> = setup.iter().map(|q| query_packet(q.as_bytes())).collect();
+        let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+        let replies = self.own_reads(cx, &refs).await?;
+        if let Some(bad) = replies.iter().find(|r| r.err.is_some()) {
+            let e = error_of(bad.packets.last().map(Vec::as_slice));
+            self.drop_staging(cx).await?;
+            cx.reply_err(reply_seq, &e).await?;
+            return Ok(true);
+        }
+        // The client's LOAD, into the staging table, its file request
+        // answered from memory.
+        let mut text_sql = sql[..load.name.0].to_vec();
+        text_sql.extend_from_slice(staging.as_bytes());
+        text_sql.extend_from_slice(&sql[load.name.1..]);
+        let answer = load_on_backend(cx, &text_sql, &file).await?;
+        drop(file);
+        if answer.first() == Some(&0xFF) {
+            self.drop_staging(cx).await?;
+            cx.reply_err(reply_seq, &error_of(Some(&answer))).await?;
+            return Ok(true);
+        }
+        // In the target's column order (a redefined column comes first in
+        // the staging table).
+        let cols: Vec<String> = names.iter().map(|c| quote(c)).collect();
+        let staged = self
+            .own_read(
+                cx,
+                format!("SELECT {} FROM {staging}", cols.join(", ")).as_bytes(),
+            )
+            .await?;
+        self.drop_staging(cx).await?;
+        let extended = cx.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
+        let Some((types, rows)) = rows_of(&staged.packets, extended, cx.deprecate_eof())
+            .filter(|(c, _)| c.len() == names.len())
+        else {
+            let e = ErrSpec::new(
+                1105,
+                "HY000",
+                "Tandem: the staged LOAD DATA rows could not be read back",
+            );
+            cx.reply_err(reply_seq, &e).await?;
+            return Ok(true);
+        };
+        if rows.is_empty() {
+            cx.reply_ok(reply_seq).await?;
+            return Ok(true);
+        }
+        let Some(values) = values_text(&types, rows, self.no_backslash_escapes) else {
+            let e = ErrSpec::new(
+                1105,
+                "HY000",
+                "Tandem: a staged LOAD DATA row it cannot read",
+            );
+            cx.reply_err(reply_seq, &e).await?;
+            return Ok(true);
+        };
+        // With LOCAL the server cannot stop the client's file half-way, so
+        // a LOAD without REPLACE or IGNORE behaves as IGNORE (duplicates and
+        // bad values become warnings).
+        let verb = match load.modifier {
+            Some("REPLACE") => "REPLACE INTO",
+            _ => "INSERT IGNORE INTO",
+        };
+        let mut insert = format!("{verb} {target} ({}) VALUES ", cols.join(", ")).into_bytes();
+        insert.extend_from_slice(&values);
+        let plan = cx.shared.router.plan(&insert, &mut cx.scratch);
+        let Some(route) = plan.classified.statements.first().cloned() else {
+            return Ok(false);
+        };
+        self.mirrored_write(
+            cx,
+            m,
+            &route,
+            super::WriteSrc::Query(&insert),
+            reply_seq.wrapping_sub(1),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn drop_staging(&mut self, cx: &mut Link<'_>) -> Result<(), SessionError> {
+        let text = format!("DROP TEMPORARY TABLE IF EXISTS {}", quote(STAGING));
+        self.own_read(cx, text.as_bytes()).await.map(|_| ())
+    }
+}
+
+/// The server's error packet as an ErrSpec (its code and message).
+fn error_of(packet: Option<&[u8]>) -> ErrSpec {
+    match packet {
+        Some(p) if p.first() == Some(&0xFF) => {
+            let code = match err_code(p) {
+                0 => 1105,
+                c => c,
+            };
+            ErrSpec::new(code, "HY000", err_message(p))
+        }
+        _ => ErrSpec::new(1105, "HY000", "Tandem: the LOAD DATA staging table failed"),
+    }
+}
+
+/// Runs `sql` (a LOAD DATA LOCAL) on the session's backend, sending `file`
+/// when the server asks for it; its final answer (OK or ERR).
+async fn load_on_backend(
+    cx: &mut Link<'_>,
+    sql: &[u8],
+    file: &[u8],
+) -> Result<Vec<u8>, SessionError> {
+    let backend = |e: crate::protocol::ProtocolError| SessionError::Backend(e.into());
+    let io =
+        |e: std::io::Error| SessionError::Backend(crate::protocol::ProtocolError::Io(e).into());
+    let wire = &mut cx.binding.conn().wire;
+    let mut s = 0;
+    wire.send_packet(&mut s, &query_packet(sql))
+        .await
+        .map_err(io)?;
+    let p = wire.read_packet(Some(1), 1 << 24).await.map_err(backend)?;
+    if p.payload.first() != Some(&0xFB) {
+        return Ok(p.payload);
+    }
+    let mut s = p.last_seq.wrapping_add(1);
+    for chunk in file.chunks((1 << 24) - 1) {
+        wire.queue_packet(&mut s, chunk);
+    }
+    wire.queue_packet(&mut s, &[]);
+    wire.flush().await.map_err(io)?;
+    Ok(wire
+        .read_packet(Some(s), 1 << 24)
+        .await
+        .map_err(backend)?
+        .payload)
+}
