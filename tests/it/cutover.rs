@@ -693,6 +693,49 @@ async fn a_cutover_that_gives_up_names_the_sessions_it_waited_for() {
     env.stop().await;
 }
 
+/// A session whose XA branch is prepared on the primary holds the fence
+/// until its XA COMMIT (only its own connection can finish the branch): a
+/// cutover waits for it and, given up, names it; the commit then lands on
+/// the primary it was prepared on, and the next cutover goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_xa_branch_holds_the_cutover_until_its_commit() {
+    let env = MirrorEnv::launch(
+        "co_xaheld",
+        MARIADB_PORT,
+        "  cutover_timeout: 1s\n",
+        Some(""),
+    )
+    .await;
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await;
+    env.create_both("INSERT INTO t VALUES (1)").await;
+    let mut c = env.proxy().await;
+    // A branch that only locks (nothing for the mirror to hold it by).
+    for q in [
+        "XA START 'held'",
+        "SELECT * FROM t WHERE id = 1 FOR UPDATE",
+        "XA END 'held'",
+        "XA PREPARE 'held'",
+    ] {
+        c.query_drop(q).await.unwrap();
+    }
+    let (code, _, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("holds a prepared XA branch"), "{err}");
+    c.query_drop("XA COMMIT 'held'").await.unwrap();
+    // A failed XA COMMIT (an unknown xid) releases nothing it did not hold.
+    assert!(c.query_drop("XA COMMIT 'nope'").await.is_err());
+    let (code, out, err) = env.tool("cutover", &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    // The session moves to the new primary for its next statement.
+    let db: String = c.query_first("SELECT DATABASE()").await.unwrap().unwrap();
+    assert_eq!(db, env.secondary);
+    env.wait_caught_up().await;
+    assert_eq!(assert_same(&env.primary, &env.secondary, "t").await, 1);
+    drop(c);
+    env.stop().await;
+}
+
 /// With a grace period (`tandem cutover --end-holders-after`), sessions
 /// still holding the fence after it are ended: their backend connection
 /// is killed (the server rolls their transaction back and frees their

@@ -24,6 +24,8 @@ impl Session<'_> {
             Some("holds LOCK TABLES")
         } else if self.replay.named_locks > 0 {
             Some("holds a named lock (GET_LOCK)")
+        } else if self.link.xa_branch {
+            Some("holds a prepared XA branch (XA PREPARE without its XA COMMIT or ROLLBACK)")
         } else if !self.stmts.long_data_pending.is_empty() {
             Some("has sent long data for a prepared statement it has not executed")
         } else {
@@ -50,6 +52,7 @@ impl Session<'_> {
             || self.capture.has_writes()
             || self.link.table_locks
             || self.replay.named_locks > 0
+            || self.link.xa_branch
             || !self.stmts.long_data_pending.is_empty()
     }
 

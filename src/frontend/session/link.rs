@@ -50,6 +50,14 @@ pub(super) struct Link<'a> {
     /// prepared branch, which only a disconnect detaches, so it is closed
     /// at the session's end rather than reset into the pool.
     pub xa_prepared: bool,
+    /// A prepared XA branch is attached to this session's backend
+    /// connection (from a successful `XA PREPARE` to its `XA COMMIT` or
+    /// `XA ROLLBACK`): only that connection can finish it, so the session
+    /// stays on its backend and keeps its fence ticket.
+    pub xa_branch: bool,
+    /// Error answers sent to the client so far (a command's outcome, for
+    /// callers that only see it go by).
+    pub errors_answered: u64,
     /// Set while the statements of one multi-statement packet run one by
     /// one (`multi.rs`): every answer continues the packet's response.
     pub multi: Option<MultiOut>,
@@ -148,6 +156,9 @@ impl Link<'_> {
     /// An answer was sent whole: inside a multi-statement packet, where the
     /// next one starts and whether the packet stops here.
     fn answered(&mut self, next_seq: u8, errored: bool) {
+        if errored {
+            self.errors_answered += 1;
+        }
         if let Some(m) = &mut self.multi {
             m.next_seq = next_seq;
             m.errored = errored;

@@ -140,6 +140,8 @@ pub(super) async fn run(stream: tokio::net::TcpStream, peer: SocketAddr, shared:
                 after_error: false,
                 table_locks: false,
                 xa_prepared: false,
+                xa_branch: false,
+                errors_answered: 0,
                 multi: None,
             },
             peer,

@@ -40,6 +40,22 @@ impl Session<'_> {
     }
 
     pub(super) async fn query(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
+        // An XA branch prepared here stays attached to this connection
+        // until its COMMIT or ROLLBACK succeeds (`Link::xa_branch`).
+        let xa = xa_step(&payload[1..]);
+        let errors = self.link.errors_answered;
+        self.query_once(payload, seq).await?;
+        if self.link.errors_answered == errors {
+            match xa {
+                Some(XaStep::Prepare) => self.link.xa_branch = true,
+                Some(XaStep::End) => self.link.xa_branch = false,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn query_once(&mut self, payload: Vec<u8>, seq: u8) -> Result<(), SessionError> {
         let sql = &payload[1..];
         let plan = self.link.shared.router.plan(sql, &mut self.link.scratch);
         let classified = &plan.classified;
@@ -272,4 +288,38 @@ pub(super) fn backend_sql(
         return Ok(rewritten);
     }
     Ok(rename::backend_text(&shared.config.load(), on, text)?.or(rewritten))
+}
+
+/// What an XA statement does to the branch attached to the connection.
+#[derive(Clone, Copy)]
+enum XaStep {
+    /// `XA PREPARE`: a branch is attached until it is decided.
+    Prepare,
+    /// `XA COMMIT` / `XA ROLLBACK` (of any xid: while a branch is prepared
+    /// here, the server refuses every other statement but these for it).
+    End,
+}
+
+fn xa_step(sql: &[u8]) -> Option<XaStep> {
+    // Most statements are told apart by their first bytes, without a pass
+    // of the lexer (a leading comment takes the lexer).
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace())?;
+    let head = &sql[start..];
+    let commented = head.starts_with(b"/*") || head.starts_with(b"--") || head.starts_with(b"#");
+    if !commented && !head.get(..2).is_some_and(|h| h.eq_ignore_ascii_case(b"XA")) {
+        return None;
+    }
+    let mut toks = Vec::new();
+    lexer::tokenize(sql, &mut toks);
+    if !toks.first().is_some_and(|t| t.is_word(sql, "XA")) {
+        return None;
+    }
+    let second = toks.get(1)?;
+    if second.is_word(sql, "PREPARE") {
+        Some(XaStep::Prepare)
+    } else if second.is_word(sql, "COMMIT") || second.is_word(sql, "ROLLBACK") {
+        Some(XaStep::End)
+    } else {
+        None
+    }
 }
