@@ -310,39 +310,39 @@ impl Sides<'_> {
     fn canon_pg(&self, rows: &[tokio_postgres::Row]) -> BTreeMap<Vec<String>, Canon> {
         rows.iter()
             .map(|r| {
-                let canon: Canon = self
-                    .map
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| pg_value(c.kind, r, i))
-                    .collect();
-                let key = self
-                    .key_pos
-                    .iter()
-                    .map(|i| canon[*i].clone().unwrap_or_default())
-                    .collect();
-                (key, canon)
+                self.keyed(
+                    self.map
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| pg_value(c.kind, r, i))
+                        .collect(),
+                )
             })
             .collect()
+    }
+
+    /// A canonical row with its key.
+    fn keyed(&self, canon: Canon) -> (Vec<String>, Canon) {
+        let key = self
+            .key_pos
+            .iter()
+            .map(|i| canon[*i].clone().unwrap_or_default())
+            .collect();
+        (key, canon)
     }
 
     fn canon_mysql(&self, rows: &[Row]) -> BTreeMap<Vec<String>, Canon> {
         rows.iter()
             .map(|r| {
-                let canon: Canon = self
-                    .map
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| canon::mysql(c.kind, r.as_ref(i).unwrap_or(&Value::NULL)))
-                    .collect();
-                let key = self
-                    .key_pos
-                    .iter()
-                    .map(|i| canon[*i].clone().unwrap_or_default())
-                    .collect();
-                (key, canon)
+                self.keyed(
+                    self.map
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| canon::mysql(c.kind, r.as_ref(i).unwrap_or(&Value::NULL)))
+                        .collect(),
+                )
             })
             .collect()
     }

@@ -2,7 +2,38 @@
 //! (which stages the file on one shard) and capture (which stages it on
 //! the primary so the mirror gets the rows as an INSERT).
 
+use super::SessionError;
+use crate::protocol::Wire;
 use crate::router::lexer::{Tok, Token};
+
+/// Asks the client for its LOCAL INFILE file `name` (the 0xFB request,
+/// sequence id `seq`) and reads it up to the empty packet: (the file, or
+/// None when it was larger than `limit` bytes (read to its end and
+/// dropped); the sequence id of the answer that follows).
+pub(super) async fn client_file(
+    client: &mut Wire,
+    seq: u8,
+    name: &[u8],
+    max_packet: usize,
+    limit: usize,
+) -> Result<(Option<Vec<u8>>, u8), SessionError> {
+    let mut s = seq;
+    let mut request = vec![0xFB];
+    request.extend_from_slice(name);
+    client.send_packet(&mut s, &request).await?;
+    let mut file = Some(Vec::new());
+    loop {
+        let p = client.read_packet(Some(s), max_packet.max(1 << 24)).await?;
+        s = p.last_seq.wrapping_add(1);
+        if p.payload.is_empty() {
+            return Ok((file, s));
+        }
+        match &mut file {
+            Some(f) if f.len() + p.payload.len() <= limit => f.extend_from_slice(&p.payload),
+            _ => file = None,
+        }
+    }
+}
 
 /// What a LOAD DATA statement says, found by tokens.
 pub(super) struct Load {

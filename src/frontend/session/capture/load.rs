@@ -104,30 +104,15 @@ impl Capture {
             cx.reply_err(seq.wrapping_add(1), &e).await?;
             return Ok(true);
         }
-        // The file, from the client.
-        let mut s = seq.wrapping_add(1);
-        let mut request = vec![0xFB];
-        request.extend_from_slice(&load.file);
-        cx.client.send_packet(&mut s, &request).await?;
-        let mut file = Vec::new();
-        let mut too_large = false;
-        let reply_seq = loop {
-            let p = cx
-                .client
-                .read_packet(Some(s), cx.max_packet.max(1 << 24))
-                .await?;
-            s = p.last_seq.wrapping_add(1);
-            if p.payload.is_empty() {
-                break s;
-            }
-            if file.len() + p.payload.len() > MAX_FILE {
-                too_large = true;
-                file = Vec::new();
-            } else if !too_large {
-                file.extend_from_slice(&p.payload);
-            }
-        };
-        if too_large {
+        let (file, reply_seq) = load_stmt::client_file(
+            &mut cx.client,
+            seq.wrapping_add(1),
+            &load.file,
+            cx.max_packet,
+            MAX_FILE,
+        )
+        .await?;
+        let Some(file) = file else {
             let e = ErrSpec::new(
                 1105,
                 "HY000",
@@ -138,7 +123,7 @@ impl Capture {
             );
             cx.reply_err(reply_seq, &e).await?;
             return Ok(true);
-        }
+        };
         let one = Route {
             tables: vec![format!("{db}.{}", load.table)],
             ..route.clone()

@@ -11,7 +11,7 @@ use super::insert_select::values_text;
 use super::read::Kept;
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;
-use crate::frontend::session::load_stmt::parse;
+use crate::frontend::session::load_stmt::{client_file, parse};
 use crate::frontend::session::SessionError;
 use crate::protocol::packets::{err_code, err_message};
 use crate::protocol::wire::write_frames;
@@ -68,34 +68,14 @@ impl ClusterSession<'_> {
             return self.reply_err(seq, &e).await;
         }
         // The file, from the client.
-        let mut s = seq;
-        let mut request = vec![0xFB];
-        request.extend_from_slice(&load.file);
-        self.client.send_packet(&mut s, &request).await?;
-        let mut file = Vec::new();
-        let mut too_large = false;
-        let reply_seq = loop {
-            let p = self
-                .client
-                .read_packet(Some(s), self.max_packet.max(1 << 24))
-                .await?;
-            s = p.last_seq.wrapping_add(1);
-            if p.payload.is_empty() {
-                break s;
-            }
-            if file.len() + p.payload.len() > max {
-                too_large = true;
-                file.clear();
-            } else if !too_large {
-                file.extend_from_slice(&p.payload);
-            }
-        };
-        if too_large {
+        let (file, reply_seq) =
+            client_file(&mut self.client, seq, &load.file, self.max_packet, max).await?;
+        let Some(file) = file else {
             let e = not_supported(format!(
                 "a LOAD DATA file larger than merge_buffer ({max} bytes)"
             ));
             return self.reply_err(reply_seq, &e).await;
-        }
+        };
         let shard = self.last_shard;
         if let Err(e) = self.enter(shard).await {
             return self.backend_refused(reply_seq, e).await;
