@@ -101,17 +101,12 @@ impl Capture {
                 "42000",
                 "The used command is not allowed with this MariaDB version",
             );
-            cx.reply_err(seq.wrapping_add(1), &e).await?;
+            cx.reply_err(seq, &e).await?;
             return Ok(true);
         }
-        let (file, reply_seq) = load_stmt::client_file(
-            &mut cx.client,
-            seq.wrapping_add(1),
-            &load.file,
-            cx.max_packet,
-            MAX_FILE,
-        )
-        .await?;
+        let (file, reply_seq) =
+            load_stmt::client_file(&mut cx.client, seq, &load.file, cx.max_packet, MAX_FILE)
+                .await?;
         let Some(file) = file else {
             let e = ErrSpec::new(
                 1105,
@@ -209,14 +204,8 @@ impl Capture {
         let Some(route) = plan.classified.statements.first().cloned() else {
             return Ok(false);
         };
-        self.mirrored_write(
-            cx,
-            m,
-            &route,
-            super::WriteSrc::Query(&insert),
-            reply_seq.wrapping_sub(1),
-        )
-        .await?;
+        self.mirrored_write(cx, m, &route, super::WriteSrc::Query(&insert), reply_seq)
+            .await?;
         Ok(true)
     }
 
