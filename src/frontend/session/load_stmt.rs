@@ -1,10 +1,116 @@
-//! What a LOAD DATA statement says, read by tokens: shared by the cluster
-//! (which stages the file on one shard) and capture (which stages it on
-//! the primary so the mirror gets the rows as an INSERT).
+//! LOAD DATA LOCAL as INSERT … VALUES of the rows the server parsed, the
+//! pieces shared by the cluster (which stages the file on one shard) and
+//! capture (which stages it on the primary so the mirror gets the rows as
+//! an INSERT): the statement read by tokens, the client's file, the
+//! staging table's statements, the LOAD run with its file, and the INSERT.
 
+use super::link::query_packet;
 use super::SessionError;
-use crate::protocol::Wire;
+use crate::protocol::packets::{err_code, err_message};
+use crate::protocol::{ErrSpec, ProtocolError, Wire};
 use crate::router::lexer::{Tok, Token};
+use crate::sql::quote;
+
+/// The staging table's name (temporary: the session's connection's only).
+pub(super) const STAGING: &str = "_tandem_load_staging";
+
+/// What the server answers a client that cannot send files.
+pub(super) fn no_local_files() -> ErrSpec {
+    ErrSpec::new(
+        1148,
+        "42000",
+        "The used command is not allowed with this MariaDB version",
+    )
+}
+
+/// The statements that (re)create the staging table shaped like `target`
+/// (quoted), its AUTO_INCREMENT column `auto` a nullable number, so rows
+/// that leave it out get their ids from the target. The column is
+/// redefined in the CREATE itself: an ALTER, even of a temporary table,
+/// commits the open transaction.
+pub(super) fn staging_setup(target: &str, auto: Option<&str>) -> [String; 2] {
+    let staging = quote(STAGING);
+    let redefined = auto
+        .map(|a| format!("({} DECIMAL(20,0) NULL DEFAULT NULL) ", quote(a)))
+        .unwrap_or_default();
+    [
+        format!("DROP TEMPORARY TABLE IF EXISTS {staging}"),
+        format!("CREATE TEMPORARY TABLE {staging} {redefined}SELECT * FROM {target} LIMIT 0"),
+    ]
+}
+
+/// `DROP TEMPORARY TABLE` of the staging table.
+pub(super) fn staging_drop() -> String {
+    format!("DROP TEMPORARY TABLE IF EXISTS {}", quote(STAGING))
+}
+
+/// The client's LOAD with the staging table in its target's place.
+pub(super) fn into_staging(sql: &[u8], load: &Load) -> Vec<u8> {
+    let mut text = sql[..load.name.0].to_vec();
+    text.extend_from_slice(quote(STAGING).as_bytes());
+    text.extend_from_slice(&sql[load.name.1..]);
+    text
+}
+
+/// The staged rows in the target's column order (`names`; a redefined
+/// column comes first in the staging table).
+pub(super) fn select_staged(names: &[String]) -> String {
+    let cols: Vec<String> = names.iter().map(|c| quote(c)).collect();
+    format!("SELECT {} FROM {}", cols.join(", "), quote(STAGING))
+}
+
+/// `INSERT IGNORE INTO target (names) VALUES ` (or `REPLACE INTO`), to be
+/// followed by the staged rows. LOCAL without REPLACE behaves as IGNORE:
+/// the server cannot stop the client's file half-way, so duplicates and
+/// bad values become warnings.
+pub(super) fn insert_head(load: &Load, target: &str, names: &[String]) -> Vec<u8> {
+    let verb = match load.modifier {
+        Some("REPLACE") => "REPLACE INTO",
+        _ => "INSERT IGNORE INTO",
+    };
+    let cols: Vec<String> = names.iter().map(|c| quote(c)).collect();
+    format!("{verb} {target} ({}) VALUES ", cols.join(", ")).into_bytes()
+}
+
+/// Runs `sql` (a LOAD DATA LOCAL) on a backend connection, sending `file`
+/// when the server asks for it; its final answer (OK or ERR).
+pub(super) async fn run_with_file(
+    wire: &mut Wire,
+    sql: &[u8],
+    file: &[u8],
+) -> Result<Vec<u8>, SessionError> {
+    let backend = |e: ProtocolError| SessionError::Backend(e.into());
+    let io = |e: std::io::Error| SessionError::Backend(ProtocolError::Io(e).into());
+    let mut s = 0;
+    wire.send_packet(&mut s, &query_packet(sql))
+        .await
+        .map_err(io)?;
+    let p = wire.read_packet(Some(1), 1 << 24).await.map_err(backend)?;
+    if p.payload.first() != Some(&0xFB) {
+        return Ok(p.payload);
+    }
+    let mut s = p.last_seq.wrapping_add(1);
+    for chunk in file.chunks((1 << 24) - 1) {
+        wire.queue_packet(&mut s, chunk);
+    }
+    wire.queue_packet(&mut s, &[]);
+    wire.flush().await.map_err(io)?;
+    Ok(wire
+        .read_packet(Some(s), 1 << 24)
+        .await
+        .map_err(backend)?
+        .payload)
+}
+
+/// A server's error packet as the ErrSpec the client gets (its code, 1105
+/// when it has none, and its message).
+pub(super) fn server_error(p: &[u8]) -> ErrSpec {
+    let code = match err_code(p) {
+        0 => 1105,
+        c => c,
+    };
+    ErrSpec::new(code, "HY000", err_message(p))
+}
 
 /// Asks the client for its LOCAL INFILE file `name` (the 0xFB request,
 /// sequence id `seq`) and reads it up to the empty packet: (the file, or

@@ -23,19 +23,15 @@ use super::Capture;
 use crate::frontend::session::cluster::insert_select::values_text;
 use crate::frontend::session::cluster::read::rows_of;
 use crate::mirror::runtime::Mirror;
-use crate::protocol::packets::{err_code, err_message};
 use crate::protocol::ErrSpec;
 use crate::router::{lexer, Route};
-use crate::sql::{quote, sql_literal};
+use crate::sql::sql_literal;
 use mysql_common::constants::CapabilityFlags;
 use std::sync::Arc;
 
 /// The largest file mirrored this way (it is held in memory, and its rows
 /// are journaled as one INSERT).
 pub(super) const MAX_FILE: usize = 64 << 20;
-
-/// The staging table's name (temporary: this session's only).
-const STAGING: &str = "_tandem_load_staging";
 
 impl Capture {
     /// Handles a LOAD DATA LOCAL INFILE; Ok(false): not one this takes
@@ -95,13 +91,7 @@ impl Capture {
             return Ok(false);
         }
         if !cx.caps.contains(CapabilityFlags::CLIENT_LOCAL_FILES) {
-            // What the server answers a client that cannot send files.
-            let e = ErrSpec::new(
-                1148,
-                "42000",
-                "The used command is not allowed with this MariaDB version",
-            );
-            cx.reply_err(seq, &e).await?;
+            cx.reply_err(seq, &load_stmt::no_local_files()).await?;
             return Ok(true);
         }
         let (file, reply_seq) =
@@ -124,17 +114,7 @@ impl Capture {
             ..route.clone()
         };
         let auto = self.table_facts(cx, m, &one).await?.auto_increment;
-        let staging = quote(STAGING);
-        // The AUTO_INCREMENT column redefined in the CREATE itself: an
-        // ALTER, even of a temporary table, would commit the client's
-        // transaction.
-        let redefined = auto
-            .map(|a| format!("({} DECIMAL(20,0) NULL DEFAULT NULL) ", quote(&a)))
-            .unwrap_or_default();
-        let setup = [
-            format!("DROP TEMPORARY TABLE IF EXISTS {staging}"),
-            format!("CREATE TEMPORARY TABLE {staging} {redefined}SELECT * FROM {target} LIMIT 0"),
-        ];
+        let setup = load_stmt::staging_setup(&target, auto.as_deref());
         let packets: Vec<Vec<u8>> = setup.iter().map(|q| query_packet(q.as_bytes())).collect();
         let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
         let replies = self.own_reads(cx, &refs).await?;
@@ -146,24 +126,16 @@ impl Capture {
         }
         // The client's LOAD, into the staging table, its file request
         // answered from memory.
-        let mut text_sql = sql[..load.name.0].to_vec();
-        text_sql.extend_from_slice(staging.as_bytes());
-        text_sql.extend_from_slice(&sql[load.name.1..]);
-        let answer = load_on_backend(cx, &text_sql, &file).await?;
+        let text = load_stmt::into_staging(sql, &load);
+        let answer = load_stmt::run_with_file(&mut cx.binding.conn().wire, &text, &file).await?;
         drop(file);
         if answer.first() == Some(&0xFF) {
             self.drop_staging(cx).await?;
             cx.reply_err(reply_seq, &error_of(Some(&answer))).await?;
             return Ok(true);
         }
-        // In the target's column order (a redefined column comes first in
-        // the staging table).
-        let cols: Vec<String> = names.iter().map(|c| quote(c)).collect();
         let staged = self
-            .own_read(
-                cx,
-                format!("SELECT {} FROM {staging}", cols.join(", ")).as_bytes(),
-            )
+            .own_read(cx, load_stmt::select_staged(&names).as_bytes())
             .await?;
         self.drop_staging(cx).await?;
         let extended = cx.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
@@ -191,14 +163,7 @@ impl Capture {
             cx.reply_err(reply_seq, &e).await?;
             return Ok(true);
         };
-        // With LOCAL the server cannot stop the client's file half-way, so
-        // a LOAD without REPLACE or IGNORE behaves as IGNORE (duplicates and
-        // bad values become warnings).
-        let verb = match load.modifier {
-            Some("REPLACE") => "REPLACE INTO",
-            _ => "INSERT IGNORE INTO",
-        };
-        let mut insert = format!("{verb} {target} ({}) VALUES ", cols.join(", ")).into_bytes();
+        let mut insert = load_stmt::insert_head(&load, &target, &names);
         insert.extend_from_slice(&values);
         let plan = cx.shared.router.plan(&insert, &mut cx.scratch);
         let Some(route) = plan.classified.statements.first().cloned() else {
@@ -210,53 +175,15 @@ impl Capture {
     }
 
     async fn drop_staging(&mut self, cx: &mut Link<'_>) -> Result<(), SessionError> {
-        let text = format!("DROP TEMPORARY TABLE IF EXISTS {}", quote(STAGING));
+        let text = load_stmt::staging_drop();
         self.own_read(cx, text.as_bytes()).await.map(|_| ())
     }
 }
 
-/// The server's error packet as an ErrSpec (its code and message).
+/// The server's error packet as the client's error.
 fn error_of(packet: Option<&[u8]>) -> ErrSpec {
     match packet {
-        Some(p) if p.first() == Some(&0xFF) => {
-            let code = match err_code(p) {
-                0 => 1105,
-                c => c,
-            };
-            ErrSpec::new(code, "HY000", err_message(p))
-        }
+        Some(p) if p.first() == Some(&0xFF) => load_stmt::server_error(p),
         _ => ErrSpec::new(1105, "HY000", "Tandem: the LOAD DATA staging table failed"),
     }
-}
-
-/// Runs `sql` (a LOAD DATA LOCAL) on the session's backend, sending `file`
-/// when the server asks for it; its final answer (OK or ERR).
-async fn load_on_backend(
-    cx: &mut Link<'_>,
-    sql: &[u8],
-    file: &[u8],
-) -> Result<Vec<u8>, SessionError> {
-    let backend = |e: crate::protocol::ProtocolError| SessionError::Backend(e.into());
-    let io =
-        |e: std::io::Error| SessionError::Backend(crate::protocol::ProtocolError::Io(e).into());
-    let wire = &mut cx.binding.conn().wire;
-    let mut s = 0;
-    wire.send_packet(&mut s, &query_packet(sql))
-        .await
-        .map_err(io)?;
-    let p = wire.read_packet(Some(1), 1 << 24).await.map_err(backend)?;
-    if p.payload.first() != Some(&0xFB) {
-        return Ok(p.payload);
-    }
-    let mut s = p.last_seq.wrapping_add(1);
-    for chunk in file.chunks((1 << 24) - 1) {
-        wire.queue_packet(&mut s, chunk);
-    }
-    wire.queue_packet(&mut s, &[]);
-    wire.flush().await.map_err(io)?;
-    Ok(wire
-        .read_packet(Some(s), 1 << 24)
-        .await
-        .map_err(backend)?
-        .payload)
 }

@@ -11,17 +11,13 @@ use super::insert_select::values_text;
 use super::read::Kept;
 use super::{not_supported, ClusterSession};
 use crate::frontend::session::link::query_packet;
-use crate::frontend::session::load_stmt::{client_file, parse};
+use crate::frontend::session::load_stmt::{self, client_file, parse};
 use crate::frontend::session::SessionError;
-use crate::protocol::packets::{err_code, err_message};
 use crate::protocol::wire::write_frames;
 use crate::protocol::ErrSpec;
 use crate::router::lexer;
 use crate::router::shard::route::Merge;
 use crate::sql::quote;
-
-/// The staging table's name (temporary, on one shard connection).
-const STAGING: &str = "tandem_load_staging";
 
 impl ClusterSession<'_> {
     pub(super) async fn load_data(&mut self, sql: &[u8], seq: u8) -> Result<(), SessionError> {
@@ -59,13 +55,7 @@ impl ClusterSession<'_> {
             .caps
             .contains(mysql_common::constants::CapabilityFlags::CLIENT_LOCAL_FILES)
         {
-            // What the server answers a client that cannot send files.
-            let e = ErrSpec::new(
-                1148,
-                "42000",
-                "The used command is not allowed with this MariaDB version",
-            );
-            return self.reply_err(seq, &e).await;
+            return self.reply_err(seq, &load_stmt::no_local_files()).await;
         }
         // The file, from the client.
         let (file, reply_seq) =
@@ -89,21 +79,8 @@ impl ClusterSession<'_> {
             let e = not_supported(format!("table `{}`: not found on the shards", load.table));
             return self.reply_err(reply_seq, &e).await;
         };
-        let staging = quote(STAGING);
-        // The AUTO_INCREMENT column redefined in the CREATE itself: an
-        // ALTER, even of a temporary table, commits the open transaction.
-        let redefined = table_facts
-            .auto_increment
-            .as_ref()
-            .map(|a| format!("({} DECIMAL(20,0) NULL DEFAULT NULL) ", quote(a)))
-            .unwrap_or_default();
-        let setup = [
-            format!("DROP TEMPORARY TABLE IF EXISTS {staging}"),
-            format!(
-                "CREATE TEMPORARY TABLE {staging} {redefined}SELECT * FROM {} LIMIT 0",
-                quote(&load.table)
-            ),
-        ];
+        let target = quote(&load.table);
+        let setup = load_stmt::staging_setup(&target, table_facts.auto_increment.as_deref());
         for stmt in &setup {
             let text = self.text_for(shard, stmt.as_bytes()).unwrap_or_default();
             if let Some(e) = self.quiet(shard, &text).await? {
@@ -111,9 +88,7 @@ impl ClusterSession<'_> {
             }
         }
         // The LOAD into the staging table, its file request answered.
-        let mut text = sql[..load.name.0].to_vec();
-        text.extend_from_slice(staging.as_bytes());
-        text.extend_from_slice(&sql[load.name.1..]);
+        let text = load_stmt::into_staging(sql, &load);
         let text = match self.text_for(shard, &text) {
             Ok(t) => t,
             Err(e) => return self.reply_err(reply_seq, &e).await,
@@ -127,15 +102,12 @@ impl ClusterSession<'_> {
             self.client.flush().await?;
             return Ok(());
         }
-        // The staged rows, back, in the target's column order (a redefined
-        // column comes first in the staging table).
+        // The staged rows, back.
         let merge = Merge::Concat {
             offset: 0,
             limit: None,
         };
-        let listed: Vec<String> = table_facts.columns.iter().map(|c| quote(c)).collect();
-        let select =
-            query_packet(format!("SELECT {} FROM {staging}", listed.join(", ")).as_bytes());
+        let select = query_packet(load_stmt::select_staged(&table_facts.columns).as_bytes());
         let answer = self
             .read_kept(&[shard], vec![select], &merge, reply_seq, max)
             .await?;
@@ -165,23 +137,11 @@ impl ClusterSession<'_> {
         if rows.is_empty() {
             return self.reply_ok(reply_seq).await;
         }
-        // LOCAL without REPLACE behaves as IGNORE (the server cannot stop
-        // the client's file half-way), as on one database.
-        let verb = match load.modifier {
-            Some("REPLACE") => "REPLACE INTO",
-            _ => "INSERT IGNORE INTO",
-        };
-        let cols: Vec<String> = names.iter().map(|c| quote(c)).collect();
         let Some(values) = values_text(&columns, rows, self.no_backslash_escapes) else {
             let e = ErrSpec::new(1105, "HY000", "Tandem: a staged row it cannot read");
             return self.reply_err(reply_seq, &e).await;
         };
-        let mut insert = format!(
-            "{verb} {} ({}) VALUES ",
-            quote(&load.table),
-            cols.join(", ")
-        )
-        .into_bytes();
+        let mut insert = load_stmt::insert_head(&load, &target, names);
         insert.extend_from_slice(&values);
         self.routed(&insert, true, reply_seq).await
     }
@@ -197,19 +157,16 @@ impl ClusterSession<'_> {
             .read_kept(&[shard], vec![query_packet(sql)], &merge, 0, 1 << 20)
             .await?
         {
-            Kept::Rows(p) => Ok(p.first().filter(|p| p.first() == Some(&0xFF)).map(|p| {
-                let code = match err_code(p) {
-                    0 => 1105,
-                    c => c,
-                };
-                ErrSpec::new(code, "HY000", err_message(p))
-            })),
+            Kept::Rows(p) => Ok(p
+                .first()
+                .filter(|p| p.first() == Some(&0xFF))
+                .map(|p| load_stmt::server_error(p))),
             _ => Ok(Some(not_supported("the LOAD DATA staging table"))),
         }
     }
 
     async fn drop_staging(&mut self, shard: usize) -> Result<(), SessionError> {
-        let text = format!("DROP TEMPORARY TABLE IF EXISTS {}", quote(STAGING));
+        let text = load_stmt::staging_drop();
         self.quiet(shard, text.as_bytes()).await.map(|_| ())
     }
 
@@ -221,38 +178,11 @@ impl ClusterSession<'_> {
         sql: &[u8],
         file: &[u8],
     ) -> Result<Vec<u8>, SessionError> {
-        let backend = |e: crate::protocol::ProtocolError| SessionError::Backend(e.into());
-        let io =
-            |e: std::io::Error| SessionError::Backend(crate::protocol::ProtocolError::Io(e).into());
         self.shards.set_reusable(shard, false);
         let Some(conn) = self.shards.open(shard) else {
             return Ok(not_supported("the shard connection").encode());
         };
-        let mut s = 0;
-        conn.wire
-            .send_packet(&mut s, &query_packet(sql))
-            .await
-            .map_err(io)?;
-        let p = conn
-            .wire
-            .read_packet(Some(1), 1 << 24)
-            .await
-            .map_err(backend)?;
-        let last = if p.payload.first() == Some(&0xFB) {
-            let mut s = p.last_seq.wrapping_add(1);
-            for chunk in file.chunks((1 << 24) - 1) {
-                conn.wire.queue_packet(&mut s, chunk);
-            }
-            conn.wire.queue_packet(&mut s, &[]);
-            conn.wire.flush().await.map_err(io)?;
-            conn.wire
-                .read_packet(Some(s), 1 << 24)
-                .await
-                .map_err(backend)?
-                .payload
-        } else {
-            p.payload
-        };
+        let last = load_stmt::run_with_file(&mut conn.wire, sql, file).await?;
         self.shards.set_reusable(shard, true);
         Ok(last)
     }
