@@ -58,6 +58,12 @@ impl TablePlan {
             return Err(no_primary_key(table));
         }
         let columns = columns(c, table).await.map_err(err)?;
+        Ok(Self::new(table, columns, primary_key))
+    }
+
+    /// The plan of `table` with these columns (table order) and primary
+    /// key (key order), already read.
+    pub fn new(table: &str, columns: Vec<String>, primary_key: Vec<String>) -> Self {
         let list = |names: &[String]| {
             names
                 .iter()
@@ -69,7 +75,7 @@ impl TablePlan {
             .iter()
             .map(|k| columns.iter().position(|c| c == k).unwrap_or(0))
             .collect();
-        Ok(Self {
+        Self {
             table: table.to_string(),
             quoted: quote(table),
             column_list: list(&columns),
@@ -77,7 +83,7 @@ impl TablePlan {
             columns,
             primary_key,
             key_positions,
-        })
+        }
     }
 }
 

@@ -79,8 +79,6 @@ pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, String> {
 /// One table on both sides: its mapping, and how to read and address rows.
 struct Sides<'a> {
     map: TableMap,
-    /// Positions of the key columns in `map.columns`.
-    key_pos: Vec<usize>,
     pg_table: String,
     pg_select: String,
     /// How MySQL walks the table (column order = `map.columns`).
@@ -106,11 +104,6 @@ async fn verify_table(
             ))
         }
     };
-    let key_pos: Vec<usize> = map
-        .primary_key
-        .iter()
-        .filter_map(|k| map.columns.iter().position(|c| &c.name == k))
-        .collect();
     let sides = Sides {
         pg_table: super::qualified(sb, table),
         pg_select: map
@@ -119,8 +112,7 @@ async fn verify_table(
             .map(|c| canon::pg_select(c.kind, &quote_ident(&c.name)))
             .collect::<Vec<_>>()
             .join(", "),
-        plan: crate::schema::TablePlan::load(p, table).await?,
-        key_pos,
+        plan: map.plan(),
         map,
         sb,
     };
@@ -250,7 +242,10 @@ const KEYS_PER_LOOKUP: usize = 1000;
 
 impl Sides<'_> {
     fn key_columns(&self) -> impl Iterator<Item = &Column> {
-        self.key_pos.iter().map(|i| &self.map.columns[*i])
+        self.plan
+            .key_positions
+            .iter()
+            .map(|i| &self.map.columns[*i])
     }
 
     /// Every key column orders the same on both engines: numbers, dates
@@ -263,7 +258,7 @@ impl Sides<'_> {
     /// A MySQL row's key in canonical form.
     fn canon_key(&self, r: &Row) -> Vec<String> {
         self.key_columns()
-            .zip(&self.key_pos)
+            .zip(&self.plan.key_positions)
             .map(|(c, i)| {
                 canon::mysql(c.kind, r.as_ref(*i).unwrap_or(&Value::NULL)).unwrap_or_default()
             })
@@ -325,7 +320,8 @@ impl Sides<'_> {
     /// A canonical row with its key.
     fn keyed(&self, canon: Canon) -> (Vec<String>, Canon) {
         let key = self
-            .key_pos
+            .plan
+            .key_positions
             .iter()
             .map(|i| canon[*i].clone().unwrap_or_default())
             .collect();

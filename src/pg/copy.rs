@@ -209,7 +209,7 @@ async fn copy_table(
         }
         None => (None, 0),
     };
-    let plan = schema::TablePlan::load(p, table).await?;
+    let plan = map.plan();
     let t = &plan.quoted;
     let total: u64 = p
         .query_first(format!("SELECT COUNT(*) FROM {t}"))

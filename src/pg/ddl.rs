@@ -22,6 +22,16 @@ pub fn pg_name(parts: &[&str]) -> String {
 }
 
 impl TableMap {
+    /// How MySQL walks the table in key order (its columns in table order,
+    /// as `columns` are).
+    pub fn plan(&self) -> crate::schema::TablePlan {
+        crate::schema::TablePlan::new(
+            &self.table,
+            self.columns.iter().map(|c| c.name.clone()).collect(),
+            self.primary_key.clone(),
+        )
+    }
+
     /// The column's enum type name.
     pub fn enum_type(&self, column: &str) -> String {
         pg_name(&[&self.table, column, "enum"])
