@@ -52,8 +52,7 @@ pub async fn run(cfg: &Config, opts: &VerifyOptions) -> Result<Report, String> {
             table: table.clone(),
             ..Default::default()
         };
-        let rule = mapping::rule_of(cfg, &table);
-        if let Err(e) = verify_table(&mut p, &mut pg, sb, &table, rule, opts, &mut report).await {
+        if let Err(e) = verify_table(&mut p, &mut pg, sb, &table, cfg, opts, &mut report).await {
             report.error = Some(e);
         }
         report.seconds = started.elapsed().as_secs_f64();
@@ -91,19 +90,11 @@ async fn verify_table(
     pg: &mut Client,
     sb: &BackendConfig,
     table: &str,
-    rule: Option<&crate::config::model::PostgresRule>,
+    cfg: &Config,
     opts: &VerifyOptions,
     report: &mut TableReport,
 ) -> Result<(), String> {
-    let map = match mapping::load(p, table, rule).await? {
-        Ok(m) => m,
-        Err(reasons) => {
-            return Err(format!(
-                "cannot be mapped to PostgreSQL: {}",
-                reasons.join("; ")
-            ))
-        }
-    };
+    let map = mapping::load_for(p, cfg, table).await?;
     let sides = Sides {
         pg_table: super::qualified(sb, table),
         pg_select: map

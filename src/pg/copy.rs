@@ -98,12 +98,8 @@ pub async fn run(cfg: &Config, opts: &BackfillOptions) -> Result<Backfill, Backf
             table: table.clone(),
             ..Default::default()
         };
-        let copied = match mapping::load(&mut p, &table, mapping::rule_of(cfg, &table)).await {
-            Ok(Ok(map)) => copy_table(&mut p, &mut pg, sb, map, opts, &bars, &mut summary).await,
-            Ok(Err(reasons)) => Err(format!(
-                "cannot be mapped to PostgreSQL: {}",
-                reasons.join("; ")
-            )),
+        let copied = match mapping::load_for(&mut p, cfg, &table).await {
+            Ok(map) => copy_table(&mut p, &mut pg, sb, map, opts, &bars, &mut summary).await,
             Err(e) => Err(e),
         };
         match copied {

@@ -388,6 +388,18 @@ pub fn map_column(name: &str, f: &Facts<'_>, collation: Option<&str>) -> Result<
     })
 }
 
+/// `table`'s mapping under its `postgres:` rule, or why it has none (the
+/// copy's and verify's error for the table).
+pub async fn load_for(
+    c: &mut Conn,
+    cfg: &crate::config::Config,
+    table: &str,
+) -> Result<TableMap, String> {
+    load(c, table, rule_of(cfg, table))
+        .await?
+        .map_err(|reasons| format!("cannot be mapped to PostgreSQL: {}", reasons.join("; ")))
+}
+
 /// A table's `postgres:` rule, if its rules file has one.
 pub fn rule_of<'a>(cfg: &'a crate::config::Config, table: &str) -> Option<&'a PostgresRule> {
     cfg.rules
