@@ -43,6 +43,11 @@ impl Session<'_> {
         // An XA branch prepared here stays attached to this connection
         // until its COMMIT or ROLLBACK succeeds (`Link::xa_branch`).
         let xa = xa_step(&payload[1..]);
+        if matches!(xa, Some(XaStep::Prepare)) {
+            // Whatever its outcome, only a disconnect detaches a branch
+            // from the connection (`Link::xa_prepared`).
+            self.link.xa_prepared = true;
+        }
         let errors = self.link.errors_answered;
         self.query_once(payload, seq).await?;
         if self.link.errors_answered == errors {
@@ -79,12 +84,6 @@ impl Session<'_> {
                 .statements
                 .iter()
                 .any(|r| self.needs_ticket(&r.class));
-        let toks = &self.link.scratch.tokens;
-        if toks.first().is_some_and(|t| t.is_word(sql, "XA"))
-            && toks.get(1).is_some_and(|t| t.is_word(sql, "PREPARE"))
-        {
-            self.link.xa_prepared = true;
-        }
         self.boundary(needs_ticket).await?;
         // `USE <the other role's database>` selects the current primary's.
         let use_mapped = match classified.statements.as_slice() {
