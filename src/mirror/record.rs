@@ -21,6 +21,11 @@ const RECORD_VERSION_2: u8 = 2;
 /// were most of a record's bytes and allocations).
 const RECORD_VERSION: u8 = 3;
 
+/// Begins the CREATE of a temporary table a write carries to the
+/// secondary (`frontend::session::capture::carry`): a failed apply may
+/// leave such a table on the apply connection, which is then replaced.
+pub const CARRIED_COPY: &[u8] = b"/* tandem: carried temporary table */ ";
+
 /// Session variables as `name = SQL literal`, shared by the statements
 /// that ran under them.
 pub type SessionVars = Arc<Vec<(String, String)>>;

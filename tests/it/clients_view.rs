@@ -150,45 +150,6 @@ async fn statements_that_do_not_commit_leave_the_transaction_open() {
     env.stop().await;
 }
 
-/// A temporary table lives on the primary only: writes to it are not
-/// mirrored (even when it hides a real table of the same name), and a
-/// write to a real table that reads one cannot be replayed from its text,
-/// so it follows unsafe_writes (here: refused, saying why).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn temporary_tables_stay_on_the_primary_and_writes_reading_them_are_refused() {
-    use crate::common::mirror::*;
-    let env = MirrorEnv::start("temptables", "").await;
-    env.create_both("CREATE TABLE orders (id INT PRIMARY KEY, v INT)")
-        .await;
-    let mut c = env.proxy().await;
-    c.query_drop("CREATE TEMPORARY TABLE orders (id INT PRIMARY KEY, v INT)")
-        .await
-        .unwrap();
-    c.query_drop("INSERT INTO orders VALUES (1, 1)")
-        .await
-        .unwrap();
-    c.query_drop("UPDATE orders SET v = 10 WHERE id = 1")
-        .await
-        .unwrap();
-    c.query_drop("DROP TEMPORARY TABLE orders").await.unwrap();
-    c.query_drop("INSERT INTO orders VALUES (2, 2)")
-        .await
-        .unwrap();
-    c.query_drop("CREATE TEMPORARY TABLE tmp (id INT PRIMARY KEY, v INT)")
-        .await
-        .unwrap();
-    c.query_drop("INSERT INTO tmp VALUES (3, 3)").await.unwrap();
-    let err = c
-        .query_drop("INSERT INTO orders SELECT * FROM tmp")
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("temporary table `tmp`"), "{err}");
-    env.wait_caught_up().await;
-    assert_eq!(assert_same(&env.primary, &env.secondary, "orders").await, 1);
-    drop(c);
-    env.stop().await;
-}
-
 /// Under LOCK TABLES a mirroring Tandem cannot wrap a write in the
 /// transaction its journal needs (BEGIN would release the client's table
 /// locks, as it used to do silently): the write follows unsafe_writes

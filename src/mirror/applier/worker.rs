@@ -137,9 +137,17 @@ impl Worker {
                 // A DDL an earlier attempt ran (its position write then
                 // failed) finds itself done: taken as applied.
                 let maybe_done = first_after_start || attempt > 0;
-                self.try_apply(&lsns, &txns, position, maybe_done, cleanup)
-                    .await
-                    .map(|_| false)
+                let r = self
+                    .try_apply(&lsns, &txns, position, maybe_done, cleanup)
+                    .await;
+                // A carried temporary table the failed attempt created
+                // would outlive it on this connection (its DROP did not
+                // run) and hide a real table of that name: start afresh.
+                if matches!(r, Err(mysql_async::Error::Server(_))) && carries(&txns) {
+                    let _ = self.rollback().await;
+                    self.drop_conn();
+                }
+                r.map(|_| false)
             })
             .await
             {
@@ -761,4 +769,13 @@ impl Worker {
         let conn = self.conn().await?;
         end_thread_on(conn, thread).await
     }
+}
+
+/// Whether a transaction of `txns` carries a temporary table.
+fn carries(txns: &[&MirrorTxn]) -> bool {
+    txns.iter().any(|t| {
+        t.statements
+            .iter()
+            .any(|s| s.sql.starts_with(crate::mirror::record::CARRIED_COPY))
+    })
 }

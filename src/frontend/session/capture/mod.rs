@@ -18,6 +18,7 @@
 //! - DDL: intent, DDL, outcome (DDL commits by itself; no marker).
 //! - Unsafe writes follow `migration.unsafe_writes`.
 
+mod carry;
 mod commit;
 mod ddl;
 mod effect;
@@ -111,6 +112,9 @@ pub(super) struct Capture {
     /// The xid of the session's XA transaction, from `XA START` until it
     /// is prepared or ends (see `xa`).
     xa: Option<String>,
+    /// Copies of the temporary tables the write being captured reads
+    /// (see `carry`), taken by `mirrored_write`.
+    carried: Option<carry::Carried>,
 }
 
 impl Capture {
@@ -191,6 +195,7 @@ impl Capture {
         seq: u8,
     ) -> Result<bool, SessionError> {
         let routes = &classified.statements;
+        self.carried = None;
         // Not a write, but it may call a stored function that writes.
         let writes = routes
             .iter()
@@ -246,11 +251,20 @@ impl Capture {
             return Ok(false);
         };
         let sql = &payload[1..];
-        if !self.temp_tables.is_empty() {
-            if let Some(done) = self.temporary(cx, m, route, payload, seq).await? {
-                return Ok(done);
+        let real;
+        let route = if self.temp_tables.is_empty() {
+            route
+        } else {
+            use temporary::Temporary;
+            match self.temporary(cx, m, route, (sql, payload), seq).await? {
+                Temporary::Usual => route,
+                Temporary::Done(done) => return Ok(done),
+                Temporary::Carried(r) => {
+                    real = r;
+                    &real
+                }
             }
-        }
+        };
         match &route.class {
             Class::Write(kind) => {
                 if !self.mirrored(cx, route) {
@@ -280,7 +294,7 @@ impl Capture {
             }
             Class::Ddl => {
                 if route.object == Some(SchemaObject::TemporaryTable) {
-                    return self.temporary_table(cx, route, payload, seq).await;
+                    return self.temporary_table(cx, route, (sql, payload), seq).await;
                 }
                 if let Some(reason) = &route.determinism.unsafe_reason {
                     // A DDL Tandem cannot tell the tables of: run (if at
@@ -377,6 +391,31 @@ impl Capture {
         let [r] = route.statements.as_slice() else {
             cx.forward(&payload, seq, Expect::ResultSet).await?;
             return Ok(());
+        };
+        // Temporary tables, as for a query (see `temporary`).
+        self.carried = None;
+        let real;
+        let r = if r.object == Some(SchemaObject::TemporaryTable) {
+            lexer::tokenize(&sql, &mut cx.scratch.tokens);
+            self.temporary_table(cx, r, (&sql, &payload), seq).await?;
+            return Ok(());
+        } else if self.temp_tables.is_empty() {
+            r
+        } else {
+            use temporary::Temporary;
+            lexer::tokenize(&sql, &mut cx.scratch.tokens);
+            match self.temporary(cx, &m, r, (&sql, &payload), seq).await? {
+                Temporary::Usual => r,
+                Temporary::Done(true) => return Ok(()),
+                Temporary::Done(false) => {
+                    cx.forward(&payload, seq, Expect::ResultSet).await?;
+                    return Ok(());
+                }
+                Temporary::Carried(c) => {
+                    real = c;
+                    &real
+                }
+            }
         };
         if !matches!(r.class, Class::Write(_) | Class::Ddl) {
             // A prepared read may call a stored function that writes.

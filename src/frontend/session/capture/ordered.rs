@@ -6,7 +6,8 @@
 //! table that has a unique key, the statement runs with `ORDER BY` that
 //! key added, on both sides: the client left the order to the server,
 //! which picks one; here Tandem picks the key's, which the secondary
-//! follows too.
+//! follows too. A temporary source (carried to the secondary, see
+//! `carry`) is ordered by its primary key.
 
 use super::super::link::Link;
 use super::super::SessionError;
@@ -109,18 +110,32 @@ impl Capture {
         let Some((source, qualifier, at)) = order_site(sql, &toks) else {
             return Ok(None);
         };
-        let one = Route {
-            tables: vec![source.clone()],
-            ..route.clone()
-        };
-        let Some(key) = self.table_facts(cx, m, &one).await?.key else {
-            return Ok(None);
-        };
         let q = crate::sql::quote;
-        let order: Vec<String> = key
-            .columns
+        let columns: Vec<String> = if self.is_temporary(&source) && !source.contains('.') {
+            // Not in the catalog: its primary key from SHOW KEYS.
+            let keys = format!("SHOW KEYS FROM {} WHERE Key_name = 'PRIMARY'", q(&source));
+            let reply = self.own_read(cx, keys.as_bytes()).await?;
+            let rows = super::vars::rows(&reply, cx.deprecate_eof()).unwrap_or_default();
+            rows.iter()
+                .filter_map(|r| r.get(4).cloned().flatten())
+                .map(|c| String::from_utf8_lossy(&c).into_owned())
+                .collect()
+        } else {
+            let one = Route {
+                tables: vec![source.clone()],
+                ..route.clone()
+            };
+            match self.table_facts(cx, m, &one).await?.key {
+                Some(key) => key.columns.iter().map(|c| c.name.clone()).collect(),
+                None => Vec::new(),
+            }
+        };
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        let order: Vec<String> = columns
             .iter()
-            .map(|c| format!("{}.{}", q(&qualifier), q(&c.name)))
+            .map(|c| format!("{}.{}", q(&qualifier), q(c)))
             .collect();
         let mut out = sql[..at].to_vec();
         while out.last().is_some_and(u8::is_ascii_whitespace) {

@@ -5,6 +5,7 @@
 
 use super::super::link::{query_packet, Link, Reply};
 use super::super::SessionError;
+use super::carry::Carried;
 use super::vars::first_number;
 use super::{bare, Capture, Marker, WriteSrc};
 use crate::config::UnsafeWrites;
@@ -87,6 +88,8 @@ impl Capture {
         seq: u8,
     ) -> Result<(), SessionError> {
         let vars = self.ensure_vars(cx).await?;
+        // Copies of the temporary tables it reads (see `carry`).
+        let carried = self.carried.take().unwrap_or_default();
         let uses = route.determinism.uses;
         // A column defaulting to a sequence that the INSERT leaves out is
         // written in (see `seqdefault`), its NEXTVAL then pinned.
@@ -190,7 +193,9 @@ impl Capture {
         let effect = match &facts.engine_without_transactions {
             None => None,
             Some(engine) => {
+                let carries = !carried.before.is_empty();
                 let why = match super::effect::refusal(route, &facts, keyed) {
+                    None if carries => Err("it reads temporary tables".into()),
                     Some(why) => Err(why.to_string()),
                     None => self.effect_tables(cx, m, route, &record_sql).await?,
                 };
@@ -235,6 +240,7 @@ impl Capture {
         }
         // User variables it reads: their primary values travel as a SET
         // journaled just before it (see `uservars`).
+        let Carried { mut before, after } = carried;
         let user_set = if route.determinism.user_vars.is_empty() {
             None
         } else {
@@ -306,6 +312,8 @@ impl Capture {
             };
             return self.effect_write(cx, m, route, e, seq).await;
         }
+        // The user variables' SET goes after the copies it may read.
+        before.extend(user_set);
         // A keyed write (see `keyed`): its rows are locked and named
         // first; an autocommit one has begun its transaction by then.
         let mut begun = false;
@@ -382,8 +390,9 @@ impl Capture {
                 };
                 let db = self.mirror_db(cx);
                 let st = statement(db, generated, None);
-                self.txn.extend(user_set);
+                self.txn.extend(before);
                 self.txn.push(st);
+                self.txn.extend(after);
             }
             return Ok(());
         }
@@ -536,8 +545,9 @@ impl Capture {
                 if unpinned {
                     m.mark_divergent(&tables_of(std::slice::from_ref(&st)), UNPINNED);
                 }
-                self.txn.extend(user_set);
+                self.txn.extend(before);
                 self.txn.push(st);
+                self.txn.extend(after);
             }
             return cx.relay(seq, stmt_r, false).await;
         }
@@ -584,7 +594,7 @@ impl Capture {
         let txn = MirrorTxn {
             committed_at_us: now_us(),
             conn_id: cx.id,
-            statements: user_set.into_iter().chain([st]).collect(),
+            statements: before.into_iter().chain([st]).chain(after).collect(),
         };
         let lsn = match m.intent(token, txn).await {
             Ok(lsn) => Some(lsn),
