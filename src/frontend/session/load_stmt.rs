@@ -4,6 +4,7 @@
 //! an INSERT): the statement read by tokens, the client's file, the
 //! staging table's statements, the LOAD run with its file, and the INSERT.
 
+use super::cluster::values::Column;
 use super::link::query_packet;
 use super::SessionError;
 use crate::protocol::packets::{err_code, err_message};
@@ -53,11 +54,29 @@ pub(super) fn into_staging(sql: &[u8], load: &Load) -> Vec<u8> {
 }
 
 /// The staged rows in the target's column order (`names`; a redefined
-/// column comes first in the staging table).
-pub(super) fn select_staged(names: &[String]) -> String {
-    let cols: Vec<String> = names.iter().map(|c| quote(c)).collect();
+/// column comes first in the staging table). `columns`: what an earlier
+/// read of them said, whose FLOAT columns are then read through DOUBLE.
+pub(super) fn select_staged(names: &[String], columns: Option<&[Column]>) -> String {
+    let cols: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match columns.and_then(|k| k.get(i)) {
+            Some(k) if k.kind == FLOAT => format!("CAST({} AS DOUBLE)", quote(c)),
+            _ => quote(c),
+        })
+        .collect();
     format!("SELECT {} FROM {}", cols.join(", "), quote(STAGING))
 }
+
+/// Whether staged rows read with `columns` must be read again: a FLOAT's
+/// text has six significant digits, fewer than its value (`1.0000001`
+/// reads `1`), so its literal would store another number.
+pub(super) fn reread(columns: &[Column]) -> bool {
+    columns.iter().any(|c| c.kind == FLOAT)
+}
+
+/// The protocol's type byte of FLOAT.
+const FLOAT: u8 = 0x04;
 
 /// `INSERT IGNORE INTO target (names) VALUES ` (or `REPLACE INTO`), to be
 /// followed by the staged rows. LOCAL without REPLACE behaves as IGNORE:
@@ -193,6 +212,27 @@ pub(super) fn parse(sql: &[u8], toks: &[Token]) -> Option<Load> {
 mod tests {
     use super::*;
     use crate::router::lexer;
+
+    #[test]
+    fn floats_are_read_again_through_double() {
+        let col = |kind| Column {
+            charset: 63,
+            kind,
+            flags: 0,
+            decimals: 31,
+        };
+        let names = vec!["id".to_string(), "f".to_string()];
+        assert_eq!(
+            select_staged(&names, None),
+            "SELECT `id`, `f` FROM `_tandem_load_staging`"
+        );
+        let columns = [col(0x03), col(FLOAT)];
+        assert!(reread(&columns) && !reread(&columns[..1]));
+        assert_eq!(
+            select_staged(&names, Some(&columns)),
+            "SELECT `id`, CAST(`f` AS DOUBLE) FROM `_tandem_load_staging`"
+        );
+    }
 
     #[test]
     fn a_load_statement_is_read_by_tokens() {

@@ -61,10 +61,7 @@ enum Read {
 /// How a column of SHOW COLUMNS type `ty` is carried; None: it is not.
 fn read_of(ty: &str) -> Option<Read> {
     let ty = ty.to_ascii_lowercase();
-    let base = ty
-        .split(['(', ' '])
-        .next()
-        .unwrap_or_default();
+    let base = ty.split(['(', ' ']).next().unwrap_or_default();
     Some(match base {
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "decimal"
         | "numeric" | "double" | "real" | "year" => Read::Number,

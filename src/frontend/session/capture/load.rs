@@ -134,11 +134,17 @@ impl Capture {
             cx.reply_err(reply_seq, &error_of(Some(&answer))).await?;
             return Ok(true);
         }
-        let staged = self
-            .own_read(cx, load_stmt::select_staged(&names).as_bytes())
-            .await?;
-        self.drop_staging(cx).await?;
         let extended = cx.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
+        let mut staged = self
+            .own_read(cx, load_stmt::select_staged(&names, None).as_bytes())
+            .await?;
+        if let Some((types, _)) = rows_of(&staged.packets, extended, cx.deprecate_eof())
+            .filter(|(c, _)| load_stmt::reread(c))
+        {
+            let exact = load_stmt::select_staged(&names, Some(&types));
+            staged = self.own_read(cx, exact.as_bytes()).await?;
+        }
+        self.drop_staging(cx).await?;
         let Some((types, rows)) = rows_of(&staged.packets, extended, cx.deprecate_eof())
             .filter(|(c, _)| c.len() == names.len())
         else {

@@ -107,10 +107,24 @@ impl ClusterSession<'_> {
             offset: 0,
             limit: None,
         };
-        let select = query_packet(load_stmt::select_staged(&table_facts.columns).as_bytes());
-        let answer = self
+        let names = &table_facts.columns;
+        let select = query_packet(load_stmt::select_staged(names, None).as_bytes());
+        let mut answer = self
             .read_kept(&[shard], vec![select], &merge, reply_seq, max)
             .await?;
+        let again = match &answer {
+            Kept::Rows(p) => self
+                .kept_rows(p)
+                .filter(|(c, _)| load_stmt::reread(c))
+                .map(|(c, _)| load_stmt::select_staged(names, Some(&c))),
+            _ => None,
+        };
+        if let Some(exact) = again {
+            let select = query_packet(exact.as_bytes());
+            answer = self
+                .read_kept(&[shard], vec![select], &merge, reply_seq, max)
+                .await?;
+        }
         self.drop_staging(shard).await?;
         let packets = match answer {
             Kept::Rows(p) => p,
@@ -126,7 +140,6 @@ impl ClusterSession<'_> {
                 return self.reply_err(reply_seq, &e).await;
             }
         };
-        let names = &table_facts.columns;
         let Some((columns, rows)) = self
             .kept_rows(&packets)
             .filter(|(c, _)| c.len() == names.len())
