@@ -30,6 +30,7 @@ mod reload;
 mod session_move;
 mod shadow;
 mod soak;
+mod staged;
 mod temporary;
 mod tls;
 mod two_servers;

@@ -180,7 +180,7 @@ impl Capture {
         Ok(true)
     }
 
-    async fn drop_staging(&mut self, cx: &mut Link<'_>) -> Result<(), SessionError> {
+    pub(super) async fn drop_staging(&mut self, cx: &mut Link<'_>) -> Result<(), SessionError> {
         let text = load_stmt::staging_drop();
         self.own_read(cx, text.as_bytes()).await.map(|_| ())
     }

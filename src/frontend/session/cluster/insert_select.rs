@@ -17,7 +17,10 @@ use crate::router::shard::route::Merge;
 
 /// Where an INSERT … SELECT's SELECT starts (token index) and where what
 /// follows it (ON DUPLICATE KEY UPDATE) starts; None: not one.
-fn source_span(sql: &[u8], toks: &[Token]) -> Option<(usize, usize)> {
+pub(in crate::frontend::session) fn source_span(
+    sql: &[u8],
+    toks: &[Token],
+) -> Option<(usize, usize)> {
     let first = toks.first()?;
     if !(first.is_word(sql, "INSERT") || first.is_word(sql, "REPLACE")) {
         return None;
