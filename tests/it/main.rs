@@ -8,6 +8,7 @@ mod auth_plugins;
 mod backend_tls;
 mod backfill;
 mod backfill_live;
+mod call;
 mod clients;
 mod clients_view;
 mod cluster;

@@ -18,6 +18,7 @@
 //! - DDL: intent, DDL, outcome (DDL commits by itself; no marker).
 //! - Unsafe writes follow `migration.unsafe_writes`.
 
+mod call;
 mod carry;
 mod commit;
 mod ddl;
@@ -279,6 +280,13 @@ impl Capture {
                 if self.must_stage(cx, m, route, sql).await?
                     && self.staged_insert_select(cx, m, route, sql, seq).await?
                 {
+                    return Ok(true);
+                }
+                if *kind == WriteKind::Call {
+                    if let Err(why) = self.call(cx, m, route, sql, seq).await? {
+                        let reason = format!("CALL runs statements Tandem cannot see, and {why}");
+                        self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
+                    }
                     return Ok(true);
                 }
                 if let Some(reason) = keyed::unsafe_reason(route) {

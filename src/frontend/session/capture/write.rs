@@ -396,6 +396,10 @@ impl Capture {
             }
             return Ok(());
         }
+        // A CALL inside a transaction runs after a savepoint: one that
+        // fails half-way is undone whole (see `call`).
+        let call = kind == Some(WriteKind::Call) && !autocommit;
+        let save_p = query_packet(b"SAVEPOINT tandem_call");
         let set_p = pin_packet(ts, seeds);
         let token = autocommit.then(|| m.token());
         let lid_p = query_packet(b"SELECT LAST_INSERT_ID()");
@@ -423,6 +427,9 @@ impl Capture {
         // statement's warnings (COMMIT and SET do not clear them).
         if let Some(mp) = &marker_p {
             batch.push(mp);
+        }
+        if call {
+            batch.push(&save_p);
         }
         batch.push(&packet);
         if marker_p.is_none() && pin {
@@ -459,15 +466,22 @@ impl Capture {
             } else {
                 None
             };
+            let save_r = if call {
+                Some(cx.read_reply(Expect::ResultSet).await?)
+            } else {
+                None
+            };
             let stmt_r = cx.read_reply(Expect::ResultSet).await?;
             let tail_r = if has_tail && !marker_first {
                 Some(cx.read_reply(Expect::ResultSet).await?)
             } else {
                 marker_r
             };
-            Ok::<_, SessionError>((early_r, set_r, probe_r, lid_r, begin_r, stmt_r, tail_r))
+            Ok::<_, SessionError>((
+                early_r, set_r, probe_r, lid_r, begin_r, save_r, stmt_r, tail_r,
+            ))
         };
-        let (early_r, set_r, probe_r, lid_r, begin_r, stmt_r, tail_r) = match phase1.await {
+        let (early_r, set_r, probe_r, lid_r, begin_r, save_r, stmt_r, tail_r) = match phase1.await {
             Ok(x) => x,
             Err(e) => {
                 for t in token.into_iter().chain(early) {
@@ -538,6 +552,21 @@ impl Capture {
             if has_tail {
                 // `SET TIMESTAMP = DEFAULT` ran after it.
                 self.row_count_next = row_count_of(&stmt_r);
+            }
+            if call && stmt_r.err.is_some() {
+                // Undone whole, or marked: writes before the failing
+                // statement of its body stand on the primary only.
+                let undone = save_r.is_some_and(|r| r.err.is_none())
+                    && cx
+                        .run_aux(&[b"ROLLBACK TO SAVEPOINT tandem_call"])
+                        .await?
+                        .is_some();
+                if !undone {
+                    m.mark_divergent(
+                        &tables_of(std::slice::from_ref(&st)),
+                        "a CALL failed half-way and could not be undone",
+                    );
+                }
             }
             if stmt_r.err.is_none() {
                 // The write stands in the transaction whatever failed
