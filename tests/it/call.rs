@@ -129,6 +129,11 @@ async fn a_call_that_may_replay_otherwise_is_refused_or_fails_loudly() {
             "CALL commits()",
             "COMMIT",
         ),
+        (
+            "CREATE PROCEDURE setv(x INT) BEGIN UPDATE t SET v = x WHERE id = 1; END",
+            "CALL setv((SELECT MAX(id) FROM ids))",
+            "arguments read rows",
+        ),
     ] {
         c.query_drop(ddl).await.unwrap();
         let err = c.query_drop(call).await.unwrap_err();

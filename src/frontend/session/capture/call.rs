@@ -286,6 +286,11 @@ impl Capture {
                 "only `CALL name(…)` of the current database's procedure is replayed".into(),
             ));
         };
+        if toks.iter().any(|t| t.is_word(sql, "SELECT")) {
+            return Ok(Err(
+                "its arguments read rows (a subquery), which replay may read otherwise".into(),
+            ));
+        }
         let Some(db) = cx.binding.conn().current_db.clone() else {
             return Ok(Err("no database is selected".into()));
         };
