@@ -202,3 +202,45 @@ print(out)
     drop_databases(&[reference]).await;
     env.stop().await;
 }
+
+/// Columns a LOAD leaves out take the target's defaults, as directly:
+/// a sequence's next value and RAND() (which a staging table would drop
+/// to NULL), pinned so the secondary has the primary's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_a_load_leaves_out_take_the_targets_defaults() {
+    let env = MirrorEnv::start("loaddefaults", "").await;
+    let schema = [
+        "CREATE SEQUENCE sq",
+        "CREATE TABLE seqd (id INT AUTO_INCREMENT PRIMARY KEY, v INT, \
+         s INT DEFAULT (NEXT VALUE FOR sq), r DOUBLE DEFAULT (RAND()))",
+    ];
+    let reference = "tandem_loaddefaults_ref";
+    fresh_database(reference).await;
+    let mut r = Conn::new(direct_opts(reference)).await.unwrap();
+    for ddl in schema {
+        env.create_both(ddl).await;
+        r.query_drop(ddl).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v.csv");
+    std::fs::write(&file, "10\n20\n30\n").unwrap();
+    let sql = format!(
+        "LOAD DATA LOCAL INFILE '{}' INTO TABLE seqd (v)",
+        file.display()
+    );
+    let (code, _, err) = cli(env.server.addr.port(), USER, PASSWORD, &env.primary, &sql);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(MARIADB_PORT, "root", "", reference, &sql);
+    assert_eq!(code, 0, "{err}");
+    let read = "SELECT v, s, r IS NOT NULL FROM seqd ORDER BY v";
+    let mut p = Conn::new(direct_opts(&env.primary)).await.unwrap();
+    let through: Vec<(i32, Option<i32>, bool)> = p.query(read).await.unwrap();
+    let direct: Vec<(i32, Option<i32>, bool)> = r.query(read).await.unwrap();
+    assert_eq!(through, direct);
+    assert_eq!(through[0], (10, Some(1), true));
+    env.wait_caught_up().await;
+    assert_eq!(env.assert_same("seqd").await, 3);
+    drop((p, r));
+    drop_databases(&[reference]).await;
+    env.stop().await;
+}

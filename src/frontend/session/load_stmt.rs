@@ -169,6 +169,30 @@ pub(super) struct Load {
     pub table: String,
     /// Byte span of the table name (qualified or not).
     pub name: (usize, usize),
+    /// The columns the file's fields go to (its column list without user
+    /// variables), None without a list (every column); and the columns
+    /// its SET assigns, lower case.
+    pub columns: Option<Vec<String>>,
+    pub set: Vec<String>,
+}
+
+impl Load {
+    /// Of the target's columns `all` (in table order), those the LOAD
+    /// gives a value: the others take their defaults in the target, as
+    /// they would directly (a staging table drops expression defaults
+    /// such as `UUID()` or `NEXTVAL(s)`).
+    pub fn given(&self, all: &[String]) -> Vec<String> {
+        all.iter()
+            .filter(|c| {
+                let c = c.to_lowercase();
+                self.columns
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|n| n.to_lowercase() == c))
+                    || self.set.contains(&c)
+            })
+            .cloned()
+            .collect()
+    }
 }
 
 pub(super) fn parse(sql: &[u8], toks: &[Token]) -> Option<Load> {
@@ -199,13 +223,60 @@ pub(super) fn parse(sql: &[u8], toks: &[Token]) -> Option<Load> {
         last = first + 2;
     }
     let table = toks.get(last)?.ident(sql)?;
+    let (columns, set) = targets(sql, &toks[last + 1..])?;
     Some(Load {
         local,
         file,
         modifier,
         table,
         name: (toks[first].start, toks[last].end),
+        columns,
+        set,
     })
+}
+
+/// The column list and SET targets of what follows a LOAD's table name
+/// (see `Load`); None: a list Tandem cannot read.
+#[allow(clippy::type_complexity)]
+fn targets(sql: &[u8], toks: &[Token]) -> Option<(Option<Vec<String>>, Vec<String>)> {
+    let depths = crate::router::lexer::depths(toks);
+    let mut columns = None;
+    let mut set = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        if depths[i] != 0 {
+            i += 1;
+            continue;
+        }
+        let partition = i > 0 && toks[i - 1].is_word(sql, "PARTITION");
+        if t.kind == Tok::Punct(b'(') && !partition && columns.is_none() {
+            let mut list = Vec::new();
+            i += 1;
+            while toks.get(i)?.kind != Tok::Punct(b')') {
+                match toks[i].kind {
+                    Tok::Var | Tok::Punct(b',') => {}
+                    _ => list.push(toks[i].ident(sql)?),
+                }
+                i += 1;
+            }
+            columns = Some(list);
+        } else if t.is_word(sql, "SET") && !(i > 0 && toks[i - 1].is_word(sql, "CHARACTER")) {
+            // `SET a = …, b = …`: each item's first name.
+            let mut start = true;
+            for j in i + 1..toks.len() {
+                if depths[j] == 0 && toks[j].kind == Tok::Punct(b',') {
+                    start = true;
+                } else if start {
+                    set.push(toks[j].ident(sql)?.to_lowercase());
+                    start = false;
+                }
+            }
+            break;
+        }
+        i += 1;
+    }
+    Some((columns, set))
 }
 
 #[cfg(test)]
@@ -246,9 +317,26 @@ mod tests {
         assert_eq!(l.modifier, Some("IGNORE"));
         assert_eq!(l.table, "bids");
         assert_eq!(&sql[l.name.0..l.name.1], b"app.bids");
+        assert_eq!(
+            l.columns,
+            Some(vec!["user_id".into(), "amount".into(), "created_at".into()])
+        );
         let sql = b"LOAD DATA INFILE 'f' INTO TABLE t";
         lexer::tokenize(sql, &mut toks);
         let l = parse(sql, &toks).unwrap();
         assert!(!l.local && l.modifier.is_none());
+        assert!(l.columns.is_none() && l.set.is_empty());
+        let sql = b"LOAD DATA LOCAL INFILE 'f' INTO TABLE t CHARACTER SET utf8mb4 \
+                    FIELDS TERMINATED BY ',' IGNORE 1 LINES (a, @skip, `B`) \
+                    SET c = CONCAT(@skip, 'x'), d = IF(a > 1, 2, 3)";
+        lexer::tokenize(sql, &mut toks);
+        let l = parse(sql, &toks).unwrap();
+        assert_eq!(l.columns, Some(vec!["a".into(), "B".into()]));
+        assert_eq!(l.set, vec!["c".to_string(), "d".to_string()]);
+        let all: Vec<String> = ["id", "a", "b", "c", "d", "u"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(l.given(&all), vec!["a", "b", "c", "d"]);
     }
 }

@@ -82,7 +82,8 @@ impl Capture {
         let text = |v: &Option<Vec<u8>>| {
             String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned()
         };
-        let names: Vec<String> = columns.iter().map(|r| text(&r[0])).collect();
+        let all: Vec<String> = columns.iter().map(|r| text(&r[0])).collect();
+        let names = load.given(&all);
         let generated = columns.iter().any(|r| {
             let extra = text(&r[1]).to_ascii_uppercase();
             extra.contains("GENERATED") || extra.contains("VIRTUAL") || extra.contains("PERSISTENT")

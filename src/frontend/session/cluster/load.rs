@@ -107,7 +107,7 @@ impl ClusterSession<'_> {
             offset: 0,
             limit: None,
         };
-        let names = &table_facts.columns;
+        let names = &load.given(&table_facts.columns);
         let select = query_packet(load_stmt::select_staged(names, None).as_bytes());
         let mut answer = self
             .read_kept(&[shard], vec![select], &merge, reply_seq, max)
