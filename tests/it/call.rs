@@ -73,6 +73,10 @@ async fn a_call_whose_body_replays_alike_is_mirrored() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Duplicate entry"), "{err}");
+    // Prepared: replayed as its rendered text.
+    c.exec_drop("CALL transfer(?, ?, ?, ?)", (2, 1, "2.00", 400))
+        .await
+        .unwrap();
     let err = c
         .query_drop("CALL transfer(1, 2, 1000.00, 300)")
         .await
@@ -84,12 +88,12 @@ async fn a_call_whose_body_replays_alike_is_mirrored() {
         .unwrap();
     assert_eq!(
         balances,
-        vec![(1, "96.00".to_string()), (2, "105.00".to_string())]
+        vec![(1, "98.00".to_string()), (2, "103.00".to_string())]
     );
     env.wait_caught_up().await;
     assert_eq!(env.assert_same("acct").await, 2);
-    assert_eq!(env.assert_same("ledger").await, 4);
-    assert_eq!(env.assert_same("audit").await, 4);
+    assert_eq!(env.assert_same("ledger").await, 6);
+    assert_eq!(env.assert_same("audit").await, 6);
     let stamped: Option<i64> = c
         .query_first("SELECT COUNT(*) FROM acct WHERE at IS NOT NULL")
         .await

@@ -397,6 +397,8 @@ impl Capture {
         call.determinism.unsafe_reason = None;
         call.determinism.uses.time = true;
         debug_assert_eq!(call.class, crate::router::Class::Write(WriteKind::Call));
+        // (A prepared CALL comes here as its rendered text.)
+        lexer::tokenize(sql, &mut cx.scratch.tokens);
         self.mirrored_write(cx, m, &call, super::WriteSrc::Query(sql), seq)
             .await?;
         Ok(Ok(()))

@@ -87,6 +87,9 @@ impl Capture {
         let orderable = !safe
             && r.determinism.unsafe_reason
                 == Some(crate::router::determinism::UnsafeReason::InsertSelectWithoutOrder);
+        // A CALL: rendered, then replayed as that text (see `call`).
+        let call = r.class == Class::Write(crate::router::WriteKind::Call);
+        let orderable = orderable || call;
         if matches!(r.class, Class::Write(_)) && self.mirrored(cx, r) && (safe || orderable) {
             // Rendering depends on NO_BACKSLASH_ESCAPES.
             self.ensure_vars(cx).await?;
@@ -112,6 +115,19 @@ impl Capture {
                     {
                         return Ok(());
                     }
+                }
+                if let (true, Some(text)) = (call, &rendered) {
+                    // The text runs instead of the execute: a replayed
+                    // CALL answers with an OK packet (its body returns no
+                    // rows).
+                    return match self.call(cx, &m, r, text, seq).await? {
+                        Ok(()) => Ok(()),
+                        Err(why) => {
+                            let reason =
+                                format!("CALL runs statements Tandem cannot see, and {why}");
+                            self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await
+                        }
+                    };
                 }
                 if let (true, Some(text)) = (orderable, &rendered) {
                     // The text runs instead of the execute: the same OK
