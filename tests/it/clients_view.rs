@@ -187,16 +187,17 @@ async fn writes_under_lock_tables_keep_the_locks_and_follow_unsafe_writes() {
 }
 
 /// SQL-level prepared statements through a mirroring Tandem: EXECUTE of
-/// text that only reads works as it does directly; EXECUTE of a write
-/// (whose `USING @vars` values Tandem does not capture) follows
-/// unsafe_writes (here: refused, saying why).
+/// text that only reads works as it does directly; EXECUTE of a write runs
+/// as its text with the USING values in place (user variables carried by
+/// value) and is mirrored; text Tandem never saw (from a variable) or a
+/// `LIMIT ?` follows unsafe_writes (here: refused, saying why).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sql_level_prepared_reads_run_and_writes_follow_unsafe_writes() {
+async fn sql_level_prepared_statements_run_and_writes_are_mirrored() {
     use crate::common::mirror::*;
     let env = MirrorEnv::start("sqlprepare", "").await;
-    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, n INT NOT NULL)")
+    env.create_both("CREATE TABLE t (id INT PRIMARY KEY, n INT NOT NULL, s VARCHAR(10))")
         .await;
-    env.create_both("INSERT INTO t VALUES (1, 0), (2, 0), (3, 0)")
+    env.create_both("INSERT INTO t VALUES (1, 0, NULL), (2, 0, NULL), (3, 0, NULL)")
         .await;
     let mut c = env.proxy().await;
     c.query_drop("PREPARE r FROM 'SELECT COUNT(*) FROM t WHERE id > ?'")
@@ -206,13 +207,46 @@ async fn sql_level_prepared_reads_run_and_writes_follow_unsafe_writes() {
     let n: Option<i64> = c.query_first("EXECUTE r USING @a").await.unwrap();
     assert_eq!(n, Some(2));
     c.query_drop("DEALLOCATE PREPARE r").await.unwrap();
-    c.query_drop("PREPARE w FROM 'UPDATE t SET n = n + ? WHERE id = 1'")
+    c.query_drop("PREPARE w FROM 'UPDATE t SET n = n + ?, s = ? WHERE id = ?'")
         .await
         .unwrap();
-    let err = c.query_drop("EXECUTE w USING @a").await.unwrap_err();
-    assert!(err.to_string().contains("SQL-level EXECUTE"), "{err}");
+    c.query_drop("SET @s = 'é,x'").await.unwrap();
+    c.query_drop("EXECUTE w USING @a, @s, 1").await.unwrap();
+    assert_eq!(c.affected_rows(), 1);
+    c.query_drop("SET @a = 41").await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("EXECUTE w USING @a + 1, CONCAT(@s, '!'), 2")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop("PREPARE i FROM 'INSERT INTO t VALUES (?, ?, ?)'")
+        .await
+        .unwrap();
+    c.query_drop("EXECUTE i USING 4, @a, NULL").await.unwrap();
+    let got: Vec<(i32, i32, Option<String>)> =
+        c.query("SELECT id, n, s FROM t ORDER BY id").await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (1, 1, Some("é,x".into())),
+            (2, 42, Some("é,x!".into())),
+            (3, 0, None),
+            (4, 41, None)
+        ]
+    );
+    c.query_drop("SET @text = 'DELETE FROM t WHERE id = 3'")
+        .await
+        .unwrap();
+    c.query_drop("PREPARE v FROM @text").await.unwrap();
+    let err = c.query_drop("EXECUTE v").await.unwrap_err();
+    assert!(err.to_string().contains("from a variable"), "{err}");
+    c.query_drop("PREPARE l FROM 'DELETE FROM t ORDER BY id LIMIT ?'")
+        .await
+        .unwrap();
+    let err = c.query_drop("EXECUTE l USING 1").await.unwrap_err();
+    assert!(err.to_string().contains("LIMIT"), "{err}");
     env.wait_caught_up().await;
-    assert_same(&env.primary, &env.secondary, "t").await;
+    assert_eq!(env.assert_same("t").await, 4);
     drop(c);
     env.stop().await;
 }

@@ -98,7 +98,7 @@ pub(super) struct Capture {
     txn_isolation: Option<isolation::Isolation>,
     /// SQL-level prepared statements by name (lower case): whether the
     /// text prepared only reads.
-    sql_prepared: std::collections::HashMap<String, bool>,
+    sql_prepared: std::collections::HashMap<String, sql_prepared::Prepared>,
     /// What `ROW_COUNT()` answers right after the client's last statement,
     /// when Tandem ran statements of its own after it (COMMIT of the
     /// autocommit wrap, `SET TIMESTAMP = DEFAULT`), which reset it. Set
@@ -360,19 +360,45 @@ impl Capture {
             Class::Session(SessionOp::PreparedSql) => {
                 use sql_prepared::SqlPrepared;
                 match sql_prepared::sql_prepared(sql, &cx.scratch.tokens) {
-                    SqlPrepared::Prepare(name, reads) => {
-                        self.sql_prepared.insert(name, reads);
+                    SqlPrepared::Prepare(name, reads, text) => {
+                        let p = sql_prepared::Prepared { reads, text };
+                        self.sql_prepared.insert(name, p);
                         Ok(false)
                     }
                     SqlPrepared::Deallocate(name) => {
                         self.sql_prepared.remove(&name);
                         Ok(false)
                     }
-                    SqlPrepared::Execute(name) if self.executes_a_read(&name) => Ok(false),
-                    SqlPrepared::Execute(_) => {
-                        let reason = "SQL-level EXECUTE of a statement that may write runs with values Tandem does not capture; use server-side prepared statements (COM_STMT_EXECUTE)";
-                        self.unsafe_write(cx, m, &[], reason, payload, seq).await?;
-                        Ok(true)
+                    SqlPrepared::Execute(name, _) if self.executes_a_read(&name) => Ok(false),
+                    SqlPrepared::Execute(name, values) => {
+                        let text = self.sql_prepared.get(&name).and_then(|p| p.text.clone());
+                        let rendered = match text {
+                            Some(t) => sql_prepared::substitute(&t, &values),
+                            None => {
+                                Err("its text came from a variable, which Tandem does not see"
+                                    .into())
+                            }
+                        };
+                        match rendered {
+                            // As a query of its own, through the whole
+                            // capture path; the same OK answers a write.
+                            Ok(text) => {
+                                let plan = cx.shared.router.plan(&text, &mut cx.scratch);
+                                let packet = query_packet(&text);
+                                let done =
+                                    Box::pin(self.query(cx, m, &plan.classified, &packet, seq))
+                                        .await?;
+                                if !done {
+                                    cx.forward(&packet, seq, Expect::ResultSet).await?;
+                                }
+                                Ok(true)
+                            }
+                            Err(why) => {
+                                let reason = format!("SQL-level EXECUTE of a statement that may write, and {why}; use server-side prepared statements (COM_STMT_EXECUTE)");
+                                self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
+                                Ok(true)
+                            }
+                        }
                     }
                     SqlPrepared::Other => Ok(false),
                 }
