@@ -205,14 +205,16 @@ print(out)
 
 /// Columns a LOAD leaves out take the target's defaults, as directly:
 /// a sequence's next value and RAND() (which a staging table would drop
-/// to NULL), pinned so the secondary has the primary's values.
+/// to NULL), pinned so the secondary has the primary's values; a
+/// generated column left out of the list is computed by the target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn columns_a_load_leaves_out_take_the_targets_defaults() {
     let env = MirrorEnv::start("loaddefaults", "").await;
     let schema = [
         "CREATE SEQUENCE sq",
         "CREATE TABLE seqd (id INT AUTO_INCREMENT PRIMARY KEY, v INT, \
-         s INT DEFAULT (NEXT VALUE FOR sq), r DOUBLE DEFAULT (RAND()))",
+         s INT DEFAULT (NEXT VALUE FOR sq), r DOUBLE DEFAULT (RAND()), \
+         g INT AS (v * 2) PERSISTENT)",
     ];
     let reference = "tandem_loaddefaults_ref";
     fresh_database(reference).await;
@@ -232,12 +234,12 @@ async fn columns_a_load_leaves_out_take_the_targets_defaults() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = cli(MARIADB_PORT, "root", "", reference, &sql);
     assert_eq!(code, 0, "{err}");
-    let read = "SELECT v, s, r IS NOT NULL FROM seqd ORDER BY v";
+    let read = "SELECT v, s, r IS NOT NULL, g FROM seqd ORDER BY v";
     let mut p = Conn::new(direct_opts(&env.primary)).await.unwrap();
-    let through: Vec<(i32, Option<i32>, bool)> = p.query(read).await.unwrap();
-    let direct: Vec<(i32, Option<i32>, bool)> = r.query(read).await.unwrap();
+    let through: Vec<(i32, Option<i32>, bool, i32)> = p.query(read).await.unwrap();
+    let direct: Vec<(i32, Option<i32>, bool, i32)> = r.query(read).await.unwrap();
     assert_eq!(through, direct);
-    assert_eq!(through[0], (10, Some(1), true));
+    assert_eq!(through[0], (10, Some(1), true, 20));
     env.wait_caught_up().await;
     assert_eq!(env.assert_same("seqd").await, 3);
     drop((p, r));

@@ -13,8 +13,8 @@
 //!
 //! Not taken here (the unsafe-write path answers): LOAD DATA without
 //! LOCAL (the file is on the server's disk), under LOCK TABLES, and into a
-//! table with generated columns (the staged copy would carry values the
-//! target computes).
+//! table with generated columns unless a column list leaves them out (the
+//! staged copy would carry values the target computes).
 
 use super::super::link::{query_packet, Link};
 use super::super::load_stmt;
@@ -84,9 +84,14 @@ impl Capture {
         };
         let all: Vec<String> = columns.iter().map(|r| text(&r[0])).collect();
         let names = load.given(&all);
+        // A generated column the LOAD fills (without a column list, every
+        // column) would come back from staging as a value.
         let generated = columns.iter().any(|r| {
             let extra = text(&r[1]).to_ascii_uppercase();
-            extra.contains("GENERATED") || extra.contains("VIRTUAL") || extra.contains("PERSISTENT")
+            let computed = extra.contains("GENERATED")
+                || extra.contains("VIRTUAL")
+                || extra.contains("PERSISTENT");
+            computed && (load.columns.is_none() || names.contains(&text(&r[0])))
         });
         if names.is_empty() || generated {
             return Ok(false);
