@@ -25,13 +25,15 @@ soak: setup
 
 ## sysbench through Tandem vs an L4 relay vs direct, in one run, then a 4-shard
 ## cluster vs one database, then cross-shard transfers, then MySQL -> PostgreSQL
-## backfill and verify vs a text pipe (see scripts/bench.sh, shard-bench.sh,
-## xa-bench.sh and pg-bench.sh for knobs).
+## backfill and verify vs a text pipe, then the writes staged, carried or replayed
+## (see scripts/bench.sh, shard-bench.sh, xa-bench.sh, pg-bench.sh and
+## carry-bench.sh for knobs).
 bench: setup release
 	./scripts/bench.sh
 	./scripts/shard-bench.sh
 	./scripts/xa-bench.sh
 	./scripts/pg-bench.sh
+	./scripts/carry-bench.sh
 
 ## Coverage-guided fuzzing of every parser fed by a socket or a file (nightly + cargo-fuzz):
 ## each target in fuzz/ for FUZZ_SECONDS (default 60); inputs that add coverage join

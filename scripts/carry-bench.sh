@@ -9,6 +9,8 @@
 #   staged  INSERT … SELECT … GROUP BY of ROWS rows into an AUTO_INCREMENT
 #           table (run staged: its rows read back and inserted as VALUES)
 #   call    CALLs of a transfer procedure (replayed with a guard)
+#   plain   as many single-row UPDATEs under autocommit (the cost of any
+#           mirrored write, for comparison)
 #
 # Knobs: BENCH_ROUNDS (ETL rounds and GROUP BY runs, default 50),
 # BENCH_ROWS (default 1000), BENCH_CALLS (default 2000).
@@ -74,6 +76,11 @@ start_release "$WORK" m $PORT $DB
     echo "CALL transfer($((i % 100 + 1)), $(((i + 37) % 100 + 1)), 1, $i);"
   done
 } > "$WORK/call.sql"
+{
+  for i in $(seq 1 "$CALLS"); do
+    echo "UPDATE acct SET balance = balance + 1 WHERE id = $((i % 100 + 1));"
+  done
+} > "$WORK/plain.sql"
 
 # run FILE PORT USER PASS DB -> seconds
 run() {
@@ -94,7 +101,7 @@ lag_zero() {
 
 echo "one client, $ROUNDS rounds of $ROWS rows; $CALLS CALLs"
 printf '%-8s %10s %10s %8s\n' workload direct_s tandem_s ratio
-for w in carry staged call; do
+for w in carry staged call plain; do
   d=$(run "$WORK/$w.sql" 3306 root "" ${DB}_ref)
   t=$(run "$WORK/$w.sql" $PORT bench bench $DB)
   printf '%-8s %10s %10s %8s\n' $w "$d" "$t" "$(awk -v a="$d" -v b="$t" 'BEGIN {printf "%.2f", b / a}')"

@@ -21,7 +21,7 @@
 //! (directly, the statements before the failing one would stand): the
 //! journal has nothing of it, and neither has the primary.
 
-use super::super::link::Link;
+use super::super::link::{query_packet, Link};
 use super::super::SessionError;
 use super::carry::Carried;
 use super::vars::rows;
@@ -299,7 +299,13 @@ impl Capture {
              FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {}",
             sql_literal(db.as_bytes())
         );
-        let reply = self.own_read(cx, catalog.as_bytes()).await?;
+        // Both catalog reads in one round trip.
+        let schemata = query_packet(b"SELECT LOWER(SCHEMA_NAME) FROM information_schema.SCHEMATA");
+        let mut replies = self
+            .own_reads(cx, &[&query_packet(catalog.as_bytes()), &schemata])
+            .await?;
+        let schemata = replies.pop().expect("own_reads answers every packet");
+        let reply = replies.pop().expect("own_reads answers every packet");
         let routines = rows(&reply, cx.deprecate_eof()).unwrap_or_default();
         let text = |v: &Option<Vec<u8>>| {
             v.as_deref()
@@ -320,12 +326,6 @@ impl Capture {
                 "the body of procedure `{name}` cannot be read from the catalog"
             )));
         };
-        let schemata = self
-            .own_read(
-                cx,
-                b"SELECT LOWER(SCHEMA_NAME) FROM information_schema.SCHEMATA",
-            )
-            .await?;
         let databases: Vec<String> = rows(&schemata, cx.deprecate_eof())
             .unwrap_or_default()
             .iter()
