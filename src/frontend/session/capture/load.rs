@@ -19,13 +19,11 @@
 use super::super::link::{query_packet, Link};
 use super::super::load_stmt;
 use super::super::SessionError;
+use super::staged::Staged;
 use super::Capture;
-use crate::frontend::session::cluster::insert_select::values_text;
-use crate::frontend::session::cluster::read::rows_of;
 use crate::mirror::runtime::Mirror;
 use crate::protocol::ErrSpec;
 use crate::router::{lexer, Route};
-use crate::sql::sql_literal;
 use mysql_common::constants::CapabilityFlags;
 use std::sync::Arc;
 
@@ -64,35 +62,16 @@ impl Capture {
             return Ok(false);
         };
         // The target's columns; generated ones are computed by the target.
-        let columns = self
-            .own_read(
-                cx,
-                format!(
-                    "SELECT COLUMN_NAME, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
-                     AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
-                    sql_literal(db.as_bytes()),
-                    sql_literal(load.table.as_bytes())
-                )
-                .as_bytes(),
-            )
-            .await?;
-        let Some(columns) = super::vars::rows(&columns, cx.deprecate_eof()) else {
+        let Some(columns) = self.target_columns(cx, &db, &load.table).await? else {
             return Ok(false);
         };
-        let text = |v: &Option<Vec<u8>>| {
-            String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned()
-        };
-        let all: Vec<String> = columns.iter().map(|r| text(&r[0])).collect();
+        let all: Vec<String> = columns.iter().map(|(c, _)| c.clone()).collect();
         let names = load.given(&all);
         // A generated column the LOAD fills (without a column list, every
         // column) would come back from staging as a value.
-        let generated = columns.iter().any(|r| {
-            let extra = text(&r[1]).to_ascii_uppercase();
-            let computed = extra.contains("GENERATED")
-                || extra.contains("VIRTUAL")
-                || extra.contains("PERSISTENT");
-            computed && (load.columns.is_none() || names.contains(&text(&r[0])))
-        });
+        let generated = columns
+            .iter()
+            .any(|(c, g)| *g && (load.columns.is_none() || names.contains(c)));
         if names.is_empty() || generated {
             return Ok(false);
         }
@@ -140,40 +119,21 @@ impl Capture {
             cx.reply_err(reply_seq, &error_of(Some(&answer))).await?;
             return Ok(true);
         }
-        let extended = cx.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
-        let mut staged = self
-            .own_read(cx, load_stmt::select_staged(&names, None).as_bytes())
-            .await?;
-        if let Some((types, _)) = rows_of(&staged.packets, extended, cx.deprecate_eof())
-            .filter(|(c, _)| load_stmt::reread(c))
-        {
-            let exact = load_stmt::select_staged(&names, Some(&types));
-            staged = self.own_read(cx, exact.as_bytes()).await?;
-        }
-        self.drop_staging(cx).await?;
-        let Some((types, rows)) = rows_of(&staged.packets, extended, cx.deprecate_eof())
-            .filter(|(c, _)| c.len() == names.len())
-        else {
-            let e = ErrSpec::new(
-                1105,
-                "HY000",
-                "Tandem: the staged LOAD DATA rows could not be read back",
-            );
-            cx.reply_err(reply_seq, &e).await?;
-            return Ok(true);
-        };
-        if rows.is_empty() {
-            cx.reply_ok(reply_seq).await?;
-            return Ok(true);
-        }
-        let Some(values) = values_text(&types, rows, self.no_backslash_escapes) else {
-            let e = ErrSpec::new(
-                1105,
-                "HY000",
-                "Tandem: a staged LOAD DATA row it cannot read",
-            );
-            cx.reply_err(reply_seq, &e).await?;
-            return Ok(true);
+        let values = match self.take_staged(cx, &names, None).await? {
+            Staged::Values(v) => v,
+            Staged::Empty => {
+                cx.reply_ok(reply_seq).await?;
+                return Ok(true);
+            }
+            Staged::Unreadable => {
+                let e = ErrSpec::new(
+                    1105,
+                    "HY000",
+                    "Tandem: the staged LOAD DATA rows could not be read back",
+                );
+                cx.reply_err(reply_seq, &e).await?;
+                return Ok(true);
+            }
         };
         let mut insert = load_stmt::insert_head(&load, &target, &names);
         insert.extend_from_slice(&values);

@@ -26,6 +26,7 @@ use super::vars::rows;
 use super::Capture;
 use crate::frontend::session::cluster::insert_select::{source_span, values_text};
 use crate::frontend::session::cluster::read::rows_of;
+use crate::frontend::session::cluster::values::Column;
 use crate::mirror::runtime::Mirror;
 use crate::protocol::response::Expect;
 use crate::router::determinism::UnsafeReason;
@@ -119,7 +120,89 @@ pub(super) fn stageable(route: &Route) -> bool {
     ) && route.determinism.unsafe_reason == Some(UnsafeReason::InsertSelectWithoutOrder)
 }
 
+/// What the staging table held (see `Capture::take_staged`).
+pub(super) enum Staged {
+    /// Its rows as `(v, …), (v, …)`.
+    Values(Vec<u8>),
+    Empty,
+    /// Rows Tandem cannot read back, or more than the limit.
+    Unreadable,
+}
+
 impl Capture {
+    /// The columns of `db`.`table` in table order, each with whether it
+    /// is generated; None: the catalog did not answer.
+    pub(super) async fn target_columns(
+        &mut self,
+        cx: &mut Link<'_>,
+        db: &str,
+        table: &str,
+    ) -> Result<Option<Vec<(String, bool)>>, SessionError> {
+        let sql = format!(
+            "SELECT COLUMN_NAME, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
+             AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
+            sql_literal(db.as_bytes()),
+            sql_literal(table.as_bytes())
+        );
+        let reply = self.own_read(cx, sql.as_bytes()).await?;
+        let text = |v: &Option<Vec<u8>>| {
+            String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned()
+        };
+        Ok(rows(&reply, cx.deprecate_eof()).map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    let extra = text(&r[1]).to_ascii_uppercase();
+                    let generated = ["GENERATED", "VIRTUAL", "PERSISTENT"]
+                        .iter()
+                        .any(|w| extra.contains(w));
+                    (text(&r[0]), generated)
+                })
+                .collect()
+        }))
+    }
+
+    /// Reads the staging table's rows of `names` back (FLOAT columns again
+    /// through DOUBLE when there are any: `load_stmt::reread`), at most
+    /// `limit` (rows, bytes), and drops it.
+    pub(super) async fn take_staged(
+        &mut self,
+        cx: &mut Link<'_>,
+        names: &[String],
+        limit: Option<(usize, usize)>,
+    ) -> Result<Staged, SessionError> {
+        let extended = cx.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
+        let select = |exact: Option<&[Column]>| {
+            let q = load_stmt::select_staged(names, exact);
+            match limit {
+                Some((rows, _)) => format!("{q} LIMIT {}", rows + 1),
+                None => q,
+            }
+        };
+        let mut staged = self.own_read(cx, select(None).as_bytes()).await?;
+        if let Some((types, _)) = rows_of(&staged.packets, extended, cx.deprecate_eof())
+            .filter(|(c, _)| load_stmt::reread(c))
+        {
+            staged = self.own_read(cx, select(Some(&types)).as_bytes()).await?;
+        }
+        self.drop_staging(cx).await?;
+        let size: usize = staged.packets.iter().map(Vec::len).sum();
+        let within = |n: usize| limit.is_none_or(|(rows, bytes)| n <= rows && size <= bytes);
+        let Some((types, found)) = rows_of(&staged.packets, extended, cx.deprecate_eof())
+            .filter(|(c, r)| c.len() == names.len() && within(r.len()))
+        else {
+            return Ok(Staged::Unreadable);
+        };
+        if found.is_empty() {
+            return Ok(Staged::Empty);
+        }
+        Ok(
+            match values_text(&types, found, self.no_backslash_escapes) {
+                Some(v) => Staged::Values(v),
+                None => Staged::Unreadable,
+            },
+        )
+    }
+
     /// Whether `sql`, an `INSERT … SELECT` the router lets through, must
     /// be staged all the same: it writes a table without transactions
     /// while reading others (see `effect`), or the primary hands out ids
@@ -187,25 +270,15 @@ impl Capture {
             None => return Ok(false),
         };
         // The target's columns; generated ones are the target's to compute.
-        let catalog = format!(
-            "SELECT COLUMN_NAME, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
-             AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
-            sql_literal(db.as_bytes()),
-            sql_literal(head.table.as_bytes())
-        );
-        let catalog = self.own_read(cx, catalog.as_bytes()).await?;
-        let Some(catalog) = rows(&catalog, cx.deprecate_eof()) else {
+        let Some(catalog) = self.target_columns(cx, &db, &head.table).await? else {
             return Ok(false);
-        };
-        let text = |v: &Option<Vec<u8>>| {
-            String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned()
         };
         let generated: Vec<String> = catalog
             .iter()
-            .filter(|r| text(&r[1]).to_ascii_uppercase().contains("GENERATED"))
-            .map(|r| text(&r[0]).to_ascii_lowercase())
+            .filter(|(_, g)| *g)
+            .map(|(c, _)| c.to_ascii_lowercase())
             .collect();
-        let all: Vec<String> = catalog.iter().map(|r| text(&r[0])).collect();
+        let all: Vec<String> = catalog.into_iter().map(|(c, _)| c).collect();
         let names = match &head.columns {
             Some(c)
                 if c.iter()
@@ -265,50 +338,29 @@ impl Capture {
             self.drop_staging(cx).await?;
             return cx.relay(seq, bad, false).await.map(|_| true);
         }
-        let extended = cx.ext_caps & crate::backend::MARIADB_EXTENDED_METADATA != 0;
-        let limited = |q: String| format!("{q} LIMIT {}", MAX_ROWS + 1);
-        let mut staged = self
-            .own_read(
-                cx,
-                limited(load_stmt::select_staged(&names, None)).as_bytes(),
-            )
-            .await?;
-        if let Some((types, _)) = rows_of(&staged.packets, extended, cx.deprecate_eof())
-            .filter(|(c, _)| load_stmt::reread(c))
+        let values = match self
+            .take_staged(cx, &names, Some((MAX_ROWS, MAX_BYTES)))
+            .await?
         {
-            let exact = limited(load_stmt::select_staged(&names, Some(&types)));
-            staged = self.own_read(cx, exact.as_bytes()).await?;
-        }
-        let size: usize = staged.packets.iter().map(Vec::len).sum();
-        let read = rows_of(&staged.packets, extended, cx.deprecate_eof())
-            .filter(|(c, r)| c.len() == names.len() && r.len() <= MAX_ROWS && size <= MAX_BYTES);
-        let Some((types, found)) = read else {
-            self.drop_staging(cx).await?;
-            return Ok(false);
+            Staged::Values(v) => v,
+            Staged::Unreadable => return Ok(false),
+            Staged::Empty => {
+                // No row: the server's own answer to inserting none.
+                let none = format!(
+                    "{} INTO {target} ({}) SELECT {} FROM {target} LIMIT 0",
+                    if head.replace {
+                        "REPLACE"
+                    } else {
+                        "INSERT IGNORE"
+                    },
+                    cols.join(", "),
+                    cols.join(", ")
+                );
+                cx.forward(&query_packet(none.as_bytes()), seq, Expect::ResultSet)
+                    .await?;
+                return Ok(true);
+            }
         };
-        if found.is_empty() {
-            // No row: the server's own answer to inserting none.
-            let none = format!(
-                "{} INTO {target} ({}) {}",
-                if head.replace {
-                    "REPLACE"
-                } else {
-                    "INSERT IGNORE"
-                },
-                cols.join(", "),
-                load_stmt::select_staged(&names, None)
-            );
-            cx.forward(&query_packet(none.as_bytes()), seq, Expect::ResultSet)
-                .await?;
-            self.drop_staging(cx).await?;
-            self.row_count_next = Some(0);
-            return Ok(true);
-        }
-        let Some(values) = values_text(&types, found, self.no_backslash_escapes) else {
-            self.drop_staging(cx).await?;
-            return Ok(false);
-        };
-        self.drop_staging(cx).await?;
         let verb = match (head.replace, head.ignore) {
             (true, _) => "REPLACE",
             (false, true) => "INSERT IGNORE",
