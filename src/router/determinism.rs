@@ -106,7 +106,7 @@ const TIME_FUNCS: &[&str] = &[
 ];
 
 /// Functions whose value cannot be pinned on the secondary.
-const UNSAFE_FUNCS: &[&str] = &[
+pub const UNSAFE_FUNCS: &[&str] = &[
     "UUID_SHORT",
     "USER",
     "CURRENT_USER",

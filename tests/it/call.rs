@@ -20,13 +20,6 @@ BEGIN
   INSERT INTO audit (acct, balance) SELECT id, balance FROM acct WHERE id IN (a, b);
 END";
 
-async fn dead_lettered(env: &MirrorEnv) -> u64 {
-    env.mirror()
-        .applier
-        .dead_lettered
-        .load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// A procedure that reads under locks and writes keyed rows, the time
 /// from NOW(6): replayed, in and out of transactions; one that fails
 /// half-way (a duplicate in its third write) leaves nothing of itself on
@@ -99,7 +92,7 @@ async fn a_call_whose_body_replays_alike_is_mirrored() {
         .await
         .unwrap();
     assert_eq!(stamped, Some(2));
-    assert_eq!(dead_lettered(&env).await, 0);
+    assert_eq!(env.dead_lettered(), 0);
     drop(c);
     env.stop().await;
 }
@@ -158,7 +151,7 @@ async fn a_call_that_may_replay_otherwise_is_refused_or_fails_loudly() {
         .unwrap();
     c.query_drop("CALL bump()").await.unwrap();
     env.wait_caught_up().await;
-    assert_eq!(dead_lettered(&env).await, 1);
+    assert_eq!(env.dead_lettered(), 1);
     let v: Option<i32> = s.query_first("SELECT v FROM t WHERE id = 1").await.unwrap();
     assert_eq!(v, Some(0), "the other body did not run");
     s.disconnect().await.unwrap();

@@ -652,12 +652,7 @@ async fn multi_statement_packets_with_writes_are_mirrored() {
     }
     env.wait_caught_up().await;
     assert_eq!(assert_same(&env.primary, &env.secondary, "t").await, 4);
-    let dead = env
-        .mirror()
-        .applier
-        .dead_lettered
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(dead, 0);
+    assert_eq!(env.dead_lettered(), 0);
     drop((c, d));
     drop_databases(&[&direct_db]).await;
     env.stop().await;

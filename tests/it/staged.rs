@@ -111,12 +111,7 @@ async fn insert_select_whose_order_cannot_be_pinned_runs_staged() {
     for t in ["tally", "log"] {
         env.assert_same(t).await;
     }
-    let dead = env
-        .mirror()
-        .applier
-        .dead_lettered
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(dead, 0);
+    assert_eq!(env.dead_lettered(), 0);
     drop((c, d));
     drop_databases(&[reference]).await;
     env.stop().await;

@@ -118,12 +118,7 @@ async fn writes_reading_temporary_tables_carry_them_to_the_secondary() {
     assert_eq!(f[1].1, 16777216.0, "{f:?}");
     assert_eq!(assert_same(&env.primary, &env.secondary, "items").await, 5);
     assert_eq!(assert_same(&env.primary, &env.secondary, "tmp").await, 1);
-    let dead = env
-        .mirror()
-        .applier
-        .dead_lettered
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(dead, 0);
+    assert_eq!(env.dead_lettered(), 0);
     drop((a, b, c));
     env.stop().await;
 }
@@ -205,12 +200,7 @@ async fn a_failed_carried_write_leaves_no_copy_on_the_apply_connection() {
         .await
         .unwrap();
     env.wait_caught_up().await;
-    let dead = env
-        .mirror()
-        .applier
-        .dead_lettered
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(dead, 1);
+    assert_eq!(env.dead_lettered(), 1);
     let mut other = env.proxy().await;
     other
         .query_drop("INSERT INTO tmp VALUES (2, 2)")
@@ -263,12 +253,7 @@ async fn prepared_statements_meet_temporary_tables_as_queries_do() {
     assert_eq!(got, vec![(1, 15), (2, 45)]);
     assert_eq!(assert_same(&env.primary, &env.secondary, "t").await, 2);
     assert_eq!(assert_same(&env.primary, &env.secondary, "tmp").await, 1);
-    let dead = env
-        .mirror()
-        .applier
-        .dead_lettered
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(dead, 0);
+    assert_eq!(env.dead_lettered(), 0);
     drop(c);
     env.stop().await;
 }

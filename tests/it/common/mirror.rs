@@ -212,6 +212,14 @@ impl MirrorEnv {
         .unwrap()
     }
 
+    /// Transactions the applier dead-lettered so far.
+    pub fn dead_lettered(&self) -> u64 {
+        self.mirror()
+            .applier
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn mirror(&self) -> Arc<Mirror> {
         self.server.shared.mirror.load_full().expect("mirroring")
     }

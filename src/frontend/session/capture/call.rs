@@ -28,6 +28,7 @@ use super::vars::rows;
 use super::Capture;
 use crate::mirror::record::{MirrorStatement, Pins};
 use crate::mirror::runtime::Mirror;
+use crate::router::determinism::UNSAFE_FUNCS;
 use crate::router::lexer::{self, Tok, Token};
 use crate::router::{Route, WriteKind};
 use crate::sql::sql_literal;
@@ -62,36 +63,16 @@ const STATEMENTS: &[&str] = &[
     "KILL",
 ];
 
-/// Functions whose value no pin reproduces (or that read the session).
-const FUNCTIONS: &[&str] = &[
+/// Functions a statement's pins cover but a body's statements do not
+/// (each would draw or read anew), besides the router's `UNSAFE_FUNCS`.
+const BODY_FUNCTIONS: &[&str] = &[
     "RAND",
     "UUID",
-    "UUID_SHORT",
-    "SYS_GUID",
     "SYSDATE",
     "CONNECTION_ID",
-    "USER",
-    "CURRENT_USER",
-    "SESSION_USER",
-    "SYSTEM_USER",
     "LAST_INSERT_ID",
-    "FOUND_ROWS",
-    "ROW_COUNT",
-    "GET_LOCK",
-    "RELEASE_LOCK",
-    "RELEASE_ALL_LOCKS",
-    "IS_FREE_LOCK",
-    "IS_USED_LOCK",
-    "SLEEP",
-    "BENCHMARK",
-    "NEXTVAL",
-    "SETVAL",
-    "LASTVAL",
     "DATABASE",
     "SCHEMA",
-    "MASTER_POS_WAIT",
-    "MASTER_GTID_WAIT",
-    "VERSION",
 ];
 
 /// A table the body writes, and how.
@@ -130,7 +111,8 @@ pub(super) fn judge(
         }
         let called = next(i).is_some_and(|n| n.kind == Tok::Punct(b'('));
         if called {
-            if let Some(f) = FUNCTIONS.iter().find(|f| t.is_word(b, f)) {
+            let unpinned = UNSAFE_FUNCS.iter().chain(BODY_FUNCTIONS);
+            if let Some(f) = unpinned.into_iter().find(|f| t.is_word(b, f)) {
                 return Err(format!("it calls {f}(), whose value no pin reproduces"));
             }
             if let Some(f) = t.ident(b).filter(|f| functions.contains(&f.to_lowercase())) {
