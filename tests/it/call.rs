@@ -66,6 +66,23 @@ async fn a_call_whose_body_replays_alike_is_mirrored() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Duplicate entry"), "{err}");
+    // A body that returns rows: the client gets them, as directly.
+    c.query_drop(
+        "CREATE PROCEDURE deposit(a INT, amt DECIMAL(10,2)) BEGIN \
+         UPDATE acct SET balance = balance + amt WHERE id = a; \
+         SELECT id, CAST(balance AS CHAR) FROM acct WHERE id = a; END",
+    )
+    .await
+    .unwrap();
+    let rows: Vec<(i32, String)> = c.query("CALL deposit(1, 0.50)").await.unwrap();
+    assert_eq!(rows, vec![(1, "96.50".to_string())]);
+    // Prepared, it would run as text and answer rows in the wrong
+    // protocol: refused.
+    let err = c
+        .exec_drop("CALL deposit(?, ?)", (1, "0.50"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("returns rows"), "{err}");
     // Prepared: replayed as its rendered text.
     c.exec_drop("CALL transfer(?, ?, ?, ?)", (2, 1, "2.00", 400))
         .await
@@ -81,7 +98,7 @@ async fn a_call_whose_body_replays_alike_is_mirrored() {
         .unwrap();
     assert_eq!(
         balances,
-        vec![(1, "98.00".to_string()), (2, "103.00".to_string())]
+        vec![(1, "98.50".to_string()), (2, "103.00".to_string())]
     );
     env.wait_caught_up().await;
     assert_eq!(env.assert_same("acct").await, 2);

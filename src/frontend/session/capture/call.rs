@@ -84,6 +84,14 @@ pub(super) struct Written {
     pub select: bool,
 }
 
+/// What a body replayed alike does.
+#[derive(Debug, Default)]
+pub(super) struct Judged {
+    pub written: Vec<Written>,
+    /// It returns rows to the client (a CALL answered with result sets).
+    pub returns_rows: bool,
+}
+
 /// The tables a procedure body writes, or why replaying it could give
 /// other rows. `functions`: the database's stored functions; `temps`: the
 /// session's temporary tables; `databases`: the server's databases; all
@@ -93,7 +101,7 @@ pub(super) fn judge(
     functions: &[String],
     temps: &[String],
     databases: &[String],
-) -> Result<Vec<Written>, String> {
+) -> Result<Judged, String> {
     let b = body.as_bytes();
     let mut toks = Vec::new();
     lexer::tokenize(b, &mut toks);
@@ -130,20 +138,27 @@ pub(super) fn judge(
             return Err(format!("it names a table with its database `{id}`"));
         }
     }
-    let mut written = Vec::new();
+    let mut judged = Judged::default();
     for piece in toks.split(|t| t.kind == Tok::Punct(b';')) {
-        if let Some(w) = statement(b, piece)? {
-            if !written.contains(&w) {
-                written.push(w);
-            }
+        match statement(b, piece)? {
+            Piece::Writes(w) if !judged.written.contains(&w) => judged.written.push(w),
+            Piece::Rows => judged.returns_rows = true,
+            _ => {}
         }
     }
-    Ok(written)
+    Ok(judged)
 }
 
-/// What one statement of the body writes (None: nothing), or why it is
-/// refused.
-fn statement(b: &[u8], piece: &[Token]) -> Result<Option<Written>, String> {
+/// What one statement of a body does.
+enum Piece {
+    Nothing,
+    /// Returns rows to the client.
+    Rows,
+    Writes(Written),
+}
+
+/// What one statement of the body does, or why it is refused.
+fn statement(b: &[u8], piece: &[Token]) -> Result<Piece, String> {
     let has = |w: &str| piece.iter().any(|t| t.is_word(b, w));
     let for_update = |i: usize| i > 0 && piece[i - 1].is_word(b, "FOR");
     let write_at = piece.iter().enumerate().position(|(i, t)| {
@@ -159,26 +174,29 @@ fn statement(b: &[u8], piece: &[Token]) -> Result<Option<Written>, String> {
         .any(|(i, t)| t.is_word(b, "UPDATE") && for_update(i))
         || (has("SHARE") && has("MODE"));
     match (select_at, write_at) {
-        (None, None) => return Ok(None),
+        (None, None) => return Ok(Piece::Nothing),
         // A read of its own (SELECT … INTO, a subquery in SET or IF).
         (Some(s), w) if w.is_none_or(|w| s < w) => {
+            // Rows for the client only (a SELECT that feeds no variable,
+            // condition or write) do not change what replay writes.
+            let feeds = [
+                "INTO", "SET", "IF", "ELSEIF", "WHILE", "UNTIL", "WHEN", "RETURN", "CASE",
+                "DECLARE", "DEFAULT",
+            ]
+            .iter()
+            .any(|w| has(w));
+            if !feeds && w.is_none() {
+                return Ok(Piece::Rows);
+            }
             if !locks {
                 return Err(
-                    "it reads rows without FOR UPDATE or LOCK IN SHARE MODE, and a consistent read may see another snapshot than replay".into(),
+                    "it reads rows without FOR UPDATE or LOCK IN SHARE MODE into what it writes, and a consistent read may see another snapshot than replay".into(),
                 );
             }
             if w.is_some() {
                 return Err("a condition of its body reads rows before a write".into());
             }
-            let assigns = [
-                "INTO", "SET", "IF", "ELSEIF", "WHILE", "UNTIL", "WHEN", "RETURN",
-            ]
-            .iter()
-            .any(|w| has(w));
-            if !assigns {
-                return Err("it returns rows".into());
-            }
-            return Ok(None);
+            return Ok(Piece::Nothing);
         }
         _ => {}
     }
@@ -228,7 +246,7 @@ fn statement(b: &[u8], piece: &[Token]) -> Result<Option<Written>, String> {
                 .into(),
         );
     }
-    Ok(Some(Written {
+    Ok(Piece::Writes(Written {
         table,
         insert,
         select,
@@ -252,13 +270,15 @@ fn called(sql: &[u8], toks: &[Token]) -> Option<String> {
 impl Capture {
     /// A CALL: mirrored by replay when its procedure is known to do the
     /// same on the secondary (Ok(Ok)), else why not (Ok(Err)); nothing
-    /// ran then.
+    /// ran then. `for_execute`: the text of a prepared CALL, which runs in
+    /// its place and so must answer with an OK only (no rows, which the
+    /// client would read in the binary protocol).
     pub(super) async fn call(
         &mut self,
         cx: &mut Link<'_>,
         m: &Arc<Mirror>,
         route: &Route,
-        sql: &[u8],
+        (sql, for_execute): (&[u8], bool),
         seq: u8,
     ) -> Result<Result<(), String>, SessionError> {
         let mut toks = Vec::new();
@@ -314,7 +334,12 @@ impl Capture {
             .filter_map(|r| text(&r[0]))
             .collect();
         let written = match judge(&body, &functions, &self.temp_tables, &databases) {
-            Ok(w) => w,
+            Ok(j) if j.returns_rows && for_execute => {
+                return Ok(Err(format!(
+                    "procedure `{name}` returns rows, which a prepared CALL run as text would answer in the wrong protocol"
+                )))
+            }
+            Ok(j) => j.written,
             Err(why) => return Ok(Err(format!("procedure `{name}`: {why}"))),
         };
         for w in &written {
@@ -393,8 +418,9 @@ mod tests {
 
     fn judged(body: &str) -> Result<Vec<(String, bool, bool)>, String> {
         let s = |v: &str| vec![v.to_string()];
-        judge(body, &s("twice"), &s("tmp"), &s("otherdb")).map(|w| {
-            w.into_iter()
+        judge(body, &s("twice"), &s("tmp"), &s("otherdb")).map(|j| {
+            j.written
+                .into_iter()
                 .map(|w| (w.table, w.insert, w.select))
                 .collect()
         })
@@ -420,15 +446,19 @@ mod tests {
                 ("audit".to_string(), true, true),
             ]
         );
+        let rows = judge(
+            "BEGIN UPDATE t SET v = v + 1 WHERE id = a; SELECT id, v FROM t WHERE id = a; END",
+            &[],
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(rows.returns_rows && rows.written.len() == 1);
         for (body, why) in [
             ("BEGIN UPDATE t SET v = 1; COMMIT; END", "COMMIT"),
             (
                 "BEGIN SELECT v INTO x FROM t WHERE id = 1; UPDATE t SET v = x; END",
                 "without FOR UPDATE",
-            ),
-            (
-                "BEGIN SELECT v FROM t WHERE id = 1 FOR UPDATE; END",
-                "returns rows",
             ),
             (
                 "BEGIN IF (SELECT COUNT(*) FROM t) > 0 THEN DELETE FROM t; END IF; END",

@@ -120,7 +120,7 @@ impl Capture {
                     // The text runs instead of the execute: a replayed
                     // CALL answers with an OK packet (its body returns no
                     // rows).
-                    return match self.call(cx, &m, r, text, seq).await? {
+                    return match self.call(cx, &m, r, (text, true), seq).await? {
                         Ok(()) => Ok(()),
                         Err(why) => {
                             let reason =

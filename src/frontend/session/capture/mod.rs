@@ -283,7 +283,7 @@ impl Capture {
                     return Ok(true);
                 }
                 if *kind == WriteKind::Call {
-                    if let Err(why) = self.call(cx, m, route, sql, seq).await? {
+                    if let Err(why) = self.call(cx, m, route, (sql, false), seq).await? {
                         let reason = format!("CALL runs statements Tandem cannot see, and {why}");
                         self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
                     }
