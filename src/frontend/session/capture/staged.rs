@@ -221,6 +221,12 @@ impl Capture {
         {
             return Ok(false);
         }
+        // Every INSERT comes here: one without the word pays a scan, not
+        // a second tokenizing.
+        let select = sql.windows(6).any(|w| w.eq_ignore_ascii_case(b"SELECT"));
+        if !select {
+            return Ok(false);
+        }
         let mut toks = Vec::new();
         lexer::tokenize(sql, &mut toks);
         if source_span(sql, &toks).is_none() {
