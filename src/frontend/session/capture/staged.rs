@@ -221,9 +221,12 @@ impl Capture {
         {
             return Ok(false);
         }
-        // Every INSERT comes here: one without the word pays a scan, not
-        // a second tokenizing.
-        let select = sql.windows(6).any(|w| w.eq_ignore_ascii_case(b"SELECT"));
+        // Every INSERT comes here: one without the word pays a memchr
+        // scan, not a second tokenizing.
+        let select = memchr::memchr2_iter(b'S', b's', sql).any(|i| {
+            sql.get(i..i + 6)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"SELECT"))
+        });
         if !select {
             return Ok(false);
         }

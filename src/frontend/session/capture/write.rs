@@ -399,7 +399,7 @@ impl Capture {
         // A CALL inside a transaction runs after a savepoint: one that
         // fails half-way is undone whole (see `call`).
         let call = kind == Some(WriteKind::Call) && !autocommit;
-        let save_p = query_packet(b"SAVEPOINT tandem_call");
+        let save_p = call.then(|| query_packet(b"SAVEPOINT tandem_call"));
         let set_p = pin_packet(ts, seeds);
         let token = autocommit.then(|| m.token());
         let lid_p = query_packet(b"SELECT LAST_INSERT_ID()");
@@ -428,8 +428,8 @@ impl Capture {
         if let Some(mp) = &marker_p {
             batch.push(mp);
         }
-        if call {
-            batch.push(&save_p);
+        if let Some(p) = &save_p {
+            batch.push(p);
         }
         batch.push(&packet);
         if marker_p.is_none() && pin {
