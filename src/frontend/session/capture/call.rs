@@ -253,6 +253,14 @@ fn statement(b: &[u8], piece: &[Token]) -> Result<Piece, String> {
     }))
 }
 
+/// Why a CALL that is not replayed follows `unsafe_writes`.
+pub(super) fn refusal(why: &str) -> String {
+    format!(
+        "{}, and {why}",
+        crate::router::determinism::UnsafeReason::Call
+    )
+}
+
 /// `CALL [db.]name [(args)]`: the name (None: another shape, or a
 /// database named).
 fn called(sql: &[u8], toks: &[Token]) -> Option<String> {

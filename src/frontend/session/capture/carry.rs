@@ -34,7 +34,8 @@ const MAX_BYTES: usize = 16 << 20;
 /// Rows are carried in INSERTs of about this many bytes each.
 const CHUNK: usize = 1 << 20;
 
-/// The statements journaled around the write.
+/// The statements journaled around the write (before and after it in its
+/// transaction).
 #[derive(Default)]
 pub(super) struct Carried {
     pub before: Vec<MirrorStatement>,

@@ -89,15 +89,15 @@ impl Capture {
                 == Some(crate::router::determinism::UnsafeReason::InsertSelectWithoutOrder);
         // A CALL: rendered, then replayed as that text (see `call`).
         let call = r.class == Class::Write(crate::router::WriteKind::Call);
-        let orderable = orderable || call;
-        if matches!(r.class, Class::Write(_)) && self.mirrored(cx, r) && (safe || orderable) {
+        let render = safe || orderable || call;
+        if matches!(r.class, Class::Write(_)) && self.mirrored(cx, r) && render {
             // Rendering depends on NO_BACKSLASH_ESCAPES.
             self.ensure_vars(cx).await?;
         }
         // Only mirrored writes are rendered (the parameter types an execute
         // carries were recorded by `stmt_command`). Long data is used once.
         let rendered = match &r.class {
-            Class::Write(_) if self.mirrored(cx, r) && (safe || orderable) => {
+            Class::Write(_) if self.mirrored(cx, r) && render => {
                 self.render_execute(stmts, id, &payload)
             }
             _ => None,
@@ -123,8 +123,7 @@ impl Capture {
                     return match self.call(cx, &m, r, (text, true), seq).await? {
                         Ok(()) => Ok(()),
                         Err(why) => {
-                            let reason =
-                                format!("CALL runs statements Tandem cannot see, and {why}");
+                            let reason = super::call::refusal(&why);
                             self.unsafe_write(cx, &m, &[], &reason, &payload, seq).await
                         }
                     };

@@ -114,8 +114,9 @@ pub(super) struct Capture {
     /// The xid of the session's XA transaction, from `XA START` until it
     /// is prepared or ends (see `xa`).
     xa: Option<String>,
-    /// Copies of the temporary tables the write being captured reads
-    /// (see `carry`), taken by `mirrored_write`.
+    /// Statements journaled around the write being captured: copies of
+    /// the temporary tables it reads (`carry`), a CALL's guard (`call`).
+    /// Taken by `mirrored_write`.
     carried: Option<carry::Carried>,
 }
 
@@ -284,7 +285,7 @@ impl Capture {
                 }
                 if *kind == WriteKind::Call {
                     if let Err(why) = self.call(cx, m, route, (sql, false), seq).await? {
-                        let reason = format!("CALL runs statements Tandem cannot see, and {why}");
+                        let reason = call::refusal(&why);
                         self.unsafe_write(cx, m, &[], &reason, payload, seq).await?;
                     }
                     return Ok(true);
