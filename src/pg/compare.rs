@@ -294,42 +294,39 @@ impl Sides<'_> {
 
     /// PostgreSQL rows (read with `pg_select`) by canonical key.
     fn canon_pg(&self, rows: &[tokio_postgres::Row]) -> BTreeMap<Vec<String>, Canon> {
-        rows.iter()
-            .map(|r| {
-                self.keyed(
-                    self.map
-                        .columns
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| pg_value(c.kind, r, i))
-                        .collect(),
-                )
-            })
-            .collect()
+        self.canon_rows(rows, pg_value)
     }
 
-    /// A canonical row with its key.
-    fn keyed(&self, canon: Canon) -> (Vec<String>, Canon) {
-        let key = self
-            .plan
-            .key_positions
-            .iter()
-            .map(|i| canon[*i].clone().unwrap_or_default())
-            .collect();
-        (key, canon)
-    }
-
+    /// MySQL rows by canonical key.
     fn canon_mysql(&self, rows: &[Row]) -> BTreeMap<Vec<String>, Canon> {
+        self.canon_rows(rows, |kind, r, i| {
+            canon::mysql(kind, r.as_ref(i).unwrap_or(&Value::NULL))
+        })
+    }
+
+    /// Either side's rows by canonical key, `value` reading column `i`
+    /// of a row canonically.
+    fn canon_rows<R>(
+        &self,
+        rows: &[R],
+        value: impl Fn(Kind, &R, usize) -> Option<String>,
+    ) -> BTreeMap<Vec<String>, Canon> {
         rows.iter()
             .map(|r| {
-                self.keyed(
-                    self.map
-                        .columns
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| canon::mysql(c.kind, r.as_ref(i).unwrap_or(&Value::NULL)))
-                        .collect(),
-                )
+                let canon: Canon = self
+                    .map
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| value(c.kind, r, i))
+                    .collect();
+                let key = self
+                    .plan
+                    .key_positions
+                    .iter()
+                    .map(|i| canon[*i].clone().unwrap_or_default())
+                    .collect();
+                (key, canon)
             })
             .collect()
     }
